@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Idempotent host set-up for spawnwatch: Debian packages, kernel headers for bcc,
+# tracefs, a venv that sees Debian's bcc, and the project installed in it.
+# A second run only checks and returns quickly.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+venv="$repo/.venv"
+kernel=$(uname -r)
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    say "must run as root (try: sudo make setup)"
+    exit 1
+fi
+
+apt_updated=no
+apt_install() {
+    local missing=()
+    local pkg
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$apt_updated" = no ]; then
+        say "apt-get update"
+        apt-get update -qq
+        apt_updated=yes
+    fi
+    say "installing ${missing[*]}"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+apt_install python3-bpfcc python3-venv python3-pip bpftool busybox-static docker.io shellcheck \
+    build-essential
+command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+
+# bcc compiles against /lib/modules/$(uname -r)/build.  Prefer the headers of this
+# exact kernel; when the archive has none, link the distribution's generic ones.
+# Our BPF code reads only tracepoint fields and helpers, so mismatched headers are
+# harmless for it, but say so loudly.
+modules="/lib/modules/$kernel"
+if [ ! -e "$modules/build/include/linux/kconfig.h" ] && [ ! -e "$modules/source/include/linux/kconfig.h" ]; then
+    if apt-cache show "linux-headers-$kernel" >/dev/null 2>&1 || { apt-get update -qq && apt_updated=yes && apt-cache show "linux-headers-$kernel" >/dev/null 2>&1; }; then
+        apt_install "linux-headers-$kernel"
+    else
+        arch=$(dpkg --print-architecture)
+        apt_install "linux-headers-$arch"
+        generic=$(dpkg-query -W -f='${Depends}' "linux-headers-$arch" | grep -o 'linux-headers-[^ ,]*' | head -n1)
+        common=$(dpkg-query -W -f='${Depends}' "$generic" | grep -o 'linux-headers-[^ ,]*-common[^ ,]*' | head -n1)
+        mkdir -p "$modules"
+        ln -sfn "/usr/src/$generic" "$modules/build"
+        ln -sfn "/usr/src/${common:-$generic}" "$modules/source"
+        say "WARNING: no headers for kernel $kernel in the archive; linked $generic instead."
+        say "WARNING: they do not match the running kernel; spawnwatch reads no kernel structs, so it still works."
+    fi
+fi
+
+# Tracepoints live in tracefs; minimal hosts and containers may not mount it.
+if [ ! -d /sys/kernel/tracing/events ]; then
+    mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || say "WARNING: could not mount tracefs"
+fi
+if [ ! -d /sys/kernel/debug/tracing ] && [ -d /sys/kernel/debug ]; then
+    mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null || true
+fi
+
+# The venv is made from Debian's python, the one bcc is packaged for.
+if [ ! -x "$venv/bin/python" ]; then
+    say "creating $venv"
+    /usr/bin/python3 -m venv --system-site-packages "$venv"
+fi
+stamp="$venv/.installed"
+if [ ! -e "$stamp" ] || [ "$repo/pyproject.toml" -nt "$stamp" ]; then
+    say "installing spawnwatch into $venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check -e "$repo[test]"
+    touch "$stamp"
+fi

@@ -1,0 +1,3 @@
+from spawnwatch.cli import main
+
+main()

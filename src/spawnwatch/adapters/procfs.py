@@ -1,0 +1,137 @@
+"""Processes and memory from /proc, via psutil, as spawnwatch dataclasses."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import psutil
+
+from spawnwatch.events import ProcessInfo, Snapshot
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def boottime_now() -> float:
+    """Seconds since boot on CLOCK_BOOTTIME, the clock of BPF event timestamps."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def start_time(pid: int) -> float | None:
+    """Start of `pid` in seconds since boot (field 22 of /proc/<pid>/stat), None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # comm may hold spaces and parentheses: fields resume after the last ')'.
+    rest = stat[stat.rfind(b")") + 2 :].split()
+    return int(rest[19]) / CLOCK_TICKS
+
+
+def cgroup_path(pid: int) -> str:
+    """The cgroup path of `pid`: the v2 line when there is one, else the first named hierarchy."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return ""
+    paths = {}
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        paths[controllers] = path
+    return paths.get("", "") or paths.get("name=systemd", "") or next(iter(paths.values()), "")
+
+
+def cgroup2_mount() -> str | None:
+    """Where the cgroup v2 hierarchy is mounted (pure v2 or the hybrid 'unified'), if anywhere."""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            _, mountpoint, fstype, *_ = line.split()
+            if fstype == "cgroup2":
+                return mountpoint
+    return None
+
+
+def cgroup_id(pid: int, mount: str | None) -> int:
+    """The cgroup v2 id of `pid` (the inode of its cgroup directory), as bpf_get_current_cgroup_id()."""
+    if mount is None:
+        return 0
+    try:
+        with open(f"/proc/{pid}/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    return os.stat(mount + line[3:].rstrip("\n")).st_ino
+    except OSError:
+        pass
+    return 0
+
+
+def process_info(proc: psutil.Process, mount: str | None) -> ProcessInfo | None:
+    try:
+        with proc.oneshot():
+            pid = proc.pid
+            status = proc.status()
+            return ProcessInfo(
+                pid=pid,
+                ppid=proc.ppid(),
+                start=start_time(pid) or 0.0,
+                comm=proc.name(),
+                argv=tuple(proc.cmdline()) if status != psutil.STATUS_ZOMBIE else (),
+                cgroup_id=cgroup_id(pid, mount),
+                zombie=status == psutil.STATUS_ZOMBIE,
+                cgroup_path=cgroup_path(pid),
+            )
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def snapshot() -> Snapshot:
+    """Every process now, for seeding the lineage before events start flowing."""
+    mount = cgroup2_mount()
+    ts = boottime_now()
+    infos = (process_info(p, mount) for p in psutil.process_iter())
+    return Snapshot(ts=ts, processes=tuple(i for i in infos if i is not None))
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    rss_bytes: int
+    uss_bytes: int | None  # None when smaps is not readable
+
+
+def memory_of(pids: Iterable[int], with_uss: bool = False) -> Memory:
+    """Summed RSS (and USS when asked and readable) of the live processes among `pids`."""
+    rss = 0
+    uss: int | None = 0 if with_uss else None
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            if with_uss and uss is not None:
+                try:
+                    info = proc.memory_full_info()
+                    rss += info.rss
+                    uss += info.uss
+                    continue
+                except psutil.AccessDenied:
+                    uss = None
+            rss += proc.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return Memory(rss_bytes=rss, uss_bytes=uss)
+
+
+def same_process(pid: int, start: float, tolerance: float = 1.5 / CLOCK_TICKS) -> bool:
+    """True when `pid` still is the process that started at `start` (guards against pid reuse)."""
+    now = start_time(pid)
+    return now is not None and abs(now - start) <= tolerance
+
+
+def descendants(pid: int) -> Iterator[int]:
+    try:
+        for child in psutil.Process(pid).children(recursive=True):
+            yield child.pid
+    except psutil.NoSuchProcess:
+        return

@@ -1,0 +1,61 @@
+"""Flags and error handling shared by the subcommands."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from typing import Any, Callable
+
+import click
+
+EXIT_RUNTIME = 1
+EXIT_CANNOT_TRACE = 3
+
+
+class CannotTrace(click.ClickException):
+    """Tracing is impossible on this host; the message says why and how to fix it."""
+
+    exit_code = EXIT_CANNOT_TRACE
+
+
+def json_option(f: Callable) -> Callable:
+    return click.option(
+        "--json", "as_json", is_flag=True, help="One JSON object per line on stdout (same data as the human view)."
+    )(f)
+
+
+def duration_option(f: Callable) -> Callable:
+    return click.option(
+        "--duration",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        metavar="SECONDS",
+        help="Stop after this many seconds (default: until Ctrl-C or SIGTERM).",
+    )(f)
+
+
+def emit_json(record: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+
+def log(message: str) -> None:
+    """Diagnostics go to stderr so stdout stays machine-readable."""
+    click.echo(message, err=True)
+
+
+def one_line_errors(f: Callable) -> Callable:
+    """Turn expected failures into one line on stderr and a documented exit code, never a traceback."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except BrokenPipeError:
+            sys.stderr.close()  # the reader went away (`| head`): not an error
+        except OSError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
