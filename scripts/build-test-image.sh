@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Build the container image the Docker tests run the leak reproduction in, from
+# this host's files alone (no registry): busybox-static for a shell and coreutils,
+# plus the host's node binary with its shared libraries and npm.
+#
+# Idempotent: the image is tagged with a digest of everything that goes into it,
+# so a second run with unchanged inputs only re-points `latest` and returns.
+# Prints the image reference on stdout.  Needs a running engine (DOCKER_HOST, or
+# the one scripts/start-dockerd.sh finds or starts).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repository=${SPAWNWATCH_IMAGE_REPOSITORY:-spawnwatch-sim}
+image_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+
+say() { printf 'build-test-image: %s\n' "$*" >&2; }
+docker_cli() {
+    if [ -x /usr/bin/docker ]; then /usr/bin/docker "$@"; else docker "$@"; fi
+}
+
+DOCKER_HOST=${DOCKER_HOST:-$("$here/start-dockerd.sh")}
+export DOCKER_HOST
+
+busybox=/bin/busybox  # from busybox-static: the image has no libc of its own for it
+node=$(command -v node || true)
+npm_cli=$(command -v npm || true)
+if [ ! -x "$busybox" ] || [ -z "$node" ] || [ -z "$npm_cli" ]; then
+    say "needs busybox-static, node and npm on the host (sudo make setup)"
+    exit 1
+fi
+node=$(readlink -f "$node")
+# npm is a symlink to <prefix>/lib/node_modules/npm/bin/npm-cli.js
+npm_dir=$(dirname "$(dirname "$(readlink -f "$npm_cli")")")
+# Shared libraries of node, including the dynamic loader itself (the line without '=>').
+mapfile -t libs < <(ldd "$node" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
+
+inputs_digest=$(
+    {
+        sha256sum "$0" "$busybox" "$node" "${libs[@]}"
+        find "$npm_dir" -type f -printf '%P %s %T@\n' | sort
+    } | sha256sum | cut -c1-16
+)
+image="$repository:$inputs_digest"
+
+if docker_cli image inspect "$image" >/dev/null 2>&1; then
+    docker_cli tag "$image" "$repository:latest"
+    echo "$image"
+    exit 0
+fi
+
+root=$(mktemp -d)
+trap 'rm -rf "$root"' EXIT
+
+mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,usr/lib/node_modules,etc,root,tmp,proc,sys,dev}
+chmod 1777 "$root/tmp"
+cp "$busybox" "$root/bin/busybox"
+# Applets are links to busybox; never let one of them (busybox lists itself) replace it.
+"$busybox" --list-full | while read -r applet; do
+    [ "$(basename "$applet")" = busybox ] && continue
+    mkdir -p "$root/$(dirname "$applet")"
+    [ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
+done
+
+cp "$node" "$root/usr/bin/node"
+for lib in "${libs[@]}"; do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+done
+cp -a "$npm_dir" "$root/usr/lib/node_modules/npm"
+ln -sfn ../lib/node_modules/npm/bin/npm-cli.js "$root/usr/bin/npm"
+ln -sfn ../lib/node_modules/npm/bin/npx-cli.js "$root/usr/bin/npx"
+
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$root/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' >"$root/etc/group"
+
+say "importing $image"
+tar -C "$root" -c . | docker_cli import \
+    --change "ENV PATH=$image_path" \
+    --change "ENV HOME=/root" \
+    --change 'CMD ["/bin/sh"]' \
+    - "$image" >/dev/null
+docker_cli tag "$image" "$repository:latest"
+echo "$image"
