@@ -135,3 +135,17 @@ def descendants(pid: int) -> Iterator[int]:
             yield child.pid
     except psutil.NoSuchProcess:
         return
+
+
+def parent_pid(pid: int) -> int | None:
+    try:
+        return psutil.Process(pid).ppid()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def argv(pid: int) -> tuple[str, ...] | None:
+    try:
+        return tuple(psutil.Process(pid).cmdline()) or None
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None

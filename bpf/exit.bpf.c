@@ -1,0 +1,40 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* sched:sched_process_exit fires for every exiting thread; the process is
+ * gone when the whole group is (group_dead, on kernels whose tracepoint has
+ * it; older ones: the leader's exit stands for the group, as exitsnoop does).
+ * After this the process is a zombie until sched_process_free (free.bpf.c). */
+
+TRACEPOINT_PROBE(sched, sched_process_exit)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+	__u32 pid = id >> 32;
+	struct sw_dead_process dead = {};
+	struct sw_header *event;
+
+	/* A failed execve left its argv capture behind. */
+	sw_execs.delete(&tid);
+
+#ifdef SW_EXIT_HAS_GROUP_DEAD
+	if (!args->group_dead)
+		return 0;
+#else
+	if (tid != pid)
+		return 0;
+#endif
+	dead.cgroup_id = bpf_get_current_cgroup_id();
+	dead.ppid = sw_known_parent(pid);
+	bpf_get_current_comm(dead.comm, SW_COMM_LEN);
+	sw_dead.update(&pid, &dead);
+
+	event = sw_events.ringbuf_reserve(sizeof(*event));
+	if (!event) {
+		sw_count_lost(SW_EVENT_EXIT);
+		return 0;
+	}
+	sw_fill_header(event, SW_EVENT_EXIT, sizeof(*event), pid);
+	event->ppid = dead.ppid;
+	__builtin_memcpy(event->comm, dead.comm, SW_COMM_LEN);
+	sw_events.ringbuf_submit(event, SW_SUBMIT_FLAGS);
+	return 0;
+}

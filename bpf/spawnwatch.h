@@ -1,0 +1,84 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * The event layout shared by the BPF programs and spawnwatch's decoder
+ * (src/spawnwatch/probe/layout.py mirrors it; a root test compares the
+ * sizes bcc computes for these structs with the decoder's).
+ *
+ * Every event opens with struct sw_header: type, size, time first, so the
+ * reader can dispatch and skip without knowing the rest.
+ */
+#ifndef SPAWNWATCH_H
+#define SPAWNWATCH_H
+
+#define SW_COMM_LEN 16
+#define SW_FILENAME_LEN 256
+/* argv capture: at most SW_ARGV_MAX_ARGS arguments and SW_ARGV_BYTES bytes in
+ * all; one argument is read with at most SW_ARG_MAX_BYTES so the verifier can
+ * bound every write.  Anything cut sets SW_FLAG_ARGV_TRUNCATED. */
+#define SW_ARGV_MAX_ARGS 32
+#define SW_ARGV_BYTES 4096
+#define SW_ARG_MAX_BYTES 512
+
+/* Bounds of the kernel-side tables; all are LRU so they never fill up. */
+#define SW_MAX_TRACKED_PIDS 32768
+#define SW_MAX_EXECS_IN_FLIGHT 1024
+#define SW_RINGBUF_PAGES 4096 /* 16 MiB with 4 KiB pages */
+/* Events are submitted without waking the reader, which drains the ring on a
+ * short timer: a wakeup costs ~25 us per event here, a timed drain ~0.5 us.
+ * The ring holds seconds of the heaviest fork storm, so a timer never loses. */
+#define SW_SUBMIT_FLAGS BPF_RB_NO_WAKEUP
+
+enum sw_event_type {
+	SW_EVENT_FORK = 1,
+	SW_EVENT_EXEC = 2,
+	SW_EVENT_EXIT = 3,
+	SW_EVENT_REAP = 4,
+	SW_EVENT_OOM = 5,
+	SW_EVENT_TYPE_MAX = 6,
+};
+
+enum sw_flags {
+	SW_FLAG_ARGV_TRUNCATED = 1 << 0,
+	SW_FLAG_ARGV_MISSING = 1 << 1,  /* exec began before we attached */
+	SW_FLAG_PPID_UNKNOWN = 1 << 2,  /* CLONE_PARENT; ppid holds the caller, whose parent we never saw */
+	SW_FLAG_CLONE_PARENT = 1 << 3,
+};
+
+struct sw_header {
+	__u16 type;
+	__u16 size;      /* bytes of the whole event, header included */
+	__u32 pid;       /* thread-group id: the process */
+	__u64 ts_ns;     /* CLOCK_BOOTTIME, like /proc/<pid>/stat start times */
+	__u64 cgroup_id; /* cgroup v2 id of the task that produced the event */
+	__u32 ppid;      /* 0 when unknown */
+	__u32 flags;     /* enum sw_flags */
+	char comm[SW_COMM_LEN];
+};
+
+/* For SW_EVENT_FORK, SW_EVENT_EXIT and SW_EVENT_REAP the header is the whole event. */
+
+struct sw_exec_event {
+	struct sw_header hdr;
+	__u32 argc;      /* arguments captured */
+	__u32 argv_size; /* bytes used in argv: NUL-separated strings */
+	char filename[SW_FILENAME_LEN];
+	char argv[SW_ARGV_BYTES];
+};
+
+struct sw_oom_event {
+	struct sw_header hdr;
+	__u64 anon_rss_kb;
+	__u64 file_rss_kb;
+	__u64 shmem_rss_kb;
+	__u64 total_vm_kb;
+};
+
+/* What exit leaves behind for the reap of the same process. */
+struct sw_dead_process {
+	__u64 cgroup_id;
+	__u32 ppid;
+	__u32 pad;
+	char comm[SW_COMM_LEN];
+};
+
+#endif /* SPAWNWATCH_H */

@@ -1,0 +1,42 @@
+"""`spawnwatch trace`: the raw event stream."""
+
+from __future__ import annotations
+
+import click
+
+from spawnwatch.cli.common import CannotTrace, duration_option, json_option, one_line_errors
+from spawnwatch.probe import ProbeError
+from spawnwatch.session import run_trace
+
+
+@click.command("trace")
+@duration_option
+@click.option("--pid", type=click.IntRange(min=1), help="Only this process and its descendants.")
+@click.option("--comm", help="Only events whose command name (comm) is this.")
+@click.option("--record", type=click.Path(dir_okay=False, writable=True), help="Also save every event to FILE (msgpack) for `watch --replay`.")
+@json_option
+@one_line_errors
+def command(duration: float | None, pid: int | None, comm: str | None, record: str | None, as_json: bool) -> None:
+    """Stream process events from the kernel: fork, exec, exit, reap, oom.
+
+    \b
+    fork  a new process (threads are not shown); PPID is its parent
+    exec  the process ran a new program; DETAIL is its argv
+    exit  the process died; until its reap it is a zombie
+    reap  its parent (or init) collected it; DETAIL says how long it was a zombie
+    oom   the OOM killer chose it as victim
+
+    With --json the first line is {"kind": "ready", "pid": ...} once every probe
+    is attached, then one object per event, then {"kind": "stats", ...} last.
+
+    \b
+    Examples:
+      sudo spawnwatch trace
+      sudo spawnwatch trace --json --duration 10 > events.jsonl
+      sudo spawnwatch trace --pid 4242          # a supervisor and all it spawns
+      sudo spawnwatch trace --comm npm --json
+    """
+    try:
+        run_trace(duration=duration, pid=pid, comm=comm, record=record, as_json=as_json)
+    except ProbeError as exc:
+        raise CannotTrace(str(exc)) from exc

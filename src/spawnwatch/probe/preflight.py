@@ -1,0 +1,191 @@
+"""Can tracing work here?  Each check says what it found and, when it fails, the fix.
+
+`spawnwatch doctor` prints them all; the probe runs the required ones before
+loading so a missing piece is one clear line, not a bcc traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+TRACEFS_ROOTS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+
+# (category, event) of every tracepoint the BPF side attaches to.
+TRACEPOINTS = (
+    ("task", "task_newtask"),
+    ("syscalls", "sys_enter_execve"),
+    ("syscalls", "sys_enter_execveat"),
+    ("sched", "sched_process_exec"),
+    ("sched", "sched_process_exit"),
+    ("sched", "sched_process_free"),
+    ("oom", "mark_victim"),
+)
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True  # False: informational, tracing works without it
+
+
+def tracefs() -> Path | None:
+    for root in TRACEFS_ROOTS:
+        if (root / "events").is_dir():
+            return root
+    return None
+
+
+def tracepoint_fields(category: str, event: str) -> set[str]:
+    """Field names of a tracepoint's format file (empty when absent)."""
+    root = tracefs()
+    if root is None:
+        return set()
+    try:
+        text = (root / "events" / category / event / "format").read_text()
+    except OSError:
+        return set()
+    fields = set()
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("field:"):
+            declaration = line[len("field:") :].split(";", 1)[0]
+            fields.add(declaration.split()[-1].split("[", 1)[0])
+    return fields
+
+
+def check_root() -> Check:
+    if os.geteuid() == 0:
+        return Check("root", True, "running as root")
+    return Check("root", False, f"running as uid {os.geteuid()}", "run as root: sudo spawnwatch ...")
+
+
+def check_tracefs() -> Check:
+    root = tracefs()
+    if root:
+        return Check("tracefs", True, f"mounted at {root}")
+    return Check(
+        "tracefs", False, "no tracefs events directory", "mount -t tracefs tracefs /sys/kernel/tracing"
+    )
+
+
+def check_tracepoints() -> Check:
+    missing = [f"{c}:{e}" for c, e in TRACEPOINTS if not tracepoint_fields(c, e)]
+    if not missing:
+        return Check("tracepoints", True, f"all {len(TRACEPOINTS)} present")
+    return Check(
+        "tracepoints",
+        False,
+        "missing " + ", ".join(missing),
+        "this kernel lacks them (needs CONFIG_FTRACE_SYSCALLS and tracepoints; Linux >= 5.8)",
+    )
+
+
+def check_bcc() -> Check:
+    try:
+        import bcc  # noqa: F401
+    except ImportError as exc:
+        return Check(
+            "bcc",
+            False,
+            f"cannot import bcc ({exc})",
+            "apt-get install python3-bpfcc, and run with /usr/bin/python3 or a venv made with "
+            "--system-site-packages (make setup does both)",
+        )
+    return Check("bcc", True, f"bcc from {Path(bcc.__file__).parent}")
+
+
+def check_headers() -> Check:
+    release = platform.release()
+    modules = Path("/lib/modules") / release
+    for candidate in (modules / "build", modules / "source"):
+        if (candidate / "include" / "linux" / "kconfig.h").exists():
+            return Check("kernel headers", True, f"{candidate} -> {candidate.resolve()}")
+    if Path("/sys/kernel/kheaders.tar.xz").exists():
+        return Check("kernel headers", True, "built into the kernel (/sys/kernel/kheaders.tar.xz)")
+    return Check(
+        "kernel headers",
+        False,
+        f"none under {modules}",
+        f"apt-get install linux-headers-{release} (or run make setup, which links the "
+        "distribution's headers when the exact ones do not exist)",
+    )
+
+
+def check_ring_buffer() -> Check:
+    """Loads a tiny program with a ring buffer: proves BPF, the verifier and ringbuf maps."""
+    try:
+        from bcc import BPF
+
+        program = BPF(
+            text="BPF_RINGBUF_OUTPUT(ring, 1);\n"
+            "TRACEPOINT_PROBE(sched, sched_process_exit) { u32 x = 0; "
+            "ring.ringbuf_output(&x, sizeof(x), BPF_RB_NO_WAKEUP); return 0; }"
+        )
+        program.cleanup()
+    except Exception as exc:  # bcc raises bare Exception for every load failure
+        return Check(
+            "BPF ring buffer",
+            False,
+            f"could not load a ring-buffer program: {str(exc).splitlines()[0]}",
+            "needs Linux >= 5.8 with CONFIG_BPF_SYSCALL, root (or CAP_BPF+CAP_PERFMON), and BPF not "
+            "disabled by kernel.unprivileged_bpf_disabled/lockdown",
+        )
+    return Check("BPF ring buffer", True, "loaded and attached a ring-buffer program")
+
+
+def check_btf() -> Check:
+    present = Path("/sys/kernel/btf/vmlinux").exists()
+    return Check(
+        "BTF",
+        present,
+        "/sys/kernel/btf/vmlinux present" if present else "no kernel BTF",
+        "" if present else "not needed: spawnwatch reads tracepoint fields only",
+        required=False,
+    )
+
+
+def check_docker() -> Check:
+    path = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(2)
+            sock.connect(path)
+            sock.sendall(b"GET /_ping HTTP/1.0\r\n\r\n")
+            answer = sock.recv(64)
+    except OSError as exc:
+        return Check(
+            "docker",
+            False,
+            f"no Docker engine at {path} ({exc.strerror or exc})",
+            "optional: without it containers show by cgroup id only (start dockerd for names)",
+            required=False,
+        )
+    ok = b" 200 " in answer
+    return Check("docker", ok, f"engine answers at {path}" if ok else f"unexpected answer {answer!r}", required=False)
+
+
+# Cheap checks the probe runs before every load, in order: the first failure explains all.
+REQUIRED: tuple[Callable[[], Check], ...] = (
+    check_root,
+    check_tracefs,
+    check_tracepoints,
+    check_bcc,
+    check_headers,
+)
+DOCTOR: tuple[Callable[[], Check], ...] = REQUIRED + (check_ring_buffer, check_btf, check_docker)
+
+
+def first_failure() -> Check | None:
+    for check in REQUIRED:
+        result = check()
+        if not result.ok:
+            return result
+    return None

@@ -1,0 +1,58 @@
+"""Recordings: the same records as `--json` output, stored as a msgpack stream
+(or read back from JSON lines), so a recorded session replays through exactly
+the code a live one runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import IO, Any, Iterator
+
+import msgpack
+
+
+class RecordingError(ValueError):
+    pass
+
+
+class RecordingWriter:
+    def __init__(self, path: str | Path) -> None:
+        self._file: IO[bytes] = open(path, "wb")
+        self._packer = msgpack.Packer()
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._file.write(self._packer.pack(record))
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> "RecordingWriter":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Records of a msgpack recording, or of a JSON-lines file (`trace --json` output)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(1)
+        f.seek(0)
+        if head in (b"{", b""):
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        yield json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise RecordingError(f"{path}:{number}: not JSON: {exc}") from exc
+            return
+        try:
+            for record in msgpack.Unpacker(f, raw=False, strict_map_key=False):
+                if not isinstance(record, dict):
+                    raise RecordingError(f"{path}: not a spawnwatch recording (found {type(record).__name__})")
+                yield record
+        except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
+            if isinstance(exc, RecordingError):
+                raise
+            raise RecordingError(f"{path}: corrupt recording: {exc}") from exc

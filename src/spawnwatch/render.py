@@ -1,0 +1,46 @@
+"""Human-readable rendering of events, shared by the commands that print them."""
+
+from __future__ import annotations
+
+import shlex
+from collections import OrderedDict
+
+from spawnwatch.events import Event, Exec, Exit, Oom, Reap
+
+EVENT_HEADER = f"{'TIME(s)':>14} {'EVENT':<5} {'PID':>7} {'PPID':>7} {'CGROUP':>8} {'COMM':<16} DETAIL"
+MAX_REMEMBERED_EXITS = 65536
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+class EventLines:
+    """One line per event.  Remembers exit times (bounded) to show, on reap,
+    how long the process stayed a zombie."""
+
+    def __init__(self) -> None:
+        self._exits: OrderedDict[int, float] = OrderedDict()
+
+    def line(self, event: Event) -> str:
+        detail = ""
+        if isinstance(event, Exec):
+            detail = shlex.join(event.argv) + (" [argv truncated]" if event.argv_truncated else "")
+        elif isinstance(event, Exit):
+            self._exits[event.pid] = event.ts
+            if len(self._exits) > MAX_REMEMBERED_EXITS:
+                self._exits.popitem(last=False)
+        elif isinstance(event, Reap):
+            exited = self._exits.pop(event.pid, None)
+            if exited is not None:
+                detail = f"zombie for {event.ts - exited:.3f}s"
+        elif isinstance(event, Oom):
+            detail = f"OOM-killed, rss {human_bytes(event.rss_bytes)}"
+        return (
+            f"{event.ts:14.6f} {event.kind.value:<5} {event.pid:>7} {event.ppid or '?':>7} "
+            f"{event.cgroup_id:>8} {event.comm:<16} {detail}"
+        ).rstrip()

@@ -1,0 +1,118 @@
+"""A live tracing session: the probe drained on a timer until a duration, SIGINT
+or SIGTERM ends it.  Commands that consume live events (`trace`, `watch`) share
+this loop; what they do with the events is theirs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from spawnwatch.adapters import procfs
+from spawnwatch.events import Event, to_record
+from spawnwatch.filters import CommFilter, SubtreeFilter
+from spawnwatch.probe import Probe, ProbeError
+from spawnwatch.recording import RecordingWriter
+from spawnwatch.render import EVENT_HEADER, EventLines
+
+POLL_INTERVAL = 0.05  # seconds between ring drains: ~3 MB of a fork storm
+
+
+class Stop:
+    """Set by SIGINT/SIGTERM or when the deadline passes."""
+
+    def __init__(self, duration: float | None) -> None:
+        self.deadline = None if duration is None else time.monotonic() + duration
+        self.signalled = False
+
+    def __bool__(self) -> bool:
+        return self.signalled or (self.deadline is not None and time.monotonic() >= self.deadline)
+
+    def remaining(self, default: float) -> float:
+        if self.deadline is None:
+            return default
+        return max(0.0, min(default, self.deadline - time.monotonic()))
+
+    @contextmanager
+    def on_signals(self) -> Iterator["Stop"]:
+        def handler(_signum: int, _frame: object) -> None:
+            self.signalled = True
+
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+def open_probe() -> Probe:
+    """A probe that completes what the kernel could not know from /proc."""
+    return Probe(parent_of=procfs.parent_pid, argv_of=procfs.argv)
+
+
+def live_batches(probe: Probe, stop: Stop) -> Iterator[list[Event]]:
+    """Batches of events until `stop`; the last batch drains what is left."""
+    while not stop:
+        batch = probe.poll(stop.remaining(POLL_INTERVAL))
+        if batch:
+            yield batch
+    tail = probe.drain()
+    if tail:
+        yield tail
+
+
+def ready_record() -> dict:
+    return {"kind": "ready", "pid": os.getpid()}
+
+
+def stats_record(probe: Probe) -> dict:
+    return {"kind": "stats", **probe.stats()}
+
+
+def write_json(record: dict) -> None:
+    sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+
+def run_trace(
+    duration: float | None, pid: int | None, comm: str | None, record: str | None, as_json: bool
+) -> None:
+    filters: list[Callable[[Event], bool]] = []
+    if pid is not None:
+        filters.append(SubtreeFilter(pid, procfs.descendants(pid)))
+    if comm is not None:
+        filters.append(CommFilter(comm))
+    lines = EventLines()
+    recorder = RecordingWriter(record) if record else None
+    stop = Stop(duration)
+    try:
+        with stop.on_signals(), open_probe() as probe:
+            if as_json:
+                write_json(ready_record())
+            else:
+                print(EVENT_HEADER)
+            sys.stdout.flush()
+            for batch in live_batches(probe, stop):
+                for event in batch:
+                    if not all(f(event) for f in filters):
+                        continue
+                    if recorder:
+                        recorder.write(to_record(event))
+                    if as_json:
+                        write_json(to_record(event))
+                    else:
+                        print(lines.line(event))
+                sys.stdout.flush()
+            stats = stats_record(probe)
+            if as_json:
+                write_json(stats)
+            else:
+                counts = ", ".join(f"{k} {v}" for k, v in sorted(stats["events"].items())) or "no events"
+                print(f"-- {counts}; lost {stats['lost']}", file=sys.stderr)
+    finally:
+        if recorder:
+            recorder.close()
