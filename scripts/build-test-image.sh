@@ -80,4 +80,11 @@ tar -C "$root" -c . | docker_cli import \
     --change 'CMD ["/bin/sh"]' \
     - "$image" >/dev/null
 docker_cli tag "$image" "$repository:latest"
+# Earlier builds would linger as dangling images once `latest` moved.
+for stale in $(docker_cli images --format '{{.Repository}}:{{.Tag}}' "$repository"); do
+    case "$stale" in
+        "$image" | "$repository:latest") ;;
+        *) docker_cli rmi "$stale" >/dev/null 2>&1 || true ;;
+    esac
+done
 echo "$image"

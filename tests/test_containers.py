@@ -1,0 +1,217 @@
+"""Container attribution: cgroup paths of every runtime, the resolver's caching rules on a
+fake /proc and cgroup tree, and a real Docker engine (marker `docker`)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from docker_env import docker_env  # noqa: F401  (fixture)
+from spawnwatch.adapters import procfs
+from spawnwatch.adapters.containers import (
+    CgroupContainer,
+    ContainerResolver,
+    DockerEngine,
+    container_of_proc,
+    parse_cgroup_path,
+    parse_proc_cgroup,
+)
+
+ID = "3f4a" * 16
+OTHER = "b7c1" * 16
+POD = "0c9d3a5e-8f1b-4c2e-9a7d-1e2f3a4b5c6d"
+NO_ENGINE = "unix:///nonexistent/spawnwatch-test.sock"
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        (f"/docker/{ID}", CgroupContainer(ID, "docker")),
+        (f"/system.slice/docker-{ID}.scope", CgroupContainer(ID, "docker")),
+        # docker in docker: the innermost container is the one the process runs in
+        (f"/docker/{OTHER}/docker/{ID}", CgroupContainer(ID, "docker")),
+        (f"/actions_job/{ID}", CgroupContainer(ID, "docker")),
+        (f"/default/{ID}", CgroupContainer(ID, "containerd")),
+        (f"/system.slice/nerdctl-{ID}.scope", CgroupContainer(ID, "containerd")),
+        (
+            f"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{POD.replace('-', '_')}.slice"
+            f"/cri-containerd-{ID}.scope",
+            CgroupContainer(ID, "containerd", POD),
+        ),
+        (f"/kubepods/besteffort/pod{POD}/{ID}", CgroupContainer(ID, "kubernetes", POD)),
+        (f"/kubepods.slice/kubepods-pod{POD.replace('-', '_')}.slice/crio-{ID}.scope", CgroupContainer(ID, "cri-o", POD)),
+        (f"/machine.slice/libpod-{ID}.scope/container", CgroupContainer(ID, "podman")),
+        (f"/libpod_parent/libpod-{ID}", CgroupContainer(ID, "podman")),
+        (f"/libpod_parent/{ID}", CgroupContainer(ID, "podman")),
+        # host cgroups, and things that only look alike
+        ("/", None),
+        ("", None),
+        ("/user.slice/user-1000.slice/session-2.scope", None),
+        ("/system.slice/docker.service", None),
+        (f"/machine.slice/crio-conmon-{ID}.scope", None),  # the monitor, outside the container
+        (f"/docker/{ID[:12]}", None),
+        (f"/docker/{ID.upper()}", None),
+    ],
+)
+def test_cgroup_paths_of_every_runtime(path: str, expected: CgroupContainer | None) -> None:
+    assert parse_cgroup_path(path) == expected
+
+
+HYBRID = f"""\
+9:name=systemd:/docker/{ID}
+4:memory:/docker/{ID}
+1:cpu:/docker/{ID}
+0::/docker/{ID}
+"""
+# Older runtimes on hybrid hosts leave the v2 hierarchy alone: the container shares
+# the daemon's v2 cgroup, and only the v1 lines name it.
+V1_ONLY = f"""\
+4:memory:/docker/{ID}
+1:cpu,cpuacct:/docker/{ID}
+0::/system.slice/containerd.service
+"""
+
+
+def test_proc_cgroup_lines() -> None:
+    cgroups = parse_proc_cgroup(HYBRID)
+    assert cgroups.v2_path == f"/docker/{ID}"
+    assert cgroups.v1_paths["memory"] == f"/docker/{ID}"
+    assert container_of_proc(cgroups) == (CgroupContainer(ID, "docker"), True)
+    assert container_of_proc(parse_proc_cgroup(V1_ONLY)) == (CgroupContainer(ID, "docker"), False)
+    assert container_of_proc(parse_proc_cgroup("0::/user.slice\n")) == (None, False)
+
+
+class FakeHost:
+    """A /proc and a cgroup2 tree in a temporary directory: cgroup ids are real inodes."""
+
+    def __init__(self, root: Path) -> None:
+        self.proc = root / "proc"
+        self.mount = root / "cgroup2"
+        self.proc.mkdir()
+        self.mount.mkdir()
+
+    def cgroup(self, path: str) -> int:
+        directory = self.mount / path.lstrip("/")
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory.stat().st_ino
+
+    def process(self, pid: int, cgroup_text: str) -> None:
+        (self.proc / str(pid)).mkdir(exist_ok=True)
+        (self.proc / str(pid) / "cgroup").write_text(cgroup_text)
+
+    def resolver(self, **kwargs) -> ContainerResolver:
+        return ContainerResolver(
+            engine=DockerEngine(base_url=NO_ENGINE), cgroup_mount=str(self.mount), proc_root=str(self.proc), **kwargs
+        )
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> FakeHost:
+    return FakeHost(tmp_path)
+
+
+def test_without_an_engine_containers_show_by_short_id(host: FakeHost) -> None:
+    container_cgroup = host.cgroup(f"/docker/{ID}")
+    host.cgroup("/user.slice")
+    host.process(100, f"0::/docker/{ID}\n")
+    host.process(200, "0::/user.slice\n")
+    resolve = host.resolver()
+    expected = {"id": ID, "name": ID[:12], "image": None}
+    assert resolve(container_cgroup, 100) == expected
+    assert resolve(host.cgroup("/user.slice"), 200) is None
+    # the process is gone: the cached cgroup id still answers
+    (host.proc / "100" / "cgroup").unlink()
+    assert resolve(container_cgroup, 100) == expected
+    # no pid at all, fresh resolver: found by walking the cgroup tree
+    assert host.resolver()(container_cgroup) == expected
+
+
+def test_a_reused_pid_does_not_move_a_cgroup_into_another_container(host: FakeHost) -> None:
+    container_cgroup = host.cgroup(f"/docker/{ID}")
+    host.cgroup(f"/docker/{OTHER}")
+    # pid 100 now belongs to another container than the one the event came from
+    host.process(100, f"0::/docker/{OTHER}\n")
+    assert host.resolver()(container_cgroup, 100)["id"] == ID
+
+
+def test_a_shared_v2_cgroup_is_never_taken_for_a_container(host: FakeHost) -> None:
+    shared = host.cgroup("/system.slice/containerd.service")
+    host.process(100, V1_ONLY)
+    host.process(200, "4:memory:/system.slice/containerd.service\n0::/system.slice/containerd.service\n")
+    resolve = host.resolver()
+    assert resolve(shared, 100)["id"] == ID
+    assert resolve(shared, 200) is None
+    assert resolve(shared, 100)["id"] == ID
+
+
+def test_the_cgroup_cache_is_bounded(host: FakeHost) -> None:
+    resolve = host.resolver(cgroups_capacity=8)
+    for pid in range(1, 50):
+        cgroup = host.cgroup(f"/user.slice/session-{pid}.scope")
+        host.process(pid, f"0::/user.slice/session-{pid}.scope\n")
+        assert resolve(cgroup, pid) is None
+    assert resolve.cache_sizes()["cgroups"] <= 8
+
+
+# --- a real engine ------------------------------------------------------------------------
+
+COMPOSE_LABELS = (
+    "--label", "com.docker.compose.project=mcpdemo",
+    "--label", "com.docker.compose.service=metamcp",
+)
+
+
+def container_pids(container_id: str) -> list[int]:
+    """Host pids of every process in a container, from its cgroup."""
+    pids = map(int, filter(str.isdigit, os.listdir("/proc")))
+    return [pid for pid in pids if container_id in procfs.cgroup_path(pid)]
+
+
+def wait_for(condition, what: str, deadline: float = 30.0):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.docker
+def test_a_running_containers_processes_resolve_by_cgroup_id_and_by_proc(docker_env) -> None:  # noqa: F811
+    container_id = docker_env.run("sh", "-c", "sleep 300 & sleep 300 & wait", options=COMPOSE_LABELS)
+    pids = wait_for(lambda: len(container_pids(container_id)) >= 3 and container_pids(container_id), "3 processes")
+    mount = procfs.cgroup2_mount()
+    name = docker_env.cli("inspect", "-f", "{{.Name}}", container_id).lstrip("/")
+    expected = {"id": container_id, "name": name, "image": docker_env.image}
+    for pid in pids:
+        cgroup_id = procfs.cgroup_id(pid, mount)
+        assert cgroup_id not in (0, procfs.cgroup_id(os.getpid(), mount))
+        assert ContainerResolver()(cgroup_id) == expected  # via the cgroup tree
+        assert ContainerResolver()(0, pid) == expected  # via /proc/<pid>/cgroup
+    info = ContainerResolver().info(0, pids[0])
+    assert (info.compose_project, info.compose_service) == ("mcpdemo", "metamcp")
+    assert ContainerResolver()(procfs.cgroup_id(os.getpid(), mount), os.getpid()) is None
+    assert ContainerResolver(engine=DockerEngine(base_url=NO_ENGINE))(0, pids[0]) == {
+        "id": container_id,
+        "name": container_id[:12],
+        "image": None,
+    }
+
+
+@pytest.mark.docker
+def test_the_event_stream_announces_new_containers_and_forgets_removed_ones(docker_env) -> None:  # noqa: F811
+    with ContainerResolver() as resolver:
+        assert resolver.following.wait(30), "never connected to the Docker event stream"
+        container_id = docker_env.run("sleep", "300")
+        # known without a single lookup: only the event stream can have told it
+        wait_for(lambda: any(c.id == container_id for c in resolver.known()), "the start event")
+        cgroup_id = procfs.cgroup_id(docker_env.pid(container_id), procfs.cgroup2_mount())
+        assert resolver(cgroup_id)["id"] == container_id
+        docker_env.remove(container_id)
+        wait_for(lambda: all(c.id != container_id for c in resolver.known()), "the destroy event")
+        assert resolver(cgroup_id) is None
+    assert not resolver.following.is_set()
