@@ -1,45 +1,46 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* argv lives in user memory only until the exec replaces the address space:
- * copy it at syscall entry, emit it once sched_process_exec confirms the
- * exec succeeded.  Failed execs leave an entry that exit.bpf.c deletes (or
- * the LRU evicts). */
+ * copy it at syscall entry into the thread's slot, emit it once
+ * sched_process_exec confirms the exec succeeded.  A failed exec leaves its
+ * slot to be overwritten. */
 
 static __always_inline int sw_capture_argv(const char *const *argv)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u32 zero = 0;
-	struct sw_exec_event *event = sw_exec_heap.lookup(&zero);
+	__u32 slot = tid % SW_EXEC_SLOTS;
+	struct sw_exec_event *event = sw_exec_slots.lookup(&slot);
 	__u32 offset = 0;
 	__u32 argc = 0;
+	__u32 flags = 0;
 	const char *arg;
 	long len;
 
 	if (!event)
 		return 0;
-	event->hdr.flags = 0;
 
 	for (int i = 0; i < SW_ARGV_MAX_ARGS; i++) {
 		if (bpf_probe_read_user(&arg, sizeof(arg), &argv[i]) || !arg)
 			goto done;
 		if (offset > SW_ARGV_BYTES - SW_ARG_MAX_BYTES) {
-			event->hdr.flags |= SW_FLAG_ARGV_TRUNCATED;
+			flags |= SW_FLAG_ARGV_TRUNCATED;
 			goto done;
 		}
 		len = bpf_probe_read_user_str(&event->argv[offset], SW_ARG_MAX_BYTES, arg);
 		if (len <= 0)
 			goto done;
 		if (len == SW_ARG_MAX_BYTES)
-			event->hdr.flags |= SW_FLAG_ARGV_TRUNCATED;
+			flags |= SW_FLAG_ARGV_TRUNCATED;
 		offset += len;
 		argc++;
 	}
 	/* SW_ARGV_MAX_ARGS read: truncated if there is one more. */
 	if (!bpf_probe_read_user(&arg, sizeof(arg), &argv[SW_ARGV_MAX_ARGS]) && arg)
-		event->hdr.flags |= SW_FLAG_ARGV_TRUNCATED;
+		flags |= SW_FLAG_ARGV_TRUNCATED;
 done:
+	event->hdr.pid = tid; /* the slot's tag */
+	event->hdr.flags = flags;
 	event->argc = argc;
 	event->argv_size = offset;
-	sw_execs.update(&tid, event);
 	return 0;
 }
 
@@ -56,31 +57,29 @@ TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
 	/* A non-leader thread that execs takes over the leader's pid: the
-	 * capture was keyed by its old one. */
+	 * capture was tagged with its old one. */
 	__u32 old_tid = args->old_pid;
-	__u32 pid = args->pid;
-	__u32 zero = 0;
-	struct sw_exec_event *event = sw_execs.lookup(&old_tid);
-	__u32 flags = 0;
-	__u32 argv_size;
+	__u32 slot = old_tid % SW_EXEC_SLOTS;
+	struct sw_exec_event *event = sw_exec_slots.lookup(&slot);
+	__u32 flags, argv_size;
 
-	if (!event) {
-		event = sw_exec_heap.lookup(&zero);
-		if (!event)
-			return 0;
-		event->argc = 0;
-		event->argv_size = 0;
-		flags = SW_FLAG_ARGV_MISSING | SW_FLAG_ARGV_TRUNCATED;
-	} else {
+	if (!event)
+		return 0;
+	if (event->hdr.pid == old_tid) {
 		flags = event->hdr.flags;
+		argv_size = event->argv_size;
+		if (argv_size > SW_ARGV_BYTES)
+			argv_size = SW_ARGV_BYTES;
+	} else {
+		/* Began before we attached, or a colliding tid took the slot. */
+		flags = SW_FLAG_ARGV_MISSING | SW_FLAG_ARGV_TRUNCATED;
+		argv_size = 0;
+		event->argc = 0;
 	}
-	argv_size = event->argv_size;
-	if (argv_size > SW_ARGV_BYTES)
-		argv_size = SW_ARGV_BYTES;
+	event->argv_size = argv_size;
 
-	sw_fill_header(&event->hdr, SW_EVENT_EXEC, 0, pid);
-	event->hdr.size = offsetof(struct sw_exec_event, argv) + argv_size;
-	event->hdr.ppid = sw_known_parent(pid);
+	sw_fill_header(&event->hdr, SW_EVENT_EXEC, offsetof(struct sw_exec_event, argv) + argv_size,
+		       args->pid);
 	event->hdr.flags = flags;
 	bpf_get_current_comm(event->hdr.comm, SW_COMM_LEN);
 	TP_DATA_LOC_READ_STR(event->filename, filename, SW_FILENAME_LEN);
@@ -88,6 +87,6 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	if (sw_events.ringbuf_output(event, offsetof(struct sw_exec_event, argv) + argv_size,
 				     SW_SUBMIT_FLAGS))
 		sw_count_lost(SW_EVENT_EXEC);
-	sw_execs.delete(&old_tid);
+	event->hdr.pid = 0; /* free the slot */
 	return 0;
 }

@@ -7,25 +7,21 @@
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
 	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)id;
 	__u32 pid = id >> 32;
-	struct sw_dead_process dead = {};
+	__u32 slot = pid % SW_DEAD_SLOTS;
+	__u32 *dead;
 	struct sw_header *event;
-
-	/* A failed execve left its argv capture behind. */
-	sw_execs.delete(&tid);
 
 #ifdef SW_EXIT_HAS_GROUP_DEAD
 	if (!args->group_dead)
 		return 0;
 #else
-	if (tid != pid)
+	if ((__u32)id != pid)
 		return 0;
 #endif
-	dead.cgroup_id = bpf_get_current_cgroup_id();
-	dead.ppid = sw_known_parent(pid);
-	bpf_get_current_comm(dead.comm, SW_COMM_LEN);
-	sw_dead.update(&pid, &dead);
+	dead = sw_dead_pids.lookup(&slot);
+	if (dead)
+		*dead = pid;
 
 	event = sw_events.ringbuf_reserve(sizeof(*event));
 	if (!event) {
@@ -33,8 +29,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 		return 0;
 	}
 	sw_fill_header(event, SW_EVENT_EXIT, sizeof(*event), pid);
-	event->ppid = dead.ppid;
-	__builtin_memcpy(event->comm, dead.comm, SW_COMM_LEN);
+	__builtin_memcpy(event->comm, args->comm, SW_COMM_LEN);
 	sw_events.ringbuf_submit(event, SW_SUBMIT_FLAGS);
 	return 0;
 }

@@ -14,7 +14,6 @@ TRACEPOINT_PROBE(oom, mark_victim)
 		return 0;
 	}
 	sw_fill_header(&event->hdr, SW_EVENT_OOM, sizeof(*event), pid);
-	event->hdr.ppid = sw_known_parent(pid);
 	__builtin_memset(event->hdr.comm, 0, SW_COMM_LEN);
 #ifdef SW_OOM_HAS_RSS
 	TP_DATA_LOC_READ_STR(event->hdr.comm, comm, SW_COMM_LEN);

@@ -19,9 +19,10 @@
 #define SW_ARGV_BYTES 4096
 #define SW_ARG_MAX_BYTES 512
 
-/* Bounds of the kernel-side tables; all are LRU so they never fill up. */
-#define SW_MAX_TRACKED_PIDS 32768
-#define SW_MAX_EXECS_IN_FLIGHT 1024
+/* Bounds of the kernel-side tables (slot arrays: collisions are detected by
+ * tag and reported as missing data, never as wrong data). */
+#define SW_EXEC_SLOTS 1024  /* execs in flight at once */
+#define SW_DEAD_SLOTS 65536 /* zombies awaiting reap at once */
 #define SW_RINGBUF_PAGES 4096 /* 16 MiB with 4 KiB pages */
 /* Events are submitted without waking the reader, which drains the ring on a
  * short timer: a wakeup costs ~25 us per event here, a timed drain ~0.5 us.
@@ -40,8 +41,7 @@ enum sw_event_type {
 enum sw_flags {
 	SW_FLAG_ARGV_TRUNCATED = 1 << 0,
 	SW_FLAG_ARGV_MISSING = 1 << 1,  /* exec began before we attached */
-	SW_FLAG_PPID_UNKNOWN = 1 << 2,  /* CLONE_PARENT; ppid holds the caller, whose parent we never saw */
-	SW_FLAG_CLONE_PARENT = 1 << 3,
+	SW_FLAG_CLONE_PARENT = 1 << 2,  /* ppid holds the caller; the parent is the caller's parent */
 };
 
 struct sw_header {
@@ -50,7 +50,7 @@ struct sw_header {
 	__u32 pid;       /* thread-group id: the process */
 	__u64 ts_ns;     /* CLOCK_BOOTTIME, like /proc/<pid>/stat start times */
 	__u64 cgroup_id; /* cgroup v2 id of the task that produced the event */
-	__u32 ppid;      /* 0 when unknown */
+	__u32 ppid;      /* fork: the caller; others: 0, user space knows the parent */
 	__u32 flags;     /* enum sw_flags */
 	char comm[SW_COMM_LEN];
 };
@@ -71,14 +71,6 @@ struct sw_oom_event {
 	__u64 file_rss_kb;
 	__u64 shmem_rss_kb;
 	__u64 total_vm_kb;
-};
-
-/* What exit leaves behind for the reap of the same process. */
-struct sw_dead_process {
-	__u64 cgroup_id;
-	__u32 ppid;
-	__u32 pad;
-	char comm[SW_COMM_LEN];
 };
 
 #endif /* SPAWNWATCH_H */

@@ -74,6 +74,12 @@ def stats_record(probe: Probe) -> dict:
     return {"kind": "stats", **probe.stats()}
 
 
+def stats_line(stats: dict) -> str:
+    """The end-of-session summary for humans (on stderr, so --json stdout stays clean)."""
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(stats["events"].items())) or "no events"
+    return f"-- {counts}; lost {stats['lost']}"
+
+
 def write_json(record: dict) -> None:
     sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
 
@@ -110,9 +116,7 @@ def run_trace(
             stats = stats_record(probe)
             if as_json:
                 write_json(stats)
-            else:
-                counts = ", ".join(f"{k} {v}" for k, v in sorted(stats["events"].items())) or "no events"
-                print(f"-- {counts}; lost {stats['lost']}", file=sys.stderr)
+            print(stats_line(stats), file=sys.stderr)
     finally:
         if recorder:
             recorder.close()

@@ -11,11 +11,12 @@ from __future__ import annotations
 import ctypes
 import os
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from spawnwatch.events import Event, Exec, Fork
+from spawnwatch.events import Event, Exec, Fork, Oom, Reap
 from spawnwatch.probe import layout, preflight
 
 # Debian's bcc sees only the system site-packages; the path below works from the
@@ -63,17 +64,59 @@ def feature_flags() -> list[str]:
 ParentOf = Callable[[int], "int | None"]
 ArgvOf = Callable[[int], "tuple[str, ...] | None"]
 
+MAX_KNOWN_PROCESSES = 65536
+
+
+class KnownProcesses:
+    """What user space knows of each live or zombie pid (parent, comm, cgroup),
+    so the kernel side need not keep it: a hash-map update there costs more
+    than the whole event.  Bounded; the oldest entries go first."""
+
+    def __init__(self, parent_of: ParentOf | None, limit: int = MAX_KNOWN_PROCESSES) -> None:
+        self._parent_of = parent_of or (lambda pid: None)
+        self._entries: OrderedDict[int, tuple[int, str, int]] = OrderedDict()
+        self._limit = limit
+
+    def parent(self, pid: int) -> int:
+        entry = self._entries.get(pid)
+        return entry[0] if entry else (self._parent_of(pid) or 0)
+
+    def remember(self, pid: int, ppid: int, comm: str, cgroup_id: int) -> None:
+        self._entries[pid] = (ppid, comm, cgroup_id)
+        if len(self._entries) > self._limit:
+            self._entries.popitem(last=False)
+
+    def complete(self, event: Event, flags: int) -> Event:
+        """`event` with the parent (and for reaps, comm and cgroup) filled in."""
+        pid = event.pid
+        if isinstance(event, Fork):
+            ppid = self.parent(event.ppid) if flags & layout.FLAG_CLONE_PARENT else event.ppid
+            self.remember(pid, ppid, event.comm, event.cgroup_id)
+            return replace(event, ppid=ppid) if ppid != event.ppid else event
+        if isinstance(event, Reap):
+            ppid, comm, cgroup_id = self._entries.pop(pid, None) or (self._parent_of(pid) or 0, "", 0)
+            return replace(event, ppid=ppid, comm=comm, cgroup_id=cgroup_id)
+        known = self._entries.get(pid)
+        ppid = known[0] if known else self.parent(pid)
+        if isinstance(event, Oom):
+            # mark_victim runs in whichever task hit the limit: trust what we knew of the victim.
+            comm = event.comm or (known[1] if known else "")
+            cgroup_id = known[2] if known else event.cgroup_id
+            return replace(event, ppid=ppid, comm=comm, cgroup_id=cgroup_id)
+        self.remember(pid, ppid, event.comm, event.cgroup_id)
+        return replace(event, ppid=ppid)
+
 
 class Probe:
     """The loaded BPF programs and their ring buffer.
 
-    `parent_of` and `argv_of` fill in, from /proc, what the kernel side could
-    not know: the parent of a CLONE_PARENT fork whose grandparent forked before
-    we attached, and the argv of an exec that began before we attached."""
+    `parent_of` and `argv_of` answer from /proc what neither the kernel side
+    nor the events seen so far can: the parent of a process that started
+    before we attached, the argv of an exec that began before we attached."""
 
     def __init__(self, parent_of: ParentOf | None = None, argv_of: ArgvOf | None = None) -> None:
-        self._parent_of = parent_of
         self._argv_of = argv_of
+        self._known = KnownProcesses(parent_of)
         self._bpf = None
         self._records: list[bytes] = []
         self._counts: Counter[str] = Counter()
@@ -93,7 +136,7 @@ class Probe:
         from bcc import BPF
 
         try:
-            self._bpf = BPF(text=program_text(), cflags=feature_flags() + ["-Wno-macro-redefined"])
+            self._bpf = BPF(text=program_text().encode(), cflags=feature_flags() + ["-Wno-macro-redefined"])
         except Exception as exc:  # bcc raises bare Exception; its details went to stderr
             raise ProbeError(f"could not load the BPF programs: {str(exc).splitlines()[0]}") from exc
         # The callback only copies bytes: decoding happens in batches in poll(),
@@ -106,7 +149,7 @@ class Probe:
             return 0
 
         self._callback = on_record  # bcc keeps only a weak reference
-        self._bpf["sw_events"].open_ring_buffer(on_record)
+        self._bpf[b"sw_events"].open_ring_buffer(on_record)
 
     def close(self) -> None:
         if self._bpf is not None:
@@ -118,16 +161,20 @@ class Probe:
         assert self._bpf is not None, "Probe.open() first"
         self._bpf.ring_buffer_poll(max(1, int(timeout * 1000)))
         self._bpf.ring_buffer_consume()
-        return self._take()
+        return self.decode_batch(self._take_records())
 
     def drain(self) -> list[Event]:
         """Everything already in the ring, without waiting (used at shutdown)."""
         assert self._bpf is not None
         self._bpf.ring_buffer_consume()
-        return self._take()
+        return self.decode_batch(self._take_records())
 
-    def _take(self) -> list[Event]:
-        records, self._records[:] = list(self._records), []
+    def _take_records(self) -> list[bytes]:
+        records = self._records[:]
+        del self._records[:]
+        return records
+
+    def decode_batch(self, records: list[bytes]) -> list[Event]:
         events = []
         for raw in records:
             try:
@@ -135,29 +182,19 @@ class Probe:
             except layout.DecodeError:
                 self._decode_errors += 1
                 continue
-            events.append(self._complete(event, flags))
+            if isinstance(event, Exec) and flags & layout.FLAG_ARGV_MISSING and self._argv_of:
+                argv = self._argv_of(event.pid)
+                if argv:
+                    event = replace(event, argv=argv, argv_truncated=False)
+            events.append(self._known.complete(event, flags))
             self._counts[event.kind.value] += 1
         return events
-
-    def _complete(self, event: Event, flags: int) -> Event:
-        if isinstance(event, Fork) and flags & layout.FLAG_PPID_UNKNOWN and self._parent_of:
-            return Fork(event.ts, event.pid, self._parent_of(event.ppid) or 0, event.comm, event.cgroup_id)
-        if isinstance(event, Exec):
-            # Execs are rare next to forks, so a /proc look-up here is affordable.
-            ppid = event.ppid or (self._parent_of(event.pid) if self._parent_of else 0) or 0
-            argv, truncated = event.argv, event.argv_truncated
-            if flags & layout.FLAG_ARGV_MISSING and self._argv_of:
-                argv = self._argv_of(event.pid) or argv
-                truncated = not argv
-            if (ppid, argv) != (event.ppid, event.argv):
-                return Exec(event.ts, event.pid, ppid, event.comm, event.cgroup_id, argv, event.filename, truncated)
-        return event
 
     def lost(self) -> int:
         """Events the kernel side could not reserve (ring full), plus undecodable records."""
         if self._bpf is None:
             return self._decode_errors
-        table = self._bpf["sw_lost_stats"]
+        table = self._bpf[b"sw_lost_stats"]
         return sum(sum(per_cpu) for per_cpu in table.values()) + self._decode_errors
 
     def stats(self) -> dict:
@@ -166,8 +203,6 @@ class Probe:
     def struct_sizes(self) -> dict[str, int]:
         """Sizes bcc computed for the C structs (the layout test compares them with layout.py)."""
         assert self._bpf is not None
-        leaves = {
-            "sw_exec_event": self._bpf["sw_execs"].Leaf,
-            "sw_dead_process": self._bpf["sw_dead"].Leaf,
-        }
-        return {name: ctypes.sizeof(leaf) for name, leaf in leaves.items()}
+        exec_event = self._bpf[b"sw_exec_slots"].Leaf
+        header = dict(exec_event._fields_)["hdr"]
+        return {"sw_exec_event": ctypes.sizeof(exec_event), "sw_header": ctypes.sizeof(header)}

@@ -16,8 +16,7 @@ ARGV_BYTES = 4096
 
 FLAG_ARGV_TRUNCATED = 1 << 0
 FLAG_ARGV_MISSING = 1 << 1
-FLAG_PPID_UNKNOWN = 1 << 2
-FLAG_CLONE_PARENT = 1 << 3
+FLAG_CLONE_PARENT = 1 << 2
 
 # struct sw_header: type, size, pid, ts_ns, cgroup_id, ppid, flags, comm
 HEADER = struct.Struct("<HHIQQII16s")
@@ -42,8 +41,8 @@ def _text(raw: bytes) -> str:
 
 
 def decode(raw: bytes) -> tuple[Event, int]:
-    """One ring-buffer record -> (event, flags).  Flags carry what the event
-    cannot say by itself (e.g. a CLONE_PARENT whose parent the kernel did not know)."""
+    """One ring-buffer record -> (event, flags), as the kernel sent it: the probe
+    completes what the kernel leaves to user space (parents, a reaped pid's comm)."""
     if len(raw) < HEADER.size:
         raise DecodeError(f"record of {len(raw)} bytes is shorter than the header")
     type_, size, pid, ts_ns, cgroup_id, ppid, flags, comm = HEADER.unpack_from(raw)

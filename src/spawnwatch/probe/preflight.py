@@ -107,7 +107,11 @@ def check_headers() -> Check:
     modules = Path("/lib/modules") / release
     for candidate in (modules / "build", modules / "source"):
         if (candidate / "include" / "linux" / "kconfig.h").exists():
-            return Check("kernel headers", True, f"{candidate} -> {candidate.resolve()}")
+            target = candidate.resolve()
+            detail = f"{candidate} -> {target}"
+            if release not in str(target):
+                detail += f" (not {release}'s own: fine, spawnwatch reads no kernel structs)"
+            return Check("kernel headers", True, detail)
     if Path("/sys/kernel/kheaders.tar.xz").exists():
         return Check("kernel headers", True, "built into the kernel (/sys/kernel/kheaders.tar.xz)")
     return Check(
@@ -125,9 +129,9 @@ def check_ring_buffer() -> Check:
         from bcc import BPF
 
         program = BPF(
-            text="BPF_RINGBUF_OUTPUT(ring, 1);\n"
-            "TRACEPOINT_PROBE(sched, sched_process_exit) { u32 x = 0; "
-            "ring.ringbuf_output(&x, sizeof(x), BPF_RB_NO_WAKEUP); return 0; }"
+            text=b"BPF_RINGBUF_OUTPUT(ring, 1);\n"
+            b"TRACEPOINT_PROBE(sched, sched_process_exit) { u32 x = 0; "
+            b"ring.ringbuf_output(&x, sizeof(x), BPF_RB_NO_WAKEUP); return 0; }"
         )
         program.cleanup()
     except Exception as exc:  # bcc raises bare Exception for every load failure
