@@ -1,0 +1,183 @@
+"""Thresholds and signature rules: data/default-config.toml, overridden by `--config FILE`.
+
+A user file only names what it changes: its tables merge into the defaults key
+by key, its lists replace the default list.  Unknown keys, wrong types, negative
+numbers and bad regexes are errors that name the file and the key.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, fields, is_dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from spawnwatch.alerts import AlertPolicy
+from spawnwatch.detect import Accumulating, DetectSettings, OomRule, Orphaned, SpawnRate, Zombie
+from spawnwatch.lineage import LineageSettings
+from spawnwatch.signature import Interpreter, Launcher, Mask, SignatureRules
+
+DEFAULT_CONFIG = "data/default-config.toml"
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the file and the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    lineage: LineageSettings
+    detect: DetectSettings
+    alerts: AlertPolicy
+    signature: SignatureRules
+
+
+def default_text() -> str:
+    return resources.files("spawnwatch").joinpath(DEFAULT_CONFIG).read_text()
+
+
+def load(path: str | Path | None = None) -> Config:
+    data = tomllib.loads(default_text())
+    source = "default config"
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as f:
+                user = tomllib.load(f)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        data = _merge(data, user, source, "")
+    return _build(data, source)
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any], source: str, where: str) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        name = f"{where}{key}"
+        if key not in base:
+            known = ", ".join(sorted(base))
+            raise ConfigError(f"{source}: unknown key '{name}' (known here: {known})")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: '{name}' must be a table")
+            merged[key] = _merge(base[key], value, source, f"{name}.")
+        else:
+            merged[key] = value
+    return merged
+
+
+def _build(data: dict[str, Any], source: str) -> Config:
+    rules = data["rules"]
+    detect = _make(DetectSettings, {
+        **data["detect"],
+        "accumulating": _make(Accumulating, rules["accumulating"], source, "rules.accumulating"),
+        "orphaned": _make(Orphaned, rules["orphaned"], source, "rules.orphaned"),
+        "zombie": _make(Zombie, rules["zombie"], source, "rules.zombie"),
+        "spawn_rate": _make(SpawnRate, rules["spawn_rate"], source, "rules.spawn_rate"),
+        "oom": _make(OomRule, rules["oom"], source, "rules.oom"),
+    }, source, "detect")
+    for pattern in detect.ignore_signatures:
+        _regex(pattern, source, "detect.ignore_signatures")
+    signature = data["signature"]
+    interpreters = tuple(
+        _make(Interpreter, table, source, f"signature.interpreters[{i}]")
+        for i, table in enumerate(_tables(signature, "interpreters", source))
+    )
+    launchers = tuple(
+        _make(Launcher, table, source, f"signature.launchers[{i}]")
+        for i, table in enumerate(_tables(signature, "launchers", source))
+    )
+    masks = tuple(
+        _make(Mask, table, source, f"signature.masks[{i}]")
+        for i, table in enumerate(_tables(signature, "masks", source))
+    )
+    for i, launcher in enumerate(launchers):
+        if launcher.version:
+            _regex(launcher.version, source, f"signature.launchers[{i}].version")
+        if not launcher.commands or not all(launcher.commands):
+            raise ConfigError(f"{source}: 'signature.launchers[{i}].commands' must list non-empty word lists")
+    for i, mask in enumerate(masks):
+        compiled = _regex(mask.pattern, source, f"signature.masks[{i}].pattern")
+        try:
+            compiled.sub(mask.replacement, "")
+            compiled.sub(mask.replacement, "/tmp/x 1 ab12cd34ef")
+        except (re.error, IndexError) as exc:
+            raise ConfigError(f"{source}: 'signature.masks[{i}].replacement': {exc}") from exc
+    flat = {k: v for k, v in signature.items() if k not in ("interpreters", "launchers", "masks")}
+    rules_ = _make(SignatureRules, {**flat, "interpreters": interpreters, "launchers": launchers, "masks": masks},
+                   source, "signature")
+    config = Config(
+        lineage=_make(LineageSettings, data["lineage"], source, "lineage"),
+        detect=detect,
+        alerts=_make(AlertPolicy, data["alerts"], source, "alerts"),
+        signature=rules_,
+    )
+    for where, value in (
+        ("lineage.max_processes", config.lineage.max_processes),
+        ("detect.evaluate_every_s", config.detect.evaluate_every_s),
+        ("rules.spawn_rate.minutes", config.detect.spawn_rate.minutes),
+    ):
+        if value <= 0:
+            raise ConfigError(f"{source}: '{where}' must be greater than 0")
+    return config
+
+
+def _tables(table: dict[str, Any], key: str, source: str) -> list[dict[str, Any]]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise ConfigError(f"{source}: 'signature.{key}' must be an array of tables ([[signature.{key}]])")
+    return value
+
+
+def _regex(pattern: str, source: str, where: str) -> re.Pattern[str]:
+    try:
+        return re.compile(pattern)
+    except re.error as exc:
+        raise ConfigError(f"{source}: '{where}': bad regex {pattern!r}: {exc}") from exc
+
+
+def _make(cls: type, table: dict[str, Any], source: str, where: str) -> Any:
+    """`cls(**table)` with every value checked against the field's type."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(table) - names)
+    if unknown:
+        raise ConfigError(f"{source}: unknown key '{where}.{unknown[0]}' (known here: {', '.join(sorted(names))})")
+    values = {}
+    for name, value in table.items():
+        values[name] = _convert(hints[name], value, source, f"{where}.{name}")
+    return cls(**values)
+
+
+def _convert(hint: Any, value: Any, source: str, where: str) -> Any:
+    if is_dataclass(hint):
+        return value  # built by the caller
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{source}: '{where}' must be true or false, not {value!r}")
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (hint is int and not isinstance(value, int)):
+            raise ConfigError(f"{source}: '{where}' must be a{'n integer' if hint is int else ' number'}, not {value!r}")
+        if value < 0:
+            raise ConfigError(f"{source}: '{where}' must not be negative ({value})")
+        return hint(value)
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{source}: '{where}' must be a string, not {value!r}")
+    if origin in (tuple, frozenset):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: '{where}' must be a list, not {value!r}")
+        item = args[0]
+        if all(is_dataclass(x) for x in value):
+            return tuple(value)
+        converted = [_convert(item, x, source, f"{where}[{i}]") for i, x in enumerate(value)]
+        return origin(converted)
+    raise ConfigError(f"{source}: '{where}': unsupported setting type {hint!r}")  # a bug of ours, said plainly

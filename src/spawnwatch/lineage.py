@@ -1,0 +1,331 @@
+"""The process table: who spawned whom, kept current by events.
+
+A process is identified by (pid, start time in clock ticks), so a reused pid is
+a new process, never a continuation of the old one.  At most one unreaped
+process holds a pid; a fork of a pid still held means its exit and reap were
+missed: the old process is closed and the miss counted.
+
+Each process keeps two parents: `parent`, the current one (the kernel reparents
+the children of an exiting process to the nearest subreaper or init), and
+`spawner`, the process that forked it, which never changes.  Leaks are charged
+to spawners.
+
+Exited processes are zombies until their Reap.  Reaped processes stay for
+`retention_s`, longer while processes they spawned are still in the table (an
+orphan's charge is found through its spawner chain), and the table never grows
+past `max_processes`: reaped entries are evicted first, then the least recently
+active; every eviction is counted and unlinked from its relatives.
+
+Pure: events in, state out; /proc is reached only through the injected
+`reparent_hint`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Protocol
+
+from spawnwatch.events import Event, Exec, Exit, Fork, Oom, Reap, Snapshot
+
+TICKS_PER_SECOND = 100  # /proc start times have clock-tick precision (USER_HZ)
+SAME_START_S = 2.0 / TICKS_PER_SECOND  # a fork event and a /proc start time of one process differ by less
+INIT_PID = 1
+
+Key = tuple[int, int]  # (pid, start in ticks)
+
+
+@dataclass(frozen=True, slots=True)
+class LineageSettings:
+    max_processes: int = 65536
+    retention_s: float = 30.0
+
+
+@dataclass(eq=False, slots=True)
+class Process:
+    pid: int
+    start: float  # seconds since boot
+    ppid: int  # current parent pid (also when the parent itself is unknown)
+    comm: str
+    argv: tuple[str, ...]
+    signature: str
+    cgroup_id: int
+    parent: Process | None = None  # current parent, None when unknown
+    spawner: Process | None = None  # forked it; never changes (None when unknown or evicted)
+    exited_at: float | None = None
+    reaped_at: float | None = None
+    children: set[Process] = field(default_factory=set)  # unreaped processes whose parent this is
+    spawned: set[Process] = field(default_factory=set)  # processes in the table that this one spawned
+    seeded: bool = False  # came from the /proc snapshot (start, parent and argv from /proc)
+    group: object = None  # the detector's slot
+
+    @property
+    def key(self) -> Key:
+        return (self.pid, round(self.start * TICKS_PER_SECOND))
+
+    @property
+    def alive(self) -> bool:
+        return self.exited_at is None
+
+    @property
+    def zombie(self) -> bool:
+        return self.exited_at is not None and self.reaped_at is None
+
+    def __repr__(self) -> str:
+        state = "live" if self.alive else "zombie" if self.zombie else "reaped"
+        return f"<Process {self.pid}@{self.start:.2f} {state} {self.signature!r}>"
+
+
+class Listener(Protocol):
+    """What the detector hears; every change of membership goes through one of these."""
+
+    def joined(self, proc: Process) -> None: ...
+    def changed(self, proc: Process, old_signature: str) -> None: ...
+    def exited(self, proc: Process) -> None: ...
+    def reaped(self, proc: Process) -> None: ...
+    def dropped(self, proc: Process) -> None: ...
+
+
+class _Silent:
+    def joined(self, proc: Process) -> None: ...
+    def changed(self, proc: Process, old_signature: str) -> None: ...
+    def exited(self, proc: Process) -> None: ...
+    def reaped(self, proc: Process) -> None: ...
+    def dropped(self, proc: Process) -> None: ...
+
+
+Signer = Callable[[tuple[str, ...], str], str]
+ReparentHint = Callable[[int], "int | None"]
+
+
+class Lineage:
+    def __init__(
+        self,
+        signer: Signer,
+        settings: LineageSettings = LineageSettings(),
+        reparent_hint: ReparentHint | None = None,
+        listener: Listener | None = None,
+    ) -> None:
+        self._sign = signer
+        self.settings = settings
+        # Who adopts an orphan: the kernel's choice (nearest subreaper, else init) is not in
+        # the events; the caller can read it from /proc.  Without a hint: init.
+        self._reparent_hint = reparent_hint or (lambda pid: None)
+        self.listener: Listener = listener or _Silent()
+        self._by_pid: dict[int, Process] = {}  # unreaped processes
+        self._recent: OrderedDict[Process, None] = OrderedDict()  # every entry, least recently active first
+        self._reaped: OrderedDict[Process, None] = OrderedDict()  # reaped, in reap order, awaiting expiry
+        self._held: dict[Process, None] = {}  # expired but still spawner of an entry
+        self.counts: Counter[str] = Counter()  # missed_exits, evicted, unknown_pid, stale, missing_parent
+
+    # -- queries -------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._recent)
+
+    def get(self, pid: int) -> Process | None:
+        """The unreaped process holding `pid`."""
+        return self._by_pid.get(pid)
+
+    def processes(self) -> Iterator[Process]:
+        return iter(list(self._recent))
+
+    def unreaped(self) -> Iterator[Process]:
+        return iter(list(self._by_pid.values()))
+
+    # -- seeding -------------------------------------------------------------------------
+
+    def seed(self, snapshot: Snapshot) -> None:
+        """Fill the table from /proc; each process's current parent is taken as its spawner."""
+        created = []
+        for info in sorted(snapshot.processes, key=lambda p: p.start):
+            if info.pid in self._by_pid:
+                continue
+            proc = Process(
+                pid=info.pid,
+                start=info.start,
+                ppid=info.ppid,
+                comm=info.comm,
+                argv=tuple(info.argv),
+                signature=self._sign(tuple(info.argv), info.comm),
+                cgroup_id=info.cgroup_id,
+                exited_at=snapshot.ts if info.zombie else None,
+                seeded=True,
+            )
+            self._by_pid[proc.pid] = proc
+            created.append(proc)
+        for proc in created:  # linked after all exist: a reparented child may be older than its parent
+            parent = self._by_pid.get(proc.ppid)
+            if parent is not None and parent is not proc:
+                self._link(proc, parent, spawner=parent)
+        for proc in created:
+            self._add(proc)
+
+    # -- events --------------------------------------------------------------------------
+
+    def apply(self, event: Event) -> Process | None:
+        """Update the table; the process the event is about (None when it could not be placed)."""
+        if isinstance(event, Fork):
+            return self._fork(event)
+        proc = self._by_pid.get(event.pid)
+        if proc is not None and event.ts < proc.start - SAME_START_S:
+            self.counts["stale"] += 1  # about an earlier holder of this pid
+            return None
+        if isinstance(event, Exec):
+            return self._exec(event, proc)
+        if proc is None:
+            self.counts["unknown_pid"] += 1
+            return None
+        self._touch(proc)
+        if isinstance(event, Exit):
+            self._exit(proc, event.ts)
+        elif isinstance(event, Reap):
+            self._reap(proc, event.ts)
+        elif isinstance(event, Oom):
+            pass
+        return proc
+
+    def _fork(self, event: Fork) -> Process | None:
+        held = self._by_pid.get(event.pid)
+        if held is not None:
+            if abs(held.start - event.ts) <= SAME_START_S:
+                return held  # already known (from the snapshot, or its exec came first)
+            if event.ts < held.start:
+                self.counts["stale"] += 1
+                return None
+            self.counts["missed_exits"] += 1
+            self._close(held, event.ts)
+        parent = self._by_pid.get(event.ppid)
+        if parent is None:
+            self.counts["missing_parent"] += 1
+        else:
+            self._touch(parent)
+        proc = Process(
+            pid=event.pid,
+            start=event.ts,
+            ppid=event.ppid,
+            comm=event.comm,
+            # Until its exec a child runs its parent's program.
+            argv=parent.argv if parent else (),
+            signature=parent.signature if parent else self._sign((), event.comm),
+            cgroup_id=event.cgroup_id,
+        )
+        self._by_pid[proc.pid] = proc
+        if parent is not None:
+            self._link(proc, parent, spawner=parent)
+        self._add(proc)
+        return proc
+
+    def _exec(self, event: Exec, proc: Process | None) -> Process | None:
+        if proc is None:
+            # Its fork was missed or is still on its way: place it by the exec's parent.
+            self.counts["unknown_pid"] += 1
+            proc = self._fork(Fork(ts=event.ts, pid=event.pid, ppid=event.ppid, comm=event.comm, cgroup_id=event.cgroup_id))
+            if proc is None:
+                return None
+        if not proc.alive:
+            self.counts["stale"] += 1
+            return None
+        self._touch(proc)
+        old = proc.signature
+        proc.argv = tuple(event.argv)
+        proc.comm = event.comm
+        proc.signature = self._sign(proc.argv, event.comm)
+        if proc.signature != old:
+            self.listener.changed(proc, old)
+        return proc
+
+    def _exit(self, proc: Process, ts: float) -> None:
+        if not proc.alive:
+            return
+        proc.exited_at = ts
+        for child in list(proc.children):
+            self._reparent(child)
+        self.listener.exited(proc)
+
+    def _reap(self, proc: Process, ts: float) -> None:
+        if proc.alive:
+            self._exit(proc, ts)  # its exit was lost; the reap proves it
+        proc.reaped_at = ts
+        del self._by_pid[proc.pid]
+        if proc.parent is not None:
+            proc.parent.children.discard(proc)
+        self._reaped[proc] = None
+        self.listener.reaped(proc)
+
+    def _close(self, proc: Process, ts: float) -> None:
+        """A process whose end we never saw: exit and reap it now."""
+        self._exit(proc, ts)
+        self._reap(proc, ts)
+
+    def _reparent(self, child: Process) -> None:
+        old = child.parent
+        hinted = self._reparent_hint(child.pid)
+        new_ppid = hinted if hinted is not None and hinted != old.pid else INIT_PID
+        new = self._by_pid.get(new_ppid)
+        old.children.discard(child)
+        child.ppid = new_ppid
+        child.parent = new if new is not child else None
+        if child.parent is not None:
+            child.parent.children.add(child)
+
+    # -- bookkeeping ---------------------------------------------------------------------
+
+    def _link(self, proc: Process, parent: Process, spawner: Process | None) -> None:
+        proc.parent = parent
+        parent.children.add(proc)
+        proc.spawner = spawner
+        if spawner is not None:
+            spawner.spawned.add(proc)
+
+    def _add(self, proc: Process) -> None:
+        self._recent[proc] = None
+        self.listener.joined(proc)
+        while len(self._recent) > self.settings.max_processes:
+            self._evict()
+
+    def _touch(self, proc: Process) -> None:
+        if proc in self._recent:
+            self._recent.move_to_end(proc)
+
+    def _evict(self) -> None:
+        for pool in (self._reaped, self._held, self._recent):
+            if pool:
+                victim = next(iter(pool))
+                break
+        self.counts["evicted"] += 1
+        self._drop(victim)
+
+    def expire(self, now: float) -> None:
+        """Forget reaped processes older than the retention period that nothing refers to."""
+        deadline = now - self.settings.retention_s
+        while self._reaped:
+            proc = next(iter(self._reaped))
+            if proc.reaped_at > deadline:
+                break
+            del self._reaped[proc]
+            if proc.spawned:
+                self._held[proc] = None  # dropped with its last spawned entry
+            else:
+                self._drop(proc)
+
+    def _drop(self, proc: Process) -> None:
+        self._recent.pop(proc, None)
+        self._reaped.pop(proc, None)
+        self._held.pop(proc, None)
+        if self._by_pid.get(proc.pid) is proc:
+            del self._by_pid[proc.pid]
+        if proc.parent is not None:
+            proc.parent.children.discard(proc)
+        for child in proc.children:
+            child.parent = None
+        for child in proc.spawned:
+            child.spawner = None
+        proc.children = set()
+        proc.spawned = set()
+        self.listener.dropped(proc)
+        spawner = proc.spawner
+        if spawner is not None:
+            spawner.spawned.discard(proc)
+            if not spawner.spawned and spawner in self._held:
+                self._drop(spawner)

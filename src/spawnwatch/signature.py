@@ -1,0 +1,204 @@
+"""argv -> signature: the name under which identical children are grouped.
+
+A signature keeps what makes a child "the same program" and drops what varies
+between two launches of it.  All of these are `npm exec magic`:
+
+    node /usr/bin/npm exec --yes --package=@21st-dev/magic@0.2.3 -- magic
+    npm exec @21st-dev/magic@latest
+    npx -y @21st-dev/magic
+    npm exec magic                      (npm's process title, as /proc shows it)
+
+The npm scope is dropped because npm's process title (all a /proc snapshot can
+see) keeps only the positional arguments: `--package=@21st-dev/magic -- magic`
+shows as `npm exec magic`, and a snapshot-seeded child must land in the same
+group as one seen live.
+
+Steps: clean the argv (split process titles), strip wrappers (`env`, `nohup`),
+strip interpreters (`node /usr/bin/npm` -> `npm`, `python3 -m x` -> `python -m
+x`), apply a launcher rule (npm exec/npx, uvx, pipx run: flags and versions
+dropped), render `sh -c CMD` with CMD's own signature, then mask volatile
+tokens (UUIDs, temp paths, hex ids, numbers).  Every rule is data
+(`SignatureRules`, loaded from the config's [signature] table).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import shlex
+from dataclasses import dataclass, field
+from typing import Sequence
+
+
+@dataclass(frozen=True, slots=True)
+class Interpreter:
+    """A runtime whose first non-option argument is the real program."""
+
+    names: tuple[str, ...]  # fnmatch patterns on the executable's basename: "python3*"
+    display: str  # how it is written in signatures: "python"
+    value_options: frozenset[str] = frozenset()  # options that take the next word: -X, -r
+    program_options: frozenset[str] = frozenset()  # the next word is the program: -m, -c, -e
+
+
+@dataclass(frozen=True, slots=True)
+class Launcher:
+    """A package runner (`npx -y pkg`): the signature names the package or bin it runs."""
+
+    display: str  # "npm exec"
+    commands: tuple[tuple[str, ...], ...]  # word sequences that invoke it: ("npx",), ("npm", "exec")
+    package_options: frozenset[str] = frozenset()  # name the package: --package, -p, --from
+    value_options: frozenset[str] = frozenset()  # other options taking the next word
+    version: str = ""  # regex of a version suffix to strip from the package/bin name
+    drop_scope: bool = False  # "@scope/name" -> "name"
+
+
+@dataclass(frozen=True, slots=True)
+class Mask:
+    pattern: str
+    replacement: str
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureRules:
+    wrappers: frozenset[str] = frozenset()  # run the rest of argv: env, nohup, setsid
+    shells: frozenset[str] = frozenset()  # `<shell> -c CMD` is signed as `<shell> -c <signature of CMD>`
+    interpreters: tuple[Interpreter, ...] = ()
+    launchers: tuple[Launcher, ...] = ()
+    masks: tuple[Mask, ...] = ()
+    max_args: int = 8
+    max_length: int = 160
+
+
+_ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+_SCRIPT_SUFFIX = re.compile(r"(-cli)?\.(c|m)?js$|\.py$")
+
+
+class Signer:
+    """Compiled `SignatureRules`; `signer(argv, comm)` gives the signature."""
+
+    def __init__(self, rules: SignatureRules) -> None:
+        self.rules = rules
+        self._masks = [(re.compile(m.pattern), m.replacement) for m in rules.masks]
+        self._versions = {l.display: re.compile(l.version) if l.version else None for l in rules.launchers}
+        self._launcher_words = {seq[0] for l in rules.launchers for seq in l.commands}
+
+    def __call__(self, argv: Sequence[str], comm: str = "") -> str:
+        words = self._strip_wrappers(clean_argv(argv))
+        if not words:
+            return f"[{comm}]" if comm else "[?]"
+        return self._bound(self._sign(words))
+
+    def _sign(self, words: list[str]) -> str:
+        program, args = self._program(words)
+        for launcher in self.rules.launchers:
+            for sequence in launcher.commands:
+                if program == sequence[0] and args[: len(sequence) - 1] == list(sequence[1:]):
+                    return self._launch(launcher, args[len(sequence) - 1 :])
+        if program in self.rules.shells and args[:1] == ["-c"] and len(args) > 1:
+            return f"{program} -c {self._sign_command(args[1])}"
+        return self._render(program, args)
+
+    def _strip_wrappers(self, words: list[str]) -> list[str]:
+        while words and os.path.basename(words[0]) in self.rules.wrappers:
+            words = words[1:]
+            while words and (words[0].startswith("-") or _ENV_ASSIGNMENT.match(words[0])):
+                words = words[1:]
+        return words
+
+    def _program(self, words: list[str]) -> tuple[str, list[str]]:
+        """(program as written in the signature, its arguments), interpreters stripped."""
+        base = os.path.basename(words[0])
+        interpreter = next(
+            (i for i in self.rules.interpreters if any(fnmatch.fnmatchcase(base, n) for n in i.names)), None
+        )
+        if interpreter is None:
+            return self._tool(words[0]), words[1:]
+        i = 1
+        while i < len(words) and words[i].startswith("-") and words[i] != "-":
+            option = words[i]
+            if option in interpreter.program_options and i + 1 < len(words):
+                return f"{interpreter.display} {option} {words[i + 1]}", words[i + 2 :]
+            i += 2 if option in interpreter.value_options else 1
+        if i >= len(words):
+            return interpreter.display, []
+        tool = self._tool(words[i])
+        if tool in self._launcher_words:
+            return tool, words[i + 1 :]  # `node /usr/bin/npm ...` is just npm
+        return f"{interpreter.display} {tool}", words[i + 1 :]
+
+    def _tool(self, path: str) -> str:
+        """A program by its basename; `npm-cli.js` is `npm` when npm is a launcher."""
+        base = os.path.basename(path) or path
+        bare = _SCRIPT_SUFFIX.sub("", base)
+        return bare if bare in self._launcher_words else base
+
+    def _launch(self, launcher: Launcher, args: list[str]) -> str:
+        """`npx -y pkg@1 a b` -> `npm exec pkg a b`: launcher options before the program are dropped."""
+        package = None
+        rest: list[str] = []
+        i = 0
+        while i < len(args):
+            word = args[i]
+            if word == "--":
+                rest = args[i + 1 :]
+                break
+            if not word.startswith("-") or word == "-":
+                rest = args[i:]
+                break
+            name, has_value, value = word.partition("=")
+            if name in launcher.package_options:
+                if not has_value and i + 1 < len(args):
+                    value = args[i + 1]
+                    i += 1
+                package = value
+            elif name in launcher.value_options and not has_value:
+                i += 1
+            i += 1
+        if rest:
+            program, args_out = rest[0], rest[1:]
+        elif package is not None:
+            program, args_out = package, []
+        else:
+            return launcher.display
+        return self._render(f"{launcher.display} {self._package_name(launcher, program)}", args_out)
+
+    def _package_name(self, launcher: Launcher, spec: str) -> str:
+        version = self._versions[launcher.display]
+        if version is not None:
+            spec = version.sub("", spec) or spec
+        if launcher.drop_scope and spec.startswith("@") and "/" in spec:
+            spec = spec.split("/", 1)[1]
+        return self._mask(spec)
+
+    def _sign_command(self, command: str) -> str:
+        try:
+            words = shlex.split(command)
+        except ValueError:  # unbalanced quotes: sign it word by word anyway
+            words = command.split()
+        words = self._strip_wrappers(words)
+        return self._sign(words) if words else "''"
+
+    def _render(self, program: str, args: list[str]) -> str:
+        shown = [self._mask(a) for a in args[: self.rules.max_args]]
+        if len(args) > self.rules.max_args:
+            shown.append("…")
+        return " ".join([program, *shown])
+
+    def _mask(self, word: str) -> str:
+        for pattern, replacement in self._masks:
+            word = pattern.sub(replacement, word)
+        return word
+
+    def _bound(self, signature: str) -> str:
+        limit = self.rules.max_length
+        return signature if len(signature) <= limit else signature[: limit - 1] + "…"
+
+
+def clean_argv(argv: Sequence[str]) -> list[str]:
+    """argv without empty words; a rewritten process title (`npm exec magic` as one word,
+    padded with empty ones) is split back into words."""
+    words = [w for w in argv if w]
+    if len(words) == 1 and " " in words[0]:
+        return words[0].split()
+    return words

@@ -1,0 +1,86 @@
+"""Synthetic event streams for the pure layers: write a process history as calls,
+get the events (and snapshots) the probe would have produced."""
+
+from __future__ import annotations
+
+from spawnwatch.events import Event, Exec, Exit, Fork, Oom, ProcessInfo, Reap, Snapshot
+
+BOOT_OFFSET = 1000.0  # stream time 0 in seconds since boot
+
+
+class Stream:
+    def __init__(self, t: float = 0.0, cgroup_id: int = 1) -> None:
+        self.t = t
+        self.cgroup_id = cgroup_id
+        self.events: list[Event] = []
+        self._next_pid = 1000
+        self._parent: dict[int, int] = {}
+        self._comm: dict[int, str] = {}
+
+    @property
+    def ts(self) -> float:
+        return BOOT_OFFSET + self.t
+
+    def at(self, t: float) -> "Stream":
+        assert t >= self.t, "streams go forward; use reorder tests for the rest"
+        self.t = t
+        return self
+
+    def new_pid(self) -> int:
+        self._next_pid += 1
+        return self._next_pid
+
+    def fork(self, ppid: int, pid: int | None = None, cgroup_id: int | None = None) -> int:
+        pid = self.new_pid() if pid is None else pid
+        self._parent[pid] = ppid
+        self._comm[pid] = self._comm.get(ppid, "parent")
+        self.events.append(Fork(self.ts, pid, ppid, self._comm[pid], cgroup_id or self.cgroup_id))
+        return pid
+
+    def exec(self, pid: int, *argv: str) -> int:
+        self._comm[pid] = argv[0].rsplit("/", 1)[-1][:15]
+        self.events.append(
+            Exec(self.ts, pid, self._parent.get(pid, 0), self._comm[pid], self.cgroup_id, argv=tuple(argv))
+        )
+        return pid
+
+    def spawn(self, ppid: int, *argv: str, pid: int | None = None) -> int:
+        return self.exec(self.fork(ppid, pid), *argv)
+
+    def exit(self, pid: int) -> None:
+        self.events.append(Exit(self.ts, pid, self._parent.get(pid, 0), self._comm.get(pid, ""), self.cgroup_id))
+
+    def reap(self, pid: int) -> None:
+        self.events.append(Reap(self.ts, pid, self._parent.get(pid, 0), self._comm.get(pid, ""), self.cgroup_id))
+
+    def end(self, pid: int) -> None:
+        """Exit, and reaped by its parent at once (a healthy ending)."""
+        self.exit(pid)
+        self.reap(pid)
+
+    def oom(self, pid: int, rss_bytes: int = 1 << 30) -> None:
+        self.events.append(Oom(self.ts, pid, self._parent.get(pid, 0), self._comm.get(pid, ""), self.cgroup_id, rss_bytes))
+
+    def reparent(self, pid: int, ppid: int) -> None:
+        """The stream's own idea of parents (for later events' ppid field)."""
+        self._parent[pid] = ppid
+
+
+def info(pid: int, ppid: int, start: float, *argv: str, zombie: bool = False, cgroup_id: int = 1) -> ProcessInfo:
+    comm = argv[0].rsplit("/", 1)[-1][:15] if argv else "?"
+    return ProcessInfo(pid=pid, ppid=ppid, start=BOOT_OFFSET + start, comm=comm, argv=tuple(argv),
+                       cgroup_id=cgroup_id, zombie=zombie)
+
+
+def snapshot(t: float, *processes: ProcessInfo) -> Snapshot:
+    return Snapshot(ts=BOOT_OFFSET + t, processes=tuple(processes))
+
+
+# The processes every synthetic host has.
+INIT = info(1, 0, 0.0, "/sbin/init")
+SHELL = info(100, 1, 1.0, "bash")
+SUPERVISOR = info(200, 100, 2.0, "python3", "supervisor.py")
+
+
+def host(t: float = 5.0, *more: ProcessInfo) -> Snapshot:
+    return snapshot(t, INIT, SHELL, SUPERVISOR, *more)
