@@ -21,6 +21,7 @@ from spawnwatch import __version__
 COMMANDS = {
     "trace": "trace",
     "doctor": "doctor",
+    "simulate": "simulate",
 }
 
 
