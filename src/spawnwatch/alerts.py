@@ -1,0 +1,185 @@
+"""Alerts: findings turned into a lifecycle of records.
+
+An alert is keyed by (rule, group).  It is sent `firing` once when its rule
+first holds, re-sent `firing` with fresh counts at most every `update_every_s`
+(and only when the counts changed), and sent `resolved` once the rule has not
+held for `resolve_after_s`.
+
+`Alert.to_record()` is the contract of `watch --json`:
+    {"kind": "alert", "state": "firing" | "resolved", "rule", "signature",
+     "spawner": {"pid", "ppid", "argv", "comm"}, "container": null | {"id", "name", "image"},
+     "live", "spawned", "exited", "zombies", "orphans", "rss_bytes", "pids": [<= 20], "message"}
+
+Containers come from an injected resolver, `resolve_container(cgroup_id, pid)`
+-> {"id", "name", "image"} or None.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+from spawnwatch.detect import Finding, Group, GroupKey
+
+ResolveContainer = Callable[[int, "int | None"], "dict[str, Any] | None"]
+
+FIRING = "firing"
+RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPolicy:
+    update_every_s: float = 30.0
+    resolve_after_s: float = 5.0
+    max_pids: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    state: str
+    rule: str
+    signature: str
+    spawner: dict[str, Any]
+    container: dict[str, Any] | None
+    live: int
+    spawned: int
+    exited: int
+    zombies: int
+    orphans: int
+    rss_bytes: int
+    pids: tuple[int, ...]
+    message: str
+    uss_bytes: int | None = None  # in the message only: not every host lets us read it
+    ts: float = 0.0  # when it was raised (seconds since boot); not part of the record
+
+    def counts(self) -> tuple[int, ...]:
+        return (self.live, self.spawned, self.exited, self.zombies, self.orphans)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "kind": "alert",
+            "state": self.state,
+            "rule": self.rule,
+            "signature": self.signature,
+            "spawner": dict(self.spawner),
+            "container": dict(self.container) if self.container is not None else None,
+            "live": self.live,
+            "spawned": self.spawned,
+            "exited": self.exited,
+            "zombies": self.zombies,
+            "orphans": self.orphans,
+            "rss_bytes": self.rss_bytes,
+            "pids": list(self.pids),
+            "message": self.message,
+        }
+
+
+@dataclass
+class _Active:
+    sent: Alert  # the last record sent
+    latest: Alert  # as of the last evaluation that held
+    group: Group
+    held_at: float
+
+
+class AlertBook:
+    def __init__(self, policy: AlertPolicy = AlertPolicy(), resolve_container: ResolveContainer | None = None) -> None:
+        self.policy = policy
+        self._resolve_container = resolve_container or (lambda cgroup_id, pid: None)
+        self.active: dict[tuple[str, GroupKey], _Active] = {}
+        self._containers: dict[int, dict[str, Any] | None] = {}  # per cgroup, for the alerts of one update
+
+    def update(self, findings: list[Finding], now: float) -> list[Alert]:
+        """The records to send after an evaluation that produced `findings`."""
+        out = []
+        holding = set()
+        self._containers.clear()
+        for finding in findings:
+            key = (finding.rule, finding.group.key)
+            holding.add(key)
+            alert = self._from_finding(finding, now)
+            active = self.active.get(key)
+            if active is None:
+                self.active[key] = _Active(sent=alert, latest=alert, group=finding.group, held_at=now)
+                out.append(alert)
+                continue
+            active.latest, active.held_at = alert, now
+            if alert.counts() != active.sent.counts() and now - active.sent.ts >= self.policy.update_every_s:
+                active.sent = alert
+                out.append(alert)
+        for key, active in list(self.active.items()):
+            if key not in holding and now - active.held_at >= self.policy.resolve_after_s:
+                del self.active[key]
+                out.append(self._resolved(active, now))
+        return out
+
+    def _container(self, group: Group) -> dict[str, Any] | None:
+        cgroup_id = group.key.cgroup_id
+        if cgroup_id not in self._containers:
+            self._containers[cgroup_id] = self._resolve_container(cgroup_id, group.spawner.pid)
+        return self._containers[cgroup_id]
+
+    def _from_finding(self, finding: Finding, now: float) -> Alert:
+        group = finding.group
+        alert = self._base(group, finding.rule, FIRING, now)
+        memory = f"; {format_bytes(finding.rss_bytes)} RSS" if finding.rss_bytes else ""
+        if finding.uss_bytes:
+            memory += f" ({format_bytes(finding.uss_bytes)} USS)"
+        return replace(
+            alert,
+            orphans=finding.orphans,
+            rss_bytes=finding.rss_bytes,
+            uss_bytes=finding.uss_bytes,
+            pids=finding.pids[: self.policy.max_pids],
+            message=f"{describe(group, finding.rule)}: {finding.detail}{memory}",
+        )
+
+    def _resolved(self, active: _Active, now: float) -> Alert:
+        group, rule = active.group, active.sent.rule
+        alert = self._base(group, rule, RESOLVED, now)
+        return replace(
+            alert,
+            message=f"resolved: {describe(group, rule)}: now {group.live} live, {group.zombies} zombies",
+        )
+
+    def _base(self, group: Group, rule: str, state: str, now: float) -> Alert:
+        spawner = group.spawner
+        return Alert(
+            state=state,
+            rule=rule,
+            signature=group.key.signature,
+            spawner={"pid": spawner.pid, "ppid": spawner.ppid, "argv": list(spawner.argv), "comm": spawner.comm},
+            container=self._container(group),
+            live=group.live,
+            spawned=group.spawned,
+            exited=group.exited,
+            zombies=group.zombies,
+            orphans=0,
+            rss_bytes=0,
+            pids=(),
+            message="",
+            ts=now,
+        )
+
+
+_VERBS = {
+    "accumulating": "keeps spawning",
+    "orphaned": "leaks the descendants of",
+    "zombie": "does not reap",
+    "spawn_rate": "spawns too fast",
+    "oom": "lost to the OOM killer one of",
+}
+
+
+def describe(group: Group, rule: str) -> str:
+    spawner = group.spawner
+    return f"{spawner.comm} (pid {spawner.pid}) {_VERBS[rule]} `{group.key.signature}`"
+
+
+def format_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} GiB"

@@ -1,0 +1,64 @@
+"""Events in, alerts out: lineage -> detector -> alert book.
+
+The one path for live and replayed streams: `watch` feeds it the probe's
+events and advances it on the clock; `watch --replay` feeds it a recording and
+advances it on the recorded timestamps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from spawnwatch.alerts import Alert, AlertBook, ResolveContainer
+from spawnwatch.config import Config
+from spawnwatch.detect import Detector, MemoryOf
+from spawnwatch.events import Event, Oom, Snapshot
+from spawnwatch.lineage import Lineage, ReparentHint
+from spawnwatch.signature import Signer
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        memory_of: MemoryOf | None = None,
+        resolve_container: ResolveContainer | None = None,
+        reparent_hint: ReparentHint | None = None,
+    ) -> None:
+        self.config = config
+        self.signer = Signer(config.signature)
+        self.detector = Detector(config.detect, memory_of)
+        self.lineage = Lineage(self.signer, config.lineage, reparent_hint, listener=self.detector)
+        self.alerts = AlertBook(config.alerts, resolve_container)
+        self.now = 0.0
+        self._next_evaluation: float | None = None
+
+    def feed(self, item: Event | Snapshot) -> list[Alert]:
+        """Apply one event (or the starting snapshot); the alerts due by its time."""
+        if isinstance(item, Snapshot):
+            self.lineage.seed(item)
+            self._next_evaluation = None  # judge the snapshot at once: it may already hold a leak
+        else:
+            proc = self.lineage.apply(item)
+            if isinstance(item, Oom) and proc is not None:
+                self.detector.oom(proc, item.ts)
+                self._next_evaluation = None
+        return self.advance(item.ts)
+
+    def advance(self, now: float) -> list[Alert]:
+        """Evaluate if an evaluation is due at `now` (seconds since boot)."""
+        self.now = max(self.now, now)
+        if self._next_evaluation is not None and self.now < self._next_evaluation:
+            return []
+        self._next_evaluation = self.now + self.config.detect.evaluate_every_s
+        self.lineage.expire(self.now)
+        return self.alerts.update(self.detector.evaluate(self.now), self.now)
+
+    def counts(self) -> dict[str, Any]:
+        """Bookkeeping for the end-of-session summary."""
+        return {
+            "processes": len(self.lineage),
+            "groups": len(self.detector.groups),
+            **self.lineage.counts,
+            **self.detector.counts,
+        }

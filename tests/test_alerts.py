@@ -1,0 +1,78 @@
+"""Alert lifecycle and the alert record contract."""
+
+from __future__ import annotations
+
+from spawnwatch.alerts import AlertBook, AlertPolicy, format_bytes
+from spawnwatch.detect import Finding, Group, GroupKey, SpawnHistory
+from spawnwatch.lineage import Process
+
+RECORD_KEYS = [
+    "kind", "state", "rule", "signature", "spawner", "container", "live", "spawned", "exited",
+    "zombies", "orphans", "rss_bytes", "pids", "message",
+]
+
+
+def group(live: int = 12, cgroup_id: int = 7) -> Group:
+    spawner = Process(pid=200, start=2.0, ppid=100, comm="python3", argv=("python3", "sup.py"),
+                      signature="python sup.py", cgroup_id=cgroup_id)
+    key = GroupKey(cgroup_id, spawner.key, "npm exec magic")
+    return Group(key=key, spawner=spawner, history=SpawnHistory(60), live=live, spawned=live)
+
+
+def finding(g: Group, rule: str = "accumulating", pids=tuple(range(3000, 3030)), rss: int = 3 << 30) -> Finding:
+    return Finding(rule=rule, group=g, pids=pids, orphans=0, rss_bytes=rss, uss_bytes=2 << 30, detail="12 live")
+
+
+def test_the_record_is_exactly_the_contract():
+    book = AlertBook(resolve_container=lambda cgroup_id, pid: {"id": "abc123", "name": "metamcp", "image": "mcp:1"})
+    [alert] = book.update([finding(group())], now=100.0)
+    record = alert.to_record()
+    assert list(record) == RECORD_KEYS
+    assert record["kind"] == "alert" and record["state"] == "firing" and record["rule"] == "accumulating"
+    assert record["spawner"] == {"pid": 200, "ppid": 100, "argv": ["python3", "sup.py"], "comm": "python3"}
+    assert record["container"] == {"id": "abc123", "name": "metamcp", "image": "mcp:1"}
+    assert record["pids"] == list(range(3000, 3020))  # at most 20
+    assert record["rss_bytes"] == 3 << 30
+    assert "npm exec magic" in record["message"] and "3.0 GiB RSS (2.0 GiB USS)" in record["message"]
+
+
+def test_no_container_is_null():
+    [alert] = AlertBook().update([finding(group())], now=1.0)
+    assert alert.to_record()["container"] is None
+
+
+def test_the_resolver_gets_the_groups_cgroup_and_spawner_pid():
+    asked = []
+    book = AlertBook(resolve_container=lambda cgroup_id, pid: asked.append((cgroup_id, pid)))
+    book.update([finding(group(cgroup_id=42))], now=1.0)
+    assert asked == [(42, 200)]
+
+
+def test_firing_once_then_rate_limited_updates_only_on_change_then_resolved():
+    book = AlertBook(AlertPolicy(update_every_s=30, resolve_after_s=5))
+    g = group(live=9)
+    assert [a.state for a in book.update([finding(g)], 100.0)] == ["firing"]
+    g.live = 10
+    assert book.update([finding(g)], 110.0) == []  # changed, but too soon
+    assert [a.live for a in book.update([finding(g)], 131.0)] == [10]  # due, and changed
+    assert book.update([finding(g)], 170.0) == []  # due, but unchanged
+    assert book.update([], 171.0) == []  # clear for less than resolve_after_s
+    assert book.update([finding(g)], 172.0) == []  # back: still the same alert
+    g.live = 0
+    assert book.update([], 175.0) == []
+    [resolved] = book.update([], 178.0)
+    assert resolved.state == "resolved" and resolved.live == 0 and resolved.message.startswith("resolved: ")
+    assert book.update([], 300.0) == [] and not book.active
+
+
+def test_alerts_are_per_rule_and_group():
+    book = AlertBook()
+    a, b = group(cgroup_id=1), group(cgroup_id=2)
+    out = book.update([finding(a), finding(a, "zombie"), finding(b)], 1.0)
+    assert len(out) == 3 and len(book.active) == 3
+
+
+def test_format_bytes():
+    assert format_bytes(512) == "512 B"
+    assert format_bytes(1536 * 1024 * 1024) == "1.5 GiB"
+    assert format_bytes(5 << 40) == "5120.0 GiB"
