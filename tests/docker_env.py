@@ -30,17 +30,17 @@ class DockerEnv:
     started_here: bool
     containers: list[str] = field(default_factory=list)
 
-    def cli(self, *args: str, check: bool = True) -> str:
+    def cli(self, *args: str, check: bool = True, stdin: bytes | None = None) -> str:
         result = subprocess.run(
             [DOCKER_CLI, *args],
             capture_output=True,
-            text=True,
+            input=stdin,
             env={**os.environ, "DOCKER_HOST": self.host},
             timeout=120,
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"docker {' '.join(args)} failed: {result.stderr.strip()}")
-        return result.stdout.strip()
+            raise AssertionError(f"docker {' '.join(args)} failed: {result.stderr.decode().strip()}")
+        return result.stdout.decode().strip()
 
     def run(self, *command: str, options: tuple[str, ...] = (), name: str | None = None) -> str:
         """Start a detached container of the test image without network; returns its id."""

@@ -28,6 +28,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from spawnwatch.adapters.procfs import cgroup2_mount
+
 log = logging.getLogger(__name__)
 
 SHORT_ID = 12
@@ -136,19 +138,6 @@ def info_from_cgroup(ref: CgroupContainer) -> ContainerInfo:
 # --- /proc and the cgroup tree ------------------------------------------------------------
 
 
-def cgroup2_mount() -> str | None:
-    """Where the cgroup v2 hierarchy is mounted (pure v2 or hybrid 'unified'), if anywhere."""
-    try:
-        with open("/proc/self/mounts") as f:
-            for line in f:
-                _, mountpoint, fstype, *_ = line.split()
-                if fstype == "cgroup2":
-                    return mountpoint
-    except OSError:
-        pass
-    return None
-
-
 @dataclass(frozen=True, slots=True)
 class ProcCgroups:
     v2_path: str | None  # the "0::" line
@@ -209,54 +198,6 @@ def walk_cgroup2(mount: str, limit: int) -> Iterator[tuple[int, str]]:
                         seen += 1
         except OSError:
             continue
-
-
-def cgroup_memory(pid: int, proc_root: str = "/proc") -> tuple[int, int | None] | None:
-    """(memory in use, limit or None) of the cgroup `pid` is in, as `docker stats` counts it
-    (page cache that can be dropped, inactive_file, is not 'in use').  None when unreadable."""
-    cgroups = read_proc_cgroups(pid, proc_root)
-    if cgroups is None:
-        return None
-    memory_v1 = next((p for c, p in cgroups.v1_paths.items() if "memory" in c.split(",")), None)
-    if memory_v1 is not None:
-        base = f"/sys/fs/cgroup/memory{memory_v1}"
-        usage = _read_int(f"{base}/memory.usage_in_bytes")
-        limit = _read_int(f"{base}/memory.limit_in_bytes")
-        inactive = _read_stat(f"{base}/memory.stat", "total_inactive_file")
-    else:
-        mount = cgroup2_mount()
-        if mount is None or cgroups.v2_path is None:
-            return None
-        base = mount + cgroups.v2_path
-        usage = _read_int(f"{base}/memory.current")
-        limit = _read_int(f"{base}/memory.max")
-        inactive = _read_stat(f"{base}/memory.stat", "inactive_file")
-    if usage is None:
-        return None
-    # v1 says "no limit" with a huge page-aligned number, v2 with "max"
-    if limit is not None and limit >= 1 << 62:
-        limit = None
-    return max(usage - (inactive or 0), 0), limit
-
-
-def _read_int(path: str) -> int | None:
-    try:
-        with open(path) as f:
-            return int(f.read().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _read_stat(path: str, key: str) -> int | None:
-    try:
-        with open(path) as f:
-            for line in f:
-                name, _, value = line.partition(" ")
-                if name == key:
-                    return int(value)
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 # --- the Docker engine ----------------------------------------------------------------------

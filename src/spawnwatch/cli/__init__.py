@@ -22,6 +22,8 @@ COMMANDS = {
     "trace": "trace",
     "doctor": "doctor",
     "simulate": "simulate",
+    "report": "report",
+    "reap": "reap",
 }
 
 

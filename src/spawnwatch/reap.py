@@ -1,0 +1,211 @@
+"""End a leaked group of identical children without restarting what spawned them.
+
+`plan()` is pure: from a process snapshot it picks the group (signature + spawner,
+optionally container), keeps the newest N members and lists every process to end:
+each other member and its whole subtree, so the grandchildren a member holds are
+ended with it instead of being orphaned by its death.
+
+`execute()` acts on a plan: it pins every target by (pid, start time) with a pidfd,
+so a pid reused since the snapshot is never signalled; freezes the targets (SIGSTOP)
+so none can spawn an escaping child, sweeps in any child spawned since the snapshot,
+then sends SIGTERM, waits a grace period, and SIGKILLs what is left.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Mapping, Sequence
+
+from spawnwatch.adapters import procfs
+from spawnwatch.adapters.signals import Handle, allow_open_files, wait_exited
+from spawnwatch.events import ProcessInfo
+
+MAX_SWEEPS = 8  # rounds of looking for children forked before their parent froze
+
+SignatureOf = Callable[[ProcessInfo], str]
+ContainerOf = Callable[[ProcessInfo], "str | None"]  # a container id, None on the host
+
+
+class SelectionError(ValueError):
+    """The selection matches no group, or more than one: the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    signature: str  # a group signature, or a command line that normalises to one
+    spawner: int | None = None  # pid of the parent the group's members share
+    container: str | None = None  # container id (or id prefix) the group runs in
+    keep: int = 0  # the newest members to leave alone
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    process: ProcessInfo
+    member: int  # pid of the group member whose subtree it is in (itself for a member)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    signature: str
+    spawner: ProcessInfo | None  # None when the spawner is not in the snapshot
+    container: str | None
+    kept: tuple[ProcessInfo, ...]
+    targets: tuple[Target, ...]  # members first (oldest first), each followed by its subtree
+
+    @property
+    def members(self) -> tuple[ProcessInfo, ...]:
+        return tuple(t.process for t in self.targets if t.member == t.process.pid)
+
+
+def plan(
+    processes: Sequence[ProcessInfo],
+    selection: Selection,
+    signature_of: SignatureOf,
+    container_of: ContainerOf,
+) -> Plan:
+    """What `execute` would end for `selection`; raises SelectionError when it is not one group."""
+    wanted = {selection.signature}
+    argv = shlex.split(selection.signature)
+    if argv:
+        wanted.add(signature_of(ProcessInfo(pid=0, ppid=0, start=0.0, comm=argv[0], argv=tuple(argv))))
+    by_pid = {p.pid: p for p in processes}
+    groups: dict[tuple[int, str | None], list[ProcessInfo]] = defaultdict(list)
+    for p in processes:
+        if selection.spawner is not None and p.ppid != selection.spawner:
+            continue
+        if signature_of(p) not in wanted:
+            continue
+        container = container_of(p)
+        if selection.container is not None and not (container or "").startswith(selection.container):
+            continue
+        groups[(p.ppid, container)].append(p)
+    if not groups:
+        raise SelectionError(f"no process with signature {selection.signature!r} matches")
+    if len(groups) > 1:
+        choices = ", ".join(
+            f"--spawner {spawner}" + (f" --container {c[:12]}" if c else "") + f" ({len(members)} processes)"
+            for (spawner, c), members in sorted(groups.items(), key=lambda kv: -len(kv[1]))
+        )
+        raise SelectionError(f"signature {selection.signature!r} matches several groups; pick one: {choices}")
+    (spawner, container), members = next(iter(groups.items()))
+    members.sort(key=lambda p: (p.start, p.pid))
+    cut = len(members) - selection.keep if selection.keep else len(members)
+    ended, kept = members[:max(cut, 0)], members[max(cut, 0):]
+    children = _children(processes)
+    targets: list[Target] = []
+    for member in ended:
+        targets.append(Target(member, member.pid))
+        targets.extend(Target(p, member.pid) for p in _subtree(member.pid, children))
+    return Plan(
+        signature=signature_of(members[0]),
+        spawner=by_pid.get(spawner),
+        container=container,
+        kept=tuple(kept),
+        targets=tuple(targets),
+    )
+
+
+def _children(processes: Iterable[ProcessInfo]) -> Mapping[int, list[ProcessInfo]]:
+    children: dict[int, list[ProcessInfo]] = defaultdict(list)
+    for p in processes:
+        children[p.ppid].append(p)
+    return children
+
+
+def _subtree(pid: int, children: Mapping[int, list[ProcessInfo]]) -> list[ProcessInfo]:
+    found: list[ProcessInfo] = []
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            found.append(child)
+            stack.append(child.pid)
+    return found
+
+
+@dataclass
+class Outcome:
+    ended: list[ProcessInfo] = field(default_factory=list)
+    survived: list[ProcessInfo] = field(default_factory=list)  # still alive after SIGKILL
+    gone: list[ProcessInfo] = field(default_factory=list)  # exited (or pid reused) before we acted
+    zombies: list[ProcessInfo] = field(default_factory=list)  # dead already; only their parent can reap them
+    killed: list[ProcessInfo] = field(default_factory=list)  # needed SIGKILL
+    spared: list[ProcessInfo] = field(default_factory=list)  # this command or its ancestors: never signalled
+    rss_freed: int = 0
+
+
+def execute(target_plan: Plan, grace: float = 5.0) -> Outcome:
+    """End the plan's targets: SIGTERM, then SIGKILL for what is alive `grace` seconds later."""
+    outcome = Outcome()
+    allow_open_files(len(target_plan.targets))
+    handles: dict[int, Handle] = {}
+    rss: dict[int, int] = {}
+    info: dict[int, ProcessInfo] = {}
+
+    # Stopping ourselves (or the shell or sudo we run under) would hang this very command.
+    protected = _self_and_ancestors()
+
+    tried: set[int] = set()
+
+    def pin(p: ProcessInfo) -> None:
+        tried.add(p.pid)
+        if p.pid in protected:
+            outcome.spared.append(p)
+            return
+        handle = Handle.open(p.pid, p.start)
+        if handle is None:
+            outcome.gone.append(p)
+        elif handle.exited():
+            outcome.zombies.append(p)
+            handle.close()
+        else:
+            handles[p.pid], info[p.pid] = handle, p
+            rss[p.pid] = procfs.memory_of([p.pid]).rss_bytes
+            handle.send(signal.SIGSTOP)
+
+    try:
+        for target in target_plan.targets:
+            pin(target.process)
+        # Frozen, they spawn nothing more; children forked between the snapshot and the
+        # freeze are in the table now (and may have forked before their own freeze).
+        for _ in range(MAX_SWEEPS):
+            new = [p for p in _descendants_of(set(handles), procfs.snapshot().processes) if p.pid not in tried]
+            if not new:
+                break
+            for p in new:
+                pin(p)
+        for handle in handles.values():
+            handle.send(signal.SIGTERM)
+            handle.send(signal.SIGCONT)
+        left = wait_exited(handles.values(), grace)
+        for handle in left:
+            handle.send(signal.SIGKILL)
+            outcome.killed.append(info[handle.pid])
+        still = {h.pid for h in wait_exited(left, grace)}
+        for pid in handles:
+            (outcome.survived if pid in still else outcome.ended).append(info[pid])
+        outcome.rss_freed = sum(rss[p.pid] for p in outcome.ended)
+    finally:
+        for handle in handles.values():
+            handle.close()
+    return outcome
+
+
+def _self_and_ancestors() -> set[int]:
+    pids = {os.getpid()}
+    pid: int | None = os.getppid()
+    while pid and pid not in pids:
+        pids.add(pid)
+        pid = procfs.parent_pid(pid)
+    return pids
+
+
+def _descendants_of(roots: set[int], processes: Iterable[ProcessInfo]) -> list[ProcessInfo]:
+    children = _children(processes)
+    found: list[ProcessInfo] = []
+    for root in roots:
+        found.extend(_subtree(root, children))
+    return found

@@ -1,0 +1,213 @@
+"""`spawnwatch reap`: the plan picks exactly one group (pure), and ending it on real
+processes ends the group's members and their subtrees, and nothing else."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+from click.testing import CliRunner
+
+from spawnwatch.adapters import procfs
+from spawnwatch.cli.reap import command as reap_command
+from spawnwatch.config import load
+from spawnwatch.events import ProcessInfo
+from spawnwatch.reap import Selection, SelectionError, execute, plan
+from spawnwatch.signature import Signer
+
+SIGNER = Signer(load().signature)
+NPM_EXEC = ("node", "/usr/bin/npm", "exec", "--yes", "--package=@21st-dev/magic@0.2.3", "--", "magic")
+
+
+def sign(p: ProcessInfo) -> str:
+    return SIGNER(p.argv, p.comm)
+
+
+def proc(pid: int, ppid: int, start: float, *argv: str, cgroup: str = "") -> ProcessInfo:
+    return ProcessInfo(pid=pid, ppid=ppid, start=start, comm=os.path.basename(argv[0]), argv=argv, cgroup_path=cgroup)
+
+
+def container_of(p: ProcessInfo) -> str | None:
+    return p.cgroup_path or None
+
+
+# A supervisor (100) with four npm exec children, each with a node grandchild; an unrelated
+# sibling; and a second supervisor (300) in a container with its own npm exec child.
+TABLE = [
+    proc(1, 0, 0.0, "/sbin/init"),
+    proc(100, 1, 1.0, "node", "supervisor.js"),
+    *(proc(110 + i, 100, 10.0 + i, *NPM_EXEC) for i in range(4)),
+    *(proc(120 + i, 110 + i, 10.5 + i, "node", "/root/.npm/_npx/ab12/node_modules/.bin/magic") for i in range(4)),
+    proc(130, 100, 5.0, "node", "metrics-exporter.js"),
+    proc(300, 1, 2.0, "node", "supervisor.js", cgroup="c0ffee"),
+    proc(310, 300, 20.0, *NPM_EXEC, cgroup="c0ffee"),
+]
+
+
+def test_the_plan_ends_all_but_the_newest_members_with_their_subtrees() -> None:
+    chosen = plan(TABLE, Selection("npm exec magic", spawner=100, keep=1), sign, container_of)
+    assert chosen.signature == "npm exec magic"
+    assert chosen.spawner.pid == 100
+    assert [p.pid for p in chosen.kept] == [113]
+    assert [p.pid for p in chosen.members] == [110, 111, 112]
+    assert {(t.process.pid, t.member) for t in chosen.targets} == {
+        (110, 110), (120, 110), (111, 111), (121, 111), (112, 112), (122, 112),
+    }
+
+
+def test_a_command_line_selects_its_signature() -> None:
+    chosen = plan(TABLE, Selection("npx -y @21st-dev/magic", spawner=100), sign, container_of)
+    assert [p.pid for p in chosen.members] == [110, 111, 112, 113]
+
+
+def test_an_ambiguous_selection_names_the_groups_to_choose_from() -> None:
+    with pytest.raises(SelectionError) as raised:
+        plan(TABLE, Selection("npm exec magic"), sign, container_of)
+    message = str(raised.value)
+    assert "--spawner 100 (4 processes)" in message
+    assert "--spawner 300 --container c0ffee (1 processes)" in message
+    chosen = plan(TABLE, Selection("npm exec magic", container="c0f"), sign, container_of)
+    assert [t.process.pid for t in chosen.targets] == [310]
+
+
+def test_nothing_matching_is_an_error() -> None:
+    with pytest.raises(SelectionError, match="no process"):
+        plan(TABLE, Selection("npm exec magic", spawner=130), sign, container_of)
+
+
+def test_keeping_more_than_the_group_ends_nothing() -> None:
+    chosen = plan(TABLE, Selection("npm exec magic", spawner=100, keep=9), sign, container_of)
+    assert chosen.targets == () and len(chosen.kept) == 4
+
+
+# --- real processes -------------------------------------------------------------------------
+
+# The leaky parent: identical children, each holding a grandchild; one unrelated child.
+PARENT = """
+for i in 1 2 3 4; do sh -c 'sleep 1001 & wait' leaked-child & sleep 0.05; done
+sleep 1002 &
+wait
+"""
+CHILD_SIGNATURE = "sh -c 'sleep 1001 & wait'"
+
+
+def wait_for(condition, what: str, deadline: float = 30.0):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def tree(root: psutil.Popen) -> dict[int, list[str]]:
+    """Live descendants of `root`: pid -> argv."""
+    out = {}
+    for p in psutil.Process(root.pid).children(recursive=True):
+        try:
+            if p.status() != psutil.STATUS_ZOMBIE:
+                out[p.pid] = p.cmdline()
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+@pytest.fixture
+def leaky_parent():
+    parent = psutil.Popen(["sh", "-c", PARENT], start_new_session=True)
+    # 4 children with a grandchild each, and the unrelated sleep
+    wait_for(lambda: sum(argv[:2] == ["sleep", "1001"] for argv in tree(parent).values()) == 4
+             and any(argv[:2] == ["sleep", "1002"] for argv in tree(parent).values()), "the process tree")
+    try:
+        yield parent
+    finally:
+        for p in psutil.Process(parent.pid).children(recursive=True):
+            p.kill()
+        parent.kill()
+        parent.wait()
+
+
+def reap(*args: str) -> dict:
+    result = CliRunner().invoke(reap_command, [*args, "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_a_dry_run_ends_nothing(leaky_parent) -> None:
+    before = tree(leaky_parent)
+    record = reap("--signature", CHILD_SIGNATURE, "--spawner", str(leaky_parent.pid))
+    assert record["dry_run"] is True
+    assert len(record["targets"]) == 8 and record["rss_bytes"] > 0
+    assert tree(leaky_parent) == before
+
+
+def test_reap_ends_exactly_the_group_and_its_subtrees(leaky_parent) -> None:
+    before = tree(leaky_parent)
+    members = sorted((pid for pid, argv in before.items() if argv[:2] == ["sh", "-c"]),
+                     key=lambda pid: psutil.Process(pid).create_time())
+    newest = members[-1]
+    record = reap("--signature", CHILD_SIGNATURE, "--spawner", str(leaky_parent.pid), "--keep", "1", "--yes",
+                  "--grace", "10")
+    ended = set(record["ended"])
+    newest_grandchild = next(p.pid for p in psutil.Process(newest).children())
+    expected = set(before) - {newest, newest_grandchild} - {pid for pid, argv in before.items() if argv[:2] == ["sleep", "1002"]}
+    assert ended == expected
+    assert record["kept"] == [newest]
+    assert record["rss_freed_bytes"] > 0 and record["survived"] == []
+    for pid in ended:
+        wait_for(lambda: not alive(pid), f"{pid} to end")
+    after = tree(leaky_parent)
+    assert set(after) == set(before) - ended
+    assert alive(leaky_parent.pid)
+
+
+def test_children_spawned_after_the_plan_end_with_their_parent() -> None:
+    # A member that keeps forking: what it forks between the plan and the freeze must not
+    # survive it as an orphan.
+    parent = psutil.Popen(
+        ["sh", "-c", "for i in 1 2; do sh -c 'while :; do sleep 1003 & sleep 0.05; done' forker & done; wait"],
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: len(tree(parent)) >= 4, "the forkers")
+        chosen = plan(procfs.snapshot().processes, Selection("sh -c 'while :; do sleep 1003 & sleep 0.05; done'",
+                                                             spawner=parent.pid), sign, container_of)
+        planned = {t.process.pid for t in chosen.targets}
+        wait_for(lambda: set(tree(parent)) - planned, "a child forked after the plan")
+        outcome = execute(chosen, grace=10)
+        assert not outcome.survived
+        wait_for(lambda: not tree(parent), "every forker and sleep to end")
+    finally:
+        for p in psutil.Process(parent.pid).children(recursive=True):
+            p.kill()
+        parent.kill()
+        parent.wait()
+
+
+def test_a_reused_pid_is_never_signalled() -> None:
+    # The plan saw another process under this pid (another start time): the one there now
+    # must be left alone.
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1000)"])
+    try:
+        real = procfs.start_time(bystander.pid)
+        ghost = ProcessInfo(pid=bystander.pid, ppid=os.getpid(), start=real - 50.0, comm="sleep", argv=("sleep", "9"))
+        chosen = plan([ghost], Selection("sleep 9"), sign, container_of)
+        outcome = execute(chosen, grace=1)
+        assert [p.pid for p in outcome.gone] == [bystander.pid] and not outcome.ended
+        assert bystander.poll() is None and psutil.Process(bystander.pid).status() != psutil.STATUS_STOPPED
+    finally:
+        bystander.kill()
+        bystander.wait()
