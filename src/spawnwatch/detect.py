@@ -51,7 +51,7 @@ class Orphaned:
 class Zombie:
     enabled: bool = True
     min_zombies: int = 8
-    min_age_s: float = 2.0
+    min_age_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
