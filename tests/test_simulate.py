@@ -52,6 +52,13 @@ def test_cli_rejects_a_bad_mode_and_a_server_count_beyond_the_package(spawnwatch
     assert run([*spawnwatch_cmd, "simulate", "accumulate", "--servers", "6"]).returncode == 2
 
 
+def test_cli_without_node_fails_in_one_line(spawnwatch_cmd) -> None:
+    result = run([*spawnwatch_cmd, "simulate", "accumulate"], env={**os.environ, "PATH": "/nonexistent"})
+
+    assert result.returncode == 1
+    assert result.stderr.strip() == "Error: the simulation needs node and npm on PATH (sudo make setup installs them)"
+
+
 @pytest.mark.npm
 def test_accumulate_keeps_adding_live_npm_children() -> None:
     with Simulation("accumulate", interval=0.7, servers=2, memory_mb=5) as sim:
@@ -68,7 +75,7 @@ def test_accumulate_keeps_adding_live_npm_children() -> None:
 
 @pytest.mark.npm
 def test_orphan_leaves_the_node_server_alive_without_its_npm_exec_parent() -> None:
-    memory_mb = 80  # more than a bare node process (~45 MiB), so RSS proves it is held
+    memory_mb = 80  # more than a bare node server (~41 MiB RSS), so RSS proves it is held
     with Simulation("orphan", interval=1, memory_mb=memory_mb) as sim:
         records = sim.wait_for(at_least("kill", 2))
         kills = of_kind(records, "kill")
