@@ -28,10 +28,12 @@ unit:
 	$(PY) -m pytest -m "not root and not docker and not npm" $(PYTEST_ARGS)
 
 demo: setup
-	$(PY) -m spawnwatch trace --duration 5
+	@echo "== spawnwatch trace: 6 seconds of process events while a shell spawns a few children"
+	@(sleep 3; for i in 1 2 3; do sh -c "sleep 0.$$i; exec true demo-child-$$i" & done; wait) &
+	$(PY) -m spawnwatch trace --duration 6
 
 bench: setup
-	bench/forkstorm.sh
+	$(PY) bench/forkstorm.py --duration 30
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -1,7 +1,10 @@
 /* The heaviest process churn one core can make: fork(); _exit(0); reap; repeat.
- * Usage: forkloop SECONDS   (prints the number of forks on exit) */
+ * With "exec", each child first execs /bin/true with a few arguments, the
+ * shape of a supervisor spawning programs.
+ * Usage: forkloop SECONDS [exec]   (prints the number of forks on exit) */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -9,6 +12,12 @@
 int main(int argc, char **argv)
 {
 	double seconds = argc > 1 ? atof(argv[1]) : 10.0;
+	int exec_child = argc > 2 && strcmp(argv[2], "exec") == 0;
+	/* argv built in writable memory, as a real supervisor's is (string
+	 * literals would sit in pages the child has not faulted in). */
+	char program[] = "/bin/true", package[] = "--package=file:/tmp/forkloop", dashes[] = "--",
+	     server[] = "server";
+	char *const child_argv[] = {program, package, dashes, server, NULL};
 	struct timespec start, now;
 	unsigned long forks = 0;
 
@@ -16,8 +25,11 @@ int main(int argc, char **argv)
 	for (;;) {
 		pid_t pid = fork();
 
-		if (pid == 0)
+		if (pid == 0) {
+			if (exec_child)
+				execv(child_argv[0], child_argv);
 			_exit(0);
+		}
 		if (pid > 0) {
 			waitpid(pid, NULL, 0);
 			forks++;

@@ -5,7 +5,9 @@ cost per event?
 Runs one `forkloop` per core for DURATION seconds without the tracer, then
 again with it attached, and prints forks/s for both (a ratio measured side by
 side), events/s and lost events from the tracer's own stats, and ns/event per
-BPF program from kernel.bpf_stats_enabled (run_time_ns / run_cnt).
+BPF program from kernel.bpf_stats_enabled (run_time_ns / run_cnt).  A shorter
+exec storm (children exec /bin/true) follows, so the exec programs are
+measured under load too.
 
     sudo make bench            # or: sudo .venv/bin/python bench/forkstorm.py --duration 30
 """
@@ -34,10 +36,11 @@ def build_forkloop() -> None:
         subprocess.run(["cc", "-O2", "-o", str(FORKLOOP), str(source)], check=True)
 
 
-def fork_storm(seconds: float, loops: int) -> float:
+def fork_storm(seconds: float, loops: int, mode: str = "fork") -> float:
     """Total forks per second of `loops` concurrent fork loops."""
     procs = [
-        subprocess.Popen([str(FORKLOOP), str(seconds)], stdout=subprocess.PIPE, text=True) for _ in range(loops)
+        subprocess.Popen([str(FORKLOOP), str(seconds), mode], stdout=subprocess.PIPE, text=True)
+        for _ in range(loops)
     ]
     started = time.monotonic()
     total = sum(int(p.communicate()[0]) for p in procs)
@@ -63,6 +66,12 @@ def program_counters(programs: dict[str, int]) -> dict[str, tuple[int, int]]:
         info = bpftool("prog", "show", "id", str(prog_id))
         counters[tracepoint] = (info.get("run_time_ns", 0), info.get("run_cnt", 0))
     return counters
+
+
+def cost(before: dict, after: dict, tracepoint: str) -> str:
+    (t0, n0), (t1, n1) = before[tracepoint], after[tracepoint]
+    runs = n1 - n0
+    return f"{(t1 - t0) / runs:6.0f} ns over {runs:7d} runs" if runs else f"{'(not run)':>25}"
 
 
 def main() -> int:
@@ -97,6 +106,8 @@ def main() -> int:
             programs = attached_programs(tracer.pid)
         before = program_counters(programs)
         traced = fork_storm(options.duration, options.loops)
+        after_forks = program_counters(programs)
+        exec_rate = fork_storm(options.duration / 3, options.loops, "exec")
         after = program_counters(programs)
     finally:
         tracer.send_signal(signal.SIGTERM)
@@ -114,14 +125,12 @@ def main() -> int:
     events = sum(counts.values())
 
     print(f"  with tracer:    {traced:10.0f} forks/s  ({traced / baseline:.2f} of baseline)")
-    print(f"  events:         {events:10d} ({events / options.duration:.0f}/s; {match.group(1)})")
+    print(f"  then exec storm:{exec_rate:10.0f} fork+exec/s for {options.duration / 3:.0f} s")
+    print(f"  events:         {events:10d} in all ({match.group(1)})")
     print(f"  lost:           {lost:10d}")
-    print("  BPF cost per event (kernel.bpf_stats_enabled):")
+    print("  BPF cost per event (kernel.bpf_stats_enabled), fork storm | exec storm:")
     for tracepoint in sorted(programs):
-        (t0, n0), (t1, n1) = before[tracepoint], after[tracepoint]
-        runs = n1 - n0
-        cost = f"{(t1 - t0) / runs:8.0f} ns" if runs else "     (not run)"
-        print(f"    {tracepoint:<22} {cost}  over {runs} runs")
+        print(f"    {tracepoint:<22} {cost(before, after_forks, tracepoint)} | {cost(after_forks, after, tracepoint)}")
     return 0 if lost == 0 else 2
 
 

@@ -40,7 +40,7 @@ enum sw_event_type {
 
 enum sw_flags {
 	SW_FLAG_ARGV_TRUNCATED = 1 << 0,
-	SW_FLAG_ARGV_MISSING = 1 << 1,  /* exec began before we attached */
+	SW_FLAG_ARGV_MISSING = 1 << 1,  /* exec began before we attached, or argv was not readable */
 	SW_FLAG_CLONE_PARENT = 1 << 2,  /* ppid holds the caller; the parent is the caller's parent */
 };
 

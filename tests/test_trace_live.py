@@ -198,3 +198,24 @@ def test_doctor_passes_here():
     out = subprocess.run([sys.executable, "-m", "spawnwatch", "doctor"], capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "tracing can work here" in out.stdout
+
+
+def test_argv_in_pages_not_yet_faulted_in_comes_from_proc(tmp_path):
+    # execl() with string literals: after fork the child has not touched the
+    # .rodata page holding them, so the kernel-side read fails and user space
+    # must fill argv from /proc/<pid>/cmdline (the process lives long enough).
+    source = tmp_path / "literal.c"
+    source.write_text(
+        "#include <unistd.h>\n#include <sys/wait.h>\n#include <stdio.h>\n"
+        "int main(void) { pid_t pid = fork();\n"
+        '  if (pid == 0) { execl("/bin/sleep", "/bin/sleep", "1.5", (char *)0); _exit(127); }\n'
+        '  printf("%d\\n", pid); fflush(stdout); waitpid(pid, 0, 0); return 0; }\n'
+    )
+    binary = tmp_path / "literal"
+    subprocess.run(["cc", "-O2", "-o", str(binary), str(source)], check=True)
+    with LiveCommand("trace", "--json") as trace:
+        child = int(subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout)
+        trace.wait_for(lambda rs: any(r["kind"] == "exec" and r["pid"] == child for r in rs))
+    (exec_,) = [r for r in events_of(trace.records, child) if r["kind"] == "exec"]
+    assert exec_["argv"] == ["/bin/sleep", "1.5"]
+    assert exec_["argv_truncated"] is False
