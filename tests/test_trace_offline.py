@@ -40,6 +40,12 @@ def test_human_lines_show_argv_and_zombie_time():
     assert human_bytes(1536 * 1024 * 1024) == "1.5 GiB"
 
 
+def test_control_characters_are_escaped_not_obeyed():
+    line = EventLines().line(Exec(1.0, 5, 1, "evil\x1b[2J", 1, ("x\nfake line", "\x1b]0;title\x07"), "/x"))
+    assert "\n" not in line and "\x1b" not in line and "\x07" not in line
+    assert "\\n" in line and "\\x1b" in line
+
+
 def test_recordings_round_trip_msgpack_and_jsonl(tmp_path):
     items = [
         Snapshot(1.0, (ProcessInfo(1, 0, 0.1, "init", ("init",)),)),

@@ -19,6 +19,14 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def printable(text: str) -> str:
+    """`text` safe for a terminal: control characters (escape sequences, line
+    breaks) in a process's argv or comm are shown as escapes, never obeyed."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class EventLines:
     """One line per event.  Remembers exit times (bounded) to show, on reap,
     how long the process stayed a zombie."""
@@ -29,7 +37,7 @@ class EventLines:
     def line(self, event: Event) -> str:
         detail = ""
         if isinstance(event, Exec):
-            detail = shlex.join(event.argv) + (" [argv truncated]" if event.argv_truncated else "")
+            detail = printable(shlex.join(event.argv)) + (" [argv truncated]" if event.argv_truncated else "")
         elif isinstance(event, Exit):
             self._exits[event.pid] = event.ts
             if len(self._exits) > MAX_REMEMBERED_EXITS:
@@ -42,5 +50,5 @@ class EventLines:
             detail = f"OOM-killed, rss {human_bytes(event.rss_bytes)}"
         return (
             f"{event.ts:14.6f} {event.kind.value:<5} {event.pid:>7} {event.ppid or '?':>7} "
-            f"{event.cgroup_id:>8} {event.comm:<16} {detail}"
+            f"{event.cgroup_id:>8} {printable(event.comm):<16} {detail}"
         ).rstrip()

@@ -26,8 +26,14 @@ class Stop:
     """Set by SIGINT/SIGTERM or when the deadline passes."""
 
     def __init__(self, duration: float | None) -> None:
-        self.deadline = None if duration is None else time.monotonic() + duration
+        self.duration = duration
+        self.deadline: float | None = None
         self.signalled = False
+
+    def start_clock(self) -> None:
+        """The duration counts from when tracing is ready, not from start-up."""
+        if self.duration is not None:
+            self.deadline = time.monotonic() + self.duration
 
     def __bool__(self) -> bool:
         return self.signalled or (self.deadline is not None and time.monotonic() >= self.deadline)
@@ -57,6 +63,7 @@ def open_probe() -> Probe:
 
 def live_batches(probe: Probe, stop: Stop) -> Iterator[list[Event]]:
     """Batches of events until `stop`; the last batch drains what is left."""
+    stop.start_clock()
     while not stop:
         batch = probe.poll(stop.remaining(POLL_INTERVAL))
         if batch:
