@@ -1,10 +1,11 @@
 """A real Docker engine and the test image, for tests marked `docker`.
 
-Use: `from docker_env import docker_env  # noqa: F401` in a test module, then take the
-`docker_env` fixture.  It starts dockerd with scripts/start-dockerd.sh when none answers
-(stopping it again at the end of the session), builds the busybox+node image with
-scripts/build-test-image.sh, and removes every container the tests started, even
-when a test fails.  A missing prerequisite skips (fails in CI) via conftest.
+Use: `from docker_env import docker_env, docker_session  # noqa: F401` in a test module,
+then take the `docker_env` fixture.  Once per session it starts dockerd with
+scripts/start-dockerd.sh when none answers (stopping it again at the end of the
+session) and builds the busybox+node image with scripts/build-test-image.sh; after
+each test it removes the containers the test started, even when the test failed.
+A missing prerequisite skips (fails in CI) via conftest.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def _script(name: str, *args: str, env: dict[str, str] | None = None) -> subproc
 
 
 @pytest.fixture(scope="session")
-def docker_env() -> Iterator[DockerEnv]:
+def docker_session() -> Iterator[DockerEnv]:
     for tool in ("dockerd", "node", "npm"):
         if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode:
             missing_prerequisite(f"{tool} is not installed (sudo make setup)")
@@ -98,3 +99,12 @@ def docker_env() -> Iterator[DockerEnv]:
         env.remove_all()
         if env.started_here:
             _script("start-dockerd.sh", "--stop")
+
+
+@pytest.fixture
+def docker_env(docker_session: DockerEnv) -> Iterator[DockerEnv]:
+    started_before = len(docker_session.containers)
+    yield docker_session
+    for container_id in docker_session.containers[started_before:]:
+        docker_session.remove(container_id)
+    del docker_session.containers[started_before:]

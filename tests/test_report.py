@@ -14,7 +14,7 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
-from docker_env import docker_env  # noqa: F401  (fixture)
+from docker_env import docker_env, docker_session  # noqa: F401  (fixtures)
 from spawnwatch.adapters.containers import ContainerInfo
 from spawnwatch.adapters.memory import CgroupMemory, HostMemory
 from spawnwatch.cli.reap import command as reap_command
@@ -189,9 +189,9 @@ def test_containers_their_groups_and_dockers_leftovers(docker_env) -> None:  # n
         assert box["memory_bytes"] > 0 and box["restart_count"] == 0 and box["image"] == docker_env.image
         assert [(g["signature"], g["processes"]) for g in box["groups"]] == [("sleep <n>", 3)]
         assert by_id[unlimited]["memory_limit_bytes"] is None
-        limits = [a for a in report["actions"] if a["kind"] == "limits"]
-        assert [a["container"] for a in limits] == [by_id[unlimited]["name"]]
-        assert limits[0]["compose"].startswith("services:\n  mcp:\n    mem_limit: ")
+        limits = {a["container"]: a for a in report["actions"] if a["kind"] == "limits"}
+        assert by_id[limited]["name"] not in limits
+        assert limits[by_id[unlimited]["name"]]["compose"].startswith("services:\n  mcp:\n    mem_limit: ")
         assert dangling in [i["id"] for i in report["docker"]["dangling_images"]]
         assert volume in [v["name"] for v in report["docker"]["unused_volumes"]]
         assert {"prune_images", "prune_volumes"} <= {a["kind"] for a in report["actions"]}
