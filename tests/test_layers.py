@@ -1,0 +1,85 @@
+"""The data path is the layout: imports point down, and the pure layers touch no I/O.
+
+    probe -> events -> lineage -> detect -> alerts -> sinks, cli on top
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "spawnwatch"
+
+# Modules that must run without root on recorded events: no kernel, /proc,
+# Docker, network, terminal or subprocess access.
+PURE = ("events", "signature", "lineage", "detect", "alerts", "tree", "pipeline", "config", "filters", "render")
+IO_MODULES = {"bcc", "psutil", "docker", "click", "socket", "subprocess", "http", "urllib", "requests",
+              "prometheus_client", "msgpack", "threading", "ctypes"}
+# Our layers that the pure ones may never reach up or out to.
+EDGES = ("spawnwatch.cli", "spawnwatch.adapters", "spawnwatch.probe", "spawnwatch.sinks", "spawnwatch.session",
+         "spawnwatch.recording", "spawnwatch.simulate", "spawnwatch.reap", "spawnwatch.report")
+
+
+def imports_of(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def module_path(name: str) -> Path | None:
+    for candidate in (PACKAGE / f"{name}.py", PACKAGE / name / "__init__.py"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def all_files_of(name: str) -> list[Path]:
+    path = module_path(name)
+    if path is None:
+        return []
+    return sorted(path.parent.rglob("*.py")) if path.name == "__init__.py" else [path]
+
+
+@pytest.mark.parametrize("name", PURE)
+def test_pure_layers_do_no_io(name):
+    for path in all_files_of(name):
+        imported = imports_of(path)
+        io = {i for i in imported if i.split(".")[0] in IO_MODULES}
+        assert not io, f"{path.name} imports {io}"
+        upward = {i for i in imported if i.startswith(EDGES)}
+        assert not upward, f"{path.name} reaches out to {upward}"
+
+
+def test_events_import_nothing_of_ours():
+    assert not {i for i in imports_of(PACKAGE / "events.py") if i.startswith("spawnwatch")}
+
+
+def test_only_the_cli_and_the_terminal_sink_use_click():
+    for path in PACKAGE.rglob("*.py"):
+        relative = path.relative_to(PACKAGE)
+        if relative.parts[0] == "cli" or relative == Path("sinks/human.py"):
+            continue
+        assert "click" not in {i.split(".")[0] for i in imports_of(path)}, path
+
+
+def test_nothing_below_the_cli_imports_it():
+    for path in PACKAGE.rglob("*.py"):
+        if "cli" in path.relative_to(PACKAGE).parts or path.name == "__main__.py":
+            continue
+        assert not {i for i in imports_of(path) if i.startswith("spawnwatch.cli")}, path
+
+
+def test_psutil_and_docker_stay_in_adapters():
+    # simulate.py is not on the data path: it is the workload that reproduces the leak.
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).parts
+        if parts[0] in ("adapters", "cli", "simulate.py"):
+            continue
+        found = {i.split(".")[0] for i in imports_of(path)} & {"psutil", "docker"}
+        assert not found, f"{path.relative_to(PACKAGE)} imports {found}: put it in an adapter"
