@@ -22,6 +22,7 @@ from spawnwatch.cli.report import command as report_command
 from spawnwatch.detect import Finding, Group, GroupKey, SpawnHistory
 from spawnwatch.lineage import Process
 from spawnwatch.report import ContainerFacts, Facts, GroupFacts, build, render
+from spawnwatch.simulate import Simulation
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -164,6 +165,28 @@ def test_a_leak_found_from_proc_alone_ends_with_the_recommended_command() -> Non
             child.kill()
         parent.kill()
         parent.wait()
+
+
+@pytest.mark.root
+@pytest.mark.npm
+def test_orphans_seen_while_tracing_end_with_the_recommended_command() -> None:
+    # The supervisor kills only each child's `npm exec`: the servers below live on, adopted
+    # by the simulation's subreaper.  Only a trace links them to the supervisor.
+    with Simulation("orphan", interval=0.5, memory_mb=5) as sim:
+        report = invoke(report_command, "--trace", "15")
+        (group,) = [g for g in report["host"]["groups"] if g["spawner"]["pid"] == sim.pid and g["leak"]]
+        assert "orphaned" in [f["rule"] for f in group["leak"]]
+        (orphans,) = [t for t in group["reap"] if t["spawner"] != sim.pid]
+        assert sim.pid in [c.pid for c in psutil.Process(orphans["spawner"]).children()]  # the subreaper
+        commands = [shlex.split(a["command"]) for a in report["actions"] if a["kind"] == "reap"]
+        (argv,) = [
+            c for c in commands
+            if c[c.index("--spawner") + 1] == str(orphans["spawner"]) and c[c.index("--signature") + 1] == orphans["signature"]
+        ]
+        ended = invoke(reap_command, *argv[2:], "--yes")
+        assert ended["ended"] and not ended["survived"]
+        assert {t["pid"] for t in ended["targets"]} <= set(ended["ended"]) | set(ended["gone"])
+        assert psutil.Process(sim.pid).status() != psutil.STATUS_ZOMBIE  # the supervisor lives on
 
 
 @pytest.mark.docker

@@ -191,7 +191,8 @@ def _reap_targets(group: Group, leaked: Sequence[Process], findings: Iterable[Fi
         leaking += [p for p in leaked if p.parent not in leaked_set]
     counts: dict[tuple[int, str], int] = defaultdict(int)
     for proc in leaking:
-        counts[(proc.ppid, proc.signature)] += 1
+        # /proc, not the lineage, for the parent: `reap` selects by what /proc says now.
+        counts[(procfs.parent_pid(proc.pid) or proc.ppid, proc.signature)] += 1
     return tuple((ppid, signature, n) for (ppid, signature), n in counts.items())
 
 
