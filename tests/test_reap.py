@@ -78,6 +78,8 @@ def test_an_ambiguous_selection_names_the_groups_to_choose_from() -> None:
 def test_nothing_matching_is_an_error() -> None:
     with pytest.raises(SelectionError, match="no process"):
         plan(TABLE, Selection("npm exec magic", spawner=130), sign, container_of)
+    with pytest.raises(SelectionError, match="no process"):
+        plan(TABLE, Selection("node it's", spawner=100), sign, container_of)
 
 
 def test_keeping_more_than_the_group_ends_nothing() -> None:

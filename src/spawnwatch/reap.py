@@ -69,7 +69,10 @@ def plan(
 ) -> Plan:
     """What `execute` would end for `selection`; raises SelectionError when it is not one group."""
     wanted = {selection.signature}
-    argv = shlex.split(selection.signature)
+    try:
+        argv = shlex.split(selection.signature)
+    except ValueError:  # unbalanced quotes: only an exact signature can match
+        argv = []
     if argv:
         wanted.add(signature_of(ProcessInfo(pid=0, ppid=0, start=0.0, comm=argv[0], argv=tuple(argv))))
     by_pid = {p.pid: p for p in processes}
