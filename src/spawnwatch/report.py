@@ -20,8 +20,8 @@ from __future__ import annotations
 import math
 import shlex
 from collections import defaultdict
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
 
 from spawnwatch.adapters import procfs
 from spawnwatch.adapters.containers import ContainerInfo, ContainerResolver, DockerEngine
@@ -246,7 +246,7 @@ def build(facts: Facts, settings: ReportSettings = ReportSettings()) -> dict[str
             "unused_volumes_bytes": sum(max(v["size_bytes"], 0) for v in facts.unused_volumes),
         },
     }
-    report["actions"] = _actions(report, facts)
+    report["actions"] = _actions(report)
     return report
 
 
@@ -267,13 +267,22 @@ def _group_record(group: GroupFacts, names: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def _actions(report: dict[str, Any], facts: Facts) -> list[dict[str, Any]]:
+def _actions(report: dict[str, Any]) -> list[dict[str, Any]]:
     actions: list[dict[str, Any]] = []
     leaked_of: dict[str, tuple[int, int]] = defaultdict(lambda: (0, 0))  # container -> (processes, rss)
+    # One reap per selection: the orphans a trace charges to their supervisor are, in /proc,
+    # also a group of their adopter's own.
+    reaps: dict[tuple[int, str, str | None], dict[str, Any]] = {}
     for scope in [report["host"], *report["containers"]]:
         for group in scope["groups"]:
             for target in group["reap"]:
-                actions.append(_reap_action(group, target, scope.get("name")))
+                # An accumulating supervisor still talks to its newest child; orphans have nobody.
+                keep = 1 if target["spawner"] == group["spawner"]["pid"] else 0
+                key = (target["spawner"], target["signature"], scope.get("name"))
+                known = reaps.setdefault(key, {"keep": keep, "processes": 0, "rss_bytes": 0})
+                known["keep"] = min(known["keep"], keep)
+                known["processes"] = max(known["processes"], target["processes"])
+                known["rss_bytes"] = max(known["rss_bytes"], group["rss_bytes"])
             if group["leak"]:
                 processes, rss = leaked_of[scope.get("id", HOST)]
                 leaked_of[scope.get("id", HOST)] = (processes + group["processes"], rss + group["rss_bytes"])
@@ -287,6 +296,7 @@ def _actions(report: dict[str, Any], facts: Facts) -> list[dict[str, Any]]:
                         f"restarted) can clear them"
                     ),
                 })
+    actions[:0] = [_reap_action(*key, **found) for key, found in reaps.items()]
     for container in report["containers"]:
         action = _limit_action(container, *leaked_of[container["id"]])
         if action:
@@ -310,10 +320,10 @@ def _actions(report: dict[str, Any], facts: Facts) -> list[dict[str, Any]]:
     return actions
 
 
-def _reap_action(group: dict[str, Any], target: dict[str, Any], container: str | None) -> dict[str, Any]:
-    # An accumulating supervisor still talks to its newest child; orphans have nobody.
-    keep = 1 if target["spawner"] == group["spawner"]["pid"] else 0
-    argv = ["spawnwatch", "reap", "--signature", target["signature"], "--spawner", str(target["spawner"])]
+def _reap_action(
+    spawner: int, signature: str, container: str | None, keep: int, processes: int, rss_bytes: int
+) -> dict[str, Any]:
+    argv = ["spawnwatch", "reap", "--signature", signature, "--spawner", str(spawner)]
     if container:
         argv += ["--container", container]
     if keep:
@@ -321,8 +331,8 @@ def _reap_action(group: dict[str, Any], target: dict[str, Any], container: str |
     return {
         "kind": "reap",
         "message": (
-            f"end {target['processes'] - keep} leaked `{target['signature']}` processes"
-            f" (group RSS {human_bytes(group['rss_bytes'])}); without --yes it only lists them"
+            f"end {processes - keep} leaked `{signature}` processes"
+            f" (group RSS {human_bytes(rss_bytes)}); without --yes it only lists them"
         ),
         "command": shlex.join(argv),
     }

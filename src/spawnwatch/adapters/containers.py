@@ -25,7 +25,7 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 from spawnwatch.adapters.procfs import cgroup2_mount
@@ -103,7 +103,6 @@ class ContainerInfo:
     memory_limit: int | None = None  # bytes; None: no limit (or unknown)
     pids_limit: int | None = None
     pid: int | None = None  # host pid of the container's first process, when running
-    labels: dict[str, str] = field(default_factory=dict)
 
     def as_contract(self) -> dict[str, Any]:
         """The container object of alerts and events."""
@@ -126,7 +125,6 @@ def info_from_inspect(inspect: dict[str, Any]) -> ContainerInfo:
         memory_limit=host.get("Memory") or None,
         pids_limit=host.get("PidsLimit") or None,  # 0 and -1 both mean unlimited
         pid=state.get("Pid") or None,
-        labels=dict(labels),
     )
 
 
@@ -391,7 +389,7 @@ class ContainerResolver:
         return known or self._engine.inspect(container_id)
 
     def known(self) -> list[ContainerInfo]:
-        """The containers currently in the cache (for tests and `report`)."""
+        """The containers it knows now: from lookups and the event stream."""
         with self._lock:
             return list(self._containers.values())
 
