@@ -34,7 +34,9 @@ apt_install() {
 
 apt_install python3-bpfcc python3-venv python3-pip bpftool busybox-static docker.io shellcheck \
     build-essential
-command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    apt_install nodejs npm
+fi
 
 # bcc compiles against /lib/modules/$(uname -r)/build.  Prefer the headers of this
 # exact kernel; when the archive has none, link the distribution's generic ones.
@@ -73,6 +75,6 @@ fi
 stamp="$venv/.installed"
 if [ ! -e "$stamp" ] || [ "$repo/pyproject.toml" -nt "$stamp" ]; then
     say "installing spawnwatch into $venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check -e "$repo[test]"
+    "$venv/bin/pip" install -q --disable-pip-version-check -e "${repo}[test]"
     touch "$stamp"
 fi

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The Docker fixtures (docker_session, docker_env) for every test module.
+pytest_plugins = ["docker_env"]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -51,6 +53,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         problem = _root_problem()
         if problem:
             missing_prerequisite(problem)
+    if item.get_closest_marker("docker") and "docker_env" not in item.fixturenames:
+        # The docker_env fixture checks the engine itself; others need at least the client.
+        if shutil.which("docker") is None:
+            missing_prerequisite("the docker client is not installed")
     if item.get_closest_marker("npm"):
         problem = _npm_problem()
         if problem:

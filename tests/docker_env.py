@@ -1,7 +1,7 @@
 """A real Docker engine and the test image, for tests marked `docker`.
 
-Use: `from docker_env import docker_env, docker_session  # noqa: F401` in a test module,
-then take the `docker_env` fixture.  Once per session it starts dockerd with
+conftest.py loads this module as a plugin: a test takes the `docker_env` fixture.
+Once per session it starts dockerd with
 scripts/start-dockerd.sh when none answers (stopping it again at the end of the
 session) and builds the busybox+node image with scripts/build-test-image.sh; after
 each test it removes the containers the test started, even when the test failed.

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from docker_env import docker_env, docker_session  # noqa: F401  (fixtures)
 from spawnwatch.adapters import procfs
 from spawnwatch.adapters.containers import (
     CgroupContainer,

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from docker_env import docker_env, docker_session  # noqa: F401  (fixtures)
 from live import LiveCommand
 from spawnwatch.simulate import PACKAGE
 

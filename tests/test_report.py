@@ -14,7 +14,6 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
-from docker_env import docker_env, docker_session  # noqa: F401  (fixtures)
 from spawnwatch.adapters.containers import ContainerInfo
 from spawnwatch.adapters.memory import CgroupMemory, HostMemory
 from spawnwatch.cli.reap import command as reap_command
