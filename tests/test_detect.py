@@ -67,7 +67,7 @@ def test_orphaned_counts_the_leaked_descendants_and_charges_the_supervisor():
 
 def test_zombie_counts():
     _, alert = first(run(leak("zombie", count=15), until=LEAK_START + 40), "zombie")
-    assert alert.zombies >= 8 and alert.exited == alert.zombies and alert.live == 0
+    assert alert.zombies >= 8 and alert.exited == alert.zombies and alert.live <= 1  # the newest child still runs
 
 
 def test_a_leak_resolves_when_its_children_are_ended():

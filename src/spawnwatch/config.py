@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 import typing
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import MISSING, dataclass, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -148,6 +148,9 @@ def _make(cls: type, table: dict[str, Any], source: str, where: str) -> Any:
     unknown = sorted(set(table) - names)
     if unknown:
         raise ConfigError(f"{source}: unknown key '{where}.{unknown[0]}' (known here: {', '.join(sorted(names))})")
+    missing = sorted(f.name for f in fields(cls) if f.name not in table and f.default is MISSING)
+    if missing:
+        raise ConfigError(f"{source}: '{where}' lacks the key '{missing[0]}'")
     values = {}
     for name, value in table.items():
         values[name] = _convert(hints[name], value, source, f"{where}.{name}")

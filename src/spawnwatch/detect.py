@@ -382,7 +382,7 @@ class Detector:
 
     def _orphans(self) -> dict[GroupKey, "Leak"]:
         leaks: dict[GroupKey, Leak] = {}
-        for root in self._orphan_roots:
+        for root in sorted(self._orphan_roots, key=lambda p: (p.start, p.pid)):  # stable pid lists
             leaker = charged_child(root)
             if leaker is None or leaker.group is None:
                 continue

@@ -70,6 +70,7 @@ class SignatureRules:
     max_length: int = 160
 
 
+_WHITESPACE = re.compile(r"\s+")
 _ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
 _SCRIPT_SUFFIX = re.compile(r"(-cli)?\.(c|m)?js$|\.py$")
 
@@ -191,6 +192,7 @@ class Signer:
         return word
 
     def _bound(self, signature: str) -> str:
+        signature = _WHITESPACE.sub(" ", signature).strip()  # one line, whatever argv held
         limit = self.rules.max_length
         return signature if len(signature) <= limit else signature[: limit - 1] + "…"
 

@@ -24,6 +24,8 @@ COMMANDS = {
     "simulate": "simulate",
     "report": "report",
     "reap": "reap",
+    "watch": "watch",
+    "tree": "tree",
 }
 
 

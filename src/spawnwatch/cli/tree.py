@@ -1,0 +1,60 @@
+"""`spawnwatch tree`: the live process tree, identical siblings collapsed, leaks flagged."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from spawnwatch import tree
+from spawnwatch.cli.common import emit_json, json_option, one_line_errors
+from spawnwatch.cli.watch import config_option, load_config
+from spawnwatch.pipeline import Pipeline
+
+
+@click.command("tree")
+@click.option("--pid", type=click.IntRange(min=1), help="Only this process and what is below it.")
+@config_option
+@json_option
+@one_line_errors
+def command(pid: int | None, config_path: str | None, as_json: bool) -> None:
+    """Show the process tree with identical siblings collapsed into one line.
+
+    \b
+      └─ node supervisor.js accumulate  [pid 4242]  1.6 GiB
+         └─ npm exec magic  x20  1.5 GiB  !! accumulating
+
+    Memory is the RSS of a line's processes and everything below them.  Lines
+    whose processes a rule of `watch` finds suspicious right now (from /proc
+    alone: live children accumulated over time, unreaped zombies) are marked
+    with `!!` and the rule.  Kernel threads are left out.  No root needed,
+    though other users' processes may then show less.
+
+    With --json: {"kind": "tree", "roots": [{"signature", "count", "pids",
+    "rss_bytes", "rules", "container", "children": [...]}]}.
+    """
+    from spawnwatch.adapters import procfs
+    from spawnwatch.adapters.containers import ContainerResolver
+
+    config = load_config(config_path)
+    pipeline = Pipeline(config, reparent_hint=procfs.parent_pid)
+    snapshot = procfs.snapshot()
+    pipeline.feed(snapshot)
+    findings = pipeline.detector.evaluate(snapshot.ts)
+    if pid is not None and pipeline.lineage.get(pid) is None:
+        raise click.BadParameter(f"no process {pid}", param_hint="--pid")
+    with ContainerResolver() as resolver:
+        nodes = tree.build(
+            pipeline.lineage,
+            findings,
+            pipeline.detector.charged_orphans(),
+            rss_of=lambda p: procfs.memory_of([p]).rss_bytes,
+            resolve_container=resolver,
+            root_pid=pid,
+        )
+    if as_json:
+        emit_json({"kind": "tree", "roots": [node.to_record() for node in nodes]})
+        return
+    color = sys.stdout.isatty()
+    for line in tree.render(nodes, lambda text, flagged: click.style(text, fg="red", bold=True) if flagged and color else text):
+        click.echo(line)

@@ -1,0 +1,122 @@
+"""`watch` and its options without root: recordings replayed through the live pipeline."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from spawnwatch.cli import main
+from spawnwatch.events import to_record
+from spawnwatch.recording import read_records
+from test_sinks import Receiver
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+RECORDINGS = sorted(p.stem for p in FIXTURES.glob("*.msgpack"))
+
+
+def watch(*args: str) -> "Result":
+    return CliRunner().invoke(main, ["watch", *args], catch_exceptions=False)
+
+
+def records(result) -> list[dict]:
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+@pytest.mark.parametrize("name", RECORDINGS)
+def test_replay_gives_the_reviewed_alerts(name):
+    result = watch("--replay", str(FIXTURES / f"{name}.msgpack"), "--json")
+    assert result.exit_code == 0, result.stderr
+    out = records(result)
+    assert out[0]["kind"] == "ready" and out[-1]["kind"] == "stats"
+    expected = [json.loads(line) for line in (FIXTURES / f"{name}.expected.jsonl").read_text().splitlines()]
+    assert [r for r in out if r["kind"] == "alert"] == expected
+
+
+def test_replay_stats_count_the_replayed_events():
+    result = watch("--replay", str(FIXTURES / "accumulate.msgpack"), "--json")
+    recorded = [r for r in read_records(FIXTURES / "accumulate.msgpack") if r["kind"] == "stats"][0]
+    assert records(result)[-1] == recorded
+
+
+def test_replay_reads_trace_json_lines_too(tmp_path):
+    lines = tmp_path / "events.jsonl"
+    lines.write_text("".join(json.dumps(r) + "\n" for r in read_records(FIXTURES / "orphan.msgpack")))
+    result = watch("--replay", str(lines), "--json")
+    assert [r["rule"] for r in records(result) if r["kind"] == "alert"] == ["orphaned", "orphaned"]
+
+
+def test_the_human_view_of_a_replay():
+    result = watch("--replay", str(FIXTURES / "zombie.msgpack"))
+    assert result.exit_code == 0
+    assert "FIRING" in result.stdout and "RESOLVED" in result.stdout and "does not reap" in result.stdout
+    assert "{" not in result.stdout  # records are JSON only with --json
+    assert result.stderr.rstrip().splitlines()[-1].startswith("-- ")
+
+
+def test_config_overrides_thresholds(tmp_path):
+    config = tmp_path / "quiet.toml"
+    config.write_text("[rules.accumulating]\nmin_live = 50\n")
+    result = watch("--replay", str(FIXTURES / "accumulate.msgpack"), "--json", "--config", str(config))
+    assert result.exit_code == 0
+    assert not [r for r in records(result) if r["kind"] == "alert"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[rules.accumulating]\nmin_lives = 5\n", "unknown key 'rules.accumulating.min_lives'"),
+        ("[rules.zombie]\nmin_age_s = 'soon'\n", "'rules.zombie.min_age_s' must be a number"),
+        ("[rules.zombie]\nmin_zombies = -1\n", "must not be negative"),
+        ("[detect]\nignore_signatures = ['(']\n", "bad regex"),
+        ("[rules\n", "not valid TOML"),
+        ("[[signature.masks]]\npattern = 'x'\n", "signature.masks[0]"),
+    ],
+)
+def test_bad_config_files_are_one_line_usage_errors(tmp_path, text, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    result = watch("--replay", str(FIXTURES / "accumulate.msgpack"), "--config", str(config))
+    assert result.exit_code == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_replay_excludes_record_and_duration(tmp_path):
+    result = watch("--replay", str(FIXTURES / "accumulate.msgpack"), "--record", str(tmp_path / "x"))
+    assert result.exit_code == 2 and "--replay" in result.stderr
+
+
+def test_a_corrupt_recording_is_a_one_line_error(tmp_path):
+    bad = tmp_path / "bad.msgpack"
+    bad.write_bytes(b"\x93\x01\x02\x03")  # a msgpack array, not a record
+    result = watch("--replay", str(bad))
+    assert result.exit_code == 1 and "not a spawnwatch recording" in result.stderr
+
+
+def test_the_webhook_receives_the_alerts_of_a_replay():
+    receiver = Receiver()
+    try:
+        result = watch("--replay", str(FIXTURES / "accumulate.msgpack"), "--json", "--webhook", receiver.url())
+        assert result.exit_code == 0
+        alerts = [r for r in records(result) if r["kind"] == "alert"]
+        assert [body for _, body in receiver.bodies] == alerts
+    finally:
+        receiver.close()
+
+
+def test_a_webhook_must_be_http():
+    result = watch("--replay", str(FIXTURES / "accumulate.msgpack"), "--webhook", "file:///etc/passwd")
+    assert result.exit_code == 2 and "--webhook" in result.stderr
+
+
+def test_a_snapshot_only_recording_alerts_at_once(tmp_path):
+    from streams import host, info
+
+    children = [info(3000 + i, 200, 10.0 + i * 20, "npm exec magic") for i in range(20)]
+    path = tmp_path / "snapshot.jsonl"
+    path.write_text(json.dumps(to_record(host(600.0, *children))) + "\n")
+    result = watch("--replay", str(path), "--json")
+    [alert] = [r for r in records(result) if r["kind"] == "alert"]
+    assert alert["rule"] == "accumulating" and alert["live"] == 20 and len(alert["pids"]) == 20
