@@ -26,7 +26,7 @@ def package(tmp_path: Path) -> Path:
     return copy
 
 
-def run_supervisor(docker_env, package: Path, *args: str, options: tuple[str, ...] = ()) -> tuple[str, str]:  # noqa: F811
+def run_supervisor(docker_env, package: Path, *args: str, options: tuple[str, ...] = ()) -> tuple[str, str]:
     """Start the supervisor as a container's command; (container id, name)."""
     name = f"spawnwatch-e2e-{uuid.uuid4().hex[:8]}"
     container_id = docker_env.run(
@@ -43,7 +43,7 @@ def alerts_in(records: list[dict], container_id: str, rule: str) -> list[dict]:
     ]
 
 
-def test_watch_names_the_container_of_a_leaky_supervisor(docker_env, package) -> None:  # noqa: F811
+def test_watch_names_the_container_of_a_leaky_supervisor(docker_env, package) -> None:
     with LiveCommand("watch", "--json") as watch:
         # Started after `watch`: the container is new to it, known from the event stream.
         container_id, name = run_supervisor(docker_env, package, "accumulate", "--interval", "1", "--max", "16")
@@ -59,7 +59,7 @@ def test_watch_names_the_container_of_a_leaky_supervisor(docker_env, package) ->
     assert alert["live"] >= 9 and alert["exited"] == 0
 
 
-def test_an_oom_kill_in_a_limited_container_names_the_container_and_the_group(docker_env, package) -> None:  # noqa: F811
+def test_an_oom_kill_in_a_limited_container_names_the_container_and_the_group(docker_env, package) -> None:
     with LiveCommand("watch", "--json") as watch:
         # Each server holds 64 MiB besides node's own: the third child cannot fit in 256 MiB.
         container_id, name = run_supervisor(

@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 from spawnwatch.events import Event, Exec, Exit, Oom, Reap
 
-EVENT_HEADER = f"{'TIME(s)':>14} {'EVENT':<5} {'PID':>7} {'PPID':>7} {'CGROUP':>8} {'COMM':<16} DETAIL"
+EVENT_HEADER = f"{'TIME(s)':>14} {'EVENT':<5} {'PID':>7} {'PPID':>7} {'CONTAINER':<16} {'COMM':<16} DETAIL"
 MAX_REMEMBERED_EXITS = 65536
 
 
@@ -34,7 +34,8 @@ class EventLines:
     def __init__(self) -> None:
         self._exits: OrderedDict[int, float] = OrderedDict()
 
-    def line(self, event: Event) -> str:
+    def line(self, event: Event, container: str = "-") -> str:
+        """`container` names the event's container ("-": the host)."""
         detail = ""
         if isinstance(event, Exec):
             detail = printable(shlex.join(event.argv)) + (" [argv truncated]" if event.argv_truncated else "")
@@ -50,5 +51,5 @@ class EventLines:
             detail = f"OOM-killed, rss {human_bytes(event.rss_bytes)}"
         return (
             f"{event.ts:14.6f} {event.kind.value:<5} {event.pid:>7} {event.ppid or '?':>7} "
-            f"{event.cgroup_id:>8} {printable(event.comm):<16} {detail}"
+            f"{printable(container)[:16]:<16} {printable(event.comm):<16} {detail}"
         ).rstrip()

@@ -9,8 +9,9 @@ import os
 import signal
 import sys
 import time
+from collections import OrderedDict
 from contextlib import contextmanager
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from spawnwatch.adapters import procfs
 from spawnwatch.events import Event, to_record
@@ -81,6 +82,13 @@ def stats_record(probe: Probe) -> dict:
     return {"kind": "stats", **probe.stats()}
 
 
+def container_matches(container: dict | None, wanted: str) -> bool:
+    """`wanted` is a container's name or a prefix of its id."""
+    if container is None:
+        return False
+    return container.get("name") == wanted.lstrip("/") or str(container.get("id", "")).startswith(wanted)
+
+
 def stats_line(stats: dict) -> str:
     """The end-of-session summary for humans (on stderr, so --json stdout stays clean)."""
     counts = ", ".join(f"{k} {v}" for k, v in sorted(stats["events"].items())) or "no events"
@@ -91,9 +99,42 @@ def write_json(record: dict) -> None:
     sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
 
 
+class ContainerMemo:
+    """The container of each cgroup id, asked of the resolver once it knows:
+    `trace` sees tens of thousands of events a second, nearly all from a
+    handful of cgroups.  A cgroup id names one cgroup for its lifetime, so
+    settled answers are kept (bounded); unsettled ones are asked again soon."""
+
+    RETRY_UNSETTLED_AFTER = 0.1
+    LIMIT = 8192
+
+    def __init__(self, lookup: Callable[[int, int | None], tuple[bool, Any]]) -> None:
+        self._lookup = lookup
+        self._known: OrderedDict[int, tuple[dict | None, float]] = OrderedDict()
+
+    def __call__(self, event: Event) -> dict | None:
+        entry = self._known.get(event.cgroup_id)
+        now = time.monotonic()
+        if entry is None or now > entry[1]:
+            settled, info = self._lookup(event.cgroup_id, event.pid) if event.cgroup_id else (True, None)
+            container = info.as_contract() if info is not None else None
+            entry = (container, float("inf") if settled else now + self.RETRY_UNSETTLED_AFTER)
+            self._known[event.cgroup_id] = entry
+            if len(self._known) > self.LIMIT:
+                self._known.popitem(last=False)
+        return entry[0]
+
+
 def run_trace(
-    duration: float | None, pid: int | None, comm: str | None, record: str | None, as_json: bool
+    duration: float | None,
+    pid: int | None,
+    comm: str | None,
+    container: str | None,
+    record: str | None,
+    as_json: bool,
 ) -> None:
+    from spawnwatch.adapters.containers import ContainerResolver
+
     filters: list[Callable[[Event], bool]] = []
     if pid is not None:
         filters.append(SubtreeFilter(pid, procfs.descendants(pid)))
@@ -103,7 +144,8 @@ def run_trace(
     recorder = RecordingWriter(record) if record else None
     stop = Stop(duration)
     try:
-        with stop.on_signals(), open_probe() as probe:
+        with stop.on_signals(), ContainerResolver() as resolver, open_probe() as probe:
+            container_of = ContainerMemo(resolver.lookup)
             if as_json:
                 write_json(ready_record())
             else:
@@ -113,12 +155,15 @@ def run_trace(
                 for event in batch:
                     if not all(f(event) for f in filters):
                         continue
+                    where = container_of(event)
+                    if container is not None and not container_matches(where, container):
+                        continue
                     if recorder:
                         recorder.write(to_record(event))
                     if as_json:
-                        write_json(to_record(event))
+                        write_json({**to_record(event), "container": where})
                     else:
-                        print(lines.line(event))
+                        print(lines.line(event, where["name"] if where else "-"))
                 sys.stdout.flush()
             stats = stats_record(probe)
             if as_json:

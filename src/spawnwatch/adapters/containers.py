@@ -372,15 +372,21 @@ class ContainerResolver:
         return info.as_contract() if info else None
 
     def info(self, cgroup_id: int, pid: int | None = None) -> ContainerInfo | None:
+        return self.lookup(cgroup_id, pid)[1]
+
+    def lookup(self, cgroup_id: int, pid: int | None = None) -> tuple[bool, ContainerInfo | None]:
+        """(settled, container): settled is False when neither /proc nor the cgroup
+        tree could tell yet (the pid is gone, the tree walk is rate-limited), so a
+        caller that memoizes answers knows to ask again."""
         with self._lock:
             ref = self._by_cgroup.get_fresh(cgroup_id, _UNKNOWN) if cgroup_id else _UNKNOWN
         if ref is _UNKNOWN and pid:
             ref = self._from_pid(cgroup_id, pid)
         if ref is _UNKNOWN and cgroup_id:
             ref = self._from_tree(cgroup_id)
-        if ref is _UNKNOWN or ref is None:
-            return None
-        return self._describe(ref)
+        if ref is _UNKNOWN:
+            return False, None
+        return True, (None if ref is None else self._describe(ref))
 
     def container(self, container_id: str) -> ContainerInfo | None:
         """A container by (full) id, from the cache or the engine."""

@@ -13,10 +13,14 @@ from spawnwatch.session import run_trace
 @duration_option
 @click.option("--pid", type=click.IntRange(min=1), help="Only this process and its descendants.")
 @click.option("--comm", help="Only events whose command name (comm) is this.")
+@click.option("--container", metavar="NAME", help="Only events from this container (name or id prefix).")
 @click.option("--record", type=click.Path(dir_okay=False, writable=True), help="Also save every event to FILE (msgpack) for `watch --replay`.")
 @json_option
 @one_line_errors
-def command(duration: float | None, pid: int | None, comm: str | None, record: str | None, as_json: bool) -> None:
+def command(
+    duration: float | None, pid: int | None, comm: str | None, container: str | None, record: str | None,
+    as_json: bool,
+) -> None:
     """Stream process events from the kernel: fork, exec, exit, reap, oom.
 
     \b
@@ -26,8 +30,11 @@ def command(duration: float | None, pid: int | None, comm: str | None, record: s
     reap  its parent (or init) collected it; DETAIL says how long it was a zombie
     oom   the OOM killer chose it as victim
 
-    With --json the first line is {"kind": "ready", "pid": ...} once every probe
-    is attached, then one object per event, then {"kind": "stats", ...} last.
+    CONTAINER is the Docker (or containerd, podman, Kubernetes) container the
+    process runs in, "-" on the host; in --json, "container" is {"id", "name",
+    "image"} or null.  With --json the first line is {"kind": "ready", "pid": ...}
+    once every probe is attached, then one object per event, then
+    {"kind": "stats", ...} last.
 
     \b
     Examples:
@@ -35,8 +42,9 @@ def command(duration: float | None, pid: int | None, comm: str | None, record: s
       sudo spawnwatch trace --json --duration 10 > events.jsonl
       sudo spawnwatch trace --pid 4242          # a supervisor and all it spawns
       sudo spawnwatch trace --comm npm --json
+      sudo spawnwatch trace --container metamcp
     """
     try:
-        run_trace(duration=duration, pid=pid, comm=comm, record=record, as_json=as_json)
+        run_trace(duration=duration, pid=pid, comm=comm, container=container, record=record, as_json=as_json)
     except ProbeError as exc:
         raise CannotTrace(str(exc)) from exc

@@ -1,0 +1,25 @@
+"""`trace` names containers and filters by them, on a real dockerd."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from live import LiveCommand
+
+pytestmark = [pytest.mark.root, pytest.mark.docker]
+
+
+def test_trace_names_the_container_and_filters_by_it(docker_env):
+    name = f"spawnwatch-trace-{uuid.uuid4().hex[:8]}"
+    marker = uuid.uuid4().hex
+    with LiveCommand("trace", "--json", "--container", name) as trace:
+        container_id = docker_env.run("sh", "-c", f"sleep 0.3; echo {marker} >/dev/null; exec sleep 30", name=name)
+        trace.wait_for(lambda rs: any(r["kind"] == "exec" and r["argv"][:2] == ["sleep", "30"] for r in rs))
+    events = [r for r in trace.records if r["kind"] not in ("ready", "stats")]
+    assert events, trace.stderr
+    expected = {"id": container_id, "name": name, "image": docker_env.image}
+    assert all(r["container"] == expected for r in events)
+    assert any(r["kind"] == "exec" and r["argv"] == ["sh", "-c", f"sleep 0.3; echo {marker} >/dev/null; exec sleep 30"]
+               for r in events)
