@@ -343,21 +343,19 @@ class Detector:
         rule = self.settings.zombie
         if group.zombies < rule.min_zombies:
             return None
-        zombies = self._old_zombies(group, now)
-        if len(zombies) < rule.min_zombies:
+        zombies = self._unreaped_by_spawner(group)
+        deadline = now - rule.min_age_s
+        old = [p for p in zombies if p.exited_at <= deadline]
+        if len(old) < rule.min_zombies:
             return None
-        oldest = now - zombies[0].exited_at
+        oldest = now - old[0].exited_at
         return [p.pid for p in zombies], f"{len(zombies)} exited children not reaped, the oldest for {format_span(oldest)}"
 
-    def _old_zombies(self, group: Group, now: float) -> list[Process]:
-        """Zombies whose spawner, still alive and still their parent, has not reaped them in time."""
+    def _unreaped_by_spawner(self, group: Group) -> list[Process]:
+        """Zombie members whose spawner, still alive and still their parent, has not reaped them."""
         if group.zombies == 0 or not group.spawner.alive:
             return []
-        deadline = now - self.settings.zombie.min_age_s
-        zombies = [
-            p for p in group.members
-            if p.zombie and p.parent is group.spawner and p.exited_at <= deadline
-        ]
+        zombies = [p for p in group.members if p.zombie and p.parent is group.spawner]
         return sorted(zombies, key=lambda p: p.exited_at)
 
     def _spawn_rate(self, group: Group, now: float, leaked) -> tuple[list[int], str] | None:

@@ -1,8 +1,10 @@
 """Events in, alerts out: lineage -> detector -> alert book.
 
-The one path for live and replayed streams: `watch` feeds it the probe's
-events and advances it on the clock; `watch --replay` feeds it a recording and
-advances it on the recorded timestamps.
+The one path for live and replayed streams.  `watch` feeds it the probe's
+events and advances it on the clock, recording the time of every evaluation
+(a `tick`); `watch --replay` feeds it the recorded events and evaluates at the
+recorded ticks, so it raises exactly the alerts the live session raised.  A
+recording without ticks (`trace --record`) is evaluated on its events' clock.
 """
 
 from __future__ import annotations
@@ -24,17 +26,20 @@ class Pipeline:
         memory_of: MemoryOf | None = None,
         resolve_container: ResolveContainer | None = None,
         reparent_hint: ReparentHint | None = None,
+        auto_advance: bool = True,
     ) -> None:
         self.config = config
         self.signer = Signer(config.signature)
         self.detector = Detector(config.detect, memory_of)
         self.lineage = Lineage(self.signer, config.lineage, reparent_hint, listener=self.detector)
         self.alerts = AlertBook(config.alerts, resolve_container)
+        self.auto_advance = auto_advance  # evaluate when an event's time says one is due
         self.now = 0.0
+        self.evaluations = 0
         self._next_evaluation: float | None = None
 
     def feed(self, item: Event | Snapshot) -> list[Alert]:
-        """Apply one event (or the starting snapshot); the alerts due by its time."""
+        """Apply one event (or the starting snapshot); with auto_advance, the alerts due by its time."""
         if isinstance(item, Snapshot):
             self.lineage.seed(item)
             self._next_evaluation = None  # judge the snapshot at once: it may already hold a leak
@@ -43,14 +48,20 @@ class Pipeline:
             if isinstance(item, Oom) and proc is not None:
                 self.detector.oom(proc, item.ts)
                 self._next_evaluation = None
-        return self.advance(item.ts)
+        return self.advance(item.ts) if self.auto_advance else []
 
     def advance(self, now: float) -> list[Alert]:
         """Evaluate if an evaluation is due at `now` (seconds since boot)."""
         self.now = max(self.now, now)
         if self._next_evaluation is not None and self.now < self._next_evaluation:
             return []
+        return self.evaluate(self.now)
+
+    def evaluate(self, now: float) -> list[Alert]:
+        """Evaluate now, due or not: the alerts to send."""
+        self.now = max(self.now, now)
         self._next_evaluation = self.now + self.config.detect.evaluate_every_s
+        self.evaluations += 1
         self.lineage.expire(self.now)
         return self.alerts.update(self.detector.evaluate(self.now), self.now)
 

@@ -12,12 +12,14 @@ import click
 
 from spawnwatch.cli.common import CannotTrace, duration_option, json_option, log, one_line_errors
 from spawnwatch.config import Config, ConfigError, load
-from spawnwatch.events import Snapshot, replay, to_record
+from spawnwatch.events import Snapshot, from_record, to_record
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.recording import RecordingError, RecordingWriter, read_records
 from spawnwatch.sinks import Fanout, Record, Sink
 from spawnwatch.sinks.human import Human
 from spawnwatch.sinks.jsonl import JsonLines
+
+TICK = "tick"  # a recording's record of when the live session evaluated
 
 
 def config_option(f):
@@ -99,22 +101,31 @@ def command(duration: float | None, config_path: str | None, record: str | None,
 
 
 def watch_recording(config: Config, path: str, sink: Sink) -> None:
-    """The live pipeline on recorded events, advanced on their timestamps."""
-    pipeline = Pipeline(config)
-    counts: Counter[str] = Counter()
-    lost = 0
-    sink.send({"kind": "ready", "pid": os.getpid()})
+    """The live pipeline on recorded events, evaluated at the recorded ticks (or on the events' clock)."""
     try:
         records = list(read_records(path))
     except RecordingError as exc:
         raise click.ClickException(str(exc)) from exc
+    ticked = any(record.get("kind") == TICK for record in records)
+    pipeline = Pipeline(config, auto_advance=not ticked)
+    counts: Counter[str] = Counter()
+    lost = 0
+    sink.send({"kind": "ready", "pid": os.getpid()})
     for record in records:
-        if record.get("kind") == "stats":
+        kind = record.get("kind")
+        if kind == TICK:
+            alerts = pipeline.evaluate(float(record["ts"]))
+        elif kind == "stats":
             lost = record.get("lost", 0)
-    for item in replay(records):
-        if not isinstance(item, Snapshot):
-            counts[item.kind.value] += 1
-        for alert in pipeline.feed(item):
+            continue
+        else:
+            item = from_record(record)
+            if item is None:
+                continue
+            if not isinstance(item, Snapshot):
+                counts[item.kind.value] += 1
+            alerts = pipeline.feed(item)
+        for alert in alerts:
             sink.send(alert.to_record())
     stats = {"kind": "stats", "events": dict(counts), "lost": lost}
     sink.send(stats)
@@ -140,7 +151,9 @@ def watch_live(config: Config, sink: Sink, duration: float | None, record: str |
             recorder.write(item)
         sink.send(item)
 
-    def deliver(alerts: list[Any]) -> None:
+    def deliver(alerts: list[Any], evaluations_before: int) -> None:
+        if recorder is not None and pipeline.evaluations != evaluations_before:
+            recorder.write({"kind": TICK, "ts": pipeline.now})  # replay evaluates exactly here
         for alert in alerts:
             out(alert.to_record())
 
@@ -157,15 +170,17 @@ def watch_live(config: Config, sink: Sink, duration: float | None, record: str |
         if recorder is not None:
             recorder.write(to_record(snapshot))
         log(f"watching {len(snapshot.processes)} processes (Ctrl-C to stop)")
-        deliver(pipeline.feed(snapshot))
+        deliver(pipeline.feed(snapshot), 0)
         while True:
             stopping = bool(stop)
             batch = probe.drain() if stopping else probe.poll(stop.remaining(POLL_INTERVAL))
             for event in batch:
                 if recorder is not None:
                     recorder.write(to_record(event))
-                deliver(pipeline.feed(event))
-            deliver(pipeline.advance(procfs.boottime_now()))
+                before = pipeline.evaluations
+                deliver(pipeline.feed(event), before)
+            before = pipeline.evaluations
+            deliver(pipeline.advance(procfs.boottime_now()), before)
             if stopping:
                 break
         stats = stats_record(probe)

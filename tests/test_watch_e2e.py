@@ -1,0 +1,253 @@
+"""`spawnwatch watch` on the real kernel against real workloads.
+
+One `watch --json --record` runs for the whole module.  Each leak mode of
+`spawnwatch simulate` must raise its rule with the supervisor as spawner, the
+`npm exec magic` signature and counts that match what the supervisor reported;
+the healthy modes, `make -j4`, `xargs -P4` and a shell loop must raise nothing
+against their processes.  Last, the recording replays to the same alerts.
+
+Alerts of other processes on the host are ignored: each check looks only at
+alerts whose spawner is one of its workload's processes.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import psutil
+import pytest
+
+from spawnwatch.simulate import Simulation
+
+pytestmark = [pytest.mark.root, pytest.mark.npm, pytest.mark.slow]
+
+SIGNATURE = "npm exec magic"  # the simulation's default server, however npm shows it
+SETTLE_S = 3.0  # evaluations happen every second: three of them after a healthy workload ends
+Record = dict
+
+
+class Watcher:
+    """`spawnwatch watch --json --record FILE` in the background, its records collected."""
+
+    def __init__(self, recording: Path, stderr: Path) -> None:
+        self.recording = recording
+        self._stderr = open(stderr, "w")
+        self.stderr_path = stderr
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "spawnwatch", "watch", "--json", "--record", str(recording)],
+            stdout=subprocess.PIPE, stderr=self._stderr, text=True,
+        )
+        self.records: list[Record] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.returncode: int | None = None
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            with self._changed:
+                self.records.append(json.loads(line))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for(self, predicate: Callable[[list[Record]], object], timeout: float, what: str) -> object:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                found = predicate(self.records)
+                if found:
+                    return found
+                if self.process.poll() is not None and not self._reader.is_alive():
+                    pytest.fail(f"watch ended ({self.process.returncode}) before {what}: {self.stderr()}")
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    pytest.fail(f"no {what} within {timeout} s; alerts: {self.alerts()[-5:]}")
+                self._changed.wait(min(remaining, 0.5))
+
+    def alerts(self, spawners: set[int] | None = None) -> list[Record]:
+        with self._changed:
+            alerts = [r for r in self.records if r["kind"] == "alert"]
+        return [a for a in alerts if spawners is None or a["spawner"]["pid"] in spawners]
+
+    def stop(self) -> int:
+        if self.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.returncode = self.process.wait(timeout=60)
+            self._reader.join(timeout=10)
+            self._stderr.close()
+        return self.returncode
+
+    def stderr(self) -> str:
+        self._stderr.flush()
+        return self.stderr_path.read_text()[-2000:]
+
+
+@pytest.fixture(scope="module")
+def watcher(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("watch")
+    watcher = Watcher(tmp / "live.msgpack", tmp / "watch.stderr")
+    try:
+        watcher.wait_for(lambda records: records, timeout=300, what="the ready line")
+        assert watcher.records[0]["kind"] == "ready"
+        yield watcher
+    finally:
+        watcher.stop()
+
+
+def firing(rule: str, spawner: int) -> Callable[[list[Record]], Record | None]:
+    def find(records: list[Record]) -> Record | None:
+        return next((r for r in records if r["kind"] == "alert" and r["state"] == "firing"
+                     and r["rule"] == rule and r["spawner"]["pid"] == spawner), None)
+    return find
+
+
+def resolved(rule: str, spawner: int) -> Callable[[list[Record]], Record | None]:
+    def find(records: list[Record]) -> Record | None:
+        return next((r for r in records if r["kind"] == "alert" and r["state"] == "resolved"
+                     and r["rule"] == rule and r["spawner"]["pid"] == spawner), None)
+    return find
+
+
+def of_kind(records: list[Record], kind: str) -> list[Record]:
+    return [r for r in records if r["kind"] == kind]
+
+
+LEAKED: dict[str, tuple[int, str]] = {}  # mode -> (supervisor pid, rule), for the replay check
+
+
+@pytest.mark.parametrize("mode, rule", [("accumulate", "accumulating"), ("orphan", "orphaned"), ("zombie", "zombie")])
+def test_each_leak_mode_raises_its_rule_against_the_supervisor(watcher, mode, rule):
+    with Simulation(mode, max_spawns=12, memory_mb=10) as sim:
+        alert = watcher.wait_for(firing(rule, sim.pid), timeout=180, what=f"{rule} alert for {sim.pid}")
+        records = sim.records
+    LEAKED[mode] = (sim.pid, rule)
+    spawned = {r["pid"] for r in of_kind(records, "spawn")}
+    assert alert["signature"] == SIGNATURE
+    assert alert["spawner"]["comm"] == "node" and any(a.endswith("supervisor.js") for a in alert["spawner"]["argv"])
+    assert alert["container"] is None
+    assert alert["spawned"] <= len(spawned)
+    if mode == "accumulate":
+        assert alert["live"] == alert["spawned"] >= 9 and alert["exited"] == 0 and alert["zombies"] == 0
+        assert set(alert["pids"]) <= spawned and len(alert["pids"]) == alert["live"]
+        assert alert["rss_bytes"] > alert["live"] * 10 * 1024 * 1024  # each server holds 10 MiB
+    elif mode == "orphan":
+        killed_servers = {pid for r in of_kind(records, "kill") for pid in r["orphaned"]}
+        servers = {r["server_pid"] for r in of_kind(records, "up")}
+        leaked_servers = set(alert["pids"]) & servers
+        assert alert["orphans"] >= 8 and alert["exited"] >= 3
+        assert leaked_servers and leaked_servers <= killed_servers
+        assert not set(alert["pids"]) & spawned  # the killed npm exec children are gone, not leaked
+    else:
+        assert alert["zombies"] >= 8 and alert["exited"] >= alert["zombies"] and alert["live"] <= 2
+        assert set(alert["pids"]) <= spawned and len(alert["pids"]) == alert["zombies"]
+    # Only this rule: each shape is told apart from the others.
+    assert {a["rule"] for a in watcher.alerts({sim.pid})} == {rule}
+    # The simulation cleaned up on exit: the condition cleared.
+    done = watcher.wait_for(resolved(rule, sim.pid), timeout=60, what=f"resolved {rule}")
+    assert done["signature"] == SIGNATURE
+
+
+def test_a_fixed_pool_raises_nothing(watcher):
+    with Simulation("pool", memory_mb=10) as sim:
+        sim.wait_for(lambda records: len(of_kind(records, "up")) >= 8, timeout=120)
+        time.sleep(10)  # the pool at full size, over many evaluations
+    time.sleep(SETTLE_S)
+    assert watcher.alerts({sim.pid}) == []
+
+
+def test_a_respawning_pool_raises_nothing(watcher):
+    with Simulation("respawn", memory_mb=10) as sim:
+        sim.wait_for(lambda records: len(of_kind(records, "exit")) >= 24, timeout=180)
+    time.sleep(SETTLE_S)
+    assert watcher.alerts({sim.pid}) == []
+
+
+class Tracker:
+    """The pids of a workload's process tree, polled while it runs (its spawners live long
+    enough to be seen: a spawner of many children is never a blink)."""
+
+    def __init__(self, root: int) -> None:
+        self.pids = {root}
+        self._root = root
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._done.is_set():
+            try:
+                self.pids.update(p.pid for p in psutil.Process(self._root).children(recursive=True))
+            except psutil.NoSuchProcess:
+                return
+            time.sleep(0.02)
+
+    def stop(self) -> set[int]:
+        self._done.set()
+        self._thread.join()
+        return self.pids
+
+
+def run_tracked(script: str, cwd: Path) -> set[int]:
+    process = subprocess.Popen(["bash", "-c", script], cwd=cwd, stdout=subprocess.DEVNULL)
+    tracker = Tracker(process.pid)
+    assert process.wait(timeout=300) == 0
+    return tracker.stop()
+
+
+MAKEFILE = """\
+SOURCES := $(wildcard src/*.c)
+OBJECTS := $(SOURCES:src/%.c=build/%.o)
+all: $(OBJECTS)
+build/%.o: src/%.c | build
+\tgcc -O0 -c $< -o $@
+build:
+\tmkdir -p build
+"""
+
+
+@pytest.mark.parametrize(
+    "name, script",
+    [
+        ("make -j4", "make -j4 -s"),
+        ("xargs -P4", "seq 200 | xargs -P4 -I{} sh -c 'echo {} > /dev/null; sleep 0.05'"),
+        ("shell loop", "for i in $(seq 400); do /bin/true; done"),
+    ],
+)
+def test_ordinary_parallel_work_raises_nothing(watcher, tmp_path, name, script):
+    (tmp_path / "src").mkdir()
+    for i in range(40):
+        (tmp_path / "src" / f"unit{i}.c").write_text(f"int unit{i}(int x) {{ return x * {i}; }}\n")
+    (tmp_path / "Makefile").write_text(MAKEFILE)
+    pids = run_tracked(script, tmp_path)
+    time.sleep(SETTLE_S)
+    assert watcher.alerts(pids) == []
+
+
+def comparable(alert: Record) -> tuple:
+    """An alert without what only a live host can tell: memory (also in the message) and containers."""
+    return (alert["state"], alert["rule"], alert["signature"], alert["spawner"]["pid"], alert["live"],
+            alert["spawned"], alert["exited"], alert["zombies"], alert["orphans"], tuple(alert["pids"]))
+
+
+def test_the_live_recording_replays_to_the_same_alerts(watcher):
+    assert watcher.stop() == 0
+    assert watcher.records[-1]["kind"] == "stats" and watcher.records[-1]["lost"] == 0
+    replay = subprocess.run(
+        [sys.executable, "-m", "spawnwatch", "watch", "--replay", str(watcher.recording), "--json"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert replay.returncode == 0, replay.stderr
+    replayed = [json.loads(line) for line in replay.stdout.splitlines()]
+    assert replayed[-1]["kind"] == "stats"
+    # Every alert of the session, the leak modes' and any other process's on this host alike.
+    assert [comparable(a) for a in replayed if a["kind"] == "alert"] == [comparable(a) for a in watcher.alerts()]
+    for mode, (supervisor, rule) in LEAKED.items():
+        assert {(a["rule"], a["signature"]) for a in watcher.alerts({supervisor})} == {(rule, SIGNATURE)}, mode
