@@ -83,11 +83,13 @@ def command(duration: float | None, config_path: str | None, record: str | None,
     config = load_config(config_path)
     with ExitStack() as stack:
         sinks: list[Sink] = [JsonLines(sys.stdout) if as_json else Human(sys.stdout, color=sys.stdout.isatty())]
+        metrics = None
         if metrics_port is not None:
             from spawnwatch.sinks.prometheus import Metrics
 
-            sinks.append(Metrics(metrics_port))
-            log(f"metrics on http://127.0.0.1:{sinks[-1].port}/metrics")
+            metrics = Metrics(metrics_port)
+            sinks.append(metrics)
+            log(f"metrics on http://127.0.0.1:{metrics.port}/metrics")
         if webhook:
             from spawnwatch.sinks.webhook import Webhook
 
@@ -97,7 +99,7 @@ def command(duration: float | None, config_path: str | None, record: str | None,
         if replay:
             watch_recording(config, replay, sink)
         else:
-            watch_live(config, sink, duration, record, stack)
+            watch_live(config, sink, duration, record, stack, metrics)
 
 
 def watch_recording(config: Config, path: str, sink: Sink) -> None:
@@ -132,7 +134,8 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
     log(summary(stats, pipeline))
 
 
-def watch_live(config: Config, sink: Sink, duration: float | None, record: str | None, stack: ExitStack) -> None:
+def watch_live(config: Config, sink: Sink, duration: float | None, record: str | None, stack: ExitStack,
+               metrics: Any = None) -> None:
     from spawnwatch.adapters import procfs
     from spawnwatch.adapters.containers import ContainerResolver
     from spawnwatch.probe import ProbeError
@@ -152,8 +155,11 @@ def watch_live(config: Config, sink: Sink, duration: float | None, record: str |
         sink.send(item)
 
     def deliver(alerts: list[Any], evaluations_before: int) -> None:
-        if recorder is not None and pipeline.evaluations != evaluations_before:
-            recorder.write({"kind": TICK, "ts": pipeline.now})  # replay evaluates exactly here
+        if pipeline.evaluations != evaluations_before:
+            if recorder is not None:
+                recorder.write({"kind": TICK, "ts": pipeline.now})  # replay evaluates exactly here
+            if metrics is not None:
+                metrics.progress(probe.stats(), pipeline.counts())
         for alert in alerts:
             out(alert.to_record())
 

@@ -30,6 +30,8 @@ class Metrics:
         self.events = Gauge("spawnwatch_events", "Events received from the kernel, by kind", ("kind",),
                             registry=self.registry)
         self.lost = Gauge("spawnwatch_events_lost", "Events the kernel side could not deliver", registry=self.registry)
+        self.table = Gauge("spawnwatch_table", "Process table and group bookkeeping (sizes, evictions, misses)",
+                           ("counter",), registry=self.registry)
         self._firing: set[tuple[str, str, str]] = set()  # bounded by the alerts firing at once
         self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
         self.port = self._server.server_port
@@ -41,11 +43,13 @@ class Metrics:
         elif kind == "stats":
             self.progress(record)
 
-    def progress(self, stats: dict[str, Any]) -> None:
-        """Event counters, sent by the session as it goes (and in the final stats record)."""
+    def progress(self, stats: dict[str, Any], table: dict[str, int] | None = None) -> None:
+        """Counters the session reports as it goes (and in the final stats record)."""
         for name, count in stats.get("events", {}).items():
             self.events.labels(name).set(count)
         self.lost.set(stats.get("lost", 0))
+        for name, count in (table or {}).items():
+            self.table.labels(name).set(count)
 
     def _alert(self, record: Record) -> None:
         container = record["container"]["name"] if record.get("container") else ""
