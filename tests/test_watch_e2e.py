@@ -155,6 +155,23 @@ def test_each_leak_mode_raises_its_rule_against_the_supervisor(watcher, mode, ru
     assert done["signature"] == SIGNATURE
 
 
+def test_a_leak_already_there_is_reported_from_the_snapshot(watcher):
+    # Started after the leak: /proc shows npm's retitled children (`npm exec magic`), and
+    # their start times tell that they came one by one.
+    with Simulation("accumulate", interval=1.2, max_spawns=10, memory_mb=10) as sim:
+        sim.wait_for(lambda records: len(of_kind(records, "up")) >= 10, timeout=120)
+        late = subprocess.run(
+            [sys.executable, "-m", "spawnwatch", "watch", "--json", "--duration", "3"],
+            capture_output=True, text=True, timeout=300,
+        )
+        spawned = {r["pid"] for r in of_kind(sim.records, "spawn")}
+    assert late.returncode == 0, late.stderr
+    alerts = [json.loads(line) for line in late.stdout.splitlines()]
+    [alert] = [a for a in alerts if a["kind"] == "alert" and a["spawner"]["pid"] == sim.pid]
+    assert (alert["rule"], alert["state"], alert["signature"]) == ("accumulating", "firing", SIGNATURE)
+    assert alert["live"] == alert["spawned"] == 10 and set(alert["pids"]) == spawned
+
+
 def test_a_fixed_pool_raises_nothing(watcher):
     with Simulation("pool", memory_mb=10) as sim:
         sim.wait_for(lambda records: len(of_kind(records, "up")) >= 8, timeout=120)
