@@ -13,6 +13,7 @@ help:
 	@echo "sudo make setup   install what both need (idempotent)"
 	@echo "make unit         the tests that need no root"
 	@echo "sudo make bench   fork-storm benchmark: lost events and ns/event per BPF program"
+	@echo "sudo make vagrant-demo / vagrant-test / vagrant-destroy   the leak in a throwaway VM"
 
 check-root:
 	@if [ "$$(id -u)" -ne 0 ]; then \
@@ -28,12 +29,12 @@ unit:
 	$(PY) -m pytest -m "not root and not docker and not npm" $(PYTEST_ARGS)
 
 demo: setup
-	@echo "== spawnwatch trace: 6 seconds of process events while a shell spawns a few children"
-	@(sleep 3; for i in 1 2 3; do sh -c "sleep 0.$$i; exec true demo-child-$$i" & done; wait) &
-	$(PY) -m spawnwatch trace --duration 6
+	PY=$(PY) scripts/demo.sh
 
 bench: setup
 	$(PY) bench/forkstorm.py --duration 30
+
+include vagrant/vagrant.mk
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
