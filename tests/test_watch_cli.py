@@ -17,7 +17,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RECORDINGS = sorted(p.stem for p in FIXTURES.glob("*.msgpack"))
 
 
-def watch(*args: str) -> "Result":
+def watch(*args: str):
     return CliRunner().invoke(main, ["watch", *args], catch_exceptions=False)
 
 

@@ -27,7 +27,7 @@ import fnmatch
 import os
 import re
 import shlex
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Sequence
 
 
