@@ -59,8 +59,10 @@ def command(duration: float | None, config_path: str | None, record: str | None,
     Children are grouped by spawner and signature (argv normalised: `npx -y
     @21st-dev/magic` and `npm exec @21st-dev/magic@latest` are one group).
     Rules: accumulating (identical live children keep growing), orphaned
-    (descendants of killed children left running), zombie (exited children
-    never reaped), spawn_rate (sustained spawns per minute), oom (OOM kills).
+    (descendants of killed children left running, charged to the process that
+    spawned the children; `orphans` counts every leaked process, e.g. both the
+    `sh -c` and the node server of a killed `npm exec`), zombie (exited
+    children never reaped), spawn_rate (sustained spawns per minute), oom.
 
     Starts from a /proc snapshot, so a leak that is already there is reported
     within seconds.  Each alert is sent `firing` once, re-sent with new counts
