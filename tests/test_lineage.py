@@ -151,6 +151,27 @@ def test_the_reparent_hint_names_the_subreaper():
     assert table.get(sh) in table.get(100).children
 
 
+def test_an_adoption_proc_could_not_tell_at_the_exit_is_settled_later():
+    # The exit tracepoint fires before the kernel reparents: /proc still names the
+    # dying parent then, and the subreaper only afterwards.
+    adopters = {}
+    table = Lineage(SIGN, reparent_hint=lambda pid: adopters.get(pid))
+    table.seed(host())
+    s = Stream(t=6)
+    npm = s.spawn(200, "npm", "exec", "srv")
+    sh = s.spawn(npm, "sh", "-c", "srv")
+    adopters[sh] = npm
+    s.at(7).exit(npm)
+    feed(table, s)
+    assert table.get(sh).ppid == 1  # provisional
+    adopters[sh] = 100
+    table.expire(8.0)
+    assert table.get(sh).parent is table.get(100) and table.get(sh) not in table.get(1).children
+    adopters[sh] = 1  # settled: never asked again
+    table.expire(9.0)
+    assert table.get(sh).parent is table.get(100)
+
+
 def test_exec_before_its_fork_is_placed_by_the_exec_and_the_late_fork_merges():
     table = lineage()
     s = Stream(t=6)

@@ -116,6 +116,10 @@ class Lineage:
         self._recent: OrderedDict[Process, None] = OrderedDict()  # every entry, least recently active first
         self._reaped: OrderedDict[Process, None] = OrderedDict()  # reaped, in reap order, awaiting expiry
         self._held: dict[Process, None] = {}  # expired but still spawner of an entry
+        # Orphans adopted by init for now: /proc still named the dying parent when
+        # its exit arrived (the kernel reparents after the exit tracepoint).  Asked
+        # again at every expire() until /proc names the real adopter.
+        self._adoption_pending: dict[Process, int] = {}
         self.counts: Counter[str] = Counter()  # missed_exits, evicted, unknown_pid, stale, missing_parent
 
     # -- queries -------------------------------------------------------------------------
@@ -261,13 +265,33 @@ class Lineage:
     def _reparent(self, child: Process) -> None:
         old = child.parent
         hinted = self._reparent_hint(child.pid)
-        new_ppid = hinted if hinted is not None and hinted != old.pid else INIT_PID
+        if hinted is None or hinted == old.pid:
+            self._adoption_pending[child] = old.pid
+            self._adopt(child, INIT_PID)
+        else:
+            self._adopt(child, hinted)
+
+    def _adopt(self, child: Process, new_ppid: int) -> None:
+        if child.parent is not None:
+            child.parent.children.discard(child)
         new = self._by_pid.get(new_ppid)
-        old.children.discard(child)
         child.ppid = new_ppid
         child.parent = new if new is not child else None
         if child.parent is not None:
             child.parent.children.add(child)
+
+    def _settle_adoptions(self) -> None:
+        for child, dead_parent in list(self._adoption_pending.items()):
+            if not child.alive or self._by_pid.get(child.pid) is not child:
+                del self._adoption_pending[child]
+                continue
+            hinted = self._reparent_hint(child.pid)
+            if hinted is None:
+                del self._adoption_pending[child]  # gone from /proc: init stands
+            elif hinted != dead_parent:
+                del self._adoption_pending[child]
+                if hinted != child.ppid:
+                    self._adopt(child, hinted)
 
     # -- bookkeeping ---------------------------------------------------------------------
 
@@ -297,7 +321,9 @@ class Lineage:
         self._drop(victim)
 
     def expire(self, now: float) -> None:
-        """Forget reaped processes older than the retention period that nothing refers to."""
+        """Forget reaped processes older than the retention period that nothing refers
+        to, and settle adoptions /proc could not tell at the parent's exit."""
+        self._settle_adoptions()
         deadline = now - self.settings.retention_s
         while self._reaped:
             proc = next(iter(self._reaped))
@@ -310,6 +336,7 @@ class Lineage:
                 self._drop(proc)
 
     def _drop(self, proc: Process) -> None:
+        self._adoption_pending.pop(proc, None)
         self._recent.pop(proc, None)
         self._reaped.pop(proc, None)
         self._held.pop(proc, None)
