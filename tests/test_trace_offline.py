@@ -139,3 +139,27 @@ def test_container_memo_asks_again_until_settled():
     assert memo(Exit(1.0, 7, 1, "x", 42))["name"] == "mcp"
     assert asked == [(42, 5), (42, 6)]  # settled: not asked a third time
     assert memo(Exit(1.0, 8, 1, "x", 0)) is None and len(asked) == 2  # no cgroup: the host
+
+
+def test_container_filter_for_alerts():
+    from spawnwatch.filters import container_matches
+    from spawnwatch.sinks import OnlyContainer
+
+    mcp = {"id": "3f2a9c", "name": "metamcp", "image": "node"}
+    assert container_matches(mcp, "metamcp") and container_matches(mcp, "/metamcp")
+    assert container_matches(mcp, "3f2a") and not container_matches(mcp, "meta")
+    assert not container_matches(None, "metamcp")
+    seen = []
+
+    class Keep:
+        def send(self, record):
+            seen.append(record)
+
+        def close(self):
+            pass
+
+    only = OnlyContainer(Keep(), "metamcp")
+    for record in ({"kind": "ready", "pid": 1}, {"kind": "alert", "container": mcp},
+                   {"kind": "alert", "container": None}, {"kind": "stats"}):
+        only.send(record)
+    assert [r["kind"] for r in seen] == ["ready", "alert", "stats"]

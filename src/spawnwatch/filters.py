@@ -35,3 +35,11 @@ class CommFilter:
 
     def __call__(self, event: Event) -> bool:
         return event.comm == self.name
+
+
+def container_matches(container: dict | None, wanted: str) -> bool:
+    """`container` (the {"id", "name", "image"} object, None on the host) is the
+    one a user named: by name (a leading / allowed) or by a prefix of its id."""
+    if container is None or not wanted:
+        return False
+    return container.get("name") == wanted.lstrip("/") or str(container.get("id", "")).startswith(wanted)

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 
 from spawnwatch.adapters import procfs
 from spawnwatch.events import Event, to_record
-from spawnwatch.filters import CommFilter, SubtreeFilter
+from spawnwatch.filters import CommFilter, SubtreeFilter, container_matches
 from spawnwatch.probe import Probe, ProbeError
 from spawnwatch.recording import RecordingWriter
 from spawnwatch.render import EVENT_HEADER, EventLines
@@ -80,13 +80,6 @@ def ready_record() -> dict:
 
 def stats_record(probe: Probe) -> dict:
     return {"kind": "stats", **probe.stats()}
-
-
-def container_matches(container: dict | None, wanted: str) -> bool:
-    """`wanted` is a container's name or a prefix of its id."""
-    if container is None:
-        return False
-    return container.get("name") == wanted.lstrip("/") or str(container.get("id", "")).startswith(wanted)
 
 
 def stats_line(stats: dict) -> str:

@@ -9,15 +9,17 @@ import click
 from spawnwatch import tree
 from spawnwatch.cli.common import emit_json, json_option, one_line_errors
 from spawnwatch.cli.watch import config_option, load_config
+from spawnwatch.filters import container_matches
 from spawnwatch.pipeline import Pipeline
 
 
 @click.command("tree")
 @click.option("--pid", type=click.IntRange(min=1), help="Only this process and what is below it.")
+@click.option("--container", metavar="NAME", help="Only the processes of this container (name or id prefix).")
 @config_option
 @json_option
 @one_line_errors
-def command(pid: int | None, config_path: str | None, as_json: bool) -> None:
+def command(pid: int | None, container: str | None, config_path: str | None, as_json: bool) -> None:
     """Show the process tree with identical siblings collapsed into one line.
 
     \b
@@ -44,14 +46,32 @@ def command(pid: int | None, config_path: str | None, as_json: bool) -> None:
     if pid is not None and pipeline.lineage.get(pid) is None:
         raise click.BadParameter(f"no process {pid}", param_hint="--pid")
     with ContainerResolver() as resolver:
-        nodes = tree.build(
-            pipeline.lineage,
-            findings,
-            pipeline.detector.charged_orphans(),
-            rss_of=lambda p: procfs.memory_of([p]).rss_bytes,
-            resolve_container=resolver,
-            root_pid=pid,
-        )
+        if container is None:
+            roots = [pid]
+        else:
+            # The container's top processes: those whose parent is outside it (its
+            # init, and what `docker exec` started under containerd-shim).
+            inside = {
+                p.pid for p in pipeline.lineage.processes()
+                if p.reaped_at is None and container_matches(resolver(p.cgroup_id, p.pid), container)
+            }
+            roots = sorted(p for p in inside if pipeline.lineage.get(p).ppid not in inside)
+            if pid is not None:
+                roots = [pid] if pid in inside else []
+            if not roots:
+                raise click.BadParameter(f"no process in container {container!r}", param_hint="--container")
+        nodes = [
+            node
+            for root in roots
+            for node in tree.build(
+                pipeline.lineage,
+                findings,
+                pipeline.detector.charged_orphans(),
+                rss_of=lambda p: procfs.memory_of([p]).rss_bytes,
+                resolve_container=resolver,
+                root_pid=root,
+            )
+        ]
     if as_json:
         emit_json({"kind": "tree", "roots": [node.to_record() for node in nodes]})
         return

@@ -15,7 +15,7 @@ from spawnwatch.config import Config, ConfigError, load
 from spawnwatch.events import Snapshot, from_record, to_record
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.recording import RecordingError, RecordingWriter, read_records
-from spawnwatch.sinks import Fanout, Record, Sink
+from spawnwatch.sinks import Fanout, OnlyContainer, Record, Sink
 from spawnwatch.sinks.human import Human
 from spawnwatch.sinks.jsonl import JsonLines
 
@@ -48,12 +48,13 @@ def load_config(path: str | None) -> Config:
               help="Run detection on a recording (from --record or `trace --record`) instead of the kernel; no root needed.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), metavar="PORT",
               help="Serve Prometheus metrics on 127.0.0.1:PORT (labels: rule, signature, container).")
+@click.option("--container", metavar="NAME", help="Only alerts about this container (name or id prefix).")
 @click.option("--webhook", metavar="URL",
               help="POST every alert to URL (Alertmanager's format when URL ends in /api/v2/alerts).")
 @json_option
 @one_line_errors
 def command(duration: float | None, config_path: str | None, record: str | None, replay: str | None,
-            metrics_port: int | None, webhook: str | None, as_json: bool) -> None:
+            metrics_port: int | None, container: str | None, webhook: str | None, as_json: bool) -> None:
     """Catch processes that keep spawning identical children and never clean them up.
 
     Children are grouped by spawner and signature (argv normalised: `npx -y
@@ -77,6 +78,7 @@ def command(duration: float | None, config_path: str | None, record: str | None,
       sudo spawnwatch watch --json --duration 60 --record leak.msgpack
       spawnwatch watch --replay leak.msgpack --json
       sudo spawnwatch watch --metrics-port 9464 --webhook http://127.0.0.1:9093/api/v2/alerts
+      sudo spawnwatch watch --container metamcp
     """
     if replay and (record or duration is not None):
         raise click.UsageError("--replay reads a finished recording: --record and --duration do not apply")
@@ -96,7 +98,9 @@ def command(duration: float | None, config_path: str | None, record: str | None,
             from spawnwatch.sinks.webhook import Webhook
 
             sinks.append(Webhook(webhook, on_error=log))
-        sink = Fanout(sinks)
+        sink: Sink = Fanout(sinks)
+        if container is not None:
+            sink = OnlyContainer(sink, container)
         stack.callback(sink.close)
         if replay:
             watch_recording(config, replay, sink)

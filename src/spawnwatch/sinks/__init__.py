@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from spawnwatch.filters import container_matches
+
 Record = dict[str, Any]
 
 
@@ -30,3 +32,19 @@ class Fanout:
     def close(self) -> None:
         for sink in self.sinks:
             sink.close()
+
+
+class OnlyContainer:
+    """Passes alerts of one container (by name or id prefix), and every record
+    that is not an alert (ready, stats)."""
+
+    def __init__(self, sink: Sink, wanted: str) -> None:
+        self.sink = sink
+        self.wanted = wanted
+
+    def send(self, record: Record) -> None:
+        if record.get("kind") != "alert" or container_matches(record.get("container"), self.wanted):
+            self.sink.send(record)
+
+    def close(self) -> None:
+        self.sink.close()
