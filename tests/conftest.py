@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def spawnwatch_cmd() -> list[str]:
     """argv prefix that runs this checkout's CLI with the test interpreter."""
     return [sys.executable, "-m", "spawnwatch"]
+
+
+def wait_for(condition, what: str, deadline: float = 30.0, interval: float = 0.05):
+    """Poll `condition` until it returns something truthy (returned); a generous
+    deadline, never a timing assertion."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
 
 
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:

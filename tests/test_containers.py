@@ -4,10 +4,11 @@ fake /proc and cgroup tree, and a real Docker engine (marker `docker`)."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
+
+from conftest import wait_for
 
 from spawnwatch.adapters import procfs
 from spawnwatch.adapters.containers import (
@@ -168,15 +169,6 @@ def container_pids(container_id: str) -> list[int]:
     pids = map(int, filter(str.isdigit, os.listdir("/proc")))
     return [pid for pid in pids if container_id in procfs.cgroup_path(pid)]
 
-
-def wait_for(condition, what: str, deadline: float = 30.0):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.mark.docker

@@ -11,6 +11,8 @@ import time
 
 import psutil
 import pytest
+
+from conftest import wait_for
 from click.testing import CliRunner
 
 from spawnwatch.adapters import procfs
@@ -97,15 +99,6 @@ wait
 """
 CHILD_SIGNATURE = "sh -c 'sleep 1001 & wait'"
 
-
-def wait_for(condition, what: str, deadline: float = 30.0):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def alive(pid: int) -> bool:

@@ -7,11 +7,12 @@ import io
 import json
 import shlex
 import tarfile
-import time
 import uuid
 
 import psutil
 import pytest
+
+from conftest import wait_for
 from click.testing import CliRunner
 
 from spawnwatch.adapters.containers import ContainerInfo
@@ -118,15 +119,6 @@ def test_the_human_view_shows_the_same_report() -> None:
 # --- real processes ---------------------------------------------------------------------------
 
 
-def wait_for(condition, what: str, deadline: float = 60.0):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
 
 def invoke(cmd, *args: str) -> dict:
     result = CliRunner().invoke(cmd, [*args, "--json"], catch_exceptions=False)
@@ -147,7 +139,7 @@ def test_a_leak_found_from_proc_alone_ends_with_the_recommended_command() -> Non
         start_new_session=True,
     )
     try:
-        wait_for(lambda: len(live_children(parent.pid)) == 10, "ten children")
+        wait_for(lambda: len(live_children(parent.pid)) == 10, "ten children", deadline=60.0)
         report = invoke(report_command)
         (group,) = [g for g in report["host"]["groups"] if g["spawner"]["pid"] == parent.pid]
         assert group["processes"] == 10 and group["rss_bytes"] > 0
@@ -158,7 +150,7 @@ def test_a_leak_found_from_proc_alone_ends_with_the_recommended_command() -> Non
         newest = max(live_children(parent.pid), key=lambda pid: (psutil.Process(pid).create_time(), pid))
         ended = invoke(reap_command, *argv[2:], "--yes")
         assert len(ended["ended"]) == 9 and ended["kept"] == [newest]
-        wait_for(lambda: live_children(parent.pid) == [newest], "only the newest child left")
+        wait_for(lambda: live_children(parent.pid) == [newest], "only the newest child left", deadline=60.0)
     finally:
         for child in psutil.Process(parent.pid).children():
             child.kill()
@@ -204,7 +196,7 @@ def test_containers_their_groups_and_dockers_leftovers(docker_env) -> None:  # n
             by_id = {c["id"]: c for c in report["containers"]}
             return report if limited in by_id and by_id[limited]["processes"] == 4 else None
 
-        report = wait_for(seen, "the containers in the report")
+        report = wait_for(seen, "the containers in the report", deadline=60.0)
         by_id = {c["id"]: c for c in report["containers"]}
         box = by_id[limited]
         assert box["memory_limit_bytes"] == 256 * MIB and box["pids_limit"] == 100
