@@ -2,18 +2,21 @@
 # Build a Debian 12 (bookworm) box for vagrant-libvirt from Debian's archive alone and
 # register it with Vagrant, for machines that cannot reach Vagrant Cloud.
 #
-#   vagrant/build-box.sh NAME        (root; `make vagrant-box` picks NAME)
+#   vagrant/build-box.sh NAME GUEST_REPO     (root; `make vagrant-box` picks both)
 #
 # The box: debootstrap'ed bookworm with the cloud kernel, systemd, systemd-networkd
 # (DHCP), openssh-server and a `vagrant` user holding Vagrant's insecure public key,
 # on one ext4 partition booted by extlinux, as qcow2.  It also carries every package
 # in guest-packages.txt plus the headers of its own kernel, so provisioning works
-# without network.  Older boxes of the same family (NAME minus its last -suffix) are
+# without network, and the leak reproduction's container image in its Docker store
+# (built as GUEST_REPO/scripts/build-test-image.sh will want it).  Older boxes of the same family (NAME minus its last -suffix) are
 # removed once NAME is registered.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-name=${1:?usage: build-box.sh BOX_NAME}
+repo=$(dirname "$here")
+name=${1:?usage: build-box.sh BOX_NAME GUEST_REPO}
+guest_repo=${2:?usage: build-box.sh BOX_NAME GUEST_REPO}
 mirror=${SPAWNWATCH_BOX_MIRROR:-http://deb.debian.org/debian}
 disk_size=${SPAWNWATCH_BOX_DISK:-8G}
 cache=${SPAWNWATCH_BOX_CACHE:-/var/cache/spawnwatch-box}
@@ -22,7 +25,7 @@ root="$work/root"
 partition_offset=$((1024 * 1024))
 insecure_key=$(dpkg -L vagrant 2>/dev/null | grep -m1 '/keys/vagrant\.pub$' || true)
 
-say() { printf 'build-box: %s\n' "$*" >&2; }
+say() { printf 'build-box: [%3d s] %s\n' "$SECONDS" "$*" >&2; }
 
 if [ "$(id -u)" -ne 0 ]; then
     say "must run as root (debootstrap, loop mounts)"
@@ -34,8 +37,13 @@ if [ -z "$insecure_key" ] || [ ! -r "$insecure_key" ]; then
 fi
 
 mounts=()
+dockerd_pid=""
 cleanup() {
     local i
+    if [ -n "$dockerd_pid" ]; then
+        kill "$dockerd_pid" 2>/dev/null || true
+        wait "$dockerd_pid" || true
+    fi
     for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do
         umount -l "${mounts[i]}" 2>/dev/null || true
     done
@@ -120,6 +128,29 @@ chmod 0440 "$root/etc/sudoers.d/vagrant"
 install -d -m 0700 -o 1000 -g 1000 "$root/home/vagrant/.ssh"
 install -m 0600 -o 1000 -g 1000 "$insecure_key" "$root/home/vagrant/.ssh/authorized_keys"
 
+# The reproduction's image takes minutes to build under emulation, so build it now, from
+# the box's own busybox, node and npm, into the box's Docker store, with a dockerd of this
+# host (Debian 12's, like the box's).  The script runs from the path the guest will have
+# it at, which is part of the image's digest: the guest then finds the image ready.
+say "building the reproduction's container image"
+docker_run="$work/docker"
+mkdir -p "$docker_run" "$root$guest_repo/scripts"
+cp "$repo/scripts/build-test-image.sh" "$root$guest_repo/scripts/"
+mount_at "$root/run/spawnwatch-box" --bind "$docker_run"
+dockerd --data-root "$root/var/lib/docker" --exec-root "$docker_run/exec" --pidfile "$docker_run/dockerd.pid" \
+    --host "unix://$docker_run/docker.sock" --iptables=false --bridge=none >"$work/dockerd.log" 2>&1 &
+dockerd_pid=$!
+for _ in $(seq 60); do
+    docker --host "unix://$docker_run/docker.sock" info >/dev/null 2>&1 && break
+    sleep 1
+done
+in_root env DOCKER_HOST=unix:///run/spawnwatch-box/docker.sock "$guest_repo/scripts/build-test-image.sh" \
+    >/dev/null 2>"$work/image.log" || { cat "$work/dockerd.log" "$work/image.log" >&2; exit 1; }
+kill "$dockerd_pid"
+wait "$dockerd_pid" || true
+dockerd_pid=""
+rm -rf "${root:?}${guest_repo:?}"
+
 say "installing extlinux"
 mkdir -p "$root/boot/extlinux"
 cat >"$root/boot/extlinux/extlinux.conf" <<EOF
@@ -159,7 +190,8 @@ vagrant box list --machine-readable | awk -F, '$3 == "box-name" {print $4}' | wh
     if [ "$old" != "$name" ] && [ "${old%-*}" = "$family" ]; then
         say "removing the old box $old"
         vagrant box remove --force --all "$old" >/dev/null || true
-        volume="${old//\//-VAGRANTSLASH-}_vagrant_box_image_0_box.img"
-        virsh -q vol-delete --pool default "$volume" >/dev/null 2>&1 || true
+        virsh -q vol-list --pool default --name 2>/dev/null |
+            { grep -F "${old//\//-VAGRANTSLASH-}_vagrant_box_image_" || true; } |
+            while read -r volume; do virsh -q vol-delete --pool default "$volume" >/dev/null; done
     fi
 done

@@ -12,7 +12,7 @@ say() { printf 'vagrant-host: %s\n' "$*" >&2; }
 
 install_packages() {
     local wanted=(vagrant vagrant-libvirt libvirt-daemon-system libvirt-clients qemu-system-x86
-        qemu-utils dnsmasq-base iptables rsync libarchive-tools debootstrap extlinux syslinux-common fdisk)
+        qemu-utils dnsmasq-base iptables rsync libarchive-tools debootstrap extlinux syslinux-common fdisk docker.io)
     local missing=() pkg
     for pkg in "${wanted[@]}"; do
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

@@ -8,14 +8,16 @@
 #   vagrant/vm.sh destroy   remove the VM, stop the libvirt daemons host.sh started
 #
 # SPAWNWATCH_BOX picks the box; by default the local one, named after a digest of what
-# builds it, so that a changed build-box.sh or guest-packages.txt makes a new box.
+# goes into it, so that a change to build-box.sh, guest-packages.txt or the image script
+# makes a new box.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 guest_repo=/srv/spawnwatch  # as in the Vagrantfile
 wheels="$here/.cache/wheels"
-local_box="spawnwatch-bookworm-$(cat "$here/build-box.sh" "$here/guest-packages.txt" | sha256sum | cut -c1-12)"
+local_box="spawnwatch-bookworm-$(cat "$here/build-box.sh" "$here/guest-packages.txt" "$repo/scripts/build-test-image.sh" |
+    sha256sum | cut -c1-12)"
 export SPAWNWATCH_BOX=${SPAWNWATCH_BOX:-$local_box}
 export VAGRANT_CWD=$here
 
@@ -34,7 +36,7 @@ box() {
         return 0  # a public box: `vagrant up` downloads it
     fi
     "$here/host.sh" start
-    "$here/build-box.sh" "$SPAWNWATCH_BOX"
+    "$here/build-box.sh" "$SPAWNWATCH_BOX" "$guest_repo"
 }
 
 # The project's Python dependencies as wheels, for a guest without PyPI (provision.sh).
@@ -83,6 +85,7 @@ test_from_scratch() {
         timings+=("$label $((SECONDS - step)) s")
     }
     trap destroy EXIT
+    trap 'exit 1' INT TERM
     vagrant destroy --force >/dev/null
     timed box box
     timed wheels download_wheels
