@@ -190,7 +190,7 @@ vagrant box list --machine-readable | awk -F, '$3 == "box-name" {print $4}' | wh
     if [ "$old" != "$name" ] && [ "${old%-*}" = "$family" ]; then
         say "removing the old box $old"
         vagrant box remove --force --all "$old" >/dev/null || true
-        virsh -q vol-list --pool default --name 2>/dev/null |
+        virsh -q vol-list --pool default 2>/dev/null | awk '{print $1}' |
             { grep -F "${old//\//-VAGRANTSLASH-}_vagrant_box_image_" || true; } |
             while read -r volume; do virsh -q vol-delete --pool default "$volume" >/dev/null; done
     fi

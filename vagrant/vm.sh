@@ -55,8 +55,8 @@ download_wheels() {
 
 vagrant_up() {
     "$here/host.sh" start
-    SPAWNWATCH_LIBVIRT_DRIVER=${SPAWNWATCH_LIBVIRT_DRIVER:-$("$here/host.sh" driver)} \
-        vagrant up --provider=libvirt "$@"
+    "$here/host.sh" driver >/dev/null  # the Vagrantfile reads the answer
+    vagrant up --provider=libvirt "$@"
 }
 
 check() {
@@ -64,6 +64,7 @@ check() {
 }
 
 destroy() {
+    "$here/host.sh" start
     vagrant destroy --force
     "$here/host.sh" stop
 }
@@ -86,6 +87,7 @@ test_from_scratch() {
     }
     trap destroy EXIT
     trap 'exit 1' INT TERM
+    "$here/host.sh" start
     vagrant destroy --force >/dev/null
     timed box box
     timed wheels download_wheels
