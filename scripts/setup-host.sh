@@ -32,8 +32,11 @@ apt_install() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# docker.io and busybox-static: the container tests; shellcheck and vagrant(-libvirt):
+# `make test` lints the scripts and validates the Vagrantfile (booting a VM is
+# `make vagrant-test`, which installs the rest through vagrant/host.sh).
 apt_install python3-bpfcc python3-venv python3-pip bpftool busybox-static docker.io shellcheck \
-    build-essential
+    build-essential vagrant vagrant-libvirt
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     apt_install nodejs npm
 fi
