@@ -31,13 +31,19 @@ fi
 node=$(readlink -f "$node")
 # npm is a symlink to <prefix>/lib/node_modules/npm/bin/npm-cli.js
 npm_dir=$(dirname "$(dirname "$(readlink -f "$npm_cli")")")
+# Debian's own nodejs keeps modules node loads at start-up, and npm's dependencies,
+# outside node_modules: the image needs those trees too where they exist.
+debian_node_dirs=()
+for dir in /usr/share/nodejs "/usr/lib/$(uname -m)-linux-gnu/nodejs"; do
+    [ -d "$dir" ] && debian_node_dirs+=("$dir")
+done
 # Shared libraries of node, including the dynamic loader itself (the line without '=>').
 mapfile -t libs < <(ldd "$node" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }')
 
 inputs_digest=$(
     {
         sha256sum "$0" "$busybox" "$node" "${libs[@]}"
-        find "$npm_dir" -type f -printf '%P %s %T@\n' | sort
+        find "$npm_dir" "${debian_node_dirs[@]}" -type f -printf '%p %s %T@\n' | sort
     } | sha256sum | cut -c1-16
 )
 image="$repository:$inputs_digest"
@@ -67,6 +73,10 @@ for lib in "${libs[@]}"; do
     cp -L "$lib" "$root$lib"
 done
 cp -a "$npm_dir" "$root/usr/lib/node_modules/npm"
+for dir in "${debian_node_dirs[@]}"; do
+    mkdir -p "$root$(dirname "$dir")"
+    cp -a "$dir" "$root$dir"
+done
 ln -sfn ../lib/node_modules/npm/bin/npm-cli.js "$root/usr/bin/npm"
 ln -sfn ../lib/node_modules/npm/bin/npx-cli.js "$root/usr/bin/npx"
 
