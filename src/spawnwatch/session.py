@@ -4,7 +4,6 @@ this loop; what they do with the events is theirs."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -19,6 +18,7 @@ from spawnwatch.filters import CommFilter, SubtreeFilter, container_matches
 from spawnwatch.probe import Probe, ProbeError
 from spawnwatch.recording import RecordingWriter
 from spawnwatch.render import EVENT_HEADER, EventLines
+from spawnwatch.sinks.jsonl import write_json_line
 
 POLL_INTERVAL = 0.05  # seconds between ring drains: ~3 MB of a fork storm
 
@@ -89,7 +89,7 @@ def stats_line(stats: dict) -> str:
 
 
 def write_json(record: dict) -> None:
-    sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
+    write_json_line(record, sys.stdout)
 
 
 class ContainerMemo:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from typing import Any, Callable
 
 import click
+
+from spawnwatch.sinks.jsonl import write_json_line
 
 EXIT_RUNTIME = 1
 EXIT_CANNOT_TRACE = 3
@@ -36,7 +37,7 @@ def duration_option(f: Callable) -> Callable:
 
 
 def emit_json(record: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(record, separators=(",", ":")) + "\n")
+    write_json_line(record, sys.stdout)
 
 
 def log(message: str) -> None:

@@ -8,12 +8,17 @@ from typing import TextIO
 from spawnwatch.sinks import Record
 
 
+def write_json_line(record: Record, stream: TextIO) -> None:
+    """The one place a record becomes a `--json` line."""
+    stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+
+
 class JsonLines:
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
 
     def send(self, record: Record) -> None:
-        self.stream.write(json.dumps(record, separators=(",", ":")) + "\n")
+        write_json_line(record, self.stream)
         self.stream.flush()
 
     def close(self) -> None:
