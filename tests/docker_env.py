@@ -11,9 +11,13 @@ A missing prerequisite skips (fails in CI) via conftest.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -108,3 +112,80 @@ def docker_env(docker_session: DockerEnv) -> Iterator[DockerEnv]:
     for container_id in docker_session.containers[started_before:]:
         docker_session.remove(container_id)
     del docker_session.containers[started_before:]
+
+
+class PrivateEngine:
+    """A dockerd of the test's own (socket, data and exec roots in a temp dir), which the
+    test may stop and start again without touching the engine other tests share.  Its one
+    image is busybox alone, imported from the host's busybox-static."""
+
+    IMAGE = "spawnwatch-busybox:test"
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.host = f"unix://{root}/docker.sock"
+        self.pidfile = root / "dockerd.pid"
+        self.process: subprocess.Popen | None = None
+
+    def cli(self, *args: str, stdin: bytes | None = None) -> str:
+        result = subprocess.run([DOCKER_CLI, *args], capture_output=True, input=stdin, timeout=120,
+                                env={**os.environ, "DOCKER_HOST": self.host})
+        if result.returncode != 0:
+            raise AssertionError(f"docker {' '.join(args)} failed: {result.stderr.decode().strip()}")
+        return result.stdout.decode().strip()
+
+    def start(self) -> None:
+        log = open(self.root / "dockerd.log", "ab")
+        self.process = subprocess.Popen(
+            ["dockerd", "--host", self.host, "--data-root", str(self.root / "data"),
+             "--exec-root", str(self.root / "exec"), "--pidfile", str(self.pidfile),
+             "--iptables=false", "--ip-masq=false", "--bridge=none"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + 60
+        while subprocess.run([DOCKER_CLI, "info"], capture_output=True,
+                             env={**os.environ, "DOCKER_HOST": self.host}).returncode != 0:
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                tail = (self.root / "dockerd.log").read_text()[-2000:]
+                raise AssertionError(f"private dockerd did not answer: {tail}")
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        if self.process is None:
+            return
+        self.process.terminate()
+        self.process.wait(timeout=60)
+        self.process = None
+
+    def import_busybox(self) -> str:
+        image_root = self.root / "image"
+        (image_root / "bin").mkdir(parents=True)
+        shutil.copy("/bin/busybox", image_root / "bin" / "busybox")
+        for applet in ("sh", "sleep"):
+            (image_root / "bin" / applet).symlink_to("busybox")
+        tarball = subprocess.run(["tar", "-C", str(image_root), "-c", "."], capture_output=True, check=True).stdout
+        self.cli("import", "--change", "ENV PATH=/bin", "-", self.IMAGE, stdin=tarball)
+        return self.IMAGE
+
+
+@pytest.fixture
+def private_engine() -> Iterator[PrivateEngine]:
+    if os.geteuid() != 0:
+        missing_prerequisite("starting a dockerd needs root")
+    for tool, path in (("dockerd", shutil.which("dockerd")), ("busybox-static", "/bin/busybox")):
+        if not path or not os.path.exists(path):
+            missing_prerequisite(f"{tool} is not installed (sudo make setup)")
+    # A short path: the socket's must fit in sun_path (108 bytes).
+    engine = PrivateEngine(Path(tempfile.mkdtemp(prefix="sw-dockerd-")))
+    engine.start()
+    try:
+        yield engine
+    finally:
+        if engine.process is None:
+            engine.start()  # a test that stopped it: containers left running must still go
+        leftovers = engine.cli("ps", "-aq").split()
+        if leftovers:
+            engine.cli("rm", "-f", *leftovers)
+        engine.stop()
+        subprocess.run(["rm", "-rf", str(engine.root)], check=False)

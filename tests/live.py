@@ -14,9 +14,10 @@ from typing import Callable
 
 
 class LiveCommand:
-    def __init__(self, *args: str, ready_timeout: float = 60.0) -> None:
+    def __init__(self, *args: str, ready_timeout: float = 60.0, env: dict[str, str] | None = None) -> None:
         self.argv = [sys.executable, "-m", "spawnwatch", *args]
         self.ready_timeout = ready_timeout
+        self.env = env
         self.records: list[dict] = []
         self.stderr = ""
         self.returncode: int | None = None
@@ -24,7 +25,7 @@ class LiveCommand:
 
     def __enter__(self) -> "LiveCommand":
         self.proc = subprocess.Popen(
-            self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1
+            self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1, env=self.env
         )
         self._ready = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)

@@ -129,6 +129,18 @@ def test_without_an_engine_containers_show_by_short_id(host: FakeHost) -> None:
     assert host.resolver()(container_cgroup) == expected
 
 
+def test_a_container_named_without_the_engine_is_not_a_settled_answer(host: FakeHost) -> None:
+    """An engine that is restarting may name it soon: a memoizing caller must ask again.
+    A host cgroup is settled: no engine will ever make it a container."""
+    container_cgroup = host.cgroup(f"/docker/{ID}")
+    host.process(100, f"0::/docker/{ID}\n")
+    host.process(200, "0::/user.slice\n")
+    resolver = host.resolver()
+    settled, info = resolver.lookup(container_cgroup, 100)
+    assert (settled, info.name, info.from_engine) == (False, ID[:12], False)
+    assert resolver.lookup(host.cgroup("/user.slice"), 200) == (True, None)
+
+
 def test_a_reused_pid_does_not_move_a_cgroup_into_another_container(host: FakeHost) -> None:
     container_cgroup = host.cgroup(f"/docker/{ID}")
     host.cgroup(f"/docker/{OTHER}")

@@ -103,6 +103,9 @@ class ContainerInfo:
     memory_limit: int | None = None  # bytes; None: no limit (or unknown)
     pids_limit: int | None = None
     pid: int | None = None  # host pid of the container's first process, when running
+    # False when only the cgroup path named it (no engine answered): an engine that
+    # comes back later can still give its name and image.
+    from_engine: bool = True
 
     def as_contract(self) -> dict[str, Any]:
         """The container object of alerts and events."""
@@ -130,7 +133,7 @@ def info_from_inspect(inspect: dict[str, Any]) -> ContainerInfo:
 
 def info_from_cgroup(ref: CgroupContainer) -> ContainerInfo:
     """What is known without an engine: the id, and a name made from it."""
-    return ContainerInfo(id=ref.id, name=ref.id[:SHORT_ID], runtime=ref.runtime)
+    return ContainerInfo(id=ref.id, name=ref.id[:SHORT_ID], runtime=ref.runtime, from_engine=False)
 
 
 # --- /proc and the cgroup tree ------------------------------------------------------------
@@ -286,20 +289,24 @@ class DockerEngine:
         ]
 
     def events(self) -> Any:
-        """A blocking, closable stream of container events (decoded dicts), or None."""
-        # A client of its own: the stream holds its connection for as long as it runs.
-        api = self._api()
-        if api is None:
-            return None
+        """A blocking, closable stream of container events (decoded dicts), or None.
+
+        Tried even while lookups are held off after a failure: it runs in the
+        background, and it is how a restarted engine is noticed.  Opening it lifts
+        the hold-off, so lookups reach the engine again at once."""
         import docker
 
         try:
-            client = docker.APIClient(**self._connection(), version=api.api_version, timeout=None)
-            return client.events(decode=True, filters={"type": "container"})
-        except Exception as exc:  # noqa: BLE001
+            # A client of its own: the stream holds its connection for as long as it runs.
+            client = docker.APIClient(**self._connection(), version="auto", timeout=None)
+            stream = client.events(decode=True, filters={"type": "container"})
+        except Exception as exc:  # noqa: BLE001 - no engine (yet, or any more)
             with self._lock:
                 self._mark_down(exc)
             return None
+        with self._lock:
+            self._down_until = 0.0
+        return stream
 
 
 # --- the resolver -----------------------------------------------------------------------------
@@ -376,8 +383,9 @@ class ContainerResolver:
 
     def lookup(self, cgroup_id: int, pid: int | None = None) -> tuple[bool, ContainerInfo | None]:
         """(settled, container): settled is False when neither /proc nor the cgroup
-        tree could tell yet (the pid is gone, the tree walk is rate-limited), so a
-        caller that memoizes answers knows to ask again."""
+        tree could tell yet (the pid is gone, the tree walk is rate-limited), or when
+        only the cgroup path named the container (no engine answered: it may be
+        restarting), so a caller that memoizes answers knows to ask again."""
         with self._lock:
             ref = self._by_cgroup.get_fresh(cgroup_id, _UNKNOWN) if cgroup_id else _UNKNOWN
         if ref is _UNKNOWN and pid:
@@ -386,7 +394,10 @@ class ContainerResolver:
             ref = self._from_tree(cgroup_id)
         if ref is _UNKNOWN:
             return False, None
-        return True, (None if ref is None else self._describe(ref))
+        if ref is None:
+            return True, None
+        info = self._describe(ref)
+        return info.from_engine, info
 
     def container(self, container_id: str) -> ContainerInfo | None:
         """A container by (full) id, from the cache or the engine."""
@@ -496,8 +507,14 @@ class ContainerResolver:
             self._thread.join(timeout=5)
             self._thread = None
 
+    # How long the follower waits between attempts to reach the engine: short, so a
+    # restarted engine names new containers within seconds; a refused connect to a
+    # unix socket costs microseconds.
+    RECONNECT_MIN_S = 0.5
+    RECONNECT_MAX_S = 5.0
+
     def _follow(self) -> None:
-        backoff = 1.0
+        backoff = self.RECONNECT_MIN_S
         while not self._stop.is_set():
             stream = self._engine.events()
             if stream is not None:
@@ -505,7 +522,7 @@ class ContainerResolver:
                 if self._stop.is_set():  # close() ran before the stream was there to close
                     stream.close()
                     break
-                backoff = 1.0
+                backoff = self.RECONNECT_MIN_S
                 # Containers started before (or while reconnecting) send no event.
                 for info in self._engine.containers():
                     self._remember(info)
@@ -518,7 +535,7 @@ class ContainerResolver:
                 self.following.clear()
                 self._stream = None
             self._stop.wait(backoff)
-            backoff = min(backoff * 2, 30.0)
+            backoff = min(backoff * 2, self.RECONNECT_MAX_S)
 
     def _on_event(self, event: dict[str, Any]) -> None:
         action = event.get("Action") or event.get("status") or ""
