@@ -11,7 +11,7 @@ help:
 	@echo "sudo make demo    reproduce the MCP child leak and watch spawnwatch catch it"
 	@echo "sudo make test    run every test on the real kernel"
 	@echo "sudo make setup   install what both need (idempotent)"
-	@echo "make unit         the tests that need no root"
+	@echo "make unit         the tests that need no root (PYTHON=python3.10 for another interpreter)"
 	@echo "sudo make bench   fork-storm benchmark: lost events and ns/event per BPF program"
 	@echo "sudo make vagrant-demo / vagrant-test / vagrant-destroy   the leak in a throwaway VM"
 
@@ -25,8 +25,14 @@ setup: check-root
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# `make unit PYTHON=/path/to/python3.10`: the same tests under another interpreter,
+# in a venv of its own (no bcc there: these tests need none).
+PYTHON ?=
+UNIT_VENV = $(if $(PYTHON),.venv-$(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])'),$(VENV))
+
 unit:
-	$(PY) -m pytest -m "not root and not docker and not npm" $(PYTEST_ARGS)
+	@if [ -n "$(PYTHON)" ]; then scripts/unit-venv.sh "$(PYTHON)" "$(UNIT_VENV)"; fi
+	$(UNIT_VENV)/bin/python -m pytest -m "not root and not docker and not npm" $(PYTEST_ARGS)
 
 demo: setup
 	PY=$(PY) scripts/demo.sh
@@ -37,4 +43,4 @@ bench: setup
 include vagrant/vagrant.mk
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info .pytest_cache
+	rm -rf $(VENV) .venv-3.* build dist src/*.egg-info .pytest_cache

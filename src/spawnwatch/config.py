@@ -8,12 +8,17 @@ numbers and bad regexes are errors that name the file and the key.
 from __future__ import annotations
 
 import re
-import tomllib
+import sys
 import typing
 from dataclasses import MISSING, dataclass, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, from PyPI
+    import tomli as tomllib
 
 from spawnwatch.alerts import AlertPolicy
 from spawnwatch.detect import Accumulating, DetectSettings, OomRule, Orphaned, SpawnRate, Zombie

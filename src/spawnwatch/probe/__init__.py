@@ -19,10 +19,6 @@ from typing import Callable
 from spawnwatch.events import Event, Exec, Fork, Oom, Reap
 from spawnwatch.probe import layout, preflight
 
-# Debian's bcc sees only the system site-packages; the path below works from the
-# source tree (editable installs) and SPAWNWATCH_BPF_DIR overrides it.
-BPF_DIR = Path(os.environ.get("SPAWNWATCH_BPF_DIR", Path(__file__).resolve().parents[3] / "bpf"))
-MAIN_SOURCE = "spawnwatch.bpf.c"
 _LOCAL_INCLUDE = re.compile(r'^#include "([^"]+)"\s*$')
 
 
@@ -30,11 +26,12 @@ class ProbeError(RuntimeError):
     """Tracing cannot start; the message is one line and says how to fix it."""
 
 
-def program_text(bpf_dir: Path = BPF_DIR) -> str:
+def program_text(bpf_dir: Path | None = None) -> str:
     """The one text bcc compiles: local includes expanded in place.
 
     bcc generates the `args` struct of a TRACEPOINT_PROBE only for probes it
     sees in the main text, so the per-hook files cannot stay separate includes."""
+    bpf_dir = bpf_dir or preflight.bpf_dir()
 
     def expand(name: str, seen: tuple[str, ...]) -> str:
         if name in seen:
@@ -46,7 +43,7 @@ def program_text(bpf_dir: Path = BPF_DIR) -> str:
         return "\n".join(lines)
 
     try:
-        return expand(MAIN_SOURCE, ())
+        return expand(preflight.BPF_MAIN_SOURCE, ())
     except FileNotFoundError as exc:
         raise ProbeError(f"BPF sources not found: {exc.filename} (set SPAWNWATCH_BPF_DIR)") from exc
 

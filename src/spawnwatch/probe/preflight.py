@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 TRACEFS_ROOTS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
+BPF_MAIN_SOURCE = "spawnwatch.bpf.c"
 
 # (category, event) of every tracepoint the BPF side attaches to.
 TRACEPOINTS = (
@@ -34,6 +35,20 @@ class Check:
     detail: str
     fix: str = ""
     required: bool = True  # False: informational, tracing works without it
+
+
+def bpf_dir() -> Path:
+    """Where the BPF sources are: $SPAWNWATCH_BPF_DIR, else inside the installed
+    package (a wheel ships bpf/ as spawnwatch/bpf), else the source tree's bpf/
+    (an editable install runs from the checkout)."""
+    override = os.environ.get("SPAWNWATCH_BPF_DIR")
+    if override:
+        return Path(override)
+    package = Path(__file__).resolve().parents[1]
+    for candidate in (package / "bpf", package.parents[1] / "bpf"):
+        if (candidate / BPF_MAIN_SOURCE).is_file():
+            return candidate
+    return package / "bpf"
 
 
 def tracefs() -> Path | None:
@@ -59,6 +74,19 @@ def tracepoint_fields(category: str, event: str) -> set[str]:
             declaration = line[len("field:") :].split(";", 1)[0]
             fields.add(declaration.split()[-1].split("[", 1)[0])
     return fields
+
+
+def check_bpf_sources() -> Check:
+    main = bpf_dir() / BPF_MAIN_SOURCE
+    if main.is_file():
+        return Check("BPF sources", True, f"{main.parent}")
+    return Check(
+        "BPF sources",
+        False,
+        f"{main} is missing",
+        "reinstall spawnwatch from its wheel or checkout (bpf/ ships inside the package), "
+        "or point SPAWNWATCH_BPF_DIR at a copy of the repository's bpf/",
+    )
 
 
 def check_root() -> Check:
@@ -183,6 +211,7 @@ REQUIRED: tuple[Callable[[], Check], ...] = (
     check_tracepoints,
     check_bcc,
     check_headers,
+    check_bpf_sources,
 )
 DOCTOR: tuple[Callable[[], Check], ...] = REQUIRED + (check_ring_buffer, check_btf, check_docker)
 
