@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from collections import Counter
 from contextlib import ExitStack
@@ -50,11 +51,16 @@ def load_config(path: str | None) -> Config:
               help="Serve Prometheus metrics on 127.0.0.1:PORT (labels: rule, signature, container).")
 @click.option("--container", metavar="NAME", help="Only alerts about this container (name or id prefix).")
 @click.option("--webhook", metavar="URL",
-              help="POST every alert to URL (Alertmanager's format when URL ends in /api/v2/alerts).")
+              help="POST every alert to URL; an Alertmanager when URL ends in /api/v2/alerts (its API, active "
+                   "alerts re-sent every --resend-every seconds).")
+@click.option("--resend-every", type=click.FloatRange(min=1), default=60.0, show_default=True, metavar="SECONDS",
+              help="How often an Alertmanager is told again of every active alert (keep it below its "
+                   "resolve_timeout, 5 min by default).")
 @json_option
 @one_line_errors
 def command(duration: float | None, config_path: str | None, record: str | None, replay: str | None,
-            metrics_port: int | None, container: str | None, webhook: str | None, as_json: bool) -> None:
+            metrics_port: int | None, container: str | None, webhook: str | None, resend_every: float,
+            as_json: bool) -> None:
     """Catch processes that keep spawning identical children and never clean them up.
 
     Children are grouped by spawner and signature (argv normalised: `npx -y
@@ -95,9 +101,7 @@ def command(duration: float | None, config_path: str | None, record: str | None,
             sinks.append(metrics)
             log(f"metrics on http://127.0.0.1:{metrics.port}/metrics")
         if webhook:
-            from spawnwatch.sinks.webhook import Webhook
-
-            sinks.append(Webhook(webhook, on_error=log))
+            sinks.append(webhook_sink(webhook, resend_every, metrics))
         sink: Sink = Fanout(sinks)
         if container is not None:
             sink = OnlyContainer(sink, container)
@@ -106,6 +110,18 @@ def command(duration: float | None, config_path: str | None, record: str | None,
             watch_recording(config, replay, sink)
         else:
             watch_live(config, sink, duration, record, stack, metrics)
+
+
+def webhook_sink(url: str, resend_every: float, metrics: Any) -> Sink:
+    from spawnwatch.sinks.alertmanager import Alertmanager, is_alertmanager_url
+    from spawnwatch.sinks.webhook import Webhook
+
+    if not is_alertmanager_url(url):
+        return Webhook(url, on_error=log)
+    host = socket.gethostname()
+    # Alertmanager shows it as the alert's source: this watcher's metrics when it serves them.
+    generator = f"http://{host}:{metrics.port}/metrics" if metrics is not None else f"urn:spawnwatch:{host}"
+    return Alertmanager(url, generator_url=generator, resend_every_s=resend_every, host=host, on_error=log)
 
 
 def watch_recording(config: Config, path: str, sink: Sink) -> None:
