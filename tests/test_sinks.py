@@ -14,7 +14,7 @@ import pytest
 from spawnwatch.sinks import Fanout
 from spawnwatch.sinks.human import Human, render_alert
 from spawnwatch.sinks.jsonl import JsonLines
-from spawnwatch.sinks.prometheus import Metrics
+from spawnwatch.sinks.prometheus import Metrics, MetricsAddressError, parse_address
 from spawnwatch.sinks.alertmanager import Alertmanager
 from spawnwatch.sinks.webhook import Webhook
 
@@ -64,18 +64,14 @@ def scrape(port: int) -> str:
 
 
 def test_prometheus_exposes_alerts_with_low_cardinality_labels():
-    metrics = Metrics(port=0)
+    metrics = Metrics()
     try:
         metrics.send(alert())
-        metrics.send({"kind": "stats", "events": {"fork": 7, "exec": 5}, "lost": 2})
-        metrics.progress({"events": {"fork": 9}, "lost": 2}, {"processes": 120, "evicted": 3})
         text = scrape(metrics.port)
         labels = 'container="metamcp",rule="accumulating",signature="npm exec magic"'
         assert f"spawnwatch_alert_firing{{{labels}}} 1.0" in text
         assert f"spawnwatch_alert_live{{{labels}}} 20.0" in text
         assert 'spawnwatch_alerts_total{rule="accumulating"} 1.0' in text
-        assert 'spawnwatch_events{kind="fork"} 9.0' in text and "spawnwatch_events_lost 2.0" in text
-        assert 'spawnwatch_table{counter="evicted"} 3.0' in text
         assert "4242" not in text and "supervisor.js" not in text and "5001" not in text
         metrics.send(alert(live=25))  # an update is not a new alert
         metrics.send(alert("resolved"))
@@ -86,12 +82,59 @@ def test_prometheus_exposes_alerts_with_low_cardinality_labels():
         metrics.close()
 
 
-def test_prometheus_listens_on_loopback_only():
-    metrics = Metrics(port=0)
+def test_prometheus_counters_are_the_sessions_totals_and_sizes_are_gauges():
+    metrics = Metrics()
+    try:
+        metrics.progress(
+            {"kind": "stats", "events": {"fork": 9, "exec": 5}, "lost": 3, "lost_by_kind": {"fork": 2, "exit": 1},
+             "decode_errors": 4, "notifications": {"sent": 6, "failed": 1, "dropped": 0}},
+            {"processes": 120, "groups": 7, "evicted": 3, "missed_exits": 1},
+        )
+        text = scrape(metrics.port)
+        for line in (
+            'spawnwatch_events_total{kind="fork"} 9.0', 'spawnwatch_events_total{kind="exec"} 5.0',
+            'spawnwatch_events_lost_total{kind="fork"} 2.0', 'spawnwatch_events_lost_total{kind="exit"} 1.0',
+            "spawnwatch_decode_errors_total 4.0",
+            'spawnwatch_notifications_total{result="sent"} 6.0', 'spawnwatch_notifications_total{result="failed"} 1.0',
+            "spawnwatch_processes 120.0", "spawnwatch_groups 7.0",
+            'spawnwatch_table_events_total{event="evicted"} 3.0', 'spawnwatch_table_events_total{event="missed_exits"} 1.0',
+            "# TYPE spawnwatch_events_total counter", "# TYPE spawnwatch_processes gauge",
+        ):
+            assert line in text, line
+        assert 'spawnwatch_build_info{python="' in text and "process_cpu_seconds_total" in text
+        metrics.progress({"events": {"fork": 12}, "lost": 0}, {"processes": 80})
+        text = scrape(metrics.port)
+        assert 'spawnwatch_events_total{kind="fork"} 12.0' in text and "spawnwatch_processes 80.0" in text
+    finally:
+        metrics.close()
+
+
+def test_prometheus_listens_on_loopback_unless_told_otherwise():
+    metrics = Metrics()
     try:
         assert metrics._server.server_address[0] == "127.0.0.1"
     finally:
         metrics.close()
+    everywhere = Metrics(parse_address(":0"))
+    try:
+        assert everywhere._server.server_address[0] == "0.0.0.0"
+        assert "spawnwatch_build_info" in scrape(everywhere.port)  # reached through 127.0.0.1 too
+    finally:
+        everywhere.close()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("9464", ("127.0.0.1", 9464)), (":9464", ("0.0.0.0", 9464)), ("10.0.0.5:9464", ("10.0.0.5", 9464)),
+    ("[::1]:9464", ("::1", 9464)), ("localhost:0", ("localhost", 0)),
+])
+def test_metrics_addresses(text, expected):
+    assert parse_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["::1:9464", "host:port", "host:70000", ""])
+def test_bad_metrics_addresses_say_why(text):
+    with pytest.raises(MetricsAddressError):
+        parse_address(text)
 
 
 class Receiver:
