@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from alertmanager_env import AlertmanagerServer
+from prometheus_env import AlertmanagerServer
 from live import LiveCommand
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -24,7 +24,7 @@ LEAK = "while true; do sleep 1000 & sleep 1.1; done"
 
 @pytest.fixture
 def alertmanager(tmp_path):
-    server = AlertmanagerServer(tmp_path, RESOLVE_TIMEOUT_S)
+    server = AlertmanagerServer(tmp_path, resolve_timeout_s=RESOLVE_TIMEOUT_S)
     yield server
     server.stop()
 

@@ -82,6 +82,26 @@ def test_prometheus_exposes_alerts_with_low_cardinality_labels():
         metrics.close()
 
 
+def test_two_spawners_of_one_signature_are_one_series_until_both_resolve():
+    metrics = Metrics()
+    try:
+        other = {"pid": 777, "ppid": 1, "argv": ["node", "other.js"], "comm": "node"}
+        metrics.send(alert(live=20))
+        metrics.send(alert(live=5, spawner=other))
+        labels = 'container="metamcp",rule="accumulating",signature="npm exec magic"'
+        text = scrape(metrics.port)
+        assert f"spawnwatch_alert_live{{{labels}}} 25.0" in text
+        assert 'spawnwatch_alerts_total{rule="accumulating"} 2.0' in text
+        metrics.send(alert("resolved", spawner=other))
+        text = scrape(metrics.port)
+        assert f"spawnwatch_alert_firing{{{labels}}} 1.0" in text, "the first spawner still leaks"
+        assert f"spawnwatch_alert_live{{{labels}}} 20.0" in text
+        metrics.send(alert("resolved"))
+        assert "spawnwatch_alert_firing{" not in scrape(metrics.port)
+    finally:
+        metrics.close()
+
+
 def test_prometheus_counters_are_the_sessions_totals_and_sizes_are_gauges():
     metrics = Metrics()
     try:

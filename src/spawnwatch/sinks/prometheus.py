@@ -104,6 +104,55 @@ class SessionTotals(Collector):
         yield bookkeeping
 
 
+class ActiveAlerts(Collector):
+    """The alerts firing now, as gauges per (rule, signature, container).  Two spawners
+    leaking one signature in one container share a label set (pids are no labels), so
+    each series aggregates the alerts behind it: the alert ends in Prometheus only when
+    the last of them resolves, and the counts are their sums."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._firing: dict[tuple[Any, ...], Record] = {}  # bounded by the alerts firing at once
+
+    def update(self, record: Record) -> bool:
+        """Take a firing or resolved alert; True when it fires for the first time."""
+        key = (record["rule"], record["signature"], _container(record), record["spawner"]["pid"])
+        with self._lock:
+            if record["state"] == "firing":
+                new = key not in self._firing
+                self._firing[key] = record
+                return new
+            self._firing.pop(key, None)
+            return False
+
+    def collect(self) -> Iterator[Any]:
+        with self._lock:
+            records = list(self._firing.values())
+        sums: dict[tuple[str, str, str], dict[str, int]] = {}
+        for record in records:
+            labels = (record["rule"], record["signature"][:SIGNATURE_LABEL_MAX], _container(record))
+            totals = sums.setdefault(labels, dict.fromkeys(GROUP_FIELDS, 0))
+            for name in GROUP_FIELDS:
+                totals[name] += record[name]
+        firing = GaugeMetricFamily("spawnwatch_alert_firing", "1 while an alert fires", labels=ALERT_LABELS)
+        groups = {
+            name: GaugeMetricFamily(f"spawnwatch_alert_{name}",
+                                    f"{name.replace('_', ' ')} of the groups the alerts are about",
+                                    labels=ALERT_LABELS)
+            for name in GROUP_FIELDS
+        }
+        for labels, totals in sorted(sums.items()):
+            firing.add_metric(labels, 1)
+            for name in GROUP_FIELDS:
+                groups[name].add_metric(labels, totals[name])
+        yield firing
+        yield from groups.values()
+
+
+def _container(record: Record) -> str:
+    return record["container"]["name"] if record.get("container") else ""
+
+
 class Metrics:
     def __init__(self, address: tuple[str, int] = (DEFAULT_HOST, 0)) -> None:
         self.registry = CollectorRegistry()
@@ -112,15 +161,10 @@ class Metrics:
               registry=self.registry).labels(__version__, platform.python_version()).set(1)
         self.totals = SessionTotals()
         self.registry.register(self.totals)
-        self.firing = Gauge("spawnwatch_alert_firing", "1 while the alert fires", ALERT_LABELS, registry=self.registry)
+        self.active = ActiveAlerts()
+        self.registry.register(self.active)
         self.alerts = Counter("spawnwatch_alerts", "Alerts raised (firing for the first time)", ("rule",),
                               registry=self.registry)
-        self.group = {
-            name: Gauge(f"spawnwatch_alert_{name}", f"{name.replace('_', ' ')} of the group an alert is about",
-                        ALERT_LABELS, registry=self.registry)
-            for name in GROUP_FIELDS
-        }
-        self._firing: set[tuple[str, str, str]] = set()  # bounded by the alerts firing at once
         self._server, self._thread = start_http_server(address[1], addr=address[0], registry=self.registry)
         self.host = address[0]
         self.port = self._server.server_port
@@ -131,27 +175,12 @@ class Metrics:
         return f"http://{host}:{self.port}/metrics"
 
     def send(self, record: Record) -> None:
-        if record.get("kind") == "alert":
-            self._alert(record)
+        if record.get("kind") == "alert" and self.active.update(record):
+            self.alerts.labels(record["rule"]).inc()
 
     def progress(self, stats: dict[str, Any], table: dict[str, int] | None = None) -> None:
         """The session's totals so far (and its table's bookkeeping)."""
         self.totals.update(stats, table or {})
-
-    def _alert(self, record: Record) -> None:
-        container = record["container"]["name"] if record.get("container") else ""
-        labels = (record["rule"], record["signature"][:SIGNATURE_LABEL_MAX], container)
-        if record["state"] == "firing":
-            if labels not in self._firing:
-                self._firing.add(labels)
-                self.alerts.labels(record["rule"]).inc()
-            self.firing.labels(*labels).set(1)
-            for name in GROUP_FIELDS:
-                self.group[name].labels(*labels).set(record[name])
-        elif labels in self._firing:
-            self._firing.discard(labels)
-            for gauge in (self.firing, *self.group.values()):
-                gauge.remove(*labels)
 
     def close(self) -> None:
         self._server.shutdown()
