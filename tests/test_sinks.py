@@ -14,8 +14,9 @@ import pytest
 from spawnwatch.sinks import Fanout
 from spawnwatch.sinks.human import Human, render_alert
 from spawnwatch.sinks.jsonl import JsonLines
-from spawnwatch.sinks.prometheus import Metrics
-from spawnwatch.sinks.webhook import Webhook, alertmanager_body
+from spawnwatch.sinks.prometheus import Metrics, MetricsAddressError, parse_address
+from spawnwatch.sinks.alertmanager import Alertmanager
+from spawnwatch.sinks.webhook import Webhook
 
 
 def alert(state: str = "firing", **changes) -> dict:
@@ -63,18 +64,14 @@ def scrape(port: int) -> str:
 
 
 def test_prometheus_exposes_alerts_with_low_cardinality_labels():
-    metrics = Metrics(port=0)
+    metrics = Metrics()
     try:
         metrics.send(alert())
-        metrics.send({"kind": "stats", "events": {"fork": 7, "exec": 5}, "lost": 2})
-        metrics.progress({"events": {"fork": 9}, "lost": 2}, {"processes": 120, "evicted": 3})
         text = scrape(metrics.port)
         labels = 'container="metamcp",rule="accumulating",signature="npm exec magic"'
         assert f"spawnwatch_alert_firing{{{labels}}} 1.0" in text
         assert f"spawnwatch_alert_live{{{labels}}} 20.0" in text
         assert 'spawnwatch_alerts_total{rule="accumulating"} 1.0' in text
-        assert 'spawnwatch_events{kind="fork"} 9.0' in text and "spawnwatch_events_lost 2.0" in text
-        assert 'spawnwatch_table{counter="evicted"} 3.0' in text
         assert "4242" not in text and "supervisor.js" not in text and "5001" not in text
         metrics.send(alert(live=25))  # an update is not a new alert
         metrics.send(alert("resolved"))
@@ -85,29 +82,105 @@ def test_prometheus_exposes_alerts_with_low_cardinality_labels():
         metrics.close()
 
 
-def test_prometheus_listens_on_loopback_only():
-    metrics = Metrics(port=0)
+def test_two_spawners_of_one_signature_are_one_series_until_both_resolve():
+    metrics = Metrics()
+    try:
+        other = {"pid": 777, "ppid": 1, "argv": ["node", "other.js"], "comm": "node"}
+        metrics.send(alert(live=20))
+        metrics.send(alert(live=5, spawner=other))
+        labels = 'container="metamcp",rule="accumulating",signature="npm exec magic"'
+        text = scrape(metrics.port)
+        assert f"spawnwatch_alert_live{{{labels}}} 25.0" in text
+        assert 'spawnwatch_alerts_total{rule="accumulating"} 2.0' in text
+        metrics.send(alert("resolved", spawner=other))
+        text = scrape(metrics.port)
+        assert f"spawnwatch_alert_firing{{{labels}}} 1.0" in text, "the first spawner still leaks"
+        assert f"spawnwatch_alert_live{{{labels}}} 20.0" in text
+        metrics.send(alert("resolved"))
+        assert "spawnwatch_alert_firing{" not in scrape(metrics.port)
+    finally:
+        metrics.close()
+
+
+def test_prometheus_counters_are_the_sessions_totals_and_sizes_are_gauges():
+    metrics = Metrics()
+    try:
+        metrics.progress(
+            {"kind": "stats", "events": {"fork": 9, "exec": 5}, "lost": 3, "lost_by_kind": {"fork": 2, "exit": 1},
+             "decode_errors": 4, "notifications": {"sent": 6, "failed": 1, "dropped": 0}},
+            {"processes": 120, "groups": 7, "evicted": 3, "missed_exits": 1},
+        )
+        text = scrape(metrics.port)
+        for line in (
+            'spawnwatch_events_total{kind="fork"} 9.0', 'spawnwatch_events_total{kind="exec"} 5.0',
+            'spawnwatch_events_lost_total{kind="fork"} 2.0', 'spawnwatch_events_lost_total{kind="exit"} 1.0',
+            "spawnwatch_decode_errors_total 4.0",
+            'spawnwatch_notifications_total{result="sent"} 6.0', 'spawnwatch_notifications_total{result="failed"} 1.0',
+            "spawnwatch_processes 120.0", "spawnwatch_groups 7.0",
+            'spawnwatch_table_events_total{event="evicted"} 3.0', 'spawnwatch_table_events_total{event="missed_exits"} 1.0',
+            "# TYPE spawnwatch_events_total counter", "# TYPE spawnwatch_processes gauge",
+        ):
+            assert line in text, line
+        assert 'spawnwatch_build_info{python="' in text and "process_cpu_seconds_total" in text
+        metrics.progress({"events": {"fork": 12}, "lost": 0}, {"processes": 80})
+        text = scrape(metrics.port)
+        assert 'spawnwatch_events_total{kind="fork"} 12.0' in text and "spawnwatch_processes 80.0" in text
+    finally:
+        metrics.close()
+
+
+def test_prometheus_listens_on_loopback_unless_told_otherwise():
+    metrics = Metrics()
     try:
         assert metrics._server.server_address[0] == "127.0.0.1"
     finally:
         metrics.close()
+    everywhere = Metrics(parse_address(":0"))
+    try:
+        assert everywhere._server.server_address[0] == "0.0.0.0"
+        assert "spawnwatch_build_info" in scrape(everywhere.port)  # reached through 127.0.0.1 too
+    finally:
+        everywhere.close()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("9464", ("127.0.0.1", 9464)), (":9464", ("0.0.0.0", 9464)), ("10.0.0.5:9464", ("10.0.0.5", 9464)),
+    ("[::1]:9464", ("::1", 9464)), ("localhost:0", ("localhost", 0)),
+])
+def test_metrics_addresses(text, expected):
+    assert parse_address(text) == expected
+
+
+@pytest.mark.parametrize("text", ["::1:9464", "host:port", "host:70000", ""])
+def test_bad_metrics_addresses_say_why(text):
+    with pytest.raises(MetricsAddressError):
+        parse_address(text)
 
 
 class Receiver:
     """A real HTTP server on 127.0.0.1 collecting POSTed JSON bodies."""
 
-    def __init__(self, delay: float = 0.0, status: int = 200) -> None:
+    def __init__(self, delay: float = 0.0, statuses: tuple[int, ...] = ()) -> None:
+        """`statuses`: the answers to the first requests, in order; 200 after them."""
         self.bodies: list = []
+        self.client_ports: list[int] = []  # of every request: one port means one reused connection
         self.release = threading.Event()
         receiver = self
+        answers = list(statuses)
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as Alertmanager
+
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 if delay:
                     receiver.release.wait(delay)
-                receiver.bodies.append((self.path, body))
+                receiver.client_ports.append(self.client_address[1])
+                status = answers.pop(0) if answers else 200
+                if status == 200:
+                    receiver.bodies.append((self.path, body))
                 self.send_response(status)
+                self.send_header("Content-Length", "0")
                 self.end_headers()
 
             def log_message(self, *args) -> None:
@@ -138,19 +211,7 @@ def test_webhook_posts_the_alert_record(receiver):
     hook.send(alert())
     hook.send({"kind": "stats", "events": {}, "lost": 0})  # not an alert: not posted
     hook.close()
-    assert receiver.bodies == [("/hook", alert())] and hook.sent == 1
-
-
-def test_webhook_speaks_alertmanager_on_its_api_path(receiver):
-    hook = Webhook(receiver.url("/api/v2/alerts"))
-    hook.send(alert())
-    hook.send(alert("resolved"))
-    hook.close()
-    [(_, firing), (_, resolved)] = receiver.bodies
-    assert firing[0]["labels"]["alertname"] == "spawnwatch_accumulating"
-    assert firing[0]["labels"]["container"] == "metamcp" and "startsAt" in firing[0]
-    assert "endsAt" in resolved[0]
-    assert set(firing[0]["labels"]) == set(alertmanager_body(alert())[0]["labels"])
+    assert receiver.bodies == [("/hook", alert())] and hook.counts() == {"sent": 1, "failed": 0, "dropped": 0}
 
 
 def test_a_slow_receiver_never_blocks_the_sender_and_drops_are_counted():
@@ -159,10 +220,10 @@ def test_a_slow_receiver_never_blocks_the_sender_and_drops_are_counted():
         hook = Webhook(slow.url(), queue_size=4, timeout=30)
         for i in range(50):
             hook.send(alert(live=i))  # returns at once: the queue is bounded, not the caller
-        assert hook.dropped >= 50 - 4 - 1
+        assert hook.counts()["dropped"] >= 50 - 4 - 1
         slow.release.set()
         hook.close()
-        wait_until(lambda: hook.sent == 50 - hook.dropped)
+        wait_until(lambda: hook.counts()["sent"] == 50 - hook.counts()["dropped"])
     finally:
         slow.close()
 
@@ -172,7 +233,64 @@ def test_a_failing_receiver_is_reported_not_raised():
     refused = Receiver()
     url = refused.url()
     refused.close()  # nothing listens there any more
-    hook = Webhook(url, on_error=errors.append, timeout=2)
+    hook = Webhook(url, on_error=errors.append, timeout=2, retries=1)
     hook.send(alert())
     hook.close()
-    assert hook.failed == 1 and errors and url in errors[0]
+    assert hook.counts()["failed"] == 1 and errors and url in errors[0]
+
+
+def test_refusals_and_server_errors_are_retried_on_one_connection():
+    flaky = Receiver(statuses=(503, 500))
+    try:
+        hook = Webhook(flaky.url(), retries=3)
+        hook.send(alert())
+        hook.send(alert(live=21))
+        hook.close()
+        assert [body["live"] for _, body in flaky.bodies] == [20, 21]
+        assert hook.counts() == {"sent": 2, "failed": 0, "dropped": 0}
+        assert len(flaky.client_ports) == 4 and len(set(flaky.client_ports)) == 1
+    finally:
+        flaky.close()
+
+
+def am_alerts(receiver: Receiver) -> list[dict]:
+    return [a for path, body in receiver.bodies for a in body if path == "/api/v2/alerts"]
+
+
+def test_alertmanager_gets_every_active_alert_again_on_a_timer(receiver):
+    am = Alertmanager(receiver.url("/api/v2/alerts"), generator_url="http://node-1:9464/metrics",
+                      resend_every_s=0.2, host="node-1")
+    am.send(alert())
+    wait_until(lambda: len(am_alerts(receiver)) >= 4)  # the first send, then re-sends without a new record
+    am.send(alert("resolved"))
+    am.close()
+    sent = am_alerts(receiver)
+    firing, resolved = sent[:-1], sent[-1]
+    assert firing[0]["labels"] == {
+        "alertname": "spawnwatch_accumulating", "rule": "accumulating", "signature": "npm exec magic",
+        "container": "metamcp", "host": "node-1", "severity": "warning", "spawner_comm": "node",
+        "spawner_pid": "4242",
+    }
+    assert all(a["labels"] == firing[0]["labels"] for a in sent)
+    assert all(a["generatorURL"] == "http://node-1:9464/metrics" for a in sent)
+    assert len({a["startsAt"] for a in sent}) == 1, "startsAt is when it first fired, every time"
+    ends = [a["endsAt"] for a in firing]
+    assert ends == sorted(ends) and len(set(ends)) == len(ends), "each re-send moves endsAt ahead"
+    assert all(a["endsAt"] > a["startsAt"] for a in firing)
+    assert resolved["endsAt"] < firing[-1]["endsAt"], "resolved: endsAt is now, not ahead"
+    assert firing[-1]["annotations"]["summary"] == alert()["message"]
+    count = len(am_alerts(receiver))
+    time.sleep(0.6)
+    assert len(am_alerts(receiver)) == count, "a resolved alert is not re-sent"
+
+
+def test_a_rising_severity_ends_the_alert_of_the_old_severity(receiver):
+    am = Alertmanager(receiver.url("/api/v2/alerts"), generator_url="urn:spawnwatch:node-1", resend_every_s=60)
+    am.send(alert(severity="warning"))
+    am.send(alert(severity="critical", live=60))
+    am.close()
+    first, (ended_old, critical) = am_alerts(receiver)[:1], am_alerts(receiver)[1:]
+    assert first[0]["labels"]["severity"] == ended_old["labels"]["severity"] == "warning"
+    assert ended_old["endsAt"] < critical["endsAt"], "the old label set ends now, the new one is ahead"
+    assert critical["startsAt"] == first[0]["startsAt"], "the leak started when it first fired"
+    assert critical["labels"]["severity"] == "critical"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from collections import Counter
 from contextlib import ExitStack
@@ -46,15 +47,23 @@ def load_config(path: str | None) -> Config:
               help="Also save the snapshot, every event and every alert to FILE (msgpack) for --replay.")
 @click.option("--replay", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="Run detection on a recording (from --record or `trace --record`) instead of the kernel; no root needed.")
+@click.option("--metrics-address", metavar="[HOST]:PORT",
+              help="Serve Prometheus metrics at http://HOST:PORT/metrics: PORT alone is 127.0.0.1:PORT, "
+                   ":PORT every interface (for a Prometheus on another host), [::1]:PORT an IPv6 address.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), metavar="PORT",
-              help="Serve Prometheus metrics on 127.0.0.1:PORT (labels: rule, signature, container).")
+              help="Shorthand for --metrics-address 127.0.0.1:PORT.")
 @click.option("--container", metavar="NAME", help="Only alerts about this container (name or id prefix).")
 @click.option("--webhook", metavar="URL",
-              help="POST every alert to URL (Alertmanager's format when URL ends in /api/v2/alerts).")
+              help="POST every alert to URL; an Alertmanager when URL ends in /api/v2/alerts (its API, active "
+                   "alerts re-sent every --resend-every seconds).")
+@click.option("--resend-every", type=click.FloatRange(min=1), default=60.0, show_default=True, metavar="SECONDS",
+              help="How often an Alertmanager is told again of every active alert (keep it below its "
+                   "resolve_timeout, 5 min by default).")
 @json_option
 @one_line_errors
 def command(duration: float | None, config_path: str | None, record: str | None, replay: str | None,
-            metrics_port: int | None, container: str | None, webhook: str | None, as_json: bool) -> None:
+            metrics_address: str | None, metrics_port: int | None, container: str | None, webhook: str | None,
+            resend_every: float, as_json: bool) -> None:
     """Catch processes that keep spawning identical children and never clean them up.
 
     Children are grouped by spawner and signature (argv normalised: `npx -y
@@ -78,26 +87,27 @@ def command(duration: float | None, config_path: str | None, record: str | None,
       sudo spawnwatch watch --json --duration 60 --record leak.msgpack
       spawnwatch watch --replay leak.msgpack --json
       sudo spawnwatch watch --metrics-port 9464 --webhook http://127.0.0.1:9093/api/v2/alerts
+      sudo spawnwatch watch --metrics-address :9464
       sudo spawnwatch watch --container metamcp
     """
     if replay and (record or duration is not None):
         raise click.UsageError("--replay reads a finished recording: --record and --duration do not apply")
     if webhook and not webhook.startswith(("http://", "https://")):
         raise click.BadParameter("must be an http:// or https:// URL", param_hint="--webhook")
+    if metrics_address is not None and metrics_port is not None:
+        raise click.UsageError("--metrics-port is a shorthand of --metrics-address: give one of them")
+    if metrics_port is not None:
+        metrics_address = str(metrics_port)
     config = load_config(config_path)
     with ExitStack() as stack:
         sinks: list[Sink] = [JsonLines(sys.stdout) if as_json else Human(sys.stdout, color=sys.stdout.isatty())]
-        metrics = None
-        if metrics_port is not None:
-            from spawnwatch.sinks.prometheus import Metrics
-
-            metrics = Metrics(metrics_port)
+        metrics = serve_metrics(metrics_address) if metrics_address is not None else None
+        if metrics is not None:
             sinks.append(metrics)
-            log(f"metrics on http://127.0.0.1:{metrics.port}/metrics")
-        if webhook:
-            from spawnwatch.sinks.webhook import Webhook
-
-            sinks.append(Webhook(webhook, on_error=log))
+            log(f"metrics on {metrics.url}")
+        notifier = webhook_sink(webhook, resend_every, metrics) if webhook else None
+        if notifier is not None:
+            sinks.append(notifier)
         sink: Sink = Fanout(sinks)
         if container is not None:
             sink = OnlyContainer(sink, container)
@@ -105,7 +115,30 @@ def command(duration: float | None, config_path: str | None, record: str | None,
         if replay:
             watch_recording(config, replay, sink)
         else:
-            watch_live(config, sink, duration, record, stack, metrics)
+            watch_live(config, sink, duration, record, stack, metrics, notifier)
+
+
+def serve_metrics(address: str) -> Any:
+    from spawnwatch.sinks.prometheus import Metrics, MetricsAddressError, parse_address
+
+    try:
+        return Metrics(parse_address(address))
+    except MetricsAddressError as exc:
+        raise click.BadParameter(str(exc), param_hint="--metrics-address") from exc
+    except OSError as exc:
+        raise click.BadParameter(f"cannot listen on {address}: {exc.strerror}", param_hint="--metrics-address") from exc
+
+
+def webhook_sink(url: str, resend_every: float, metrics: Any) -> Any:
+    from spawnwatch.sinks.alertmanager import Alertmanager, is_alertmanager_url
+    from spawnwatch.sinks.webhook import Webhook
+
+    if not is_alertmanager_url(url):
+        return Webhook(url, on_error=log)
+    host = socket.gethostname()
+    # Alertmanager shows it as the alert's source: this watcher's metrics when it serves them.
+    generator = metrics.url.replace(metrics.host, host, 1) if metrics is not None else f"urn:spawnwatch:{host}"
+    return Alertmanager(url, generator_url=generator, resend_every_s=resend_every, host=host, on_error=log)
 
 
 def watch_recording(config: Config, path: str, sink: Sink) -> None:
@@ -141,7 +174,7 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
 
 
 def watch_live(config: Config, sink: Sink, duration: float | None, record: str | None, stack: ExitStack,
-               metrics: Any = None) -> None:
+               metrics: Any = None, notifier: Any = None) -> None:
     from spawnwatch.adapters import procfs
     from spawnwatch.adapters.containers import ContainerResolver
     from spawnwatch.probe import ProbeError
@@ -160,12 +193,18 @@ def watch_live(config: Config, sink: Sink, duration: float | None, record: str |
             recorder.write(item)
         sink.send(item)
 
+    def session_stats() -> Record:
+        stats = stats_record(probe)
+        if notifier is not None:
+            stats["notifications"] = notifier.counts()
+        return stats
+
     def deliver(alerts: list[Any], evaluations_before: int) -> None:
         if pipeline.evaluations != evaluations_before:
             if recorder is not None:
                 recorder.write({"kind": TICK, "ts": pipeline.now})  # replay evaluates exactly here
             if metrics is not None:
-                metrics.progress(probe.stats(), pipeline.counts())
+                metrics.progress(session_stats(), pipeline.counts())
         for alert in alerts:
             out(alert.to_record())
 
@@ -195,7 +234,7 @@ def watch_live(config: Config, sink: Sink, duration: float | None, record: str |
             deliver(pipeline.advance(procfs.boottime_now()), before)
             if stopping:
                 break
-        stats = stats_record(probe)
+        stats = session_stats()
     out(stats)
     log(summary(stats, pipeline))
 
@@ -204,5 +243,7 @@ def summary(stats: Record, pipeline: Pipeline) -> str:
     """The end-of-session line for humans (stderr)."""
     events = ", ".join(f"{k} {v}" for k, v in sorted(stats["events"].items())) or "no events"
     table = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in pipeline.counts().items())
+    if "notifications" in stats:
+        table += "; notifications " + ", ".join(f"{k} {v}" for k, v in stats["notifications"].items())
     firing = len(pipeline.alerts.active)
     return f"-- {events}; lost {stats['lost']}; {table}; {firing} alert{'s' if firing != 1 else ''} still firing"
