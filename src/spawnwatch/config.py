@@ -18,6 +18,7 @@ from typing import Any
 from spawnwatch.alerts import AlertPolicy
 from spawnwatch.detect import Accumulating, DetectSettings, OomRule, Orphaned, SpawnRate, Zombie
 from spawnwatch.lineage import LineageSettings
+from spawnwatch.redact import RedactRules, segments
 from spawnwatch.signature import Interpreter, Launcher, Mask, SignatureRules
 
 DEFAULT_CONFIG = "data/default-config.toml"
@@ -33,6 +34,7 @@ class Config:
     detect: DetectSettings
     alerts: AlertPolicy
     signature: SignatureRules
+    redact: RedactRules
 
 
 def default_text() -> str:
@@ -116,6 +118,7 @@ def _build(data: dict[str, Any], source: str) -> Config:
         detect=detect,
         alerts=_make(AlertPolicy, data["alerts"], source, "alerts"),
         signature=rules_,
+        redact=_redact_rules(data["redact"], source),
     )
     for where, value in (
         ("lineage.max_processes", config.lineage.max_processes),
@@ -125,6 +128,20 @@ def _build(data: dict[str, Any], source: str) -> Config:
         if value <= 0:
             raise ConfigError(f"{source}: '{where}' must be greater than 0")
     return config
+
+
+def _redact_rules(table: dict[str, Any], source: str) -> RedactRules:
+    rules = _make(RedactRules, table, source, "redact")
+    for i, key in enumerate(rules.keys):
+        if not segments(key):
+            raise ConfigError(f"{source}: 'redact.keys[{i}]' must be a name such as api_key, not {key!r}")
+    for i, scheme in enumerate(rules.schemes):
+        if not re.fullmatch(r"\S+", scheme):
+            raise ConfigError(f"{source}: 'redact.schemes[{i}]' must be one word such as Bearer, not {scheme!r}")
+    for i, pattern in enumerate(rules.patterns):
+        if _regex(pattern, source, f"redact.patterns[{i}]").search("") is not None:
+            raise ConfigError(f"{source}: 'redact.patterns[{i}]' matches the empty string: {pattern!r}")
+    return rules
 
 
 def _tables(table: dict[str, Any], key: str, source: str) -> list[dict[str, Any]]:

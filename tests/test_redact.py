@@ -1,0 +1,157 @@
+"""Secrets out of argv: every form and shape of the default rules, the look-alikes
+they keep, signatures that ignore the secrets, and the config's [redact] errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from spawnwatch.config import ConfigError, load
+from spawnwatch.events import Exec, Fork, ProcessInfo, Snapshot
+from spawnwatch.redact import REDACTED, Redactor, RedactRules, segments
+from spawnwatch.signature import Signer
+
+R = REDACTED
+redact = Redactor(load().redact)
+
+GHP = "ghp_" + "A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8"
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        # K=v, also env style with quotes the shell did not strip
+        (["npx", "-y", "@21st-dev/magic@latest", 'API_KEY="k3y-v4lue"'],
+         ["npx", "-y", "@21st-dev/magic@latest", f'API_KEY="{R}"']),
+        (["env", "OPENAI_API_KEY=abc", "GITHUB_TOKEN='t0k'", "node", "s.js"],
+         ["env", f"OPENAI_API_KEY={R}", f"GITHUB_TOKEN='{R}'", "node", "s.js"]),
+        # --k=v and -k=v
+        (["node", "s.js", "--api-key=s3cret", "--x-api-key=v", "-token=v", "--apiKey=v"],
+         ["node", "s.js", f"--api-key={R}", f"--x-api-key={R}", f"-token={R}", f"--apiKey={R}"]),
+        # --k v, -key v (the next word); a flag followed by the next option keeps it
+        (["s", "--token", "xyz", "--password", "hunter2", "-secret", "v", "--auth", "--verbose"],
+         ["s", "--token", R, "--password", R, "-secret", R, "--auth", "--verbose"]),
+        # header forms: one word, split words, scheme alone
+        (["curl", "-H", "Authorization: Bearer abc.def"], ["curl", "-H", f"Authorization: Bearer {R}"]),
+        (["curl", "-H", "Authorization:", "Bearer", "abc"], ["curl", "-H", "Authorization:", "Bearer", R]),
+        (["curl", "-H", "Authorization: Bearer", "abc"], ["curl", "-H", "Authorization: Bearer", R]),
+        (["curl", "-H", "authorization:Basic dXNlcjpwYXNz"], ["curl", "-H", f"authorization:Basic {R}"]),
+        (["x", "Bearer", "abc", "Basic dXNlcjpwYXNz"], ["x", "Bearer", R, f"Basic {R}"]),
+        (["curl", "-H", "X-Api-Key: abc", "-H", "Cookie: sid=1"], ["curl", "-H", f"X-Api-Key: {R}", "-H", f"Cookie: {R}"]),
+        # URL userinfo (the password) and query parameters
+        (["git", "clone", "https://user:p4ss@example.com/r.git"], ["git", "clone", f"https://user:{R}@example.com/r.git"]),
+        (["psql", "postgres://app:p@ss:w0rd@db:5432/x"], ["psql", f"postgres://app:{R}@db:5432/x"]),
+        (["curl", "https://h/x?access_token=abc&page=2"], ["curl", f"https://h/x?access_token={R}&page=2"]),
+        (["git", "clone", "ssh://git@github.com/a/b"], ["git", "clone", "ssh://git@github.com/a/b"]),
+        # JSON config in one word
+        (["mcp", "--config", '{"githubToken":"abc","name":"n"}'], ["mcp", "--config", f'{{"githubToken":"{R}","name":"n"}}']),
+        (["mcp", '{"apiKey": "abc", "depth": 3}'], ["mcp", f'{{"apiKey": "{R}", "depth": 3}}']),
+        # secrets inside a shell command or a rewritten process title
+        (["sh", "-c", "node s.js --api-key abc --token 'x y' API_KEY=z; true"],
+         ["sh", "-c", f"node s.js --api-key {R} --token '{R}' API_KEY={R}; true"]),
+        (["npm exec magic --token abc"], [f"npm exec magic --token {R}"]),
+        # well-known token shapes anywhere in a word
+        ([GHP, "gho_" + "x" * 36, "ghs_" + "y" * 36, "ghu_" + "z" * 36], [R, R, R, R]),
+        (["github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz"], [R]),
+        (["sk-" + "a" * 48, "sk-proj-" + "b" * 60, "sk-ant-api03-" + "c" * 80], [R, R, R]),
+        (["xoxb-1234567890-0987654321-AbCdEfGhIjKlMnOp", "xoxp-1-2-3-abcdef"], [R, R]),
+        (["AKIAIOSFODNN7EXAMPLE", "--region", "us-east-1"], [R, "--region", "us-east-1"]),
+        ([JWT, f"jwt:{JWT}"], [R, f"jwt:{R}"]),
+        (["glpat-" + "x" * 20, "npm_" + "y" * 36, "hf_" + "z" * 34], [R, R, R]),
+        (["AIzaSyA-1234567890abcdefghijklmnopqrstu"], [R]),
+        (["sk_live_" + "4" * 24], [R]),
+        ([f"--github={GHP}", f"https://x-access-token:{GHP}@github.com"], [f"--github={R}", f"https://x-access-token:{R}@github.com"]),
+        (["https://" + GHP + "@github.com/a/b"], [f"https://{R}@github.com/a/b"]),
+        # an unclosed quote (argv cut by the kernel) still hides the rest
+        (['API_KEY="abc'], [f'API_KEY="{R}']),
+    ],
+)
+def test_each_form_and_shape_is_redacted(argv, expected):
+    assert redact(argv) == tuple(expected)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["python", "train.py", "--tokenizer", "gpt2", "--max-tokens", "100"],
+        ["git", "log", "--author", "x", "--keyboard", "us"],
+        ["cat", "/etc/ssl/private/server.key", "/home/u/.ssh/id_ed25519"],
+        ["ssh", "-p", "22", "-i", "id", "-o", "ProxyJump=bastion"],
+        ["risk-assessment-tool-for-everything", "desk-0123456789abcdefghij"],
+        ["npx", "-y", "@modelcontextprotocol/server-github"],
+        ["docker", "run", "-i", "--rm", "-e", "GITHUB_PERSONAL_ACCESS_TOKEN", "ghcr.io/github/github-mcp-server"],
+        ["node", "--require", "./tokens.js", "keys.js", "author=me", "https://example.com:8443/x"],
+        ["bash", "-c", "echo basically; make monkey"],
+    ],
+)
+def test_look_alikes_are_kept(argv):
+    assert redact(argv) == tuple(argv)
+
+
+def test_a_key_option_takes_its_value_whatever_it_looks_like():
+    # `--key` cannot tell a path from a secret: its value goes, the option name stays.
+    assert redact(["nginx-like", "--tls-key", "/etc/ssl/private/k.pem"]) == ("nginx-like", "--tls-key", R)
+
+
+@pytest.mark.parametrize(
+    "name, found",
+    [("--x-api-key", ("x", "api", "key")), ("authToken", ("auth", "token")), ("OPENAI_API_KEY", ("openai", "api", "key")),
+     ("XApiKey", ("x", "api", "key")), ("--tokenizer", ("tokenizer",)), ("a.b_c", ("a", "b", "c"))],
+)
+def test_names_split_into_segments(name, found):
+    assert segments(name) == found
+
+
+def test_redacting_twice_changes_nothing():
+    argv = ["s", "--api-key=a", "--token", "b", "Authorization: Bearer c", "https://u:p@h", GHP, JWT]
+    once = redact(argv)
+    assert R in once[1] and redact(once) == once
+
+
+def test_launches_that_differ_only_in_secrets_share_a_signature():
+    sign = Signer(load().signature)
+
+    def launch(secret: str) -> str:
+        return sign(redact(["node", "server.js", f"--api-key={secret}", "--token", secret, f"ghp_{secret * 9}"]))
+
+    assert launch("aaaa") == launch("bbbb") == f"node server.js --api-key={R} --token {R} {R}"
+
+
+def test_empty_rules_redact_nothing():
+    argv = ("s", "--api-key=a", GHP)
+    assert Redactor(RedactRules())(argv) == argv
+
+
+def test_execs_and_snapshots_are_redacted_other_events_pass():
+    exec_ = Exec(ts=1.0, pid=2, ppid=1, comm="node", cgroup_id=0, argv=("node", "--token", "abc"))
+    assert redact.event(exec_).argv == ("node", "--token", R)
+    snapshot = Snapshot(ts=1.0, processes=(ProcessInfo(pid=2, ppid=1, start=0.5, comm="node", argv=("node", GHP)),))
+    assert redact.event(snapshot).processes[0].argv == ("node", R)
+    fork = Fork(ts=1.0, pid=3, ppid=2, comm="node", cgroup_id=0)
+    assert redact.event(fork) is fork
+
+
+def test_user_rules_replace_the_default_lists(tmp_path):
+    config = tmp_path / "redact.toml"
+    config.write_text("[redact]\nkeys = ['license']\npatterns = ['LIC-[0-9]+']\n")
+    custom = Redactor(load(config).redact)
+    assert custom(["app", "--license", "x", "LIC-42", "--token", "t"]) == ("app", "--license", R, R, "--token", "t")
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("[redact]\npatterns = ['(']\n", "'redact.patterns[0]': bad regex"),
+        ("[redact]\npatterns = ['x*']\n", "'redact.patterns[0]' matches the empty string"),
+        ("[redact]\nkeys = ['--']\n", "'redact.keys[0]' must be a name"),
+        ("[redact]\nkeys = 'token'\n", "'redact.keys' must be a list"),
+        ("[redact]\nschemes = ['Bearer token']\n", "'redact.schemes[0]' must be one word"),
+        ("[redact]\nreplacement = 'x'\n", "unknown key 'redact.replacement'"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path, text, message):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    with pytest.raises(ConfigError, match="bad.toml") as raised:
+        load(config)
+    assert message in str(raised.value)
