@@ -3,10 +3,22 @@ they keep, signatures that ignore the secrets, and the config's [redact] errors.
 
 from __future__ import annotations
 
-import pytest
+import json
+import stat
+import subprocess
+import sys
+from pathlib import Path
 
+import pytest
+from click.testing import CliRunner
+
+from conftest import wait_for
+from spawnwatch.adapters import procfs
+from spawnwatch.cli import main
 from spawnwatch.config import ConfigError, load
-from spawnwatch.events import Exec, Fork, ProcessInfo, Snapshot
+from spawnwatch.events import Exec, Fork, ProcessInfo, Snapshot, to_record
+from spawnwatch.probe import Probe, layout
+from spawnwatch.recording import RecordingWriter, read_records
 from spawnwatch.redact import REDACTED, Redactor, RedactRules, segments
 from spawnwatch.signature import Signer
 
@@ -155,3 +167,80 @@ def test_config_errors_name_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError, match="bad.toml") as raised:
         load(config)
     assert message in str(raised.value)
+
+
+def test_the_probe_redacts_the_kernels_argv_and_the_proc_fallback():
+    probe = Probe(parent_of=lambda pid: 1, argv_of=lambda pid: ("node", "--token", "from-proc"))
+    events = probe.decode_batch([
+        layout.encode(Exec(1.0, 10, 1, "node", 1, ("node", "--api-key=from-kernel"), "/usr/bin/node")),
+        layout.encode(Exec(1.1, 11, 1, "node", 1, (), "/usr/bin/node", True), layout.FLAG_ARGV_MISSING),
+    ])
+    assert [e.argv for e in events] == [("node", f"--api-key={R}"), ("node", "--token", R)]
+    shown = Probe(argv_of=lambda pid: None, redact=Redactor(RedactRules()))
+    [raw] = shown.decode_batch([layout.encode(Exec(1.0, 10, 1, "node", 1, ("node", "--api-key=k"), "/usr/bin/node"))])
+    assert raw.argv == ("node", "--api-key=k")
+
+
+def test_the_proc_snapshot_is_redacted(tmp_path):
+    script = tmp_path / "sleeper.py"
+    script.write_text("import time\ntime.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, str(script), "--api-key=snapshot-secret", GHP])
+    try:
+        def seen() -> ProcessInfo | None:
+            return next((p for p in procfs.snapshot().processes if p.pid == child.pid and len(p.argv) == 4), None)
+
+        process = wait_for(seen, "the sleeper in /proc")
+        assert process.argv == (sys.executable, str(script), f"--api-key={R}", R)
+        shown = next(p for p in procfs.snapshot(Redactor(RedactRules())).processes if p.pid == child.pid)
+        assert shown.argv[2:] == ("--api-key=snapshot-secret", GHP)
+    finally:
+        child.kill()
+        child.wait()
+
+
+@pytest.mark.parametrize("existing", [None, 0o644])
+def test_recordings_are_private(tmp_path, existing):
+    path = tmp_path / "rec.msgpack"
+    if existing is not None:
+        path.write_bytes(b"old")
+        path.chmod(existing)
+    with RecordingWriter(path) as writer:
+        writer.write({"kind": "ready", "pid": 1})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert list(read_records(path)) == [{"kind": "ready", "pid": 1}]
+
+
+def raw_recording(path: Path) -> None:
+    """A recording with argv in clear, as `--show-secrets` (or an old spawnwatch) writes it."""
+    leaky = ("node", "server.js", "--api-key=replayed-secret")
+    with RecordingWriter(path) as writer:
+        writer.write(to_record(Snapshot(ts=100.0, processes=(
+            ProcessInfo(pid=1, ppid=0, start=0.0, comm="init", argv=("init",)),
+            ProcessInfo(pid=50, ppid=1, start=1.0, comm="node", argv=("node", "supervisor.js", GHP)),
+        ))))
+        for i in range(12):
+            ts = 101.0 + 2 * i
+            writer.write(to_record(Fork(ts, 100 + i, 50, "node", 0)))
+            secret = f"{leaky[2]}-{'abcdefghijkl'[i]}"  # letters: no mask of the signature hides them
+            writer.write(to_record(Exec(ts + 0.1, 100 + i, 50, "node", 0, (*leaky[:2], secret), "/usr/bin/node")))
+
+
+def test_a_replay_redacts_a_recording_made_with_secrets(tmp_path):
+    path = tmp_path / "raw.msgpack"
+    raw_recording(path)
+    result = CliRunner().invoke(main, ["watch", "--replay", str(path), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    [alert, *_] = [json.loads(line) for line in result.stdout.splitlines() if '"alert"' in line]
+    # Twelve launches with twelve different keys are one group once the keys are gone.
+    assert alert["signature"] == f"node server.js --api-key={R}" and alert["live"] >= 9
+    assert alert["spawner"]["argv"] == ["node", "supervisor.js", R]
+    assert "replayed-secret" not in result.stdout and GHP not in result.stdout
+    # With the keys shown, each launch is a group of its own: nothing accumulates.
+    shown = CliRunner().invoke(main, ["watch", "--replay", str(path), "--json", "--show-secrets"])
+    assert shown.exit_code == 0 and '"alert"' not in shown.stdout
+
+
+def test_show_secrets_says_what_it_does():
+    for command in ("trace", "watch"):
+        help_text = " ".join(CliRunner().invoke(main, [command, "--help"]).stdout.split())
+        assert "--show-secrets" in help_text and "carry API keys, tokens and passwords in clear" in help_text

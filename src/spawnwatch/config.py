@@ -7,6 +7,7 @@ numbers and bad regexes are errors that name the file and the key.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 import typing
@@ -18,7 +19,7 @@ from typing import Any
 from spawnwatch.alerts import AlertPolicy
 from spawnwatch.detect import Accumulating, DetectSettings, OomRule, Orphaned, SpawnRate, Zombie
 from spawnwatch.lineage import LineageSettings
-from spawnwatch.redact import RedactRules, segments
+from spawnwatch.redact import RedactRules, Redactor, segments
 from spawnwatch.signature import Interpreter, Launcher, Mask, SignatureRules
 
 DEFAULT_CONFIG = "data/default-config.toml"
@@ -55,6 +56,12 @@ def load(path: str | Path | None = None) -> Config:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
         data = _merge(data, user, source, "")
     return _build(data, source)
+
+
+@functools.cache
+def default_redactor() -> Redactor:
+    """The default config's [redact] rules, for readers of argv that were handed none."""
+    return Redactor(load().redact)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any], source: str, where: str) -> dict[str, Any]:

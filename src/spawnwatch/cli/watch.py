@@ -10,11 +10,14 @@ from typing import Any
 
 import click
 
-from spawnwatch.cli.common import CannotTrace, duration_option, json_option, log, one_line_errors
-from spawnwatch.config import Config, ConfigError, load
+from spawnwatch.cli.common import (
+    CannotTrace, config_option, duration_option, json_option, load_config, log, one_line_errors, show_secrets_option,
+)
+from spawnwatch.config import Config
 from spawnwatch.events import Snapshot, from_record, to_record
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.recording import RecordingError, RecordingWriter, read_records
+from spawnwatch.redact import Redactor
 from spawnwatch.sinks import Fanout, OnlyContainer, Record, Sink
 from spawnwatch.sinks.human import Human
 from spawnwatch.sinks.jsonl import JsonLines
@@ -22,28 +25,11 @@ from spawnwatch.sinks.jsonl import JsonLines
 TICK = "tick"  # a recording's record of when the live session evaluated
 
 
-def config_option(f):
-    return click.option(
-        "--config",
-        "config_path",
-        type=click.Path(exists=True, dir_okay=False),
-        metavar="FILE",
-        help="TOML file overriding the default thresholds and signature rules (see data/default-config.toml).",
-    )(f)
-
-
-def load_config(path: str | None) -> Config:
-    try:
-        return load(path)
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc), param_hint="--config") from exc
-
-
 @click.command("watch")
 @duration_option
 @config_option
 @click.option("--record", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
-              help="Also save the snapshot, every event and every alert to FILE (msgpack) for --replay.")
+              help="Also save the snapshot, every event and every alert to FILE (msgpack, mode 0600) for --replay.")
 @click.option("--replay", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="Run detection on a recording (from --record or `trace --record`) instead of the kernel; no root needed.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), metavar="PORT",
@@ -51,10 +37,12 @@ def load_config(path: str | None) -> Config:
 @click.option("--container", metavar="NAME", help="Only alerts about this container (name or id prefix).")
 @click.option("--webhook", metavar="URL",
               help="POST every alert to URL (Alertmanager's format when URL ends in /api/v2/alerts).")
+@show_secrets_option
 @json_option
 @one_line_errors
 def command(duration: float | None, config_path: str | None, record: str | None, replay: str | None,
-            metrics_port: int | None, container: str | None, webhook: str | None, as_json: bool) -> None:
+            metrics_port: int | None, container: str | None, webhook: str | None, show_secrets: bool,
+            as_json: bool) -> None:
     """Catch processes that keep spawning identical children and never clean them up.
 
     Children are grouped by spawner and signature (argv normalised: `npx -y
@@ -72,6 +60,10 @@ def command(duration: float | None, config_path: str | None, record: str | None,
     With --json the first line is {"kind": "ready", "pid": ...}, then one alert
     object per line, then {"kind": "stats", ...} last, as for `trace`.
 
+    Secrets in argv (API keys, tokens, passwords) are replaced by <redacted>
+    before detection, so alerts, webhooks, metrics and recordings never carry
+    them, and a replay redacts a recording made with --show-secrets.
+
     \b
     Examples:
       sudo spawnwatch watch
@@ -84,7 +76,7 @@ def command(duration: float | None, config_path: str | None, record: str | None,
         raise click.UsageError("--replay reads a finished recording: --record and --duration do not apply")
     if webhook and not webhook.startswith(("http://", "https://")):
         raise click.BadParameter("must be an http:// or https:// URL", param_hint="--webhook")
-    config = load_config(config_path)
+    config = load_config(config_path, show_secrets)
     with ExitStack() as stack:
         sinks: list[Sink] = [JsonLines(sys.stdout) if as_json else Human(sys.stdout, color=sys.stdout.isatty())]
         metrics = None
@@ -116,6 +108,7 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
         raise click.ClickException(str(exc)) from exc
     ticked = any(record.get("kind") == TICK for record in records)
     pipeline = Pipeline(config, auto_advance=not ticked)
+    redact = Redactor(config.redact)  # the recording may be an old one, or made with --show-secrets
     counts: Counter[str] = Counter()
     lost = 0
     sink.send({"kind": "ready", "pid": os.getpid()})
@@ -130,6 +123,7 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
             item = from_record(record)
             if item is None:
                 continue
+            item = redact.event(item)
             if not isinstance(item, Snapshot):
                 counts[item.kind.value] += 1
             alerts = pipeline.feed(item)
@@ -153,6 +147,7 @@ def watch_live(config: Config, sink: Sink, duration: float | None, record: str |
 
     resolver = stack.enter_context(ContainerResolver())
     pipeline = Pipeline(config, memory_of=memory, resolve_container=resolver, reparent_hint=procfs.parent_pid)
+    redact = Redactor(config.redact)
     recorder = stack.enter_context(RecordingWriter(record)) if record else None
 
     def out(item: Record) -> None:
@@ -171,12 +166,12 @@ def watch_live(config: Config, sink: Sink, duration: float | None, record: str |
 
     stop = Stop(duration)
     try:
-        probe = stack.enter_context(open_probe())
+        probe = stack.enter_context(open_probe(redact))
     except ProbeError as exc:
         raise CannotTrace(str(exc)) from exc
     with stop.on_signals():
         # Attached first, then the snapshot: no process can fall between the two.
-        snapshot = procfs.snapshot()
+        snapshot = procfs.snapshot(redact)
         out(ready_record())
         stop.start_clock()
         if recorder is not None:
