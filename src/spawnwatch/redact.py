@@ -65,7 +65,7 @@ def segments(name: str) -> tuple[str, ...]:
 class Redactor:
     """Compiled `RedactRules`; `redactor(argv)` is argv with each secret replaced."""
 
-    CACHE_SIZE = 4096  # distinct argv remembered: a shell loop execs the same one again and again
+    CACHE_SIZE = 1024  # distinct argv remembered: a shell loop execs the same one again and again
 
     def __init__(self, rules: RedactRules) -> None:
         self.rules = rules
