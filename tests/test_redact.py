@@ -244,3 +244,11 @@ def test_show_secrets_says_what_it_does():
     for command in ("trace", "watch"):
         help_text = " ".join(CliRunner().invoke(main, [command, "--help"]).stdout.split())
         assert "--show-secrets" in help_text and "carry API keys, tokens and passwords in clear" in help_text
+
+
+def test_trace_takes_the_config_too(tmp_path):
+    config = tmp_path / "bad.toml"
+    config.write_text("[redact]\npatterns = ['(']\n")
+    result = CliRunner().invoke(main, ["trace", "--config", str(config)])
+    assert result.exit_code == 2 and "'redact.patterns[0]': bad regex" in result.stderr
+    assert "Traceback" not in result.stderr
