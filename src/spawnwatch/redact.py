@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Sequence
 
-from spawnwatch.events import Exec, Snapshot
+from spawnwatch.events import Event, Exec, Snapshot
 
 Argv = tuple[str, ...]
 REDACTED = "<redacted>"
@@ -82,8 +82,8 @@ class Redactor:
             return argv
         return self._cached(argv)
 
-    def event(self, item: Exec | Snapshot) -> Exec | Snapshot:
-        """An exec with its argv redacted, or a snapshot with every process's."""
+    def event(self, item: Event | Snapshot) -> Event | Snapshot:
+        """An exec with its argv redacted, a snapshot with every process's; other events as they are."""
         if isinstance(item, Exec):
             return replace(item, argv=self(item.argv))
         if isinstance(item, Snapshot):
