@@ -4,7 +4,9 @@ they keep, signatures that ignore the secrets, and the config's [redact] errors.
 from __future__ import annotations
 
 import json
+import random
 import stat
+import string
 import subprocess
 import sys
 from pathlib import Path
@@ -76,6 +78,10 @@ JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_X
         (["https://" + GHP + "@github.com/a/b"], [f"https://{R}@github.com/a/b"]),
         # an unclosed quote (argv cut by the kernel) still hides the rest
         (['API_KEY="abc'], [f'API_KEY="{R}']),
+        # the word after an option: leading blanks, and more secrets after its value
+        (["--token", " abc"], ["--token", f" {R}"]),
+        (["--token", f"abc {GHP} --password x"], ["--token", f"{R} {R} --password {R}"]),
+        (["Basic --token", "abc"], [f"Basic {R}", R]),
     ],
 )
 def test_each_form_and_shape_is_redacted(argv, expected):
@@ -252,3 +258,50 @@ def test_trace_takes_the_config_too(tmp_path):
     result = CliRunner().invoke(main, ["trace", "--config", str(config)])
     assert result.exit_code == 2 and "'redact.patterns[0]': bad regex" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# Generated cases: a secret in each form among ordinary words, as separate words, inside one
+# word (a shell command, a process title) or glued to one by a separator.
+FILLER = ["node", "server.js", "-y", "--verbose", "x=1", "a:b", "https://example.com/p?q=1", "--port", "8080",
+          "{", "}", "'", '"', "", "path/to", "--", "-"]
+FORMS = [
+    lambda s: [f"--api-key={s}"], lambda s: [f"TOKEN={s}"], lambda s: [f'API_KEY="{s}"'], lambda s: ["--token", s],
+    lambda s: ["-password", s], lambda s: [f"Authorization: Bearer {s}"], lambda s: ["Authorization:", "Bearer", s],
+    lambda s: ["Authorization: Bearer", s], lambda s: ["Bearer", s], lambda s: [f"https://u:{s}@h/x"],
+    lambda s: [f"ghp_{s}"], lambda s: [f'{{"apiKey": "{s}"}}'], lambda s: [f"https://h/?access_token={s}&a=1"],
+    lambda s: [f"x-api-key: {s}"], lambda s: ["--x-api-key", s], lambda s: [f"--secret='{s}'"],
+]
+
+
+def generated_argv(rng: random.Random) -> tuple[str, list[str]]:
+    secret = "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(24))
+    form = rng.choice(FORMS)(secret)
+    words = [rng.choice(FILLER) for _ in range(rng.randint(0, 3))] + form + [rng.choice(FILLER) for _ in range(rng.randint(0, 3))]
+    if rng.random() < 0.4:
+        words = [" ".join(words)]
+    elif len(form) == 1 and rng.random() < 0.3:
+        words = [rng.choice(FILLER) + rng.choice([" ", ";", ",", "&", "\t", " && "]) + form[0]]
+    return secret, words
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_generated_secrets_never_survive_and_redaction_is_stable(seed):
+    rng = random.Random(seed)
+    for _ in range(2000):
+        secret, argv = generated_argv(rng)
+        once = redact(argv)
+        assert not any(secret in word for word in once), (argv, once)
+        assert redact(once) == once, (argv, once)
+
+
+PIECES = ["--token", "token", "=", ":", " ", "\t", "Bearer", "Basic", "Authorization", "API_KEY", "-", "--", '"', "'",
+          "abc", "x", GHP, "https://", "u", "@", "/", "?", "&", "{", "}", ",", R, "key", ".", "_"]
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_redacting_any_mix_of_the_rules_pieces_twice_changes_nothing(seed):
+    rng = random.Random(seed)
+    for _ in range(3000):
+        argv = ["".join(rng.choice(PIECES) for _ in range(rng.randint(0, 6))) for _ in range(rng.randint(1, 4))]
+        once = redact(argv)
+        assert redact(once) == once, (argv, once)

@@ -98,10 +98,12 @@ class Redactor:
         words = []
         value_next = False  # the previous word ended with an option, a header name or a scheme
         for word in argv:
-            if value_next and not (word.startswith("-") and len(word) > 1):
-                word, _, value_next = self._redact_value(word, 0)
-            else:
-                word, value_next = self._word(word)
+            scheme_alone = False
+            start = len(word) - len(word.lstrip())
+            if value_next and (not word.startswith("-", start) or word[start:] == "-"):  # `-v`: the next option
+                word, _, scheme_alone = self._redact_value(word, start)
+            word, value_next = self._word(word)  # what follows the value may hold secrets too
+            value_next = value_next or scheme_alone
             words.append(word)
         return tuple(words)
 
