@@ -68,7 +68,6 @@ class Redactor:
     CACHE_SIZE = 1024  # distinct argv remembered: a shell loop execs the same one again and again
 
     def __init__(self, rules: RedactRules) -> None:
-        self.rules = rules
         self._keys = tuple(filter(None, (segments(k) for k in rules.keys)))
         self._patterns = tuple(re.compile(p) for p in rules.patterns)
         schemes = "|".join(re.escape(s) for s in rules.schemes)
@@ -90,7 +89,7 @@ class Redactor:
             return replace(item, processes=tuple(replace(p, argv=self(p.argv)) for p in item.processes))
         return item
 
-    def is_secret_name(self, name: str) -> bool:
+    def _is_secret_name(self, name: str) -> bool:
         found = segments(name)
         return any(found[i : i + len(key)] == key for key in self._keys for i in range(len(found) - len(key) + 1))
 
@@ -134,7 +133,7 @@ class Redactor:
         at = 0
         while match := _ASSIGNMENT.search(word, at):
             at = match.end()
-            if not self.is_secret_name(match.group("name")):
+            if not self._is_secret_name(match.group("name")):
                 continue
             if at == len(word):
                 pending = match.group(0).rstrip().endswith(":")  # `Authorization:` then the value
@@ -149,7 +148,7 @@ class Redactor:
         while match := _OPTION.search(word, at):
             at = match.end()
             pending = False
-            if not self.is_secret_name(match.group("name")):
+            if not self._is_secret_name(match.group("name")):
                 continue
             space = _SPACE.match(word, at)
             if space is None:
