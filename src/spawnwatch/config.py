@@ -7,6 +7,7 @@ numbers and bad regexes are errors that name the file and the key.
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import typing
@@ -23,6 +24,7 @@ else:  # the same parser, from PyPI
 from spawnwatch.alerts import AlertPolicy
 from spawnwatch.detect import Accumulating, DetectSettings, OomRule, Orphaned, SpawnRate, Zombie
 from spawnwatch.lineage import LineageSettings
+from spawnwatch.redact import RedactRules, Redactor, segments
 from spawnwatch.signature import Interpreter, Launcher, Mask, SignatureRules
 
 DEFAULT_CONFIG = "data/default-config.toml"
@@ -38,6 +40,7 @@ class Config:
     detect: DetectSettings
     alerts: AlertPolicy
     signature: SignatureRules
+    redact: RedactRules
 
 
 def default_text() -> str:
@@ -58,6 +61,12 @@ def load(path: str | Path | None = None) -> Config:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
         data = _merge(data, user, source, "")
     return _build(data, source)
+
+
+@functools.cache
+def default_redactor() -> Redactor:
+    """The default config's [redact] rules, for readers of argv that were handed none."""
+    return Redactor(load().redact)
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any], source: str, where: str) -> dict[str, Any]:
@@ -121,6 +130,7 @@ def _build(data: dict[str, Any], source: str) -> Config:
         detect=detect,
         alerts=_make(AlertPolicy, data["alerts"], source, "alerts"),
         signature=rules_,
+        redact=_redact_rules(data["redact"], source),
     )
     for where, value in (
         ("lineage.max_processes", config.lineage.max_processes),
@@ -130,6 +140,20 @@ def _build(data: dict[str, Any], source: str) -> Config:
         if value <= 0:
             raise ConfigError(f"{source}: '{where}' must be greater than 0")
     return config
+
+
+def _redact_rules(table: dict[str, Any], source: str) -> RedactRules:
+    rules = _make(RedactRules, table, source, "redact")
+    for i, key in enumerate(rules.keys):
+        if not segments(key):
+            raise ConfigError(f"{source}: 'redact.keys[{i}]' must be a name such as api_key, not {key!r}")
+    for i, scheme in enumerate(rules.schemes):
+        if not re.fullmatch(r"\S+", scheme):
+            raise ConfigError(f"{source}: 'redact.schemes[{i}]' must be one word such as Bearer, not {scheme!r}")
+    for i, pattern in enumerate(rules.patterns):
+        if _regex(pattern, source, f"redact.patterns[{i}]").search("") is not None:
+            raise ConfigError(f"{source}: 'redact.patterns[{i}]' matches the empty string: {pattern!r}")
+    return rules
 
 
 def _tables(table: dict[str, Any], key: str, source: str) -> list[dict[str, Any]]:

@@ -1,10 +1,15 @@
 """Recordings: the same records as `--json` output, stored as a msgpack stream
 (or read back from JSON lines), so a recorded session replays through exactly
-the code a live one runs."""
+the code a live one runs.
+
+A recording holds every command line of the host: it is written mode 0600,
+and an existing file is narrowed to 0600 before anything is written to it."""
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import IO, Any, Iterator
 
@@ -15,9 +20,20 @@ class RecordingError(ValueError):
     pass
 
 
+PRIVATE = 0o600
+
+
 class RecordingWriter:
     def __init__(self, path: str | Path) -> None:
-        self._file: IO[bytes] = open(path, "wb")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, PRIVATE)
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISREG(mode) and stat.S_IMODE(mode) & ~PRIVATE:  # not a pipe or a tty that we would chmod
+                os.fchmod(fd, PRIVATE)
+        except OSError:
+            os.close(fd)
+            raise
+        self._file: IO[bytes] = os.fdopen(fd, "wb")
         self._packer = msgpack.Packer()
 
     def write(self, record: dict[str, Any]) -> None:

@@ -30,6 +30,7 @@ from spawnwatch.config import Config
 from spawnwatch.detect import Detector, Finding, Group, live_subtree
 from spawnwatch.lineage import Lineage, Process
 from spawnwatch.pipeline import Pipeline
+from spawnwatch.redact import Redactor
 from spawnwatch.render import human_bytes
 
 HOST = "host"  # the pseudo-container of processes outside any container
@@ -93,16 +94,17 @@ def investigate(
     """Collect everything and build the report (`trace_seconds` needs root and BPF)."""
     engine = DockerEngine()
     pipeline = Pipeline(config, reparent_hint=procfs.parent_pid)
+    redact = Redactor(config.redact)
     if trace_seconds:
         from spawnwatch.session import Stop, live_batches, open_probe
 
-        with open_probe() as probe:  # attached before the snapshot: no process falls in between
-            pipeline.feed(procfs.snapshot())
+        with open_probe(redact) as probe:  # attached before the snapshot: no process falls in between
+            pipeline.feed(procfs.snapshot(redact))
             for batch in live_batches(probe, Stop(trace_seconds)):
                 for event in batch:
                     pipeline.feed(event)
     else:
-        pipeline.feed(procfs.snapshot())
+        pipeline.feed(procfs.snapshot(redact))
     findings = pipeline.detector.evaluate(procfs.boottime_now())
     facts = _facts(pipeline.lineage, pipeline.detector, findings, engine, settings, trace_seconds)
     return build(facts, settings)

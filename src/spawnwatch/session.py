@@ -13,10 +13,12 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
 from spawnwatch.adapters import procfs
+from spawnwatch.config import Config
 from spawnwatch.events import Event, to_record
 from spawnwatch.filters import CommFilter, SubtreeFilter, container_matches
 from spawnwatch.probe import Probe, ProbeError
 from spawnwatch.recording import RecordingWriter
+from spawnwatch.redact import Redactor
 from spawnwatch.render import EVENT_HEADER, EventLines
 from spawnwatch.sinks.jsonl import write_json_line
 
@@ -57,9 +59,9 @@ class Stop:
                 signal.signal(sig, old)
 
 
-def open_probe() -> Probe:
-    """A probe that completes what the kernel could not know from /proc."""
-    return Probe(parent_of=procfs.parent_pid, argv_of=procfs.argv)
+def open_probe(redact: Redactor) -> Probe:
+    """A probe that completes what the kernel could not know from /proc, argv redacted."""
+    return Probe(parent_of=procfs.parent_pid, argv_of=procfs.argv, redact=redact)
 
 
 def live_batches(probe: Probe, stop: Stop) -> Iterator[list[Event]]:
@@ -119,6 +121,7 @@ class ContainerMemo:
 
 
 def run_trace(
+    config: Config,
     duration: float | None,
     pid: int | None,
     comm: str | None,
@@ -137,7 +140,7 @@ def run_trace(
     recorder = RecordingWriter(record) if record else None
     stop = Stop(duration)
     try:
-        with stop.on_signals(), ContainerResolver() as resolver, open_probe() as probe:
+        with stop.on_signals(), ContainerResolver() as resolver, open_probe(Redactor(config.redact)) as probe:
             container_of = ContainerMemo(resolver.lookup)
             if as_json:
                 write_json(ready_record())

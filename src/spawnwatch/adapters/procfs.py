@@ -9,7 +9,9 @@ from typing import Iterable, Iterator
 
 import psutil
 
+from spawnwatch.config import default_redactor
 from spawnwatch.events import ProcessInfo, Snapshot
+from spawnwatch.redact import Redactor
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -69,7 +71,7 @@ def cgroup_id(pid: int, mount: str | None) -> int:
     return 0
 
 
-def process_info(proc: psutil.Process, mount: str | None) -> ProcessInfo | None:
+def process_info(proc: psutil.Process, mount: str | None, redact: Redactor) -> ProcessInfo | None:
     try:
         with proc.oneshot():
             pid = proc.pid
@@ -79,7 +81,7 @@ def process_info(proc: psutil.Process, mount: str | None) -> ProcessInfo | None:
                 ppid=proc.ppid(),
                 start=start_time(pid) or 0.0,
                 comm=proc.name(),
-                argv=tuple(proc.cmdline()) if status != psutil.STATUS_ZOMBIE else (),
+                argv=redact(proc.cmdline()) if status != psutil.STATUS_ZOMBIE else (),
                 cgroup_id=cgroup_id(pid, mount),
                 zombie=status == psutil.STATUS_ZOMBIE,
                 cgroup_path=cgroup_path(pid),
@@ -88,11 +90,13 @@ def process_info(proc: psutil.Process, mount: str | None) -> ProcessInfo | None:
         return None
 
 
-def snapshot() -> Snapshot:
-    """Every process now, for seeding the lineage before events start flowing."""
+def snapshot(redact: Redactor | None = None) -> Snapshot:
+    """Every process now, for seeding the lineage before events start flowing; argv
+    through `redact` (by default the default config's rules)."""
     mount = cgroup2_mount()
     ts = boottime_now()
-    infos = (process_info(p, mount) for p in psutil.process_iter())
+    redact = redact if redact is not None else default_redactor()
+    infos = (process_info(p, mount, redact) for p in psutil.process_iter())
     return Snapshot(ts=ts, processes=tuple(i for i in infos if i is not None))
 
 
@@ -145,6 +149,7 @@ def parent_pid(pid: int) -> int | None:
 
 
 def argv(pid: int) -> tuple[str, ...] | None:
+    """As the process has it, secrets included: the probe redacts what it reads here."""
     try:
         return tuple(psutil.Process(pid).cmdline()) or None
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):

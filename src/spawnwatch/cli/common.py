@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import functools
 import sys
+from dataclasses import replace
 from typing import Any, Callable
 
 import click
 
+from spawnwatch.config import Config, ConfigError, load
+from spawnwatch.redact import RedactRules
 from spawnwatch.sinks.jsonl import write_json_line
 
 EXIT_RUNTIME = 1
@@ -34,6 +37,34 @@ def duration_option(f: Callable) -> Callable:
         metavar="SECONDS",
         help="Stop after this many seconds (default: until Ctrl-C or SIGTERM).",
     )(f)
+
+
+def config_option(f: Callable) -> Callable:
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(exists=True, dir_okay=False),
+        metavar="FILE",
+        help="TOML file overriding the default thresholds, signature and redaction rules (see data/default-config.toml).",
+    )(f)
+
+
+def show_secrets_option(f: Callable) -> Callable:
+    return click.option(
+        "--show-secrets",
+        is_flag=True,
+        help="Keep argv as the processes got it: output and recordings then carry API keys, tokens and "
+        "passwords in clear. By default they are replaced by <redacted> (the config's [redact] rules).",
+    )(f)
+
+
+def load_config(path: str | None, show_secrets: bool = False) -> Config:
+    """The config (a bad one is a usage error); with `show_secrets`, rules that redact nothing."""
+    try:
+        config = load(path)
+    except ConfigError as exc:
+        raise click.BadParameter(str(exc), param_hint="--config") from exc
+    return replace(config, redact=RedactRules()) if show_secrets else config
 
 
 def emit_json(record: dict[str, Any]) -> None:

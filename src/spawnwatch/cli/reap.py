@@ -13,6 +13,7 @@ from spawnwatch.cli.common import EXIT_RUNTIME, emit_json, json_option, one_line
 from spawnwatch.config import ConfigError, load
 from spawnwatch.events import ProcessInfo
 from spawnwatch.reap import Outcome, Plan, Selection, SelectionError, execute, plan
+from spawnwatch.redact import Redactor
 from spawnwatch.render import human_bytes
 from spawnwatch.signature import Signer
 
@@ -51,9 +52,11 @@ def command(
       sudo spawnwatch reap --signature 'npx -y @21st-dev/magic' --container metamcp --keep 1 --yes
     """
     try:
-        signer = Signer(load(config_path).signature)
+        config = load(config_path)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
+    signer = Signer(config.signature)
+    redact = Redactor(config.redact)
     resolver = ContainerResolver(DockerEngine())
     container_id = None
     if container is not None:
@@ -66,7 +69,9 @@ def command(
 
     selection = Selection(signature=signature, spawner=spawner, container=container_id, keep=keep)
     try:
-        chosen = plan(procfs.snapshot().processes, selection, lambda p: signer(p.argv, p.comm), container_of)
+        # --signature may be a command line as typed, secrets and all: signed redacted, as /proc's are.
+        chosen = plan(procfs.snapshot(redact).processes, selection, lambda p: signer(redact(p.argv), p.comm),
+                      container_of)
     except SelectionError as exc:
         raise click.ClickException(str(exc)) from exc
     rss = {t.process.pid: procfs.memory_of([t.process.pid]).rss_bytes for t in chosen.targets}

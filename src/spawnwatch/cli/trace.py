@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from spawnwatch.cli.common import CannotTrace, duration_option, json_option, one_line_errors
+from spawnwatch.cli.common import (
+    CannotTrace, config_option, duration_option, json_option, load_config, one_line_errors, show_secrets_option,
+)
 from spawnwatch.probe import ProbeError
 from spawnwatch.session import run_trace
 
@@ -14,12 +16,14 @@ from spawnwatch.session import run_trace
 @click.option("--pid", type=click.IntRange(min=1), help="Only this process and its descendants.")
 @click.option("--comm", help="Only events whose command name (comm) is this.")
 @click.option("--container", metavar="NAME", help="Only events from this container (name or id prefix).")
-@click.option("--record", type=click.Path(dir_okay=False, writable=True), help="Also save every event to FILE (msgpack) for `watch --replay`.")
+@click.option("--record", type=click.Path(dir_okay=False, writable=True), help="Also save every event to FILE (msgpack, mode 0600) for `watch --replay`.")
+@config_option
+@show_secrets_option
 @json_option
 @one_line_errors
 def command(
     duration: float | None, pid: int | None, comm: str | None, container: str | None, record: str | None,
-    as_json: bool,
+    config_path: str | None, show_secrets: bool, as_json: bool,
 ) -> None:
     """Stream process events from the kernel: fork, exec, exit, reap, oom.
 
@@ -34,7 +38,8 @@ def command(
     process runs in, "-" on the host; in --json, "container" is {"id", "name",
     "image"} or null.  With --json the first line is {"kind": "ready", "pid": ...}
     once every probe is attached, then one object per event, then
-    {"kind": "stats", ...} last.
+    {"kind": "stats", ...} last.  Secrets in argv (API keys, tokens, passwords)
+    show as <redacted>, in the output and in the recording.
 
     \b
     Examples:
@@ -44,7 +49,8 @@ def command(
       sudo spawnwatch trace --comm npm --json
       sudo spawnwatch trace --container metamcp
     """
+    config = load_config(config_path, show_secrets)
     try:
-        run_trace(duration=duration, pid=pid, comm=comm, container=container, record=record, as_json=as_json)
+        run_trace(config, duration=duration, pid=pid, comm=comm, container=container, record=record, as_json=as_json)
     except ProbeError as exc:
         raise CannotTrace(str(exc)) from exc

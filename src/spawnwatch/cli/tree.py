@@ -7,10 +7,10 @@ import sys
 import click
 
 from spawnwatch import tree
-from spawnwatch.cli.common import emit_json, json_option, one_line_errors
-from spawnwatch.cli.watch import config_option, load_config
+from spawnwatch.cli.common import config_option, emit_json, json_option, load_config, one_line_errors
 from spawnwatch.filters import container_matches
 from spawnwatch.pipeline import Pipeline
+from spawnwatch.redact import Redactor
 
 
 @click.command("tree")
@@ -40,7 +40,7 @@ def command(pid: int | None, container: str | None, config_path: str | None, as_
 
     config = load_config(config_path)
     pipeline = Pipeline(config, reparent_hint=procfs.parent_pid)
-    snapshot = procfs.snapshot()
+    snapshot = procfs.snapshot(Redactor(config.redact))
     pipeline.feed(snapshot)
     findings = pipeline.detector.evaluate(snapshot.ts)
     if pid is not None and pipeline.lineage.get(pid) is None:

@@ -11,11 +11,14 @@ from typing import Any
 
 import click
 
-from spawnwatch.cli.common import CannotTrace, duration_option, json_option, log, one_line_errors
-from spawnwatch.config import Config, ConfigError, load
+from spawnwatch.cli.common import (
+    CannotTrace, config_option, duration_option, json_option, load_config, log, one_line_errors, show_secrets_option,
+)
+from spawnwatch.config import Config
 from spawnwatch.events import Snapshot, from_record, to_record
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.recording import RecordingError, RecordingWriter, read_records
+from spawnwatch.redact import Redactor
 from spawnwatch.sinks import Fanout, OnlyContainer, Record, Sink
 from spawnwatch.sinks.human import Human
 from spawnwatch.sinks.jsonl import JsonLines
@@ -23,28 +26,11 @@ from spawnwatch.sinks.jsonl import JsonLines
 TICK = "tick"  # a recording's record of when the live session evaluated
 
 
-def config_option(f):
-    return click.option(
-        "--config",
-        "config_path",
-        type=click.Path(exists=True, dir_okay=False),
-        metavar="FILE",
-        help="TOML file overriding the default thresholds and signature rules (see data/default-config.toml).",
-    )(f)
-
-
-def load_config(path: str | None) -> Config:
-    try:
-        return load(path)
-    except ConfigError as exc:
-        raise click.BadParameter(str(exc), param_hint="--config") from exc
-
-
 @click.command("watch")
 @duration_option
 @config_option
 @click.option("--record", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
-              help="Also save the snapshot, every event and every alert to FILE (msgpack) for --replay.")
+              help="Also save the snapshot, every event and every alert to FILE (msgpack, mode 0600) for --replay.")
 @click.option("--replay", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="Run detection on a recording (from --record or `trace --record`) instead of the kernel; no root needed.")
 @click.option("--metrics-address", metavar="[HOST]:PORT",
@@ -59,11 +45,12 @@ def load_config(path: str | None) -> Config:
 @click.option("--resend-every", type=click.FloatRange(min=1), default=60.0, show_default=True, metavar="SECONDS",
               help="How often an Alertmanager is told again of every active alert (keep it below its "
                    "resolve_timeout, 5 min by default).")
+@show_secrets_option
 @json_option
 @one_line_errors
 def command(duration: float | None, config_path: str | None, record: str | None, replay: str | None,
             metrics_address: str | None, metrics_port: int | None, container: str | None, webhook: str | None,
-            resend_every: float, as_json: bool) -> None:
+            resend_every: float, show_secrets: bool, as_json: bool) -> None:
     """Catch processes that keep spawning identical children and never clean them up.
 
     Children are grouped by spawner and signature (argv normalised: `npx -y
@@ -80,6 +67,10 @@ def command(duration: float | None, config_path: str | None, record: str | None,
 
     With --json the first line is {"kind": "ready", "pid": ...}, then one alert
     object per line, then {"kind": "stats", ...} last, as for `trace`.
+
+    Secrets in argv (API keys, tokens, passwords) are replaced by <redacted>
+    before detection, so alerts, webhooks, metrics and recordings never carry
+    them, and a replay redacts a recording made with --show-secrets.
 
     \b
     Examples:
@@ -98,7 +89,7 @@ def command(duration: float | None, config_path: str | None, record: str | None,
         raise click.UsageError("--metrics-port is a shorthand of --metrics-address: give one of them")
     if metrics_port is not None:
         metrics_address = str(metrics_port)
-    config = load_config(config_path)
+    config = load_config(config_path, show_secrets)
     with ExitStack() as stack:
         sinks: list[Sink] = [JsonLines(sys.stdout) if as_json else Human(sys.stdout, color=sys.stdout.isatty())]
         metrics = serve_metrics(metrics_address) if metrics_address is not None else None
@@ -149,6 +140,7 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
         raise click.ClickException(str(exc)) from exc
     ticked = any(record.get("kind") == TICK for record in records)
     pipeline = Pipeline(config, auto_advance=not ticked)
+    redact = Redactor(config.redact)  # the recording may be an old one, or made with --show-secrets
     counts: Counter[str] = Counter()
     lost = 0
     sink.send({"kind": "ready", "pid": os.getpid()})
@@ -163,6 +155,7 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
             item = from_record(record)
             if item is None:
                 continue
+            item = redact.event(item)
             if not isinstance(item, Snapshot):
                 counts[item.kind.value] += 1
             alerts = pipeline.feed(item)
@@ -186,6 +179,7 @@ def watch_live(config: Config, sink: Sink, duration: float | None, record: str |
 
     resolver = stack.enter_context(ContainerResolver())
     pipeline = Pipeline(config, memory_of=memory, resolve_container=resolver, reparent_hint=procfs.parent_pid)
+    redact = Redactor(config.redact)
     recorder = stack.enter_context(RecordingWriter(record)) if record else None
 
     def out(item: Record) -> None:
@@ -210,12 +204,12 @@ def watch_live(config: Config, sink: Sink, duration: float | None, record: str |
 
     stop = Stop(duration)
     try:
-        probe = stack.enter_context(open_probe())
+        probe = stack.enter_context(open_probe(redact))
     except ProbeError as exc:
         raise CannotTrace(str(exc)) from exc
     with stop.on_signals():
         # Attached first, then the snapshot: no process can fall between the two.
-        snapshot = procfs.snapshot()
+        snapshot = procfs.snapshot(redact)
         out(ready_record())
         stop.start_clock()
         if recorder is not None:

@@ -16,8 +16,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
+from spawnwatch.config import default_redactor
 from spawnwatch.events import Event, Exec, Fork, Oom, Reap
 from spawnwatch.probe import layout, preflight
+from spawnwatch.redact import Redactor
 
 _LOCAL_INCLUDE = re.compile(r'^#include "([^"]+)"\s*$')
 
@@ -109,10 +111,15 @@ class Probe:
 
     `parent_of` and `argv_of` answer from /proc what neither the kernel side
     nor the events seen so far can: the parent of a process that started
-    before we attached, the argv of an exec that began before we attached."""
+    before we attached, the argv of an exec that began before we attached.
+    Every exec's argv, from either, leaves through `redact` (by default the
+    default config's rules)."""
 
-    def __init__(self, parent_of: ParentOf | None = None, argv_of: ArgvOf | None = None) -> None:
+    def __init__(
+        self, parent_of: ParentOf | None = None, argv_of: ArgvOf | None = None, redact: Redactor | None = None
+    ) -> None:
         self._argv_of = argv_of
+        self._redact = redact if redact is not None else default_redactor()
         self._known = KnownProcesses(parent_of)
         self._bpf = None
         self._records: list[bytes] = []
@@ -179,10 +186,10 @@ class Probe:
             except layout.DecodeError:
                 self._decode_errors += 1
                 continue
-            if isinstance(event, Exec) and flags & layout.FLAG_ARGV_MISSING and self._argv_of:
-                argv = self._argv_of(event.pid)
-                if argv:
-                    event = replace(event, argv=argv, argv_truncated=False)
+            if isinstance(event, Exec):
+                found = self._argv_of(event.pid) if flags & layout.FLAG_ARGV_MISSING and self._argv_of else None
+                event = replace(event, argv=self._redact(found or event.argv),
+                                argv_truncated=event.argv_truncated and not found)
             events.append(self._known.complete(event, flags))
             self._counts[event.kind.value] += 1
         return events
