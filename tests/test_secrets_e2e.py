@@ -168,7 +168,7 @@ def session(tmp_path_factory) -> Session:
 
             result.alert = wait_for(lambda: firing(live["watch --json"].snapshot()), "the accumulating alert", 180)
             wait_for(lambda: len(lines) == CHILDREN, "every child started", 120)
-            wait_for(lambda: any(b[0]["annotations"]["spawner_pid"] == str(supervisor.pid) for _, b in alertmanager.bodies),
+            wait_for(lambda: any(a["labels"]["spawner_pid"] == str(supervisor.pid) for _, b in alertmanager.bodies for a in b),
                      "the Alertmanager body", 60)
             wait_for(lambda: any(b.get("spawner", {}).get("pid") == supervisor.pid for _, b in hook.bodies),
                      "the webhook body", 60)
