@@ -30,14 +30,12 @@ from spawnwatch.config import Config
 from spawnwatch.detect import Detector, Finding, Group, live_subtree
 from spawnwatch.lineage import Lineage, Process
 from spawnwatch.pipeline import Pipeline
+from spawnwatch.reap import INIT
 from spawnwatch.render import human_bytes
 
 HOST = "host"  # the pseudo-container of processes outside any container
 MEMORY_STEP = 256 * 1024 * 1024  # suggested limits are rounded up to this
 MIN_PIDS_LIMIT = 64
-# Rules whose leaked processes a signal can end (zombies are dead already: only
-# their parent, by waiting, or its end, clears them).
-REAPABLE = ("accumulating", "orphaned", "spawn_rate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +274,8 @@ def _actions(report: dict[str, Any]) -> list[dict[str, Any]]:
     for scope in [report["host"], *report["containers"]]:
         for group in scope["groups"]:
             for target in group["reap"]:
+                if target["spawner"] == INIT:
+                    continue  # `reap` never ends init's children: they are adopted by the whole system
                 # An accumulating supervisor still talks to its newest child; orphans have nobody.
                 keep = 1 if target["spawner"] == group["spawner"]["pid"] else 0
                 key = (target["spawner"], target["signature"], scope.get("name"))
@@ -326,8 +326,7 @@ def _reap_action(
     argv = ["spawnwatch", "reap", "--signature", signature, "--spawner", str(spawner)]
     if container:
         argv += ["--container", container]
-    if keep:
-        argv += ["--keep", str(keep)]
+    argv += ["--keep", str(keep)]
     return {
         "kind": "reap",
         "message": (
