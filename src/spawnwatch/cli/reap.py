@@ -9,7 +9,7 @@ import click
 
 from spawnwatch.adapters import procfs
 from spawnwatch.adapters.containers import ContainerResolver, DockerEngine
-from spawnwatch.cli.common import EXIT_RUNTIME, emit_json, json_option, one_line_errors
+from spawnwatch.cli.common import EXIT_RUNTIME, emit_json, json_option, one_line_errors, require_root
 from spawnwatch.config import ConfigError, load
 from spawnwatch.events import ProcessInfo
 from spawnwatch.reap import (
@@ -63,7 +63,7 @@ def command(
     Without --yes it only lists what it would end.  With --yes: SIGSTOP all (no new
     child escapes), SIGTERM, SIGKILL after --grace.  Each process is pinned by
     (pid, start time) first, so a pid reused meanwhile is never signalled.  Exits 1
-    when a process survives SIGKILL.
+    when a process survives SIGKILL; 3 with --yes when not root.
 
     \b
     Examples:
@@ -71,6 +71,8 @@ def command(
       sudo spawnwatch reap --signature 'npx -y @21st-dev/magic' --container metamcp --yes
       sudo spawnwatch reap --signature 'node magic' --spawner 4300 --keep 0 --yes   # orphans
     """
+    if yes:
+        require_root()  # it signals processes of other users, and a half-done freeze would leave some stopped
     try:
         config = load(config_path)
     except ConfigError as exc:
