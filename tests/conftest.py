@@ -113,9 +113,12 @@ class Unprivileged:
         for path in [root, *root.rglob("*")]:
             path.chmod(path.stat().st_mode | stat.S_IRGRP | stat.S_IROTH
                        | (stat.S_IXGRP | stat.S_IXOTH if path.is_dir() else 0))
+        home = root / "home"  # npm (simulate) writes its cache there
+        home.mkdir()
+        os.chown(home, NOBODY, NOBODY)
         self.env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(root),
+            "HOME": str(home),
             "PYTHONPATH": str(site),
             "PYTHONDONTWRITEBYTECODE": "1",
             "LANG": "C.UTF-8",

@@ -1,6 +1,8 @@
 """Every command run by an unprivileged user (`nobody`, through setpriv, as a real
-process): what needs root says so in one line with the fix and exits 3; what does not
-need root works; never a traceback.
+process): what needs root (trace, watch live, report --trace, reap --yes) says so in
+one line with the fix and exits 3; doctor gives every check's result and fix and
+exits 3; what does not need root (tree, report, reap's dry run, watch --replay,
+simulate, --help) works; never a traceback.
 
 The commands run from a world-readable copy of the package (the `unprivileged`
 fixture), so these tests hold wherever the checkout is, /root included.
@@ -113,3 +115,13 @@ def test_watch_replays_a_recording_unprivileged(unprivileged) -> None:
     assert_no_traceback(result)
     assert result.returncode == 0, result.stderr
     assert [json.loads(line)["kind"] for line in result.stdout.splitlines()] == ["ready", "stats"]
+
+
+@pytest.mark.npm
+def test_simulate_runs_unprivileged(unprivileged) -> None:
+    result = unprivileged.run("simulate", "accumulate", "--duration", "3", "--interval", "1", "--memory", "5", "--json")
+    assert_no_traceback(result)
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stdout.splitlines()]
+    kinds = [r["kind"] for r in records]
+    assert kinds[0] == "simulate" and "spawn" in kinds and "stop" in kinds
