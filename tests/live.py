@@ -61,7 +61,8 @@ class LiveCommand:
         with self._lock:
             return list(self.records)
 
-    def wait_for(self, predicate: Callable[[list[dict]], object], what: str, timeout: float = 30.0) -> list[dict]:
+    def wait_for(self, predicate: Callable[[list[dict]], object], what: str = "the records it waited for",
+                 timeout: float = 30.0) -> list[dict]:
         """The records once predicate(records) holds; fails the test when it does not
         within `timeout` (generous: a deadline, not a timing assertion) or the command ends."""
         deadline = time.monotonic() + timeout
