@@ -206,7 +206,9 @@ def build(facts: Facts, settings: ReportSettings = ReportSettings()) -> dict[str
     names = {c.info.id: c.info.name for c in facts.containers}
 
     def groups_of(key: str) -> list[dict[str, Any]]:
-        ranked = sorted(by_container.get(key, ()), key=lambda g: (-g.rss_bytes, -g.processes, g.signature))
+        # Leaks first: a busy host's big healthy pools must not push a leak out of the list.
+        ranked = sorted(by_container.get(key, ()),
+                        key=lambda g: (not g.findings, -g.rss_bytes, -g.processes, g.signature))
         return [_group_record(g, names) for g in ranked[: settings.groups_per_container]]
 
     containers = [
