@@ -7,14 +7,20 @@ so a broken CI machine can never pass by skipping.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import shutil
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+
+import spawnwatch
 
 REPO = Path(__file__).resolve().parents[1]
 # The Docker fixtures (docker_session, docker_env) for every test module.
@@ -62,6 +68,82 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         problem = _npm_problem()
         if problem:
             missing_prerequisite(problem)
+
+
+NOBODY = 65534
+
+
+def _runtime_distributions(name: str) -> list[importlib.metadata.Distribution]:
+    """`name` and everything it needs at run time (extras left out)."""
+    found: dict[str, importlib.metadata.Distribution] = {}
+    pending = [name]
+    while pending:
+        dist = importlib.metadata.distribution(pending.pop())
+        key = dist.metadata["Name"].lower().replace("_", "-")
+        if key in found:
+            continue
+        found[key] = dist
+        for requirement in map(Requirement, dist.requires or []):
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                pending.append(requirement.name)
+    return list(found.values())
+
+
+class Unprivileged:
+    """Runs the CLI as `nobody`, from a world-readable copy of the package and its
+    dependencies: the checkout (and its venv) may sit under a 0700 directory such as
+    /root, where nobody could not even import it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        site = root / "site"
+        shutil.copytree(Path(spawnwatch.__file__).parent, site / "spawnwatch",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+        for dist in _runtime_distributions("spawnwatch"):
+            if dist.metadata["Name"] == "spawnwatch":
+                continue
+            for file in dist.files or ():
+                if ".." in file.parts:  # console scripts in the venv's bin: not needed with -m
+                    continue
+                source = Path(dist.locate_file(file))
+                if source.is_file() and "__pycache__" not in source.parts:
+                    target = site / file
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(source, target)
+        for path in [root, *root.rglob("*")]:
+            path.chmod(path.stat().st_mode | stat.S_IRGRP | stat.S_IROTH
+                       | (stat.S_IXGRP | stat.S_IXOTH if path.is_dir() else 0))
+        home = root / "home"  # npm (simulate) writes its cache there
+        home.mkdir()
+        os.chown(home, NOBODY, NOBODY)
+        self.env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(home),
+            "PYTHONPATH": str(site),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "LANG": "C.UTF-8",
+        }
+        # The venv's python is a symlink inside the checkout; the interpreter it points to is not.
+        self.python = os.path.realpath(sys.executable)
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        """`spawnwatch ARGS` as nobody."""
+        return subprocess.run(
+            ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+             self.python, "-m", "spawnwatch", *args],
+            capture_output=True, text=True, cwd="/", env=self.env, stdin=subprocess.DEVNULL, timeout=timeout,
+        )
+
+
+@pytest.fixture(scope="session")
+def unprivileged():
+    if os.geteuid() != 0:
+        missing_prerequisite("dropping to the user nobody needs root")
+    root = Path(tempfile.mkdtemp(prefix="spawnwatch-nobody-"))
+    try:
+        yield Unprivileged(root)
+    finally:
+        shutil.rmtree(root)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Run a live spawnwatch command (`trace --json`, `watch --json`) as a real
 subprocess: wait for its ready line, let the test act, stop it with SIGTERM and
-hand back every record it printed."""
+hand back every record it printed.  A wait that times out fails the test, saying
+what it waited for, with the last records and stderr."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ class LiveCommand:
         self.ready_timeout = ready_timeout
         self.env = env
         self.records: list[dict] = []
-        self.stderr = ""
+        self._stderr_lines: list[str] = []
         self.returncode: int | None = None
         self._lock = threading.Lock()
 
@@ -35,7 +36,7 @@ class LiveCommand:
         if not self._ready.wait(self.ready_timeout):
             self.proc.kill()
             self.proc.wait()
-            raise AssertionError(f"{self.argv} printed no ready line; stderr: {self.stderr[-2000:]}")
+            raise AssertionError(f"{self.argv} printed no ready line; stderr: {self.stderr}")
         return self
 
     def _read(self) -> None:
@@ -47,23 +48,38 @@ class LiveCommand:
                 self._ready.set()
 
     def _read_stderr(self) -> None:
-        self.stderr = self.proc.stderr.read()
+        for line in self.proc.stderr:
+            with self._lock:
+                self._stderr_lines.append(line)
+
+    @property
+    def stderr(self) -> str:
+        """The last 2,000 characters of stderr so far."""
+        with self._lock:
+            return "".join(self._stderr_lines)[-2000:]
 
     def snapshot(self) -> list[dict]:
         with self._lock:
             return list(self.records)
 
-    def wait_for(self, predicate: Callable[[list[dict]], bool], timeout: float = 30.0) -> list[dict]:
-        """Poll until predicate(records) holds; generous deadline, no timing assertion."""
+    def wait_for(self, predicate: Callable[[list[dict]], object], what: str = "the records it waited for",
+                 timeout: float = 30.0) -> list[dict]:
+        """The records once predicate(records) holds; fails the test when it does not
+        within `timeout` (generous: a deadline, not a timing assertion) or the command ends."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
+            ended = self.proc.poll()
+            if ended is not None:
+                self._reader.join(timeout=10)  # its last lines may still be in the pipe
             records = self.snapshot()
             if predicate(records):
                 return records
-            if self.proc.poll() is not None:
-                break
+            if ended is not None or time.monotonic() >= deadline:
+                why = f"it ended with {ended}" if ended is not None else f"timed out after {timeout} s"
+                raise AssertionError(
+                    f"{self.argv[3:]} waiting for {what}: {why}; last records: {records[-5:]}; stderr: {self.stderr}"
+                )
             time.sleep(0.1)
-        return self.snapshot()
 
     def __exit__(self, *exc_info: object) -> None:
         if self.proc.poll() is None:
@@ -79,5 +95,5 @@ class LiveCommand:
     @property
     def stats(self) -> dict:
         last = self.records[-1] if self.records else {}
-        assert last.get("kind") == "stats", f"last line is not stats: {last}; stderr: {self.stderr[-2000:]}"
+        assert last.get("kind") == "stats", f"last line is not stats: {last}; stderr: {self.stderr}"
         return last

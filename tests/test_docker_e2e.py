@@ -47,7 +47,8 @@ def test_watch_names_the_container_of_a_leaky_supervisor(docker_env, package) ->
     with LiveCommand("watch", "--json") as watch:
         # Started after `watch`: the container is new to it, known from the event stream.
         container_id, name = run_supervisor(docker_env, package, "accumulate", "--interval", "1", "--max", "16")
-        records = watch.wait_for(lambda rs: alerts_in(rs, container_id, "accumulating"), timeout=ALERT_TIMEOUT)
+        records = watch.wait_for(lambda rs: alerts_in(rs, container_id, "accumulating"), "an accumulating alert for the container",
+                                 timeout=ALERT_TIMEOUT)
         supervisor_pid = docker_env.pid(container_id)
     alerts = alerts_in(records, container_id, "accumulating")
     assert alerts, f"no accumulating alert for the container; stderr: {watch.stderr[-2000:]}"
@@ -66,7 +67,8 @@ def test_an_oom_kill_in_a_limited_container_names_the_container_and_the_group(do
             docker_env, package, "accumulate", "--interval", "1", "--memory", "64", "--max", "8",
             options=("--memory", "256m", "--memory-swap", "256m"),
         )
-        records = watch.wait_for(lambda rs: alerts_in(rs, container_id, "oom"), timeout=ALERT_TIMEOUT)
+        records = watch.wait_for(lambda rs: alerts_in(rs, container_id, "oom"), "an oom alert for the container",
+                                 timeout=ALERT_TIMEOUT)
     alerts = alerts_in(records, container_id, "oom")
     assert alerts, f"no oom alert for the container; stderr: {watch.stderr[-2000:]}"
     alert = alerts[0]

@@ -1,5 +1,6 @@
-"""`spawnwatch reap`: the plan picks exactly one group (pure), and ending it on real
-processes ends the group's members and their subtrees, and nothing else."""
+"""`spawnwatch reap`: the plan picks exactly one group (pure), the gate lets through only
+a group a rule of `watch` flags (never init's or reap's own ancestry), and ending it on
+real processes ends the group's members and their subtrees, and nothing else."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from click.testing import CliRunner
 from spawnwatch.adapters import procfs
 from spawnwatch.cli.reap import command as reap_command
 from spawnwatch.config import load
-from spawnwatch.events import ProcessInfo
-from spawnwatch.reap import Selection, SelectionError, execute, plan
+from spawnwatch.events import ProcessInfo, Snapshot
+from spawnwatch.reap import GroupId, Selection, SelectionError, execute, flagged, plan, refusal
 from spawnwatch.signature import Signer
 
 SIGNER = Signer(load().signature)
@@ -89,6 +90,46 @@ def test_keeping_more_than_the_group_ends_nothing() -> None:
     assert chosen.targets == () and len(chosen.kept) == 4
 
 
+# --- the gate -------------------------------------------------------------------------------
+
+# A supervisor (400) that started one `npm exec magic` every 2 s for 20 s and ended none
+# (accumulating), and a pool (500) that started 8 workers at once (healthy).
+LEAKING = [
+    proc(1, 0, 0.0, "/sbin/init"),
+    proc(400, 1, 1.0, "node", "supervisor.js"),
+    *(proc(410 + i, 400, 10.0 + 2 * i, *NPM_EXEC) for i in range(10)),
+    proc(500, 1, 1.0, "gunicorn", "app:main"),
+    *(proc(510 + i, 500, 3.0, "gunicorn", "app:main") for i in range(8)),
+]
+
+
+def no_container(cgroup_id: int, pid: int | None) -> None:
+    return None
+
+
+def test_the_rules_of_watch_flag_the_accumulating_group_and_not_the_pool() -> None:
+    groups = flagged(load(), Snapshot(ts=40.0, processes=tuple(LEAKING)), no_container)
+    assert groups == {GroupId(400, "npm exec magic", None)}
+
+
+def test_only_a_flagged_group_passes_the_gate_unless_forced() -> None:
+    groups = flagged(load(), Snapshot(ts=40.0, processes=tuple(LEAKING)), no_container)
+    leak = plan(LEAKING, Selection("npm exec magic", spawner=400, keep=1), sign, container_of)
+    pool = plan(LEAKING, Selection("gunicorn app:main", spawner=500), sign, container_of)
+    assert refusal(leak, groups, protected={os.getpid()}, force=False) is None
+    assert "no rule of `watch`" in refusal(pool, groups, protected={os.getpid()}, force=False)
+    assert refusal(pool, groups, protected={os.getpid()}, force=True) is None
+
+
+def test_init_and_this_commands_ancestry_are_refused_even_when_forced() -> None:
+    adopted = [proc(1, 0, 0.0, "/sbin/init"), *(proc(610 + i, 1, 10.0 + 2 * i, *NPM_EXEC) for i in range(10))]
+    by_init = plan(adopted, Selection("npm exec magic", spawner=1), sign, container_of)
+    flagged_anyway = {by_init.group}
+    assert "pid 1" in refusal(by_init, flagged_anyway, protected=set(), force=True)
+    leak = plan(LEAKING, Selection("npm exec magic", spawner=400), sign, container_of)
+    assert "runs this very command" in refusal(leak, {leak.group}, protected={400, 1}, force=True)
+
+
 # --- real processes -------------------------------------------------------------------------
 
 # The leaky parent: identical children, each holding a grandchild; one unrelated child.
@@ -135,27 +176,78 @@ def leaky_parent():
         parent.wait()
 
 
+@pytest.fixture
+def quick_rules(tmp_path) -> str:
+    """Thresholds under which the leaky parent's four children, 0.05 s apart, accumulate."""
+    path = tmp_path / "quick.toml"
+    path.write_text("[rules.accumulating]\nmin_live = 3\nmin_gap_s = 0.01\nmin_growth = 3\n")
+    return str(path)
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(reap_command, list(args), catch_exceptions=False)
+    return result.exit_code, result.output
+
+
 def reap(*args: str) -> dict:
-    result = CliRunner().invoke(reap_command, [*args, "--json"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+    exit_code, output = invoke(*args, "--json")
+    assert exit_code == 0, output
+    return json.loads(output)
 
 
-def test_a_dry_run_ends_nothing(leaky_parent) -> None:
+def test_a_dry_run_ends_nothing_and_keeps_the_newest_by_default(leaky_parent, quick_rules) -> None:
     before = tree(leaky_parent)
-    record = reap("--signature", CHILD_SIGNATURE, "--spawner", str(leaky_parent.pid))
-    assert record["dry_run"] is True
-    assert len(record["targets"]) == 8 and record["rss_bytes"] > 0
+    newest = max((pid for pid, argv in before.items() if argv[:2] == ["sh", "-c"]),
+                 key=lambda pid: (psutil.Process(pid).create_time(), pid))
+    record = reap("--signature", CHILD_SIGNATURE, "--spawner", str(leaky_parent.pid), "--config", quick_rules)
+    assert record["dry_run"] is True and record["refused"] is None
+    assert record["kept"] == [newest]
+    assert len(record["targets"]) == 6 and record["rss_bytes"] > 0
     assert tree(leaky_parent) == before
 
 
-def test_reap_ends_exactly_the_group_and_its_subtrees(leaky_parent) -> None:
+def test_a_group_no_rule_flags_is_refused_and_left_alone(leaky_parent) -> None:
+    # Four children are no leak under the default thresholds.
+    before = tree(leaky_parent)
+    selection = ("--signature", CHILD_SIGNATURE, "--spawner", str(leaky_parent.pid))
+    record = reap(*selection)
+    assert "no rule of `watch`" in record["refused"]
+    exit_code, output = invoke(*selection, "--yes")
+    assert exit_code == 1
+    assert output.count("\n") == 1 and output.startswith("Error: refused: no rule of `watch`")
+    assert tree(leaky_parent) == before
+    forced = reap(*selection, "--keep", "0", "--force")
+    assert forced["refused"] is None and len(forced["targets"]) == 8
+
+
+def test_a_group_of_init_or_of_reap_itself_is_refused_even_when_forced() -> None:
+    # Dry runs only: the refusal must hold whatever runs on this host under pid 1.
+    snapshot = procfs.snapshot()
+    (adopted, *_) = [p for p in snapshot.processes if p.ppid == 1]
+    record = reap("--signature", sign(adopted), "--spawner", "1", "--force")
+    assert "pid 1" in record["refused"]
+    exit_code, output = invoke("--signature", sign(adopted), "--spawner", "1", "--force", "--yes")
+    assert exit_code == 1 and output.startswith("Error: refused: the spawner is pid 1")
+    # CliRunner runs reap in this very process: children of the test are children of reap.
+    children = [subprocess.Popen(["sleep", "1005"]) for _ in range(3)]
+    try:
+        record = reap("--signature", "sleep 1005", "--spawner", str(os.getpid()), "--force")
+        assert "runs this very command" in record["refused"]
+        exit_code, _ = invoke("--signature", "sleep 1005", "--spawner", str(os.getpid()), "--force", "--yes")
+        assert exit_code == 1 and all(child.poll() is None for child in children)
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
+
+
+def test_reap_ends_exactly_the_group_and_its_subtrees(leaky_parent, quick_rules) -> None:
     before = tree(leaky_parent)
     members = sorted((pid for pid, argv in before.items() if argv[:2] == ["sh", "-c"]),
                      key=lambda pid: psutil.Process(pid).create_time())
     newest = members[-1]
     record = reap("--signature", CHILD_SIGNATURE, "--spawner", str(leaky_parent.pid), "--keep", "1", "--yes",
-                  "--grace", "10")
+                  "--grace", "10", "--config", quick_rules)
     ended = set(record["ended"])
     newest_grandchild = next(p.pid for p in psutil.Process(newest).children())
     expected = set(before) - {newest, newest_grandchild} - {pid for pid, argv in before.items() if argv[:2] == ["sleep", "1002"]}

@@ -8,6 +8,7 @@ import json
 import shlex
 import tarfile
 import uuid
+from dataclasses import replace
 
 import psutil
 import pytest
@@ -104,6 +105,21 @@ def test_the_report_holds_every_figure_and_the_actions() -> None:
     # sized on the container without its leak: 2 GiB - 1.5 GiB used, 64 - 20 processes, doubled
     assert limits["compose"] == "services:\n  metamcp:\n    mem_limit: 1024m\n    pids_limit: 128"
     assert limits["command"] == "docker update --memory 1024m --memory-swap 1024m --pids-limit 128 mcp-1"
+
+
+def test_orphans_adopted_by_init_get_no_reap_command_and_orphans_elsewhere_keep_none() -> None:
+    # The supervisor's killed children left servers behind: some adopted by init, some
+    # by a subreaper (pid 77).  `reap` refuses init's children, so no command names them.
+    supervisor = process(4242, 1, "node", "metamcp.js")
+    orphans = GroupFacts(
+        signature="npm exec magic", spawner=supervisor, container_id=None, processes=0, zombies=0,
+        rss_bytes=400 * MIB, pids=(),
+        findings=(finding("orphaned", supervisor, "npm exec magic", "12 processes left alive by 12 exited children"),),
+        reap_targets=((1, "node magic", 6), (77, "node magic", 6)),
+    )
+    report = build(replace(facts(), groups=(orphans,), containers=()))
+    commands = [shlex.split(a["command"]) for a in report["actions"] if a["kind"] == "reap"]
+    assert commands == [["spawnwatch", "reap", "--signature", "node magic", "--spawner", "77", "--keep", "0"]]
 
 
 def test_the_human_view_shows_the_same_report() -> None:

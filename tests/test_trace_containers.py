@@ -16,7 +16,8 @@ def test_trace_names_the_container_and_filters_by_it(docker_env):
     marker = uuid.uuid4().hex
     with LiveCommand("trace", "--json", "--container", name) as trace:
         container_id = docker_env.run("sh", "-c", f"sleep 0.3; echo {marker} >/dev/null; exec sleep 30", name=name)
-        trace.wait_for(lambda rs: any(r["kind"] == "exec" and r["argv"][:2] == ["sleep", "30"] for r in rs))
+        trace.wait_for(lambda rs: any(r["kind"] == "exec" and r["argv"][:2] == ["sleep", "30"] for r in rs),
+                       "the exec of `sleep 30` in the container")
     events = [r for r in trace.records if r["kind"] not in ("ready", "stats")]
     assert events, trace.stderr
     expected = {"id": container_id, "name": name, "image": docker_env.image}

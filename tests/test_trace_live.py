@@ -30,7 +30,7 @@ def test_marker_command_yields_fork_exec_exit_reap_in_order():
     with LiveCommand("trace", "--json") as trace:
         proc = subprocess.Popen(["/bin/sh", "-c", f"exec /bin/true {marker}"])
         proc.wait()
-        trace.wait_for(lambda rs: any(r["kind"] == "reap" and r["pid"] == proc.pid for r in rs))
+        trace.wait_for(lambda rs: any(r["kind"] == "reap" and r["pid"] == proc.pid for r in rs), f"the reap of {proc.pid}")
     ours = events_of(trace.records, proc.pid)
     assert kinds(ours) == ["fork", "exec", "exec", "exit", "reap"], ours
     fork, exec_sh, exec_true, exit_, reap = ours
@@ -55,7 +55,7 @@ def test_threads_yield_no_fork_events():
     with LiveCommand("trace", "--json") as trace:
         proc = subprocess.Popen([sys.executable, "-c", program])
         proc.wait()
-        trace.wait_for(lambda rs: any(r["kind"] == "reap" and r["pid"] == proc.pid for r in rs))
+        trace.wait_for(lambda rs: any(r["kind"] == "reap" and r["pid"] == proc.pid for r in rs), f"the reap of {proc.pid}")
     children = [r for r in trace.records if r["kind"] == "fork" and r["ppid"] == proc.pid]
     assert children == []
     assert kinds(events_of(trace.records, proc.pid)).count("exit") == 1
@@ -73,7 +73,7 @@ def test_zombie_shows_exit_and_reap_at_least_a_second_apart():
     with LiveCommand("trace", "--json") as trace:
         out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, check=True)
         child = int(out.stdout)
-        trace.wait_for(lambda rs: any(r["kind"] == "reap" and r["pid"] == child for r in rs))
+        trace.wait_for(lambda rs: any(r["kind"] == "reap" and r["pid"] == child for r in rs), f"the reap of {child}")
     ours = {r["kind"]: r for r in events_of(trace.records, child)}
     assert ours["reap"]["ts"] - ours["exit"]["ts"] >= 1.0
 
@@ -83,7 +83,7 @@ def test_forty_arguments_are_truncated_without_crash():
     with LiveCommand("trace", "--json") as trace:
         proc = subprocess.Popen(["/bin/true", *args])
         proc.wait()
-        trace.wait_for(lambda rs: any(r["kind"] == "exec" and r["pid"] == proc.pid for r in rs))
+        trace.wait_for(lambda rs: any(r["kind"] == "exec" and r["pid"] == proc.pid for r in rs), f"the exec of {proc.pid}")
     (exec_,) = [r for r in events_of(trace.records, proc.pid) if r["kind"] == "exec"]
     assert exec_["argv_truncated"] is True
     assert exec_["argv"][0] == "/bin/true" and exec_["argv"][1:] == args[: len(exec_["argv"]) - 1]
@@ -124,10 +124,11 @@ def test_oom_kill_in_small_memory_cgroup_is_reported():
                 stderr=subprocess.DEVNULL,
             )
             proc.wait(timeout=60)
-            trace.wait_for(lambda rs: any(r["kind"] == "oom" and r["pid"] == proc.pid for r in rs))
+            trace.wait_for(lambda rs: any(r["kind"] == "oom" and r["pid"] == proc.pid for r in rs), f"the OOM kill of {proc.pid}")
         assert proc.returncode == -9
         (oom,) = [r for r in events_of(trace.records, proc.pid) if r["kind"] == "oom"]
-        assert oom["rss_bytes"] >= 0
+        # The hog is killed growing its buffer past 16 MiB: it holds at least that much.
+        assert oom["rss_bytes"] >= 16 * 1024 * 1024
         assert oom["ppid"] == os.getpid()
     finally:
         deadline = time.monotonic() + 10
@@ -143,7 +144,7 @@ def test_pid_filter_follows_descendants_only():
     with LiveCommand("trace", "--json", "--pid", str(os.getpid())) as trace:
         ours = subprocess.Popen(["/bin/sh", "-c", f"/bin/true {marker}; /bin/true {marker}"])
         ours.wait()
-        trace.wait_for(lambda rs: sum(r["kind"] == "reap" for r in rs) >= 3)
+        trace.wait_for(lambda rs: sum(r["kind"] == "reap" for r in rs) >= 3, "three reaps under this test")
     pids = {r["pid"] for r in trace.records if r["kind"] == "fork"}
     assert ours.pid in pids
     for record in trace.records:
@@ -155,7 +156,7 @@ def test_pid_filter_follows_descendants_only():
 def test_comm_filter():
     with LiveCommand("trace", "--json", "--comm", "true") as trace:
         subprocess.run(["/bin/true"], check=True)
-        trace.wait_for(lambda rs: any(r["kind"] == "exit" for r in rs))
+        trace.wait_for(lambda rs: any(r["kind"] == "exit" for r in rs), "the exit of a `true`")
     events = [r for r in trace.records if r["kind"] not in ("ready", "stats")]
     assert events and all(r["comm"] == "true" for r in events)
 
@@ -165,16 +166,15 @@ def test_human_output_has_header_and_lines():
         [sys.executable, "-m", "spawnwatch", "trace", "--duration", "4"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    time.sleep(3)  # loading takes a moment; the marker is found wherever it falls
+    header = proc.stdout.readline()  # printed once every probe is attached: the marker below is seen
     marker = uuid.uuid4().hex
     subprocess.run(["/bin/true", marker], check=True)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    lines = out.split("\n")
+    lines = [header.rstrip("\n"), *out.split("\n")]
     assert lines[0].split()[:3] == ["TIME(s)", "EVENT", "PID"]
     assert all(line.isprintable() for line in lines)
-    if marker in out:  # loaded in time: the exec line shows the argv
-        assert any(line.split()[1] == "exec" and marker in line for line in lines[1:] if line)
+    assert any(line.split()[1] == "exec" and marker in line for line in lines[1:] if line)
     assert "lost 0" in err
 
 
@@ -184,16 +184,6 @@ def test_layout_sizes_match_the_kernel_structs():
     with Probe() as probe:
         sizes = probe.struct_sizes()
     assert sizes == {name: layout.STRUCT_SIZES[name] for name in ("sw_exec_event", "sw_header")}
-
-
-def test_not_root_is_one_line_and_exit_3():
-    out = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "spawnwatch",
-         "trace", "--duration", "1"],
-        capture_output=True, text=True, cwd="/",
-    )
-    assert out.returncode == 3
-    assert out.stderr.count("\n") == 1 and "root" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_doctor_passes_here():
@@ -217,7 +207,7 @@ def test_argv_in_pages_not_yet_faulted_in_comes_from_proc(tmp_path):
     subprocess.run(["cc", "-O2", "-o", str(binary), str(source)], check=True)
     with LiveCommand("trace", "--json") as trace:
         child = int(subprocess.run([str(binary)], capture_output=True, text=True, check=True).stdout)
-        trace.wait_for(lambda rs: any(r["kind"] == "exec" and r["pid"] == child for r in rs))
+        trace.wait_for(lambda rs: any(r["kind"] == "exec" and r["pid"] == child for r in rs), f"the exec of {child}")
     (exec_,) = [r for r in events_of(trace.records, child) if r["kind"] == "exec"]
     assert exec_["argv"] == ["/bin/sleep", "1.5"]
     assert exec_["argv_truncated"] is False

@@ -8,6 +8,7 @@ numbers and bad regexes are errors that name the file and the key.
 from __future__ import annotations
 
 import functools
+import math
 import re
 import sys
 import typing
@@ -75,7 +76,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any], source: str, where: s
         name = f"{where}{key}"
         if key not in base:
             known = ", ".join(sorted(base))
-            raise ConfigError(f"{source}: unknown key '{name}' (known here: {known})")
+            raise ConfigError(f"{source}: unknown key {name!r} (known here: {known})")  # repr: one line
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: '{name}' must be a table")
@@ -136,6 +137,8 @@ def _build(data: dict[str, Any], source: str) -> Config:
         ("lineage.max_processes", config.lineage.max_processes),
         ("detect.evaluate_every_s", config.detect.evaluate_every_s),
         ("rules.spawn_rate.minutes", config.detect.spawn_rate.minutes),
+        ("rules.accumulating.min_live", config.detect.accumulating.min_live),
+        ("rules.zombie.min_zombies", config.detect.zombie.min_zombies),
     ):
         if value <= 0:
             raise ConfigError(f"{source}: '{where}' must be greater than 0")
@@ -176,7 +179,8 @@ def _make(cls: type, table: dict[str, Any], source: str, where: str) -> Any:
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(table) - names)
     if unknown:
-        raise ConfigError(f"{source}: unknown key '{where}.{unknown[0]}' (known here: {', '.join(sorted(names))})")
+        key = f"{where}.{unknown[0]}"
+        raise ConfigError(f"{source}: unknown key {key!r} (known here: {', '.join(sorted(names))})")
     missing = sorted(f.name for f in fields(cls) if f.name not in table and f.default is MISSING)
     if missing:
         raise ConfigError(f"{source}: '{where}' lacks the key '{missing[0]}'")
@@ -197,6 +201,8 @@ def _convert(hint: Any, value: Any, source: str, where: str) -> Any:
     if hint in (int, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (hint is int and not isinstance(value, int)):
             raise ConfigError(f"{source}: '{where}' must be a{'n integer' if hint is int else ' number'}, not {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{source}: '{where}' must be a finite number, not {value}")
         if value < 0:
             raise ConfigError(f"{source}: '{where}' must not be negative ({value})")
         return hint(value)

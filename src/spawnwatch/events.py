@@ -11,7 +11,8 @@ Times are seconds since boot (CLOCK_BOOTTIME), the clock of both the BPF side
 from __future__ import annotations
 
 import enum
-from dataclasses import asdict, dataclass, field, fields
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Iterable, Iterator
 
 
@@ -113,26 +114,86 @@ def to_record(item: Event | Snapshot) -> dict[str, Any]:
     return record
 
 
+class RecordError(ValueError):
+    """A record that claims to be an event (or snapshot) but is not a valid one: the message says which key."""
+
+
+MAX_ID = 2**64 - 1  # pids, cgroup ids and byte counts are at most u64 on the kernel side
+
+
+def _check(ok: bool, value: Any, what: str, expected: str) -> None:
+    if not ok:
+        raise RecordError(f"{what} must be {expected}, not {value!r:.80}")
+
+
+def time_value(value: Any, what: str) -> float:
+    """A time in seconds since boot from a record (RecordError otherwise)."""
+    _check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0,
+           value, what, "a finite number >= 0")
+    return float(value)
+
+
+def count_value(value: Any, what: str) -> int:
+    """A pid, cgroup id or count from a record (RecordError otherwise)."""
+    _check(isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID,
+           value, what, f"an integer from 0 to {MAX_ID}")
+    return value
+
+
+def _text(value: Any, what: str) -> str:
+    _check(isinstance(value, str), value, what, "a string")
+    return value
+
+
+def _flag(value: Any, what: str) -> bool:
+    _check(isinstance(value, bool), value, what, "true or false")
+    return value
+
+
+def _words(value: Any, what: str) -> tuple[str, ...]:
+    _check(isinstance(value, (list, tuple)) and all(isinstance(word, str) for word in value), value, what,
+           "a list of strings")
+    return tuple(value)
+
+
+# How a record's value is checked, by the type its dataclass field is annotated with.
+_CHECKS = {"float": time_value, "int": count_value, "str": _text, "bool": _flag, "tuple[str, ...]": _words}
+
+
+def _fields_of(cls: type, record: Any, what: str) -> dict[str, Any]:
+    """`cls`'s fields from `record`, each checked against its type; other keys are ignored."""
+    if not isinstance(record, dict):
+        raise RecordError(f"{what} must be a map, not {type(record).__name__}")
+    values = {}
+    for f in fields(cls):
+        if f.name in record:
+            values[f.name] = _CHECKS[f.type](record[f.name], f"{what}: '{f.name}'")
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise RecordError(f"{what} lacks '{f.name}'")
+    return values
+
+
 def from_record(record: dict[str, Any]) -> Event | Snapshot | None:
-    """Inverse of `to_record`; None for lines that are not events (ready, stats, alerts)."""
+    """Inverse of `to_record`; None for lines that are not events (ready, stats, alerts).
+    Raises RecordError for an event or snapshot with a missing key or a value of the wrong type."""
+    if not isinstance(record, dict):
+        raise RecordError(f"a record must be a map, not {type(record).__name__}")
     kind = record.get("kind")
     if kind == "snapshot":
+        processes = record.get("processes", [])
+        if not isinstance(processes, list):
+            raise RecordError(f"snapshot: 'processes' must be a list, not {type(processes).__name__}")
+        values = _fields_of(Snapshot, {k: v for k, v in record.items() if k != "processes"}, "snapshot")
         return Snapshot(
-            ts=float(record["ts"]),
+            ts=values["ts"],
             processes=tuple(
-                ProcessInfo(**{**p, "argv": tuple(p.get("argv", ()))})
-                for p in record.get("processes", ())
+                ProcessInfo(**_fields_of(ProcessInfo, p, f"snapshot process {i}")) for i, p in enumerate(processes)
             ),
         )
-    try:
-        cls = EVENT_TYPES[Kind(kind)]
-    except ValueError:
+    if not isinstance(kind, str) or kind not in EVENT_TYPES:
         return None
-    names = {f.name for f in fields(cls)}
-    values = {k: v for k, v in record.items() if k in names}
-    if "argv" in values:
-        values["argv"] = tuple(values["argv"])
-    return cls(**values)
+    cls = EVENT_TYPES[Kind(kind)]
+    return cls(**_fields_of(cls, record, f"{kind} event"))
 
 
 def replay(records: Iterable[dict[str, Any]]) -> Iterator[Event | Snapshot]:

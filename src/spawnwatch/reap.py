@@ -5,6 +5,11 @@ optionally container), keeps the newest N members and lists every process to end
 each other member and its whole subtree, so the grandchildren a member holds are
 ended with it instead of being orphaned by its death.
 
+`refusal()` is the gate before any signal: a group is ended only when a rule of
+`watch` flags it now (`flagged()` runs the very pipeline of `watch` on the same
+snapshot), unless forced; pid 1 and this command's own ancestry are never the
+spawner of a group it ends, forced or not.
+
 `execute()` acts on a plan: it pins every target by (pid, start time) with a pidfd,
 so a pid reused since the snapshot is never signalled; freezes the targets (SIGSTOP)
 so none can spawn an escaping child, sweeps in any child spawned since the snapshot,
@@ -18,13 +23,20 @@ import shlex
 import signal
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Collection, Iterable, Mapping, Sequence
 
 from spawnwatch.adapters import procfs
 from spawnwatch.adapters.signals import Handle, allow_open_files, wait_exited
-from spawnwatch.events import ProcessInfo
+from spawnwatch.alerts import FIRING, ResolveContainer
+from spawnwatch.config import Config
+from spawnwatch.events import ProcessInfo, Snapshot
+from spawnwatch.pipeline import Pipeline
 
 MAX_SWEEPS = 8  # rounds of looking for children forked before their parent froze
+INIT = 1
+# Rules whose leaked processes a signal can end (zombies are dead already: only
+# their parent, by waiting, or its end, clears them; an OOM kill ended its victim).
+REAPABLE = ("accumulating", "orphaned", "spawn_rate")
 
 SignatureOf = Callable[[ProcessInfo], str]
 ContainerOf = Callable[[ProcessInfo], "str | None"]  # a container id, None on the host
@@ -49,8 +61,18 @@ class Target:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupId:
+    """A group as `watch` names it in an alert: spawner pid, signature, container id."""
+
+    spawner: int
+    signature: str
+    container: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
     signature: str
+    spawner_pid: int
     spawner: ProcessInfo | None  # None when the spawner is not in the snapshot
     container: str | None
     kept: tuple[ProcessInfo, ...]
@@ -59,6 +81,10 @@ class Plan:
     @property
     def members(self) -> tuple[ProcessInfo, ...]:
         return tuple(t.process for t in self.targets if t.member == t.process.pid)
+
+    @property
+    def group(self) -> GroupId:
+        return GroupId(self.spawner_pid, self.signature, self.container)
 
 
 def plan(
@@ -105,11 +131,37 @@ def plan(
         targets.extend(Target(p, member.pid) for p in _subtree(member.pid, children))
     return Plan(
         signature=signature_of(members[0]),
+        spawner_pid=spawner,
         spawner=by_pid.get(spawner),
         container=container,
         kept=tuple(kept),
         targets=tuple(targets),
     )
+
+
+def flagged(config: Config, snapshot: Snapshot, resolve_container: ResolveContainer) -> frozenset[GroupId]:
+    """The groups a rule of `watch` (one a signal can remedy) fires on in this snapshot."""
+    pipeline = Pipeline(config, resolve_container=resolve_container)
+    return frozenset(
+        GroupId(alert.spawner["pid"], alert.signature, alert.container["id"] if alert.container else None)
+        for alert in pipeline.feed(snapshot)
+        if alert.state == FIRING and alert.rule in REAPABLE
+    )
+
+
+def refusal(chosen: Plan, flagged_groups: Collection[GroupId], protected: Collection[int], force: bool) -> str | None:
+    """Why `chosen` must not be ended (None: it may be)."""
+    spawner = chosen.spawner_pid
+    if spawner == INIT:
+        return "the spawner is pid 1 (init): its children are the system's services and adopted orphans"
+    if spawner in protected:
+        return f"the spawner, pid {spawner}, runs this very command (it is spawnwatch or one of its ancestors)"
+    if not force and chosen.group not in flagged_groups:
+        return (
+            f"no rule of `watch` ({', '.join(REAPABLE)}) flags this group now; "
+            "check it with `spawnwatch tree`, or add --force to end it anyway"
+        )
+    return None
 
 
 def _children(processes: Iterable[ProcessInfo]) -> Mapping[int, list[ProcessInfo]]:
@@ -149,7 +201,7 @@ def execute(target_plan: Plan, grace: float = 5.0) -> Outcome:
     info: dict[int, ProcessInfo] = {}
 
     # Stopping ourselves (or the shell or sudo we run under) would hang this very command.
-    protected = _self_and_ancestors()
+    protected = self_and_ancestors()
 
     tried: set[int] = set()
 
@@ -197,7 +249,8 @@ def execute(target_plan: Plan, grace: float = 5.0) -> Outcome:
     return outcome
 
 
-def _self_and_ancestors() -> set[int]:
+def self_and_ancestors() -> set[int]:
+    """This command's pid and its ancestors': never stopped, never a spawner to reap."""
     pids = {os.getpid()}
     pid: int | None = os.getppid()
     while pid and pid not in pids:

@@ -50,7 +50,8 @@ class RecordingWriter:
 
 
 def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Records of a msgpack recording, or of a JSON-lines file (`trace --json` output)."""
+    """Records of a msgpack recording, or of a JSON-lines file (`trace --json` output).
+    Anything else (not a map, undecodable, cut short) is a RecordingError naming where."""
     path = Path(path)
     with open(path, "rb") as f:
         head = f.read(1)
@@ -59,16 +60,24 @@ def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
             for number, line in enumerate(f, 1):
                 if line.strip():
                     try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as exc:
+                        record = json.loads(line)
+                    except ValueError as exc:  # also bytes that are not UTF-8
                         raise RecordingError(f"{path}:{number}: not JSON: {exc}") from exc
+                    yield _record(record, f"{path}:{number}")
             return
+        unpacker = msgpack.Unpacker(f, raw=False, strict_map_key=False)
         try:
-            for record in msgpack.Unpacker(f, raw=False, strict_map_key=False):
-                if not isinstance(record, dict):
-                    raise RecordingError(f"{path}: not a spawnwatch recording (found {type(record).__name__})")
-                yield record
-        except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError) as exc:
+            for record in unpacker:
+                yield _record(record, str(path))
+        except (msgpack.UnpackException, ValueError, TypeError) as exc:  # TypeError: a map key that cannot be one
             if isinstance(exc, RecordingError):
                 raise
             raise RecordingError(f"{path}: corrupt recording: {exc}") from exc
+        if unpacker.tell() != path.stat().st_size:
+            raise RecordingError(f"{path}: cut short after {unpacker.tell()} bytes: its last record is incomplete")
+
+
+def _record(record: Any, where: str) -> dict[str, Any]:
+    if not isinstance(record, dict):
+        raise RecordingError(f"{where}: not a spawnwatch recording (found {type(record).__name__}, not a map)")
+    return record

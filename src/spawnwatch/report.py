@@ -31,14 +31,12 @@ from spawnwatch.detect import Detector, Finding, Group, live_subtree
 from spawnwatch.lineage import Lineage, Process
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.redact import Redactor
+from spawnwatch.reap import INIT
 from spawnwatch.render import human_bytes
 
 HOST = "host"  # the pseudo-container of processes outside any container
 MEMORY_STEP = 256 * 1024 * 1024  # suggested limits are rounded up to this
 MIN_PIDS_LIMIT = 64
-# Rules whose leaked processes a signal can end (zombies are dead already: only
-# their parent, by waiting, or its end, clears them).
-REAPABLE = ("accumulating", "orphaned", "spawn_rate")
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +208,9 @@ def build(facts: Facts, settings: ReportSettings = ReportSettings()) -> dict[str
     names = {c.info.id: c.info.name for c in facts.containers}
 
     def groups_of(key: str) -> list[dict[str, Any]]:
-        ranked = sorted(by_container.get(key, ()), key=lambda g: (-g.rss_bytes, -g.processes, g.signature))
+        # Leaks first: a busy host's big healthy pools must not push a leak out of the list.
+        ranked = sorted(by_container.get(key, ()),
+                        key=lambda g: (not g.findings, -g.rss_bytes, -g.processes, g.signature))
         return [_group_record(g, names) for g in ranked[: settings.groups_per_container]]
 
     containers = [
@@ -278,6 +278,8 @@ def _actions(report: dict[str, Any]) -> list[dict[str, Any]]:
     for scope in [report["host"], *report["containers"]]:
         for group in scope["groups"]:
             for target in group["reap"]:
+                if target["spawner"] == INIT:
+                    continue  # `reap` never ends init's children: they are adopted by the whole system
                 # An accumulating supervisor still talks to its newest child; orphans have nobody.
                 keep = 1 if target["spawner"] == group["spawner"]["pid"] else 0
                 key = (target["spawner"], target["signature"], scope.get("name"))
@@ -328,8 +330,7 @@ def _reap_action(
     argv = ["spawnwatch", "reap", "--signature", signature, "--spawner", str(spawner)]
     if container:
         argv += ["--container", container]
-    if keep:
-        argv += ["--keep", str(keep)]
+    argv += ["--keep", str(keep)]
     return {
         "kind": "reap",
         "message": (

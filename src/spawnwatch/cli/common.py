@@ -11,6 +11,7 @@ import click
 
 from spawnwatch.config import Config, ConfigError, load
 from spawnwatch.redact import RedactRules
+from spawnwatch.probe.preflight import check_root
 from spawnwatch.sinks.jsonl import write_json_line
 
 EXIT_RUNTIME = 1
@@ -21,6 +22,13 @@ class CannotTrace(click.ClickException):
     """Tracing is impossible on this host; the message says why and how to fix it."""
 
     exit_code = EXIT_CANNOT_TRACE
+
+
+def require_root() -> None:
+    """For what only root may do here (signal other users' processes): exit 3 with the fix."""
+    check = check_root()
+    if not check.ok:
+        raise CannotTrace(check.problem())
 
 
 def json_option(f: Callable) -> Callable:

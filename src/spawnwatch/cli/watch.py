@@ -15,7 +15,7 @@ from spawnwatch.cli.common import (
     CannotTrace, config_option, duration_option, json_option, load_config, log, one_line_errors, show_secrets_option,
 )
 from spawnwatch.config import Config
-from spawnwatch.events import Snapshot, from_record, to_record
+from spawnwatch.events import RecordError, Snapshot, count_value, from_record, time_value, to_record
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.recording import RecordingError, RecordingWriter, read_records
 from spawnwatch.redact import Redactor
@@ -144,21 +144,24 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
     counts: Counter[str] = Counter()
     lost = 0
     sink.send({"kind": "ready", "pid": os.getpid()})
-    for record in records:
+    for number, record in enumerate(records, 1):
         kind = record.get("kind")
-        if kind == TICK:
-            alerts = pipeline.evaluate(float(record["ts"]))
-        elif kind == "stats":
-            lost = record.get("lost", 0)
-            continue
-        else:
-            item = from_record(record)
-            if item is None:
+        try:
+            if kind == TICK:
+                alerts = pipeline.evaluate(time_value(record.get("ts"), "tick: 'ts'"))
+            elif kind == "stats":
+                lost = count_value(record.get("lost", 0), "stats: 'lost'")
                 continue
-            item = redact.event(item)
-            if not isinstance(item, Snapshot):
-                counts[item.kind.value] += 1
-            alerts = pipeline.feed(item)
+            else:
+                item = from_record(record)
+                if item is None:
+                    continue
+                item = redact.event(item)
+                if not isinstance(item, Snapshot):
+                    counts[item.kind.value] += 1
+                alerts = pipeline.feed(item)
+        except RecordError as exc:
+            raise click.ClickException(f"{path}: record {number}: {exc}") from exc
         for alert in alerts:
             sink.send(alert.to_record())
     stats = {"kind": "stats", "events": dict(counts), "lost": lost}

@@ -136,7 +136,7 @@ class Probe:
     def open(self) -> None:
         failure = preflight.first_failure()
         if failure is not None:
-            raise ProbeError(f"{failure.name}: {failure.detail}; fix: {failure.fix}")
+            raise ProbeError(failure.problem())
         from bcc import BPF
 
         try:

@@ -1,11 +1,14 @@
 """Can tracing work here?  Each check says what it found and, when it fails, the fix.
 
 `spawnwatch doctor` prints them all; the probe runs the required ones before
-loading so a missing piece is one clear line, not a bcc traceback.
+loading so a missing piece is one clear line, not a bcc traceback.  Every check
+returns a result, also where it may not look (tracefs is root's only): that is a
+failed check whose fix is to run as root.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import socket
@@ -15,6 +18,7 @@ from typing import Callable
 
 TRACEFS_ROOTS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 BPF_MAIN_SOURCE = "spawnwatch.bpf.c"
+AS_ROOT = "run as root: sudo spawnwatch ..."
 
 # (category, event) of every tracepoint the BPF side attaches to.
 TRACEPOINTS = (
@@ -36,6 +40,10 @@ class Check:
     fix: str = ""
     required: bool = True  # False: informational, tracing works without it
 
+    def problem(self) -> str:
+        """The one-line error of a failed check, with its fix."""
+        return f"{self.name}: {self.detail}; fix: {self.fix}"
+
 
 def bpf_dir() -> Path:
     """Where the BPF sources are: $SPAWNWATCH_BPF_DIR, else inside the installed
@@ -52,9 +60,16 @@ def bpf_dir() -> Path:
 
 
 def tracefs() -> Path | None:
+    """The tracefs mount with an events directory; PermissionError when one may not be looked into."""
+    denied: PermissionError | None = None
     for root in TRACEFS_ROOTS:
-        if (root / "events").is_dir():
-            return root
+        try:
+            if (root / "events").is_dir():
+                return root
+        except PermissionError as exc:
+            denied = denied or exc
+    if denied is not None:
+        raise denied
     return None
 
 
@@ -76,6 +91,24 @@ def tracepoint_fields(category: str, event: str) -> set[str]:
     return fields
 
 
+def named(name: str) -> Callable[[Callable[[], Check]], Callable[[], Check]]:
+    """A check whose lack of permission is its failed result, never an exception."""
+
+    def decorate(check: Callable[[], Check]) -> Callable[[], Check]:
+        @functools.wraps(check)
+        def guarded() -> Check:
+            try:
+                return check()
+            except PermissionError as exc:
+                where = exc.filename or exc.strerror
+                return Check(name, False, f"not allowed to look as uid {os.geteuid()} ({where})", AS_ROOT)
+
+        return guarded
+
+    return decorate
+
+
+@named("BPF sources")
 def check_bpf_sources() -> Check:
     main = bpf_dir() / BPF_MAIN_SOURCE
     if main.is_file():
@@ -89,12 +122,14 @@ def check_bpf_sources() -> Check:
     )
 
 
+@named("root")
 def check_root() -> Check:
     if os.geteuid() == 0:
         return Check("root", True, "running as root")
-    return Check("root", False, f"running as uid {os.geteuid()}", "run as root: sudo spawnwatch ...")
+    return Check("root", False, f"running as uid {os.geteuid()}", AS_ROOT)
 
 
+@named("tracefs")
 def check_tracefs() -> Check:
     root = tracefs()
     if root:
@@ -104,6 +139,7 @@ def check_tracefs() -> Check:
     )
 
 
+@named("tracepoints")
 def check_tracepoints() -> Check:
     missing = [f"{c}:{e}" for c, e in TRACEPOINTS if not tracepoint_fields(c, e)]
     if not missing:
@@ -116,6 +152,7 @@ def check_tracepoints() -> Check:
     )
 
 
+@named("bcc")
 def check_bcc() -> Check:
     try:
         import bcc  # noqa: F401
@@ -130,6 +167,7 @@ def check_bcc() -> Check:
     return Check("bcc", True, f"bcc from {Path(bcc.__file__).parent}")
 
 
+@named("kernel headers")
 def check_headers() -> Check:
     release = platform.release()
     modules = Path("/lib/modules") / release
@@ -151,8 +189,11 @@ def check_headers() -> Check:
     )
 
 
+@named("BPF ring buffer")
 def check_ring_buffer() -> Check:
     """Loads a tiny program with a ring buffer: proves BPF, the verifier and ringbuf maps."""
+    if os.geteuid() != 0:  # bcc would fail noisily, its compiler's and loader's output on stderr
+        return Check("BPF ring buffer", False, "not tried: loading BPF programs needs root", AS_ROOT)
     try:
         from bcc import BPF
 
@@ -173,6 +214,7 @@ def check_ring_buffer() -> Check:
     return Check("BPF ring buffer", True, "loaded and attached a ring-buffer program")
 
 
+@named("BTF")
 def check_btf() -> Check:
     present = Path("/sys/kernel/btf/vmlinux").exists()
     return Check(
@@ -184,6 +226,7 @@ def check_btf() -> Check:
     )
 
 
+@named("docker")
 def check_docker() -> Check:
     path = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").removeprefix("unix://")
     try:
