@@ -132,6 +132,22 @@ def test_the_human_view_shows_the_same_report() -> None:
     assert "spawnwatch reap --signature 'npm exec magic' --spawner 4242 --container mcp-1 --keep 1" in text
 
 
+def test_every_leak_is_listed_and_healthy_groups_fill_up_to_the_cap() -> None:
+    spawner = process(500, 1, "node", "host.js")
+
+    def group(signature: str, rss_mib: int, leaking: bool) -> GroupFacts:
+        found = (finding("accumulating", spawner, signature, "growing"),) if leaking else ()
+        return GroupFacts(signature=signature, spawner=spawner, container_id=None, processes=9, zombies=0,
+                          rss_bytes=rss_mib * MIB, pids=(), findings=found)
+
+    leaks = [group(f"leak {i}", 1, True) for i in range(7)]  # more leaks than the cap of 5, and small
+    pools = [group(f"pool {i}", 900, False) for i in range(3)]  # big healthy pools
+    shown = build(replace(facts(), groups=(*pools, *leaks)))["host"]["groups"]
+    assert sorted(g["signature"] for g in shown) == sorted(f"leak {i}" for i in range(7))
+    few = build(replace(facts(), groups=(*pools, leaks[0])))["host"]["groups"]
+    assert [g["signature"] for g in few] == ["leak 0", "pool 0", "pool 1", "pool 2"]
+
+
 # --- real processes ---------------------------------------------------------------------------
 
 

@@ -208,10 +208,13 @@ def build(facts: Facts, settings: ReportSettings = ReportSettings()) -> dict[str
     names = {c.info.id: c.info.name for c in facts.containers}
 
     def groups_of(key: str) -> list[dict[str, Any]]:
-        # Leaks first: a busy host's big healthy pools must not push a leak out of the list.
+        # Every leak, then the largest healthy groups up to the cap: a busy host's big
+        # pools, or more leaks than the cap, must never push a leak out of the list.
         ranked = sorted(by_container.get(key, ()),
                         key=lambda g: (not g.findings, -g.rss_bytes, -g.processes, g.signature))
-        return [_group_record(g, names) for g in ranked[: settings.groups_per_container]]
+        leaks = sum(1 for g in ranked if g.findings)
+        shown = max(leaks, settings.groups_per_container)
+        return [_group_record(g, names) for g in ranked[:shown]]
 
     containers = [
         {
