@@ -50,7 +50,7 @@ def test_doctor_gives_every_checks_result_and_fix_and_exits_3(unprivileged) -> N
     result = unprivileged.run("doctor", "--json")
     assert result.returncode == EXIT_CANNOT_TRACE and result.stderr == ""
     checks = {check["name"]: check for check in map(json.loads, result.stdout.splitlines())}
-    assert list(checks) == ["root", "tracefs", "tracepoints", "bcc", "kernel headers", "BPF ring buffer", "BTF", "docker"]
+    assert list(checks) == ["root", "tracefs", "tracepoints", "bcc", "kernel headers", "BPF sources", "BPF ring buffer", "BTF", "docker"]
     for name in ("root", "tracefs", "tracepoints", "BPF ring buffer"):  # root's alone to look at or do
         assert checks[name]["ok"] is False and "sudo spawnwatch" in checks[name]["fix"], checks[name]
 
