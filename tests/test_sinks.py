@@ -67,13 +67,17 @@ def test_prometheus_exposes_alerts_with_low_cardinality_labels():
     try:
         metrics.send(alert())
         metrics.send({"kind": "stats", "events": {"fork": 7, "exec": 5}, "lost": 2})
-        metrics.progress({"events": {"fork": 9}, "lost": 2}, {"processes": 120, "evicted": 3})
+        metrics.progress({"events": {"fork": 9}, "lost": 2, "lost_by_kind": {"fork": 2, "exit": 0},
+                          "decode_errors": 4, "dead_slot_collisions": 5, "resyncs": 1},
+                         {"processes": 120, "evicted": 3})
         text = scrape(metrics.port)
         labels = 'container="metamcp",rule="accumulating",signature="npm exec magic"'
         assert f"spawnwatch_alert_firing{{{labels}}} 1.0" in text
         assert f"spawnwatch_alert_live{{{labels}}} 20.0" in text
         assert 'spawnwatch_alerts_total{rule="accumulating"} 1.0' in text
-        assert 'spawnwatch_events{kind="fork"} 9.0' in text and "spawnwatch_events_lost 2.0" in text
+        assert 'spawnwatch_events{kind="fork"} 9.0' in text and 'spawnwatch_events_lost{kind="fork"} 2.0' in text
+        assert "spawnwatch_decode_errors 4.0" in text and "spawnwatch_dead_slot_collisions 5.0" in text
+        assert "spawnwatch_resyncs 1.0" in text
         assert 'spawnwatch_table{counter="evicted"} 3.0' in text
         assert "4242" not in text and "supervisor.js" not in text and "5001" not in text
         metrics.send(alert(live=25))  # an update is not a new alert

@@ -96,11 +96,17 @@ class Snapshot:
     processes: tuple[ProcessInfo, ...] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True, slots=True)
+class Resync(Snapshot):
+    """All processes at one instant after the kernel lost events: the process
+    table is made to agree with it (recorded, so replay does the same)."""
+
+
 def to_record(item: Event | Snapshot) -> dict[str, Any]:
     """The JSON/msgpack dict of an event, `kind` first."""
     if isinstance(item, Snapshot):
         return {
-            "kind": "snapshot",
+            "kind": "resync" if isinstance(item, Resync) else "snapshot",
             "ts": item.ts,
             "processes": [
                 {**asdict(p), "argv": list(p.argv)} for p in item.processes
@@ -114,10 +120,10 @@ def to_record(item: Event | Snapshot) -> dict[str, Any]:
 
 
 def from_record(record: dict[str, Any]) -> Event | Snapshot | None:
-    """Inverse of `to_record`; None for lines that are not events (ready, stats, alerts)."""
+    """Inverse of `to_record`; None for lines that are not events or snapshots (ready, stats, alerts)."""
     kind = record.get("kind")
-    if kind == "snapshot":
-        return Snapshot(
+    if kind in ("snapshot", "resync"):
+        return (Resync if kind == "resync" else Snapshot)(
             ts=float(record["ts"]),
             processes=tuple(
                 ProcessInfo(**{**p, "argv": tuple(p.get("argv", ()))})

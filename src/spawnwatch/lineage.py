@@ -356,3 +356,34 @@ class Lineage:
             spawner.spawned.discard(proc)
             if not spawner.spawned and spawner in self._held:
                 self._drop(spawner)
+
+    # -- resync after lost events --------------------------------------------------------
+
+    def resync(self, snapshot: Snapshot) -> None:
+        """Make the table agree with /proc after the kernel lost events.
+
+        Processes the table holds but /proc no longer has (or has under a reused
+        pid) are closed (exit and reap); live ones /proc shows as zombies are
+        exited; every process takes /proc's parent; processes the table
+        never heard of are added as seeded, their current parent as spawner, so
+        a leak that grew while events were lost is still charged to its
+        spawner.  The listener hears each change, as for events."""
+        in_proc = {info.pid: info for info in snapshot.processes}
+        for proc in list(self._by_pid.values()):
+            info = in_proc.get(proc.pid)
+            if info is None or abs(info.start - proc.start) > SAME_START_S:
+                self.counts["resync_closed"] += 1
+                self._close(proc, snapshot.ts)
+            elif info.zombie and proc.alive:
+                self.counts["resync_exited"] += 1
+                self._exit(proc, snapshot.ts)
+        known = set(self._by_pid)
+        self.seed(snapshot)
+        self.counts["resync_added"] += len(set(self._by_pid) - known)
+        for pid in known:
+            proc = self._by_pid.get(pid)
+            info = in_proc[pid]
+            if proc is not None and proc.ppid != info.ppid:
+                self._adoption_pending.pop(proc, None)  # /proc has told
+                self._adopt(proc, info.ppid)
+                self.counts["resync_reparented"] += 1

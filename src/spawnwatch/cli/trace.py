@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from spawnwatch.cli.common import CannotTrace, duration_option, json_option, one_line_errors
+from spawnwatch.cli.common import CannotTrace, duration_option, json_option, one_line_errors, ring_buffer_option
 from spawnwatch.probe import ProbeError
 from spawnwatch.session import run_trace
 
@@ -15,11 +15,12 @@ from spawnwatch.session import run_trace
 @click.option("--comm", help="Only events whose command name (comm) is this.")
 @click.option("--container", metavar="NAME", help="Only events from this container (name or id prefix).")
 @click.option("--record", type=click.Path(dir_okay=False, writable=True), help="Also save every event to FILE (msgpack) for `watch --replay`.")
+@ring_buffer_option
 @json_option
 @one_line_errors
 def command(
     duration: float | None, pid: int | None, comm: str | None, container: str | None, record: str | None,
-    as_json: bool,
+    ring_buffer_kb: int | None, as_json: bool,
 ) -> None:
     """Stream process events from the kernel: fork, exec, exit, reap, oom.
 
@@ -45,6 +46,7 @@ def command(
       sudo spawnwatch trace --container metamcp
     """
     try:
-        run_trace(duration=duration, pid=pid, comm=comm, container=container, record=record, as_json=as_json)
+        run_trace(duration=duration, pid=pid, comm=comm, container=container, record=record, as_json=as_json,
+                  ring_buffer_kb=ring_buffer_kb)
     except ProbeError as exc:
         raise CannotTrace(str(exc)) from exc

@@ -10,10 +10,11 @@ from typing import Any
 
 import click
 
-from spawnwatch.cli.common import CannotTrace, duration_option, json_option, log, one_line_errors
+from spawnwatch.cli.common import CannotTrace, duration_option, json_option, log, one_line_errors, ring_buffer_option
 from spawnwatch.config import Config, ConfigError, load
 from spawnwatch.events import Snapshot, from_record, to_record
 from spawnwatch.pipeline import Pipeline
+from spawnwatch.session import faults
 from spawnwatch.recording import RecordingError, RecordingWriter, read_records
 from spawnwatch.sinks import Fanout, OnlyContainer, Record, Sink
 from spawnwatch.sinks.human import Human
@@ -51,10 +52,12 @@ def load_config(path: str | None) -> Config:
 @click.option("--container", metavar="NAME", help="Only alerts about this container (name or id prefix).")
 @click.option("--webhook", metavar="URL",
               help="POST every alert to URL (Alertmanager's format when URL ends in /api/v2/alerts).")
+@ring_buffer_option
 @json_option
 @one_line_errors
 def command(duration: float | None, config_path: str | None, record: str | None, replay: str | None,
-            metrics_port: int | None, container: str | None, webhook: str | None, as_json: bool) -> None:
+            metrics_port: int | None, container: str | None, webhook: str | None, ring_buffer_kb: int | None,
+            as_json: bool) -> None:
     """Catch processes that keep spawning identical children and never clean them up.
 
     Children are grouped by spawner and signature (argv normalised: `npx -y
@@ -80,8 +83,10 @@ def command(duration: float | None, config_path: str | None, record: str | None,
       sudo spawnwatch watch --metrics-port 9464 --webhook http://127.0.0.1:9093/api/v2/alerts
       sudo spawnwatch watch --container metamcp
     """
-    if replay and (record or duration is not None):
-        raise click.UsageError("--replay reads a finished recording: --record and --duration do not apply")
+    if replay and (record or duration is not None or ring_buffer_kb is not None):
+        raise click.UsageError(
+            "--replay reads a finished recording: --record, --duration and --ring-buffer-kb do not apply"
+        )
     if webhook and not webhook.startswith(("http://", "https://")):
         raise click.BadParameter("must be an http:// or https:// URL", param_hint="--webhook")
     config = load_config(config_path)
@@ -105,7 +110,7 @@ def command(duration: float | None, config_path: str | None, record: str | None,
         if replay:
             watch_recording(config, replay, sink)
         else:
-            watch_live(config, sink, duration, record, stack, metrics)
+            watch_live(config, sink, duration, record, stack, metrics, ring_buffer_kb)
 
 
 def watch_recording(config: Config, path: str, sink: Sink) -> None:
@@ -117,14 +122,14 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
     ticked = any(record.get("kind") == TICK for record in records)
     pipeline = Pipeline(config, auto_advance=not ticked)
     counts: Counter[str] = Counter()
-    lost = 0
+    recorded_stats: Record = {"lost": 0}
     sink.send({"kind": "ready", "pid": os.getpid()})
     for record in records:
         kind = record.get("kind")
         if kind == TICK:
             alerts = pipeline.evaluate(float(record["ts"]))
         elif kind == "stats":
-            lost = record.get("lost", 0)
+            recorded_stats = record  # what the live session could not see: its losses, resyncs, ...
             continue
         else:
             item = from_record(record)
@@ -135,17 +140,17 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
             alerts = pipeline.feed(item)
         for alert in alerts:
             sink.send(alert.to_record())
-    stats = {"kind": "stats", "events": dict(counts), "lost": lost}
+    stats = {**recorded_stats, "kind": "stats", "events": dict(counts)}
     sink.send(stats)
     log(summary(stats, pipeline))
 
 
 def watch_live(config: Config, sink: Sink, duration: float | None, record: str | None, stack: ExitStack,
-               metrics: Any = None) -> None:
+               metrics: Any = None, ring_buffer_kb: int | None = None) -> None:
     from spawnwatch.adapters import procfs
     from spawnwatch.adapters.containers import ContainerResolver
     from spawnwatch.probe import ProbeError
-    from spawnwatch.session import POLL_INTERVAL, Stop, open_probe, ready_record, stats_record
+    from spawnwatch.session import Stop, live_batches, open_probe, ready_record, stats_record
 
     def memory(pids: list[int]) -> tuple[int, int | None]:
         measured = procfs.memory_of(pids, with_uss=True)
@@ -171,7 +176,7 @@ def watch_live(config: Config, sink: Sink, duration: float | None, record: str |
 
     stop = Stop(duration)
     try:
-        probe = stack.enter_context(open_probe())
+        probe = stack.enter_context(open_probe(ring_buffer_kb))
     except ProbeError as exc:
         raise CannotTrace(str(exc)) from exc
     with stop.on_signals():
@@ -183,18 +188,14 @@ def watch_live(config: Config, sink: Sink, duration: float | None, record: str |
             recorder.write(to_record(snapshot))
         log(f"watching {len(snapshot.processes)} processes (Ctrl-C to stop)")
         deliver(pipeline.feed(snapshot), 0)
-        while True:
-            stopping = bool(stop)
-            batch = probe.drain() if stopping else probe.poll(stop.remaining(POLL_INTERVAL))
-            for event in batch:
+        for batch in live_batches(probe, stop):
+            for item in batch:  # events, and a Resync after the kernel lost some
                 if recorder is not None:
-                    recorder.write(to_record(event))
+                    recorder.write(to_record(item))
                 before = pipeline.evaluations
-                deliver(pipeline.feed(event), before)
+                deliver(pipeline.feed(item), before)
             before = pipeline.evaluations
             deliver(pipeline.advance(procfs.boottime_now()), before)
-            if stopping:
-                break
         stats = stats_record(probe)
     out(stats)
     log(summary(stats, pipeline))
@@ -205,4 +206,4 @@ def summary(stats: Record, pipeline: Pipeline) -> str:
     events = ", ".join(f"{k} {v}" for k, v in sorted(stats["events"].items())) or "no events"
     table = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in pipeline.counts().items())
     firing = len(pipeline.alerts.active)
-    return f"-- {events}; lost {stats['lost']}; {table}; {firing} alert{'s' if firing != 1 else ''} still firing"
+    return f"-- {events}; {faults(stats)}; {table}; {firing} alert{'s' if firing != 1 else ''} still firing"

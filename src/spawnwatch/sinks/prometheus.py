@@ -29,7 +29,16 @@ class Metrics:
         }
         self.events = Gauge("spawnwatch_events", "Events received from the kernel, by kind", ("kind",),
                             registry=self.registry)
-        self.lost = Gauge("spawnwatch_events_lost", "Events the kernel side could not deliver", registry=self.registry)
+        self.lost = Gauge("spawnwatch_events_lost", "Events the kernel side could not deliver (ring full), by kind",
+                          ("kind",), registry=self.registry)
+        self.faults = {
+            name: Gauge(f"spawnwatch_{name}", help_text, registry=self.registry)
+            for name, help_text in (
+                ("decode_errors", "Ring-buffer records that could not be decoded (skipped)"),
+                ("dead_slot_collisions", "Zombies whose kernel dead slot another exit took (settled from /proc)"),
+                ("resyncs", "Process-table resyncs from /proc after lost events"),
+            )
+        }
         self.table = Gauge("spawnwatch_table", "Process table and group bookkeeping (sizes, evictions, misses)",
                            ("counter",), registry=self.registry)
         self._firing: set[tuple[str, str, str]] = set()  # bounded by the alerts firing at once
@@ -47,7 +56,10 @@ class Metrics:
         """Counters the session reports as it goes (and in the final stats record)."""
         for name, count in stats.get("events", {}).items():
             self.events.labels(name).set(count)
-        self.lost.set(stats.get("lost", 0))
+        for kind, count in stats.get("lost_by_kind", {}).items():
+            self.lost.labels(kind).set(count)
+        for name, gauge in self.faults.items():
+            gauge.set(stats.get(name, 0))
         for name, count in (table or {}).items():
             self.table.labels(name).set(count)
 
