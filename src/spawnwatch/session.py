@@ -73,7 +73,7 @@ def live_batches(probe: Probe, stop: Stop) -> Iterator[list[Event | Resync]]:
     while True:
         stopping = bool(stop)
         batch: list[Event | Resync] = probe.drain() if stopping else probe.poll(stop.remaining(POLL_INTERVAL))
-        if probe.resync_due():
+        if probe.resync_due(last=stopping):
             batch += probe.drain()
             snapshot = procfs.snapshot()
             batch.append(Resync(ts=snapshot.ts, processes=snapshot.processes))

@@ -307,13 +307,14 @@ class Probe:
             return 0
         return sum(sum(per_cpu) for per_cpu in self._bpf[b"sw_dead_pids_stats"].values())
 
-    def resync_due(self) -> bool:
+    def resync_due(self, last: bool = False) -> bool:
         """True when the kernel lost events since the last resync: the caller then
         rebuilds the process table from /proc.  At most once every
-        RESYNC_INTERVAL_S; a loss during that interval is caught at the next call."""
+        RESYNC_INTERVAL_S, unless `last` (the session ends: the table must agree
+        with /proc); a loss during that interval is caught at the next call."""
         lost = self.lost()
         now = time.monotonic()
-        if lost == self._lost_at_resync or now < self._next_resync:
+        if lost == self._lost_at_resync or (now < self._next_resync and not last):
             return False
         self._lost_at_resync = lost
         self._next_resync = now + RESYNC_INTERVAL_S
