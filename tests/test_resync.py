@@ -4,6 +4,8 @@ reported, the same live and replayed."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from spawnwatch.config import load
 from spawnwatch.events import Resync, from_record, to_record
 from spawnwatch.lineage import Lineage
@@ -42,6 +44,8 @@ def test_resync_closes_exits_adds_and_reparents_as_proc_says():
     s.exit(reaped_unseen)  # its reap lost
     adopted = s.spawn(stays, "sleep", "4")  # reparented to init while events were lost
     reused = s.spawn(SUPERVISOR_PID, "sleep", "5")  # gone, its pid taken by a new process
+    exec_lost = s.fork(SUPERVISOR_PID)  # then ran `sleep 9`, that event lost
+    long_name = s.spawn(SUPERVISOR_PID, "a-program-with-a-long-name")  # comm cut at 15 by the kernel
     for event in s.events:
         table.apply(event)
     listener.heard.clear()
@@ -54,6 +58,8 @@ def test_resync_closes_exits_adds_and_reparents_as_proc_says():
         info(reused, SUPERVISOR_PID, 15.0, "sleep", "6"),
         info(5000, SUPERVISOR_PID, 12.0, "sleep", "7"),  # forked while events were lost
         info(5001, 5000, 13.0, "sleep", "8"),
+        info(exec_lost, SUPERVISOR_PID, 10.0, "sleep", "9"),
+        replace(info(long_name, SUPERVISOR_PID, 10.0, "a-program-with-a-long-name"), comm="a-program-with-a-long-name"),
     ))
 
     assert table.get(stays).alive and table.get(stays).parent is table.get(SUPERVISOR_PID)
@@ -68,12 +74,16 @@ def test_resync_closes_exits_adds_and_reparents_as_proc_says():
     assert table.counts["resync_closed"] == 3  # dies_unseen, reaped_unseen, the old holder of `reused`
     assert table.counts["resync_exited"] == 1 and table.counts["resync_added"] == 3
     assert table.counts["resync_reparented"] == 1
+    assert table.get(exec_lost).argv == ("sleep", "9") and ("changed", exec_lost) in listener.heard
+    assert table.counts["resync_execs"] == 1  # not the long name psutil shows in full
     # Every change was heard, so a detector keeps consistent counts.
     assert {("exited", dies_unseen), ("reaped", dies_unseen), ("reaped", reaped_unseen),
             ("exited", becomes_zombie), ("joined", 5000), ("joined", 5001), ("joined", reused)} <= set(listener.heard)
     assert ("exited", reaped_unseen) not in listener.heard  # its exit was seen before
     # The table agrees with /proc: nothing unreaped that the snapshot does not hold.
-    assert {p.pid for p in table.unreaped()} == {1, 100, 200, stays, becomes_zombie, adopted, reused, 5000, 5001}
+    assert {p.pid for p in table.unreaped()} == {
+        1, 100, 200, stays, becomes_zombie, adopted, reused, 5000, 5001, exec_lost, long_name,
+    }
 
 
 def test_a_resync_with_nothing_lost_changes_nothing():

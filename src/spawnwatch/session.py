@@ -57,11 +57,11 @@ class Stop:
                 signal.signal(sig, old)
 
 
-def open_probe(ring_buffer_kb: int | None = None) -> Probe:
+def open_probe(ring_buffer_kb: int | None = None, dead_slots: int | None = None) -> Probe:
     """A probe that completes what the kernel could not know from /proc."""
     return Probe(
         parent_of=procfs.parent_pid, argv_of=procfs.argv, zombie_start=procfs.zombie_start,
-        ring_buffer_kb=ring_buffer_kb,
+        ring_buffer_kb=ring_buffer_kb, dead_slots=dead_slots,
     )
 
 
