@@ -12,20 +12,10 @@ from spawnwatch.lineage import Lineage
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.signature import Signer
 from streams import BOOT_OFFSET, INIT, SHELL, SUPERVISOR, Stream, host, info
+from test_lineage import Recorder
 from workloads import NPM_EXEC, SERVER_SIGNATURE, SUPERVISOR_PID
 
 SIGN = Signer(load().signature)
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.heard: list[tuple[str, int]] = []
-
-    def joined(self, proc): self.heard.append(("joined", proc.pid))
-    def changed(self, proc, old): self.heard.append(("changed", proc.pid))
-    def exited(self, proc): self.heard.append(("exited", proc.pid))
-    def reaped(self, proc): self.heard.append(("reaped", proc.pid))
-    def dropped(self, proc): self.heard.append(("dropped", proc.pid))
 
 
 def resync_of(t: float, *processes) -> Resync:
