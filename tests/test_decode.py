@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import random
 import struct
+from collections import Counter
 
 import pytest
 
@@ -221,3 +223,30 @@ def test_table_sizes_become_cflags_and_bad_ones_are_refused():
             ring_buffer_pages(kb)
     with pytest.raises(ProbeError, match="dead slots"):
         table_flags(None, 0)
+
+
+def test_ten_thousand_mangled_records_decode_or_raise_decode_error_only():
+    rng = random.Random(8)
+    valid = [record(Fork(1.0, 10, 1, "sh", 1)), record(EXEC), record(Exit(1.2, 10, 0, "x", 1), evicted_pid=7),
+             record(Reap(1.3, 10, 0, "", 0)), record(Oom(1.4, 10, 0, "x", 1, rss_bytes=4096))]
+    outcomes = Counter()
+    for _ in range(10_000):
+        raw = bytearray(rng.choice(valid))
+        for _ in range(rng.randint(1, 4)):
+            mangle = rng.randrange(5)
+            if mangle == 0:
+                del raw[rng.randrange(len(raw) + 1):]
+            elif mangle == 1 and len(raw) >= 4:
+                raw[2:4] = struct.pack("<H", rng.randrange(1 << 16))  # declared size
+            elif mangle == 2 and len(raw) >= 2:
+                raw[0:2] = struct.pack("<H", rng.randrange(8))  # type
+            elif mangle == 3 and raw:
+                raw[rng.randrange(len(raw))] = rng.randrange(256)
+            else:
+                raw += rng.randbytes(rng.randrange(64))
+        try:
+            layout.decode(bytes(raw))
+            outcomes["decoded"] += 1
+        except layout.DecodeError:
+            outcomes["rejected"] += 1
+    assert outcomes["decoded"] > 1000 and outcomes["rejected"] > 1000  # both paths were exercised
