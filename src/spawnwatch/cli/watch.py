@@ -14,8 +14,8 @@ from spawnwatch.cli.common import CannotTrace, duration_option, json_option, log
 from spawnwatch.config import Config, ConfigError, load
 from spawnwatch.events import Snapshot, from_record, to_record
 from spawnwatch.pipeline import Pipeline
-from spawnwatch.session import faults
 from spawnwatch.recording import RecordingError, RecordingWriter, read_records
+from spawnwatch.session import faults
 from spawnwatch.sinks import Fanout, OnlyContainer, Record, Sink
 from spawnwatch.sinks.human import Human
 from spawnwatch.sinks.jsonl import JsonLines
