@@ -119,7 +119,7 @@ def main() -> int:
     print(f"  without, again: {untraced_last:10.0f} forks/s")
     stderr.seek(0)
     summary = stderr.read()
-    match = re.search(r"^-- (.*); lost (\d+)$", summary, re.MULTILINE)
+    match = re.search(r"^-- (.*); lost (\d+)", summary, re.MULTILINE)
     if not match:
         print(f"error: no stats from the tracer: {summary.strip()}", file=sys.stderr)
         return 1

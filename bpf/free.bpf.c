@@ -2,7 +2,9 @@
 /* sched:sched_process_free fires when a task's last reference goes, after its
  * parent (or init, or a subreaper) reaped it: exit -> free is how long it was
  * a zombie.  It fires for threads too; only pids that exit.bpf.c marked as
- * dead processes produce an event.  It runs in an RCU callback where current
+ * dead processes produce an event (a pid whose slot a later exit took is not
+ * marked any more: that exit's event named it, and user space settles its
+ * reap from /proc).  It runs in an RCU callback where current
  * is unrelated, so the event carries no cgroup: user space knows it. */
 
 TRACEPOINT_PROBE(sched, sched_process_free)

@@ -23,6 +23,10 @@ BPF_ARRAY(sw_exec_slots, struct sw_exec_event, SW_EXEC_SLOTS);
  * it: sched_process_free also fires for threads, which must not emit. */
 BPF_ARRAY(sw_dead_pids, __u32, SW_DEAD_SLOTS);
 
+/* Exits that found their dead slot held by another pid still awaiting its
+ * reap (index 0): that pid's reap is not reported by the kernel side. */
+BPF_PERCPU_ARRAY(sw_dead_pids_stats, __u64, 1);
+
 static __always_inline void sw_count_lost(__u32 type)
 {
 	__u64 *lost = sw_lost_stats.lookup(&type);

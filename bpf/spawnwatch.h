@@ -2,7 +2,7 @@
 /*
  * The event layout shared by the BPF programs and spawnwatch's decoder
  * (src/spawnwatch/probe/layout.py mirrors it; a root test compares the
- * sizes bcc computes for these structs with the decoder's).
+ * offset and size of every field as bcc computes them with the decoder's).
  *
  * Every event opens with struct sw_header: type, size, time first, so the
  * reader can dispatch and skip without knowing the rest.
@@ -20,10 +20,15 @@
 #define SW_ARG_MAX_BYTES 512
 
 /* Bounds of the kernel-side tables (slot arrays: collisions are detected by
- * tag and reported as missing data, never as wrong data). */
+ * tag and reported as missing data, never as wrong data).  The loader may set
+ * the dead slots and the ring's size (-D) for hosts with huge fork storms. */
 #define SW_EXEC_SLOTS 1024  /* execs in flight at once */
+#ifndef SW_DEAD_SLOTS
 #define SW_DEAD_SLOTS 65536 /* zombies awaiting reap at once */
-#define SW_RINGBUF_PAGES 4096 /* 16 MiB with 4 KiB pages */
+#endif
+#ifndef SW_RINGBUF_PAGES
+#define SW_RINGBUF_PAGES 4096 /* 16 MiB with 4 KiB pages; a power of two */
+#endif
 /* Events are submitted without waking the reader, which drains the ring on a
  * short timer: a wakeup costs ~25 us per event here, a timed drain ~0.5 us.
  * The ring holds seconds of the heaviest fork storm, so a timer never loses. */
@@ -55,7 +60,16 @@ struct sw_header {
 	char comm[SW_COMM_LEN];
 };
 
-/* For SW_EVENT_FORK, SW_EVENT_EXIT and SW_EVENT_REAP the header is the whole event. */
+/* For SW_EVENT_FORK and SW_EVENT_REAP the header is the whole event. */
+
+struct sw_exit_event {
+	struct sw_header hdr;
+	/* A process still awaiting its reap whose dead slot this exit took (pids
+	 * share a slot modulo SW_DEAD_SLOTS): the kernel side will not report
+	 * its reap, user space settles it from /proc.  0 when none. */
+	__u32 evicted_pid;
+	__u32 reserved; /* explicit, so the layout has no hidden padding */
+};
 
 struct sw_exec_event {
 	struct sw_header hdr;

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import random
+import struct
+from collections import Counter
+
 import pytest
 
 from spawnwatch.events import Exec, Exit, Fork, Oom, Reap, from_record, to_record
-from spawnwatch.probe import KnownProcesses, Probe, layout
+from spawnwatch.probe import (
+    PAGE_SIZE, KnownProcesses, Probe, ProbeError, UnsettledZombies, layout, ring_buffer_pages, table_flags,
+)
 
 
-def record(event, flags=0):
-    return layout.encode(event, flags)
+def record(event, flags=0, evicted_pid=0):
+    return layout.encode(event, flags, evicted_pid)
 
 
 def test_every_kind_round_trips_through_the_kernel_layout():
@@ -21,37 +27,64 @@ def test_every_kind_round_trips_through_the_kernel_layout():
         Oom(1.9, 300, 0, "node", 9, rss_bytes=64 << 20),
     ]
     for event in events:
-        decoded, flags = layout.decode(record(event))
-        assert decoded == event
-        assert flags == 0
+        assert layout.decode(record(event)) == (event, 0, 0)
+    assert layout.decode(layout.encode(events[2], evicted_pid=65736)) == (events[2], 0, 65736)
 
 
 def test_exec_truncation_flag_and_missing_argv():
     event = Exec(2.0, 5, 0, "x", 1, ("a",) * 3, "/x", True)
-    decoded, flags = layout.decode(record(event))
+    decoded, flags, _ = layout.decode(record(event))
     assert decoded.argv_truncated and flags & layout.FLAG_ARGV_TRUNCATED
     missing = layout.encode(Exec(2.0, 5, 0, "x", 1, (), "/x", False), layout.FLAG_ARGV_MISSING)
-    decoded, flags = layout.decode(missing)
+    decoded, flags, _ = layout.decode(missing)
     assert decoded.argv == () and flags & layout.FLAG_ARGV_MISSING
 
 
 def test_exec_argv_is_bounded_by_argv_size_not_record_padding():
     raw = record(Exec(2.0, 5, 0, "x", 1, ("one", "two"), "/x", False))
-    decoded, _ = layout.decode(raw + b"garbage\0more\0")
+    decoded, _, _ = layout.decode(raw + b"garbage\0more\0")
     assert decoded.argv == ("one", "two")
 
 
-@pytest.mark.parametrize("raw", [b"", b"\x01" * 10])
-def test_short_records_are_rejected(raw):
+def with_size(raw: bytes, size: int) -> bytes:
+    """`raw` with its header's declared size replaced."""
+    return raw[:2] + struct.pack("<H", size) + raw[4:]
+
+
+EXEC = Exec(1.1, 10, 0, "node", 1, ("node", "server.js"), "/usr/bin/node", False)
+MALFORMED = {
+    "empty": b"",
+    "shorter than the header": b"\x01" * 10,
+    "header cut short": record(Fork(1.0, 10, 1, "sh", 1))[: layout.HEADER.size - 1],
+    "unknown kind": b"\x63" + record(Fork(1.0, 10, 1, "sh", 1))[1:],
+    "kind 0": b"\x00" + record(Fork(1.0, 10, 1, "sh", 1))[1:],
+    "declares more than it has (fork)": with_size(record(Fork(1.0, 10, 1, "sh", 1)), layout.HEADER.size + 1),
+    "declares more than it has (exec)": record(EXEC)[:-3],
+    "exec without its tail": with_size(record(EXEC), layout.HEADER.size)[: layout.HEADER.size],
+    "exec declaring less than its tail": with_size(record(EXEC), layout.HEADER.size + 4),
+    "exit without evicted_pid": with_size(record(Exit(1.2, 10, 0, "x", 1)), layout.HEADER.size)[: layout.HEADER.size],
+    "oom declaring only a header": with_size(record(Oom(1.3, 10, 0, "x", 1, rss_bytes=4096)), layout.HEADER.size),
+    "fork declaring less than a header": with_size(record(Fork(1.0, 10, 1, "sh", 1)), 4),
+}
+
+
+@pytest.mark.parametrize("raw", MALFORMED.values(), ids=MALFORMED.keys())
+def test_malformed_records_raise_decode_error_only(raw):
     with pytest.raises(layout.DecodeError):
         layout.decode(raw)
 
 
-def test_unknown_type_is_rejected():
-    raw = bytearray(record(Exit(1.0, 1, 0, "x", 1)))
-    raw[0] = 99
-    with pytest.raises(layout.DecodeError):
-        layout.decode(bytes(raw))
+def test_malformed_records_are_counted_apart_from_loss_and_the_batch_goes_on():
+    probe = Probe(parent_of=lambda pid: 1)
+    good = [record(Fork(1.0, 10, 1, "sh", 1)), record(EXEC), record(Exit(1.2, 10, 0, "node", 1))]
+    batch = [good[0], *MALFORMED.values(), good[1], MALFORMED["unknown kind"], good[2]]
+    events = probe.decode_batch(batch)
+    assert [e.kind.value for e in events] == ["fork", "exec", "exit"]
+    assert events[1].argv == ("node", "server.js")
+    stats = probe.stats()
+    assert stats["decode_errors"] == len(MALFORMED) + 1
+    assert stats["lost"] == 0 and set(stats["lost_by_kind"].values()) == {0}
+    assert stats["events"] == {"fork": 1, "exec": 1, "exit": 1}
 
 
 def test_known_processes_fill_parents_and_reaps():
@@ -101,7 +134,74 @@ def test_probe_batch_decoding_counts_and_fills_missing_argv():
     events = probe.decode_batch(raws)
     assert [e.kind.value for e in events] == ["fork", "exec"]
     assert events[1].argv == ("node", "server.js") and not events[1].argv_truncated
-    assert probe.stats() == {"events": {"fork": 1, "exec": 1}, "lost": 1}
+    assert probe.stats() == {
+        "events": {"fork": 1, "exec": 1},
+        "lost": 0,
+        "lost_by_kind": {"fork": 0, "exec": 0, "exit": 0, "reap": 0, "oom": 0},
+        "decode_errors": 1,
+        "dead_slot_collisions": 0,
+        "dead_slot_settled": 0,
+        "dead_slot_given_up": 0,
+        "resyncs": 0,
+    }
+
+
+class FakeProc:
+    """/proc's answer to "is this pid a zombie, since when?", changed by the test."""
+
+    def __init__(self) -> None:
+        self.zombies: dict[int, float] = {}
+        self.asked: list[int] = []
+
+    def zombie_start(self, pid: int) -> float | None:
+        self.asked.append(pid)
+        return self.zombies.get(pid)
+
+
+def test_a_zombie_whose_dead_slot_was_taken_is_reaped_once_proc_shows_it_gone():
+    proc = FakeProc()
+    proc.zombies = {300: 1.0, 400: 1.1}
+    probe = Probe(parent_of=lambda pid: None, zombie_start=proc.zombie_start)
+    probe.decode_batch([record(Fork(1.0, 300, 200, "srv", 7)), record(Fork(1.1, 400, 200, "srv", 7)),
+                        record(Exit(2.0, 300, 0, "srv", 7)), record(Exit(2.1, 400, 0, "srv", 7))])
+    # 300 + 65536 exits: the kernel tells that 300's slot was taken; 300 is still a zombie.
+    events = probe.decode_batch([record(Exit(3.0, 65836, 0, "other", 1), evicted_pid=300)])
+    assert [(e.kind.value, e.pid) for e in events] == [("exit", 65836)]
+    assert probe.decode_batch([]) == []  # still a zombie: nothing yet
+    del proc.zombies[300]  # its parent reaped it; the kernel side will not say so
+    proc.asked.clear()
+    (reap,) = probe.decode_batch([])
+    assert (reap.kind.value, reap.pid, reap.ppid, reap.comm, reap.cgroup_id) == ("reap", 300, 200, "srv", 7)
+    assert reap.ts >= 3.0
+    assert proc.asked == [300]  # only the unsettled pid is looked up
+    proc.asked.clear()
+    assert probe.decode_batch([]) == [] and proc.asked == []  # settled once
+    # A slot taken from a zombie /proc already shows gone (or reused by a running process): reaped at once.
+    del proc.zombies[400]
+    events = probe.decode_batch([record(Exit(4.0, 65936, 0, "other", 1), evicted_pid=400)])
+    assert [(e.kind.value, e.pid) for e in events] == [("exit", 65936), ("reap", 400)]
+    stats = probe.stats()
+    assert stats["dead_slot_settled"] == 2 and stats["events"]["reap"] == 2
+
+
+def test_a_zombie_whose_pid_was_reused_is_settled():
+    proc = FakeProc()
+    proc.zombies = {300: 1.0}
+    probe = Probe(zombie_start=proc.zombie_start)
+    probe.decode_batch([record(Exit(3.0, 65836, 0, "other", 1), evicted_pid=300)])
+    proc.zombies[300] = 9.0  # reaped, the pid reused, and the new holder a zombie too
+    assert [(e.kind.value, e.pid) for e in probe.decode_batch([])] == [("reap", 300)]
+
+
+def test_unsettled_zombies_are_bounded():
+    proc = FakeProc()
+    proc.zombies = dict.fromkeys(range(10), 1.0)
+    zombies = UnsettledZombies(proc.zombie_start, limit=3)
+    for pid in range(10):
+        assert zombies.evicted(pid, 5.0) == []
+    assert zombies.given_up == 7
+    proc.zombies.clear()
+    assert [r.pid for r in zombies.settle(6.0)] == [7, 8, 9]
 
 
 def test_json_contract_of_each_kind():
@@ -111,3 +211,42 @@ def test_json_contract_of_each_kind():
     assert list(to_record(Fork(1.0, 2, 1, "x", 5))) == ["kind", "ts", "pid", "ppid", "comm", "cgroup_id"]
     assert from_record(exec_) == Exec(1.0, 2, 1, "true", 5, ("/bin/true",), "/bin/true", False)
     assert from_record({"kind": "ready", "pid": 1}) is None
+
+
+def test_table_sizes_become_cflags_and_bad_ones_are_refused():
+    page_kb = PAGE_SIZE // 1024
+    assert table_flags(None, None) == []
+    assert table_flags(4 * page_kb, 16) == ["-DSW_RINGBUF_PAGES=4", "-DSW_DEAD_SLOTS=16"]
+    assert ring_buffer_pages(16384) == 16384 // page_kb  # the default size is valid
+    for kb in (3 * page_kb, page_kb + 1, page_kb // 2):
+        with pytest.raises(ProbeError, match="power of two"):
+            ring_buffer_pages(kb)
+    with pytest.raises(ProbeError, match="dead slots"):
+        table_flags(None, 0)
+
+
+def test_ten_thousand_mangled_records_decode_or_raise_decode_error_only():
+    rng = random.Random(8)
+    valid = [record(Fork(1.0, 10, 1, "sh", 1)), record(EXEC), record(Exit(1.2, 10, 0, "x", 1), evicted_pid=7),
+             record(Reap(1.3, 10, 0, "", 0)), record(Oom(1.4, 10, 0, "x", 1, rss_bytes=4096))]
+    outcomes = Counter()
+    for _ in range(10_000):
+        raw = bytearray(rng.choice(valid))
+        for _ in range(rng.randint(1, 4)):
+            mangle = rng.randrange(5)
+            if mangle == 0:
+                del raw[rng.randrange(len(raw) + 1):]
+            elif mangle == 1 and len(raw) >= 4:
+                raw[2:4] = struct.pack("<H", rng.randrange(1 << 16))  # declared size
+            elif mangle == 2 and len(raw) >= 2:
+                raw[0:2] = struct.pack("<H", rng.randrange(8))  # type
+            elif mangle == 3 and raw:
+                raw[rng.randrange(len(raw))] = rng.randrange(256)
+            else:
+                raw += rng.randbytes(rng.randrange(64))
+        try:
+            layout.decode(bytes(raw))
+            outcomes["decoded"] += 1
+        except layout.DecodeError:
+            outcomes["rejected"] += 1
+    assert outcomes["decoded"] > 1000 and outcomes["rejected"] > 1000  # both paths were exercised

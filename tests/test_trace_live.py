@@ -3,6 +3,7 @@ looks for its own pids, so other activity on the host never matters."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import sys
@@ -178,12 +179,31 @@ def test_human_output_has_header_and_lines():
     assert "lost 0" in err
 
 
-def test_layout_sizes_match_the_kernel_structs():
-    from spawnwatch.probe import Probe, layout
+def test_layout_offsets_match_the_kernel_structs_field_by_field():
+    """bcc compiles bpf/spawnwatch.h with each event struct as a map value; the
+    ctypes types it derives from clang's layout must give every field the offset
+    and size layout.py decodes it at (a hidden padding field fails too)."""
+    from bcc import BPF
 
-    with Probe() as probe:
-        sizes = probe.struct_sizes()
-    assert sizes == {name: layout.STRUCT_SIZES[name] for name in ("sw_exec_event", "sw_header")}
+    from spawnwatch.probe import BPF_DIR, layout
+
+    structs = ("sw_header", "sw_exec_event", "sw_exit_event", "sw_oom_event")
+    text = (BPF_DIR / "spawnwatch.h").read_text() + "".join(
+        f"BPF_ARRAY(layout_{name}, struct {name}, 1);\n" for name in structs
+    )
+    bpf = BPF(text=text.encode())
+    try:
+        for name in structs:
+            leaf = bpf[f"layout_{name}".encode()].Leaf
+            seen = {field: (getattr(leaf, field).offset, getattr(leaf, field).size) for field, _ in leaf._fields_}
+            assert seen == layout.FIELDS[name], name
+            assert ctypes.sizeof(leaf) == layout.STRUCT_SIZES[name], name
+        header = dict(bpf[b"layout_sw_exec_event"].Leaf._fields_)["hdr"]
+        assert {f: (getattr(header, f).offset, getattr(header, f).size) for f, _ in header._fields_} == (
+            layout.FIELDS["sw_header"]
+        )
+    finally:
+        bpf.cleanup()
 
 
 def test_doctor_passes_here():

@@ -320,7 +320,7 @@ class Detector:
         rule = self.settings.accumulating
         if group.live < rule.min_live:
             return None
-        live = sorted((p for p in group.members if p.alive), key=lambda p: p.start)
+        live = sorted((p for p in group.members if p.alive), key=lambda p: (p.start, p.pid))
         moments = spawn_moments([p.start for p in live], rule.min_gap_s)
         exits_since = group.exited - self._exits_at_join.get(live[0], 0)
         if moments - exits_since < rule.min_growth:
@@ -356,7 +356,7 @@ class Detector:
         if group.zombies == 0 or not group.spawner.alive:
             return []
         zombies = [p for p in group.members if p.zombie and p.parent is group.spawner]
-        return sorted(zombies, key=lambda p: p.exited_at)
+        return sorted(zombies, key=lambda p: (p.exited_at, p.pid))
 
     def _spawn_rate(self, group: Group, now: float, leaked) -> tuple[list[int], str] | None:
         rule = self.settings.spawn_rate
@@ -368,7 +368,7 @@ class Detector:
         per_minute = [group.history.count(now - 60 * (k + 1), now - 60 * k) for k in range(rule.minutes)]
         if min(per_minute) < needed:
             return None
-        recent = sorted((p for p in group.members if p.alive), key=lambda p: -p.start)
+        recent = sorted((p for p in group.members if p.alive), key=lambda p: (-p.start, p.pid))
         return [p.pid for p in recent], (
             f"{min(per_minute)}+ spawns a minute for {rule.minutes} minutes (limit {needed})"
         )
@@ -434,7 +434,7 @@ def live_subtree(root: Process) -> Iterator[Process]:
         if not proc.alive:
             continue
         yield proc
-        stack.extend(sorted(proc.spawned, key=lambda p: p.start, reverse=True))
+        stack.extend(sorted(proc.spawned, key=lambda p: (p.start, p.pid), reverse=True))
 
 
 def spawn_moments(starts: list[float], min_gap_s: float) -> int:

@@ -97,11 +97,17 @@ class Snapshot:
     processes: tuple[ProcessInfo, ...] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True, slots=True)
+class Resync(Snapshot):
+    """All processes at one instant after the kernel lost events: the process
+    table is made to agree with it (recorded, so replay does the same)."""
+
+
 def to_record(item: Event | Snapshot) -> dict[str, Any]:
     """The JSON/msgpack dict of an event, `kind` first."""
     if isinstance(item, Snapshot):
         return {
-            "kind": "snapshot",
+            "kind": "resync" if isinstance(item, Resync) else "snapshot",
             "ts": item.ts,
             "processes": [
                 {**asdict(p), "argv": list(p.argv)} for p in item.processes
@@ -174,17 +180,17 @@ def _fields_of(cls: type, record: Any, what: str) -> dict[str, Any]:
 
 
 def from_record(record: dict[str, Any]) -> Event | Snapshot | None:
-    """Inverse of `to_record`; None for lines that are not events (ready, stats, alerts).
+    """Inverse of `to_record`; None for lines that are not events or snapshots (ready, stats, alerts).
     Raises RecordError for an event or snapshot with a missing key or a value of the wrong type."""
     if not isinstance(record, dict):
         raise RecordError(f"a record must be a map, not {type(record).__name__}")
     kind = record.get("kind")
-    if kind == "snapshot":
+    if kind in ("snapshot", "resync"):
         processes = record.get("processes", [])
         if not isinstance(processes, list):
-            raise RecordError(f"snapshot: 'processes' must be a list, not {type(processes).__name__}")
-        values = _fields_of(Snapshot, {k: v for k, v in record.items() if k != "processes"}, "snapshot")
-        return Snapshot(
+            raise RecordError(f"{kind}: 'processes' must be a list, not {type(processes).__name__}")
+        values = _fields_of(Snapshot, {k: v for k, v in record.items() if k != "processes"}, kind)
+        return (Resync if kind == "resync" else Snapshot)(
             ts=values["ts"],
             processes=tuple(
                 ProcessInfo(**_fields_of(ProcessInfo, p, f"snapshot process {i}")) for i, p in enumerate(processes)

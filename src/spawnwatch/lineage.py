@@ -31,6 +31,7 @@ from spawnwatch.events import Event, Exec, Exit, Fork, Oom, Reap, Snapshot
 TICKS_PER_SECOND = 100  # /proc start times have clock-tick precision (USER_HZ)
 SAME_START_S = 2.0 / TICKS_PER_SECOND  # a fork event and a /proc start time of one process differ by less
 INIT_PID = 1
+COMM_CHARS = 15  # of a program name the kernel keeps (/proc readers may show more)
 
 Key = tuple[int, int]  # (pid, start in ticks)
 
@@ -356,3 +357,39 @@ class Lineage:
             spawner.spawned.discard(proc)
             if not spawner.spawned and spawner in self._held:
                 self._drop(spawner)
+
+    # -- resync after lost events --------------------------------------------------------
+
+    def resync(self, snapshot: Snapshot) -> None:
+        """Make the table agree with /proc after the kernel lost events.
+
+        Processes the table holds but /proc no longer has (or has under a reused
+        pid) are closed (exit and reap); live ones /proc shows as zombies are
+        exited, and those /proc shows under another comm take its argv (their
+        exec was lost); every process takes /proc's parent; processes the table
+        never heard of are added as seeded, their current parent as spawner, so
+        a leak that grew while events were lost is still charged to its
+        spawner.  The listener hears each change, as for events."""
+        in_proc = {info.pid: info for info in snapshot.processes}
+        for proc in list(self._by_pid.values()):
+            info = in_proc.get(proc.pid)
+            if info is None or abs(info.start - proc.start) > SAME_START_S:
+                self.counts["resync_closed"] += 1
+                self._close(proc, snapshot.ts)
+            elif info.zombie and proc.alive:
+                self.counts["resync_exited"] += 1
+                self._exit(proc, snapshot.ts)
+            elif proc.alive and info.comm[:COMM_CHARS] != proc.comm[:COMM_CHARS] and info.argv:
+                # An exec renames comm; its event was lost: /proc has the program.
+                self.counts["resync_execs"] += 1
+                self._exec(Exec(snapshot.ts, proc.pid, info.ppid, info.comm, proc.cgroup_id, info.argv), proc)
+        known = set(self._by_pid)
+        self.seed(snapshot)
+        self.counts["resync_added"] += len(set(self._by_pid) - known)
+        for pid in known:
+            proc = self._by_pid.get(pid)
+            info = in_proc[pid]
+            if proc is not None and proc.ppid != info.ppid:
+                self._adoption_pending.pop(proc, None)  # /proc has told
+                self._adopt(proc, info.ppid)
+                self.counts["resync_reparented"] += 1

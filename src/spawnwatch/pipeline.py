@@ -14,7 +14,7 @@ from typing import Any
 from spawnwatch.alerts import Alert, AlertBook, ResolveContainer
 from spawnwatch.config import Config
 from spawnwatch.detect import Detector, MemoryOf
-from spawnwatch.events import Event, Oom, Snapshot
+from spawnwatch.events import Event, Oom, Resync, Snapshot
 from spawnwatch.lineage import Lineage, ReparentHint
 from spawnwatch.signature import Signer
 
@@ -39,7 +39,9 @@ class Pipeline:
         self._next_evaluation: float | None = None
 
     def feed(self, item: Event | Snapshot) -> list[Alert]:
-        """Apply one event (or the starting snapshot); with auto_advance, the alerts due by its time."""
+        """Apply one event (or the starting snapshot, or a resync); with auto_advance, the alerts due by its time."""
+        if isinstance(item, Resync):
+            return self.resync(item)
         if isinstance(item, Snapshot):
             self.lineage.seed(item)
             self._next_evaluation = None  # judge the snapshot at once: it may already hold a leak
@@ -49,6 +51,12 @@ class Pipeline:
                 self.detector.oom(proc, item.ts)
                 self._next_evaluation = None
         return self.advance(item.ts) if self.auto_advance else []
+
+    def resync(self, snapshot: Snapshot) -> list[Alert]:
+        """Make the table agree with /proc after the kernel lost events; judged at once."""
+        self.lineage.resync(snapshot)
+        self._next_evaluation = None
+        return self.advance(snapshot.ts) if self.auto_advance else []
 
     def advance(self, now: float) -> list[Alert]:
         """Evaluate if an evaluation is due at `now` (seconds since boot)."""

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 
 from spawnwatch.adapters import procfs
 from spawnwatch.config import Config
-from spawnwatch.events import Event, to_record
+from spawnwatch.events import Event, Resync, to_record
 from spawnwatch.filters import CommFilter, SubtreeFilter, container_matches
 from spawnwatch.probe import Probe, ProbeError
 from spawnwatch.recording import RecordingWriter
@@ -35,7 +35,7 @@ class Stop:
 
     def start_clock(self) -> None:
         """The duration counts from when tracing is ready, not from start-up."""
-        if self.duration is not None:
+        if self.duration is not None and self.deadline is None:
             self.deadline = time.monotonic() + self.duration
 
     def __bool__(self) -> bool:
@@ -59,21 +59,29 @@ class Stop:
                 signal.signal(sig, old)
 
 
-def open_probe(redact: Redactor) -> Probe:
+def open_probe(redact: Redactor, ring_buffer_kb: int | None = None, dead_slots: int | None = None) -> Probe:
     """A probe that completes what the kernel could not know from /proc, argv redacted."""
-    return Probe(parent_of=procfs.parent_pid, argv_of=procfs.argv, redact=redact)
+    return Probe(
+        parent_of=procfs.parent_pid, argv_of=procfs.argv, redact=redact, zombie_start=procfs.zombie_start,
+        ring_buffer_kb=ring_buffer_kb, dead_slots=dead_slots,
+    )
 
 
-def live_batches(probe: Probe, stop: Stop) -> Iterator[list[Event]]:
-    """Batches of events until `stop`; the last batch drains what is left."""
+def live_batches(probe: Probe, stop: Stop) -> Iterator[list[Event | Resync]]:
+    """One batch per poll until `stop` (empty when nothing happened), the last
+    one drained.  After the kernel lost events a batch ends with a Resync: the
+    ring drained, then /proc read, so every event before it is older."""
     stop.start_clock()
-    while not stop:
-        batch = probe.poll(stop.remaining(POLL_INTERVAL))
-        if batch:
-            yield batch
-    tail = probe.drain()
-    if tail:
-        yield tail
+    while True:
+        stopping = bool(stop)
+        batch: list[Event | Resync] = probe.drain() if stopping else probe.poll(stop.remaining(POLL_INTERVAL))
+        if probe.resync_due(last=stopping):
+            batch += probe.drain()
+            snapshot = procfs.snapshot(probe.redact)
+            batch.append(Resync(ts=snapshot.ts, processes=snapshot.processes))
+        yield batch
+        if stopping:
+            return
 
 
 def ready_record() -> dict:
@@ -87,7 +95,19 @@ def stats_record(probe: Probe) -> dict:
 def stats_line(stats: dict) -> str:
     """The end-of-session summary for humans (on stderr, so --json stdout stays clean)."""
     counts = ", ".join(f"{k} {v}" for k, v in sorted(stats["events"].items())) or "no events"
-    return f"-- {counts}; lost {stats['lost']}"
+    return f"-- {counts}; {faults(stats)}"
+
+
+def faults(stats: dict) -> str:
+    """What the session could not see, for humans: losses by kind, bad records, settled dead slots
+    (recordings older than these counters have `lost` only)."""
+    lost = ", ".join(f"{k} {v}" for k, v in stats.get("lost_by_kind", {}).items() if v)
+    return (
+        f"lost {stats['lost']}{f' ({lost})' if lost else ''}, resyncs {stats.get('resyncs', 0)},"
+        f" decode errors {stats.get('decode_errors', 0)},"
+        f" dead-slot collisions {stats.get('dead_slot_collisions', 0)}"
+        f" (settled {stats.get('dead_slot_settled', 0)}, given up {stats.get('dead_slot_given_up', 0)})"
+    )
 
 
 def write_json(record: dict) -> None:
@@ -128,6 +148,7 @@ def run_trace(
     container: str | None,
     record: str | None,
     as_json: bool,
+    ring_buffer_kb: int | None = None,
 ) -> None:
     from spawnwatch.adapters.containers import ContainerResolver
 
@@ -140,7 +161,8 @@ def run_trace(
     recorder = RecordingWriter(record) if record else None
     stop = Stop(duration)
     try:
-        with stop.on_signals(), ContainerResolver() as resolver, open_probe(Redactor(config.redact)) as probe:
+        with stop.on_signals(), ContainerResolver() as resolver, \
+                open_probe(Redactor(config.redact), ring_buffer_kb) as probe:
             container_of = ContainerMemo(resolver.lookup)
             if as_json:
                 write_json(ready_record())
@@ -149,6 +171,10 @@ def run_trace(
             sys.stdout.flush()
             for batch in live_batches(probe, stop):
                 for event in batch:
+                    if isinstance(event, Resync):  # for the recording's replay; too big for the stream
+                        if recorder:
+                            recorder.write(to_record(event))
+                        continue
                     if not all(f(event) for f in filters):
                         continue
                     where = container_of(event)

@@ -21,16 +21,27 @@ def boottime_now() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-def start_time(pid: int) -> float | None:
-    """Start of `pid` in seconds since boot (field 22 of /proc/<pid>/stat), None when gone."""
+def _stat_after_comm(pid: int) -> list[bytes] | None:
+    """Fields 3.. of /proc/<pid>/stat (state first), None when gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
     # comm may hold spaces and parentheses: fields resume after the last ')'.
-    rest = stat[stat.rfind(b")") + 2 :].split()
-    return int(rest[19]) / CLOCK_TICKS
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def start_time(pid: int) -> float | None:
+    """Start of `pid` in seconds since boot (field 22 of /proc/<pid>/stat), None when gone."""
+    rest = _stat_after_comm(pid)
+    return int(rest[19]) / CLOCK_TICKS if rest else None
+
+
+def zombie_start(pid: int) -> float | None:
+    """Start of `pid` while it is a zombie; None when it is gone or running (a reused pid)."""
+    rest = _stat_after_comm(pid)
+    return int(rest[19]) / CLOCK_TICKS if rest and rest[0] == b"Z" else None
 
 
 def cgroup_path(pid: int) -> str:

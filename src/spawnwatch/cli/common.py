@@ -75,6 +75,28 @@ def load_config(path: str | None, show_secrets: bool = False) -> Config:
     return replace(config, redact=RedactRules()) if show_secrets else config
 
 
+def ring_buffer_option(f: Callable) -> Callable:
+    def check(_ctx: click.Context, param: click.Parameter, kb: int | None) -> int | None:
+        from spawnwatch.probe import ProbeError, ring_buffer_pages
+
+        if kb is not None:
+            try:
+                ring_buffer_pages(kb)
+            except ProbeError as exc:
+                raise click.BadParameter(str(exc), param=param) from exc
+        return kb
+
+    return click.option(
+        "--ring-buffer-kb",
+        type=click.IntRange(min=1),
+        default=None,
+        callback=check,
+        metavar="KIB",
+        help="Size of the kernel's event ring buffer, a power of two of pages (default 16384 KiB);"
+        " raise it if `lost` grows under huge fork storms.",
+    )(f)
+
+
 def emit_json(record: dict[str, Any]) -> None:
     write_json_line(record, sys.stdout)
 

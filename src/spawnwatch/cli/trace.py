@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from spawnwatch.cli.common import (
-    CannotTrace, config_option, duration_option, json_option, load_config, one_line_errors, show_secrets_option,
+    CannotTrace, config_option, duration_option, json_option, load_config, one_line_errors, ring_buffer_option,
+    show_secrets_option,
 )
 from spawnwatch.probe import ProbeError
 from spawnwatch.session import run_trace
@@ -19,11 +20,12 @@ from spawnwatch.session import run_trace
 @click.option("--record", type=click.Path(dir_okay=False, writable=True), help="Also save every event to FILE (msgpack, mode 0600) for `watch --replay`.")
 @config_option
 @show_secrets_option
+@ring_buffer_option
 @json_option
 @one_line_errors
 def command(
     duration: float | None, pid: int | None, comm: str | None, container: str | None, record: str | None,
-    config_path: str | None, show_secrets: bool, as_json: bool,
+    config_path: str | None, show_secrets: bool, ring_buffer_kb: int | None, as_json: bool,
 ) -> None:
     """Stream process events from the kernel: fork, exec, exit, reap, oom.
 
@@ -51,6 +53,7 @@ def command(
     """
     config = load_config(config_path, show_secrets)
     try:
-        run_trace(config, duration=duration, pid=pid, comm=comm, container=container, record=record, as_json=as_json)
+        run_trace(config, duration=duration, pid=pid, comm=comm, container=container, record=record, as_json=as_json,
+                  ring_buffer_kb=ring_buffer_kb)
     except ProbeError as exc:
         raise CannotTrace(str(exc)) from exc

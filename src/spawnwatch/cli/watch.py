@@ -12,13 +12,15 @@ from typing import Any
 import click
 
 from spawnwatch.cli.common import (
-    CannotTrace, config_option, duration_option, json_option, load_config, log, one_line_errors, show_secrets_option,
+    CannotTrace, config_option, duration_option, json_option, load_config, log, one_line_errors, ring_buffer_option,
+    show_secrets_option,
 )
 from spawnwatch.config import Config
 from spawnwatch.events import RecordError, Snapshot, count_value, from_record, time_value, to_record
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.recording import RecordingError, RecordingWriter, read_records
 from spawnwatch.redact import Redactor
+from spawnwatch.session import faults
 from spawnwatch.sinks import Fanout, OnlyContainer, Record, Sink
 from spawnwatch.sinks.human import Human
 from spawnwatch.sinks.jsonl import JsonLines
@@ -46,11 +48,12 @@ TICK = "tick"  # a recording's record of when the live session evaluated
               help="How often an Alertmanager is told again of every active alert (keep it below its "
                    "resolve_timeout, 5 min by default).")
 @show_secrets_option
+@ring_buffer_option
 @json_option
 @one_line_errors
 def command(duration: float | None, config_path: str | None, record: str | None, replay: str | None,
             metrics_address: str | None, metrics_port: int | None, container: str | None, webhook: str | None,
-            resend_every: float, show_secrets: bool, as_json: bool) -> None:
+            resend_every: float, show_secrets: bool, ring_buffer_kb: int | None, as_json: bool) -> None:
     """Catch processes that keep spawning identical children and never clean them up.
 
     Children are grouped by spawner and signature (argv normalised: `npx -y
@@ -81,8 +84,10 @@ def command(duration: float | None, config_path: str | None, record: str | None,
       sudo spawnwatch watch --metrics-address :9464
       sudo spawnwatch watch --container metamcp
     """
-    if replay and (record or duration is not None):
-        raise click.UsageError("--replay reads a finished recording: --record and --duration do not apply")
+    if replay and (record or duration is not None or ring_buffer_kb is not None):
+        raise click.UsageError(
+            "--replay reads a finished recording: --record, --duration and --ring-buffer-kb do not apply"
+        )
     if webhook and not webhook.startswith(("http://", "https://")):
         raise click.BadParameter("must be an http:// or https:// URL", param_hint="--webhook")
     if metrics_address is not None and metrics_port is not None:
@@ -106,7 +111,7 @@ def command(duration: float | None, config_path: str | None, record: str | None,
         if replay:
             watch_recording(config, replay, sink)
         else:
-            watch_live(config, sink, duration, record, stack, metrics, notifier)
+            watch_live(config, sink, duration, record, stack, metrics, notifier, ring_buffer_kb)
 
 
 def serve_metrics(address: str) -> Any:
@@ -142,7 +147,7 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
     pipeline = Pipeline(config, auto_advance=not ticked)
     redact = Redactor(config.redact)  # the recording may be an old one, or made with --show-secrets
     counts: Counter[str] = Counter()
-    lost = 0
+    recorded_stats: Record = {"lost": 0}
     sink.send({"kind": "ready", "pid": os.getpid()})
     for number, record in enumerate(records, 1):
         kind = record.get("kind")
@@ -150,7 +155,8 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
             if kind == TICK:
                 alerts = pipeline.evaluate(time_value(record.get("ts"), "tick: 'ts'"))
             elif kind == "stats":
-                lost = count_value(record.get("lost", 0), "stats: 'lost'")
+                count_value(record.get("lost", 0), "stats: 'lost'")
+                recorded_stats = record  # what the live session could not see: its losses, resyncs, ...
                 continue
             else:
                 item = from_record(record)
@@ -164,17 +170,17 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
             raise click.ClickException(f"{path}: record {number}: {exc}") from exc
         for alert in alerts:
             sink.send(alert.to_record())
-    stats = {"kind": "stats", "events": dict(counts), "lost": lost}
+    stats = {**recorded_stats, "kind": "stats", "events": dict(counts)}
     sink.send(stats)
     log(summary(stats, pipeline))
 
 
 def watch_live(config: Config, sink: Sink, duration: float | None, record: str | None, stack: ExitStack,
-               metrics: Any = None, notifier: Any = None) -> None:
+               metrics: Any = None, notifier: Any = None, ring_buffer_kb: int | None = None) -> None:
     from spawnwatch.adapters import procfs
     from spawnwatch.adapters.containers import ContainerResolver
     from spawnwatch.probe import ProbeError
-    from spawnwatch.session import POLL_INTERVAL, Stop, open_probe, ready_record, stats_record
+    from spawnwatch.session import Stop, live_batches, open_probe, ready_record, stats_record
 
     def memory(pids: list[int]) -> tuple[int, int | None]:
         measured = procfs.memory_of(pids, with_uss=True)
@@ -207,7 +213,7 @@ def watch_live(config: Config, sink: Sink, duration: float | None, record: str |
 
     stop = Stop(duration)
     try:
-        probe = stack.enter_context(open_probe(redact))
+        probe = stack.enter_context(open_probe(redact, ring_buffer_kb))
     except ProbeError as exc:
         raise CannotTrace(str(exc)) from exc
     with stop.on_signals():
@@ -219,18 +225,14 @@ def watch_live(config: Config, sink: Sink, duration: float | None, record: str |
             recorder.write(to_record(snapshot))
         log(f"watching {len(snapshot.processes)} processes (Ctrl-C to stop)")
         deliver(pipeline.feed(snapshot), 0)
-        while True:
-            stopping = bool(stop)
-            batch = probe.drain() if stopping else probe.poll(stop.remaining(POLL_INTERVAL))
-            for event in batch:
+        for batch in live_batches(probe, stop):
+            for item in batch:  # events, and a Resync after the kernel lost some
                 if recorder is not None:
-                    recorder.write(to_record(event))
+                    recorder.write(to_record(item))
                 before = pipeline.evaluations
-                deliver(pipeline.feed(event), before)
+                deliver(pipeline.feed(item), before)
             before = pipeline.evaluations
             deliver(pipeline.advance(procfs.boottime_now()), before)
-            if stopping:
-                break
         stats = session_stats()
     out(stats)
     log(summary(stats, pipeline))
@@ -243,4 +245,4 @@ def summary(stats: Record, pipeline: Pipeline) -> str:
     if "notifications" in stats:
         table += "; notifications " + ", ".join(f"{k} {v}" for k, v in stats["notifications"].items())
     firing = len(pipeline.alerts.active)
-    return f"-- {events}; lost {stats['lost']}; {table}; {firing} alert{'s' if firing != 1 else ''} still firing"
+    return f"-- {events}; {faults(stats)}; {table}; {firing} alert{'s' if firing != 1 else ''} still firing"

@@ -3,7 +3,7 @@ on a timer, decode records into spawnwatch events.
 
     with Probe() as probe:
         events = probe.poll(timeout=0.1)
-        probe.stats()   # {"events": {"fork": n, ...}, "lost": n}
+        probe.stats()   # {"events": {"fork": n, ...}, "lost": n, "lost_by_kind": {...}, ...}
 """
 
 from __future__ import annotations
@@ -11,13 +11,14 @@ from __future__ import annotations
 import ctypes
 import os
 import re
+import time
 from collections import Counter, OrderedDict
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 from spawnwatch.config import default_redactor
-from spawnwatch.events import Event, Exec, Fork, Oom, Reap
+from spawnwatch.events import Event, Exec, Exit, Fork, Oom, Reap
 from spawnwatch.probe import layout, preflight
 from spawnwatch.redact import Redactor
 
@@ -50,6 +51,32 @@ def program_text(bpf_dir: Path | None = None) -> str:
         raise ProbeError(f"BPF sources not found: {exc.filename} (set SPAWNWATCH_BPF_DIR)") from exc
 
 
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+
+
+def ring_buffer_pages(kb: int) -> int:
+    """Pages of a ring buffer of `kb` KiB: the kernel wants a power of two of pages."""
+    pages, rest = divmod(kb * 1024, PAGE_SIZE)
+    if pages < 1 or rest or pages & (pages - 1):
+        raise ProbeError(
+            f"a ring buffer of {kb} KiB is not a power of two of {PAGE_SIZE // 1024} KiB pages;"
+            f" fix: use {PAGE_SIZE // 1024}, {2 * PAGE_SIZE // 1024}, ..., e.g. 16384 (the default)"
+        )
+    return pages
+
+
+def table_flags(ring_buffer_kb: int | None, dead_slots: int | None) -> list[str]:
+    """-D flags overriding the kernel-side tables' default sizes."""
+    flags = []
+    if ring_buffer_kb is not None:
+        flags.append(f"-DSW_RINGBUF_PAGES={ring_buffer_pages(ring_buffer_kb)}")
+    if dead_slots is not None:
+        if dead_slots < 1:
+            raise ProbeError(f"{dead_slots} dead slots: fix: at least 1")
+        flags.append(f"-DSW_DEAD_SLOTS={dead_slots}")
+    return flags
+
+
 def feature_flags() -> list[str]:
     """-D flags for tracepoint fields that differ between kernel versions."""
     flags = []
@@ -62,8 +89,11 @@ def feature_flags() -> list[str]:
 
 ParentOf = Callable[[int], "int | None"]
 ArgvOf = Callable[[int], "tuple[str, ...] | None"]
+ZombieStart = Callable[[int], "float | None"]  # a pid's start time while it is a zombie, else None
 
 MAX_KNOWN_PROCESSES = 65536
+MAX_UNSETTLED_ZOMBIES = 65536
+RESYNC_INTERVAL_S = 1.0  # at most one /proc resync a second during a storm that keeps losing events
 
 
 class KnownProcesses:
@@ -106,25 +136,78 @@ class KnownProcesses:
         return replace(event, ppid=ppid)
 
 
+class UnsettledZombies:
+    """Zombies whose dead slot in the kernel was taken by another exiting pid
+    (pids share a slot modulo its size): the kernel side will not report their
+    reaps, so /proc is asked, for these pids only, until it shows each one gone
+    or its pid reused; then a Reap is made for it.  Bounded: beyond the limit
+    the oldest is given up, counted."""
+
+    def __init__(self, zombie_start: ZombieStart, limit: int = MAX_UNSETTLED_ZOMBIES) -> None:
+        self._zombie_start = zombie_start
+        self._starts: OrderedDict[int, float] = OrderedDict()
+        self._limit = limit
+        self.settled = 0
+        self.given_up = 0
+
+    def evicted(self, pid: int, now: float) -> list[Reap]:
+        """`pid` lost its slot: its Reap now if /proc shows it already reaped."""
+        start = self._zombie_start(pid)
+        if start is None:
+            return [self._reap(pid, now)]
+        self._starts[pid] = start
+        self._starts.move_to_end(pid)
+        if len(self._starts) > self._limit:
+            self._starts.popitem(last=False)
+            self.given_up += 1
+        return []
+
+    def settle(self, now: float) -> list[Reap]:
+        """Reaps of the watched zombies that /proc no longer shows."""
+        reaps = []
+        for pid, start in list(self._starts.items()):
+            if self._zombie_start(pid) != start:
+                del self._starts[pid]
+                reaps.append(self._reap(pid, now))
+        return reaps
+
+    def _reap(self, pid: int, now: float) -> Reap:
+        self.settled += 1
+        return Reap(ts=now, pid=pid, ppid=0, comm="", cgroup_id=0)
+
+
 class Probe:
     """The loaded BPF programs and their ring buffer.
 
     `parent_of` and `argv_of` answer from /proc what neither the kernel side
     nor the events seen so far can: the parent of a process that started
-    before we attached, the argv of an exec that began before we attached.
+    before we attached, the argv of an exec that began before we attached;
+    `zombie_start`, whether a zombie whose dead slot was taken is still one.
     Every exec's argv, from either, leaves through `redact` (by default the
-    default config's rules)."""
+    default config's rules).  `ring_buffer_kb` and `dead_slots` size the
+    kernel-side tables (default: bpf/spawnwatch.h's)."""
 
     def __init__(
-        self, parent_of: ParentOf | None = None, argv_of: ArgvOf | None = None, redact: Redactor | None = None
+        self,
+        parent_of: ParentOf | None = None,
+        argv_of: ArgvOf | None = None,
+        redact: Redactor | None = None,
+        zombie_start: ZombieStart | None = None,
+        ring_buffer_kb: int | None = None,
+        dead_slots: int | None = None,
     ) -> None:
         self._argv_of = argv_of
         self._redact = redact if redact is not None else default_redactor()
         self._known = KnownProcesses(parent_of)
+        self._unsettled = UnsettledZombies(zombie_start or (lambda pid: None))
+        self._table_flags = table_flags(ring_buffer_kb, dead_slots)
         self._bpf = None
         self._records: list[bytes] = []
         self._counts: Counter[str] = Counter()
         self._decode_errors = 0
+        self._lost_at_resync = 0
+        self._next_resync = 0.0
+        self._resyncs = 0
 
     def __enter__(self) -> "Probe":
         self.open()
@@ -140,7 +223,10 @@ class Probe:
         from bcc import BPF
 
         try:
-            self._bpf = BPF(text=program_text().encode(), cflags=feature_flags() + ["-Wno-macro-redefined"])
+            self._bpf = BPF(
+                text=program_text().encode(),
+                cflags=feature_flags() + self._table_flags + ["-Wno-macro-redefined"],
+            )
         except Exception as exc:  # bcc raises bare Exception; its details went to stderr
             raise ProbeError(f"could not load the BPF programs: {str(exc).splitlines()[0]}") from exc
         # The callback only copies bytes: decoding happens in batches in poll(),
@@ -179,10 +265,13 @@ class Probe:
         return records
 
     def decode_batch(self, records: list[bytes]) -> list[Event]:
+        """Records -> completed events, then the reaps /proc settled for zombies
+        whose dead slot was taken.  Undecodable records are counted and skipped."""
         events = []
+        now = time.clock_gettime(time.CLOCK_BOOTTIME)
         for raw in records:
             try:
-                event, flags = layout.decode(raw)
+                event, flags, evicted_pid = layout.decode(raw)
             except layout.DecodeError:
                 self._decode_errors += 1
                 continue
@@ -190,23 +279,65 @@ class Probe:
                 found = self._argv_of(event.pid) if flags & layout.FLAG_ARGV_MISSING and self._argv_of else None
                 event = replace(event, argv=self._redact(found or event.argv),
                                 argv_truncated=event.argv_truncated and not found)
-            events.append(self._known.complete(event, flags))
-            self._counts[event.kind.value] += 1
+            events.append(self._complete(event, flags))
+            if isinstance(event, Exit) and evicted_pid:
+                events += [self._complete(reap, 0) for reap in self._unsettled.evicted(evicted_pid, now)]
+        events += [self._complete(reap, 0) for reap in self._unsettled.settle(now)]
         return events
 
+    @property
+    def redact(self) -> Redactor:
+        """The rules its execs' argv pass through: a /proc read of the same session uses them too."""
+        return self._redact
+
+    def _complete(self, event: Event, flags: int) -> Event:
+        self._counts[event.kind.value] += 1
+        return self._known.complete(event, flags)
+
+    def lost_by_kind(self) -> dict[str, int]:
+        """Events the kernel side could not reserve (ring full), by kind."""
+        lost = dict.fromkeys((kind.value for kind in layout.TYPE_KINDS.values()), 0)
+        if self._bpf is not None:
+            for key, per_cpu in self._bpf[b"sw_lost_stats"].items():
+                kind = layout.TYPE_KINDS.get(key.value)
+                if kind is not None:
+                    lost[kind.value] = sum(per_cpu)
+        return lost
+
     def lost(self) -> int:
-        """Events the kernel side could not reserve (ring full), plus undecodable records."""
+        """Events the kernel side could not reserve (ring full), all kinds."""
+        return sum(self.lost_by_kind().values())
+
+    def dead_slot_collisions(self) -> int:
+        """Exits whose dead slot was held by another zombie (see UnsettledZombies)."""
         if self._bpf is None:
-            return self._decode_errors
-        table = self._bpf[b"sw_lost_stats"]
-        return sum(sum(per_cpu) for per_cpu in table.values()) + self._decode_errors
+            return 0
+        return sum(sum(per_cpu) for per_cpu in self._bpf[b"sw_dead_pids_stats"].values())
+
+    def resync_due(self, last: bool = False) -> bool:
+        """True when the kernel lost events since the last resync: the caller then
+        rebuilds the process table from /proc.  At most once every
+        RESYNC_INTERVAL_S, unless `last` (the session ends: the table must agree
+        with /proc); a loss during that interval is caught at the next call."""
+        lost = self.lost()
+        now = time.monotonic()
+        if lost == self._lost_at_resync or (now < self._next_resync and not last):
+            return False
+        self._lost_at_resync = lost
+        self._next_resync = now + RESYNC_INTERVAL_S
+        self._resyncs += 1
+        return True
 
     def stats(self) -> dict:
-        return {"events": dict(self._counts), "lost": self.lost()}
-
-    def struct_sizes(self) -> dict[str, int]:
-        """Sizes bcc computed for the C structs (the layout test compares them with layout.py)."""
-        assert self._bpf is not None
-        exec_event = self._bpf[b"sw_exec_slots"].Leaf
-        header = dict(exec_event._fields_)["hdr"]
-        return {"sw_exec_event": ctypes.sizeof(exec_event), "sw_header": ctypes.sizeof(header)}
+        """Counters of the session: `lost` is the kernel's total, `lost_by_kind` its split."""
+        lost_by_kind = self.lost_by_kind()
+        return {
+            "events": dict(self._counts),
+            "lost": sum(lost_by_kind.values()),
+            "lost_by_kind": lost_by_kind,
+            "decode_errors": self._decode_errors,
+            "dead_slot_collisions": self.dead_slot_collisions(),
+            "dead_slot_settled": self._unsettled.settled,
+            "dead_slot_given_up": self._unsettled.given_up,
+            "resyncs": self._resyncs,
+        }

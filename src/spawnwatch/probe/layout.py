@@ -1,12 +1,13 @@
 """Decoding of the kernel's events: the Python mirror of bpf/spawnwatch.h.
 
 Pure (no bcc), so it is unit-tested without root; a root test checks that the
-sizes here equal the sizes bcc computes for the C structs.
+offset and size of every field here equal what bcc computes for the C structs.
 """
 
 from __future__ import annotations
 
 import struct
+from typing import NamedTuple
 
 from spawnwatch.events import Event, Exec, Exit, Fork, Kind, Oom, Reap
 
@@ -18,65 +19,108 @@ FLAG_ARGV_TRUNCATED = 1 << 0
 FLAG_ARGV_MISSING = 1 << 1
 FLAG_CLONE_PARENT = 1 << 2
 
-# struct sw_header: type, size, pid, ts_ns, cgroup_id, ppid, flags, comm
-HEADER = struct.Struct("<HHIQQII16s")
-EXEC_TAIL = struct.Struct(f"<II{FILENAME_LEN}s")  # argc, argv_size, filename
-OOM_TAIL = struct.Struct("<QQQQ")  # anon, file, shmem rss and total_vm, in KiB
+# Each struct as (field, struct format) in declaration order; all are packed
+# by design (the C side pads explicitly), so offsets are running sums.
+HEADER_FIELDS = (
+    ("type", "H"), ("size", "H"), ("pid", "I"), ("ts_ns", "Q"), ("cgroup_id", "Q"),
+    ("ppid", "I"), ("flags", "I"), ("comm", f"{COMM_LEN}s"),
+)
+EXEC_TAIL_FIELDS = (("argc", "I"), ("argv_size", "I"), ("filename", f"{FILENAME_LEN}s"))
+EXIT_TAIL_FIELDS = (("evicted_pid", "I"), ("reserved", "I"))
+OOM_TAIL_FIELDS = (("anon_rss_kb", "Q"), ("file_rss_kb", "Q"), ("shmem_rss_kb", "Q"), ("total_vm_kb", "Q"))
 
-STRUCT_SIZES = {
-    "sw_header": HEADER.size,
-    "sw_exec_event": HEADER.size + EXEC_TAIL.size + ARGV_BYTES,
-    "sw_oom_event": HEADER.size + OOM_TAIL.size,
+
+def _packed(fields: tuple[tuple[str, str], ...]) -> struct.Struct:
+    return struct.Struct("<" + "".join(code for _, code in fields))
+
+
+HEADER = _packed(HEADER_FIELDS)
+EXEC_TAIL = _packed(EXEC_TAIL_FIELDS)
+EXIT_TAIL = _packed(EXIT_TAIL_FIELDS)
+OOM_TAIL = _packed(OOM_TAIL_FIELDS)
+
+
+def _offsets(fields: tuple[tuple[str, str], ...], start: int = 0) -> dict[str, tuple[int, int]]:
+    layout = {}
+    for name, code in fields:
+        size = struct.calcsize("<" + code)
+        layout[name] = (start, size)
+        start += size
+    return layout
+
+
+# struct -> field -> (offset, size), as the C compiler must lay them out.
+FIELDS = {
+    "sw_header": _offsets(HEADER_FIELDS),
+    "sw_exec_event": {
+        "hdr": (0, HEADER.size),
+        **_offsets(EXEC_TAIL_FIELDS, HEADER.size),
+        "argv": (HEADER.size + EXEC_TAIL.size, ARGV_BYTES),
+    },
+    "sw_exit_event": {"hdr": (0, HEADER.size), **_offsets(EXIT_TAIL_FIELDS, HEADER.size)},
+    "sw_oom_event": {"hdr": (0, HEADER.size), **_offsets(OOM_TAIL_FIELDS, HEADER.size)},
 }
+STRUCT_SIZES = {name: max(offset + size for offset, size in fields.values()) for name, fields in FIELDS.items()}
 
 TYPE_KINDS = {1: Kind.FORK, 2: Kind.EXEC, 3: Kind.EXIT, 4: Kind.REAP, 5: Kind.OOM}
+# The fewest bytes a record of each kind declares (an exec's argv may be empty).
+MIN_SIZES = {
+    Kind.FORK: HEADER.size,
+    Kind.EXEC: HEADER.size + EXEC_TAIL.size,
+    Kind.EXIT: STRUCT_SIZES["sw_exit_event"],
+    Kind.REAP: HEADER.size,
+    Kind.OOM: STRUCT_SIZES["sw_oom_event"],
+}
 
 
 class DecodeError(ValueError):
     pass
 
 
+class Decoded(NamedTuple):
+    event: Event
+    flags: int
+    evicted_pid: int = 0  # exits only: a zombie whose reap the kernel side will not report
+
+
 def _text(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-def decode(raw: bytes) -> tuple[Event, int]:
-    """One ring-buffer record -> (event, flags), as the kernel sent it: the probe
-    completes what the kernel leaves to user space (parents, a reaped pid's comm)."""
+def decode(raw: bytes) -> Decoded:
+    """One ring-buffer record, as the kernel sent it: the probe completes what
+    the kernel leaves to user space (parents, a reaped pid's comm).  Anything
+    malformed raises DecodeError, nothing else."""
     if len(raw) < HEADER.size:
         raise DecodeError(f"record of {len(raw)} bytes is shorter than the header")
     type_, size, pid, ts_ns, cgroup_id, ppid, flags, comm = HEADER.unpack_from(raw)
-    if size > len(raw):
-        raise DecodeError(f"record claims {size} bytes but has {len(raw)}")
     kind = TYPE_KINDS.get(type_)
+    if kind is None:
+        raise DecodeError(f"unknown event type {type_}")
+    if size > len(raw):
+        raise DecodeError(f"{kind.value} record claims {size} bytes but has {len(raw)}")
+    if size < MIN_SIZES[kind]:
+        raise DecodeError(f"{kind.value} record claims {size} bytes, fewer than its layout's {MIN_SIZES[kind]}")
     common = dict(ts=ts_ns / 1e9, pid=pid, ppid=ppid, comm=_text(comm), cgroup_id=cgroup_id)
     if kind is Kind.FORK:
-        return Fork(**common), flags
+        return Decoded(Fork(**common), flags)
     if kind is Kind.EXIT:
-        return Exit(**common), flags
+        evicted_pid, _reserved = EXIT_TAIL.unpack_from(raw, HEADER.size)
+        return Decoded(Exit(**common), flags, evicted_pid)
     if kind is Kind.REAP:
-        return Reap(**common), flags
+        return Decoded(Reap(**common), flags)
     if kind is Kind.EXEC:
         argc, argv_size, filename = EXEC_TAIL.unpack_from(raw, HEADER.size)
         start = HEADER.size + EXEC_TAIL.size
         blob = raw[start : start + min(argv_size, size - start)]
         argv = tuple(a.decode("utf-8", "replace") for a in blob.split(b"\0")[:argc])
-        return (
-            Exec(
-                **common,
-                argv=argv,
-                filename=_text(filename),
-                argv_truncated=bool(flags & FLAG_ARGV_TRUNCATED),
-            ),
-            flags,
-        )
-    if kind is Kind.OOM:
-        anon, file, shmem, _total_vm = OOM_TAIL.unpack_from(raw, HEADER.size)
-        return Oom(**common, rss_bytes=(anon + file + shmem) * 1024), flags
-    raise DecodeError(f"unknown event type {type_}")
+        exec_ = Exec(**common, argv=argv, filename=_text(filename), argv_truncated=bool(flags & FLAG_ARGV_TRUNCATED))
+        return Decoded(exec_, flags)
+    anon, file, shmem, _total_vm = OOM_TAIL.unpack_from(raw, HEADER.size)
+    return Decoded(Oom(**common, rss_bytes=(anon + file + shmem) * 1024), flags)
 
 
-def encode(event: Event, flags: int = 0) -> bytes:
+def encode(event: Event, flags: int = 0, evicted_pid: int = 0) -> bytes:
     """The record the kernel would send for `event`: lets tests feed the decoder
     (and the probe's batch path) without BPF."""
     type_ = {v: k for k, v in TYPE_KINDS.items()}[event.kind]
@@ -96,6 +140,8 @@ def encode(event: Event, flags: int = 0) -> bytes:
             + EXEC_TAIL.pack(len(event.argv), len(blob), event.filename.encode()[: FILENAME_LEN - 1])
             + blob
         )
+    if isinstance(event, Exit):
+        return header(STRUCT_SIZES["sw_exit_event"]) + EXIT_TAIL.pack(evicted_pid, 0)
     if isinstance(event, Oom):
         return header(STRUCT_SIZES["sw_oom_event"]) + OOM_TAIL.pack(event.rss_bytes // 1024, 0, 0, 0)
     return header(HEADER.size)

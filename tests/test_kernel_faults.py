@@ -1,0 +1,233 @@
+"""Kernel-side faults forced for real: dead-slot collisions with a tiny dead-slot
+table, ring-buffer overflow with a one-page ring and a paused consumer.  Each
+test checks its own processes only, so other activity on the host never matters."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Callable
+
+import psutil
+import pytest
+
+from live import LiveCommand
+from spawnwatch.adapters import procfs
+from spawnwatch.config import load
+from spawnwatch.pipeline import Pipeline
+from spawnwatch.probe import PAGE_SIZE, Probe
+from spawnwatch.session import Stop, live_batches, open_probe
+
+pytestmark = pytest.mark.root
+
+FORKLOOP_SOURCE = Path(__file__).resolve().parents[1] / "bench" / "forkloop.c"
+ONE_PAGE_KB = PAGE_SIZE // 1024
+ZOMBIES = 40
+
+# Forks ZOMBIES children that exit at once, prints their pids, reaps them when told.
+ZOMBIE_PARENT = f"""
+import os, sys
+pids = []
+for _ in range({ZOMBIES}):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    pids.append(pid)
+print(" ".join(map(str, pids)), flush=True)
+sys.stdin.readline()
+for pid in pids:
+    os.waitpid(pid, 0)
+print("reaped", flush=True)
+sys.stdin.readline()
+"""
+
+# Spawns `sleep` children one every INTERVAL s and keeps them (a leak), and, with
+# --mixed, also leaves zombies, reaps some children, and orphans a grandchild;
+# prints what it made as one JSON line, then sleeps until killed.
+SUPERVISOR = """
+import json, os, sys, time
+marker, count, interval, mixed = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "--mixed"
+
+def fork(then):
+    pid = os.fork()
+    if pid == 0:
+        then()
+        os._exit(0)
+    return pid
+
+def sleeper():
+    os.execv("/bin/sleep", ["sleep", marker])
+
+made = {"live": [], "zombies": [], "reaped": [], "orphan": None, "orphan_parent": None}
+for i in range(count):
+    if i:
+        time.sleep(interval)
+    made["live"].append(fork(sleeper))
+if mixed:
+    made["zombies"] = [fork(lambda: None) for _ in range(4)]
+    made["reaped"] = [fork(lambda: None) for _ in range(4)]
+    for pid in made["reaped"]:
+        os.waitpid(pid, 0)
+    r, w = os.pipe()
+    made["orphan_parent"] = fork(lambda: os.write(w, str(fork(sleeper)).encode()))
+    os.waitpid(made["orphan_parent"], 0)
+    made["orphan"] = int(os.read(r, 32))
+print(json.dumps(made), flush=True)
+time.sleep(600)
+"""
+
+
+@pytest.fixture(scope="module")
+def forkloop(tmp_path_factory) -> Path:
+    binary = tmp_path_factory.mktemp("forkloop") / "forkloop"
+    subprocess.run(["cc", "-O2", "-o", str(binary), str(FORKLOOP_SOURCE)], check=True)
+    return binary
+
+
+class Supervisor:
+    """SUPERVISOR in its own session, killed with everything it made."""
+
+    def __init__(self, count: int, interval: float, mixed: bool) -> None:
+        self.marker = f"600.{uuid.uuid4().int % 10**12:012d}"  # a duration only this test's sleepers have
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", SUPERVISOR, self.marker, str(count), str(interval), "--mixed" if mixed else "-"],
+            stdout=subprocess.PIPE, text=True, start_new_session=True,
+        )
+        self.pid = self.proc.pid
+
+    def made(self) -> dict:
+        return json.loads(self.proc.stdout.readline())
+
+    def __enter__(self) -> "Supervisor":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        os.killpg(self.pid, signal.SIGKILL)
+        self.proc.wait()
+
+
+def storm(forkloop: Path, seconds: float = 1.0) -> int:
+    """The heaviest fork churn for `seconds`; the pid of the (reaped) loop."""
+    loop = subprocess.Popen([str(forkloop), str(seconds)], stdout=subprocess.DEVNULL)
+    loop.wait(timeout=60)
+    return loop.pid
+
+
+def pump(probe: Probe, pipeline: Pipeline, until: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    """Feed the probe's events to the pipeline until `until()` holds (generous deadline)."""
+    deadline = time.monotonic() + timeout
+    while not until():
+        if time.monotonic() > deadline:
+            pytest.fail(f"not within {timeout} s: {what}; probe stats {probe.stats()}")
+        for event in probe.poll(0.05):
+            pipeline.feed(event)
+
+
+@pytest.mark.parametrize("dead_slots", [16, None], ids=["16 dead slots", "default dead slots"])
+def test_zombies_whose_dead_slot_was_taken_are_settled_from_proc(dead_slots):
+    with open_probe(dead_slots=dead_slots) as probe:
+        pipeline = Pipeline(load(), reparent_hint=procfs.parent_pid)
+        pipeline.feed(procfs.snapshot())
+        table = pipeline.lineage
+        parent = subprocess.Popen([sys.executable, "-c", ZOMBIE_PARENT], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            children = [int(pid) for pid in parent.stdout.readline().split()]
+            assert len(children) == ZOMBIES
+            pump(probe, pipeline, lambda: all(table.get(pid) and table.get(pid).zombie for pid in children),
+                 "every child a zombie in the table")
+            for _ in range(6):  # a few more polls, as a live session would make
+                for event in probe.poll(0.05):
+                    pipeline.feed(event)
+            # Still zombies in /proc: nothing settled them early, whatever took their slots.
+            assert all(table.get(pid) and table.get(pid).zombie for pid in children)
+            assert all(procfs.zombie_start(pid) is not None for pid in children)
+            parent.stdin.write("reap\n")
+            parent.stdin.flush()
+            assert parent.stdout.readline() == "reaped\n"
+            pump(probe, pipeline, lambda: all(table.get(pid) is None for pid in children),
+                 "every reaped child gone from the table (no phantom zombie)")
+        finally:
+            parent.stdin.close()
+            parent.wait(timeout=30)
+        stats = probe.stats()
+    if dead_slots == 16:
+        # 40 zombies at once in 16 slots: at least 24 exits found their slot held.
+        assert stats["dead_slot_collisions"] >= ZOMBIES - dead_slots
+        assert stats["dead_slot_settled"] >= ZOMBIES - dead_slots
+    else:
+        assert stats["dead_slot_settled"] == 0  # every reap came from the kernel, as before
+    assert stats["dead_slot_given_up"] == 0
+
+
+def test_overflow_is_counted_per_kind_and_the_table_resynced_from_proc(forkloop):
+    with open_probe(ring_buffer_kb=ONE_PAGE_KB) as probe:
+        pipeline = Pipeline(load(), reparent_hint=procfs.parent_pid)
+        pipeline.feed(procfs.snapshot())
+        # The consumer pauses: nothing polls while a storm overflows the one-page ring
+        # and the supervisor spawns, leaves zombies, reaps and orphans.
+        storm_pid = storm(forkloop)
+        with Supervisor(count=6, interval=0.05, mixed=True) as supervisor:
+            made = supervisor.made()
+            for batch in live_batches(probe, Stop(1.5)):
+                for item in batch:
+                    pipeline.feed(item)
+            stats = probe.stats()
+            table = pipeline.lineage
+
+            def children_in_table(pid: int) -> set[int]:
+                return {p.pid for p in table.unreaped() if p.ppid == pid}
+
+            assert children_in_table(supervisor.pid) == {c.pid for c in psutil.Process(supervisor.pid).children()}
+            for pid in made["live"]:
+                proc = table.get(pid)
+                assert proc.alive and proc.spawner.pid == supervisor.pid
+                assert proc.argv == ("sleep", supervisor.marker)
+            assert all(table.get(pid).zombie for pid in made["zombies"])
+            assert all(table.get(pid) is None for pid in made["reaped"] + [made["orphan_parent"]])
+            orphan = table.get(made["orphan"])
+            assert orphan.alive and orphan.ppid == procfs.parent_pid(made["orphan"]) != made["orphan_parent"]
+            assert table.get(storm_pid) is None and children_in_table(storm_pid) == set()
+    assert stats["lost_by_kind"]["fork"] > 0 and stats["lost"] == sum(stats["lost_by_kind"].values())
+    assert stats["resyncs"] >= 1
+    assert pipeline.counts()["resync_added"] > 0
+
+
+def test_watch_reports_a_leak_that_grew_while_its_events_were_lost(forkloop, tmp_path):
+    recording = tmp_path / "gap.msgpack"
+    with LiveCommand("watch", "--json", "--ring-buffer-kb", str(ONE_PAGE_KB), "--record", str(recording)) as watch:
+        os.kill(watch.proc.pid, signal.SIGSTOP)  # a paused consumer
+        try:
+            storm(forkloop)  # the one-page ring is full: the whole leak below is lost
+            with Supervisor(count=12, interval=1.1, mixed=False) as supervisor:
+                supervisor.made()
+                os.kill(watch.proc.pid, signal.SIGCONT)
+                records = watch.wait_for(lambda rs: any(
+                    r["kind"] == "alert" and r["rule"] == "accumulating" and r["spawner"]["pid"] == supervisor.pid
+                    for r in rs), timeout=60)
+        finally:
+            os.kill(watch.proc.pid, signal.SIGCONT)
+    [alert] = [r for r in records if r["kind"] == "alert" and r["spawner"]["pid"] == supervisor.pid]
+    assert alert["state"] == "firing" and alert["live"] == 12
+    stats = watch.stats
+    assert stats["lost_by_kind"]["fork"] > 0 and stats["lost"] == sum(stats["lost_by_kind"].values())
+    assert stats["resyncs"] >= 1
+    assert watch.returncode == 0
+    # The resync is recorded: the replay raises the same alerts.
+    replay = subprocess.run([sys.executable, "-m", "spawnwatch", "watch", "--replay", str(recording), "--json"],
+                            capture_output=True, text=True, timeout=300)
+    assert replay.returncode == 0, replay.stderr
+    replayed = [json.loads(line) for line in replay.stdout.splitlines()]
+
+    def alerts(rs: list[dict]) -> list[tuple]:
+        return [(a["state"], a["rule"], a["signature"], a["spawner"]["pid"], a["live"], tuple(a["pids"]))
+                for a in rs if a["kind"] == "alert"]
+
+    assert alerts(replayed) == alerts(watch.records)
+    assert replayed[-1]["resyncs"] == stats["resyncs"]
