@@ -155,8 +155,7 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
             if kind == TICK:
                 alerts = pipeline.evaluate(time_value(record.get("ts"), "tick: 'ts'"))
             elif kind == "stats":
-                count_value(record.get("lost", 0), "stats: 'lost'")
-                recorded_stats = record  # what the live session could not see: its losses, resyncs, ...
+                recorded_stats = recorded_counters(record)  # what the live session could not see
                 continue
             else:
                 item = from_record(record)
@@ -173,6 +172,27 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
     stats = {**recorded_stats, "kind": "stats", "events": dict(counts)}
     sink.send(stats)
     log(summary(stats, pipeline))
+
+
+# The counters of a live session's stats record that a replay reports as they were.
+RECORDED_COUNTS = ("decode_errors", "dead_slot_collisions", "dead_slot_settled", "dead_slot_given_up", "resyncs")
+RECORDED_BY_KIND = ("lost_by_kind", "notifications")
+
+
+def recorded_counters(record: Record) -> Record:
+    """The live session's losses, resyncs, ... from its stats record, each checked: a
+    recording is input like any other (RecordError for a bad one)."""
+    counters: Record = {"lost": count_value(record.get("lost", 0), "stats: 'lost'")}
+    for name in RECORDED_COUNTS:
+        if name in record:
+            counters[name] = count_value(record[name], f"stats: '{name}'")
+    for name in RECORDED_BY_KIND:
+        if name in record:
+            table = record[name]
+            if not isinstance(table, dict):
+                raise RecordError(f"stats: '{name}' must be a map, not {type(table).__name__}")
+            counters[name] = {str(k): count_value(v, f"stats: '{name}.{k}'") for k, v in table.items()}
+    return counters
 
 
 def watch_live(config: Config, sink: Sink, duration: float | None, record: str | None, stack: ExitStack,
