@@ -185,10 +185,11 @@ def test_layout_offsets_match_the_kernel_structs_field_by_field():
     and size layout.py decodes it at (a hidden padding field fails too)."""
     from bcc import BPF
 
-    from spawnwatch.probe import BPF_DIR, layout
+    from spawnwatch.probe import layout
+    from spawnwatch.probe.preflight import bpf_dir
 
     structs = ("sw_header", "sw_exec_event", "sw_exit_event", "sw_oom_event")
-    text = (BPF_DIR / "spawnwatch.h").read_text() + "".join(
+    text = (bpf_dir() / "spawnwatch.h").read_text() + "".join(
         f"BPF_ARRAY(layout_{name}, struct {name}, 1);\n" for name in structs
     )
     bpf = BPF(text=text.encode())

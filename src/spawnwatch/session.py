@@ -59,8 +59,10 @@ class Stop:
                 signal.signal(sig, old)
 
 
-def open_probe(redact: Redactor, ring_buffer_kb: int | None = None, dead_slots: int | None = None) -> Probe:
-    """A probe that completes what the kernel could not know from /proc, argv redacted."""
+def open_probe(redact: Redactor | None = None, ring_buffer_kb: int | None = None,
+               dead_slots: int | None = None) -> Probe:
+    """A probe that completes what the kernel could not know from /proc, argv redacted
+    (by the default config's rules unless given others)."""
     return Probe(
         parent_of=procfs.parent_pid, argv_of=procfs.argv, redact=redact, zombie_start=procfs.zombie_start,
         ring_buffer_kb=ring_buffer_kb, dead_slots=dead_slots,
