@@ -37,8 +37,9 @@ apt_install() {
 # `make vagrant-test`, which installs the rest through vagrant/host.sh).
 apt_install python3-bpfcc python3-venv python3-pip bpftool busybox-static docker.io shellcheck \
     build-essential vagrant vagrant-libvirt
-# The alerting engine the service feeds: tests run a real Alertmanager and Prometheus.
-apt_install prometheus prometheus-alertmanager
+# The alerting engine the service feeds (tests run a real Alertmanager and Prometheus),
+# and systemd-analyze, which judges the service unit.
+apt_install prometheus prometheus-alertmanager systemd
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     apt_install nodejs npm
 fi

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import time
+from datetime import datetime, timezone
 
 import pytest
 
@@ -67,3 +68,8 @@ def test_a_steady_leak_stays_active_in_alertmanager_and_resolves_when_ended(aler
     resolved = [r for r in watch.records if r["kind"] == "alert" and r["state"] == "resolved"
                 and r["spawner"]["pid"] == leak.pid]
     assert resolved, "watch never resolved the ended leak"
+    # Every alert line says where and when, as lines gathered from many hosts need.
+    for line in (r for r in watch.records if r["kind"] == "alert" and r["spawner"]["pid"] == leak.pid):
+        assert line["host"] == os.uname().nodename
+        raised = datetime.strptime(line["time"], "%Y-%m-%dT%H:%M:%S.%f%z")
+        assert abs((datetime.now(timezone.utc) - raised).total_seconds()) < 600, line["time"]

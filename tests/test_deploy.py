@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -27,3 +31,64 @@ def test_the_alert_rules_fire_as_their_unit_tests_say() -> None:
     tested = promtool("test", "rules", "spawnwatch-rules.test.yml")
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert "SUCCESS" in tested.stdout
+
+
+UNIT = REPO / "deploy" / "systemd" / "spawnwatch.service"
+
+
+def systemd_root(tmp_path) -> str:
+    """A filesystem root holding systemd's own units, the unit, and an executable where it
+    runs spawnwatch from: what `systemd-analyze --root` needs to judge the unit offline."""
+    if shutil.which("systemd-analyze") is None:
+        missing_prerequisite("systemd-analyze is not installed (sudo make setup installs systemd)")
+    root = tmp_path / "root"
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    (root / "etc/systemd/system").mkdir(parents=True)
+    shutil.copy(UNIT, root / "etc/systemd/system" / UNIT.name)
+    executable = unit_setting("ExecStart").split()[0]
+    (root / executable.lstrip("/")).parent.mkdir(parents=True)
+    (root / executable.lstrip("/")).write_text("#!/bin/sh\n")
+    (root / executable.lstrip("/")).chmod(0o755)
+    return str(root)
+
+
+def unit_setting(key: str) -> str:
+    (value,) = [line.split("=", 1)[1] for line in UNIT.read_text().splitlines() if line.startswith(f"{key}=")]
+    return value
+
+
+def test_the_unit_verifies_without_a_single_warning(tmp_path) -> None:
+    # systemd-analyze exits 0 on unknown keys and bad values: it only warns.
+    verified = subprocess.run(["systemd-analyze", "verify", f"--root={systemd_root(tmp_path)}", UNIT.name],
+                              capture_output=True, text=True, timeout=120)
+    assert (verified.returncode, verified.stdout, verified.stderr) == (0, "", "")
+
+
+def test_the_unit_is_hardened(tmp_path) -> None:
+    # Exposure 0 (locked down) to 10 (unprotected); systemd calls up to 4.9 "OK".
+    judged = subprocess.run(["systemd-analyze", "security", "--offline=yes", f"--root={systemd_root(tmp_path)}",
+                             "--threshold=45", UNIT.name], capture_output=True, text=True, timeout=120)
+    assert judged.returncode == 0, judged.stdout[-3000:] + judged.stderr
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_the_units_capabilities_are_all_that_watch_needs(tmp_path) -> None:
+    """watch under exactly the unit's bounding set traces and alerts; with none it cannot load."""
+    caps = [c.removeprefix("CAP_").lower() for c in unit_setting("CapabilityBoundingSet").split()]
+    watch = [sys.executable, "-m", "spawnwatch", "watch", "--json", "--duration", "20"]
+    shutil.copy("/bin/sleep", tmp_path / "capsleeper")
+    leak = subprocess.Popen(["sh", "-c", "while true; do ./capsleeper 1000 & sleep 0.5; done"],
+                            cwd=tmp_path, start_new_session=True)
+    try:
+        bounded = subprocess.run(["setpriv", f"--bounding-set=-all,{','.join('+' + c for c in caps)}", "--", *watch],
+                                 capture_output=True, text=True, timeout=120)
+    finally:
+        os.killpg(leak.pid, signal.SIGKILL)
+        leak.wait()
+    assert bounded.returncode == 0, bounded.stderr[-2000:]
+    alerts = [json.loads(line) for line in bounded.stdout.splitlines() if '"kind":"alert"' in line]
+    assert any(a["signature"] == "capsleeper <n>" and a["spawner"]["pid"] == leak.pid for a in alerts), alerts
+    none = subprocess.run(["setpriv", "--bounding-set=-all", "--", *watch[:-2], "--duration", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert none.returncode == 3 and "could not load the BPF programs" in none.stderr

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,3 +123,38 @@ def test_a_snapshot_only_recording_alerts_at_once(tmp_path):
     result = watch("--replay", str(path), "--json")
     [alert] = [r for r in records(result) if r["kind"] == "alert"]
     assert alert["rule"] == "accumulating" and alert["live"] == 20 and len(alert["pids"]) == 20
+
+
+def spawnwatch(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "spawnwatch", *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+def test_every_option_can_come_from_the_environment_named_after_its_flag():
+    replay = str(FIXTURES / "accumulate.msgpack")
+    result = spawnwatch("watch", env={"SPAWNWATCH_WATCH_REPLAY": replay, "SPAWNWATCH_WATCH_JSON": "1"})
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[0]["kind"] == "ready" and lines[-1]["kind"] == "stats"
+    # The command line wins over the environment.
+    bad = spawnwatch("watch", "--replay", replay, env={"SPAWNWATCH_WATCH_REPLAY": "/nonexistent"})
+    assert bad.returncode == 0, bad.stderr
+    assert "SPAWNWATCH_WATCH_METRICS_ADDRESS" in spawnwatch("watch", "--help").stdout
+
+
+def test_quiet_and_verbose_set_what_goes_to_stderr():
+    replay = str(FIXTURES / "accumulate.msgpack")
+    normal = spawnwatch("watch", "--replay", replay, "--json")
+    assert normal.stderr.startswith("-- ")  # the session's summary
+    quiet = spawnwatch("-q", "watch", "--replay", replay, "--json")
+    assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == normal.stdout.replace(
+        str(json.loads(normal.stdout.splitlines()[0])["pid"]), str(json.loads(quiet.stdout.splitlines()[0])["pid"]), 1)
+
+
+def test_replayed_alerts_are_dated_and_placed_as_the_live_session_was():
+    lines = records(watch("--replay", str(FIXTURES / "accumulate.msgpack"), "--json"))
+    assert lines[0]["host"] == "fixture-host" and lines[0]["boot_time"] == 1_790_000_000.0
+    alerts = [line for line in lines if line["kind"] == "alert"]
+    assert alerts and all(a["host"] == "fixture-host" for a in alerts)
+    # Boot at 1,790,000,000 s after the epoch is 2026-09-21T14:13:20Z; the leak fired 1,028 s after boot.
+    assert alerts[0]["time"] == "2026-09-21T14:30:28.000Z"

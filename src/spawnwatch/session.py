@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import sys
 import time
 from collections import OrderedDict
@@ -87,7 +88,10 @@ def live_batches(probe: Probe, stop: Stop) -> Iterator[list[Event | Resync]]:
 
 
 def ready_record() -> dict:
-    return {"kind": "ready", "pid": os.getpid()}
+    """The first line: who is watching, where, and the wall-clock time of boot that turns
+    the events' seconds since boot into dates (recorded, so a replay dates alerts alike)."""
+    return {"kind": "ready", "pid": os.getpid(), "host": socket.gethostname(),
+            "boot_time": time.time() - procfs.boottime_now()}
 
 
 def stats_record(probe: Probe) -> dict:

@@ -11,10 +11,14 @@ Exit codes (every subcommand):
 from __future__ import annotations
 
 import importlib
+import logging
 
 import click
 
 from spawnwatch import __version__
+from spawnwatch.cli.common import set_log_level
+
+ENV_PREFIX = "SPAWNWATCH"
 
 # (command name, module under spawnwatch.cli); imported lazily so `--help` stays fast
 # and a command's heavy imports (bcc, docker) load only when it runs.
@@ -37,16 +41,37 @@ class LazyGroup(click.Group):
         module = COMMANDS.get(name)
         if module is None:
             return None
-        return importlib.import_module(f"spawnwatch.cli.{module}").command
+        command = importlib.import_module(f"spawnwatch.cli.{module}").command
+        name_env_after_flags(command, f"{ENV_PREFIX}_{name.upper()}")
+        return command
+
+
+def name_env_after_flags(command: click.Command, prefix: str) -> None:
+    """Each option's environment variable is named after its long flag (--json:
+    SPAWNWATCH_WATCH_JSON), not after the Python name click would use (as_json),
+    and --help shows it."""
+    for param in command.params:
+        long = next((o for o in param.opts if o.startswith("--")), None)
+        if isinstance(param, click.Option) and long and param.envvar is None:
+            param.envvar = f"{prefix}_{long[2:].replace('-', '_').upper()}"
+            param.show_envvar = True
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="spawnwatch")
-def main() -> None:
+@click.option("-v", "--verbose", count=True, help="Say more on stderr (-vv: debugging details).")
+@click.option("-q", "--quiet", is_flag=True, help="Say only warnings and errors on stderr.")
+def main(verbose: int, quiet: bool) -> None:
     """Catch processes that keep spawning identical children and never clean them up.
+
+    Every option can also come from the environment, as
+    SPAWNWATCH_<COMMAND>_<OPTION> (SPAWNWATCH_WATCH_METRICS_ADDRESS=:9464,
+    SPAWNWATCH_WATCH_JSON=1); the command line wins.
 
     \b
     Start here:
       spawnwatch doctor            can tracing work on this host?
       spawnwatch trace --json      raw fork/exec/exit/reap/oom events
+      spawnwatch watch             alerts on leaking spawners
     """
+    set_log_level(logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from dataclasses import replace
 from typing import Any, Callable
@@ -101,9 +102,28 @@ def emit_json(record: dict[str, Any]) -> None:
     write_json_line(record, sys.stdout)
 
 
+class _Stderr(logging.Handler):
+    """Log lines on stderr, looked up at each line (so a test runner's capture sees them),
+    keeping stdout machine-readable."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(self.format(record), err=True)
+
+
+LOGGER = logging.getLogger("spawnwatch")
+LOGGER.addHandler(_Stderr())
+LOGGER.setLevel(logging.INFO)
+LOGGER.propagate = False
+
+
+def set_log_level(level: int) -> None:
+    """-q: warnings and errors only; default: what the session does; -vv: debugging details."""
+    LOGGER.setLevel(level)
+
+
 def log(message: str) -> None:
-    """Diagnostics go to stderr so stdout stays machine-readable."""
-    click.echo(message, err=True)
+    """What the session does (info): on stderr, unless -q."""
+    LOGGER.info(message)
 
 
 def one_line_errors(f: Callable) -> Callable:

@@ -21,7 +21,7 @@ from spawnwatch.pipeline import Pipeline
 from spawnwatch.recording import RecordingError, RecordingWriter, read_records
 from spawnwatch.redact import Redactor
 from spawnwatch.session import faults
-from spawnwatch.sinks import Fanout, OnlyContainer, Record, Sink
+from spawnwatch.sinks import Fanout, OnlyContainer, Origin, Record, Sink
 from spawnwatch.sinks.human import Human
 from spawnwatch.sinks.jsonl import JsonLines
 
@@ -148,7 +148,11 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
     redact = Redactor(config.redact)  # the recording may be an old one, or made with --show-secrets
     counts: Counter[str] = Counter()
     recorded_stats: Record = {"lost": 0}
-    sink.send({"kind": "ready", "pid": os.getpid()})
+    try:
+        origin = recorded_origin(records)
+    except RecordError as exc:
+        raise click.ClickException(f"{path}: ready record: {exc}") from exc
+    sink.send({"kind": "ready", "pid": os.getpid(), "host": origin.host, "boot_time": origin.boot_time})
     for number, record in enumerate(records, 1):
         kind = record.get("kind")
         try:
@@ -168,10 +172,23 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
         except RecordError as exc:
             raise click.ClickException(f"{path}: record {number}: {exc}") from exc
         for alert in alerts:
-            sink.send(alert.to_record())
+            sink.send(origin.stamp(alert.to_record(), alert.ts))
     stats = {**recorded_stats, "kind": "stats", "events": dict(counts)}
     sink.send(stats)
     log(summary(stats, pipeline))
+
+
+def recorded_origin(records: list[Record]) -> Origin:
+    """Where the recorded session ran and when its host booted, from its ready record, so
+    a replay dates alerts as the live session did; a recording without one (`trace
+    --record`) is dated by this host."""
+    from spawnwatch.session import ready_record
+
+    ready = next((r for r in records if r.get("kind") == "ready" and "boot_time" in r), None) or ready_record()
+    host = ready.get("host")
+    if not isinstance(host, str):
+        raise RecordError(f"'host' must be a string, not {type(host).__name__}")
+    return Origin(host, time_value(ready["boot_time"], "'boot_time'"))
 
 
 # The counters of a live session's stats record that a replay reports as they were.
@@ -229,7 +246,7 @@ def watch_live(config: Config, sink: Sink, duration: float | None, record: str |
             if metrics is not None:
                 metrics.progress(session_stats(), pipeline.counts())
         for alert in alerts:
-            out(alert.to_record())
+            out(origin.stamp(alert.to_record(), alert.ts))
 
     stop = Stop(duration)
     try:
@@ -239,7 +256,9 @@ def watch_live(config: Config, sink: Sink, duration: float | None, record: str |
     with stop.on_signals():
         # Attached first, then the snapshot: no process can fall between the two.
         snapshot = procfs.snapshot(redact)
-        out(ready_record())
+        ready = ready_record()
+        origin = Origin(ready["host"], ready["boot_time"])
+        out(ready)
         stop.start_clock()
         if recorder is not None:
             recorder.write(to_record(snapshot))

@@ -7,6 +7,7 @@ block the caller: a slow receiver gets a bounded queue of its own.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from spawnwatch.filters import container_matches
@@ -48,3 +49,22 @@ class OnlyContainer:
 
     def close(self) -> None:
         self.sink.close()
+
+
+def rfc3339(unix_time: float) -> str:
+    """UTC, to the millisecond: 2026-11-29T23:20:29.123Z."""
+    moment = datetime.fromtimestamp(unix_time, timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Origin:
+    """Where and when alerts were raised: the host, and the wall-clock time of its boot,
+    which dates an alert from its seconds since boot."""
+
+    def __init__(self, host: str, boot_time: float) -> None:
+        self.host = host
+        self.boot_time = boot_time
+
+    def stamp(self, record: Record, ts: float) -> Record:
+        """`record` with `time` (RFC 3339, UTC) and `host`, as lines from many hosts need."""
+        return {**record, "time": rfc3339(self.boot_time + ts), "host": self.host}

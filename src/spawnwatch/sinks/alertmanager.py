@@ -22,7 +22,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from spawnwatch.sinks import Record
+from spawnwatch.sinks import Record, rfc3339
 from spawnwatch.sinks.http import Delivery
 
 RESEND_EVERY_S = 60.0
@@ -32,10 +32,6 @@ API_PATH = "/api/v2/alerts"
 
 def is_alertmanager_url(url: str) -> bool:
     return url.rstrip("/").endswith(API_PATH)
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def alert_labels(record: Record, host: str) -> dict[str, str]:
@@ -120,7 +116,7 @@ class Alertmanager:
         return {
             "labels": labels,
             "annotations": annotations,
-            "startsAt": rfc3339(starts),
-            "endsAt": rfc3339(ends),
+            "startsAt": rfc3339(starts.timestamp()),
+            "endsAt": rfc3339(ends.timestamp()),
             "generatorURL": self.generator_url,
         }
