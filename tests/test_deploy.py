@@ -92,3 +92,59 @@ def test_the_units_capabilities_are_all_that_watch_needs(tmp_path) -> None:
     none = subprocess.run(["setpriv", "--bounding-set=-all", "--", *watch[:-2], "--duration", "1"],
                           capture_output=True, text=True, timeout=120)
     assert none.returncode == 3 and "could not load the BPF programs" in none.stderr
+
+
+KUBERNETES = REPO / "deploy" / "kubernetes"
+
+
+def manifests() -> dict[str, dict]:
+    """Every Kubernetes object shipped, by kind (one of each)."""
+    import yaml
+
+    objects = [doc for path in sorted(KUBERNETES.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text())]
+    for obj in objects:
+        assert {"apiVersion", "kind", "metadata"} <= set(obj) and obj["metadata"].get("name"), obj
+    by_kind = {obj["kind"]: obj for obj in objects}
+    assert len(by_kind) == len(objects), "one object of each kind"
+    return by_kind
+
+
+def test_the_kubernetes_objects_hang_together() -> None:
+    """No cluster here: what can be checked without one, is."""
+    objects = manifests()
+    assert set(objects) == {"Namespace", "DaemonSet", "Service", "ServiceMonitor", "PrometheusRule"}
+    namespace = objects["Namespace"]["metadata"]["name"]
+    assert all(o["metadata"].get("namespace") == namespace for k, o in objects.items() if k != "Namespace")
+    daemonset = objects["DaemonSet"]
+    pod = daemonset["spec"]["template"]
+    assert daemonset["spec"]["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert pod["spec"]["hostPID"] is True
+    (container,) = pod["spec"]["containers"]
+    caps = container["securityContext"]["capabilities"]
+    assert caps["drop"] == ["ALL"]
+    assert sorted(f"CAP_{c}" for c in caps["add"]) == sorted(unit_setting("CapabilityBoundingSet").split()), \
+        "the pod gets what the systemd unit gets"
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    for path in ("/lib/modules", "/usr/src", "/sys/kernel/tracing", "/sys/fs/cgroup"):
+        assert mounts[path]["readOnly"] is True and volumes[mounts[path]["name"]]["hostPath"]["path"] == path
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    port = int(env["SPAWNWATCH_WATCH_METRICS_ADDRESS"].rpartition(":")[2])
+    (container_port,) = container["ports"]
+    assert container_port == {"name": "metrics", "containerPort": port}
+    service, monitor = objects["Service"], objects["ServiceMonitor"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"]
+
+
+def test_the_prometheusrule_carries_the_shipped_rules_and_promtool_takes_them(tmp_path) -> None:
+    import yaml
+
+    rule = manifests()["PrometheusRule"]
+    assert rule["spec"] == yaml.safe_load(RULES.read_text()), "regenerate prometheusrule.yaml from the rules file"
+    extracted = tmp_path / "prometheusrule-rules.yml"
+    extracted.write_text(yaml.safe_dump(rule["spec"]))
+    checked = promtool("check", "rules", str(extracted))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
