@@ -40,6 +40,8 @@ apt_install python3-bpfcc python3-venv python3-pip bpftool busybox-static docker
 # The alerting engine the service feeds (tests run a real Alertmanager and Prometheus),
 # and systemd-analyze, which judges the service unit.
 apt_install prometheus prometheus-alertmanager systemd
+# The container image's base is a Debian 12 made here (scripts/build-base-image.sh).
+apt_install debootstrap
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     apt_install nodejs npm
 fi

@@ -47,11 +47,14 @@ class DockerEnv:
             raise AssertionError(f"docker {' '.join(args)} failed: {result.stderr.decode().strip()}")
         return result.stdout.decode().strip()
 
-    def run(self, *command: str, options: tuple[str, ...] = (), name: str | None = None) -> str:
-        """Start a detached container of the test image without network; returns its id."""
+    def run(self, *command: str, options: tuple[str, ...] = (), name: str | None = None,
+            image: str | None = None, network: str | None = "none") -> str:
+        """Start a detached container (of the test image, without network, unless told
+        otherwise: `network=None` leaves it to `options`); returns its id."""
         name = name or f"spawnwatch-test-{uuid.uuid4().hex[:8]}"
+        networking = ("--network", network) if network else ()
         container_id = self.cli(
-            "run", "-d", "--network", "none", "--label", LABEL, "--name", name, *options, self.image, *command
+            "run", "-d", *networking, "--label", LABEL, "--name", name, *options, image or self.image, *command
         )
         self.containers.append(container_id)
         return container_id
