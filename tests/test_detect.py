@@ -60,7 +60,8 @@ def test_accumulating_counts_and_pids():
 def test_orphaned_counts_the_leaked_descendants_and_charges_the_supervisor():
     alerts = run(leak("orphan", count=15), until=LEAK_START + 40)
     _, alert = first(alerts, "orphaned")
-    assert alert.live == 0 and alert.exited == alert.spawned and alert.zombies == 0
+    # the newest child may still be in its session
+    assert alert.live <= 1 and alert.exited == alert.spawned - alert.live and alert.zombies == 0
     assert alert.orphans >= 8 and alert.orphans % 2 == 0  # sh and node of each killed child
     assert len(alert.pids) == alert.orphans
 
