@@ -211,3 +211,125 @@ def test_charged_child_walks_up_through_exited_ancestors():
     node = proc(4, sh)
     assert charged_child(node) is npm
     assert charged_child(proc(5, proc(6, None, alive=False))) is None
+
+
+# -- workers, servers, hand-offs, severity -----------------------------------------------
+
+POSTMASTER = ("/usr/lib/postgresql/15/bin/postgres", "-D", "/var/lib/postgresql/15/main")
+NO_SERVERS = replace(load(), detect=replace(load().detect, servers=()))
+
+
+def one_per_second(count: int, child, start: float = 10.0) -> Stream:
+    """A parent (pid 300) that `child(stream, parent)` is called for once a second."""
+    s = Stream(t=start)
+    parent = s.spawn(SUPERVISOR_PID, *POSTMASTER, pid=300)
+    for i in range(count):
+        child(s.at(start + 1 + i), parent)
+    return s
+
+
+@pytest.mark.parametrize("config", [None, NO_SERVERS], ids=["defaults", "without the servers list"])
+def test_a_pool_of_forked_workers_growing_one_a_second_is_quiet(config):
+    pool_of_backends = one_per_second(16, lambda s, parent: s.fork(parent))  # fork, never exec, stay
+    assert run(pool_of_backends, until=60, config=config) == []
+
+
+def test_forked_workers_count_when_the_config_says_so():
+    config = replace(NO_SERVERS, detect=replace(NO_SERVERS.detect, accumulating=replace(
+        NO_SERVERS.detect.accumulating, count_workers=True)))
+    alerts = run(one_per_second(16, lambda s, parent: s.fork(parent)), until=60, config=config)
+    assert {a.rule for _, a in firing(alerts)} == {"accumulating"}
+    assert "workers counted" in firing(alerts)[0][1].message
+
+
+@pytest.mark.parametrize("config", [None, NO_SERVERS], ids=["defaults", "without the servers list"])
+def test_children_that_re_exec_their_spawners_program_are_workers(config):
+    s = Stream(t=10)
+    sshd = s.spawn(SUPERVISOR_PID, "/usr/sbin/sshd", "-D", "-p", "2222", pid=300)
+    for i in range(14):  # sshd re-execs itself per connection: `sshd -D -p 2222 -R`
+        session = s.at(11 + i).spawn(sshd, "/usr/sbin/sshd", "-D", "-p", "2222", "-R")
+        s.fork(session)  # its privilege-separated child
+    assert run(s, until=60, config=config) == []
+
+
+def test_an_exec_of_another_program_by_the_same_interpreter_is_a_launch():
+    # `node host.js` starting `node server.js` servers: the interpreter alone is no "same program"
+    s = Stream(t=10)
+    host_pid = s.spawn(SUPERVISOR_PID, "node", "host.js", pid=300)
+    for i in range(15):
+        s.at(11 + i * 2).spawn(host_pid, "node", "/opt/mcp/server.js", "--stdio")
+    t, alert = first(run(s, until=60), "accumulating")
+    assert alert is not None and t - 11 <= 20
+    assert alert.signature == "node server.js --stdio" and "each a new program (`node server.js`)" in alert.message
+
+
+def test_a_leak_under_a_forked_worker_still_fires():
+    # The host is itself a fork-only worker of its server; what it launches is still a launch.
+    s = Stream(t=10)
+    server = s.spawn(SUPERVISOR_PID, "python3", "app.py", pid=300)
+    worker = s.fork(server)
+    for i in range(15):
+        s.at(11 + i * 2).spawn(worker, "npx", "-y", "@21st-dev/magic@latest")
+    t, alert = first(run(s, until=60), "accumulating")
+    assert alert is not None and alert.spawner["pid"] == worker and t - 11 <= 20
+
+
+def test_a_titled_pool_already_running_is_quiet_from_the_snapshot_alone():
+    # /proc shows no exec: the backends' titles name the postmaster's program
+    backends = [info(1000 + i, 300, 10.0 + i, f"postgres: app app 127.0.0.1({40000 + i}) idle") for i in range(16)]
+    snapshot = host(700.0, info(300, 1, 5.0, *POSTMASTER), *backends)
+    assert run(Stream(t=700), snapshot=snapshot, until=710, config=NO_SERVERS) == []
+
+
+def test_a_known_servers_children_are_exempt_from_accumulating_from_a_snapshot():
+    # cron's jobs run programs of their own: only the servers list tells this pile apart
+    jobs = [info(1000 + i, 300, 10.0 + i * 60, "/bin/sh", "-c", "/usr/local/bin/backup.sh") for i in range(12)]
+    snapshot = host(900.0, info(300, 1, 5.0, "/usr/sbin/cron", "-f"), *jobs)
+    assert run(Stream(t=900), snapshot=snapshot, until=910) == []
+    t, alert = first(run(Stream(t=900), snapshot=snapshot, until=910, config=NO_SERVERS), "accumulating")
+    assert alert is not None and alert.spawner["pid"] == 300
+
+
+def test_the_servers_exemption_is_said_in_the_rules_that_still_apply():
+    s = Stream(t=10)
+    cron = s.spawn(SUPERVISOR_PID, "/usr/sbin/cron", "-f", pid=300)
+    for i in range(10):
+        job = s.at(11 + i).spawn(cron, "/bin/sh", "-c", "job")
+        s.exit(job)  # never reaped: cron has a bug
+    _, alert = first(run(s, until=40), "zombie")
+    assert alert is not None and "exempt from accumulating: cron is a per-connection server" in alert.message
+
+
+def handoffs(count: int, lives_s: float) -> Stream:
+    """containerd runs `containerd-shim-runc-v2 ... start`, which forks the shim daemon and exits
+    `lives_s` later (0-2 ms measured)."""
+    s = Stream(t=10)
+    containerd = s.spawn(SUPERVISOR_PID, "containerd", "--config", "/var/run/docker/containerd/containerd.toml", pid=300)
+    for i in range(count):
+        t = 11 + i * 1.5
+        start = s.at(t).spawn(containerd, "containerd-shim-runc-v2", "-namespace", "moby", "-id", f"{i:064x}", "start")
+        daemon = s.spawn(start, "containerd-shim-runc-v2", "-namespace", "moby", "-id", f"{i:064x}")
+        s.spawn(daemon, "sleep", "600")
+        s.at(t + lives_s).end(start)
+        s.reparent(daemon, 1)
+    return s
+
+
+def test_a_daemon_handed_off_at_once_is_no_orphan():
+    assert run(handoffs(12, lives_s=0.002), until=60) == []
+
+
+def test_the_same_tree_left_by_a_launcher_that_lived_on_is_an_orphan_leak():
+    alerts = run(handoffs(12, lives_s=1.0), until=60)
+    t, alert = first(alerts, "orphaned")
+    assert alert is not None and alert.spawner["pid"] == 300 and alert.orphans >= 8
+    assert "longer than a hand-off (0.5 s)" in alert.message
+
+
+def test_severity_rises_with_the_evidence():
+    alerts = run(leak("accumulate", interval=0.5, count=60), until=LEAK_START + 60)
+    accumulating = [a for _, a in firing(alerts) if a.rule == "accumulating"]
+    assert [a.severity for a in accumulating][:1] == ["warning"]
+    critical = [a for a in accumulating if a.severity == "critical"]
+    assert critical and critical[0].live >= 50 and critical[0].message.startswith("critical: ")
+    assert critical[0].to_record()["severity"] == "critical"
