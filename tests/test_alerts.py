@@ -68,7 +68,7 @@ def test_firing_once_then_rate_limited_updates_only_on_change_then_resolved():
     assert book.update([], 300.0) == [] and not book.active
 
 
-def test_a_rise_of_severity_is_sent_at_once_and_kept_when_resolved():
+def test_a_rise_of_severity_is_sent_at_once_and_kept_until_resolved():
     book = AlertBook(AlertPolicy(update_every_s=30, resolve_after_s=5))
     g = group(live=12)
     assert [a.severity for a in book.update([finding(g)], 100.0)] == [WARNING]
@@ -76,7 +76,10 @@ def test_a_rise_of_severity_is_sent_at_once_and_kept_when_resolved():
     [risen] = book.update([finding(g, severity=CRITICAL)], 101.0)  # well before update_every_s
     assert risen.state == "firing" and risen.live == 60 and risen.message.startswith("critical: ")
     assert book.update([finding(g, severity=CRITICAL)], 102.0) == []
-    book.update([], 103.0)
+    g.live = 49
+    assert book.update([finding(g, severity=WARNING)], 103.0) == []  # no fall back, no re-send
+    assert book.active[("accumulating", g.key)].latest.severity == CRITICAL
+    book.update([], 104.0)
     [resolved] = book.update([], 110.0)
     assert resolved.state == "resolved" and resolved.severity == CRITICAL
 

@@ -333,3 +333,17 @@ def test_severity_rises_with_the_evidence():
     critical = [a for a in accumulating if a.severity == "critical"]
     assert critical and critical[0].live >= 50 and critical[0].message.startswith("critical: ")
     assert critical[0].to_record()["severity"] == "critical"
+
+
+def test_the_new_keys_come_from_the_config_file(tmp_path):
+    path = tmp_path / "precision.toml"
+    path.write_text(
+        '[detect]\nservers = ["myserver*"]\n'
+        "[rules.accumulating]\ncount_workers = true\ncritical_live = 20\n"
+        "[rules.orphaned]\nhandoff_s = 0.1\n"
+    )
+    config = load(path)
+    assert config.detect.servers == ("myserver*",)
+    assert config.detect.accumulating.count_workers and config.detect.accumulating.critical_live == 20
+    assert config.detect.orphaned.handoff_s == 0.1
+    assert "sshd" in load().detect.servers and not load().detect.accumulating.count_workers

@@ -6,7 +6,7 @@ first holds, re-sent `firing` with fresh counts at most every `update_every_s`
 held for `resolve_after_s`.
 
 A rise of severity ("warning" at the rule's threshold, "critical" past its
-`critical_*` count) is re-sent at once.
+`critical_*` count) is re-sent at once; it does not fall back while the alert fires.
 
 `Alert.to_record()` is the contract of `watch --json`:
     {"kind": "alert", "state": "firing" | "resolved", "rule", "severity": "warning" | "critical", "signature",
@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from spawnwatch.detect import WARNING, Finding, Group, GroupKey
+from spawnwatch.detect import CRITICAL, WARNING, Finding, Group, GroupKey
 
 ResolveContainer = Callable[[int, "int | None"], "dict[str, Any] | None"]
 
@@ -102,8 +102,11 @@ class AlertBook:
         for finding in findings:
             key = (finding.rule, finding.group.key)
             holding.add(key)
-            alert = self._from_finding(finding, now)
             active = self.active.get(key)
+            # Severity never falls while the alert fires: a count hovering at the critical
+            # mark would otherwise re-send the alert at every crossing.
+            raised = CRITICAL if active is not None and active.sent.severity == CRITICAL else finding.severity
+            alert = self._from_finding(finding, raised, now)
             if active is None:
                 self.active[key] = _Active(sent=alert, latest=alert, group=finding.group, held_at=now)
                 out.append(alert)
@@ -125,7 +128,7 @@ class AlertBook:
             self._containers[cgroup_id] = self._resolve_container(cgroup_id, group.spawner.pid)
         return self._containers[cgroup_id]
 
-    def _from_finding(self, finding: Finding, now: float) -> Alert:
+    def _from_finding(self, finding: Finding, severity: str, now: float) -> Alert:
         group = finding.group
         alert = self._base(group, finding.rule, FIRING, now)
         memory = f"; {format_bytes(finding.rss_bytes)} RSS" if finding.rss_bytes else ""
@@ -133,12 +136,12 @@ class AlertBook:
             memory += f" ({format_bytes(finding.uss_bytes)} USS)"
         return replace(
             alert,
-            severity=finding.severity,
+            severity=severity,
             orphans=finding.orphans,
             rss_bytes=finding.rss_bytes,
             uss_bytes=finding.uss_bytes,
             pids=finding.pids[: self.policy.max_pids],
-            message=f"{finding.severity}: {describe(group, finding.rule)}: {finding.detail}{memory}",
+            message=f"{severity}: {describe(group, finding.rule)}: {finding.detail}{memory}",
         )
 
     def _resolved(self, active: _Active, now: float) -> Alert:
