@@ -347,3 +347,10 @@ def test_the_new_keys_come_from_the_config_file(tmp_path):
     assert config.detect.accumulating.count_workers and config.detect.accumulating.critical_live == 20
     assert config.detect.orphaned.handoff_s == 0.1
     assert "sshd" in load().detect.servers and not load().detect.accumulating.count_workers
+
+
+def test_daemons_adopted_by_init_are_not_init_s_leak_in_a_snapshot():
+    # /proc shows every handed-off daemon (one containerd shim per container) as init's child
+    shims = [info(1000 + i, 1, 10.0 + i * 1.5, "/usr/bin/containerd-shim-runc-v2", "-namespace", "moby", "-id",
+                  f"{i:064x}", "-address", "/run/containerd/containerd.sock") for i in range(12)]
+    assert run(Stream(t=700), snapshot=host(700.0, *shims), until=710, config=NO_SERVERS) == []

@@ -6,7 +6,8 @@ opened one by one, Apache prefork whose workers grow with held keep-alive
 connections, gunicorn whose workers --max-requests recycles: all at once, for more
 than a minute, under two `watch --json` sessions: one with the default config, one
 without the [detect] servers list (what is told apart live must be told apart
-without it: forked workers, re-exec'd sshd, daemon hand-offs).
+without it: forked workers, re-exec'd sshd, daemon hand-offs); and a third `watch`
+started late, once every pool is full, which sees them from /proc alone.
 
 Each server first shows it really did what the corpus claims (pool size, sessions,
 workers grown, workers recycled), so a broken set-up cannot pass silently.
@@ -14,7 +15,10 @@ workers grown, workers recycled), so a broken set-up cannot pass silently.
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 import threading
 import time
 
@@ -30,6 +34,7 @@ pytestmark = [pytest.mark.root, pytest.mark.docker, pytest.mark.slow]
 WORK_S = 65.0  # every server works this long under watch (at least a minute)
 CONTAINERS = 12
 SETTLE_S = 3.0  # three evaluations after the work ends
+LATE_WATCH_AT_S = 45.0  # the pools are full by then (16 s, 18 s, 24 s of growth)
 
 
 @pytest.fixture
@@ -44,6 +49,16 @@ def prerequisites() -> None:
             __import__(module)
         except ImportError:
             missing_prerequisite(f"{module} is not importable (sudo make setup)")
+
+
+def watch_late(records: list[dict], stop: threading.Event) -> None:
+    """A `watch` started once every pool is full: it sees them from /proc alone, no exec."""
+    if stop.wait(LATE_WATCH_AT_S):
+        return
+    done = subprocess.run([sys.executable, "-m", "spawnwatch", "watch", "--json", "--duration", "5"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records.extend(json.loads(line) for line in done.stdout.splitlines())
 
 
 def start_containers(docker_env, started: list[str], stop: threading.Event) -> None:
@@ -78,8 +93,8 @@ class Ours:
         self._thread.join()
 
 
-def alerts_of(watch: LiveCommand, ours: Ours) -> list[dict]:
-    alerts = [r for r in watch.snapshot() if r["kind"] == "alert"]
+def alerts_of(records: list[dict], ours: Ours) -> list[dict]:
+    alerts = [r for r in records if r["kind"] == "alert"]
     if IN_CI:
         return alerts  # the machine runs nothing else: no alert at all
     # A shared development machine runs other people's work meanwhile: only ours counts.
@@ -95,8 +110,10 @@ def test_real_servers_at_work_raise_nothing(prerequisites, docker_env, tmp_path)
         ours = Ours()
         began = time.monotonic()
         containers: list[str] = []
+        late: list[dict] = []
         run_for(WORK_S, [postgres.load, sshd.load, apache.load, gunicorn.load,
-                         lambda stop: start_containers(docker_env, containers, stop)])
+                         lambda stop: start_containers(docker_env, containers, stop),
+                         lambda stop: watch_late(late, stop)])
         sessions = sshd.live_sessions()
         worked = time.monotonic() - began
         time.sleep(SETTLE_S)
@@ -108,11 +125,13 @@ def test_real_servers_at_work_raise_nothing(prerequisites, docker_env, tmp_path)
     assert apache.peak_workers >= HTTP_CONNECTIONS  # grown from StartServers 2
     assert len(gunicorn.workers_seen) > 3 * 2  # every worker replaced at least once
     assert len(containers) == CONTAINERS
-    # ...and neither watch found anything to say about it.
     for watch in (defaults, bare):
         assert watch.returncode == 0, watch.stderr[-2000:]
         assert watch.stats["lost"] == 0
-        alerts = alerts_of(watch, ours)
+    # ...and neither watch found anything to say about it.
+    assert late and late[0]["kind"] == "ready" and late[-1]["kind"] == "stats"
+    for records in (defaults.records, bare.records, late):
+        alerts = alerts_of(records, ours)
         assert alerts == [], "\n".join(f"{a['rule']} {a['signature']!r} spawner {a['spawner']}: {a['message']}"
                                         for a in alerts)
 

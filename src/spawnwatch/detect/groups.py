@@ -31,7 +31,7 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Sequence
 
-from spawnwatch.lineage import Key, Process
+from spawnwatch.lineage import INIT_PID, Key, Process
 
 ProgramOf = Callable[[Sequence[str], str], str]
 MAX_ANCESTRY = 64  # exited ancestors walked up from an orphan (a chain, never a loop)
@@ -86,7 +86,7 @@ class Group:
     launched: set[Process] = field(default_factory=set)  # the members that run a program other than the spawner's
     program: str = ""  # what the members run (Signer.program)
     spawner_program: str = ""
-    server: str | None = None  # the [detect] servers pattern the spawner matches
+    exempt: str | None = None  # why accumulating spares the group's spawner, in words
     live: int = 0
     zombies: int = 0
     spawned: int = 0
@@ -208,7 +208,7 @@ class GroupBook:
             spawner_program = self._program_of(spawner.argv, spawner.comm)
             group = Group(key=key, spawner=spawner, history=SpawnHistory(self._horizon), first_spawn=proc.start,
                           program=self._program_of(proc.argv, proc.comm), spawner_program=spawner_program,
-                          server=self._server(spawner, spawner_program))
+                          exempt=self._exemption(spawner, spawner_program))
             self.groups[key] = group
         self._idle.pop(key, None)
         self._group_of[proc] = key
@@ -242,10 +242,18 @@ class GroupBook:
             group.history.add(proc.start, -1)
         self._mark_idle(group, proc.start)
 
-    def _server(self, spawner: Process, program: str) -> str | None:
-        """The [detect] servers pattern that names the spawner: by comm, program or script."""
+    def _exemption(self, spawner: Process, program: str) -> str | None:
+        """Why the spawner's children are per-connection by design: a [detect] servers pattern
+        names it (by comm, program or script), or it is init."""
+        if spawner.pid == INIT_PID:
+            # Every orphan on the host ends up its child, and /proc cannot tell adoptees
+            # from children: what init "spawned" in a snapshot is every daemon's hand-off.
+            return f"{spawner.comm} is init, the adopter of every orphan"
         names = {spawner.comm, program, program.rsplit(" ", 1)[-1]}
-        return next((p for p in self._servers if any(fnmatch.fnmatchcase(n, p) for n in names)), None)
+        pattern = next((p for p in self._servers if any(fnmatch.fnmatchcase(n, p) for n in names)), None)
+        if pattern is None:
+            return None
+        return f"{spawner.comm} is a per-connection server ({pattern!r} in [detect] servers)"
 
     def _mark_idle(self, group: Group, ts: float) -> None:
         if not group.members:

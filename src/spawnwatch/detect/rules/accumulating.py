@@ -3,7 +3,8 @@
 Only launched children count (`count_workers = false`): a server's workers (forked
 without exec, or re-exec'd into the server's own program) come and stay with its
 clients, and a pool that grows with its load is healthy.  Children of a spawner in
-[detect] servers are exempt: they are per-connection by design, whatever they run."""
+[detect] servers are exempt: they are per-connection by design, whatever they run; so
+are init's (pid 1), which adopts every orphan on the host."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ class Accumulating:
 
 
 def check(rule: Accumulating, group: Group, context: Context) -> Hit | None:
-    if group.server is not None:
+    if group.exempt is not None:
         return None
     candidates = group.members if rule.count_workers else group.launched
     if len(candidates) < rule.min_live:

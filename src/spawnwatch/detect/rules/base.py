@@ -40,8 +40,8 @@ def severity(count: int, critical_at: int) -> str:
 
 def kinds_of_members(group: Group) -> str:
     """Why a group is spared by accumulating, for the messages of the rules that still apply."""
-    if group.server is not None:
-        return f"; exempt from accumulating: {group.spawner.comm} is a per-connection server ({group.server!r} in [detect] servers)"
+    if group.exempt is not None:
+        return f"; exempt from accumulating: {group.exempt}"
     if not group.launched and group.members:
         return f"; these are workers of {group.spawner.comm} (no program of their own), not counted by accumulating"
     return ""
