@@ -354,3 +354,28 @@ def test_daemons_adopted_by_init_are_not_init_s_leak_in_a_snapshot():
     shims = [info(1000 + i, 1, 10.0 + i * 1.5, "/usr/bin/containerd-shim-runc-v2", "-namespace", "moby", "-id",
                   f"{i:064x}", "-address", "/run/containerd/containerd.sock") for i in range(12)]
     assert run(Stream(t=700), snapshot=host(700.0, *shims), until=710, config=NO_SERVERS) == []
+
+
+def test_every_rule_of_the_registry_has_its_settings_and_config_table():
+    from dataclasses import fields
+
+    from spawnwatch.detect import RULES, DetectSettings
+
+    settings = {f.name: f.default for f in fields(DetectSettings)}
+    for name, rule in RULES.items():
+        assert isinstance(settings[name], rule.settings)
+        assert isinstance(getattr(load().detect, name), rule.settings)  # built from [rules.<name>]
+
+
+def test_zombies_of_init_are_adopted_orphans_not_its_leak():
+    zombies = [info(1000 + i, 1, 10.0 + i, "containerd-shim", zombie=True) for i in range(11)]
+    assert run(Stream(t=700), snapshot=host(700.0, *zombies), until=710) == []
+
+
+def test_the_zombie_pids_are_in_one_order_whatever_the_set_order():
+    # Seeded zombies share the snapshot's time: ties are broken by start and pid.
+    zombies = [info(1000 + i, SUPERVISOR_PID, 10.0 + (i * 7) % 11, "npm exec magic", zombie=True) for i in range(11)]
+    _, alert = first(run(Stream(t=700), snapshot=host(700.0, *zombies), until=710), "zombie")
+    assert alert is not None
+    starts = {z.pid: z.start for z in zombies}
+    assert list(alert.pids) == sorted(alert.pids, key=lambda pid: (starts[pid], pid))

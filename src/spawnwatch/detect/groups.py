@@ -306,4 +306,4 @@ def live_subtree(root: Process) -> Iterator[Process]:
         if not proc.alive:
             continue
         yield proc
-        stack.extend(sorted(proc.spawned, key=lambda p: p.start, reverse=True))
+        stack.extend(sorted(proc.spawned, key=lambda p: (p.start, p.pid), reverse=True))

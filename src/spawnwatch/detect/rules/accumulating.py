@@ -30,7 +30,7 @@ def check(rule: Accumulating, group: Group, context: Context) -> Hit | None:
     candidates = group.members if rule.count_workers else group.launched
     if len(candidates) < rule.min_live:
         return None
-    live = sorted((p for p in candidates if p.alive), key=lambda p: p.start)
+    live = sorted((p for p in candidates if p.alive), key=lambda p: (p.start, p.pid))
     if len(live) < rule.min_live:
         return None
     moments = spawn_moments([p.start for p in live], rule.min_gap_s)

@@ -27,7 +27,7 @@ def check(rule: SpawnRate, group: Group, context: Context) -> Hit | None:
     per_minute = [group.history.count(now - 60 * (k + 1), now - 60 * k) for k in range(rule.minutes)]
     if min(per_minute) < needed:
         return None
-    recent = sorted((p for p in group.members if p.alive), key=lambda p: -p.start)
+    recent = sorted((p for p in group.members if p.alive), key=lambda p: (-p.start, -p.pid))
     return Hit(
         [p.pid for p in recent],
         f"{min(per_minute)}+ spawns a minute for {rule.minutes} minutes (limit {needed}){kinds_of_members(group)}",

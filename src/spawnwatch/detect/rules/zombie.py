@@ -1,5 +1,8 @@
 """zombie: exited children their living spawner has not reaped.  Workers count too:
-a server that never waits for its workers has a bug, however healthy its pool."""
+a server that never waits for its workers has a bug, however healthy its pool.
+
+Init (pid 1) is left out: its zombies are other processes' orphans, reaped on its own
+schedule, and a /proc snapshot names it the spawner of every process it adopted."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ from dataclasses import dataclass
 
 from spawnwatch.detect.groups import Group
 from spawnwatch.detect.rules.base import Context, Hit, Rule, format_span, kinds_of_members, severity
-from spawnwatch.lineage import Process
+from spawnwatch.lineage import INIT_PID, Process
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +39,10 @@ def check(rule: Zombie, group: Group, context: Context) -> Hit | None:
 
 def unreaped_by_spawner(group: Group) -> list[Process]:
     """Zombie members whose spawner, still alive and still their parent, has not reaped them."""
-    if group.zombies == 0 or not group.spawner.alive:
+    if group.zombies == 0 or not group.spawner.alive or group.spawner.pid == INIT_PID:
         return []
     zombies = [p for p in group.members if p.zombie and p.parent is group.spawner]
-    return sorted(zombies, key=lambda p: p.exited_at)
+    return sorted(zombies, key=lambda p: (p.exited_at, p.start, p.pid))  # the same order live and replayed
 
 
 RULE = Rule("zombie", Zombie, check)
