@@ -42,6 +42,18 @@ apt_install python3-bpfcc python3-venv python3-pip bpftool busybox-static docker
 apt_install prometheus prometheus-alertmanager systemd
 # The container image's base is a Debian 12 made here (scripts/build-base-image.sh).
 apt_install debootstrap
+# The healthy corpus (tests/test_healthy_corpus.py): real servers the tests start privately,
+# on 127.0.0.1 or unix sockets with their own config.  Services the install itself starts
+# (Apache on :80, PostgreSQL's main cluster) are stopped and disabled when this script
+# installed them: the tests need the programs, not system-wide servers.
+corpus_services=()
+for service in apache2 postgresql; do
+    dpkg-query -W -f='${Status}' "$service" 2>/dev/null | grep -q "ok installed" || corpus_services+=("$service")
+done
+apt_install postgresql python3-psycopg2 openssh-server openssh-client apache2 procps
+if [ ${#corpus_services[@]} -gt 0 ] && [ -d /run/systemd/system ]; then
+    systemctl disable --now "${corpus_services[@]}" >/dev/null 2>&1 || say "WARNING: could not stop ${corpus_services[*]}"
+fi
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     apt_install nodejs npm
 fi

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from spawnwatch.alerts import AlertBook, AlertPolicy, format_bytes
-from spawnwatch.detect import Finding, Group, GroupKey, SpawnHistory
+from spawnwatch.detect import CRITICAL, WARNING, Finding, Group, GroupKey, SpawnHistory
 from spawnwatch.lineage import Process
 
 RECORD_KEYS = [
-    "kind", "state", "rule", "signature", "spawner", "container", "live", "spawned", "exited",
+    "kind", "state", "rule", "severity", "signature", "spawner", "container", "live", "spawned", "exited",
     "zombies", "orphans", "rss_bytes", "pids", "message",
 ]
 
@@ -19,8 +19,10 @@ def group(live: int = 12, cgroup_id: int = 7) -> Group:
     return Group(key=key, spawner=spawner, history=SpawnHistory(60), live=live, spawned=live)
 
 
-def finding(g: Group, rule: str = "accumulating", pids=tuple(range(3000, 3030)), rss: int = 3 << 30) -> Finding:
-    return Finding(rule=rule, group=g, pids=pids, orphans=0, rss_bytes=rss, uss_bytes=2 << 30, detail="12 live")
+def finding(g: Group, rule: str = "accumulating", pids=tuple(range(3000, 3030)), rss: int = 3 << 30,
+            severity: str = WARNING) -> Finding:
+    return Finding(rule=rule, group=g, pids=pids, orphans=0, rss_bytes=rss, uss_bytes=2 << 30, detail="12 live",
+                   severity=severity)
 
 
 def test_the_record_is_exactly_the_contract():
@@ -33,6 +35,7 @@ def test_the_record_is_exactly_the_contract():
     assert record["container"] == {"id": "abc123", "name": "metamcp", "image": "mcp:1"}
     assert record["pids"] == list(range(3000, 3020))  # at most 20
     assert record["rss_bytes"] == 3 << 30
+    assert record["severity"] == "warning" and record["message"].startswith("warning: ")
     assert "npm exec magic" in record["message"] and "3.0 GiB RSS (2.0 GiB USS)" in record["message"]
 
 
@@ -63,6 +66,22 @@ def test_firing_once_then_rate_limited_updates_only_on_change_then_resolved():
     [resolved] = book.update([], 178.0)
     assert resolved.state == "resolved" and resolved.live == 0 and resolved.message.startswith("resolved: ")
     assert book.update([], 300.0) == [] and not book.active
+
+
+def test_a_rise_of_severity_is_sent_at_once_and_kept_until_resolved():
+    book = AlertBook(AlertPolicy(update_every_s=30, resolve_after_s=5))
+    g = group(live=12)
+    assert [a.severity for a in book.update([finding(g)], 100.0)] == [WARNING]
+    g.live = 60
+    [risen] = book.update([finding(g, severity=CRITICAL)], 101.0)  # well before update_every_s
+    assert risen.state == "firing" and risen.live == 60 and risen.message.startswith("critical: ")
+    assert book.update([finding(g, severity=CRITICAL)], 102.0) == []
+    g.live = 49
+    assert book.update([finding(g, severity=WARNING)], 103.0) == []  # no fall back, no re-send
+    assert book.active[("accumulating", g.key)].latest.severity == CRITICAL
+    book.update([], 104.0)
+    [resolved] = book.update([], 110.0)
+    assert resolved.state == "resolved" and resolved.severity == CRITICAL
 
 
 def test_alerts_are_per_rule_and_group():

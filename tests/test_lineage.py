@@ -21,6 +21,7 @@ class Recorder:
     def exited(self, proc): self.heard.append(("exited", proc.pid))
     def reaped(self, proc): self.heard.append(("reaped", proc.pid))
     def dropped(self, proc): self.heard.append(("dropped", proc.pid))
+    def oom(self, proc, ts): self.heard.append(("oom", proc.pid))
 
 
 def lineage(settings: LineageSettings = LineageSettings(), **kwargs) -> Lineage:
@@ -61,6 +62,26 @@ def test_fork_then_exec_renames_the_child_and_keeps_its_spawner():
     proc = table.get(child)
     assert proc.signature == "npm exec magic"
     assert proc.spawner is table.get(200) and proc.parent is table.get(200)
+
+
+def test_a_process_knows_whether_it_exec_d_since_its_fork():
+    table = lineage()
+    s = Stream(t=6)
+    forked_only, execed = s.fork(200), s.fork(200)
+    s.exec(execed, "python3", "supervisor.py")  # its parent's own program again
+    feed(table, s)
+    assert not table.get(forked_only).execed and table.get(execed).execed
+    assert not table.get(200).execed  # seeded: /proc cannot tell
+
+
+def test_oom_kills_reach_the_listener():
+    heard = Recorder()
+    table = lineage(listener=heard)
+    s = Stream(t=6)
+    child = s.fork(200)
+    s.oom(child)
+    feed(table, s)
+    assert heard.heard[-1] == ("oom", child)
 
 
 def test_pid_reuse_makes_a_new_process():

@@ -115,3 +115,23 @@ def test_rules_are_data():
     assert signer(["mytool", "run", "--pkg", "thing@2.0"]) == "run thing"
     assert signer(["mytool", "run", "thing", "job-a1"]) == "run thing job-<id>"
     assert signer(["npx", "-y", "pkg"]) == "npx -y pkg"  # no default rules in a bare SignatureRules
+
+
+@pytest.mark.parametrize(
+    "argv, program",
+    [
+        (("node", "host.js"), "node host.js"),
+        (("node", "/opt/mcp/server.js", "--port", "3"), "node server.js"),
+        (("npx", "-y", "@21st-dev/magic@latest", "API_KEY=x"), "npm exec magic"),
+        (("npm exec magic",), "npm exec magic"),
+        (("/usr/sbin/sshd", "-D", "-p", "2222"), "sshd"),
+        (("/usr/sbin/sshd", "-D", "-R"), "sshd"),
+        (("sshd: root@pts/0",), "sshd"),
+        (("postgres: app app 127.0.0.1(40000) idle", "", ""), "postgres"),
+        (("/usr/lib/postgresql/15/bin/postgres", "-D", "/tmp/x"), "postgres"),
+        (("/venv/bin/python3", "/venv/bin/gunicorn", "-w", "3"), "python gunicorn"),
+        (("env", "A=1", "uvx", "mcp-server-fetch@1.2"), "uvx mcp-server-fetch"),
+    ],
+)
+def test_the_program_part_of_a_signature(argv, program):
+    assert SIGN.program(argv) == program

@@ -18,6 +18,7 @@ from streams import BOOT_OFFSET, Stream, host
 SUPERVISOR_PID = 200
 NPM_EXEC = ("node", "/usr/bin/npm", "exec", "--yes", "--package=file:/tmp/spawnwatch-sim/pkg", "--", "fs-server")
 SERVER_SIGNATURE = "npm exec fs-server"
+SESSION_S = 2.0  # an orphan-mode `npm exec` lives beside its server this long (supervisor.js SESSION_S)
 
 
 class Schedule:
@@ -64,7 +65,7 @@ def npm_child(plan: Schedule, t: float, mode: str) -> None:
     plan.at(t, start)
     plan.at(t + 0.8, descendants)
     if mode == "orphan":
-        plan.at(t + 1.5, kill_npm_only)
+        plan.at(t + 0.8 + SESSION_S, kill_npm_only)
     elif mode == "zombie":
         plan.at(t + 1.2, exit_unreaped)
 

@@ -5,8 +5,11 @@ first holds, re-sent `firing` with fresh counts at most every `update_every_s`
 (and only when the counts changed), and sent `resolved` once the rule has not
 held for `resolve_after_s`.
 
+A rise of severity ("warning" at the rule's threshold, "critical" past its
+`critical_*` count) is re-sent at once; it does not fall back while the alert fires.
+
 `Alert.to_record()` is the contract of `watch --json`:
-    {"kind": "alert", "state": "firing" | "resolved", "rule", "signature",
+    {"kind": "alert", "state": "firing" | "resolved", "rule", "severity": "warning" | "critical", "signature",
      "spawner": {"pid", "ppid", "argv", "comm"}, "container": null | {"id", "name", "image"},
      "live", "spawned", "exited", "zombies", "orphans", "rss_bytes", "pids": [<= 20], "message"}
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Callable
 
-from spawnwatch.detect import Finding, Group, GroupKey
+from spawnwatch.detect import CRITICAL, WARNING, Finding, Group, GroupKey
 
 ResolveContainer = Callable[[int, "int | None"], "dict[str, Any] | None"]
 
@@ -51,6 +54,7 @@ class Alert:
     message: str
     uss_bytes: int | None = None  # in the message only: not every host lets us read it
     ts: float = 0.0  # when it was raised (seconds since boot); not part of the record
+    severity: str = WARNING
 
     def counts(self) -> tuple[int, ...]:
         return (self.live, self.spawned, self.exited, self.zombies, self.orphans)
@@ -60,6 +64,7 @@ class Alert:
             "kind": "alert",
             "state": self.state,
             "rule": self.rule,
+            "severity": self.severity,
             "signature": self.signature,
             "spawner": dict(self.spawner),
             "container": dict(self.container) if self.container is not None else None,
@@ -97,14 +102,18 @@ class AlertBook:
         for finding in findings:
             key = (finding.rule, finding.group.key)
             holding.add(key)
-            alert = self._from_finding(finding, now)
             active = self.active.get(key)
+            # Severity never falls while the alert fires: a count hovering at the critical
+            # mark would otherwise re-send the alert at every crossing.
+            raised = CRITICAL if active is not None and active.sent.severity == CRITICAL else finding.severity
+            alert = self._from_finding(finding, raised, now)
             if active is None:
                 self.active[key] = _Active(sent=alert, latest=alert, group=finding.group, held_at=now)
                 out.append(alert)
                 continue
             active.latest, active.held_at = alert, now
-            if alert.counts() != active.sent.counts() and now - active.sent.ts >= self.policy.update_every_s:
+            due = alert.counts() != active.sent.counts() and now - active.sent.ts >= self.policy.update_every_s
+            if due or alert.severity != active.sent.severity:
                 active.sent = alert
                 out.append(alert)
         for key, active in list(self.active.items()):
@@ -119,7 +128,7 @@ class AlertBook:
             self._containers[cgroup_id] = self._resolve_container(cgroup_id, group.spawner.pid)
         return self._containers[cgroup_id]
 
-    def _from_finding(self, finding: Finding, now: float) -> Alert:
+    def _from_finding(self, finding: Finding, severity: str, now: float) -> Alert:
         group = finding.group
         alert = self._base(group, finding.rule, FIRING, now)
         memory = f"; {format_bytes(finding.rss_bytes)} RSS" if finding.rss_bytes else ""
@@ -127,11 +136,12 @@ class AlertBook:
             memory += f" ({format_bytes(finding.uss_bytes)} USS)"
         return replace(
             alert,
+            severity=severity,
             orphans=finding.orphans,
             rss_bytes=finding.rss_bytes,
             uss_bytes=finding.uss_bytes,
             pids=finding.pids[: self.policy.max_pids],
-            message=f"{describe(group, finding.rule)}: {finding.detail}{memory}",
+            message=f"{severity}: {describe(group, finding.rule)}: {finding.detail}{memory}",
         )
 
     def _resolved(self, active: _Active, now: float) -> Alert:
@@ -139,6 +149,7 @@ class AlertBook:
         alert = self._base(group, rule, RESOLVED, now)
         return replace(
             alert,
+            severity=active.sent.severity,
             message=f"resolved: {describe(group, rule)}: now {group.live} live, {group.zombies} zombies",
         )
 

@@ -23,7 +23,7 @@ else:  # the same parser, from PyPI
     import tomli as tomllib
 
 from spawnwatch.alerts import AlertPolicy
-from spawnwatch.detect import Accumulating, DetectSettings, OomRule, Orphaned, SpawnRate, Zombie
+from spawnwatch.detect import RULES, DetectSettings
 from spawnwatch.lineage import LineageSettings
 from spawnwatch.redact import RedactRules, Redactor, segments
 from spawnwatch.signature import Interpreter, Launcher, Mask, SignatureRules
@@ -90,11 +90,7 @@ def _build(data: dict[str, Any], source: str) -> Config:
     rules = data["rules"]
     detect = _make(DetectSettings, {
         **data["detect"],
-        "accumulating": _make(Accumulating, rules["accumulating"], source, "rules.accumulating"),
-        "orphaned": _make(Orphaned, rules["orphaned"], source, "rules.orphaned"),
-        "zombie": _make(Zombie, rules["zombie"], source, "rules.zombie"),
-        "spawn_rate": _make(SpawnRate, rules["spawn_rate"], source, "rules.spawn_rate"),
-        "oom": _make(OomRule, rules["oom"], source, "rules.oom"),
+        **{name: _make(rule.settings, rules[name], source, f"rules.{name}") for name, rule in RULES.items()},
     }, source, "detect")
     for pattern in detect.ignore_signatures:
         _regex(pattern, source, "detect.ignore_signatures")

@@ -58,7 +58,7 @@ class Process:
     children: set[Process] = field(default_factory=set)  # unreaped processes whose parent this is
     spawned: set[Process] = field(default_factory=set)  # processes in the table that this one spawned
     seeded: bool = False  # came from the /proc snapshot (start, parent and argv from /proc)
-    group: object = None  # the detector's slot
+    execed: bool = False  # ran a program of its own since its fork (unknown, so False, when seeded)
 
     @property
     def key(self) -> Key:
@@ -78,13 +78,14 @@ class Process:
 
 
 class Listener(Protocol):
-    """What the detector hears; every change of membership goes through one of these."""
+    """What the detector hears; every change of membership, and every OOM kill, goes through one of these."""
 
     def joined(self, proc: Process) -> None: ...
     def changed(self, proc: Process, old_signature: str) -> None: ...
     def exited(self, proc: Process) -> None: ...
     def reaped(self, proc: Process) -> None: ...
     def dropped(self, proc: Process) -> None: ...
+    def oom(self, proc: Process, ts: float) -> None: ...
 
 
 class _Silent:
@@ -93,6 +94,7 @@ class _Silent:
     def exited(self, proc: Process) -> None: ...
     def reaped(self, proc: Process) -> None: ...
     def dropped(self, proc: Process) -> None: ...
+    def oom(self, proc: Process, ts: float) -> None: ...
 
 
 Signer = Callable[[tuple[str, ...], str], str]
@@ -187,7 +189,7 @@ class Lineage:
         elif isinstance(event, Reap):
             self._reap(proc, event.ts)
         elif isinstance(event, Oom):
-            pass
+            self.listener.oom(proc, event.ts)
         return proc
 
     def _fork(self, event: Fork) -> Process | None:
@@ -233,6 +235,7 @@ class Lineage:
             return None
         self._touch(proc)
         old = proc.signature
+        proc.execed = True
         proc.argv = tuple(event.argv)
         proc.comm = event.comm
         proc.signature = self._sign(proc.argv, event.comm)

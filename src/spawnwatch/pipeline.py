@@ -30,8 +30,8 @@ class Pipeline:
     ) -> None:
         self.config = config
         self.signer = Signer(config.signature)
-        self.detector = Detector(config.detect, memory_of)
-        self.lineage = Lineage(self.signer, config.lineage, reparent_hint, listener=self.detector)
+        self.detector = Detector(config.detect, self.signer.program, memory_of)
+        self.lineage = Lineage(self.signer, config.lineage, reparent_hint, listener=self.detector.book)
         self.alerts = AlertBook(config.alerts, resolve_container)
         self.auto_advance = auto_advance  # evaluate when an event's time says one is due
         self.now = 0.0
@@ -48,8 +48,7 @@ class Pipeline:
         else:
             proc = self.lineage.apply(item)
             if isinstance(item, Oom) and proc is not None:
-                self.detector.oom(proc, item.ts)
-                self._next_evaluation = None
+                self._next_evaluation = None  # report the kill at once
         return self.advance(item.ts) if self.auto_advance else []
 
     def resync(self, snapshot: Snapshot) -> list[Alert]:

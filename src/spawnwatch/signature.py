@@ -90,15 +90,33 @@ class Signer:
             return f"[{comm}]" if comm else "[?]"
         return self._bound(self._sign(words))
 
+    def program(self, argv: Sequence[str], comm: str = "") -> str:
+        """The program part of the signature: what runs, without its arguments.
+
+        `node host.js` and `node server.js` are two programs, `npx -y @21st-dev/magic`
+        and `npm exec magic` one (`npm exec magic`), `/usr/sbin/sshd -D` and `sshd -R`
+        one (`sshd`).  A process title `name: what it does` (postgres backends,
+        `sshd: root@pts/0`, `nginx: worker process`) runs `name`."""
+        words = self._strip_wrappers(clean_argv(argv))
+        if words and words[0].endswith(":") and len(words[0]) > 1:
+            words = [words[0][:-1], *words[1:]]
+        if not words:
+            return f"[{comm}]" if comm else "[?]"
+        return self._bound(self._split(words)[0])
+
     def _sign(self, words: list[str]) -> str:
+        return self._render(*self._split(words))
+
+    def _split(self, words: list[str]) -> tuple[str, list[str]]:
+        """(program as written in the signature, the arguments the signature keeps)."""
         program, args = self._program(words)
         for launcher in self.rules.launchers:
             for sequence in launcher.commands:
                 if program == sequence[0] and args[: len(sequence) - 1] == list(sequence[1:]):
                     return self._launch(launcher, args[len(sequence) - 1 :])
         if program in self.rules.shells and args[:1] == ["-c"] and len(args) > 1:
-            return f"{program} -c {self._sign_command(args[1])}"
-        return self._render(program, args)
+            return f"{program} -c {self._sign_command(args[1])}", []
+        return program, args
 
     def _strip_wrappers(self, words: list[str]) -> list[str]:
         while words and os.path.basename(words[0]) in self.rules.wrappers:
@@ -134,8 +152,8 @@ class Signer:
         bare = _SCRIPT_SUFFIX.sub("", base)
         return bare if bare in self._launcher_words else base
 
-    def _launch(self, launcher: Launcher, args: list[str]) -> str:
-        """`npx -y pkg@1 a b` -> `npm exec pkg a b`: launcher options before the program are dropped."""
+    def _launch(self, launcher: Launcher, args: list[str]) -> tuple[str, list[str]]:
+        """`npx -y pkg@1 a b` -> (`npm exec pkg`, [a, b]): launcher options before the program are dropped."""
         package = None
         rest: list[str] = []
         i = 0
@@ -161,8 +179,8 @@ class Signer:
         elif package is not None:
             program, args_out = package, []
         else:
-            return launcher.display
-        return self._render(f"{launcher.display} {self._package_name(launcher, program)}", args_out)
+            return launcher.display, []
+        return f"{launcher.display} {self._package_name(launcher, program)}", args_out
 
     def _package_name(self, launcher: Launcher, spec: str) -> str:
         version = self._versions[launcher.display]

@@ -61,9 +61,11 @@ def build(
 ) -> list[TreeNode]:
     """The collapsed tree of the unreaped processes (below `root_pid` when given)."""
     rules_by_group: dict[GroupKey, set[str]] = defaultdict(set)
+    rules_by_process: dict[Process, set[str]] = defaultdict(set)
     for finding in findings:
         rules_by_group[finding.group.key].add(finding.rule)
-    rules_by_process: dict[Process, set[str]] = defaultdict(set)
+        for member in finding.group.members:
+            rules_by_process[member].add(finding.rule)
     for key, leaked in (orphans or {}).items():
         if "orphaned" in rules_by_group.get(key, ()):
             for proc in leaked:
@@ -81,7 +83,6 @@ def build(
         members.sort(key=lambda p: (p.start, p.pid))
         rules: set[str] = set()
         for proc in members:
-            rules |= rules_by_group.get(proc.group, set()) if proc.group is not None else set()
             rules |= rules_by_process.get(proc, set())
         container = container_of(members[0])
         result = TreeNode(

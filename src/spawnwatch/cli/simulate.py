@@ -101,8 +101,9 @@ def command(
     \b
     Modes:
       accumulate  one child every INTERVAL, never ended: live children pile up
-      orphan      one child every INTERVAL; once its server answers, only the `npm exec`
-                  is SIGKILLed: the node server lives on, reparented to this command
+      orphan      one child every INTERVAL; when its session ends, 2 s after its server
+                  answered, only the `npm exec` is SIGKILLed: the node server lives on,
+                  reparented to this command
       zombie      one child every INTERVAL; each exits after LIFETIME and is never
                   waited for: zombies of the supervisor pile up
       pool        healthy: CHILDREN workers for the whole run

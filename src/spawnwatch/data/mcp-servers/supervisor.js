@@ -24,12 +24,15 @@ const PACKAGE_DIR = __dirname;
 const SERVERS = Object.keys(require("./package.json").bin);
 const MODES = {
   accumulate: "start one child every INTERVAL seconds, never end any",
-  orphan: "start one child every INTERVAL seconds, SIGKILL only its `npm exec` once the server answers: the server grandchild lives on",
+  orphan: "start one child every INTERVAL seconds, SIGKILL only its `npm exec` when its session ends, SESSION seconds after the server answered: the server grandchild lives on",
   zombie: "start one child every INTERVAL seconds; each exits after LIFETIME seconds and is never waited for",
   pool: "healthy: keep a fixed pool of CHILDREN workers for the whole run",
   respawn: "healthy: keep CHILDREN workers alive, each living LIFETIME to 3*LIFETIME seconds and replaced when it exits",
 };
 const INITIALIZE_ID = 1;
+// An MCP session lasts a while before the host closes it; a launcher that exited as soon
+// as its server started would be a daemon's hand-off (double fork), not this leak.
+const SESSION_S = 2;
 const STOP_GRACE_MS = 3000;
 const KILL_WAIT_MS = 2000;
 // Quiet, offline-friendly npm: no update check, audit or funding messages.
@@ -270,8 +273,11 @@ class Supervisor {
       startup_seconds: (Date.now() - entry.spawnedAt) / 1000,
     });
     if (this.options.mode === "orphan") {
-      process.kill(entry.pid, "SIGKILL");
-      emit({ kind: "kill", pid: entry.pid, signal: "SIGKILL", orphaned: [entry.serverPid] });
+      setTimeout(() => {
+        if (this.stopping) return; // stop() ends the whole group
+        process.kill(entry.pid, "SIGKILL");
+        emit({ kind: "kill", pid: entry.pid, signal: "SIGKILL", orphaned: [entry.serverPid] });
+      }, SESSION_S * 1000);
     }
     if (this.ticker === null && !this.stopping) {
       this.ticker = setInterval(() => this.spawnNext(), this.options.interval * 1000);

@@ -1,0 +1,29 @@
+"""Leak detection: children grouped by (container cgroup, spawner, signature), rules over the groups.
+
+    groups.py    group accounting, the lineage listener (launched children vs workers,
+                 orphans and hand-offs)
+    rules/       one module per rule; rules.RULES names them
+    detector.py  the rules over the groups, with memory for the suspicious ones
+
+Rules (thresholds from the config's [rules] tables):
+  accumulating  identical launched children keep growing with no matching exits
+  orphaned      leaked descendants of exited children, still alive, not handed off
+  zombie        exited children their living spawner has not reaped
+  spawn_rate    spawns per minute of one group above a limit, sustained
+  oom           an OOM kill in the group
+"""
+
+from spawnwatch.detect.detector import DetectSettings, Detector, Finding, MemoryOf
+from spawnwatch.detect.groups import Group, GroupKey, SpawnHistory, charged_child, handed_off, live_subtree
+from spawnwatch.detect.rules import CRITICAL, RULES, WARNING
+from spawnwatch.detect.rules.accumulating import Accumulating, spawn_moments
+from spawnwatch.detect.rules.oom import OomRule
+from spawnwatch.detect.rules.orphaned import Orphaned
+from spawnwatch.detect.rules.spawn_rate import SpawnRate
+from spawnwatch.detect.rules.zombie import Zombie
+
+__all__ = [
+    "CRITICAL", "RULES", "WARNING", "Accumulating", "DetectSettings", "Detector", "Finding", "Group", "GroupKey",
+    "MemoryOf", "OomRule", "Orphaned", "SpawnHistory", "SpawnRate", "Zombie", "charged_child", "handed_off",
+    "live_subtree", "spawn_moments",
+]

@@ -1,0 +1,111 @@
+"""Detection: the group book (lineage listener) and the rules over its groups.
+
+Pure: memory comes through the injected `memory_of(pids) -> (rss, uss|None)`,
+called only for groups a rule currently finds suspicious; programs through
+`program_of(argv, comm)` (Signer.program).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from spawnwatch.detect.groups import Group, GroupBook, GroupKey, Leak, ProgramOf, live_subtree
+from spawnwatch.detect.rules import RULES, WARNING, Context
+from spawnwatch.detect.rules.accumulating import Accumulating
+from spawnwatch.detect.rules.oom import OomRule
+from spawnwatch.detect.rules.orphaned import Orphaned
+from spawnwatch.detect.rules.spawn_rate import SpawnRate
+from spawnwatch.detect.rules.zombie import Zombie
+from spawnwatch.lineage import Process
+
+MemoryOf = Callable[[list[int]], "tuple[int, int | None]"]
+
+
+@dataclass(frozen=True, slots=True)
+class DetectSettings:
+    evaluate_every_s: float = 1.0
+    max_idle_groups: int = 4096
+    idle_group_s: float = 600.0
+    memory_every_s: float = 5.0
+    ignore_signatures: tuple[str, ...] = ()
+    servers: tuple[str, ...] = ()  # fnmatch patterns of per-connection servers (see rules.accumulating)
+    # one field per entry of RULES, named after it
+    accumulating: Accumulating = Accumulating()
+    orphaned: Orphaned = Orphaned()
+    zombie: Zombie = Zombie()
+    spawn_rate: SpawnRate = SpawnRate()
+    oom: OomRule = OomRule()
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A rule holds for a group right now, with its evidence."""
+
+    rule: str
+    group: Group
+    pids: tuple[int, ...]  # the leaked processes, most telling first
+    orphans: int
+    rss_bytes: int
+    uss_bytes: int | None
+    detail: str  # why, in words
+    severity: str = WARNING
+
+
+class Detector:
+    """`book` is the lineage listener; `evaluate(now)` gives the findings."""
+
+    def __init__(self, settings: DetectSettings, program_of: ProgramOf, memory_of: MemoryOf | None = None) -> None:
+        self.settings = settings
+        self._memory_of = memory_of
+        self._ignore = [re.compile(p) for p in settings.ignore_signatures]
+        self.book = GroupBook(max(60, settings.spawn_rate.minutes * 60), program_of, settings.servers)
+
+    @property
+    def groups(self) -> dict[GroupKey, Group]:
+        return self.book.groups
+
+    @property
+    def counts(self):
+        return self.book.counts
+
+    def evaluate(self, now: float) -> list[Finding]:
+        leaks = self.book.leaks(self.settings.orphaned.handoff_s)
+        rules = [(rule, getattr(self.settings, name)) for name, rule in RULES.items()]
+        findings = []
+        for group in list(self.book.groups.values()):
+            group.history.prune(now)
+            if any(p.search(group.key.signature) for p in self._ignore):
+                continue
+            leak = leaks.get(group.key)
+            context = Context(now=now, book=self.book, leak=leak)
+            for rule, settings in rules:
+                if not settings.enabled:
+                    continue
+                hit = rule.check(settings, group, context)
+                if hit is not None:
+                    rss, uss = self._memory(group, now, leak)
+                    findings.append(Finding(
+                        rule=rule.name, group=group, pids=tuple(hit.pids),
+                        orphans=len(leak.processes) if leak else 0,
+                        rss_bytes=rss, uss_bytes=uss, detail=hit.detail, severity=hit.severity,
+                    ))
+        self.book.expire(now, self.settings.idle_group_s, self.settings.max_idle_groups,
+                         keep={f.group.key for f in findings} | set(leaks))
+        return findings
+
+    def charged_orphans(self) -> dict[GroupKey, list[Process]]:
+        """Leaked live processes per group they are charged to (for the tree)."""
+        return {key: leak.processes for key, leak in self.book.leaks(self.settings.orphaned.handoff_s).items()}
+
+    def _memory(self, group: Group, now: float, leak: Leak | None) -> tuple[int, int | None]:
+        if self._memory_of is None:
+            return (0, None)
+        if group.memory_at is None or now - group.memory_at >= self.settings.memory_every_s:
+            pids = [p.pid for m in group.members if m.alive for p in live_subtree(m)]
+            if leak:
+                pids += [p.pid for p in leak.processes]
+            group.memory = self._memory_of(pids)
+            group.memory_at = now
+        return group.memory

@@ -1,0 +1,309 @@
+"""Group accounting: children grouped by (container cgroup, spawner, signature).
+
+A group counts its members' life: spawned, live, exited, zombies (exited and
+not yet reaped), first/last spawn, spawns per second over a sliding horizon,
+OOM kills.  `GroupBook` is the lineage listener; it keeps its own process ->
+group map, so a `Process` carries nothing of detection.
+
+Launched children and workers.  A member is *launched* when it ran a program
+other than its spawner's (`npm exec magic` from `node host.js`); a member that
+never exec'd since its fork (postgres backends, Apache prefork and gunicorn
+workers) or that re-exec'd its spawner's own program (sshd's per-connection
+`sshd -R`) is a *worker* of a server.  A /proc-seeded member, whose exec was not
+seen, is judged by its program alone: a titled backend `postgres: user db` runs
+the postmaster's program.  "Program" is `Signer.program`.
+
+Orphans are found at evaluation time: a live process whose spawner has exited
+is leaked, and so is every live process below it; the leak is charged to the
+group of the highest exited ancestor whose own spawner still lives (the child
+that the supervisor started and then killed without its descendants).  A
+process whose spawner exited within `handoff_s` of forking it was handed off
+on purpose (double fork, `setsid -f`, `containerd-shim ... start`): it is not
+a leak.
+
+Pure: the program of an argv comes through the injected `program_of`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+from spawnwatch.lineage import INIT_PID, Key, Process
+
+ProgramOf = Callable[[Sequence[str], str], str]
+MAX_ANCESTRY = 64  # exited ancestors walked up from an orphan (a chain, never a loop)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupKey:
+    cgroup_id: int
+    spawner: Key
+    signature: str
+
+
+class SpawnHistory:
+    """Spawns per second over a sliding horizon: at most `horizon_s` buckets."""
+
+    def __init__(self, horizon_s: int) -> None:
+        self.horizon_s = horizon_s
+        self._buckets: deque[list[int]] = deque()  # [second, count], ascending
+
+    def add(self, ts: float, delta: int = 1) -> None:
+        second = int(ts)
+        buckets = self._buckets
+        for i in range(len(buckets) - 1, -1, -1):  # nearly always the last bucket
+            if buckets[i][0] == second:
+                buckets[i][1] += delta
+                return
+            if buckets[i][0] < second:
+                if delta > 0:
+                    buckets.insert(i + 1, [second, delta])
+                return
+        if delta > 0:
+            buckets.appendleft([second, delta])
+
+    def prune(self, now: float) -> None:
+        while self._buckets and self._buckets[0][0] <= now - self.horizon_s:
+            self._buckets.popleft()
+
+    def count(self, start: float, end: float) -> int:
+        """Spawns in [start, end)."""
+        return sum(c for s, c in self._buckets if start <= s < end)
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+
+@dataclass(eq=False)
+class Group:
+    key: GroupKey
+    spawner: Process
+    history: SpawnHistory
+    members: set[Process] = field(default_factory=set)  # unreaped members
+    launched: set[Process] = field(default_factory=set)  # the members that run a program other than the spawner's
+    program: str = ""  # what the members run (Signer.program)
+    spawner_program: str = ""
+    exempt: str | None = None  # why accumulating spares the group's spawner, in words
+    live: int = 0
+    zombies: int = 0
+    spawned: int = 0
+    exited: int = 0
+    first_spawn: float = 0.0
+    last_spawn: float = 0.0
+    last_oom: float | None = None
+    ooms: int = 0
+    oom_victims: deque[int] = field(default_factory=lambda: deque(maxlen=20))
+    memory: tuple[int, int | None] = (0, None)
+    memory_at: float | None = None
+
+
+@dataclass
+class Leak:
+    leakers: set[Process] = field(default_factory=set)  # exited children that left processes behind
+    processes: list[Process] = field(default_factory=list)  # the live processes they left
+    handed_off: int = 0  # live processes their exited spawner handed off on purpose (not counted above)
+
+
+class GroupBook:
+    """Implements lineage.Listener: every change of membership lands here."""
+
+    def __init__(self, horizon_s: int, program_of: ProgramOf, servers: Sequence[str] = ()) -> None:
+        self._horizon = horizon_s
+        self._program_of = program_of
+        self._servers = tuple(servers)
+        self.groups: dict[GroupKey, Group] = {}
+        self._group_of: dict[Process, GroupKey] = {}  # bounded by the lineage: dropped entries leave
+        self._idle: OrderedDict[GroupKey, float] = OrderedDict()  # empty groups, by when they emptied
+        self._orphan_roots: set[Process] = set()  # live processes whose spawner has exited
+        self._exits_at_join: dict[Process, int] = {}  # group.exited when the member joined
+        self.counts: Counter[str] = Counter()
+
+    # -- lineage.Listener ----------------------------------------------------------------
+
+    def joined(self, proc: Process) -> None:
+        self._join(proc)
+        if proc.alive and proc.spawner is not None and not proc.spawner.alive:
+            self._orphan_roots.add(proc)
+
+    def changed(self, proc: Process, old_signature: str) -> None:
+        group = self.group_of(proc)
+        if group is not None and group.key.signature == proc.signature:
+            return
+        self._leave(proc, unspawn=True)
+        self._join(proc)
+
+    def exited(self, proc: Process) -> None:
+        group = self.group_of(proc)
+        if group is not None and proc in group.members:
+            group.live -= 1
+            group.zombies += 1
+            group.exited += 1
+        self._orphan_roots.discard(proc)
+        for child in proc.spawned:
+            if child.alive:
+                self._orphan_roots.add(child)
+
+    def reaped(self, proc: Process) -> None:
+        group = self.group_of(proc)
+        if group is not None and proc in group.members:
+            group.zombies -= 1
+            group.members.discard(proc)
+            group.launched.discard(proc)
+            self._exits_at_join.pop(proc, None)
+            self._mark_idle(group, proc.reaped_at or 0.0)
+
+    def dropped(self, proc: Process) -> None:
+        self._orphan_roots.discard(proc)
+        if proc.reaped_at is None:
+            self._leave(proc, unspawn=False)  # evicted while unreaped: its counts go with it
+        self._group_of.pop(proc, None)
+
+    def oom(self, proc: Process, ts: float) -> None:
+        group = self.group_of(proc)
+        if group is not None:
+            group.last_oom = ts
+            group.ooms += 1
+            group.oom_victims.appendleft(proc.pid)
+
+    # -- queries -------------------------------------------------------------------------
+
+    def group_of(self, proc: Process) -> Group | None:
+        key = self._group_of.get(proc)
+        return self.groups.get(key) if key is not None else None
+
+    def exits_since_join(self, group: Group, proc: Process) -> int:
+        """Members of `group` that exited since `proc` joined it."""
+        return group.exited - self._exits_at_join.get(proc, 0)
+
+    def leaks(self, handoff_s: float) -> dict[GroupKey, Leak]:
+        """Leaked live processes per group they are charged to.  A process whose spawner
+        exited within `handoff_s` of forking it was handed off, not leaked."""
+        leaks: dict[GroupKey, Leak] = {}
+        for root in sorted(self._orphan_roots, key=lambda p: (p.start, p.pid)):  # stable pid lists
+            leaker = charged_child(root)
+            key = self._group_of.get(leaker) if leaker is not None else None
+            if key is None:
+                continue
+            leak = leaks.setdefault(key, Leak())
+            if handed_off(root, handoff_s):
+                leak.handed_off += 1
+                continue
+            leak.leakers.add(leaker)
+            leak.processes.extend(live_subtree(root))
+        return leaks
+
+    # -- membership ----------------------------------------------------------------------
+
+    def _join(self, proc: Process) -> None:
+        spawner = proc.spawner
+        if spawner is None:
+            self._group_of.pop(proc, None)
+            return
+        key = GroupKey(proc.cgroup_id, spawner.key, proc.signature)
+        group = self.groups.get(key)
+        if group is None:
+            spawner_program = self._program_of(spawner.argv, spawner.comm)
+            group = Group(key=key, spawner=spawner, history=SpawnHistory(self._horizon), first_spawn=proc.start,
+                          program=self._program_of(proc.argv, proc.comm), spawner_program=spawner_program,
+                          exempt=self._exemption(spawner, spawner_program))
+            self.groups[key] = group
+        self._idle.pop(key, None)
+        self._group_of[proc] = key
+        group.members.add(proc)
+        if (proc.execed or proc.seeded) and group.program != group.spawner_program:
+            group.launched.add(proc)  # a fork-only child runs its spawner's program
+        group.spawned += 1
+        group.first_spawn = min(group.first_spawn, proc.start)
+        group.last_spawn = max(group.last_spawn, proc.start)
+        group.history.add(proc.start)
+        if proc.alive:
+            group.live += 1
+        else:
+            group.zombies += 1
+        self._exits_at_join[proc] = group.exited
+
+    def _leave(self, proc: Process, unspawn: bool) -> None:
+        group = self.group_of(proc)
+        self._group_of.pop(proc, None)
+        self._exits_at_join.pop(proc, None)
+        if group is None or proc not in group.members:
+            return
+        group.members.discard(proc)
+        group.launched.discard(proc)
+        if proc.alive:
+            group.live -= 1
+        else:
+            group.zombies -= 1
+        if unspawn:  # it was never a spawn of this signature: its exec renamed it
+            group.spawned -= 1
+            group.history.add(proc.start, -1)
+        self._mark_idle(group, proc.start)
+
+    def _exemption(self, spawner: Process, program: str) -> str | None:
+        """Why the spawner's children are per-connection by design: a [detect] servers pattern
+        names it (by comm, program or script), or it is init."""
+        if spawner.pid == INIT_PID:
+            # Every orphan on the host ends up its child, and /proc cannot tell adoptees
+            # from children: what init "spawned" in a snapshot is every daemon's hand-off.
+            return f"{spawner.comm} is init, the adopter of every orphan"
+        names = {spawner.comm, program, program.rsplit(" ", 1)[-1]}
+        pattern = next((p for p in self._servers if any(fnmatch.fnmatchcase(n, p) for n in names)), None)
+        if pattern is None:
+            return None
+        return f"{spawner.comm} is a per-connection server ({pattern!r} in [detect] servers)"
+
+    def _mark_idle(self, group: Group, ts: float) -> None:
+        if not group.members:
+            self._idle[group.key] = max(ts, group.last_spawn)
+            self._idle.move_to_end(group.key)
+
+    def expire(self, now: float, idle_s: float, max_idle: int, keep: set[GroupKey]) -> None:
+        """Drop groups empty for long (or beyond the cap), unless a finding or a leak still refers to them."""
+        for key, since in list(self._idle.items()):
+            if since > now - idle_s and len(self._idle) <= max_idle:
+                break
+            if key in keep:
+                continue
+            del self._idle[key]
+            del self.groups[key]
+            self.counts["groups_dropped"] += 1
+
+
+def charged_child(root: Process) -> Process | None:
+    """The exited ancestor of a leaked process that its (living) supervisor spawned.
+
+    Walks up the spawner chain through exited processes; the highest one whose
+    own spawner is alive is the child the leak is charged to."""
+    proc = root.spawner
+    seen = 0
+    while proc is not None and seen < MAX_ANCESTRY:
+        spawner = proc.spawner
+        if spawner is None:
+            return None
+        if spawner.alive:
+            return proc
+        proc = spawner
+        seen += 1
+    return None
+
+
+def handed_off(root: Process, handoff_s: float) -> bool:
+    """Its spawner forked it and exited at once: a daemon's hand-off, not a leak.  A leaked
+    server's launcher lives with it for a session before it is killed."""
+    spawner = root.spawner
+    return spawner is not None and spawner.exited_at is not None and spawner.exited_at - root.start <= handoff_s
+
+
+def live_subtree(root: Process) -> Iterator[Process]:
+    """`root` and its live descendants through live processes (live children of exited
+    ones are orphan roots of their own and counted there)."""
+    stack = [root]
+    while stack:
+        proc = stack.pop()
+        if not proc.alive:
+            continue
+        yield proc
+        stack.extend(sorted(proc.spawned, key=lambda p: (p.start, p.pid), reverse=True))

@@ -1,0 +1,55 @@
+"""What every rule shares: its verdict (`Hit`), what it may look at (`Context`),
+and how strong the evidence is (`WARNING` at the rule's threshold, `CRITICAL`
+past the rule's `critical_*` count)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from spawnwatch.detect.groups import Group, GroupBook, Leak
+
+WARNING = "warning"
+CRITICAL = "critical"
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    pids: list[int]  # the leaked processes, most telling first
+    detail: str  # why, in words
+    severity: str = WARNING
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    now: float
+    book: GroupBook
+    leak: Leak | None  # the orphans charged to the group, if any
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    settings: type  # the dataclass of its [rules.<name>] table; every one has `enabled`
+    check: Callable[[Any, Group, Context], "Hit | None"]
+
+
+def severity(count: int, critical_at: int) -> str:
+    return CRITICAL if count >= critical_at else WARNING
+
+
+def kinds_of_members(group: Group) -> str:
+    """Why a group is spared by accumulating, for the messages of the rules that still apply."""
+    if group.exempt is not None:
+        return f"; exempt from accumulating: {group.exempt}"
+    if not group.launched and group.members:
+        return f"; these are workers of {group.spawner.comm} (no program of their own), not counted by accumulating"
+    return ""
+
+
+def format_span(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

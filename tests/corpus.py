@@ -1,0 +1,302 @@
+"""Real daemons of the healthy corpus, each private: own temp directory, own config,
+listening on 127.0.0.1 or a unix socket, stopped (and its files removed) on exit.
+
+Each daemon is a context manager; its `load(stop)` method works it from threads of
+this process until `stop` is set (clients as threads, not child processes: a test
+that kept spawning identical long-lived clients would be a leak itself).
+"""
+
+from __future__ import annotations
+
+import glob
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from conftest import wait_for
+
+HERE = Path(__file__).resolve().parent
+POOL_SIZE = 16  # PostgreSQL connections, one more a second
+SSH_SESSIONS = 12  # opened one by one
+HTTP_CONNECTIONS = 24  # keep-alive connections held open: one busy Apache worker each
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def private_dir(prefix: str, owner: str | None = None) -> Path:
+    """A temp directory the daemon's own user can enter (pytest's are 0700 root)."""
+    path = Path(tempfile.mkdtemp(prefix=f"spawnwatch-{prefix}-"))
+    path.chmod(0o755)
+    if owner is not None:
+        shutil.chown(path, owner, owner)
+    return path
+
+
+def stop_process(process: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def launch_detached(argv: list[str]) -> int:
+    """Start `argv` the way a daemon starts (fork, setsid, fork, exit): its pid.
+
+    Clients started straight from the test would be identical long-lived children of
+    one spawner, which is exactly what `accumulating` reports."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the intermediate: hands the client off and exits
+        try:
+            os.setsid()
+            grandchild = os.fork()
+            if grandchild == 0:
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(devnull, fd)
+                os.execvp(argv[0], argv)
+            os.write(write_end, str(grandchild).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        grandchild = int(pipe.read())
+    os.waitpid(pid, 0)
+    return grandchild
+
+
+def children(pid: int) -> list[int]:
+    return [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def kill_pid(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass
+
+
+class Postgres:
+    """A private PostgreSQL cluster (Debian's postgresql), unix socket only, run as user postgres."""
+
+    def __init__(self) -> None:
+        [self.bin] = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1:] or [None]
+
+    def __enter__(self) -> "Postgres":
+        self.dir = private_dir("pg", owner="postgres")
+        self.data = self.dir / "data"
+        self._as_postgres(f"{self.bin}/initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres")
+        self._as_postgres(
+            f"{self.bin}/pg_ctl", "-D", str(self.data), "-l", str(self.dir / "log"), "-w", "start",
+            "-o", f"-k {self.dir} -c listen_addresses='' -c max_connections={POOL_SIZE + 10}",
+        )
+        return self
+
+    def _as_postgres(self, *argv: str) -> None:
+        done = subprocess.run(["runuser", "-u", "postgres", "--", *argv], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{argv[0]} failed: {done.stderr.strip()[-1000:]}"
+
+    def load(self, stop: threading.Event) -> None:
+        """The pool grows one connection a second to POOL_SIZE; each keeps the server busy."""
+        import psycopg2
+
+        def client() -> None:
+            connection = psycopg2.connect(host=str(self.dir), user="postgres", dbname="postgres")
+            try:
+                with connection.cursor() as cursor:
+                    while not stop.is_set():
+                        cursor.execute("SELECT pg_sleep(0.5), count(*) FROM generate_series(1, 20000)")
+                        cursor.fetchall()
+            finally:
+                connection.close()
+
+        threads = []
+        self.peak_backends = 0
+        while not stop.wait(1.0):
+            if len(threads) < POOL_SIZE:
+                threads.append(threading.Thread(target=client, daemon=True))
+                threads[-1].start()
+            self.peak_backends = max(self.peak_backends, len(self._backends()))
+        for thread in threads:
+            thread.join()
+
+    def _backends(self) -> list[int]:
+        postmaster = int((self.data / "postmaster.pid").read_text().split()[0])
+        return [pid for pid in children(postmaster) if "postgres: postgres postgres" in cmdline(pid)]
+
+    def __exit__(self, *exc: object) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", f"{self.bin}/pg_ctl", "-D", str(self.data), "-m", "fast",
+                        "-w", "stop"], capture_output=True, timeout=120)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Sshd:
+    """A private OpenSSH server: own host key and config, 127.0.0.1 high port, key auth for root."""
+
+    def __enter__(self) -> "Sshd":
+        self.dir = private_dir("sshd")
+        self.port = free_port()
+        for name in ("host_key", "client_key"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.dir / name)], check=True)
+        shutil.copy(self.dir / "client_key.pub", self.dir / "authorized_keys")
+        config = self.dir / "sshd_config"
+        config.write_text(
+            f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {self.dir / 'host_key'}\n"
+            f"PidFile {self.dir / 'sshd.pid'}\nAuthorizedKeysFile {self.dir / 'authorized_keys'}\n"
+            "PermitRootLogin prohibit-password\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            "UsePAM no\nStrictModes no\nMaxStartups 100\nMaxSessions 100\n"
+        )
+        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
+        self.process = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(config)],
+                                        stderr=open(self.dir / "sshd.log", "w"))
+        wait_for(lambda: self._answers(), "sshd to listen", deadline=30)
+        self.sessions: list[int] = []
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def load(self, stop: threading.Event) -> None:
+        """SSH_SESSIONS concurrent sessions (`sleep 90`), opened one by one."""
+        for _ in range(SSH_SESSIONS):
+            if stop.wait(1.5):
+                return
+            self.sessions.append(launch_detached([
+                "ssh", "-i", str(self.dir / "client_key"), "-p", str(self.port), "-o", "BatchMode=yes",
+                "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "root@127.0.0.1", "sleep 90",
+            ]))
+
+    def live_sessions(self) -> int:
+        """Sessions sshd runs now: its `sleep 90` commands."""
+        found = subprocess.run(["pgrep", "-f", "-x", "sleep 90"], capture_output=True, text=True).stdout.split()
+        return len(found)
+
+    def __exit__(self, *exc: object) -> None:
+        for pid in self.sessions + children(self.process.pid):  # clients, then the per-connection servers
+            kill_pid(pid)
+        stop_process(self.process)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Apache:
+    """Apache httpd with the prefork MPM: private ServerRoot and config, 127.0.0.1 port."""
+
+    MODULES = "/usr/lib/apache2/modules"
+
+    def __enter__(self) -> "Apache":
+        self.dir = private_dir("apache")
+        self.port = free_port()
+        (self.dir / "htdocs").mkdir()
+        (self.dir / "htdocs" / "index.html").write_text("healthy\n")
+        self.config = self.dir / "httpd.conf"
+        self.config.write_text(
+            f"ServerRoot {self.dir}\nServerName localhost\nListen 127.0.0.1:{self.port}\n"
+            f"PidFile {self.dir}/httpd.pid\nDefaultRuntimeDir {self.dir}\nErrorLog {self.dir}/error.log\n"
+            f"LoadModule mpm_prefork_module {self.MODULES}/mod_mpm_prefork.so\n"
+            f"LoadModule authz_core_module {self.MODULES}/mod_authz_core.so\n"
+            "User www-data\nGroup www-data\n"
+            "StartServers 2\nMinSpareServers 2\nMaxSpareServers 40\nServerLimit 32\nMaxRequestWorkers 32\n"
+            "KeepAlive On\nKeepAliveTimeout 120\nMaxKeepAliveRequests 0\n"
+            f"DocumentRoot {self.dir}/htdocs\n<Directory />\n  Require all granted\n</Directory>\n"
+        )
+        # Its own session: apache ends its whole process group when it stops.
+        self.process = subprocess.Popen(["/usr/sbin/apache2", "-f", str(self.config), "-DFOREGROUND"],
+                                        stderr=open(self.dir / "stderr.log", "w"), start_new_session=True)
+        wait_for(lambda: self._get(http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)),
+                 "apache to answer", deadline=30)
+        return self
+
+    @staticmethod
+    def _get(connection: http.client.HTTPConnection) -> bool:
+        try:
+            connection.request("GET", "/index.html")
+            response = connection.getresponse()
+            response.read()
+            return response.status == 200
+        except OSError:
+            return False
+
+    def load(self, stop: threading.Event) -> None:
+        """Keep-alive connections added one by one, each holding a worker, each re-used every second."""
+        connections: list[http.client.HTTPConnection] = []
+        self.peak_workers = 0
+        try:
+            while not stop.wait(1.0):
+                if len(connections) < HTTP_CONNECTIONS:
+                    connections.append(http.client.HTTPConnection("127.0.0.1", self.port, timeout=10))
+                for connection in connections:
+                    self._get(connection)
+                self.peak_workers = max(self.peak_workers, len(children(self.process.pid)))
+        finally:
+            for connection in connections:
+                connection.close()
+
+    def __exit__(self, *exc: object) -> None:
+        stop_process(self.process)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Gunicorn:
+    """gunicorn with 3 sync workers recycled every 20-25 requests (tests/corpus_app.py)."""
+
+    def __enter__(self) -> "Gunicorn":
+        self.port = free_port()
+        gunicorn = Path(sys.executable).with_name("gunicorn")
+        self.process = subprocess.Popen(
+            [str(gunicorn), "--workers", "3", "--max-requests", "20", "--max-requests-jitter", "5",
+             "--bind", f"127.0.0.1:{self.port}", "--chdir", str(HERE), "corpus_app:app"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for(lambda: self._get(), "gunicorn to answer", deadline=30)
+        return self
+
+    def _get(self) -> bool:
+        return Apache._get(http.client.HTTPConnection("127.0.0.1", self.port, timeout=5))
+
+    def load(self, stop: threading.Event) -> None:
+        """A request loop: every worker serves its quota and is replaced, again and again."""
+        self.workers_seen: set[int] = set()
+        while not stop.wait(0.05):
+            self._get()
+            self.workers_seen.update(children(self.process.pid))
+
+    def __exit__(self, *exc: object) -> None:
+        stop_process(self.process)
+
+
+def run_for(seconds: float, loads: list) -> None:
+    """Run every `load(stop)` in a thread for `seconds`, then stop them all."""
+    stop = threading.Event()
+    threads = [threading.Thread(target=load, args=(stop,), daemon=True) for load in loads]
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join(timeout=60)
