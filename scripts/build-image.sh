@@ -38,7 +38,10 @@ trap 'rm -rf "$context"' EXIT
 say "building the wheel and fetching its dependencies"
 # Fetched here, for Debian 12's python (this venv's, made from it): the build itself
 # then needs no package index.
-if ! { "$python" -m build --wheel --outdir "$context/wheels" "$repo" \
+# Through an sdist (python -m build's default): the wheel is built in a clean tree, so
+# nothing stale from the checkout's build/ can slip into it.
+if ! { "$python" -m build --outdir "$context/dist" "$repo" \
+        && mkdir "$context/wheels" && mv "$context"/dist/spawnwatch-*.whl "$context/wheels/" \
         && "$python" -m pip download --quiet --disable-pip-version-check --only-binary=:all: \
             --dest "$context/wheels" "$context"/wheels/spawnwatch-*.whl; } >"$context/build.log" 2>&1; then
     tail -n 30 "$context/build.log" >&2

@@ -51,7 +51,8 @@ def test_the_containerised_watch_sees_host_and_container_leaks_and_serves_metric
 
     deadline = time.monotonic() + 300  # bcc compiles the programs at start
     while not any(r["kind"] == "ready" for r in lines()):
-        assert time.monotonic() < deadline, docker_env.cli("logs", watcher)[-3000:]
+        running = docker_env.cli("inspect", "-f", "{{.State.Running}}", watcher) == "true"
+        assert running and time.monotonic() < deadline, docker_env.cli("logs", watcher)[-3000:]
         time.sleep(1)
     shutil.copy("/bin/sleep", tmp_path / "imgsleeper")
     host_leak = subprocess.Popen(["sh", "-c", LEAK.format(program="./imgsleeper")], cwd=tmp_path,

@@ -34,12 +34,13 @@ def test_every_package_of_the_tree_is_listed_for_the_wheel() -> None:
 @pytest.fixture(scope="module", params=["wheel", "checkout"])
 def installed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A venv (Debian's python, system site-packages for bcc) with spawnwatch installed
-    from a wheel built by `python -m build`, or by `pip install <checkout>`."""
+    from a wheel built by `python -m build` (through its sdist, as a release is), or by
+    `pip install <checkout>`."""
     work = tmp_path_factory.mktemp(f"install-{request.param}")
     source = str(REPO)
     if request.param == "wheel":
         subprocess.run(
-            [sys.executable, "-m", "build", "--wheel", "--outdir", str(work / "dist"), str(REPO)],
+            [sys.executable, "-m", "build", "--outdir", str(work / "dist"), str(REPO)],
             check=True, capture_output=True, timeout=600,
         )
         (wheel,) = (work / "dist").glob("spawnwatch-*.whl")
