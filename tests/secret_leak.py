@@ -3,8 +3,9 @@
     python3 secret_leak.py supervise [its own secrets...] PLAN INTERVAL
 
 PLAN is a JSON file: a list of argument lists, one per child.  Every INTERVAL
-seconds the supervisor starts `python3 secret_leak.py ARGS...` for the next one
-and never waits for it; each child holds CHILD_MB MiB and sleeps.  argv[0] is
+seconds the supervisor starts `python3 secret_server.py ARGS...` for the next one
+(a program of its own, as an MCP host's servers are) and never waits for it; each
+child holds CHILD_MB MiB and sleeps.  argv[0] is
 `python3` whatever the interpreter's path, so the secrets come early in a line.  One JSON
 line per child on stdout: {"pid": ...}.  SIGTERM ends the children, then the
 supervisor.
@@ -17,15 +18,9 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-CHILD_MB = 40  # enough for the group to rank among the host's largest in `report`
-
-
-def child() -> None:
-    held = bytearray(CHILD_MB * 1024 * 1024)
-    held[:: 4096] = b"x" * len(held[:: 4096])  # touch every page: resident, not just reserved
-    while True:
-        time.sleep(3600)
+SERVER = Path(__file__).resolve().parent / "secret_server.py"
 
 
 def supervise(plan_path: str, interval: float) -> None:
@@ -42,7 +37,7 @@ def supervise(plan_path: str, interval: float) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     for args in plan:
-        children.append(subprocess.Popen(["python3", __file__, *args], executable=sys.executable))
+        children.append(subprocess.Popen(["python3", str(SERVER), *args], executable=sys.executable))
         print(json.dumps({"pid": children[-1].pid}), flush=True)
         time.sleep(interval)
     while True:
@@ -50,7 +45,4 @@ def supervise(plan_path: str, interval: float) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "supervise":
-        supervise(sys.argv[-2], float(sys.argv[-1]))
-    else:
-        child()
+    supervise(sys.argv[-2], float(sys.argv[-1]))

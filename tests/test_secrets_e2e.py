@@ -37,6 +37,7 @@ from test_sinks import Receiver
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 LEAK = Path(__file__).resolve().parent / "secret_leak.py"
+SERVER = Path(__file__).resolve().parent / "secret_server.py"
 CHILDREN = 12
 INTERVAL_S = 1.2
 REDACTED = "<redacted>"
@@ -178,7 +179,7 @@ def session(tmp_path_factory) -> Session:
             signature = result.alert["signature"]
             pid = str(supervisor.pid)
             # `reap --signature` also takes a child's command line as typed, secrets and all.
-            typed = shlex.join(["python3", str(LEAK), *plans[0][0]])
+            typed = shlex.join(["python3", str(SERVER), *plans[0][0]])
             snapshots = {
                 "report --json": run("report", "--json"),
                 "report": run("report"),
@@ -225,7 +226,7 @@ def test_no_secret_in_any_output(session, name):
 
 def test_launches_with_different_secrets_are_one_group(session):
     alert = session.alert
-    assert alert["live"] >= 9 and alert["signature"].startswith(f"python secret_leak.py --api-key={REDACTED}")
+    assert alert["live"] >= 9 and alert["signature"].startswith(f"python secret_server.py --api-key={REDACTED}")
     assert REDACTED in " ".join(alert["spawner"]["argv"])
 
 

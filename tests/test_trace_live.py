@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -42,7 +43,10 @@ def test_marker_command_yields_fork_exec_exit_reap_in_order():
     assert fork["ts"] <= exec_true["ts"] <= exit_["ts"] <= reap["ts"]
     assert reap["ppid"] == os.getpid() and reap["comm"] == "true"
     assert {r["cgroup_id"] for r in (fork, exec_true, exit_, reap)} == {fork["cgroup_id"]}
-    assert trace.records[0] == {"kind": "ready", "pid": trace.proc.pid}
+    ready = trace.records[0]
+    assert {k: ready[k] for k in ("kind", "pid", "host")} == {"kind": "ready", "pid": trace.proc.pid,
+                                                               "host": socket.gethostname()}
+    assert abs(ready["boot_time"] + time.clock_gettime(time.CLOCK_BOOTTIME) - time.time()) < 1
     assert trace.stats["lost"] == 0
     assert trace.returncode == 0
 
