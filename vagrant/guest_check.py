@@ -1,5 +1,6 @@
-"""Inside the Vagrant guest: wait for spawnwatch-watch's alert about the leak, show it
-with the spawn tree, and check that it names the leaking supervisor and its container.
+"""Inside the Vagrant guest: wait for the spawnwatch service's alert about the leak (its
+JSON lines in the journal), show it with the spawn tree, and check that it names the
+leaking supervisor and its container.
 
     sudo python3 /srv/spawnwatch/vagrant/guest_check.py [--timeout SECONDS]
 
@@ -16,24 +17,29 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-ALERTS = REPO / "vagrant" / "out" / "alerts.jsonl"
+SERVICE = "spawnwatch"  # deploy/systemd/spawnwatch.service, as provision.sh installs it
 CONTAINER = "spawnwatch-leak"  # the name spawnwatch-leak.service gives its container
 SUPERVISOR = "supervisor.js"
 
 
-def firing_alerts() -> list[dict]:
-    if not ALERTS.exists():
-        return []
-    records = []
-    for line in ALERTS.read_text().splitlines():
+def journal() -> list[dict]:
+    """The service's journal entries of this boot, with their MESSAGE and monotonic time."""
+    shown = subprocess.run(["journalctl", "-b", "-u", SERVICE, "-o", "json", "--output-fields=MESSAGE"],
+                           capture_output=True, text=True).stdout
+    return [json.loads(line) for line in shown.splitlines()]
+
+
+def firing_alerts() -> list[tuple[dict, float]]:
+    """Firing alerts, each with when the journal got it (seconds of CLOCK_MONOTONIC)."""
+    alerts = []
+    for entry in journal():
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a line still being written
-        if record.get("kind") == "alert" and record.get("state") == "firing":
-            records.append(record)
-    return records
+            record = json.loads(entry.get("MESSAGE") or "null")
+        except (json.JSONDecodeError, TypeError):
+            continue  # not a JSON line: the service's own words on stderr
+        if isinstance(record, dict) and record.get("kind") == "alert" and record.get("state") == "firing":
+            alerts.append((record, int(entry["__MONOTONIC_TIMESTAMP"]) / 1e6))
+    return alerts
 
 
 def supervisor_pids() -> set[int]:
@@ -71,24 +77,6 @@ def monotonic_of(unit: str, field: str) -> float | None:
     return int(shown) / 1e6 if shown.isdigit() and shown != "0" else None
 
 
-def seconds_to_alert(alert: dict) -> float | None:
-    """From the start of spawnwatch-leak to the journal entry of ALERT."""
-    started = monotonic_of("spawnwatch-leak", "ActiveEnterTimestampMonotonic")
-    journal = subprocess.run(
-        ["journalctl", "-u", "spawnwatch-watch", "-o", "json", "--output-fields=MESSAGE"],
-        capture_output=True,
-        text=True,
-    ).stdout
-    for line in journal.splitlines():
-        entry = json.loads(line)
-        try:
-            if started is not None and json.loads(entry.get("MESSAGE") or "null") == alert:
-                return int(entry["__MONOTONIC_TIMESTAMP"]) / 1e6 - started
-        except (json.JSONDecodeError, TypeError):
-            continue
-    return None
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the alert")
@@ -98,24 +86,25 @@ def main() -> int:
     while True:
         alerts = firing_alerts()
         supervisors = supervisor_pids()
-        right = [alert for alert in alerts if not problems_with(alert, supervisors)]
+        right = [(alert, at) for alert, at in alerts if not problems_with(alert, supervisors)]
         if right or time.monotonic() > deadline:
             break
         time.sleep(1)
     if not right:
-        print(f"guest-check: no right alert in {ALERTS} after {args.timeout:.0f} s", file=sys.stderr)
-        for alert in alerts:
+        print(f"guest-check: no right alert from the {SERVICE} service after {args.timeout:.0f} s", file=sys.stderr)
+        for alert, _ in alerts:
             print(f"guest-check: wrong {alert['rule']} alert: {'; '.join(problems_with(alert, supervisors))}",
                   file=sys.stderr)
-        subprocess.run(["journalctl", "--no-pager", "-n", "30", "-u", "spawnwatch-watch", "-u", "spawnwatch-leak"])
+        subprocess.run(["journalctl", "--no-pager", "-n", "30", "-u", SERVICE, "-u", "spawnwatch-leak"])
         return 1
-    elapsed = seconds_to_alert(right[0])
-    print(json.dumps(right[0], indent=2))
-    subprocess.run([str(REPO / ".venv" / "bin" / "spawnwatch"), "tree"])
-    if elapsed is not None:
-        print(f"guest-check: the alert came {elapsed:.0f} s after the leak started")
-    print(f"guest-check: OK: {right[0]['rule']} alert names the supervisor (pid {right[0]['spawner']['pid']}) "
-          f"in container {CONTAINER}")
+    alert, at = right[0]
+    started = monotonic_of("spawnwatch-leak", "ActiveEnterTimestampMonotonic")
+    print(json.dumps(alert, indent=2))
+    subprocess.run(["/usr/local/bin/spawnwatch", "tree"])
+    if started is not None:
+        print(f"guest-check: the alert came {at - started:.0f} s after the leak started")
+    print(f"guest-check: OK: the {SERVICE} service's {alert['rule']} alert names the supervisor "
+          f"(pid {alert['spawner']['pid']}) in container {CONTAINER}")
     return 0
 
 if __name__ == "__main__":

@@ -12,5 +12,8 @@
 vagrant-tools:
 	@vagrant/host.sh install
 
+# demo and test build spawnwatch's wheel with the project's venv (make setup).
+vagrant-demo vagrant-test: setup
+
 vagrant-box vagrant-demo vagrant-test vagrant-destroy: vagrant-tools
 	@vagrant/vm.sh $(@:vagrant-%=%)

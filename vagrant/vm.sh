@@ -39,16 +39,21 @@ box() {
     "$here/build-box.sh" "$SPAWNWATCH_BOX" "$guest_repo"
 }
 
-# The project's Python dependencies as wheels, for a guest without PyPI (provision.sh).
-# The box's python is Debian 12's, like this host's.
+# spawnwatch's wheel (built through its sdist, as a release is) and its dependencies,
+# for a guest without PyPI (provision.sh installs them).  The box's python is Debian
+# 12's, like this host's.  The wheel is rebuilt every time: the checkout may have changed.
 download_wheels() {
     local stamp="$wheels/.downloaded"
-    [ -e "$stamp" ] && [ "$stamp" -nt "$repo/pyproject.toml" ] && return 0
-    say "downloading the Python wheels for the guest"
-    rm -rf "$wheels"
     mkdir -p "$wheels"
+    rm -f "$wheels"/spawnwatch-*.whl
+    say "building spawnwatch's wheel for the guest"
+    "$repo/.venv/bin/python" -m build --outdir "$wheels/dist" "$repo" >"$wheels/build.log" 2>&1 ||
+        { tail -n 30 "$wheels/build.log" >&2; exit 1; }
+    mv "$wheels"/dist/spawnwatch-*.whl "$wheels/" && rm -rf "$wheels/dist"
+    [ -e "$stamp" ] && [ "$stamp" -nt "$repo/pyproject.toml" ] && return 0
+    say "downloading its dependencies for the guest"
     /usr/bin/python3 -m pip download --disable-pip-version-check --quiet --only-binary=:all: \
-        --dest "$wheels" "${repo}[test]" setuptools wheel 2>"$wheels/pip.log" ||
+        --dest "$wheels" "$wheels"/spawnwatch-*.whl 2>"$wheels/pip.log" ||
         { cat "$wheels/pip.log" >&2; exit 1; }
     touch "$stamp"
 }
