@@ -148,3 +148,21 @@ def test_the_prometheusrule_carries_the_shipped_rules_and_promtool_takes_them(tm
     extracted.write_text(yaml.safe_dump(rule["spec"]))
     checked = promtool("check", "rules", str(extracted))
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+@pytest.mark.root
+def test_a_sandbox_that_hides_the_headers_from_root_is_named_as_such(tmp_path) -> None:
+    """What ProtectKernelModules= does to /lib/modules (an inaccessible directory over it),
+    under the unit's capabilities: one line that names the sandbox, not 'run as root'."""
+    hidden = tmp_path / "inaccessible"
+    hidden.mkdir(mode=0o000)
+    caps = ",".join("+" + c.removeprefix("CAP_").lower() for c in unit_setting("CapabilityBoundingSet").split())
+    sandboxed = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", f'mount --bind "$0" /lib/modules && exec "$@"', str(hidden),
+         "setpriv", f"--bounding-set=-all,{caps}", "--", sys.executable, "-m", "spawnwatch", "watch", "--duration", "1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert sandboxed.returncode == 3
+    (error,) = [line for line in sandboxed.stderr.splitlines() if line.startswith("Error:")]
+    assert "kernel headers: root may not read /lib/modules/" in error and "ProtectKernelModules" in error
+    assert "sudo" not in error

@@ -19,6 +19,8 @@ from typing import Callable
 TRACEFS_ROOTS = (Path("/sys/kernel/tracing"), Path("/sys/kernel/debug/tracing"))
 BPF_MAIN_SOURCE = "spawnwatch.bpf.c"
 AS_ROOT = "run as root: sudo spawnwatch ..."
+SANDBOXED = ("let spawnwatch read it: in a systemd unit, no ProtectKernelModules= (it hides /lib/modules); "
+             "in a container, mount the host's /lib/modules, /usr/src and /sys/kernel/tracing")
 
 # (category, event) of every tracepoint the BPF side attaches to.
 TRACEPOINTS = (
@@ -101,7 +103,11 @@ def named(name: str) -> Callable[[Callable[[], Check]], Callable[[], Check]]:
                 return check()
             except PermissionError as exc:
                 where = exc.filename or exc.strerror
-                return Check(name, False, f"not allowed to look as uid {os.geteuid()} ({where})", AS_ROOT)
+                if os.geteuid() != 0:
+                    return Check(name, False, f"not allowed to look as uid {os.geteuid()} ({where})", AS_ROOT)
+                # Root, and still refused: a sandbox hides it (systemd's Protect*= settings,
+                # a container without the host's paths).
+                return Check(name, False, f"root may not read {where} here: a sandbox hides it", SANDBOXED)
 
         return guarded
 
