@@ -4,6 +4,7 @@ a fresh venv, traces on the real kernel with the BPF sources it carries."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -31,12 +32,17 @@ def test_every_package_of_the_tree_is_listed_for_the_wheel() -> None:
     assert listed == in_tree | {"spawnwatch.bpf", "spawnwatch.data"}
 
 
-@pytest.fixture(scope="module", params=["wheel", "checkout"])
+@pytest.fixture(scope="module", params=["wheel", "checkout", "pipx"])
 def installed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A venv (Debian's python, system site-packages for bcc) with spawnwatch installed
-    from a wheel built by `python -m build` (through its sdist, as a release is), or by
-    `pip install <checkout>`."""
+    from a wheel built by `python -m build` (through its sdist, as a release is), by
+    `pip install <checkout>`, or by `pipx install <checkout>`."""
     work = tmp_path_factory.mktemp(f"install-{request.param}")
+    if request.param == "pipx":
+        env = {**os.environ, "PIPX_HOME": str(work / "pipx"), "PIPX_BIN_DIR": str(work / "bin")}
+        subprocess.run([sys.executable, "-m", "pipx", "install", "--system-site-packages", "--python", SYSTEM_PYTHON,
+                        str(REPO)], check=True, capture_output=True, timeout=600, env=env)
+        return work / "pipx" / "venvs" / "spawnwatch"
     source = str(REPO)
     if request.param == "wheel":
         subprocess.run(
