@@ -20,7 +20,7 @@ from spawnwatch.events import RecordError, Snapshot, count_value, from_record, t
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.recording import RecordingError, RecordingWriter, read_records
 from spawnwatch.redact import Redactor
-from spawnwatch.session import faults
+from spawnwatch.session import stats_line
 from spawnwatch.sinks import Fanout, OnlyContainer, Origin, Record, Sink
 from spawnwatch.sinks.human import Human
 from spawnwatch.sinks.jsonl import JsonLines
@@ -278,10 +278,9 @@ def watch_live(config: Config, sink: Sink, duration: float | None, record: str |
 
 
 def summary(stats: Record, pipeline: Pipeline) -> str:
-    """The end-of-session line for humans (stderr)."""
-    events = ", ".join(f"{k} {v}" for k, v in sorted(stats["events"].items())) or "no events"
+    """The end-of-session line for humans (stderr): trace's, then the table and the alerts."""
     table = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in pipeline.counts().items())
     if "notifications" in stats:
         table += "; notifications " + ", ".join(f"{k} {v}" for k, v in stats["notifications"].items())
     firing = len(pipeline.alerts.active)
-    return f"-- {events}; {faults(stats)}; {table}; {firing} alert{'s' if firing != 1 else ''} still firing"
+    return f"{stats_line(stats)}; {table}; {firing} alert{'s' if firing != 1 else ''} still firing"

@@ -81,18 +81,17 @@ class Alertmanager:
         labels = alert_labels(record, self.host)
         identity = tuple(sorted((k, v) for k, v in labels.items() if k != "severity"))
         ended = []
+        notes = alert_annotations(record)
         with self._lock:
             known = self._active.pop(identity, None)
+            started = known[2] if known else now
+            ends = now  # resolved
             if record["state"] == "firing":
-                started = known[2] if known else now
-                self._active[identity] = (labels, alert_annotations(record), started)
-                body = [self._alert(labels, alert_annotations(record), started, now + self._ahead)]
+                self._active[identity] = (labels, notes, started)
+                ends = now + self._ahead
                 if known and known[0]["severity"] != labels["severity"]:
-                    ended.append(self._alert(known[0], known[1], known[2], now))  # the old label set ends
-            else:
-                started = known[2] if known else now
-                body = [self._alert(labels, alert_annotations(record), started, now)]
-        self.delivery.submit(ended + body)
+                    ended.append(self._alert(*known, now))  # the old label set ends
+        self.delivery.submit([*ended, self._alert(labels, notes, started, ends)])
 
     def counts(self) -> dict[str, int]:
         return self.delivery.counts()
