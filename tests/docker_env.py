@@ -25,6 +25,10 @@ import pytest
 from conftest import REPO, missing_prerequisite
 
 LABEL = "spawnwatch.test"
+# This session's value of LABEL: a session removes only its own leftovers, never those of
+# another test session running beside it on the same engine.
+SESSION = uuid.uuid4().hex[:12]
+SESSION_LABEL = f"{LABEL}={SESSION}"
 DOCKER_CLI = "/usr/bin/docker" if os.path.exists("/usr/bin/docker") else "docker"
 
 
@@ -54,7 +58,7 @@ class DockerEnv:
         name = name or f"spawnwatch-test-{uuid.uuid4().hex[:8]}"
         networking = ("--network", network) if network else ()
         container_id = self.cli(
-            "run", "-d", *networking, "--label", LABEL, "--name", name, *options, image or self.image, *command
+            "run", "-d", *networking, "--label", SESSION_LABEL, "--name", name, *options, image or self.image, *command
         )
         self.containers.append(container_id)
         return container_id
@@ -66,7 +70,7 @@ class DockerEnv:
         self.cli("rm", "-f", container_id, check=False)
 
     def remove_all(self) -> None:
-        leftovers = self.cli("ps", "-aq", "--filter", f"label={LABEL}", check=False).split()
+        leftovers = self.cli("ps", "-aq", "--filter", f"label={SESSION_LABEL}", check=False).split()
         if leftovers:
             self.cli("rm", "-f", *leftovers, check=False)
 
