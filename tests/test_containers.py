@@ -11,14 +11,16 @@ import pytest
 from conftest import wait_for
 
 from spawnwatch.adapters import procfs
-from spawnwatch.adapters.containers import (
+from spawnwatch.adapters.cgroups import (
     CgroupContainer,
-    ContainerResolver,
-    DockerEngine,
+    cgroup2_mount,
     container_of_proc,
     parse_cgroup_path,
     parse_proc_cgroup,
+    read_proc_cgroups,
 )
+from spawnwatch.adapters.engine import DockerEngine
+from spawnwatch.adapters.resolver import ContainerResolver
 
 ID = "3f4a" * 16
 OTHER = "b7c1" * 16
@@ -179,7 +181,8 @@ COMPOSE_LABELS = (
 def container_pids(container_id: str) -> list[int]:
     """Host pids of every process in a container, from its cgroup."""
     pids = map(int, filter(str.isdigit, os.listdir("/proc")))
-    return [pid for pid in pids if container_id in procfs.cgroup_path(pid)]
+    cgroups = {pid: read_proc_cgroups(pid) for pid in pids}
+    return [pid for pid, of_pid in cgroups.items() if of_pid is not None and container_id in of_pid.display_path]
 
 
 
@@ -187,7 +190,7 @@ def container_pids(container_id: str) -> list[int]:
 def test_a_running_containers_processes_resolve_by_cgroup_id_and_by_proc(docker_env) -> None:  # noqa: F811
     container_id = docker_env.run("sh", "-c", "sleep 300 & sleep 300 & wait", options=COMPOSE_LABELS)
     pids = wait_for(lambda: len(container_pids(container_id)) >= 3 and container_pids(container_id), "3 processes")
-    mount = procfs.cgroup2_mount()
+    mount = cgroup2_mount()
     name = docker_env.cli("inspect", "-f", "{{.Name}}", container_id).lstrip("/")
     expected = {"id": container_id, "name": name, "image": docker_env.image}
     for pid in pids:
@@ -212,7 +215,7 @@ def test_the_event_stream_announces_new_containers_and_forgets_removed_ones(dock
         container_id = docker_env.run("sleep", "300")
         # known without a single lookup: only the event stream can have told it
         wait_for(lambda: any(c.id == container_id for c in resolver.known()), "the start event")
-        cgroup_id = procfs.cgroup_id(docker_env.pid(container_id), procfs.cgroup2_mount())
+        cgroup_id = procfs.cgroup_id(docker_env.pid(container_id), cgroup2_mount())
         assert resolver(cgroup_id)["id"] == container_id
         docker_env.remove(container_id)
         wait_for(lambda: all(c.id != container_id for c in resolver.known()), "the destroy event")

@@ -16,7 +16,7 @@ import pytest
 from conftest import wait_for
 from click.testing import CliRunner
 
-from spawnwatch.adapters.containers import ContainerInfo
+from spawnwatch.adapters.engine import ContainerInfo
 from spawnwatch.adapters.memory import CgroupMemory, HostMemory
 from spawnwatch.cli.reap import command as reap_command
 from spawnwatch.cli.report import command as report_command

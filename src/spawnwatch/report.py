@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from spawnwatch.adapters import procfs
-from spawnwatch.adapters.containers import ContainerInfo, ContainerResolver, DockerEngine
+from spawnwatch.adapters.engine import ContainerInfo, DockerEngine
+from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.adapters.memory import CgroupMemory, HostMemory, cgroup_memory, host_memory
 from spawnwatch.config import Config
 from spawnwatch.detect import Detector, Finding, Group, live_subtree

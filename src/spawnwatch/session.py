@@ -156,7 +156,7 @@ def run_trace(
     as_json: bool,
     ring_buffer_kb: int | None = None,
 ) -> None:
-    from spawnwatch.adapters.containers import ContainerResolver
+    from spawnwatch.adapters.resolver import ContainerResolver
 
     filters: list[Callable[[Event], bool]] = []
     if pid is not None:

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from spawnwatch.adapters.containers import read_proc_cgroups
-from spawnwatch.adapters.procfs import cgroup2_mount
+from spawnwatch.adapters.cgroups import cgroup2_mount, read_proc_cgroups, v1_mount
 
 # cgroup v1 says "no limit" with a huge page-aligned number (v2 says "max")
 _UNLIMITED = 1 << 62
@@ -38,9 +37,9 @@ def cgroup_memory(pid: int) -> CgroupMemory | None:
     if cgroups is None:
         return None
     memory_v1 = next((p for c, p in cgroups.v1_paths.items() if "memory" in c.split(",")), None)
-    v1_mount = _v1_memory_mount() if memory_v1 is not None else None
-    if memory_v1 is not None and v1_mount is not None:
-        base = v1_mount + memory_v1
+    memory_mount = v1_mount("memory") if memory_v1 is not None else None
+    if memory_v1 is not None and memory_mount is not None:
+        base = memory_mount + memory_v1
         usage = _read_int(f"{base}/memory.usage_in_bytes")
         limit = _read_int(f"{base}/memory.limit_in_bytes")
         inactive = _read_stat(f"{base}/memory.stat", "total_inactive_file")
@@ -57,15 +56,6 @@ def cgroup_memory(pid: int) -> CgroupMemory | None:
     if limit is not None and limit >= _UNLIMITED:
         limit = None
     return CgroupMemory(used=max(usage - (inactive or 0), 0), limit=limit)
-
-
-def _v1_memory_mount() -> str | None:
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            _, mountpoint, fstype, options, *_ = line.split()
-            if fstype == "cgroup" and "memory" in options.split(","):
-                return mountpoint
-    return None
 
 
 def _read_int(path: str) -> int | None:

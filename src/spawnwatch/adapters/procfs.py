@@ -9,6 +9,7 @@ from typing import Iterable, Iterator
 
 import psutil
 
+from spawnwatch.adapters.cgroups import cgroup2_mount, inode, read_proc_cgroups
 from spawnwatch.config import default_redactor
 from spawnwatch.events import ProcessInfo, Snapshot
 from spawnwatch.redact import Redactor
@@ -44,48 +45,17 @@ def zombie_start(pid: int) -> float | None:
     return int(rest[19]) / CLOCK_TICKS if rest and rest[0] == b"Z" else None
 
 
-def cgroup_path(pid: int) -> str:
-    """The cgroup path of `pid`: the v2 line when there is one, else the first named hierarchy."""
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return ""
-    paths = {}
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        paths[controllers] = path
-    return paths.get("", "") or paths.get("name=systemd", "") or next(iter(paths.values()), "")
-
-
-def cgroup2_mount() -> str | None:
-    """Where the cgroup v2 hierarchy is mounted (pure v2 or the hybrid 'unified'), if anywhere."""
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            _, mountpoint, fstype, *_ = line.split()
-            if fstype == "cgroup2":
-                return mountpoint
-    return None
-
-
 def cgroup_id(pid: int, mount: str | None) -> int:
     """The cgroup v2 id of `pid` (the inode of its cgroup directory), as bpf_get_current_cgroup_id()."""
-    if mount is None:
-        return 0
-    try:
-        with open(f"/proc/{pid}/cgroup") as f:
-            for line in f:
-                if line.startswith("0::"):
-                    return os.stat(mount + line[3:].rstrip("\n")).st_ino
-    except OSError:
-        pass
-    return 0
+    cgroups = read_proc_cgroups(pid)
+    return (inode(mount, cgroups.v2_path) if cgroups else None) or 0
 
 
 def process_info(proc: psutil.Process, mount: str | None, redact: Redactor) -> ProcessInfo | None:
     try:
         with proc.oneshot():
             pid = proc.pid
+            cgroups = read_proc_cgroups(pid)
             status = proc.status()
             return ProcessInfo(
                 pid=pid,
@@ -93,9 +63,9 @@ def process_info(proc: psutil.Process, mount: str | None, redact: Redactor) -> P
                 start=start_time(pid) or 0.0,
                 comm=proc.name(),
                 argv=redact(proc.cmdline()) if status != psutil.STATUS_ZOMBIE else (),
-                cgroup_id=cgroup_id(pid, mount),
+                cgroup_id=(inode(mount, cgroups.v2_path) if cgroups else None) or 0,
                 zombie=status == psutil.STATUS_ZOMBIE,
-                cgroup_path=cgroup_path(pid),
+                cgroup_path=cgroups.display_path if cgroups else "",
             )
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None

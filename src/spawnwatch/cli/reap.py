@@ -8,7 +8,8 @@ from typing import Any
 import click
 
 from spawnwatch.adapters import procfs
-from spawnwatch.adapters.containers import ContainerResolver, DockerEngine
+from spawnwatch.adapters.engine import DockerEngine
+from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.cli.common import EXIT_RUNTIME, emit_json, json_option, one_line_errors, require_root
 from spawnwatch.config import ConfigError, load
 from spawnwatch.events import ProcessInfo

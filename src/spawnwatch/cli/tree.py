@@ -36,7 +36,7 @@ def command(pid: int | None, container: str | None, config_path: str | None, as_
     "rss_bytes", "rules", "container", "children": [...]}]}.
     """
     from spawnwatch.adapters import procfs
-    from spawnwatch.adapters.containers import ContainerResolver
+    from spawnwatch.adapters.resolver import ContainerResolver
 
     config = load_config(config_path)
     pipeline = Pipeline(config, reparent_hint=procfs.parent_pid)

@@ -215,7 +215,7 @@ def recorded_counters(record: Record) -> Record:
 def watch_live(config: Config, sink: Sink, duration: float | None, record: str | None, stack: ExitStack,
                metrics: Any = None, notifier: Any = None, ring_buffer_kb: int | None = None) -> None:
     from spawnwatch.adapters import procfs
-    from spawnwatch.adapters.containers import ContainerResolver
+    from spawnwatch.adapters.resolver import ContainerResolver
     from spawnwatch.probe import ProbeError
     from spawnwatch.session import Stop, live_batches, open_probe, ready_record, stats_record
 

@@ -1,0 +1,165 @@
+"""cgroups as the kernel shows them: the cgroup2 mount, /proc/<pid>/cgroup (its one
+reader), the cgroup tree, and which container a cgroup path names.
+
+A container runtime puts every container in a cgroup whose path names the container
+id (`/docker/<id>`, `docker-<id>.scope`, `cri-containerd-<id>.scope`, ...):
+`parse_cgroup_path` reads it back.  Nothing here asks an engine.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Iterator
+
+_HEX64 = r"[0-9a-f]{64}"
+# One cgroup path segment that names a container on its own, by runtime.
+_SCOPE = re.compile(
+    rf"^(?P<prefix>docker|cri-containerd|crio|libpod|nerdctl)-(?P<id>{_HEX64})(?:\.scope)?$"
+)
+_BARE = re.compile(rf"^(?P<id>{_HEX64})$")
+_POD = re.compile(r"^(?:kubepods-(?:[a-z]+-)?)?pod(?P<uid>[0-9a-f_-]{36})(?:\.slice)?$")
+_PREFIX_RUNTIME = {
+    "docker": "docker",
+    "cri-containerd": "containerd",
+    "nerdctl": "containerd",
+    "crio": "cri-o",
+    "libpod": "podman",
+}
+# A bare 64-hex segment: the runtime is told by the segments above it.
+_PARENT_RUNTIME = {"docker": "docker", "libpod_parent": "podman", "actions_job": "docker"}
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupContainer:
+    """A container as a cgroup path reveals it."""
+
+    id: str
+    runtime: str  # docker, containerd, cri-o, podman, or "kubernetes" when only the pod tells
+    pod_uid: str | None = None
+
+
+def parse_cgroup_path(path: str) -> CgroupContainer | None:
+    """The innermost container named by a cgroup path, or None for a host cgroup.
+
+    >>> parse_cgroup_path("/system.slice/docker-" + "a" * 64 + ".scope").runtime
+    'docker'
+    """
+    found: CgroupContainer | None = None
+    pod_uid: str | None = None
+    parent = ""
+    for segment in path.split("/"):
+        pod = _POD.match(segment)
+        if pod:
+            pod_uid = pod["uid"].replace("_", "-")
+        scope = _SCOPE.match(segment)
+        if scope:
+            found = CgroupContainer(scope["id"], _PREFIX_RUNTIME[scope["prefix"]], pod_uid)
+        elif _BARE.match(segment):
+            if pod_uid is not None:
+                runtime = "kubernetes"
+            else:
+                # containerd's own cgroupfs layout is /<namespace>/<id>
+                runtime = _PARENT_RUNTIME.get(parent, "containerd")
+            found = CgroupContainer(segment, runtime, pod_uid)
+        if segment:
+            parent = segment
+    return found
+
+
+def cgroup2_mount() -> str | None:
+    """Where the cgroup v2 hierarchy is mounted (pure v2 or the hybrid 'unified'), if anywhere."""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            _, mountpoint, fstype, *_ = line.split()
+            if fstype == "cgroup2":
+                return mountpoint
+    return None
+
+
+def v1_mount(controller: str) -> str | None:
+    """Where the cgroup v1 hierarchy of `controller` (memory, pids, ...) is mounted, if anywhere."""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            _, mountpoint, fstype, options, *_ = line.split()
+            if fstype == "cgroup" and controller in options.split(","):
+                return mountpoint
+    return None
+
+
+def inode(mount: str | None, v2_path: str | None) -> int | None:
+    """The cgroup id of a v2 path: the inode of its directory, as bpf_get_current_cgroup_id()."""
+    if mount is None or v2_path is None:
+        return None
+    try:
+        return os.stat(mount + v2_path).st_ino
+    except OSError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class ProcCgroups:
+    v2_path: str | None  # the "0::" line
+    v1_paths: dict[str, str]  # controllers -> path
+
+    @property
+    def display_path(self) -> str:
+        """The path to show: the v2 one when there is one, else systemd's, else the first hierarchy's."""
+        return self.v2_path or self.v1_paths.get("name=systemd") or next(iter(self.v1_paths.values()), "")
+
+
+def read_proc_cgroups(pid: int | str, proc_root: str = "/proc") -> ProcCgroups | None:
+    try:
+        with open(f"{proc_root}/{pid}/cgroup") as f:
+            text = f.read()
+    except OSError:
+        return None
+    return parse_proc_cgroup(text)
+
+
+def parse_proc_cgroup(text: str) -> ProcCgroups:
+    """The lines of /proc/<pid>/cgroup, split into the v2 path and the v1 hierarchies."""
+    v2: str | None = None
+    v1: dict[str, str] = {}
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hierarchy, controllers, path = parts
+        if hierarchy == "0" and controllers == "":
+            v2 = path
+        else:
+            v1[controllers] = path
+    return ProcCgroups(v2, v1)
+
+
+def container_of_proc(cgroups: ProcCgroups) -> tuple[CgroupContainer | None, bool]:
+    """The container in a process's cgroups, and whether its v2 path alone identifies it."""
+    if cgroups.v2_path:
+        ref = parse_cgroup_path(cgroups.v2_path)
+        if ref:
+            return ref, True
+    for path in cgroups.v1_paths.values():
+        ref = parse_cgroup_path(path)
+        if ref:
+            return ref, False
+    return None, False
+
+
+def walk_cgroup2(mount: str, limit: int) -> Iterator[tuple[int, str]]:
+    """(inode, path) of the cgroup directories below `mount`, at most `limit` of them."""
+    stack = [""]
+    seen = 0
+    while stack and seen < limit:
+        rel = stack.pop()
+        try:
+            with os.scandir(mount + rel) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        child = f"{rel}/{entry.name}"
+                        yield entry.inode(), child
+                        stack.append(child)
+                        seen += 1
+        except OSError:
+            continue

@@ -1,0 +1,162 @@
+"""The Docker engine through the docker SDK: what it says about a container, its disk
+leftovers, and its event stream; tolerant of there being no engine at all."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SHORT_ID = 12
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerInfo:
+    """Everything spawnwatch shows about a container; fields the engine did not give are None."""
+
+    id: str
+    name: str
+    image: str | None = None
+    runtime: str = "docker"
+    compose_project: str | None = None
+    compose_service: str | None = None
+    restart_count: int | None = None
+    memory_limit: int | None = None  # bytes; None: no limit (or unknown)
+    pids_limit: int | None = None
+    pid: int | None = None  # host pid of the container's first process, when running
+    # False when only the cgroup path named it (no engine answered): an engine that
+    # comes back later can still give its name and image.
+    from_engine: bool = True
+
+    def as_contract(self) -> dict[str, Any]:
+        """The container object of alerts and events."""
+        return {"id": self.id, "name": self.name, "image": self.image}
+
+
+def info_from_inspect(inspect: dict[str, Any]) -> ContainerInfo:
+    """ContainerInfo from `docker inspect` output (one container)."""
+    config = inspect.get("Config") or {}
+    host = inspect.get("HostConfig") or {}
+    labels = config.get("Labels") or {}
+    state = inspect.get("State") or {}
+    return ContainerInfo(
+        id=inspect["Id"],
+        name=(inspect.get("Name") or inspect["Id"][:SHORT_ID]).lstrip("/"),
+        image=config.get("Image") or inspect.get("Image"),
+        compose_project=labels.get("com.docker.compose.project"),
+        compose_service=labels.get("com.docker.compose.service"),
+        restart_count=inspect.get("RestartCount"),
+        memory_limit=host.get("Memory") or None,
+        pids_limit=host.get("PidsLimit") or None,  # 0 and -1 both mean unlimited
+        pid=state.get("Pid") or None,
+    )
+
+
+
+class DockerEngine:
+    """The Docker engine through the docker SDK, tolerant of there being none.
+
+    Calls return None (or empty) when no engine answers; after a failure the engine is
+    not asked again for `retry_after` seconds, so a host without Docker pays nothing.
+    """
+
+    def __init__(self, base_url: str | None = None, retry_after: float = 30.0, timeout: float = 5.0) -> None:
+        self._base_url = base_url  # None: DOCKER_HOST, else the default socket
+        self._retry_after = retry_after
+        self._timeout = timeout
+        self._client: Any = None
+        self._down_until = 0.0
+        self._lock = threading.Lock()
+
+    def _api(self) -> Any:
+        with self._lock:
+            if self._client is not None:
+                return self._client
+            if time.monotonic() < self._down_until:
+                return None
+            try:
+                import docker  # heavy (requests); only when a container is first seen
+
+                self._client = docker.APIClient(**self._connection(), version="auto", timeout=self._timeout)
+            except Exception as exc:  # noqa: BLE001 - any failure means "no engine"
+                self._mark_down(exc)
+            return self._client
+
+    def _connection(self) -> dict[str, Any]:
+        import docker
+
+        return {"base_url": self._base_url} if self._base_url else docker.utils.kwargs_from_env()
+
+    def _mark_down(self, exc: BaseException) -> None:
+        log.debug("no Docker engine: %s", exc)
+        self._client = None
+        self._down_until = time.monotonic() + self._retry_after
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        api = self._api()
+        if api is None:
+            return None
+        import docker.errors
+
+        try:
+            return getattr(api, method)(*args, **kwargs)
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as exc:  # the engine answered: it is up
+            log.debug("docker %s: %s", method, exc)
+            return None
+        except Exception as exc:  # noqa: BLE001 - connection refused, timeouts, API errors
+            with self._lock:
+                self._mark_down(exc)
+            return None
+
+    @property
+    def available(self) -> bool:
+        return self._call("ping") is not None
+
+    def inspect(self, container_id: str) -> ContainerInfo | None:
+        data = self._call("inspect_container", container_id)
+        return info_from_inspect(data) if data else None
+
+    def containers(self, all_states: bool = False) -> list[ContainerInfo]:
+        listed = self._call("containers", all=all_states) or []
+        infos = (self.inspect(c["Id"]) for c in listed)
+        return [i for i in infos if i is not None]
+
+    def dangling_images(self) -> list[dict[str, Any]]:
+        """Untagged images: [{"id", "size_bytes"}]."""
+        images = self._call("images", filters={"dangling": True}) or []
+        return [{"id": i["Id"], "size_bytes": i.get("Size", 0)} for i in images]
+
+    def unused_volumes(self) -> list[dict[str, Any]]:
+        """Volumes no container refers to: [{"name", "size_bytes"}] (size -1 when unknown)."""
+        usage = self._call("df") or {}
+        return [
+            {"name": v["Name"], "size_bytes": (v.get("UsageData") or {}).get("Size", -1)}
+            for v in usage.get("Volumes") or []
+            if (v.get("UsageData") or {}).get("RefCount", 0) == 0
+        ]
+
+    def events(self) -> Any:
+        """A blocking, closable stream of container events (decoded dicts), or None.
+
+        Tried even while lookups are held off after a failure: it runs in the
+        background, and it is how a restarted engine is noticed.  Opening it lifts
+        the hold-off, so lookups reach the engine again at once."""
+        import docker
+
+        try:
+            # A client of its own: the stream holds its connection for as long as it runs.
+            client = docker.APIClient(**self._connection(), version="auto", timeout=None)
+            stream = client.events(decode=True, filters={"type": "container"})
+        except Exception as exc:  # noqa: BLE001 - no engine (yet, or any more)
+            with self._lock:
+                self._mark_down(exc)
+            return None
+        with self._lock:
+            self._down_until = 0.0
+        return stream

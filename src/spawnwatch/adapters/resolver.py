@@ -1,0 +1,295 @@
+"""Which container a process runs in: cgroup id -> container id -> name, image, compose
+service; the program's one cache of cgroup -> container.
+
+  cgroup id --(/proc/<pid>/cgroup, or a walk of the cgroup2 tree)--> cgroup path
+            --(parse_cgroup_path)--> container id
+            --(Docker engine, when one answers)--> name, image, compose project/service
+
+Without a Docker engine everything still works: containers are named by their short id.
+With one, a background thread follows the engine's event stream, so a container
+started later is known before its first process is seen and a removed one is
+forgotten.  Every table here is bounded.
+
+The pure layers get a plain callable, `ContainerResolver.__call__(cgroup_id, pid)`,
+returning the alert contract's `{"id", "name", "image"}` or None (not in a container).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+from spawnwatch.adapters.cgroups import (
+    CgroupContainer,
+    cgroup2_mount,
+    container_of_proc,
+    inode,
+    parse_cgroup_path,
+    read_proc_cgroups,
+    walk_cgroup2,
+)
+from spawnwatch.adapters.engine import SHORT_ID, ContainerInfo, DockerEngine
+
+log = logging.getLogger(__name__)
+
+
+def info_from_cgroup(ref: CgroupContainer) -> ContainerInfo:
+    """What is known without an engine: the id, and a name made from it."""
+    return ContainerInfo(id=ref.id, name=ref.id[:SHORT_ID], runtime=ref.runtime, from_engine=False)
+
+
+# --- the resolver -----------------------------------------------------------------------------
+
+
+class _Lru(OrderedDict):
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def get_fresh(self, key: Any, default: Any = None) -> Any:
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return default
+
+    def put(self, key: Any, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.capacity:
+            self.popitem(last=False)
+
+
+_UNKNOWN = object()
+
+
+class ContainerResolver:
+    """cgroup id (and pid) -> the container object of alerts, cached and kept current.
+
+    `resolver(cgroup_id, pid)` is what the pure layers call.  Use as a context manager
+    (or call `start()` / `close()`) to follow the Docker event stream in a background
+    thread; without it, containers are still resolved lazily on first sight.
+    """
+
+    def __init__(
+        self,
+        engine: DockerEngine | None = None,
+        cgroup_mount: str | None | object = _UNKNOWN,
+        proc_root: str = "/proc",
+        cgroups_capacity: int = 8192,
+        containers_capacity: int = 1024,
+        rescan_interval: float = 1.0,
+    ) -> None:
+        self._engine = engine if engine is not None else DockerEngine()
+        self._mount = cgroup2_mount() if cgroup_mount is _UNKNOWN else cgroup_mount
+        self._proc = proc_root
+        self._rescan_interval = rescan_interval
+        self._lock = threading.RLock()
+        # cgroup id -> the container its path names, or None for a host cgroup
+        self._by_cgroup = _Lru(cgroups_capacity)
+        self._containers = _Lru(containers_capacity)  # container id -> ContainerInfo
+        # Does a container's cgroup v2 path name it?  Yes with any current runtime; no with
+        # old ones on hybrid hosts, where containers share the v2 cgroup of the daemon and
+        # so a cgroup id must never be taken for a container.  None: not seen yet.
+        self._v2_identifies: bool | None = True if self._pure_v2() else None
+        self._last_walk = float("-inf")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._stream: Any = None
+        self.following = threading.Event()  # set once the event stream is open and caught up
+
+    def _pure_v2(self) -> bool:
+        own = read_proc_cgroups("self")
+        return own is not None and own.v2_path is not None and not own.v1_paths
+
+    # --- the lookup ---
+
+    def __call__(self, cgroup_id: int, pid: int | None = None) -> dict[str, Any] | None:
+        info = self.info(cgroup_id, pid)
+        return info.as_contract() if info else None
+
+    def info(self, cgroup_id: int, pid: int | None = None) -> ContainerInfo | None:
+        return self.lookup(cgroup_id, pid)[1]
+
+    def lookup(self, cgroup_id: int, pid: int | None = None) -> tuple[bool, ContainerInfo | None]:
+        """(settled, container): settled is False when neither /proc nor the cgroup
+        tree could tell yet (the pid is gone, the tree walk is rate-limited), or when
+        only the cgroup path named the container (no engine answered: it may be
+        restarting), so a caller that memoizes answers knows to ask again."""
+        with self._lock:
+            ref = self._by_cgroup.get_fresh(cgroup_id, _UNKNOWN) if cgroup_id else _UNKNOWN
+        if ref is _UNKNOWN and pid:
+            ref = self._from_pid(cgroup_id, pid)
+        if ref is _UNKNOWN and cgroup_id:
+            ref = self._from_tree(cgroup_id)
+        if ref is _UNKNOWN:
+            return False, None
+        if ref is None:
+            return True, None
+        info = self._describe(ref)
+        return info.from_engine, info
+
+    def container(self, container_id: str) -> ContainerInfo | None:
+        """A container by (full) id, from the cache or the engine."""
+        with self._lock:
+            known = self._containers.get_fresh(container_id)
+        return known or self._engine.inspect(container_id)
+
+    def known(self) -> list[ContainerInfo]:
+        """The containers it knows now: from lookups and the event stream."""
+        with self._lock:
+            return list(self._containers.values())
+
+    def cache_sizes(self) -> dict[str, int]:
+        with self._lock:
+            return {"cgroups": len(self._by_cgroup), "containers": len(self._containers)}
+
+    def _from_pid(self, cgroup_id: int, pid: int) -> CgroupContainer | None | object:
+        cgroups = read_proc_cgroups(pid, self._proc)
+        if cgroups is None:
+            return _UNKNOWN
+        if cgroup_id and inode(self._mount, cgroups.v2_path) != cgroup_id:
+            # The pid was reused, or the process moved, since the event: its /proc
+            # says nothing about this cgroup.
+            return _UNKNOWN
+        ref, by_v2 = container_of_proc(cgroups)
+        with self._lock:
+            if ref is not None:
+                self._learn_runtime_layout(by_v2)
+            if cgroup_id and (by_v2 or (ref is None and self._v2_identifies is not False)):
+                self._by_cgroup.put(cgroup_id, ref)
+        return ref
+
+    def _learn_runtime_layout(self, by_v2: bool) -> None:
+        if self._v2_identifies is None or self._v2_identifies != by_v2:
+            self._v2_identifies = by_v2
+            if not by_v2:
+                for key in [k for k, v in self._by_cgroup.items() if v is None]:
+                    del self._by_cgroup[key]
+
+    def _from_tree(self, cgroup_id: int) -> CgroupContainer | None | object:
+        """Find a cgroup id nobody's /proc told us about by walking the cgroup2 tree
+        (rate-limited: a walk costs a directory read per cgroup)."""
+        if self._mount is None or self._v2_identifies is False:
+            return _UNKNOWN
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last_walk < self._rescan_interval:
+                return _UNKNOWN
+            self._last_walk = now
+        found: CgroupContainer | None | object = _UNKNOWN
+        for cgroup_id_of_path, path in walk_cgroup2(self._mount, limit=self._by_cgroup.capacity):
+            ref = parse_cgroup_path(path)
+            if ref is None:
+                continue
+            with self._lock:
+                self._by_cgroup.put(cgroup_id_of_path, ref)
+            if cgroup_id_of_path == cgroup_id:
+                found = ref
+        return found
+
+    def _describe(self, ref: CgroupContainer) -> ContainerInfo:
+        with self._lock:
+            known = self._containers.get_fresh(ref.id)
+        if known:
+            return known
+        # Docker also runs containers under custom cgroup parents: always ask it.
+        info = self._engine.inspect(ref.id)
+        if info is None:
+            info = info_from_cgroup(ref)
+        with self._lock:
+            self._containers.put(ref.id, info)
+        return info
+
+    # --- following the engine ---
+
+    def __enter__(self) -> "ContainerResolver":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Follow the Docker event stream in a daemon thread (no-op without an engine)."""
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._follow, name="spawnwatch-docker-events", daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        stream = self._stream
+        if stream is not None:
+            try:
+                stream.close()
+            except Exception:  # noqa: BLE001 - closing a dead socket
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    # How long the follower waits between attempts to reach the engine: short, so a
+    # restarted engine names new containers within seconds; a refused connect to a
+    # unix socket costs microseconds.
+    RECONNECT_MIN_S = 0.5
+    RECONNECT_MAX_S = 5.0
+
+    def _follow(self) -> None:
+        backoff = self.RECONNECT_MIN_S
+        while not self._stop.is_set():
+            stream = self._engine.events()
+            if stream is not None:
+                self._stream = stream
+                if self._stop.is_set():  # close() ran before the stream was there to close
+                    stream.close()
+                    break
+                backoff = self.RECONNECT_MIN_S
+                # Containers started before (or while reconnecting) send no event.
+                for info in self._engine.containers():
+                    self._remember(info)
+                self.following.set()
+                try:
+                    for event in stream:
+                        self._on_event(event)
+                except Exception as exc:  # noqa: BLE001 - the engine went away; reconnect
+                    log.debug("docker event stream ended: %s", exc)
+                self.following.clear()
+                self._stream = None
+            self._stop.wait(backoff)
+            backoff = min(backoff * 2, self.RECONNECT_MAX_S)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        action = event.get("Action") or event.get("status") or ""
+        container_id = event.get("id") or (event.get("Actor") or {}).get("ID")
+        if not container_id:
+            return
+        if action in ("start", "restart") or action.startswith("rename"):
+            info = self._engine.inspect(container_id)
+            if info is not None:
+                self._remember(info)
+        elif action == "destroy":
+            self.forget(container_id)
+
+    def _remember(self, info: ContainerInfo) -> None:
+        """Cache a running container and index its cgroup, so its processes resolve by cgroup id."""
+        with self._lock:
+            self._containers.put(info.id, info)
+        if info.pid:
+            cgroups = read_proc_cgroups(info.pid, self._proc)
+            if cgroups is not None:
+                ref, by_v2 = container_of_proc(cgroups)
+                if ref is not None and ref.id == info.id:
+                    cgroup_id = inode(self._mount, cgroups.v2_path)
+                    with self._lock:
+                        self._learn_runtime_layout(by_v2)
+                        if by_v2 and cgroup_id:
+                            self._by_cgroup.put(cgroup_id, ref)
+
+    def forget(self, container_id: str) -> None:
+        with self._lock:
+            self._containers.pop(container_id, None)
+            for key in [k for k, v in self._by_cgroup.items() if v is not None and v.id == container_id]:
+                del self._by_cgroup[key]
