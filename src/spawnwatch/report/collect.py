@@ -1,0 +1,129 @@
+"""Collecting the facts of a host: /proc, cgroups, the Docker engine, and optionally a
+live trace through the same lineage and detector as `watch`.
+
+Groups and leaks are seeded from /proc (a parent that already holds many identical
+children spawned one by one is a leak from the snapshot alone) and fed live events
+for `--trace SECONDS`, which also charges orphans to the child that left them."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Iterable, Sequence
+
+from spawnwatch.adapters import procfs
+from spawnwatch.adapters.engine import ContainerInfo, DockerEngine
+from spawnwatch.adapters.memory import cgroup_memory, host_memory
+from spawnwatch.adapters.resolver import ContainerResolver
+from spawnwatch.config import Config
+from spawnwatch.detect import Detector, Finding, Group, live_subtree
+from spawnwatch.lineage import Lineage, Process
+from spawnwatch.pipeline import Pipeline
+from spawnwatch.redact import Redactor
+from spawnwatch.report.facts import ContainerFacts, Facts, GroupFacts, ReportSettings
+
+
+def collect(config: Config, trace_seconds: float | None = None, settings: ReportSettings = ReportSettings()) -> Facts:
+    """Every fact of the report (`trace_seconds` needs root and BPF)."""
+    engine = DockerEngine()
+    pipeline = Pipeline(config, reparent_hint=procfs.parent_pid)
+    redact = Redactor(config.redact)
+    if trace_seconds:
+        from spawnwatch.session import Stop, live_batches, open_probe
+
+        with open_probe(redact) as probe:  # attached before the snapshot: no process falls in between
+            pipeline.feed(procfs.snapshot(redact))
+            for batch in live_batches(probe, Stop(trace_seconds)):
+                for event in batch:
+                    pipeline.feed(event)
+    else:
+        pipeline.feed(procfs.snapshot(redact))
+    findings = pipeline.detector.evaluate(procfs.boottime_now())
+    return _facts(pipeline.lineage, pipeline.detector, findings, engine, settings, trace_seconds)
+
+
+def _facts(
+    lineage: Lineage,
+    detector: Detector,
+    findings: list[Finding],
+    engine: DockerEngine,
+    settings: ReportSettings,
+    trace_seconds: float | None,
+) -> Facts:
+    resolver = ContainerResolver(engine)
+    container_of: dict[int, ContainerInfo | None] = {}
+
+    def container(proc: Process) -> ContainerInfo | None:
+        if proc.pid not in container_of:
+            container_of[proc.pid] = resolver.info(proc.cgroup_id, proc.pid)
+        return container_of[proc.pid]
+
+    per_container: dict[str, list[Process]] = defaultdict(list)
+    infos: dict[str, ContainerInfo] = {}
+    host_processes = 0
+    for proc in lineage.unreaped():
+        info = container(proc)
+        if info is None:
+            host_processes += 1
+        else:
+            per_container[info.id].append(proc)
+            infos[info.id] = info
+    for info in engine.containers():
+        infos.setdefault(info.id, info)
+
+    containers = []
+    for container_id, info in infos.items():
+        members = per_container.get(container_id, [])
+        pid = info.pid or (members[0].pid if members else None)
+        containers.append(ContainerFacts(info, cgroup_memory(pid) if pid else None, len(members)))
+
+    found_by_group: dict[Any, list[Finding]] = defaultdict(list)
+    for finding in findings:
+        found_by_group[finding.group.key].append(finding)
+    orphans = detector.charged_orphans()
+    groups = []
+    for group in detector.groups.values():
+        leaked = orphans.get(group.key, [])
+        if len(group.members) + len(leaked) < settings.min_group:
+            continue
+        live = [p for m in group.members if m.alive for p in live_subtree(m)] + list(leaked)
+        info = container(next(iter(group.members))) if group.members else container(leaked[0])
+        group_findings = tuple(found_by_group.get(group.key, ()))
+        groups.append(
+            GroupFacts(
+                signature=group.key.signature,
+                spawner=group.spawner,
+                container_id=info.id if info else None,
+                processes=len(group.members),
+                zombies=group.zombies,
+                rss_bytes=procfs.memory_of(sorted({p.pid for p in live})).rss_bytes,
+                pids=tuple(sorted(p.pid for p in group.members))[: settings.max_pids],
+                findings=group_findings,
+                reap_targets=_reap_targets(group, leaked, group_findings),
+            )
+        )
+    return Facts(
+        host_memory=host_memory(),
+        host_processes=host_processes,
+        containers=tuple(containers),
+        groups=tuple(groups),
+        docker_available=engine.available,
+        dangling_images=tuple(engine.dangling_images()),
+        unused_volumes=tuple(engine.unused_volumes()),
+        traced_seconds=trace_seconds,
+    )
+
+
+def _reap_targets(group: Group, leaked: Sequence[Process], findings: Iterable[Finding]) -> tuple[tuple[int, str, int], ...]:
+    rules = {f.rule for f in findings}
+    leaking: list[Process] = []
+    if rules & {"accumulating", "spawn_rate"}:
+        leaking += [m for m in group.members if m.alive]
+    if "orphaned" in rules:
+        # only the tops of the orphaned subtrees: reap takes each one's subtree with it
+        leaked_set = set(leaked)
+        leaking += [p for p in leaked if p.parent not in leaked_set]
+    counts: dict[tuple[int, str], int] = defaultdict(int)
+    for proc in leaking:
+        # /proc, not the lineage, for the parent: `reap` selects by what /proc says now.
+        counts[(procfs.parent_pid(proc.pid) or proc.ppid, proc.signature)] += 1
+    return tuple((ppid, signature, n) for (ppid, signature), n in counts.items())

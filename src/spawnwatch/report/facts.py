@@ -1,0 +1,54 @@
+"""What `report` knows about a host: the facts collection gathers and everything after it reads."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from spawnwatch.adapters.engine import ContainerInfo
+from spawnwatch.adapters.memory import CgroupMemory, HostMemory
+from spawnwatch.detect import Finding
+from spawnwatch.lineage import Process
+
+HOST = "host"  # the pseudo-container of processes outside any container
+
+
+@dataclass(frozen=True, slots=True)
+class ReportSettings:
+    groups_per_container: int = 5
+    min_group: int = 2  # smaller "groups" are just processes
+    max_pids: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class GroupFacts:
+    signature: str
+    spawner: Process
+    container_id: str | None
+    processes: int  # unreaped members
+    zombies: int
+    rss_bytes: int  # members' live subtrees (and orphans charged to them)
+    pids: tuple[int, ...]
+    findings: tuple[Finding, ...] = ()
+    # The leaked processes as /proc sees them now, by (current parent, signature): the
+    # groups `reap` can select.  For an orphan leak these are the orphans, not the members.
+    reap_targets: tuple[tuple[int, str, int], ...] = ()  # (parent pid, signature, count)
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerFacts:
+    info: ContainerInfo
+    memory: CgroupMemory | None
+    processes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    host_memory: HostMemory
+    host_processes: int
+    containers: tuple[ContainerFacts, ...]
+    groups: tuple[GroupFacts, ...]
+    docker_available: bool
+    dangling_images: tuple[dict[str, Any], ...] = ()
+    unused_volumes: tuple[dict[str, Any], ...] = ()
+    traced_seconds: float | None = None

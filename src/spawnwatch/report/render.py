@@ -1,0 +1,149 @@
+"""The report as data (the `--json` output) and as the human table; both from the facts
+and the plan, never from each other.  Pure."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from spawnwatch.render import human_bytes
+from spawnwatch.report.facts import HOST, Facts, GroupFacts, ReportSettings
+from spawnwatch.report.plan import plan
+
+
+def build(facts: Facts, settings: ReportSettings = ReportSettings()) -> dict[str, Any]:
+    """The report dict (the `--json` output; `render` shows the same)."""
+    total = facts.host_memory.total
+    by_container: dict[str, list[GroupFacts]] = defaultdict(list)
+    for group in facts.groups:
+        by_container[group.container_id or HOST].append(group)
+    names = {c.info.id: c.info.name for c in facts.containers}
+
+    def groups_of(key: str) -> list[dict[str, Any]]:
+        # Every leak, then the largest healthy groups up to the cap: a busy host's big
+        # pools, or more leaks than the cap, must never push a leak out of the list.
+        ranked = sorted(by_container.get(key, ()),
+                        key=lambda g: (not g.findings, -g.rss_bytes, -g.processes, g.signature))
+        leaks = sum(1 for g in ranked if g.findings)
+        shown = max(leaks, settings.groups_per_container)
+        return [_group_record(g, names) for g in ranked[:shown]]
+
+    containers = [
+        {
+            "id": c.info.id,
+            "name": c.info.name,
+            "image": c.info.image,
+            "compose_project": c.info.compose_project,
+            "compose_service": c.info.compose_service,
+            "memory_bytes": c.memory.used if c.memory else None,
+            "memory_percent": round(100 * c.memory.used / total, 1) if c.memory and total else None,
+            "memory_limit_bytes": c.info.memory_limit or (c.memory.limit if c.memory else None),
+            "pids_limit": c.info.pids_limit,
+            "processes": c.processes,
+            "restart_count": c.info.restart_count,
+            "groups": groups_of(c.info.id),
+        }
+        for c in sorted(facts.containers, key=lambda c: -(c.memory.used if c.memory else 0))
+    ]
+    memory = facts.host_memory
+    report = {
+        "kind": "report",
+        "traced_seconds": facts.traced_seconds,
+        "host": {
+            "memory": {"total_bytes": memory.total, "used_bytes": memory.used, "free_bytes": memory.free, "cache_bytes": memory.cache},
+            "processes": facts.host_processes,
+            "groups": groups_of(HOST),
+        },
+        "containers": containers,
+        "docker": {
+            "available": facts.docker_available,
+            "dangling_images": list(facts.dangling_images),
+            "dangling_images_bytes": sum(i["size_bytes"] for i in facts.dangling_images),
+            "unused_volumes": list(facts.unused_volumes),
+            "unused_volumes_bytes": sum(max(v["size_bytes"], 0) for v in facts.unused_volumes),
+        },
+    }
+    report["actions"] = [action.as_record() for action in plan(facts)]
+    return report
+
+
+def _group_record(group: GroupFacts, names: dict[str, str]) -> dict[str, Any]:
+    spawner = group.spawner
+    return {
+        "signature": group.signature,
+        "spawner": {"pid": spawner.pid, "ppid": spawner.ppid, "argv": list(spawner.argv), "comm": spawner.comm},
+        "container": names.get(group.container_id or "", group.container_id),
+        "processes": group.processes,
+        "zombies": group.zombies,
+        "rss_bytes": group.rss_bytes,
+        "pids": list(group.pids),
+        "leak": [{"rule": f.rule, "detail": f.detail, "orphans": f.orphans} for f in group.findings],
+        "reap": [
+            {"spawner": ppid, "signature": signature, "processes": n} for ppid, signature, n in group.reap_targets
+        ],
+    }
+
+
+def render(report: dict[str, Any]) -> str:
+    out: list[str] = []
+    memory = report["host"]["memory"]
+    out.append(
+        f"HOST MEMORY  total {human_bytes(memory['total_bytes'])}  used {human_bytes(memory['used_bytes'])}"
+        f"  free {human_bytes(memory['free_bytes'])}  cache {human_bytes(memory['cache_bytes'])}"
+    )
+    if report["traced_seconds"]:
+        out.append(f"(lineage traced for {report['traced_seconds']:g} s)")
+    out.append("")
+    header = f"{'CONTAINER':<24} {'IMAGE':<28} {'MEMORY':>10} {'%HOST':>6} {'LIMIT':>10} {'PROCS':>6} {'RESTARTS':>8}"
+    out.append(header)
+    for c in report["containers"]:
+        out.append(
+            f"{_cut(c['name'], 24):<24} {_cut(c['image'] or '-', 28):<28} "
+            f"{_bytes_or_dash(c['memory_bytes']):>10} "
+            f"{(str(c['memory_percent']) + '%') if c['memory_percent'] is not None else '-':>6} "
+            f"{_bytes_or_dash(c['memory_limit_bytes'], 'none'):>10} {c['processes']:>6} "
+            f"{c['restart_count'] if c['restart_count'] is not None else '-':>8}"
+        )
+        out.extend(_group_lines(c["groups"]))
+    out.append(f"{'(host)':<24} {'-':<28} {'':>10} {'':>6} {'':>10} {report['host']['processes']:>6} {'':>8}")
+    out.extend(_group_lines(report["host"]["groups"]))
+    docker = report["docker"]
+    out.append("")
+    if docker["available"]:
+        out.append(
+            f"DOCKER DISK  dangling images {len(docker['dangling_images'])} ({human_bytes(docker['dangling_images_bytes'])})"
+            f"  unused volumes {len(docker['unused_volumes'])} ({human_bytes(docker['unused_volumes_bytes'])})"
+        )
+    else:
+        out.append("DOCKER  no engine answers: containers are shown by id, without images or disk usage")
+    if report["actions"]:
+        out.append("")
+        out.append("RECOMMENDED")
+        for n, action in enumerate(report["actions"], 1):
+            out.append(f"{n:>3}. {action['message']}")
+            if "compose" in action:
+                out.extend("       " + line for line in action["compose"].splitlines())
+                out.append(f"       or now: {action['command']}")
+            elif "command" in action:
+                out.append(f"       {action['command']}")
+    return "\n".join(out)
+
+
+def _group_lines(groups: list[dict[str, Any]]) -> list[str]:
+    lines = []
+    for g in groups:
+        leak = "  LEAK: " + "; ".join(f"{f['rule']}: {f['detail']}" for f in g["leak"]) if g["leak"] else ""
+        spawner = g["spawner"]
+        lines.append(
+            f"    {_cut(g['signature'], 48):<48} x{g['processes']:<4} {human_bytes(g['rss_bytes']):>10}"
+            f"  by {spawner['comm']} ({spawner['pid']}){leak}"
+        )
+    return lines
+
+
+def _bytes_or_dash(n: int | None, none: str = "-") -> str:
+    return human_bytes(n) if n is not None else none
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
