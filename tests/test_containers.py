@@ -143,6 +143,31 @@ def test_a_container_named_without_the_engine_is_not_a_settled_answer(host: Fake
     assert resolver.lookup(host.cgroup("/user.slice"), 200) == (True, None)
 
 
+def test_answers_are_memoized_per_cgroup_once_settled(host: FakeHost, monkeypatch) -> None:
+    """`trace` asks for every event: a settled answer is never looked up again, an unsettled
+    one (no engine to name the container yet) is, once RETRY_UNSETTLED_AFTER has passed."""
+    container_cgroup = host.cgroup(f"/docker/{ID}")
+    host_cgroup = host.cgroup("/user.slice")
+    host.process(100, f"0::/docker/{ID}\n")
+    host.process(200, "0::/user.slice\n")
+    resolver = host.resolver()
+    asked = []
+    lookup = resolver.lookup
+    monkeypatch.setattr(resolver, "lookup", lambda cgroup_id, pid=None: asked.append(cgroup_id) or lookup(cgroup_id, pid))
+    resolver.RETRY_UNSETTLED_AFTER = 0.0
+    for _ in range(3):
+        assert resolver(host_cgroup, 200) is None
+        assert resolver(container_cgroup, 100)["id"] == ID
+    assert asked.count(host_cgroup) == 1 and asked.count(container_cgroup) == 3
+    resolver.RETRY_UNSETTLED_AFTER = 3600.0
+    resolver(container_cgroup, 100)
+    resolver(container_cgroup, 100)
+    assert asked.count(container_cgroup) == 4
+    resolver.forget(ID)  # the container is gone: its memo too
+    resolver(container_cgroup, 100)
+    assert asked.count(container_cgroup) == 5
+
+
 def test_a_reused_pid_does_not_move_a_cgroup_into_another_container(host: FakeHost) -> None:
     container_cgroup = host.cgroup(f"/docker/{ID}")
     host.cgroup(f"/docker/{OTHER}")

@@ -158,7 +158,7 @@ def test_a_sandbox_that_hides_the_headers_from_root_is_named_as_such(tmp_path) -
     hidden.mkdir(mode=0o000)
     caps = ",".join("+" + c.removeprefix("CAP_").lower() for c in unit_setting("CapabilityBoundingSet").split())
     sandboxed = subprocess.run(
-        ["unshare", "--mount", "sh", "-c", f'mount --bind "$0" /lib/modules && exec "$@"', str(hidden),
+        ["unshare", "--mount", "sh", "-c", 'mount --bind "$0" /lib/modules && exec "$@"', str(hidden),
          "setpriv", f"--bounding-set=-all,{caps}", "--", sys.executable, "-m", "spawnwatch", "watch", "--duration", "1"],
         capture_output=True, text=True, timeout=120,
     )

@@ -22,7 +22,7 @@ from spawnwatch.adapters import procfs
 from spawnwatch.config import load
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.probe import PAGE_SIZE, Probe
-from spawnwatch.session import Stop, live_batches, open_probe
+from spawnwatch.runner import Stop, live_batches, open_probe
 
 pytestmark = pytest.mark.root
 

@@ -18,7 +18,7 @@ PURE = ("events", "redact", "signature", "lineage", "detect", "alerts", "tree", 
 IO_MODULES = {"bcc", "psutil", "docker", "click", "socket", "subprocess", "http", "urllib", "requests",
               "prometheus_client", "msgpack", "threading", "ctypes"}
 # Our layers that the pure ones may never reach up or out to.
-EDGES = ("spawnwatch.cli", "spawnwatch.adapters", "spawnwatch.probe", "spawnwatch.sinks", "spawnwatch.session",
+EDGES = ("spawnwatch.cli", "spawnwatch.adapters", "spawnwatch.probe", "spawnwatch.sinks", "spawnwatch.runner", "spawnwatch.consumers",
          "spawnwatch.recording", "spawnwatch.simulate", "spawnwatch.reap", "spawnwatch.report")
 
 

@@ -105,10 +105,10 @@ def test_two_spawners_of_one_signature_are_one_series_until_both_resolve():
 def test_prometheus_counters_are_the_sessions_totals_and_sizes_are_gauges():
     metrics = Metrics()
     try:
-        metrics.progress(
-            {"kind": "stats", "events": {"fork": 9, "exec": 5}, "lost": 3, "lost_by_kind": {"fork": 2, "exit": 1},
-             "decode_errors": 4, "notifications": {"sent": 6, "failed": 1, "dropped": 0}},
-            {"processes": 120, "groups": 7, "evicted": 3, "missed_exits": 1},
+        metrics.send(
+            {"kind": "progress", "events": {"fork": 9, "exec": 5}, "lost": 3, "lost_by_kind": {"fork": 2, "exit": 1},
+             "decode_errors": 4, "notifications": {"sent": 6, "failed": 1, "dropped": 0},
+             "table": {"processes": 120, "groups": 7, "evicted": 3, "missed_exits": 1}},
         )
         text = scrape(metrics.port)
         for line in (
@@ -122,7 +122,7 @@ def test_prometheus_counters_are_the_sessions_totals_and_sizes_are_gauges():
         ):
             assert line in text, line
         assert 'spawnwatch_build_info{python="' in text and "process_cpu_seconds_total" in text
-        metrics.progress({"events": {"fork": 12}, "lost": 0}, {"processes": 80})
+        metrics.send({"kind": "progress", "events": {"fork": 12}, "lost": 0, "table": {"processes": 80}})
         text = scrape(metrics.port)
         assert 'spawnwatch_events_total{kind="fork"} 12.0' in text and "spawnwatch_processes 80.0" in text
     finally:

@@ -118,29 +118,6 @@ def test_help_has_examples():
     assert result.exit_code == 0 and "Examples:" in result.output and "--pid" in result.output
 
 
-def test_container_memo_asks_again_until_settled():
-    from spawnwatch.session import ContainerMemo
-
-    class Info:
-        def as_contract(self):
-            return {"id": "abc", "name": "mcp", "image": "node"}
-
-    answers = [(False, None), (True, Info())]
-    asked = []
-
-    def lookup(cgroup_id, pid):
-        asked.append((cgroup_id, pid))
-        return answers.pop(0) if answers else (True, Info())
-
-    memo = ContainerMemo(lookup)
-    memo.RETRY_UNSETTLED_AFTER = 0.0
-    assert memo(Exit(1.0, 5, 1, "x", 42)) is None  # not settled yet
-    assert memo(Exit(1.0, 6, 1, "x", 42)) == {"id": "abc", "name": "mcp", "image": "node"}
-    assert memo(Exit(1.0, 7, 1, "x", 42))["name"] == "mcp"
-    assert asked == [(42, 5), (42, 6)]  # settled: not asked a third time
-    assert memo(Exit(1.0, 8, 1, "x", 0)) is None and len(asked) == 2  # no cgroup: the host
-
-
 def test_container_filter_for_alerts():
     from spawnwatch.filters import container_matches
     from spawnwatch.sinks import OnlyContainer

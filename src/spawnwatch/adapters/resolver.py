@@ -90,6 +90,7 @@ class ContainerResolver:
         # cgroup id -> the container its path names, or None for a host cgroup
         self._by_cgroup = _Lru(cgroups_capacity)
         self._containers = _Lru(containers_capacity)  # container id -> ContainerInfo
+        self._contracts = _Lru(cgroups_capacity)  # cgroup id -> (its container's contract, ask again at)
         # Does a container's cgroup v2 path name it?  Yes with any current runtime; no with
         # old ones on hybrid hosts, where containers share the v2 cgroup of the daemon and
         # so a cgroup id must never be taken for a container.  None: not seen yet.
@@ -106,9 +107,27 @@ class ContainerResolver:
 
     # --- the lookup ---
 
+    # An unsettled answer (the pid gone, the tree walk rate-limited, no engine yet) is asked
+    # again this soon; a settled one is kept for the cgroup's lifetime.
+    RETRY_UNSETTLED_AFTER = 0.1
+
     def __call__(self, cgroup_id: int, pid: int | None = None) -> dict[str, Any] | None:
-        info = self.info(cgroup_id, pid)
-        return info.as_contract() if info else None
+        """The container object of alerts and events for a cgroup, memoized per cgroup id:
+        `trace` asks for every event, nearly all from a handful of cgroups."""
+        if not cgroup_id:
+            info = self.info(cgroup_id, pid)
+            return info.as_contract() if info else None
+        now = time.monotonic()
+        with self._lock:
+            memo = self._contracts.get_fresh(cgroup_id)
+        if memo is not None and now < memo[1]:
+            return memo[0]
+        settled, info = self.lookup(cgroup_id, pid)
+        contract = info.as_contract() if info else None
+        with self._lock:
+            if self._v2_identifies is not False:  # else a cgroup id is no container's own
+                self._contracts.put(cgroup_id, (contract, float("inf") if settled else now + self.RETRY_UNSETTLED_AFTER))
+        return contract
 
     def info(self, cgroup_id: int, pid: int | None = None) -> ContainerInfo | None:
         return self.lookup(cgroup_id, pid)[1]
@@ -144,7 +163,7 @@ class ContainerResolver:
 
     def cache_sizes(self) -> dict[str, int]:
         with self._lock:
-            return {"cgroups": len(self._by_cgroup), "containers": len(self._containers)}
+            return {"cgroups": len(self._by_cgroup), "containers": len(self._containers), "contracts": len(self._contracts)}
 
     def _from_pid(self, cgroup_id: int, pid: int) -> CgroupContainer | None | object:
         cgroups = read_proc_cgroups(pid, self._proc)
@@ -168,6 +187,7 @@ class ContainerResolver:
             if not by_v2:
                 for key in [k for k, v in self._by_cgroup.items() if v is None]:
                     del self._by_cgroup[key]
+                self._contracts.clear()
 
     def _from_tree(self, cgroup_id: int) -> CgroupContainer | None | object:
         """Find a cgroup id nobody's /proc told us about by walking the cgroup2 tree
@@ -277,6 +297,7 @@ class ContainerResolver:
         """Cache a running container and index its cgroup, so its processes resolve by cgroup id."""
         with self._lock:
             self._containers.put(info.id, info)
+            self._drop_contracts(info.id)  # renamed, or restarted with another image
         if info.pid:
             cgroups = read_proc_cgroups(info.pid, self._proc)
             if cgroups is not None:
@@ -293,3 +314,8 @@ class ContainerResolver:
             self._containers.pop(container_id, None)
             for key in [k for k, v in self._by_cgroup.items() if v is not None and v.id == container_id]:
                 del self._by_cgroup[key]
+            self._drop_contracts(container_id)
+
+    def _drop_contracts(self, container_id: str) -> None:
+        for key in [k for k, (c, _) in self._contracts.items() if c is not None and c["id"] == container_id]:
+            del self._contracts[key]

@@ -8,8 +8,11 @@ from spawnwatch.cli.common import (
     CannotTrace, config_option, duration_option, json_option, load_config, one_line_errors, ring_buffer_option,
     show_secrets_option,
 )
+from spawnwatch.adapters import procfs
+from spawnwatch.consumers.trace import EventStream
+from spawnwatch.filters import CommFilter, SubtreeFilter
 from spawnwatch.probe import ProbeError
-from spawnwatch.session import run_trace
+from spawnwatch.runner import run_live
 
 
 @click.command("trace")
@@ -52,8 +55,12 @@ def command(
       sudo spawnwatch trace --container metamcp
     """
     config = load_config(config_path, show_secrets)
+    filters = []
+    if pid is not None:
+        filters.append(SubtreeFilter(pid, procfs.descendants(pid)))
+    if comm is not None:
+        filters.append(CommFilter(comm))
     try:
-        run_trace(config, duration=duration, pid=pid, comm=comm, container=container, record=record, as_json=as_json,
-                  ring_buffer_kb=ring_buffer_kb)
+        run_live(config, EventStream(filters, container, as_json), duration, record, ring_buffer_kb)
     except ProbeError as exc:
         raise CannotTrace(str(exc)) from exc

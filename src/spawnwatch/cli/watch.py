@@ -16,16 +16,17 @@ from spawnwatch.cli.common import (
     show_secrets_option,
 )
 from spawnwatch.config import Config
-from spawnwatch.events import RecordError, Snapshot, count_value, from_record, time_value, to_record
+from spawnwatch.events import RecordError, Snapshot, count_value, from_record, time_value
 from spawnwatch.pipeline import Pipeline
-from spawnwatch.recording import RecordingError, RecordingWriter, read_records
+from spawnwatch.recording import RecordingError, read_records
 from spawnwatch.redact import Redactor
-from spawnwatch.session import stats_line
+from spawnwatch.consumers.watch import TICK, Detection, summary
+from spawnwatch.probe import ProbeError
+from spawnwatch.runner import run_live
 from spawnwatch.sinks import Fanout, OnlyContainer, Origin, Record, Sink
 from spawnwatch.sinks.human import Human
 from spawnwatch.sinks.jsonl import JsonLines
 
-TICK = "tick"  # a recording's record of when the live session evaluated
 
 
 @click.command("watch")
@@ -111,7 +112,11 @@ def command(duration: float | None, config_path: str | None, record: str | None,
         if replay:
             watch_recording(config, replay, sink)
         else:
-            watch_live(config, sink, duration, record, stack, metrics, notifier, ring_buffer_kb)
+            extra_stats = (lambda: {"notifications": notifier.counts()}) if notifier is not None else None
+            try:
+                run_live(config, Detection(config, sink, extra_stats, log), duration, record, ring_buffer_kb)
+            except ProbeError as exc:
+                raise CannotTrace(str(exc)) from exc
 
 
 def serve_metrics(address: str) -> Any:
@@ -182,7 +187,7 @@ def recorded_origin(records: list[Record]) -> Origin:
     """Where the recorded session ran and when its host booted, from its ready record, so
     a replay dates alerts as the live session did; a recording without one (`trace
     --record`) is dated by this host."""
-    from spawnwatch.session import ready_record
+    from spawnwatch.runner import ready_record
 
     ready = next((r for r in records if r.get("kind") == "ready" and "boot_time" in r), None) or ready_record()
     host = ready.get("host")
@@ -210,77 +215,3 @@ def recorded_counters(record: Record) -> Record:
                 raise RecordError(f"stats: '{name}' must be a map, not {type(table).__name__}")
             counters[name] = {str(k): count_value(v, f"stats: '{name}.{k}'") for k, v in table.items()}
     return counters
-
-
-def watch_live(config: Config, sink: Sink, duration: float | None, record: str | None, stack: ExitStack,
-               metrics: Any = None, notifier: Any = None, ring_buffer_kb: int | None = None) -> None:
-    from spawnwatch.adapters import procfs
-    from spawnwatch.adapters.resolver import ContainerResolver
-    from spawnwatch.probe import ProbeError
-    from spawnwatch.session import Stop, live_batches, open_probe, ready_record, stats_record
-
-    def memory(pids: list[int]) -> tuple[int, int | None]:
-        measured = procfs.memory_of(pids, with_uss=True)
-        return measured.rss_bytes, measured.uss_bytes
-
-    resolver = stack.enter_context(ContainerResolver())
-    pipeline = Pipeline(config, memory_of=memory, resolve_container=resolver, reparent_hint=procfs.parent_pid)
-    redact = Redactor(config.redact)
-    recorder = stack.enter_context(RecordingWriter(record)) if record else None
-
-    def out(item: Record) -> None:
-        if recorder is not None:
-            recorder.write(item)
-        sink.send(item)
-
-    def session_stats() -> Record:
-        stats = stats_record(probe)
-        if notifier is not None:
-            stats["notifications"] = notifier.counts()
-        return stats
-
-    def deliver(alerts: list[Any], evaluations_before: int) -> None:
-        if pipeline.evaluations != evaluations_before:
-            if recorder is not None:
-                recorder.write({"kind": TICK, "ts": pipeline.now})  # replay evaluates exactly here
-            if metrics is not None:
-                metrics.progress(session_stats(), pipeline.counts())
-        for alert in alerts:
-            out(origin.stamp(alert.to_record(), alert.ts))
-
-    stop = Stop(duration)
-    try:
-        probe = stack.enter_context(open_probe(redact, ring_buffer_kb))
-    except ProbeError as exc:
-        raise CannotTrace(str(exc)) from exc
-    with stop.on_signals():
-        # Attached first, then the snapshot: no process can fall between the two.
-        snapshot = procfs.snapshot(redact)
-        ready = ready_record()
-        origin = Origin(ready["host"], ready["boot_time"])
-        out(ready)
-        stop.start_clock()
-        if recorder is not None:
-            recorder.write(to_record(snapshot))
-        log(f"watching {len(snapshot.processes)} processes (Ctrl-C to stop)")
-        deliver(pipeline.feed(snapshot), 0)
-        for batch in live_batches(probe, stop):
-            for item in batch:  # events, and a Resync after the kernel lost some
-                if recorder is not None:
-                    recorder.write(to_record(item))
-                before = pipeline.evaluations
-                deliver(pipeline.feed(item), before)
-            before = pipeline.evaluations
-            deliver(pipeline.advance(procfs.boottime_now()), before)
-        stats = session_stats()
-    out(stats)
-    log(summary(stats, pipeline))
-
-
-def summary(stats: Record, pipeline: Pipeline) -> str:
-    """The end-of-session line for humans (stderr): trace's, then the table and the alerts."""
-    table = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in pipeline.counts().items())
-    if "notifications" in stats:
-        table += "; notifications " + ", ".join(f"{k} {v}" for k, v in stats["notifications"].items())
-    firing = len(pipeline.alerts.active)
-    return f"{stats_line(stats)}; {table}; {firing} alert{'s' if firing != 1 else ''} still firing"

@@ -28,7 +28,7 @@ def collect(config: Config, trace_seconds: float | None = None, settings: Report
     pipeline = Pipeline(config, reparent_hint=procfs.parent_pid)
     redact = Redactor(config.redact)
     if trace_seconds:
-        from spawnwatch.session import Stop, live_batches, open_probe
+        from spawnwatch.runner import Stop, live_batches, open_probe
 
         with open_probe(redact) as probe:  # attached before the snapshot: no process falls in between
             pipeline.feed(procfs.snapshot(redact))

@@ -18,6 +18,8 @@ class JsonLines:
         self.stream = stream
 
     def send(self, record: Record) -> None:
+        if record.get("kind") == "progress":
+            return  # running totals, for sinks that serve them (metrics): not part of the --json stream
         write_json_line(record, self.stream)
         self.stream.flush()
 

@@ -175,12 +175,11 @@ class Metrics:
         return f"http://{host}:{self.port}/metrics"
 
     def send(self, record: Record) -> None:
-        if record.get("kind") == "alert" and self.active.update(record):
+        kind = record.get("kind")
+        if kind == "alert" and self.active.update(record):
             self.alerts.labels(record["rule"]).inc()
-
-    def progress(self, stats: dict[str, Any], table: dict[str, int] | None = None) -> None:
-        """The session's totals so far (and its table's bookkeeping)."""
-        self.totals.update(stats, table or {})
+        elif kind == "progress":  # the session's totals so far, and its table's bookkeeping
+            self.totals.update(record, record.get("table") or {})
 
     def close(self) -> None:
         self._server.shutdown()

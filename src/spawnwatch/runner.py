@@ -1,27 +1,26 @@
-"""A live tracing session: the probe drained on a timer until a duration, SIGINT
-or SIGTERM ends it.  Commands that consume live events (`trace`, `watch`) share
-this loop; what they do with the events is theirs."""
+"""The one live loop: the probe attached (then, for a consumer that wants it, the /proc
+snapshot: no process can fall between the two), the ring drained on a timer until a
+duration, SIGINT or SIGTERM ends it, every item handed to the command's consumer and
+recorded when the consumer keeps it.  `trace` and `watch` run it; `report --trace`
+drains batches with `live_batches` alone."""
 
 from __future__ import annotations
 
 import os
 import signal
 import socket
-import sys
 import time
-from collections import OrderedDict
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Iterator, Protocol
 
 from spawnwatch.adapters import procfs
+from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.config import Config
-from spawnwatch.events import Event, Resync, to_record
-from spawnwatch.filters import CommFilter, SubtreeFilter, container_matches
-from spawnwatch.probe import Probe, ProbeError
+from spawnwatch.events import Event, Resync, Snapshot
+from spawnwatch.probe import Probe
 from spawnwatch.recording import RecordingWriter
 from spawnwatch.redact import Redactor
-from spawnwatch.render import EVENT_HEADER, EventLines
-from spawnwatch.sinks.jsonl import write_json_line
 
 POLL_INTERVAL = 0.05  # seconds between ring drains: ~3 MB of a fork storm
 
@@ -116,87 +115,54 @@ def faults(stats: dict) -> str:
     )
 
 
-def write_json(record: dict) -> None:
-    write_json_line(record, sys.stdout)
+@dataclass
+class LiveRun:
+    """What a consumer is given of the session it runs in."""
+
+    probe: Probe
+    resolver: ContainerResolver  # the program's one cache of cgroup -> container
+    ready: dict  # the first record: who watches, where, since when
+    recorder: RecordingWriter | None
+
+    def record(self, record: dict) -> None:
+        if self.recorder is not None:
+            self.recorder.write(record)
+
+    def stats(self) -> dict:
+        return stats_record(self.probe)
 
 
-class ContainerMemo:
-    """The container of each cgroup id, asked of the resolver once it knows:
-    `trace` sees tens of thousands of events a second, nearly all from a
-    handful of cgroups.  A cgroup id names one cgroup for its lifetime, so
-    settled answers are kept (bounded); unsettled ones are asked again soon."""
+class Consumer(Protocol):
+    """What a command does with the live stream."""
 
-    RETRY_UNSETTLED_AFTER = 0.1
-    LIMIT = 8192
+    wants_snapshot: bool  # seed from /proc before the first event
 
-    def __init__(self, lookup: Callable[[int, int | None], tuple[bool, Any]]) -> None:
-        self._lookup = lookup
-        self._known: OrderedDict[int, tuple[dict | None, float]] = OrderedDict()
+    def begin(self, run: LiveRun, snapshot: Snapshot | None) -> None: ...
 
-    def __call__(self, event: Event) -> dict | None:
-        entry = self._known.get(event.cgroup_id)
-        now = time.monotonic()
-        if entry is None or now > entry[1]:
-            settled, info = self._lookup(event.cgroup_id, event.pid) if event.cgroup_id else (True, None)
-            container = info.as_contract() if info is not None else None
-            entry = (container, float("inf") if settled else now + self.RETRY_UNSETTLED_AFTER)
-            self._known[event.cgroup_id] = entry
-            if len(self._known) > self.LIMIT:
-                self._known.popitem(last=False)
-        return entry[0]
+    def item(self, item: Event | Resync) -> None:
+        """Take one item (and record it through the run, if it belongs to the recording)."""
+
+    def batch_done(self, now: float) -> None:
+        """After every poll, busy or not (`now`: seconds since boot)."""
+
+    def end(self, stats: dict) -> None: ...
 
 
-def run_trace(
-    config: Config,
-    duration: float | None,
-    pid: int | None,
-    comm: str | None,
-    container: str | None,
-    record: str | None,
-    as_json: bool,
-    ring_buffer_kb: int | None = None,
-) -> None:
-    from spawnwatch.adapters.resolver import ContainerResolver
-
-    filters: list[Callable[[Event], bool]] = []
-    if pid is not None:
-        filters.append(SubtreeFilter(pid, procfs.descendants(pid)))
-    if comm is not None:
-        filters.append(CommFilter(comm))
-    lines = EventLines()
-    recorder = RecordingWriter(record) if record else None
+def run_live(config: Config, consumer: Consumer, duration: float | None, record: str | None = None,
+             ring_buffer_kb: int | None = None) -> None:
+    """Run `consumer` on live events until the duration passes or SIGINT/SIGTERM (ProbeError when
+    the probe cannot attach)."""
     stop = Stop(duration)
-    try:
-        with stop.on_signals(), ContainerResolver() as resolver, \
-                open_probe(Redactor(config.redact), ring_buffer_kb) as probe:
-            container_of = ContainerMemo(resolver.lookup)
-            if as_json:
-                write_json(ready_record())
-            else:
-                print(EVENT_HEADER)
-            sys.stdout.flush()
-            for batch in live_batches(probe, stop):
-                for event in batch:
-                    if isinstance(event, Resync):  # for the recording's replay; too big for the stream
-                        if recorder:
-                            recorder.write(to_record(event))
-                        continue
-                    if not all(f(event) for f in filters):
-                        continue
-                    where = container_of(event)
-                    if container is not None and not container_matches(where, container):
-                        continue
-                    if recorder:
-                        recorder.write(to_record(event))
-                    if as_json:
-                        write_json({**to_record(event), "container": where})
-                    else:
-                        print(lines.line(event, where["name"] if where else "-"))
-                sys.stdout.flush()
-            stats = stats_record(probe)
-            if as_json:
-                write_json(stats)
-            print(stats_line(stats), file=sys.stderr)
-    finally:
-        if recorder:
-            recorder.close()
+    redact = Redactor(config.redact)
+    with ExitStack() as stack:
+        resolver = stack.enter_context(ContainerResolver())
+        recorder = stack.enter_context(RecordingWriter(record)) if record else None
+        probe = stack.enter_context(open_probe(redact, ring_buffer_kb))
+        stack.enter_context(stop.on_signals())
+        run = LiveRun(probe, resolver, ready_record(), recorder)
+        consumer.begin(run, procfs.snapshot(redact) if consumer.wants_snapshot else None)
+        for batch in live_batches(probe, stop):
+            for item in batch:
+                consumer.item(item)
+            consumer.batch_done(procfs.boottime_now())
+        consumer.end(run.stats())

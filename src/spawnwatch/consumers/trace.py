@@ -1,0 +1,57 @@
+"""`trace`'s consumer: every event, filtered, with its container, as a line or a JSON object."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable, TextIO
+
+from spawnwatch.events import Event, Resync, Snapshot, to_record
+from spawnwatch.filters import container_matches
+from spawnwatch.render import EVENT_HEADER, EventLines
+from spawnwatch.runner import LiveRun, stats_line
+from spawnwatch.sinks.jsonl import write_json_line
+
+
+class EventStream:
+    wants_snapshot = False
+
+    def __init__(self, filters: list[Callable[[Event], bool]], container: str | None, as_json: bool,
+                 out: TextIO | None = None, err: TextIO | None = None) -> None:
+        self.filters = filters
+        self.container = container
+        self.as_json = as_json
+        self.out = out or sys.stdout
+        self.err = err or sys.stderr
+        self.lines = EventLines()
+        self.run: LiveRun | None = None
+
+    def begin(self, run: LiveRun, snapshot: Snapshot | None) -> None:
+        self.run = run
+        if self.as_json:
+            write_json_line(run.ready, self.out)
+        else:
+            print(EVENT_HEADER, file=self.out)
+        self.out.flush()
+
+    def item(self, item: Event | Resync) -> None:
+        if isinstance(item, Resync):
+            self.run.record(to_record(item))  # for the recording's replay; too big for the stream
+            return
+        if not all(f(item) for f in self.filters):
+            return
+        where = self.run.resolver(item.cgroup_id, item.pid)
+        if self.container is not None and not container_matches(where, self.container):
+            return
+        self.run.record(to_record(item))
+        if self.as_json:
+            write_json_line({**to_record(item), "container": where}, self.out)
+        else:
+            print(self.lines.line(item, where["name"] if where else "-"), file=self.out)
+
+    def batch_done(self, now: float) -> None:
+        self.out.flush()
+
+    def end(self, stats: dict) -> None:
+        if self.as_json:
+            write_json_line(stats, self.out)
+        print(stats_line(stats), file=self.err)

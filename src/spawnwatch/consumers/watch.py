@@ -1,0 +1,93 @@
+"""`watch`'s consumer: the pipeline on live events, its alerts to the sinks.
+
+The recording gets the ready record, the snapshot, every event, every alert and a
+`tick` at each evaluation, so a replay evaluates exactly where the live session did.
+Each evaluation also sends a `progress` record (the session's counters and the
+table's bookkeeping) for the sinks that show running totals (Prometheus)."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from spawnwatch.adapters import procfs
+from spawnwatch.alerts import Alert
+from spawnwatch.config import Config
+from spawnwatch.events import Event, Resync, Snapshot, to_record
+from spawnwatch.pipeline import Pipeline
+from spawnwatch.runner import LiveRun, stats_line
+from spawnwatch.sinks import Origin, Record, Sink
+
+TICK = "tick"  # a recording's record of when the live session evaluated
+PROGRESS = "progress"
+
+
+def _memory(pids: list[int]) -> tuple[int, int | None]:
+    measured = procfs.memory_of(pids, with_uss=True)
+    return measured.rss_bytes, measured.uss_bytes
+
+
+class Detection:
+    wants_snapshot = True
+
+    def __init__(self, config: Config, sink: Sink, extra_stats: Callable[[], Record] | None = None,
+                 log: Callable[[str], None] = lambda message: None) -> None:
+        self.config = config
+        self.sink = sink
+        self.extra_stats = extra_stats  # counters of the sinks themselves (notifications)
+        self.log = log
+        self.pipeline: Pipeline | None = None
+        self.run: LiveRun | None = None
+        self.origin: Origin | None = None
+
+    def begin(self, run: LiveRun, snapshot: Snapshot | None) -> None:
+        self.run = run
+        self.pipeline = Pipeline(self.config, memory_of=_memory, resolve_container=run.resolver,
+                                 reparent_hint=procfs.parent_pid)
+        self.origin = Origin(run.ready["host"], run.ready["boot_time"])
+        self._out(run.ready)
+        run.record(to_record(snapshot))
+        self.log(f"watching {len(snapshot.processes)} processes (Ctrl-C to stop)")
+        self._deliver(self.pipeline.feed(snapshot), 0)
+
+    def item(self, item: Event | Resync) -> None:
+        # Recorded before the alerts it raises: a replay feeds it, then evaluates at the tick.
+        self.run.record(to_record(item))
+        before = self.pipeline.evaluations
+        self._deliver(self.pipeline.feed(item), before)
+
+    def batch_done(self, now: float) -> None:
+        before = self.pipeline.evaluations
+        self._deliver(self.pipeline.advance(now), before)
+
+    def end(self, stats: Record) -> None:
+        stats = self._with_extra(stats)
+        self._out(stats)
+        self.log(summary(stats, self.pipeline))
+
+    def session_stats(self) -> Record:
+        return self._with_extra(self.run.stats())
+
+    def _with_extra(self, stats: Record) -> Record:
+        if self.extra_stats is not None:
+            stats.update(self.extra_stats())
+        return stats
+
+    def _deliver(self, alerts: list[Alert], evaluations_before: int) -> None:
+        if self.pipeline.evaluations != evaluations_before:
+            self.run.record({"kind": TICK, "ts": self.pipeline.now})  # replay evaluates exactly here
+            self.sink.send({**self.session_stats(), "kind": PROGRESS, "table": self.pipeline.counts()})
+        for alert in alerts:
+            self._out(self.origin.stamp(alert.to_record(), alert.ts))
+
+    def _out(self, record: Record) -> None:
+        self.run.record(record)
+        self.sink.send(record)
+
+
+def summary(stats: Record, pipeline: Pipeline) -> str:
+    """The end-of-session line for humans (stderr): trace's, then the table and the alerts."""
+    table = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in pipeline.counts().items())
+    if "notifications" in stats:
+        table += "; notifications " + ", ".join(f"{k} {v}" for k, v in stats["notifications"].items())
+    firing = len(pipeline.alerts.active)
+    return f"{stats_line(stats)}; {table}; {firing} alert{'s' if firing != 1 else ''} still firing"
