@@ -12,6 +12,8 @@ A rise of severity ("warning" at the rule's threshold, "critical" past its
     {"kind": "alert", "state": "firing" | "resolved", "rule", "severity": "warning" | "critical", "signature",
      "spawner": {"pid", "ppid", "argv", "comm"}, "container": null | {"id", "name", "image"},
      "live", "spawned", "exited", "zombies", "orphans", "rss_bytes", "pids": [<= 20], "message"}
+and, on alerts of the pids rule only, the limit the group fills:
+    "pids_limit": {"cgroup", "current", "limit", "refused_forks"}
 
 Containers come from an injected resolver, `resolve_container(cgroup_id, pid)`
 -> {"id", "name", "image"} or None.
@@ -23,6 +25,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 from spawnwatch.detect import CRITICAL, WARNING, Finding, Group, GroupKey
+from spawnwatch.events import PidsSample
 
 ResolveContainer = Callable[[int, "int | None"], "dict[str, Any] | None"]
 
@@ -55,12 +58,14 @@ class Alert:
     uss_bytes: int | None = None  # in the message only: not every host lets us read it
     ts: float = 0.0  # when it was raised (seconds since boot); not part of the record
     severity: str = WARNING
+    pids_limit: PidsSample | None = None
 
     def counts(self) -> tuple[int, ...]:
-        return (self.live, self.spawned, self.exited, self.zombies, self.orphans)
+        limit = (self.pids_limit.current, self.pids_limit.refused) if self.pids_limit else ()
+        return (self.live, self.spawned, self.exited, self.zombies, self.orphans, *limit)
 
     def to_record(self) -> dict[str, Any]:
-        return {
+        record = {
             "kind": "alert",
             "state": self.state,
             "rule": self.rule,
@@ -77,6 +82,11 @@ class Alert:
             "pids": list(self.pids),
             "message": self.message,
         }
+        if self.pids_limit is not None:
+            limit = self.pids_limit
+            record["pids_limit"] = {"cgroup": limit.path, "current": limit.current, "limit": limit.limit,
+                                    "refused_forks": limit.refused}
+        return record
 
 
 @dataclass
@@ -141,16 +151,21 @@ class AlertBook:
             rss_bytes=finding.rss_bytes,
             uss_bytes=finding.uss_bytes,
             pids=finding.pids[: self.policy.max_pids],
-            message=f"{severity}: {describe(group, finding.rule)}: {finding.detail}{memory}",
+            pids_limit=finding.pids_limit,
+            message=f"{severity}: {describe(group, finding.rule, where(alert.container, finding.pids_limit))}: "
+                    f"{finding.detail}{memory}",
         )
 
     def _resolved(self, active: _Active, now: float) -> Alert:
         group, rule = active.group, active.sent.rule
         alert = self._base(group, rule, RESOLVED, now)
+        limit = active.sent.pids_limit
         return replace(
             alert,
             severity=active.sent.severity,
-            message=f"resolved: {describe(group, rule)}: now {group.live} live, {group.zombies} zombies",
+            pids_limit=limit,
+            message=f"resolved: {describe(group, rule, where(alert.container, limit))}: "
+                    f"now {group.live} live, {group.zombies} zombies",
         )
 
     def _base(self, group: Group, rule: str, state: str, now: float) -> Alert:
@@ -179,12 +194,20 @@ _VERBS = {
     "zombie": "does not reap",
     "spawn_rate": "spawns too fast",
     "oom": "lost to the OOM killer one of",
+    "pids": "fills the pids limit of {where} with",
 }
 
 
-def describe(group: Group, rule: str) -> str:
+def describe(group: Group, rule: str, place: str = "its cgroup") -> str:
     spawner = group.spawner
-    return f"{spawner.comm} (pid {spawner.pid}) {_VERBS[rule]} `{group.key.signature}`"
+    return f"{spawner.comm} (pid {spawner.pid}) {_VERBS[rule].format(where=place)} `{group.key.signature}`"
+
+
+def where(container: dict[str, Any] | None, limit: PidsSample | None) -> str:
+    """The container (or, on the host, the cgroup: a systemd unit or slice) a pids limit is on."""
+    if container is not None:
+        return f"container {container['name']}"
+    return f"cgroup {limit.path}" if limit is not None and limit.path else "its cgroup"
 
 
 def format_bytes(n: int) -> str:

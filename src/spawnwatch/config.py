@@ -135,9 +135,14 @@ def _build(data: dict[str, Any], source: str) -> Config:
         ("rules.spawn_rate.minutes", config.detect.spawn_rate.minutes),
         ("rules.accumulating.min_live", config.detect.accumulating.min_live),
         ("rules.zombie.min_zombies", config.detect.zombie.min_zombies),
+        ("rules.pids.share", config.detect.pids.share),
+        ("rules.pids.sample_every_s", config.detect.pids.sample_every_s),
+        ("rules.pids.unlimited_every_s", config.detect.pids.unlimited_every_s),
     ):
         if value <= 0:
             raise ConfigError(f"{source}: '{where}' must be greater than 0")
+    if config.detect.pids.share > 1:
+        raise ConfigError(f"{source}: 'rules.pids.share' is a share of the limit: at most 1, not {config.detect.pids.share}")
     return config
 
 

@@ -22,6 +22,7 @@ class Kind(str, enum.Enum):
     EXIT = "exit"
     REAP = "reap"
     OOM = "oom"
+    PIDS = "pids"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,27 @@ EVENT_TYPES: dict[Kind, type[Event]] = {cls.kind: cls for cls in (Fork, Exec, Ex
 
 
 @dataclass(frozen=True, slots=True)
+class PidsSample:
+    """The pids controller on a cgroup that groups are in, read when a value changed:
+    its tasks (threads count) against the limit that applies to it, and the forks that
+    limit refused.  Not a process event: the sampler reads it beside the kernel's stream,
+    and it is recorded and replayed like one."""
+
+    ts: float
+    cgroup_id: int  # the cgroup of the groups' members
+    current: int  # tasks in `path` (pids.current)
+    limit: int | None  # pids.max of `path`: the nearest limit from the cgroup up; None: no limit
+    refused: int  # forks refused by that limit so far (the `max` count of pids.events)
+    path: str = ""  # the cgroup whose limit applies (the cgroup itself without one)
+
+    kind = Kind.PIDS
+
+
+# Records of what the adapters observe beside the kernel's process events.
+OBSERVATION_TYPES: dict[Kind, type] = {Kind.PIDS: PidsSample}
+
+
+@dataclass(frozen=True, slots=True)
 class ProcessInfo:
     """A process as seen in /proc when a session starts (the seed of the lineage)."""
 
@@ -103,7 +125,7 @@ class Resync(Snapshot):
     table is made to agree with it (recorded, so replay does the same)."""
 
 
-def to_record(item: Event | Snapshot) -> dict[str, Any]:
+def to_record(item: Event | PidsSample | Snapshot) -> dict[str, Any]:
     """The JSON/msgpack dict of an event, `kind` first."""
     if isinstance(item, Snapshot):
         return {
@@ -151,6 +173,10 @@ def _text(value: Any, what: str) -> str:
     return value
 
 
+def _count_or_none(value: Any, what: str) -> int | None:
+    return None if value is None else count_value(value, what)
+
+
 def _flag(value: Any, what: str) -> bool:
     _check(isinstance(value, bool), value, what, "true or false")
     return value
@@ -163,7 +189,8 @@ def _words(value: Any, what: str) -> tuple[str, ...]:
 
 
 # How a record's value is checked, by the type its dataclass field is annotated with.
-_CHECKS = {"float": time_value, "int": count_value, "str": _text, "bool": _flag, "tuple[str, ...]": _words}
+_CHECKS = {"float": time_value, "int": count_value, "int | None": _count_or_none, "str": _text, "bool": _flag,
+           "tuple[str, ...]": _words}
 
 
 def _fields_of(cls: type, record: Any, what: str) -> dict[str, Any]:
@@ -179,8 +206,8 @@ def _fields_of(cls: type, record: Any, what: str) -> dict[str, Any]:
     return values
 
 
-def from_record(record: dict[str, Any]) -> Event | Snapshot | None:
-    """Inverse of `to_record`; None for lines that are not events or snapshots (ready, stats, alerts).
+def from_record(record: dict[str, Any]) -> Event | PidsSample | Snapshot | None:
+    """Inverse of `to_record`; None for lines that are not events, samples or snapshots (ready, stats, alerts).
     Raises RecordError for an event or snapshot with a missing key or a value of the wrong type."""
     if not isinstance(record, dict):
         raise RecordError(f"a record must be a map, not {type(record).__name__}")
@@ -196,13 +223,13 @@ def from_record(record: dict[str, Any]) -> Event | Snapshot | None:
                 ProcessInfo(**_fields_of(ProcessInfo, p, f"snapshot process {i}")) for i, p in enumerate(processes)
             ),
         )
-    if not isinstance(kind, str) or kind not in EVENT_TYPES:
+    if not isinstance(kind, str) or (kind not in EVENT_TYPES and kind not in OBSERVATION_TYPES):
         return None
-    cls = EVENT_TYPES[Kind(kind)]
+    cls = EVENT_TYPES.get(Kind(kind)) or OBSERVATION_TYPES[Kind(kind)]
     return cls(**_fields_of(cls, record, f"{kind} event"))
 
 
-def replay(records: Iterable[dict[str, Any]]) -> Iterator[Event | Snapshot]:
+def replay(records: Iterable[dict[str, Any]]) -> Iterator[Event | PidsSample | Snapshot]:
     """Events (and snapshots) of a recorded stream, skipping bookkeeping lines."""
     for record in records:
         item = from_record(record)

@@ -14,7 +14,7 @@ from typing import Any
 from spawnwatch.alerts import Alert, AlertBook, ResolveContainer
 from spawnwatch.config import Config
 from spawnwatch.detect import Detector, MemoryOf
-from spawnwatch.events import Event, Oom, Resync, Snapshot
+from spawnwatch.events import Event, Oom, PidsSample, Resync, Snapshot
 from spawnwatch.lineage import Lineage, ReparentHint
 from spawnwatch.signature import Signer
 
@@ -38,11 +38,14 @@ class Pipeline:
         self.evaluations = 0
         self._next_evaluation: float | None = None
 
-    def feed(self, item: Event | Snapshot) -> list[Alert]:
-        """Apply one event (or the starting snapshot, or a resync); with auto_advance, the alerts due by its time."""
+    def feed(self, item: Event | PidsSample | Snapshot) -> list[Alert]:
+        """Apply one event (or the starting snapshot, a resync, a pids sample); with auto_advance,
+        the alerts due by its time."""
         if isinstance(item, Resync):
             return self.resync(item)
-        if isinstance(item, Snapshot):
+        if isinstance(item, PidsSample):
+            self.detector.pids.add(item)
+        elif isinstance(item, Snapshot):
             self.lineage.seed(item)
             self._next_evaluation = None  # judge the snapshot at once: it may already hold a leak
         else:

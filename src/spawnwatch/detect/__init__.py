@@ -11,6 +11,7 @@ Rules (thresholds from the config's [rules] tables):
   zombie        exited children their living spawner has not reaped
   spawn_rate    spawns per minute of one group above a limit, sustained
   oom           an OOM kill in the group
+  pids          the group fills its cgroup's pids limit, or the limit refuses forks
 """
 
 from spawnwatch.detect.detector import DetectSettings, Detector, Finding, MemoryOf
@@ -19,11 +20,12 @@ from spawnwatch.detect.rules import CRITICAL, RULES, WARNING
 from spawnwatch.detect.rules.accumulating import Accumulating, spawn_moments
 from spawnwatch.detect.rules.oom import OomRule
 from spawnwatch.detect.rules.orphaned import Orphaned
+from spawnwatch.detect.rules.pids import PidsRule
 from spawnwatch.detect.rules.spawn_rate import SpawnRate
 from spawnwatch.detect.rules.zombie import Zombie
 
 __all__ = [
     "CRITICAL", "RULES", "WARNING", "Accumulating", "DetectSettings", "Detector", "Finding", "Group", "GroupKey",
-    "MemoryOf", "OomRule", "Orphaned", "SpawnHistory", "SpawnRate", "Zombie", "charged_child", "handed_off",
+    "MemoryOf", "OomRule", "Orphaned", "PidsRule", "SpawnHistory", "SpawnRate", "Zombie", "charged_child", "handed_off",
     "live_subtree", "spawn_moments",
 ]

@@ -16,8 +16,10 @@ from spawnwatch.detect.rules import RULES, WARNING, Context
 from spawnwatch.detect.rules.accumulating import Accumulating
 from spawnwatch.detect.rules.oom import OomRule
 from spawnwatch.detect.rules.orphaned import Orphaned
+from spawnwatch.detect.rules.pids import PidsBook, PidsRule
 from spawnwatch.detect.rules.spawn_rate import SpawnRate
 from spawnwatch.detect.rules.zombie import Zombie
+from spawnwatch.events import PidsSample
 from spawnwatch.lineage import Process
 
 MemoryOf = Callable[[list[int]], "tuple[int, int | None]"]
@@ -37,6 +39,7 @@ class DetectSettings:
     zombie: Zombie = Zombie()
     spawn_rate: SpawnRate = SpawnRate()
     oom: OomRule = OomRule()
+    pids: PidsRule = PidsRule()
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,7 @@ class Finding:
     uss_bytes: int | None
     detail: str  # why, in words
     severity: str = WARNING
+    pids_limit: PidsSample | None = None  # the pids limit the group fills (pids rule)
 
 
 class Detector:
@@ -61,6 +65,7 @@ class Detector:
         self._memory_of = memory_of
         self._ignore = [re.compile(p) for p in settings.ignore_signatures]
         self.book = GroupBook(max(60, settings.spawn_rate.minutes * 60), program_of, settings.servers)
+        self.pids = PidsBook()
 
     @property
     def groups(self) -> dict[GroupKey, Group]:
@@ -70,16 +75,28 @@ class Detector:
     def counts(self):
         return self.book.counts
 
+    def cgroups(self) -> dict[int, int]:
+        """cgroup id -> the pid of a live member, of the cgroups the groups with live members are in:
+        where the pids sampler looks."""
+        found: dict[int, int] = {}
+        for group in self.book.groups.values():
+            if group.live and group.key.cgroup_id and group.key.cgroup_id not in found:
+                member = next((p for p in group.members if p.alive), None)
+                if member is not None:
+                    found[group.key.cgroup_id] = member.pid
+        return found
+
     def evaluate(self, now: float) -> list[Finding]:
         leaks = self.book.leaks(self.settings.orphaned.handoff_s)
         rules = [(rule, getattr(self.settings, name)) for name, rule in RULES.items()]
+        limits = self.pids.leaders(self.book.groups.values(), leaks)
         findings = []
         for group in list(self.book.groups.values()):
             group.history.prune(now)
             if any(p.search(group.key.signature) for p in self._ignore):
                 continue
             leak = leaks.get(group.key)
-            context = Context(now=now, book=self.book, leak=leak)
+            context = Context(now=now, book=self.book, leak=leak, pids=limits.get(group.key))
             for rule, settings in rules:
                 if not settings.enabled:
                     continue
@@ -90,6 +107,7 @@ class Detector:
                         rule=rule.name, group=group, pids=tuple(hit.pids),
                         orphans=len(leak.processes) if leak else 0,
                         rss_bytes=rss, uss_bytes=uss, detail=hit.detail, severity=hit.severity,
+                        pids_limit=hit.pids_limit,
                     ))
         self.book.expire(now, self.settings.idle_group_s, self.settings.max_idle_groups,
                          keep={f.group.key for f in findings} | set(leaks))

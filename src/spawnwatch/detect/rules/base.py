@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from spawnwatch.detect.groups import Group, GroupBook, Leak
+from spawnwatch.events import PidsSample
 
 WARNING = "warning"
 CRITICAL = "critical"
@@ -18,6 +19,15 @@ class Hit:
     pids: list[int]  # the leaked processes, most telling first
     detail: str  # why, in words
     severity: str = WARNING
+    pids_limit: PidsSample | None = None  # the pids limit the group fills (pids rule)
+
+
+@dataclass(frozen=True, slots=True)
+class PidsState:
+    """The latest pids sample of a cgroup, and since when its refused count is what it is."""
+
+    sample: PidsSample
+    refused_since: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +35,7 @@ class Context:
     now: float
     book: GroupBook
     leak: Leak | None  # the orphans charged to the group, if any
+    pids: PidsState | None = None  # the pids limit of the group's cgroup, when the group holds most of it
 
 
 @dataclass(frozen=True, slots=True)
