@@ -65,6 +65,8 @@ TEMPLATES = [
     {"kind": "exit", "ts": 1.3, "pid": 3, "ppid": 2, "comm": "node", "cgroup_id": 1},
     {"kind": "reap", "ts": 1.4, "pid": 3, "ppid": 2, "comm": "node", "cgroup_id": 1},
     {"kind": "oom", "ts": 1.5, "pid": 3, "ppid": 2, "comm": "node", "cgroup_id": 1, "rss_bytes": 4096},
+    {"kind": "pids", "ts": 1.6, "cgroup_id": 1, "current": 52, "limit": 64, "refused": 0, "path": "/docker/x"},
+    {"kind": "pids", "ts": 1.7, "cgroup_id": 1, "current": 3, "limit": None, "refused": 0, "path": "/"},
     {"kind": "tick", "ts": 2.0},
     {"kind": "stats", "events": {}, "lost": 0},
     {"kind": "ready", "pid": 1},

@@ -163,3 +163,93 @@ def walk_cgroup2(mount: str, limit: int) -> Iterator[tuple[int, str]]:
                         seen += 1
         except OSError:
             continue
+
+
+# --- the pids controller ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PidsCgroup:
+    """A cgroup in the hierarchy the pids controller is on: cgroup v2's, or v1's own."""
+
+    mount: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class PidsReading:
+    path: str  # the cgroup whose pids.max applies: the nearest limited one from the cgroup up, itself included
+    current: int  # its tasks, threads too (pids.current)
+    limit: int | None  # its pids.max; None: no limit up to the root (`path` is then the cgroup itself)
+    refused: int  # forks that limit refused (the `max` count of pids.events)
+
+
+def pids_mounts() -> tuple[str | None, str | None]:
+    """(the cgroup v1 pids hierarchy's mount, the cgroup2 mount if the pids controller is on it)."""
+    v2 = cgroup2_mount()
+    if v2 is not None and "pids" not in (_read(v2, "", "cgroup.controllers") or "").split():
+        v2 = None
+    return v1_mount("pids"), v2
+
+
+def pids_cgroup(cgroups: ProcCgroups, v1_pids_mount: str | None, v2_pids_mount: str | None) -> PidsCgroup | None:
+    """Where a process's cgroup is in the pids hierarchy (from its /proc/<pid>/cgroup)."""
+    if v1_pids_mount is not None:
+        path = next((p for c, p in cgroups.v1_paths.items() if "pids" in c.split(",")), None)
+        return PidsCgroup(v1_pids_mount, path) if path is not None else None
+    if v2_pids_mount is not None and cgroups.v2_path is not None:
+        return PidsCgroup(v2_pids_mount, cgroups.v2_path)
+    return None
+
+
+def read_pids(cgroup: PidsCgroup) -> PidsReading | None:
+    """The limit that applies to `cgroup` (the nearest pids.max that is not "max", from the
+    cgroup up: docker's --pids-limit on the container's cgroup, a TasksMax on a unit or a
+    slice above it), how many tasks it holds and how many forks it refused.  None when the
+    cgroup is gone, or only the root counts its tasks."""
+    path = cgroup.path.rstrip("/")
+    if not path or not os.path.isdir(cgroup.mount + path):
+        return None
+    counted = None  # the nearest cgroup from `path` up that the controller is on (v2 enables it per subtree)
+    level = path
+    while level:
+        text = _read(cgroup.mount, level, "pids.max")
+        if text is not None:
+            counted = counted or level
+            if text.isdigit():
+                return _pids_reading(cgroup.mount, level, int(text), path)
+        level = level.rsplit("/", 1)[0]
+    return _pids_reading(cgroup.mount, counted, None, path) if counted else None
+
+
+def pids_of_process(pid: int | str, proc_root: str = "/proc") -> PidsReading | None:
+    """The pids limit over a process's cgroup (see `read_pids`), or None."""
+    cgroups = read_proc_cgroups(pid, proc_root)
+    where = pids_cgroup(cgroups, *pids_mounts()) if cgroups is not None else None
+    return read_pids(where) if where is not None else None
+
+
+def _pids_reading(mount: str, limited: str, limit: int | None, leaf: str) -> PidsReading | None:
+    current = _read(mount, limited, "pids.current")
+    if current is None or not current.isdigit():
+        return None
+    # cgroup v2 counts a refused fork in the limited cgroup and its ancestors; v1 (and v2
+    # mounted with pids_localevents) in the cgroup that forked.
+    refused = max(_refused(mount, limited), _refused(mount, leaf))
+    return PidsReading(limited, int(current), limit, refused)
+
+
+def _read(mount: str, path: str, name: str) -> str | None:
+    try:
+        with open(f"{mount}{path}/{name}") as f:
+            return f.read().strip()
+    except (OSError, ValueError):
+        return None
+
+
+def _refused(mount: str, path: str) -> int:
+    for line in (_read(mount, path, "pids.events") or "").splitlines():
+        key, _, value = line.partition(" ")
+        if key == "max" and value.isdigit():
+            return int(value)
+    return 0

@@ -2,17 +2,20 @@
 
 The recording gets the ready record, the snapshot, every event, every alert and a
 `tick` at each evaluation, so a replay evaluates exactly where the live session did.
-Each evaluation also sends a `progress` record (the session's counters and the
-table's bookkeeping) for the sinks that show running totals (Prometheus)."""
+Each evaluation also sends a `progress` record (the session's counters, the table's
+bookkeeping and the pids limits the groups live under) for the sinks that show running
+totals (Prometheus).  After each batch the pids sampler reads the pids controller of the
+groups' cgroups when due; the samples that changed are fed and recorded like events."""
 
 from __future__ import annotations
 
 from typing import Callable
 
 from spawnwatch.adapters import procfs
+from spawnwatch.adapters.pids import PidsSampler
 from spawnwatch.alerts import Alert
 from spawnwatch.config import Config
-from spawnwatch.events import Event, Resync, Snapshot, to_record
+from spawnwatch.events import Event, PidsSample, Resync, Snapshot, to_record
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.runner import LiveRun, stats_line
 from spawnwatch.sinks import Origin, Record, Sink
@@ -43,19 +46,22 @@ class Detection:
         self.run = run
         self.pipeline = Pipeline(self.config, memory_of=_memory, resolve_container=run.resolver,
                                  reparent_hint=procfs.parent_pid)
+        self.sampler = PidsSampler(self.config.detect.pids, run.resolver)
         self.origin = Origin(run.ready["host"], run.ready["boot_time"])
         self._out(run.ready)
         run.record(to_record(snapshot))
         self.log(f"watching {len(snapshot.processes)} processes (Ctrl-C to stop)")
         self._deliver(self.pipeline.feed(snapshot), 0)
 
-    def item(self, item: Event | Resync) -> None:
+    def item(self, item: Event | Resync | PidsSample) -> None:
         # Recorded before the alerts it raises: a replay feeds it, then evaluates at the tick.
         self.run.record(to_record(item))
         before = self.pipeline.evaluations
         self._deliver(self.pipeline.feed(item), before)
 
     def batch_done(self, now: float) -> None:
+        for sample in self.sampler.poll(self.pipeline.detector.cgroups, now):  # the pids limits that changed
+            self.item(sample)
         before = self.pipeline.evaluations
         self._deliver(self.pipeline.advance(now), before)
 
@@ -75,7 +81,8 @@ class Detection:
     def _deliver(self, alerts: list[Alert], evaluations_before: int) -> None:
         if self.pipeline.evaluations != evaluations_before:
             self.run.record({"kind": TICK, "ts": self.pipeline.now})  # replay evaluates exactly here
-            self.sink.send({**self.session_stats(), "kind": PROGRESS, "table": self.pipeline.counts()})
+            self.sink.send({**self.session_stats(), "kind": PROGRESS, "table": self.pipeline.counts(),
+                            "pids_limits": self.sampler.limits()})
         for alert in alerts:
             self._out(self.origin.stamp(alert.to_record(), alert.ts))
 

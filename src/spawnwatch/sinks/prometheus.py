@@ -15,17 +15,20 @@ the latest totals rather than mirrored into gauges; sizes are gauges of their ow
     spawnwatch_alerts_total{rule}                          alerts raised (firing for the first time)
     spawnwatch_alert_firing{rule,signature,container}      1 while the alert fires
     spawnwatch_alert_{live,zombies,orphans,rss_bytes}{...} the group an alert is about
+    spawnwatch_pids_{current,limit}{container,cgroup}      the cgroups under a pids limit that groups are in
+    spawnwatch_pids_refused_forks_total{container,cgroup}  forks those limits refused
     process_*                                              the watcher's own CPU, memory, open files
 
 Labels are low-cardinality by design: rule, signature (normalised, bounded, and only
-for groups with an alert) and container name.  No pids, no argv.
+for groups with an alert), container name, and for a pids limit on the host its
+cgroup's path (a systemd unit or slice; empty for a container).  No pids, no argv.
 """
 
 from __future__ import annotations
 
 import platform
 import threading
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -149,6 +152,39 @@ class ActiveAlerts(Collector):
         yield from groups.values()
 
 
+class PidsLimits(Collector):
+    """The pids limits the groups live under, as of the last sweep of the sampler: the
+    `pids_limits` of a progress record, each {"container" (name, or "" on the host),
+    "cgroup" (path on the host, "" for a container), "current", "limit", "refused"}."""
+
+    LABELS = ("container", "cgroup")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._limits: list[Record] = []
+
+    def update(self, limits: Iterable[Record]) -> None:
+        with self._lock:
+            self._limits = list(limits)
+
+    def collect(self) -> Iterator[Any]:
+        with self._lock:
+            limits = list(self._limits)
+        current = GaugeMetricFamily("spawnwatch_pids_current", "Tasks (threads too) under a cgroup's pids limit",
+                                    labels=self.LABELS)
+        limit = GaugeMetricFamily("spawnwatch_pids_limit", "A cgroup's pids limit (pids.max)", labels=self.LABELS)
+        refused = CounterMetricFamily("spawnwatch_pids_refused_forks", "Forks a cgroup's pids limit refused",
+                                      labels=self.LABELS)
+        for row in limits:
+            labels = (row["container"], row["cgroup"])
+            current.add_metric(labels, row["current"])
+            limit.add_metric(labels, row["limit"])
+            refused.add_metric(labels, row["refused"])
+        yield current
+        yield limit
+        yield refused
+
+
 def _container(record: Record) -> str:
     return record["container"]["name"] if record.get("container") else ""
 
@@ -163,6 +199,8 @@ class Metrics:
         self.registry.register(self.totals)
         self.active = ActiveAlerts()
         self.registry.register(self.active)
+        self.pids = PidsLimits()
+        self.registry.register(self.pids)
         self.alerts = Counter("spawnwatch_alerts", "Alerts raised (firing for the first time)", ("rule",),
                               registry=self.registry)
         self._server, self._thread = start_http_server(address[1], addr=address[0], registry=self.registry)
@@ -180,6 +218,7 @@ class Metrics:
             self.alerts.labels(record["rule"]).inc()
         elif kind == "progress":  # the session's totals so far, and its table's bookkeeping
             self.totals.update(record, record.get("table") or {})
+            self.pids.update(record.get("pids_limits") or ())
 
     def close(self) -> None:
         self._server.shutdown()
