@@ -5,11 +5,24 @@ CLI; the cgroup reading on the real cgroup tree; and a leak in a container start
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+import os
+import signal
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Iterator
 
 import pytest
 from click.testing import CliRunner
 
+from conftest import missing_prerequisite
+from spawnwatch.adapters.cgroups import (
+    PidsCgroup, PidsReading, cgroup2_mount, inode, pids_mounts, pids_of_process, read_pids, read_proc_cgroups,
+)
+from spawnwatch.adapters.cgroups import pids_cgroup as pids_cgroup_of
+from spawnwatch.adapters.pids import PidsSampler
 from spawnwatch.cli import main
 from spawnwatch.config import load
 from spawnwatch.events import to_record
@@ -140,3 +153,170 @@ def test_replay_of_a_recording_raises_the_same_pids_alerts(tmp_path):
     assert [r["pids_limit"] for r in replayed] == [r["pids_limit"] for r in expected]
     assert [r["message"] for r in replayed] == [r["message"] for r in expected]
     assert replayed[0]["pids_limit"]["refused_forks"] == 0 and replayed[-1]["pids_limit"]["refused_forks"] > 0
+
+
+# --- the cgroup tree ----------------------------------------------------------------------------
+
+
+@dataclass
+class ScratchCgroup:
+    mount: str
+    path: str  # below this test process's own pids cgroup
+
+    @property
+    def dir(self) -> Path:
+        return Path(self.mount + self.path)
+
+    def child(self, name: str) -> "ScratchCgroup":
+        (self.dir / name).mkdir()
+        return ScratchCgroup(self.mount, f"{self.path}/{name}")
+
+    def start(self, script: str) -> subprocess.Popen:
+        """`sh -c script` inside this cgroup from its first instruction."""
+        procs = self.dir / "cgroup.procs"
+        return subprocess.Popen(["sh", "-c", script], preexec_fn=lambda: procs.write_text("0"),
+                                stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def pids_cgroup() -> Iterator[ScratchCgroup]:
+    """A new cgroup in the pids hierarchy (v1's own, or cgroup2 with the pids controller),
+    removed with everything in it afterwards."""
+    if os.geteuid() != 0:
+        missing_prerequisite("creating cgroups needs root")
+    v1, v2 = pids_mounts()
+    mount = v1 or v2
+    if mount is None:
+        missing_prerequisite("no pids controller on this host")
+    own = read_proc_cgroups("self")
+    where = pids_cgroup_of(own, v1, v2)
+    assert where is not None
+    base = where.path.rstrip("/")
+    if v1 is None and "pids" not in (Path(mount + (base or "/")) / "cgroup.subtree_control").read_text().split():
+        missing_prerequisite("the pids controller is not enabled below this process's cgroup")
+    cgroup = ScratchCgroup(mount, f"{base}/spawnwatch-pids-{uuid.uuid4().hex[:8]}")
+    cgroup.dir.mkdir()
+    try:
+        yield cgroup
+    finally:
+        remove_cgroup(cgroup.dir)
+
+
+def remove_cgroup(top: Path) -> None:
+    deadline = time.monotonic() + 30
+    for directory in sorted((p for p in [top, *top.rglob("*")] if p.is_dir()), key=lambda p: -len(p.parts)):
+        while directory.exists():
+            for pid in (directory / "cgroup.procs").read_text().split():
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            try:
+                directory.rmdir()
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+
+def wait_until(predicate, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def test_a_limited_cgroup_reads_its_limit_tasks_and_refused_forks(pids_cgroup):
+    (pids_cgroup.dir / "pids.max").write_text("5")
+    shell = pids_cgroup.start("sleep 1000 & sleep 1000 & sleep 1000 & wait")
+    try:
+        cgroup = PidsCgroup(pids_cgroup.mount, pids_cgroup.path)
+        reading = wait_until(lambda: (r := read_pids(cgroup)) and r.current == 4 and r, "the shell and 3 sleeps")
+        assert reading == PidsReading(pids_cgroup.path, 4, 5, 0)
+        assert pids_of_process(shell.pid) == reading
+        # The fifth task fits, the sixth is refused: counted in pids.events.
+        filler = pids_cgroup.start("sleep 1000 & sleep 1000 & wait")
+        reading = wait_until(lambda: (r := read_pids(cgroup)) and r.refused and r, "a refused fork")
+        assert reading.current == 5 and reading.limit == 5 and reading.refused >= 1
+        filler.wait(timeout=30)
+    finally:
+        shell.kill()
+        shell.wait()
+
+
+def test_a_cgroup_under_a_limited_parent_reads_the_parents_limit(pids_cgroup):
+    (pids_cgroup.dir / "pids.max").write_text("40")
+    unit = pids_cgroup.child("unit")
+    shell = unit.start("sleep 1000 & wait")
+    try:
+        reading = wait_until(lambda: (r := read_pids(PidsCgroup(unit.mount, unit.path))) and r.current == 2 and r,
+                             "the shell and its sleep")
+        assert reading == PidsReading(pids_cgroup.path, 2, 40, 0)
+        (pids_cgroup.dir / "pids.max").write_text("max")
+        assert read_pids(PidsCgroup(unit.mount, unit.path)) == PidsReading(unit.path, 2, None, 0)
+    finally:
+        shell.kill()
+        shell.wait()
+
+
+def test_a_removed_cgroup_reads_nothing(pids_cgroup):
+    gone = pids_cgroup.child("gone")
+    gone.dir.rmdir()
+    assert read_pids(PidsCgroup(gone.mount, gone.path)) is None
+
+
+def test_cgroup_v2_layout_counts_refusals_at_the_limit_and_skips_cgroups_without_the_controller(tmp_path):
+    """The cgroup2 layout, which this host's v1 pids controller cannot show: a TasksMax on a
+    slice, a unit whose subtree has the controller off, refusals counted at the slice."""
+    files = {
+        "/system.slice/pids.max": "max", "/system.slice/pids.current": "9", "/system.slice/pids.events": "max 0",
+        "/system.slice/app.service/pids.max": "30", "/system.slice/app.service/pids.current": "30",
+        "/system.slice/app.service/pids.events": "max 12",
+        "/system.slice/app.service/worker/cgroup.procs": "",
+    }
+    for name, text in files.items():
+        (tmp_path / name.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name.lstrip("/")).write_text(text + "\n")
+    reading = read_pids(PidsCgroup(str(tmp_path), "/system.slice/app.service/worker"))
+    assert reading == PidsReading("/system.slice/app.service", 30, 30, 12)
+    assert read_pids(PidsCgroup(str(tmp_path), "/system.slice")) == PidsReading("/system.slice", 9, None, 0)
+
+
+def test_the_sampler_emits_a_sample_only_when_a_value_changed(pids_cgroup):
+    (pids_cgroup.dir / "pids.max").write_text("20")
+    shell = pids_cgroup.start("sleep 1000 & wait")
+    more: subprocess.Popen | None = None
+    try:
+        cgroup = PidsCgroup(pids_cgroup.mount, pids_cgroup.path)
+        wait_until(lambda: (r := read_pids(cgroup)) and r.current == 2, "the shell and its sleep")
+        cgroup_id = inode(cgroup2_mount(), read_proc_cgroups(shell.pid).v2_path)
+        sampler = PidsSampler(load().detect.pids, lambda cgroup_id, pid: None)
+        members = lambda: {cgroup_id: shell.pid}  # noqa: E731 - the pipeline's cgroups
+        [sample] = sampler.poll(members, 100.0)
+        assert (sample.ts, sample.cgroup_id, sample.current, sample.limit, sample.refused, sample.path) == (
+            100.0, cgroup_id, 2, 20, 0, pids_cgroup.path)
+        assert sampler.poll(members, 100.5) == []  # not due
+        assert sampler.poll(members, 101.0) == []  # due, nothing changed
+        assert [(x.container, x.cgroup, x.current, x.limit) for x in sampler.limits()] == [
+            ("", pids_cgroup.path, 2, 20)]
+        more = pids_cgroup.start("sleep 1000 & wait")
+        wait_until(lambda: read_pids(cgroup).current == 4, "two more tasks")
+        [sample] = sampler.poll(members, 102.0)
+        assert sample.current == 4 and sample.ts == 102.0
+        (pids_cgroup.dir / "pids.max").write_text("max")
+        [sample] = sampler.poll(members, 103.0)  # the limit went away: said once
+        assert sample.limit is None and sampler.limits() == []
+        assert sampler.poll(members, 104.0) == []  # a cgroup without a limit is looked at again in 30 s
+    finally:
+        for proc in (shell, more):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+
+
+def test_the_sampler_ignores_a_pid_that_is_not_in_the_cgroup_any_more(pids_cgroup):
+    sampler = PidsSampler(load().detect.pids)
+    assert sampler.poll(lambda: {12345678: os.getpid()}, 1.0) == []
