@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -18,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import missing_prerequisite
+from live import LiveCommand
 from spawnwatch.adapters.cgroups import (
     PidsCgroup, PidsReading, cgroup2_mount, inode, pids_mounts, pids_of_process, read_pids, read_proc_cgroups,
 )
@@ -320,3 +322,60 @@ def test_the_sampler_emits_a_sample_only_when_a_value_changed(pids_cgroup):
 def test_the_sampler_ignores_a_pid_that_is_not_in_the_cgroup_any_more(pids_cgroup):
     sampler = PidsSampler(load().detect.pids)
     assert sampler.poll(lambda: {12345678: os.getpid()}, 1.0) == []
+
+
+# --- a container with --pids-limit 64 -----------------------------------------------------------
+
+# Node (7 or so tasks of its own: threads count) starting a `sleep 1000` every 0.5 s that
+# never ends, and living on when the limit refuses the fork (EAGAIN), as a server would.
+LEAK = """
+const { spawn } = require('child_process');
+setInterval(() => spawn('sleep', ['1000']).on('error', (e) => console.error('spawn:', e.code)), 500);
+"""
+
+
+def pids_alerts_of(records: list[dict], container_id: str) -> list[dict]:
+    return [r for r in records if r.get("kind") == "alert" and r["rule"] == "pids"
+            and (r.get("container") or {}).get("id") == container_id]
+
+
+@pytest.mark.root
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_leak_in_a_container_with_a_pids_limit_is_named_before_forks_fail(docker_env, tmp_path):
+    recording = tmp_path / "pids.msgpack"
+    with LiveCommand("watch", "--json", "--record", str(recording)) as watch:
+        container_id = docker_env.run("node", "-e", LEAK, options=("--pids-limit", "64"))
+        name = docker_env.cli("inspect", "-f", "{{.Name}}", container_id).lstrip("/")
+        watch.wait_for(lambda rs: pids_alerts_of(rs, container_id), "the pids alert of the container", timeout=180)
+        watch.wait_for(lambda rs: any(a["pids_limit"]["refused_forks"] for a in pids_alerts_of(rs, container_id)),
+                       "the pids alert counting refused forks", timeout=180)
+    alerts = pids_alerts_of(watch.records, container_id)
+    first = alerts[0]
+    # Read before the limit refused anything: by the sample the alert carries.
+    assert first["state"] == "firing" and first["severity"] == "warning"
+    assert first["pids_limit"]["refused_forks"] == 0 and first["pids_limit"]["limit"] == 64
+    assert 0.8 * 64 <= first["pids_limit"]["current"] < 64
+    assert first["signature"] == "sleep <n>" and first["spawner"]["comm"] == "node"
+    assert first["container"]["name"] == name and f"pids limit of container {name}" in first["message"]
+    refused = [a for a in alerts if a["pids_limit"]["refused_forks"]]
+    assert refused[0]["severity"] == "critical" and refused[0]["pids_limit"]["current"] == 64
+    assert f"{refused[0]['pids_limit']['refused_forks']} forks refused" in refused[0]["message"]
+    assert alerts[: alerts.index(refused[0])] == [a for a in alerts if not a["pids_limit"]["refused_forks"]]
+
+    replay = CliRunner().invoke(main, ["watch", "--replay", str(recording), "--json"], catch_exceptions=False)
+    assert replay.exit_code == 0, replay.stderr
+    replayed = [r for r in map(json.loads, replay.stdout.splitlines())
+                if r.get("rule") == "pids" and r["pids_limit"]["cgroup"].endswith(container_id)]
+    # A replay has no engine to name the container and no processes to measure.
+    cgroup = first["pids_limit"]["cgroup"]
+    assert [comparable(r) for r in replayed] == [
+        comparable({**a, "message": a["message"].replace(f"container {name}", f"cgroup {cgroup}")}) for a in alerts
+    ]
+
+
+def comparable(alert: dict) -> dict:
+    """An alert without what only a live host can tell: its memory (also in the message), its
+    container, and its spawner's parent (a live session asks /proc who adopted an orphan)."""
+    return {**alert, "container": None, "rss_bytes": 0, "spawner": {**alert["spawner"], "ppid": None},
+            "message": re.sub(r"; [0-9.]+ \w+ RSS.*", "", alert["message"])}
