@@ -16,6 +16,7 @@ import pytest
 from conftest import wait_for
 from click.testing import CliRunner
 
+from spawnwatch.adapters.cgroups import PidsReading
 from spawnwatch.adapters.engine import ContainerInfo
 from spawnwatch.adapters.memory import CgroupMemory, HostMemory
 from spawnwatch.cli.reap import command as reap_command
@@ -71,6 +72,7 @@ def facts() -> Facts:
                                    compose_service="metamcp", restart_count=3),
                 memory=CgroupMemory(used=2 * GIB, limit=None),
                 processes=64,
+                pids=PidsReading(f"/docker/{CONTAINER_ID}", current=70, limit=None, refused=0),
             ),
         ),
         groups=(leaking, zombies),
@@ -88,6 +90,7 @@ def test_the_report_holds_every_figure_and_the_actions() -> None:
     (container,) = report["containers"]
     assert container["memory_bytes"] == 2 * GIB and container["memory_percent"] == 12.5
     assert container["memory_limit_bytes"] is None and container["pids_limit"] is None
+    assert (container["pids_current"], container["pids_refused_forks"]) == (70, 0)
     assert (container["processes"], container["restart_count"]) == (64, 3)
     (group,) = container["groups"]
     assert (group["signature"], group["processes"], group["rss_bytes"]) == ("npm exec magic", 20, 1536 * MIB)
@@ -127,9 +130,21 @@ def test_the_human_view_shows_the_same_report() -> None:
     assert "total 16.0 GiB  used 10.0 GiB  free 1.0 GiB  cache 5.0 GiB" in text
     assert "npm exec magic" in text and "x20" in text and "1.5 GiB" in text
     row = next(line for line in text.splitlines() if line.startswith("mcp-1"))
-    assert row.split()[1:] == ["metamcp:2.4", "2.0", "GiB", "12.5%", "none", "64", "3"]
+    assert row.split()[1:] == ["metamcp:2.4", "2.0", "GiB", "12.5%", "none", "64", "3", "70/none", "0"]
     assert "mem_limit: 1024m" in text
     assert "spawnwatch reap --signature 'npm exec magic' --spawner 4242 --container mcp-1 --keep 1" in text
+
+
+def test_a_container_at_its_pids_limit_shows_the_refused_forks() -> None:
+    """The limit that applies is the cgroup's (a parent slice's TasksMax too), not only the engine's."""
+    at_limit = replace(facts().containers[0], pids=PidsReading("/machine.slice", current=64, limit=64, refused=12))
+    report = build(replace(facts(), containers=(at_limit,)))
+    (container,) = report["containers"]
+    assert (container["pids_limit"], container["pids_current"], container["pids_refused_forks"]) == (64, 64, 12)
+    limits = next(a for a in report["actions"] if a["kind"] == "limits")
+    assert "pids_limit" not in limits["compose"] and "--pids-limit" not in limits["command"]
+    row = next(line for line in render(report).splitlines() if line.startswith("mcp-1"))
+    assert row.split()[-2:] == ["64/64", "12"]
 
 
 def test_every_leak_is_listed_and_healthy_groups_fill_up_to_the_cap() -> None:
@@ -232,6 +247,7 @@ def test_containers_their_groups_and_dockers_leftovers(docker_env) -> None:  # n
         by_id = {c["id"]: c for c in report["containers"]}
         box = by_id[limited]
         assert box["memory_limit_bytes"] == 256 * MIB and box["pids_limit"] == 100
+        assert (box["pids_current"], box["pids_refused_forks"]) == (4, 0)  # read from the container's cgroup
         assert box["memory_bytes"] > 0 and box["restart_count"] == 0 and box["image"] == docker_env.image
         assert [(g["signature"], g["processes"]) for g in box["groups"]] == [("sleep <n>", 3)]
         assert by_id[unlimited]["memory_limit_bytes"] is None

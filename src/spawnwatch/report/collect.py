@@ -11,6 +11,7 @@ from collections import defaultdict
 from typing import Any, Iterable, Sequence
 
 from spawnwatch.adapters import procfs
+from spawnwatch.adapters.cgroups import pids_of_process
 from spawnwatch.adapters.engine import ContainerInfo, DockerEngine
 from spawnwatch.adapters.memory import cgroup_memory, host_memory
 from spawnwatch.adapters.resolver import ContainerResolver
@@ -74,7 +75,8 @@ def _facts(
     for container_id, info in infos.items():
         members = per_container.get(container_id, [])
         pid = info.pid or (members[0].pid if members else None)
-        containers.append(ContainerFacts(info, cgroup_memory(pid) if pid else None, len(members)))
+        containers.append(ContainerFacts(info, cgroup_memory(pid) if pid else None, len(members),
+                                         pids_of_process(pid) if pid else None))
 
     found_by_group: dict[Any, list[Finding]] = defaultdict(list)
     for finding in findings:

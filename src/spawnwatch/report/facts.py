@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from spawnwatch.adapters.cgroups import PidsReading
 from spawnwatch.adapters.engine import ContainerInfo
 from spawnwatch.adapters.memory import CgroupMemory, HostMemory
 from spawnwatch.detect import Finding
@@ -40,6 +41,7 @@ class ContainerFacts:
     info: ContainerInfo
     memory: CgroupMemory | None
     processes: int
+    pids: PidsReading | None = None  # the pids limit over its cgroup (its own, or a parent's), tasks, refused forks
 
 
 @dataclass(frozen=True, slots=True)

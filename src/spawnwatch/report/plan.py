@@ -92,7 +92,7 @@ def _limit_action(container: ContainerFacts, leaked_processes: int, leaked_rss: 
     """Memory and pids limits sized on what the container needs without its leaks."""
     info = container.info
     missing_memory = info.memory_limit is None and (container.memory is None or container.memory.limit is None)
-    missing_pids = info.pids_limit is None
+    missing_pids = (container.pids.limit if container.pids else info.pids_limit) is None  # a parent's counts too
     if not (missing_memory or missing_pids):
         return None
     used = container.memory.used if container.memory else 0

@@ -38,7 +38,9 @@ def build(facts: Facts, settings: ReportSettings = ReportSettings()) -> dict[str
             "memory_bytes": c.memory.used if c.memory else None,
             "memory_percent": round(100 * c.memory.used / total, 1) if c.memory and total else None,
             "memory_limit_bytes": c.info.memory_limit or (c.memory.limit if c.memory else None),
-            "pids_limit": c.info.pids_limit,
+            "pids_limit": c.pids.limit if c.pids else c.info.pids_limit,
+            "pids_current": c.pids.current if c.pids else None,
+            "pids_refused_forks": c.pids.refused if c.pids else None,
             "processes": c.processes,
             "restart_count": c.info.restart_count,
             "groups": groups_of(c.info.id),
@@ -94,7 +96,8 @@ def render(report: dict[str, Any]) -> str:
     if report["traced_seconds"]:
         out.append(f"(lineage traced for {report['traced_seconds']:g} s)")
     out.append("")
-    header = f"{'CONTAINER':<24} {'IMAGE':<28} {'MEMORY':>10} {'%HOST':>6} {'LIMIT':>10} {'PROCS':>6} {'RESTARTS':>8}"
+    header = (f"{'CONTAINER':<24} {'IMAGE':<28} {'MEMORY':>10} {'%HOST':>6} {'LIMIT':>10} {'PROCS':>6} {'RESTARTS':>8}"
+              f" {'PIDS/LIMIT':>11} {'REFUSED':>7}")
     out.append(header)
     for c in report["containers"]:
         out.append(
@@ -102,7 +105,9 @@ def render(report: dict[str, Any]) -> str:
             f"{_bytes_or_dash(c['memory_bytes']):>10} "
             f"{(str(c['memory_percent']) + '%') if c['memory_percent'] is not None else '-':>6} "
             f"{_bytes_or_dash(c['memory_limit_bytes'], 'none'):>10} {c['processes']:>6} "
-            f"{c['restart_count'] if c['restart_count'] is not None else '-':>8}"
+            f"{c['restart_count'] if c['restart_count'] is not None else '-':>8} "
+            f"{_pids(c['pids_current'], c['pids_limit']):>11} "
+            f"{c['pids_refused_forks'] if c['pids_refused_forks'] is not None else '-':>7}"
         )
         out.extend(_group_lines(c["groups"]))
     out.append(f"{'(host)':<24} {'-':<28} {'':>10} {'':>6} {'':>10} {report['host']['processes']:>6} {'':>8}")
@@ -139,6 +144,13 @@ def _group_lines(groups: list[dict[str, Any]]) -> list[str]:
             f"  by {spawner['comm']} ({spawner['pid']}){leak}"
         )
     return lines
+
+
+def _pids(current: int | None, limit: int | None) -> str:
+    """Tasks against the pids limit: `52/64`, `3/none`, or `-` when the cgroup could not be read."""
+    if current is None:
+        return f"-/{limit}" if limit is not None else "-"
+    return f"{current}/{limit if limit is not None else 'none'}"
 
 
 def _bytes_or_dash(n: int | None, none: str = "-") -> str:
