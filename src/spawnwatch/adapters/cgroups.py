@@ -1,5 +1,6 @@
 """cgroups as the kernel shows them: the cgroup2 mount, /proc/<pid>/cgroup (its one
-reader), the cgroup tree, and which container a cgroup path names.
+reader), the cgroup tree, which container a cgroup path names, and the pids controller
+(the limit over a cgroup, its tasks, the forks it refused).
 
 A container runtime puts every container in a cgroup whose path names the container
 id (`/docker/<id>`, `docker-<id>.scope`, `cri-containerd-<id>.scope`, ...):

@@ -63,7 +63,8 @@ def command(duration: float | None, config_path: str | None, record: str | None,
     (descendants of killed children left running, charged to the process that
     spawned the children; `orphans` counts every leaked process, e.g. both the
     `sh -c` and the node server of a killed `npm exec`), zombie (exited
-    children never reaped), spawn_rate (sustained spawns per minute), oom.
+    children never reaped), spawn_rate (sustained spawns per minute), oom,
+    pids (a container or unit near its pids limit, or refusing forks).
 
     Starts from a /proc snapshot, so a leak that is already there is reported
     within seconds.  Each alert is sent `firing` once, re-sent with new counts
