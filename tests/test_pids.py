@@ -77,7 +77,7 @@ def test_refused_forks_make_it_critical_at_once_and_are_re_reported_as_they_grow
     t, critical = refused[0]
     # the shell and 63 sleeps reach the limit at t = 73; the next fork, a second later, is refused
     assert critical.severity == "critical" and critical.pids_limit.refused == 1 and t == 74
-    assert "1 forks refused by it" in critical.message
+    assert "1 fork refused by it" in critical.message
     counts = [a.pids_limit.refused for _, a in refused]
     assert len(counts) >= 3 and counts == sorted(counts) and len(set(counts)) == len(counts)
     assert all(a.state == "firing" for _, a in refused)
@@ -360,7 +360,7 @@ def test_a_leak_in_a_container_with_a_pids_limit_is_named_before_forks_fail(dock
     assert first["container"]["name"] == name and f"pids limit of container {name}" in first["message"]
     refused = [a for a in alerts if a["pids_limit"]["refused_forks"]]
     assert refused[0]["severity"] == "critical" and refused[0]["pids_limit"]["current"] == 64
-    assert f"{refused[0]['pids_limit']['refused_forks']} forks refused" in refused[0]["message"]
+    assert f"{refused[0]['pids_limit']['refused_forks']} fork" in refused[0]["message"]
     assert alerts[: alerts.index(refused[0])] == [a for a in alerts if not a["pids_limit"]["refused_forks"]]
 
     replay = CliRunner().invoke(main, ["watch", "--replay", str(recording), "--json"], catch_exceptions=False)

@@ -142,7 +142,8 @@ def _build(data: dict[str, Any], source: str) -> Config:
         if value <= 0:
             raise ConfigError(f"{source}: '{where}' must be greater than 0")
     if config.detect.pids.share > 1:
-        raise ConfigError(f"{source}: 'rules.pids.share' is a share of the limit: at most 1, not {config.detect.pids.share}")
+        raise ConfigError(f"{source}: 'rules.pids.share' is a share of the limit: at most 1, "
+                          f"not {config.detect.pids.share}")
     return config
 
 

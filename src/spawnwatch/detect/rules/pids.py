@@ -37,8 +37,8 @@ class PidsBook:
 
     def add(self, sample: PidsSample) -> None:
         known = self.states.get(sample.cgroup_id)
-        grew = known is None or sample.refused != known.sample.refused or sample.path != known.sample.path
-        self.states[sample.cgroup_id] = PidsState(sample, sample.ts if grew else known.refused_since)
+        changed = known is None or sample.refused != known.sample.refused or sample.path != known.sample.path
+        self.states[sample.cgroup_id] = PidsState(sample, sample.ts if changed else known.refused_since)
 
     def leaders(self, groups: Iterable[Group], leaks: Mapping[GroupKey, Leak]) -> dict[GroupKey, PidsState]:
         """Per limit (the cgroup whose pids.max applies), the group holding most of it, with the limit's state."""
@@ -53,7 +53,7 @@ class PidsBook:
             held = group.live + (len(leak.processes) if leak else 0)
             if held == 0:
                 continue
-            # The same order live and replayed: by size, then the oldest spawner, then the signature.
+            # The same order live and replayed: by size, then the lower spawner pid, then the signature.
             rank = (held, -group.spawner.pid, group.key.signature)
             limit = state.sample.path or str(group.key.cgroup_id)
             if limit not in best or rank > best[limit][0]:
@@ -62,10 +62,9 @@ class PidsBook:
             del self.states[cgroup_id]
         return {group.key: state for _, group, state in best.values()}
 
-    def limited(self) -> list[PidsSample]:
-        """The latest sample of each limit, once per limit."""
-        by_limit = {s.sample.path: s.sample for s in self.states.values() if s.sample.limit is not None}
-        return [by_limit[path] for path in sorted(by_limit)]
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'s' if count != 1 else ''}"
 
 
 def check(rule: PidsRule, group: Group, context: Context) -> Hit | None:
@@ -83,12 +82,12 @@ def check(rule: PidsRule, group: Group, context: Context) -> Hit | None:
         return None
     live = sorted((p for p in group.members if p.alive), key=lambda p: (-p.start, -p.pid))
     share = f"{100 * sample.current / sample.limit:.0f}%" if sample.limit else "all"
-    refused = f"{sample.refused} forks refused by it" if sample.refused else "no fork refused yet"
-    orphaned = f" and {len(orphans)} orphans charged to it" if orphans else ""
+    refused = f"{plural(sample.refused, 'fork')} refused by it" if sample.refused else "no fork refused yet"
+    orphaned = f" and {plural(len(orphans), 'orphan')} charged to it" if orphans else ""
     return Hit(
         [p.pid for p in live] + [p.pid for p in orphans],
         f"{sample.current} of the {sample.limit} tasks allowed ({share}; threads count too), {refused}; "
-        f"{group.live} live children here{orphaned}",
+        f"{group.live} of them its live children{orphaned}",
         CRITICAL if sample.refused else WARNING,
         pids_limit=sample,
     )
