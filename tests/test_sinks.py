@@ -130,14 +130,12 @@ def test_prometheus_counters_are_the_sessions_totals_and_sizes_are_gauges():
 
 
 def test_prometheus_shows_the_pids_limits_by_container_or_host_cgroup():
-    from spawnwatch.adapters.pids import PidsLimit
-
     metrics = Metrics()
     try:
-        metrics.progress({"events": {}, "lost": 0}, {}, [
-            PidsLimit("metamcp", "", current=52, limit=64, refused=0),
-            PidsLimit("", "/system.slice/mcp.service", current=4915, limit=4915, refused=37),
-        ])
+        metrics.send({"kind": "progress", "events": {}, "lost": 0, "table": {}, "pids_limits": [
+            {"container": "metamcp", "cgroup": "", "current": 52, "limit": 64, "refused": 0},
+            {"container": "", "cgroup": "/system.slice/mcp.service", "current": 4915, "limit": 4915, "refused": 37},
+        ]})
         text = scrape(metrics.port)
         for line in (
             'spawnwatch_pids_current{cgroup="",container="metamcp"} 52.0',
@@ -147,7 +145,7 @@ def test_prometheus_shows_the_pids_limits_by_container_or_host_cgroup():
             "# TYPE spawnwatch_pids_refused_forks_total counter", "# TYPE spawnwatch_pids_current gauge",
         ):
             assert line in text, line
-        metrics.progress({"events": {}, "lost": 0}, {})
+        metrics.send({"kind": "progress", "events": {}, "lost": 0, "table": {}, "pids_limits": []})
         assert "spawnwatch_pids_current{" not in scrape(metrics.port), "a limit gone from the sweep is gone here"
     finally:
         metrics.close()
