@@ -8,11 +8,15 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import uuid
 
 import pytest
+from click.testing import CliRunner
 
+from conftest import REPO, wait_for
 from spawnwatch.adapters import ledger, procfs
+from spawnwatch.cli.watch import command as watch_command
 from spawnwatch.session import ready_record
 from spawnwatch.sinks.ledger import Ledger, LedgerBusy
 
@@ -158,3 +162,29 @@ def test_a_failed_write_leaves_the_last_ledger_whole(tmp_path) -> None:
         sink.close()
     finally:
         subprocess.run(["umount", str(state_dir)], check=True)
+
+
+def test_a_replay_keeps_no_ledger(tmp_path) -> None:
+    recording = str(REPO / "tests" / "fixtures" / "orphan.msgpack")
+    result = CliRunner().invoke(watch_command, ["--replay", recording, "--state-dir", str(tmp_path / "state")])
+    assert result.exit_code == 2 and "--state-dir do not apply" in result.output
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.root
+def test_a_live_watch_keeps_its_ledger_while_it_runs(tmp_path) -> None:
+    state_dir = str(tmp_path / "state")
+    watch = subprocess.Popen([sys.executable, "-m", "spawnwatch", "watch", "--json", "--state-dir", state_dir],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        kept = wait_for(lambda: ledger.read(state_dir), "the ledger", deadline=120.0)
+        assert kept.writer.pid == watch.pid and kept.stale is None
+        again = subprocess.run([sys.executable, "-m", "spawnwatch", "watch", "--duration", "1", "--state-dir", state_dir],
+                               capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0 and f"no ledger: {state_dir}/alerts.json is kept by another `watch`" in again.stderr
+        assert ledger.read(state_dir).writer.pid == watch.pid
+    finally:
+        watch.terminate()
+        out, err = watch.communicate(timeout=60)
+    assert watch.returncode == 0, err[-2000:]
+    assert ledger.read(state_dir) is None  # removed as the watch ended

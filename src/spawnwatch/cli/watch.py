@@ -80,6 +80,10 @@ def command(duration: float | None, config_path: str | None, record: str | None,
     before detection, so alerts, webhooks, metrics and recordings never carry
     them, and a replay redacts a recording made with --show-secrets.
 
+    A live watch keeps its firing alerts in /run/spawnwatch/alerts.json
+    (--state-dir) for `report` and `reap`: containers that exited `docker run`
+    clients left running are known only from what it saw.
+
     \b
     Examples:
       sudo spawnwatch watch
