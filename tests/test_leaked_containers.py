@@ -25,7 +25,7 @@ from spawnwatch.report import LeakedContainerFacts, LedgerFacts, build, render
 from spawnwatch.session import ready_record
 from spawnwatch.signature import Signer
 from spawnwatch.sinks.ledger import Ledger
-from test_report import MIB, facts
+from test_report import CONTAINER_ID, MIB, facts
 
 SIGNER = Signer(load().signature)
 HOST = {"pid": 4242, "ppid": 1, "argv": ["node", "/opt/mcp/host.js", "--stdio"], "comm": "node"}
@@ -74,6 +74,12 @@ def test_one_reap_per_host_and_signature_none_for_init_and_the_state_dir_when_no
         ["spawnwatch", "reap", "--signature", SIGNATURE, "--spawner", spawner, "--state-dir", "/tmp/sw"]
         for spawner in ("4242", "5000")
     ]
+
+
+def test_a_leaked_container_is_to_be_ended_not_given_limits() -> None:
+    assert "mcp-1" in [a.get("container") for a in build(facts())["actions"]]
+    mcp = replace(leaked(1), info=ContainerInfo(id=CONTAINER_ID, name="mcp-1", running=True))
+    assert "mcp-1" not in [a.get("container") for a in build(with_leaks(mcp))["actions"]]
 
 
 def test_without_a_usable_ledger_the_report_says_how_to_get_one() -> None:

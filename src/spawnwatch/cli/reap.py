@@ -210,8 +210,8 @@ def _containers_record(kept: LedgerFile, leak: ContainerLeak, states: list[Conta
         "containers": [
             {
                 "id": state.listed.id,
-                "name": state.listed.name,
-                "image": state.listed.image,
+                "name": state.info.name if state.info else state.listed.name,  # the engine's word, while it has one
+                "image": state.info.image if state.info else state.listed.image,
                 "running": state.running,
                 "age_s": state.age_s(now),
                 "memory_bytes": state.memory_bytes,
@@ -240,7 +240,7 @@ def _show_containers(record: dict[str, Any], as_json: bool) -> None:
     running = [c for c in record["containers"] if c["running"]]
     click.echo(
         f"containers left by `{record['signature']}` clients of {spawner['comm']} (pid {spawner['pid']}):"
-        f" ending {len(running)} of the {len(record['containers'])} the ledger lists"
+        f" ending {len(running)} of the {_containers(len(record['containers']))} the ledger lists"
         f" ({record['ledger']['path']}, of `watch` pid {record['ledger']['writer_pid']})"
     )
     click.echo(f"{'CONTAINER':<12}  {'NAME':<28} {'IMAGE':<32} {'AGE':>5} {'MEMORY':>10}")
@@ -256,12 +256,16 @@ def _show_containers(record: dict[str, Any], as_json: bool) -> None:
     if record["dry_run"]:
         click.echo(f"would free about {human_bytes(record['memory_bytes'])}; nothing ended: add --yes to end them")
         return
-    click.echo(f"ended {len(record['ended'])} containers, freed {human_bytes(record['memory_freed_bytes'])}")
+    click.echo(f"ended {_containers(len(record['ended']))}, freed {human_bytes(record['memory_freed_bytes'])}")
     if record["gone"]:
         click.echo(f"already stopped or removed: {', '.join(i[:SHORT_ID] for i in record['gone'])}")
     for name, what in (("skipped", "left alone"), ("unremoved", "killed, not removed"), ("failed", "not ended")):
         for c in record[name]:
             click.echo(f"{what}: {c['id'][:SHORT_ID]}: {c['reason']}", err=name == "failed")
+
+
+def _containers(n: int) -> str:
+    return f"{n} container{'s' if n != 1 else ''}"
 
 
 def _plan_record(

@@ -63,7 +63,9 @@ def plan(facts: Facts) -> list[Action]:
     actions = [_reap_action(*key, found) for key, found in reaps.items()]
     actions += _container_reaps(facts)
     actions += zombies
-    actions += [a for c in facts.containers if (a := _limit_action(c, *leaked_of[c.info.id]))]
+    leaked_containers = {c.info.id for c in facts.leaked_containers}  # to be ended, not limited
+    actions += [a for c in facts.containers
+                if c.info.id not in leaked_containers and (a := _limit_action(c, *leaked_of[c.info.id]))]
     actions += _prunes(facts)
     return actions
 
@@ -105,7 +107,7 @@ def _container_reaps(facts: Facts) -> list[Action]:
         memory = sum(c.memory_bytes or 0 for c in leaked)
         actions.append(Action(
             "reap",
-            f"end the {len(leaked)} containers that exited `{signature}` clients of "
+            f"end the {len(leaked)} container{'s' if len(leaked) != 1 else ''} that exited `{signature}` clients of "
             f"{leaked[0].spawner['comm']} (pid {spawner}) left running ({human_bytes(memory)});"
             f" without --yes it only lists them",
             command=shlex.join(argv),
