@@ -22,7 +22,7 @@ from spawnwatch.config import load
 from spawnwatch.reap import Selection, SelectionError
 from spawnwatch.reap_containers import ContainerLeak, ListedContainer, container_leaks, pick, recheck, refusal
 from spawnwatch.report import LeakedContainerFacts, LedgerFacts, build, render
-from spawnwatch.session import ready_record
+from spawnwatch.runner import ready_record
 from spawnwatch.signature import Signer
 from spawnwatch.sinks.ledger import Ledger
 from test_report import CONTAINER_ID, MIB, facts

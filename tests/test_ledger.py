@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from conftest import REPO, wait_for
 from spawnwatch.adapters import ledger, procfs
 from spawnwatch.cli.watch import command as watch_command
-from spawnwatch.session import ready_record
+from spawnwatch.runner import ready_record
 from spawnwatch.sinks.ledger import Ledger, LedgerBusy
 
 
