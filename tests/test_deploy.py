@@ -166,3 +166,18 @@ def test_a_sandbox_that_hides_the_headers_from_root_is_named_as_such(tmp_path) -
     (error,) = [line for line in sandboxed.stderr.splitlines() if line.startswith("Error:")]
     assert "kernel headers: root may not read /lib/modules/" in error and "ProtectKernelModules" in error
     assert "sudo" not in error
+
+
+def test_the_unit_and_the_pod_give_watch_its_default_state_dir() -> None:
+    """The ledger `report` and `reap` read: /run/spawnwatch, writable under the unit's
+    ProtectSystem=strict, and on the node's filesystem for the DaemonSet."""
+    from spawnwatch.config import load
+
+    state_dir = load().watch.state_dir
+    assert state_dir == f"/run/{unit_setting('RuntimeDirectory')}" and unit_setting("RuntimeDirectoryMode") == "0700"
+    pod = manifests()["DaemonSet"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == state_dir]
+    assert not mount.get("readOnly")
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["hostPath"]["path"] == state_dir

@@ -36,12 +36,18 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class WatchSettings:
+    state_dir: str = "/run/spawnwatch"  # "" keeps no ledger
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     lineage: LineageSettings
     detect: DetectSettings
     alerts: AlertPolicy
     signature: SignatureRules
     redact: RedactRules
+    watch: WatchSettings
 
 
 def default_text() -> str:
@@ -128,6 +134,7 @@ def _build(data: dict[str, Any], source: str) -> Config:
         alerts=_make(AlertPolicy, data["alerts"], source, "alerts"),
         signature=rules_,
         redact=_redact_rules(data["redact"], source),
+        watch=_make(WatchSettings, data["watch"], source, "watch"),
     )
     for where, value in (
         ("lineage.max_processes", config.lineage.max_processes),

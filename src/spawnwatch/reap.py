@@ -94,13 +94,7 @@ def plan(
     container_of: ContainerOf,
 ) -> Plan:
     """What `execute` would end for `selection`; raises SelectionError when it is not one group."""
-    wanted = {selection.signature}
-    try:
-        argv = shlex.split(selection.signature)
-    except ValueError:  # unbalanced quotes: only an exact signature can match
-        argv = []
-    if argv:
-        wanted.add(signature_of(ProcessInfo(pid=0, ppid=0, start=0.0, comm=argv[0], argv=tuple(argv))))
+    wanted = wanted_signatures(selection.signature, signature_of)
     by_pid = {p.pid: p for p in processes}
     groups: dict[tuple[int, str | None], list[ProcessInfo]] = defaultdict(list)
     for p in processes:
@@ -139,6 +133,18 @@ def plan(
     )
 
 
+def wanted_signatures(signature: str, signature_of: SignatureOf) -> set[str]:
+    """`--signature` as given, and the signature of it read as a command line."""
+    wanted = {signature}
+    try:
+        argv = shlex.split(signature)
+    except ValueError:  # unbalanced quotes: only an exact signature can match
+        argv = []
+    if argv:
+        wanted.add(signature_of(ProcessInfo(pid=0, ppid=0, start=0.0, comm=argv[0], argv=tuple(argv))))
+    return wanted
+
+
 def flagged(config: Config, snapshot: Snapshot, resolve_container: ResolveContainer) -> frozenset[GroupId]:
     """The groups a rule of `watch` (one a signal can remedy) fires on in this snapshot."""
     pipeline = Pipeline(config, resolve_container=resolve_container)
@@ -151,16 +157,23 @@ def flagged(config: Config, snapshot: Snapshot, resolve_container: ResolveContai
 
 def refusal(chosen: Plan, flagged_groups: Collection[GroupId], protected: Collection[int], force: bool) -> str | None:
     """Why `chosen` must not be ended (None: it may be)."""
-    spawner = chosen.spawner_pid
-    if spawner == INIT:
-        return "the spawner is pid 1 (init): its children are the system's services and adopted orphans"
-    if spawner in protected:
-        return f"the spawner, pid {spawner}, runs this very command (it is spawnwatch or one of its ancestors)"
+    protected_spawner = spawner_refusal(chosen.spawner_pid, protected)
+    if protected_spawner:
+        return protected_spawner
     if not force and chosen.group not in flagged_groups:
         return (
             f"no rule of `watch` ({', '.join(REAPABLE)}) flags this group now; "
             "check it with `spawnwatch tree`, or add --force to end it anyway"
         )
+    return None
+
+
+def spawner_refusal(spawner: int, protected: Collection[int]) -> str | None:
+    """Why nothing of `spawner`'s may be ended, forced or not (None: it may be)."""
+    if spawner == INIT:
+        return "the spawner is pid 1 (init): its children are the system's services and adopted orphans"
+    if spawner in protected:
+        return f"the spawner, pid {spawner}, runs this very command (it is spawnwatch or one of its ancestors)"
     return None
 
 

@@ -19,6 +19,14 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
+def human_age(seconds: float) -> str:
+    """The largest whole unit: 45s, 12m, 5h, 19d."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{max(int(seconds), 0)}s"
+
+
 def printable(text: str) -> str:
     """`text` safe for a terminal: control characters (escape sequences, line
     breaks) in a process's argv or comm are shown as escapes, never obeyed."""

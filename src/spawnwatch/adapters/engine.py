@@ -4,9 +4,11 @@ leftovers, and its event stream; tolerant of there being no engine at all."""
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,9 @@ class ContainerInfo:
     memory_limit: int | None = None  # bytes; None: no limit (or unknown)
     pids_limit: int | None = None
     pid: int | None = None  # host pid of the container's first process, when running
+    running: bool | None = None
+    created: float | None = None  # wall-clock time the engine created it
+    auto_remove: bool = False  # `docker run --rm`: the engine removes it once it stops
     # False when only the cgroup path named it (no engine answered): an engine that
     # comes back later can still give its name and image.
     from_engine: bool = True
@@ -53,8 +58,26 @@ def info_from_inspect(inspect: dict[str, Any]) -> ContainerInfo:
         memory_limit=host.get("Memory") or None,
         pids_limit=host.get("PidsLimit") or None,  # 0 and -1 both mean unlimited
         pid=state.get("Pid") or None,
+        running=state.get("Running"),
+        created=_wall_time(inspect.get("Created")),
+        auto_remove=bool(host.get("AutoRemove")),
     )
 
+
+def _wall_time(rfc3339: str | None) -> float | None:
+    """Docker's `2026-11-29T23:20:29.123456789Z` as a unix time; None when missing or odd."""
+    if not rfc3339:
+        return None
+    # Python < 3.11 parses neither `Z` nor fractions of other than 3 or 6 digits (Go drops trailing zeros).
+    fixed = re.sub(r"\.(\d+)", lambda m: "." + (m.group(1) + "000000")[:6], rfc3339).replace("Z", "+00:00")
+    try:
+        return datetime.fromisoformat(fixed).timestamp()
+    except ValueError:
+        return None
+
+
+class EngineError(Exception):
+    """The engine could not do what it was asked; the message says why."""
 
 
 class DockerEngine:
@@ -113,6 +136,34 @@ class DockerEngine:
             with self._lock:
                 self._mark_down(exc)
             return None
+
+    def _act(self, method: str, *args: Any, **kwargs: Any) -> bool:
+        """Have the engine do something: True when done, False when the container is gone;
+        EngineError when the engine refused or did not answer."""
+        api = self._api()
+        if api is None:
+            raise EngineError("no Docker engine answers")
+        import docker.errors
+
+        try:
+            getattr(api, method)(*args, **kwargs)
+            return True
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError as exc:
+            raise EngineError(str(exc.explanation or exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - connection refused, timeouts
+            with self._lock:
+                self._mark_down(exc)
+            raise EngineError(str(exc)) from exc
+
+    def kill(self, container_id: str) -> bool:
+        """SIGKILL the container's processes; False when it is gone."""
+        return self._act("kill", container_id)
+
+    def remove(self, container_id: str) -> bool:
+        """Remove the container (forced: a kill may not have finished stopping it); False when gone."""
+        return self._act("remove_container", container_id, force=True)
 
     @property
     def available(self) -> bool:

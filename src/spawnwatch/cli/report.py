@@ -19,16 +19,21 @@ from spawnwatch.report import investigate, render
     help="Also trace live events for SECONDS first (needs root): orphans are charged to the child that left them.",
 )
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="Thresholds and signature rules (TOML).")
+@click.option("--state-dir", metavar="DIR",
+              help="Where `watch` keeps its ledger of firing alerts (default: the config's [watch] state_dir).")
 @json_option
 @one_line_errors
-def command(trace_seconds: float | None, config_path: str | None, as_json: bool) -> None:
+def command(trace_seconds: float | None, config_path: str | None, state_dir: str | None, as_json: bool) -> None:
     """Host memory; per container memory, limit, processes, restarts and its largest
-    groups of identical processes; dangling images and unused volumes; and the
-    recommended actions (limits as a compose snippet, `reap` commands, prunes).
+    groups of identical processes; dangling images and unused volumes; the
+    containers exited `docker run` clients left running; and the recommended
+    actions (limits as a compose snippet, `reap` commands, prunes).
 
     Works from /proc and the Docker engine (if one answers) without tracing; the
-    same detector as `watch` decides which groups are leaks.  With --json the
-    output is one object, the very data of the table.
+    same detector as `watch` decides which groups are leaks.  Leaked containers
+    are no process's children: they are known only to a running `watch`, from
+    the ledger it keeps (their memory is read now).  With --json the output is
+    one object, the very data of the table.
 
     \b
     Examples:
@@ -41,7 +46,7 @@ def command(trace_seconds: float | None, config_path: str | None, as_json: bool)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from exc
     try:
-        report = investigate(config, trace_seconds=trace_seconds)
+        report = investigate(config, trace_seconds=trace_seconds, state_dir=state_dir)
     except ProbeError as exc:
         raise CannotTrace(str(exc)) from exc
     if as_json:

@@ -48,13 +48,17 @@ from spawnwatch.sinks.jsonl import JsonLines
 @click.option("--resend-every", type=click.FloatRange(min=1), default=60.0, show_default=True, metavar="SECONDS",
               help="How often an Alertmanager is told again of every active alert (keep it below its "
                    "resolve_timeout, 5 min by default).")
+@click.option("--state-dir", metavar="DIR",
+              help="Keep the firing alerts in DIR/alerts.json for `report` and `reap` (default: the config's "
+                   "[watch] state_dir, /run/spawnwatch); '' keeps none.")
 @show_secrets_option
 @ring_buffer_option
 @json_option
 @one_line_errors
 def command(duration: float | None, config_path: str | None, record: str | None, replay: str | None,
             metrics_address: str | None, metrics_port: int | None, container: str | None, webhook: str | None,
-            resend_every: float, show_secrets: bool, ring_buffer_kb: int | None, as_json: bool) -> None:
+            resend_every: float, state_dir: str | None, show_secrets: bool, ring_buffer_kb: int | None,
+            as_json: bool) -> None:
     """Catch processes that keep spawning identical children and never clean them up.
 
     Children are grouped by spawner and signature (argv normalised: `npx -y
@@ -77,6 +81,10 @@ def command(duration: float | None, config_path: str | None, record: str | None,
     before detection, so alerts, webhooks, metrics and recordings never carry
     them, and a replay redacts a recording made with --show-secrets.
 
+    A live watch keeps its firing alerts in /run/spawnwatch/alerts.json
+    (--state-dir) for `report` and `reap`: containers that exited `docker run`
+    clients left running are known only from what it saw.
+
     \b
     Examples:
       sudo spawnwatch watch
@@ -86,9 +94,9 @@ def command(duration: float | None, config_path: str | None, record: str | None,
       sudo spawnwatch watch --metrics-address :9464
       sudo spawnwatch watch --container metamcp
     """
-    if replay and (record or duration is not None or ring_buffer_kb is not None):
+    if replay and (record or duration is not None or ring_buffer_kb is not None or state_dir):
         raise click.UsageError(
-            "--replay reads a finished recording: --record, --duration and --ring-buffer-kb do not apply"
+            "--replay reads a finished recording: --record, --duration, --ring-buffer-kb and --state-dir do not apply"
         )
     if webhook and not webhook.startswith(("http://", "https://")):
         raise click.BadParameter("must be an http:// or https:// URL", param_hint="--webhook")
@@ -109,6 +117,10 @@ def command(duration: float | None, config_path: str | None, record: str | None,
         sink: Sink = Fanout(sinks)
         if container is not None:
             sink = OnlyContainer(sink, container)
+        state_dir = config.watch.state_dir if state_dir is None else state_dir
+        kept = ledger_sink(state_dir) if state_dir and not replay else None
+        if kept is not None:  # every alert, whatever --container shows
+            sink = Fanout([sink, kept])
         stack.callback(sink.close)
         if replay:
             watch_recording(config, replay, sink)
@@ -129,6 +141,20 @@ def serve_metrics(address: str) -> Any:
         raise click.BadParameter(str(exc), param_hint="--metrics-address") from exc
     except OSError as exc:
         raise click.BadParameter(f"cannot listen on {address}: {exc.strerror}", param_hint="--metrics-address") from exc
+
+
+def ledger_sink(state_dir: str) -> Any:
+    """The ledger for `report` and `reap`; None, said on stderr, when it cannot be kept:
+    alerting goes on without it."""
+    from spawnwatch.sinks.ledger import Ledger, LedgerBusy
+
+    try:
+        return Ledger(state_dir, on_error=log)
+    except LedgerBusy as exc:
+        log(f"no ledger: {exc} (--state-dir to keep one elsewhere)")
+    except OSError as exc:
+        log(f"no ledger: cannot keep it in {state_dir}: {exc.strerror or exc}")
+    return None
 
 
 def webhook_sink(url: str, resend_every: float, metrics: Any) -> Any:

@@ -7,10 +7,12 @@ for `--trace SECONDS`, which also charges orphans to the child that left them.""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any, Iterable, Sequence
 
-from spawnwatch.adapters import procfs
+from spawnwatch.adapters import ledger, procfs
 from spawnwatch.adapters.cgroups import pids_of_process
 from spawnwatch.adapters.engine import ContainerInfo, DockerEngine
 from spawnwatch.adapters.memory import cgroup_memory, host_memory
@@ -20,12 +22,18 @@ from spawnwatch.detect import Detector, Finding, Group, live_subtree
 from spawnwatch.lineage import Lineage, Process
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.redact import Redactor
-from spawnwatch.report.facts import ContainerFacts, Facts, GroupFacts, ReportSettings
+from spawnwatch.reap_containers import container_leaks, survey
+from spawnwatch.report.facts import (
+    ContainerFacts, Facts, GroupFacts, LeakedContainerFacts, LedgerFacts, ReportSettings,
+)
 
 
-def collect(config: Config, trace_seconds: float | None = None, settings: ReportSettings = ReportSettings()) -> Facts:
-    """Every fact of the report (`trace_seconds` needs root and BPF)."""
+def collect(config: Config, trace_seconds: float | None = None, settings: ReportSettings = ReportSettings(),
+            state_dir: str | None = None) -> Facts:
+    """Every fact of the report (`trace_seconds` needs root and BPF); the leaked containers
+    from the ledger `watch` keeps in `state_dir` (by default the config's)."""
     engine = DockerEngine()
+    ledger_facts, leaked = _leaked_containers(engine, config.watch.state_dir if state_dir is None else state_dir)
     pipeline = Pipeline(config, reparent_hint=procfs.parent_pid)
     redact = Redactor(config.redact)
     if trace_seconds:
@@ -39,7 +47,32 @@ def collect(config: Config, trace_seconds: float | None = None, settings: Report
     else:
         pipeline.feed(procfs.snapshot(redact))
     findings = pipeline.detector.evaluate(procfs.boottime_now())
-    return _facts(pipeline.lineage, pipeline.detector, findings, engine, settings, trace_seconds)
+    facts = _facts(pipeline.lineage, pipeline.detector, findings, engine, settings, trace_seconds)
+    return replace(facts, ledger=ledger_facts, leaked_containers=leaked)
+
+
+def _leaked_containers(engine: DockerEngine, state_dir: str) -> tuple[LedgerFacts | None, tuple[LeakedContainerFacts, ...]]:
+    """The containers the ledger's firing alerts list that still run, with their memory now."""
+    if not state_dir:
+        return None, ()
+    try:
+        kept = ledger.read(state_dir)
+        leaks = container_leaks(kept.alerts) if kept else []
+    except (ledger.LedgerError, KeyError, TypeError, ValueError) as exc:
+        return LedgerFacts(ledger.ledger_path(state_dir), None, str(exc)), ()
+    if kept is None:
+        return None, ()
+    facts = LedgerFacts(kept.path, kept.writer.pid, kept.stale)
+    if kept.stale:
+        return facts, ()
+    now = time.time()
+    leaked = tuple(
+        LeakedContainerFacts(leak.signature, leak.spawner, state.info, state.memory_bytes, state.age_s(now))
+        for leak in leaks
+        for state in survey(leak, engine)
+        if state.running and state.info is not None
+    )
+    return facts, leaked
 
 
 def _facts(

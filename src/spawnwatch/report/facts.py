@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,28 @@ class ContainerFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class LeakedContainerFacts:
+    """A container an exited client of `spawner` left running, as the ledger of `watch` lists it."""
+
+    signature: str  # the client's
+    spawner: dict[str, Any]  # pid, ppid, argv, comm
+    info: ContainerInfo  # as the engine says now
+    memory_bytes: int | None  # its cgroup's, now
+    age_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerFacts:
+    path: str
+    writer_pid: int | None
+    unusable: str | None = None  # why its alerts cannot be trusted (stale, unreadable); None: a live watch keeps it
+
+    @property
+    def state_dir(self) -> str:
+        return os.path.dirname(self.path)
+
+
+@dataclass(frozen=True, slots=True)
 class Facts:
     host_memory: HostMemory
     host_processes: int
@@ -54,3 +77,5 @@ class Facts:
     dangling_images: tuple[dict[str, Any], ...] = ()
     unused_volumes: tuple[dict[str, Any], ...] = ()
     traced_seconds: float | None = None
+    ledger: LedgerFacts | None = None  # None: no `watch` keeps one here
+    leaked_containers: tuple[LeakedContainerFacts, ...] = ()

@@ -9,9 +9,10 @@ import shlex
 from collections import defaultdict
 from dataclasses import dataclass
 
+from spawnwatch.config import WatchSettings
 from spawnwatch.reap import INIT
 from spawnwatch.render import human_bytes
-from spawnwatch.report.facts import ContainerFacts, Facts, GroupFacts
+from spawnwatch.report.facts import ContainerFacts, Facts, GroupFacts, LeakedContainerFacts
 
 MEMORY_STEP = 256 * 1024 * 1024  # suggested limits are rounded up to this
 MIN_PIDS_LIMIT = 64
@@ -60,8 +61,11 @@ def plan(facts: Facts) -> list[Action]:
         if any(f.rule == "zombie" for f in group.findings):
             zombies.append(_zombies_action(group))
     actions = [_reap_action(*key, found) for key, found in reaps.items()]
+    actions += _container_reaps(facts)
     actions += zombies
-    actions += [a for c in facts.containers if (a := _limit_action(c, *leaked_of[c.info.id]))]
+    leaked_containers = {c.info.id for c in facts.leaked_containers}  # to be ended, not limited
+    actions += [a for c in facts.containers
+                if c.info.id not in leaked_containers and (a := _limit_action(c, *leaked_of[c.info.id]))]
     actions += _prunes(facts)
     return actions
 
@@ -86,6 +90,29 @@ def _reap_action(spawner: int, signature: str, container: str | None, found: _Re
         f" (group RSS {human_bytes(found.rss_bytes)}); without --yes it only lists them",
         command=shlex.join(argv),
     )
+
+
+def _container_reaps(facts: Facts) -> list[Action]:
+    """One `reap` per host and client signature whose leaked containers still run."""
+    by_client: dict[tuple[int, str], list[LeakedContainerFacts]] = defaultdict(list)
+    for leaked in facts.leaked_containers:
+        by_client[(leaked.spawner["pid"], leaked.signature)].append(leaked)
+    actions = []
+    for (spawner, signature), leaked in by_client.items():
+        if spawner == INIT:
+            continue  # `reap` refuses init's, as for processes
+        argv = ["spawnwatch", "reap", "--signature", signature, "--spawner", str(spawner)]
+        if facts.ledger is not None and facts.ledger.state_dir != WatchSettings().state_dir:
+            argv += ["--state-dir", facts.ledger.state_dir]
+        memory = sum(c.memory_bytes or 0 for c in leaked)
+        actions.append(Action(
+            "reap",
+            f"end the {len(leaked)} container{'s' if len(leaked) != 1 else ''} that exited `{signature}` clients of "
+            f"{leaked[0].spawner['comm']} (pid {spawner}) left running ({human_bytes(memory)});"
+            f" without --yes it only lists them",
+            command=shlex.join(argv),
+        ))
+    return actions
 
 
 def _limit_action(container: ContainerFacts, leaked_processes: int, leaked_rss: int) -> Action | None:

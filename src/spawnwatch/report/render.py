@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from spawnwatch.render import human_bytes
+from spawnwatch.render import human_age, human_bytes, printable
 from spawnwatch.report.facts import HOST, Facts, GroupFacts, ReportSettings
 from spawnwatch.report.plan import plan
 
@@ -65,6 +65,22 @@ def build(facts: Facts, settings: ReportSettings = ReportSettings()) -> dict[str
             "unused_volumes_bytes": sum(max(v["size_bytes"], 0) for v in facts.unused_volumes),
         },
     }
+    ledger = facts.ledger
+    report["ledger"] = (
+        {"path": ledger.path, "writer_pid": ledger.writer_pid, "unusable": ledger.unusable} if ledger else None
+    )
+    report["leaked_containers"] = [
+        {
+            "id": leaked.info.id,
+            "name": leaked.info.name,
+            "image": leaked.info.image,
+            "age_s": leaked.age_s,
+            "memory_bytes": leaked.memory_bytes,
+            "signature": leaked.signature,
+            "spawner": {key: leaked.spawner.get(key) for key in ("pid", "ppid", "argv", "comm")},
+        }
+        for leaked in facts.leaked_containers
+    ]
     report["actions"] = [action.as_record() for action in plan(facts)]
     return report
 
@@ -112,6 +128,8 @@ def render(report: dict[str, Any]) -> str:
         out.extend(_group_lines(c["groups"]))
     out.append(f"{'(host)':<24} {'-':<28} {'':>10} {'':>6} {'':>10} {report['host']['processes']:>6} {'':>8}")
     out.extend(_group_lines(report["host"]["groups"]))
+    out.append("")
+    out.extend(_leaked_container_lines(report))
     docker = report["docker"]
     out.append("")
     if docker["available"]:
@@ -151,6 +169,34 @@ def _pids(current: int | None, limit: int | None) -> str:
     if current is None:
         return f"-/{limit}" if limit is not None else "-"
     return f"{current}/{limit if limit is not None else 'none'}"
+
+
+def _leaked_container_lines(report: dict[str, Any]) -> list[str]:
+    """By host process and client signature, the containers its exited clients left running."""
+    ledger = report["ledger"]
+    start_watch = "start `spawnwatch watch` (or the service) to see containers leaked by exited clients"
+    if ledger is None:
+        return [f"LEAKED CONTAINERS  no ledger of `watch` here: {start_watch}"]
+    if ledger["unusable"]:
+        return [f"LEAKED CONTAINERS  the ledger {ledger['path']} cannot be used: {ledger['unusable']}; {start_watch}"]
+    source = f"(ledger {ledger['path']} of `watch` pid {ledger['writer_pid']})"
+    if not report["leaked_containers"]:
+        return [f"LEAKED CONTAINERS  none {source}"]
+    by_client: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
+    for leaked in report["leaked_containers"]:
+        by_client[(leaked["spawner"]["pid"], leaked["signature"])].append(leaked)
+    lines = [f"LEAKED CONTAINERS  {source}"]
+    for (pid, signature), leaked in by_client.items():
+        spawner = leaked[0]["spawner"]
+        argv = printable(" ".join(spawner["argv"]) or f"[{spawner['comm']}]")
+        memory = sum(c["memory_bytes"] or 0 for c in leaked)
+        lines.append(f"    {_cut(signature, 48):<48} x{len(leaked):<4} {human_bytes(memory):>10}  by {spawner['comm']} ({pid})")
+        lines.append(f"      host process: {_cut(argv, 100)}")
+        for c in leaked:
+            age = human_age(c["age_s"]) if c["age_s"] is not None else "-"
+            lines.append(f"      {c['id'][:12]}  {_cut(printable(c['name']), 28):<28} {_cut(printable(c['image'] or '-'), 32):<32}"
+                         f" {age:>5} {_bytes_or_dash(c['memory_bytes']):>10}")
+    return lines
 
 
 def _bytes_or_dash(n: int | None, none: str = "-") -> str:

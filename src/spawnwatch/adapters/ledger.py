@@ -1,0 +1,147 @@
+"""The ledger of a live `watch`: its firing alerts in `<state_dir>/alerts.json`, for
+`report` and `reap`, which otherwise see only what /proc shows now.
+
+The containers an exited `docker run` client left running are known only from the
+history `watch` saw (the client's exec, the engine's create event); this file is how
+that knowledge reaches the other commands.  It names processes and their argv, so it
+is written 0600 in a directory made 0700, atomically (a temporary file in the same
+directory renamed over it): a reader sees the old ledger or the new one, never half.
+
+A reader trusts a ledger only while its writer lives: the same boot (the kernel's
+boot id) and the writer's pid still the process that started at the recorded time.
+One `watch` keeps a state directory at a time: it holds an flock on `alerts.lock`,
+which the kernel releases however the watcher ends.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from spawnwatch.adapters import procfs
+
+LEDGER_FILE = "alerts.json"
+LOCK_FILE = "alerts.lock"
+FORMAT = 1
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
+
+
+class LedgerError(Exception):
+    """A ledger that cannot be read or is not one; the message names the file."""
+
+
+def boot_id() -> str:
+    with open(BOOT_ID) as f:
+        return f.read().strip()
+
+
+@dataclass(frozen=True, slots=True)
+class Writer:
+    """The `watch` that keeps a ledger."""
+
+    pid: int
+    start: float  # seconds since boot, as /proc/<pid>/stat says
+    host: str
+    boot_id: str
+    boot_time: float  # wall-clock time of the boot, which dates the alerts' seconds since boot
+
+    @classmethod
+    def running(cls, pid: int, host: str, boot_time: float) -> "Writer":
+        """The live process `pid` (a `watch`'s ready record names it, its host and boot)."""
+        return cls(pid=pid, start=procfs.start_time(pid) or 0.0, host=host, boot_id=boot_id(), boot_time=boot_time)
+
+    def as_record(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def staleness(writer: Writer) -> str | None:
+    """Why a ledger by `writer` is not kept up to date now (None: its watch runs)."""
+    if writer.boot_id != boot_id():
+        return f"written before this host's last boot, by {writer.host}"
+    if not procfs.same_process(writer.pid, writer.start):
+        return f"its `watch` (pid {writer.pid}) has ended"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerFile:
+    path: str
+    writer: Writer
+    updated_at: float  # wall-clock time of the last change
+    alerts: tuple[dict[str, Any], ...]  # the firing alerts' records, each with the ledger's own fields
+    stale: str | None  # why it cannot be trusted now; None when its writer keeps it
+
+    @property
+    def state_dir(self) -> str:
+        return os.path.dirname(self.path)
+
+
+def ledger_path(state_dir: str) -> str:
+    return os.path.join(state_dir, LEDGER_FILE)
+
+
+def read(state_dir: str) -> LedgerFile | None:
+    """The ledger in `state_dir`, None when there is none."""
+    path = ledger_path(state_dir)
+    try:
+        with open(path, "rb") as f:
+            document = json.load(f)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise LedgerError(f"{path}: cannot read: {exc.strerror}") from exc
+    except ValueError as exc:
+        raise LedgerError(f"{path}: not a ledger: {exc}") from exc
+    try:
+        if document["format"] != FORMAT:
+            raise LedgerError(f"{path}: ledger format {document['format']!r}, this spawnwatch reads {FORMAT}")
+        writer = Writer(**document["writer"])
+        alerts = tuple(document["alerts"])
+        if not all(isinstance(a, dict) for a in alerts):
+            raise TypeError("alerts must be objects")
+        return LedgerFile(path, writer, float(document["updated_at"]), alerts, staleness(writer))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LedgerError(f"{path}: not a ledger: {exc!r}") from exc
+
+
+def claim(state_dir: str) -> int | None:
+    """Make `state_dir` (0700) and lock it for this process: the lock's fd, held until
+    `release`; None when another live process holds it."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(state_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def write(state_dir: str, writer: Writer, alerts: list[dict[str, Any]]) -> None:
+    """Replace the ledger atomically (mode 0600).  Not fsynced: after a crash the ledger
+    is stale whatever it holds."""
+    document = {"kind": "ledger", "format": FORMAT, "writer": writer.as_record(), "updated_at": time.time(),
+                "alerts": alerts}
+    fd, temporary = tempfile.mkstemp(dir=state_dir, prefix=".alerts.", suffix=".tmp")  # 0600
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(document, f, separators=(",", ":"))
+        os.replace(temporary, ledger_path(state_dir))
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def release(state_dir: str, lock_fd: int) -> None:
+    """The ledger removed (its alerts are watched no more) and the lock let go."""
+    try:
+        os.unlink(ledger_path(state_dir))
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(lock_fd)

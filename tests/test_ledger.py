@@ -1,0 +1,190 @@
+"""The ledger of a live `watch`: its firing alerts in <state_dir>/alerts.json, written
+atomically (0600 in a 0700 directory) only when they change, one watch per directory,
+and trusted by readers only while its writer lives."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import uuid
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import REPO, wait_for
+from spawnwatch.adapters import ledger, procfs
+from spawnwatch.cli.watch import command as watch_command
+from spawnwatch.runner import ready_record
+from spawnwatch.sinks.ledger import Ledger, LedgerBusy
+
+
+def alert(state: str = "firing", orphans: int = 9, pid: int | None = None, rule: str = "orphaned_containers",
+          **extra) -> dict:
+    return {
+        "kind": "alert", "state": state, "rule": rule, "severity": "warning",
+        "signature": "docker run mcp/github stdio",
+        "spawner": {"pid": pid or os.getpid(), "ppid": 1, "argv": ["node", "host.js"], "comm": "node"},
+        "container": None, "live": 0, "spawned": orphans, "exited": orphans, "zombies": 0, "orphans": orphans,
+        "rss_bytes": 0, "pids": [], "message": f"{orphans} containers left running",
+        "containers": [{"id": f"{i:064x}", "name": f"c{i}", "image": "mcp/github", "memory_bytes": 1 << 20}
+                       for i in range(orphans)],
+        "time": "2026-11-29T23:20:29.123Z", "host": "vm", **extra,
+    }
+
+
+class Writes:
+    """The versions of the file seen, each by its inode (a rename brings a new one) and its
+    time of writing (an inode number may be reused two writes later)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.versions: list[tuple[int, float]] = []
+
+    def look(self) -> dict:
+        with open(self.path) as f:
+            document = json.load(f)
+            version = (os.fstat(f.fileno()).st_ino, document["updated_at"])
+        if not self.versions or self.versions[-1] != version:
+            self.versions.append(version)
+        return document
+
+
+@pytest.fixture
+def state_dir(tmp_path) -> str:
+    return str(tmp_path / "state")
+
+
+def test_the_ready_record_writes_an_empty_ledger_only_its_owner_can_read(state_dir) -> None:
+    sink = Ledger(state_dir)
+    assert not os.path.exists(ledger.ledger_path(state_dir))  # nothing before the probe is ready
+    sink.send(ready_record())
+    assert stat.S_IMODE(os.stat(state_dir).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(ledger.ledger_path(state_dir)).st_mode) == 0o600
+    kept = ledger.read(state_dir)
+    assert kept.alerts == () and kept.stale is None
+    assert (kept.writer.pid, kept.writer.start) == (os.getpid(), procfs.start_time(os.getpid()))
+    assert kept.writer.boot_id == ledger.boot_id()
+    assert sorted(os.listdir(state_dir)) == ["alerts.json", "alerts.lock"]  # no temporary file left
+    sink.close()
+
+
+def test_it_is_rewritten_only_when_the_firing_alerts_change(state_dir) -> None:
+    sink = Ledger(state_dir, clock=iter(range(100, 200)).__next__)
+    writes = Writes(ledger.ledger_path(state_dir))
+    sink.send(ready_record())
+    writes.look()
+    sink.send(alert(orphans=9))
+    (entry,) = writes.look()["alerts"]
+    assert entry["orphans"] == 9 and len(entry["containers"]) == 9
+    assert entry["spawner"]["start"] == procfs.start_time(os.getpid())
+    assert entry["firing_since"] == entry["listed_at"] == 100
+    sink.send(alert(orphans=9, time="2026-11-29T23:21:00.000Z"))  # re-sent, saying nothing new
+    sink.send({"kind": "stats", "events": {}})
+    sink.send(alert(state="resolved", rule="zombie"))  # never fired here
+    writes.look()
+    assert len(writes.versions) == 2
+    sink.send(alert(orphans=12))
+    (entry,) = writes.look()["alerts"]
+    assert (entry["orphans"], entry["firing_since"], entry["listed_at"]) == (12, 100, 101)
+    sink.send(alert(rule="accumulating"))
+    assert [a["rule"] for a in writes.look()["alerts"]] == ["orphaned_containers", "accumulating"]
+    sink.send(alert(state="resolved", orphans=0))
+    assert [a["rule"] for a in writes.look()["alerts"]] == ["accumulating"]
+    assert len(writes.versions) == 5
+    sink.close()
+    assert not os.path.exists(writes.path)  # what it lists is watched no more
+
+
+def test_one_watch_keeps_a_state_dir_at_a_time(state_dir) -> None:
+    first = Ledger(state_dir)
+    with pytest.raises(LedgerBusy, match="kept by another `watch`"):
+        Ledger(state_dir)
+    first.close()
+    Ledger(state_dir).close()
+
+
+def dead_process() -> tuple[int, float]:
+    child = subprocess.Popen(["sleep", "1000"])
+    start = procfs.start_time(child.pid)
+    child.kill()
+    child.wait()
+    return child.pid, start
+
+
+def test_a_reader_trusts_a_ledger_only_while_its_writer_lives(state_dir) -> None:
+    os.makedirs(state_dir)
+    me = ledger.Writer.running(os.getpid(), "vm", 1.0)
+    ledger.write(state_dir, me, [alert()])
+    kept = ledger.read(state_dir)
+    assert kept.stale is None and kept.alerts[0]["orphans"] == 9
+    pid, start = dead_process()
+    ledger.write(state_dir, ledger.Writer(pid, start, "vm", me.boot_id, 1.0), [])
+    assert ledger.read(state_dir).stale == f"its `watch` (pid {pid}) has ended"
+    reused = ledger.Writer(os.getpid(), me.start - 10, "vm", me.boot_id, 1.0)  # our pid, another start
+    ledger.write(state_dir, reused, [])
+    assert "has ended" in ledger.read(state_dir).stale
+    ledger.write(state_dir, ledger.Writer(os.getpid(), me.start, "old", str(uuid.uuid4()), 1.0), [])
+    assert ledger.read(state_dir).stale == "written before this host's last boot, by old"
+
+
+def test_no_ledger_is_none_and_a_broken_one_an_error(state_dir) -> None:
+    assert ledger.read(state_dir) is None
+    os.makedirs(state_dir)
+    path = ledger.ledger_path(state_dir)
+    for text, why in (("{", "not a ledger"), ('{"format": 99}', "ledger format 99"), ('{"format": 1}', "not a ledger")):
+        with open(path, "w") as f:
+            f.write(text)
+        with pytest.raises(ledger.LedgerError, match=why):
+            ledger.read(state_dir)
+
+
+@pytest.mark.root
+def test_a_failed_write_leaves_the_last_ledger_whole(tmp_path) -> None:
+    # A real full filesystem: a tmpfs of 64 KiB.
+    state_dir = tmp_path / "small"
+    state_dir.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(state_dir)], check=True)
+    try:
+        errors: list[str] = []
+        sink = Ledger(str(state_dir), on_error=errors.append)
+        sink.send(ready_record())
+        sink.send(alert(orphans=3))
+        sink.send(alert(orphans=3000))  # about 400 KB of containers: does not fit
+        sink.send(alert(orphans=4000))  # the same failure is said once
+        assert errors == [f"cannot write the ledger {state_dir}/alerts.json: No space left on device"]
+        assert ledger.read(str(state_dir)).alerts[0]["orphans"] == 3
+        assert sorted(os.listdir(state_dir)) == ["alerts.json", "alerts.lock"]
+        sink.send(alert(orphans=4))  # fits again
+        assert ledger.read(str(state_dir)).alerts[0]["orphans"] == 4
+        sink.close()
+    finally:
+        subprocess.run(["umount", str(state_dir)], check=True)
+
+
+def test_a_replay_keeps_no_ledger(tmp_path) -> None:
+    recording = str(REPO / "tests" / "fixtures" / "orphan.msgpack")
+    result = CliRunner().invoke(watch_command, ["--replay", recording, "--state-dir", str(tmp_path / "state")])
+    assert result.exit_code == 2 and "--state-dir do not apply" in result.output
+    assert not (tmp_path / "state").exists()
+
+
+@pytest.mark.root
+def test_a_live_watch_keeps_its_ledger_while_it_runs(tmp_path) -> None:
+    state_dir = str(tmp_path / "state")
+    watch = subprocess.Popen([sys.executable, "-m", "spawnwatch", "watch", "--json", "--state-dir", state_dir],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        kept = wait_for(lambda: ledger.read(state_dir), "the ledger", deadline=120.0)
+        assert kept.writer.pid == watch.pid and kept.stale is None
+        again = subprocess.run([sys.executable, "-m", "spawnwatch", "watch", "--duration", "1", "--state-dir", state_dir],
+                               capture_output=True, text=True, timeout=120)
+        assert again.returncode == 0 and f"no ledger: {state_dir}/alerts.json is kept by another `watch`" in again.stderr
+        assert ledger.read(state_dir).writer.pid == watch.pid
+    finally:
+        watch.terminate()
+        out, err = watch.communicate(timeout=60)
+    assert watch.returncode == 0, err[-2000:]
+    assert ledger.read(state_dir) is None  # removed as the watch ended
