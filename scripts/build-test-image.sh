@@ -90,11 +90,19 @@ tar -C "$root" -c . | docker_cli import \
     --change 'CMD ["/bin/sh"]' \
     - "$image" >/dev/null
 docker_cli tag "$image" "$repository:latest"
-# Earlier builds would linger as dangling images once `latest` moved.
-for stale in $(docker_cli images --format '{{.Repository}}:{{.Tag}}' "$repository"); do
+# Earlier builds would linger once `latest` moved: remove those older than a day.  A
+# younger one may be the image of a test session running beside this one (another
+# checkout of the project, with other inputs), which must not lose it mid-run.
+day_ago=$(( $(date +%s) - 86400 ))
+docker_cli images --format '{{.Repository}}:{{.Tag}} {{.CreatedAt}}' "$repository" |
+while read -r stale created; do
     case "$stale" in
-        "$image" | "$repository:latest") ;;
-        *) docker_cli rmi "$stale" >/dev/null 2>&1 || true ;;
+        "$image" | "$repository:latest") continue ;;
     esac
+    # CreatedAt reads "2026-11-30 01:52:54 +0000 UTC": date(1) takes it without the zone name.
+    created_s=$(date -d "${created% *}" +%s 2>/dev/null || echo 0)
+    if [ "$created_s" -lt "$day_ago" ]; then
+        docker_cli rmi "$stale" >/dev/null 2>&1 || true
+    fi
 done
 echo "$image"
