@@ -5,6 +5,7 @@ test_watch_e2e.py; these pin down the rules' arithmetic without root."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import pytest
@@ -18,6 +19,7 @@ from workloads import (
     Schedule,
     SUPERVISOR_PID,
     leak,
+    npm_child,
     parallel_jobs,
     pool,
     respawning_pool,
@@ -324,6 +326,44 @@ def test_the_same_tree_left_by_a_launcher_that_lived_on_is_an_orphan_leak():
     t, alert = first(alerts, "orphaned")
     assert alert is not None and alert.spawner["pid"] == 300 and alert.orphans >= 8
     assert "longer than a hand-off (0.5 s)" in alert.message
+
+
+def test_orphans_that_exit_under_an_adopter_that_never_reaps_them_stay_in_the_leak():
+    # a container's PID 1 that never waits: each server exits 3 s after its `npm exec` was
+    # killed, and its sh stays a zombie; never more than 2 (sh and node each) are alive at once
+    stream = leak("orphan", count=15, linger=3.0, adopter_reaps_after=None)
+    alerts = run(stream, until=LEAK_START + 40)
+    t, alert = first(alerts, "orphaned")
+    assert alert is not None, [a.message for _, a in alerts]
+    assert t - LEAK_START <= 25
+    assert alert.spawner["pid"] == SUPERVISOR_PID and alert.signature == SERVER_SIGNATURE
+    assert "zombies under their adopter, which has not reaped them" in alert.message
+    alive, zombies = (int(n) for n in re.search(r"(\d+) alive, (\d+) zombies", alert.message).groups())
+    assert alive <= 4 and alive + zombies == alert.orphans >= 8 and len(alert.pids) == alert.orphans
+    shells = {e.pid for e in stream.events if e.kind.value == "exec" and e.argv[0] == "sh"}
+    assert set(alert.pids[alive:]) <= shells  # the zombies are the orphans (sh), listed after the living
+    assert {a.rule for _, a in firing(alerts)} == {"orphaned"}  # their spawner is dead: not the zombie rule's
+
+
+def test_orphans_their_adopter_reaps_leave_no_zombies_in_the_leak():
+    assert run(leak("orphan", count=15, linger=3.0, adopter_reaps_after=0.0), until=LEAK_START + 40) == []
+
+
+def lingering_orphans(adopter_reaps_after: float | None) -> Stream:
+    """One child a second; the first one's sh and node live on, the others' exit 3 s
+    after their `npm exec` was killed: 8 processes alive at every evaluation, and one
+    sh that exited 0.2 s before it."""
+    plan = Schedule(Stream(t=LEAK_START))
+    for i in range(24):
+        npm_child(plan, LEAK_START + i, "orphan", linger=None if i == 0 else 3.0, adopter_reaps_after=adopter_reaps_after)
+    return plan.run()
+
+
+def test_an_orphan_init_reaps_is_no_zombie_even_when_an_evaluation_falls_before_its_reap():
+    nine = replace(load(), detect=replace(load().detect, orphaned=replace(load().detect.orphaned, min_orphans=9)))
+    assert run(lingering_orphans(adopter_reaps_after=0.5), until=LEAK_START + 40, config=nine) == []
+    _, alert = first(run(lingering_orphans(adopter_reaps_after=None), until=LEAK_START + 40, config=nine), "orphaned")
+    assert alert is not None and "8 alive" in alert.message
 
 
 def test_severity_rises_with_the_evidence():

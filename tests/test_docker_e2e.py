@@ -4,10 +4,13 @@ memory-limited container is reported with the container and the group."""
 
 from __future__ import annotations
 
+import re
+import shlex
 import shutil
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 from live import LiveCommand
@@ -26,12 +29,16 @@ def package(tmp_path: Path) -> Path:
     return copy
 
 
-def run_supervisor(docker_env, package: Path, *args: str, options: tuple[str, ...] = ()) -> tuple[str, str]:
-    """Start the supervisor as a container's command; (container id, name)."""
+def run_supervisor(docker_env, package: Path, *args: str, options: tuple[str, ...] = (),
+                   under_shell: bool = False) -> tuple[str, str]:
+    """Start the supervisor as a container's command, its PID 1, or `under_shell`: `sh -c
+    '<supervisor>; echo done'`, where the shell stays PID 1 like an entrypoint script
+    (MetaMCP's); (container id, name)."""
     name = f"spawnwatch-e2e-{uuid.uuid4().hex[:8]}"
-    container_id = docker_env.run(
-        "node", "/pkg/supervisor.js", *args, options=("-v", f"{package}:/pkg", *options), name=name
-    )
+    command = ("node", "/pkg/supervisor.js", *args)
+    if under_shell:
+        command = ("sh", "-c", f"{shlex.join(command)}; echo done")
+    container_id = docker_env.run(*command, options=("-v", f"{package}:/pkg", *options), name=name)
     return container_id, name
 
 
@@ -76,3 +83,46 @@ def test_an_oom_kill_in_a_limited_container_names_the_container_and_the_group(do
     # the victim is one of the leaked children: an `npm exec` or the server it runs
     assert alert["signature"] in ("npm exec magic", "node magic")
     assert "OOM" in alert["message"]
+
+
+def test_orphans_adopted_by_an_entrypoint_shell_are_charged_to_the_node_host(docker_env, package) -> None:
+    # MetaMCP's shape: the shell stays PID 1, the node host below it kills only `npm exec`
+    # at the end of each session, and every server is adopted by the shell.
+    with LiveCommand("watch", "--json") as watch:
+        container_id, name = run_supervisor(docker_env, package, "orphan", "--interval", "1.5", "--max", "30",
+                                            "--memory", "5", under_shell=True)
+        records = watch.wait_for(lambda rs: alerts_in(rs, container_id, "orphaned"), "an orphaned alert for the container",
+                                 timeout=ALERT_TIMEOUT)
+        shell_pid = docker_env.pid(container_id)
+        alert = alerts_in(records, container_id, "orphaned")[0]
+        adopters = {psutil.Process(pid).ppid() for pid in alert["pids"]}
+    assert adopters == {shell_pid}
+    assert alert["container"] == {"id": container_id, "name": name, "image": docker_env.image}
+    assert alert["signature"] == "npm exec magic"
+    host = alert["spawner"]
+    assert host["argv"][:2] == ["node", "/pkg/supervisor.js"] and host["ppid"] == shell_pid  # host pids
+    # The shell reaps whatever it adopted that exits (busybox sh waits for any child while
+    # it waits for its job): here the servers live on, and nothing is a zombie.
+    assert alert["orphans"] >= 8 and "zombies" not in alert["message"]
+
+
+def test_orphans_that_exit_under_a_pid_1_that_never_reaps_stay_in_the_leak_as_zombies(docker_env, package) -> None:
+    # The node host is PID 1 itself and never waits for what it did not start: each server
+    # exits 3 s after its `npm exec` was killed and stays a zombie of the host.
+    with LiveCommand("watch", "--json") as watch:
+        container_id, name = run_supervisor(docker_env, package, "orphan", "--interval", "1.5", "--max", "30",
+                                            "--memory", "5", "--linger", "3")
+
+        def with_zombies(records: list[dict]) -> list[dict]:
+            return [a for a in alerts_in(records, container_id, "orphaned") if "zombies under their adopter" in a["message"]]
+
+        records = watch.wait_for(with_zombies, "an orphaned alert counting zombies", timeout=ALERT_TIMEOUT)
+        supervisor_pid = docker_env.pid(container_id)
+    alert = with_zombies(records)[0]
+    assert alert["container"] == {"id": container_id, "name": name, "image": docker_env.image}
+    assert alert["signature"] == "npm exec magic" and alert["spawner"]["pid"] == supervisor_pid
+    alive, zombies = (int(n) for n in re.search(r"(\d+) alive, (\d+) zombies", alert["message"]).groups())
+    assert alive + zombies == alert["orphans"] >= 8 and zombies >= 1
+    for pid in alert["pids"][alive:]:  # zombies until the container ends: nobody reaps them
+        zombie = psutil.Process(pid)
+        assert zombie.status() == psutil.STATUS_ZOMBIE and zombie.ppid() == supervisor_pid

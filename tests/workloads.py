@@ -40,8 +40,11 @@ class Schedule:
         return self.stream
 
 
-def npm_child(plan: Schedule, t: float, mode: str) -> None:
-    """One `npm exec` child of the supervisor with its sh and node descendants, ended per `mode`."""
+def npm_child(plan: Schedule, t: float, mode: str, linger: float | None = None,
+              adopter_reaps_after: float | None = 0.0) -> None:
+    """One `npm exec` child of the supervisor with its sh and node descendants, ended per `mode`.
+    An orphan-mode server exits `linger` s after its `npm exec` was killed (supervisor.js
+    --linger); its sh follows, and its adopter reaps it `adopter_reaps_after` s later (None: never)."""
     s = plan.stream
     box: dict[str, int] = {}
 
@@ -62,18 +65,27 @@ def npm_child(plan: Schedule, t: float, mode: str) -> None:
         s.end(box["sh"])
         s.exit(box["npm"])
 
+    def orphan_exits() -> None:
+        s.end(box["node"])
+        s.exit(box["sh"])
+        if adopter_reaps_after is not None:
+            plan.at(s.t + adopter_reaps_after, lambda: s.reap(box["sh"]))
+
     plan.at(t, start)
     plan.at(t + 0.8, descendants)
     if mode == "orphan":
         plan.at(t + 0.8 + SESSION_S, kill_npm_only)
+        if linger is not None:
+            plan.at(t + 0.8 + SESSION_S + linger, orphan_exits)
     elif mode == "zombie":
         plan.at(t + 1.2, exit_unreaped)
 
 
-def leak(mode: str, interval: float = 2.0, count: int = 15, start: float = 10.0) -> Stream:
+def leak(mode: str, interval: float = 2.0, count: int = 15, start: float = 10.0, linger: float | None = None,
+         adopter_reaps_after: float | None = 0.0) -> Stream:
     plan = Schedule(Stream(t=start))
     for i in range(count):
-        npm_child(plan, start + i * interval, mode)
+        npm_child(plan, start + i * interval, mode, linger, adopter_reaps_after)
     return plan.run()
 
 

@@ -87,7 +87,8 @@ class Detector:
         return found
 
     def evaluate(self, now: float) -> list[Finding]:
-        leaks = self.book.leaks(self.settings.orphaned.handoff_s)
+        orphaned = self.settings.orphaned
+        leaks = self.book.leaks(orphaned.handoff_s, zombies_exited_by=now - orphaned.min_zombie_age_s)
         rules = [(rule, getattr(self.settings, name)) for name, rule in RULES.items()]
         limits = self.pids.leaders(self.book.groups.values(), leaks)
         findings = []
@@ -105,7 +106,7 @@ class Detector:
                     rss, uss = self._memory(group, now, leak)
                     findings.append(Finding(
                         rule=rule.name, group=group, pids=tuple(hit.pids),
-                        orphans=len(leak.processes) if leak else 0,
+                        orphans=len(leak.processes) + len(leak.zombies) if leak else 0,
                         rss_bytes=rss, uss_bytes=uss, detail=hit.detail, severity=hit.severity,
                         pids_limit=hit.pids_limit,
                     ))

@@ -21,6 +21,11 @@ process whose spawner exited within `handoff_s` of forking it was handed off
 on purpose (double fork, `setsid -f`, `containerd-shim ... start`): it is not
 a leak.
 
+An orphan that exits is a zombie of its adopter (the nearest subreaper, or the
+PID 1 of its pid namespace: a container's entrypoint) until the adopter reaps
+it; one that never does (node or a shell script that never waits as a
+container's PID 1) piles the leak up as zombies, still charged the same way.
+
 Pure: the program of an argv comes through the injected `program_of`.
 """
 
@@ -104,6 +109,7 @@ class Group:
 class Leak:
     leakers: set[Process] = field(default_factory=set)  # exited children that left processes behind
     processes: list[Process] = field(default_factory=list)  # the live processes they left
+    zombies: list[Process] = field(default_factory=list)  # those that exited since, unreaped by their adopter
     handed_off: int = 0  # live processes their exited spawner handed off on purpose (not counted above)
 
 
@@ -118,6 +124,7 @@ class GroupBook:
         self._group_of: dict[Process, GroupKey] = {}  # bounded by the lineage: dropped entries leave
         self._idle: OrderedDict[GroupKey, float] = OrderedDict()  # empty groups, by when they emptied
         self._orphan_roots: set[Process] = set()  # live processes whose spawner has exited
+        self._orphan_zombies: set[Process] = set()  # orphan roots that exited, not yet reaped by their adopter
         self._exits_at_join: dict[Process, int] = {}  # group.exited when the member joined
         self.counts: Counter[str] = Counter()
 
@@ -141,12 +148,15 @@ class GroupBook:
             group.live -= 1
             group.zombies += 1
             group.exited += 1
-        self._orphan_roots.discard(proc)
+        if proc in self._orphan_roots:
+            self._orphan_roots.discard(proc)
+            self._orphan_zombies.add(proc)
         for child in proc.spawned:
             if child.alive:
                 self._orphan_roots.add(child)
 
     def reaped(self, proc: Process) -> None:
+        self._orphan_zombies.discard(proc)
         group = self.group_of(proc)
         if group is not None and proc in group.members:
             group.zombies -= 1
@@ -157,6 +167,7 @@ class GroupBook:
 
     def dropped(self, proc: Process) -> None:
         self._orphan_roots.discard(proc)
+        self._orphan_zombies.discard(proc)
         if proc.reaped_at is None:
             self._leave(proc, unspawn=False)  # evicted while unreaped: its counts go with it
         self._group_of.pop(proc, None)
@@ -178,22 +189,40 @@ class GroupBook:
         """Members of `group` that exited since `proc` joined it."""
         return group.exited - self._exits_at_join.get(proc, 0)
 
-    def leaks(self, handoff_s: float) -> dict[GroupKey, Leak]:
-        """Leaked live processes per group they are charged to.  A process whose spawner
-        exited within `handoff_s` of forking it was handed off, not leaked."""
+    def leaks(self, handoff_s: float, zombies_exited_by: float | None = None) -> dict[GroupKey, Leak]:
+        """Leaked processes per group they are charged to.  A process whose spawner exited
+        within `handoff_s` of forking it was handed off, not leaked.  Orphans that exited by
+        `zombies_exited_by` and that their adopter has not reaped since count as zombies
+        (None: the live leak only)."""
         leaks: dict[GroupKey, Leak] = {}
         for root in sorted(self._orphan_roots, key=lambda p: (p.start, p.pid)):  # stable pid lists
-            leaker = charged_child(root)
-            key = self._group_of.get(leaker) if leaker is not None else None
-            if key is None:
+            charge = self._charge(root, leaks)
+            if charge is None:
                 continue
-            leak = leaks.setdefault(key, Leak())
+            leaker, leak = charge
             if handed_off(root, handoff_s):
                 leak.handed_off += 1
                 continue
             leak.leakers.add(leaker)
             leak.processes.extend(live_subtree(root))
+        if zombies_exited_by is None:
+            return leaks
+        settled = (p for p in self._orphan_zombies if p.exited_at <= zombies_exited_by)
+        for zombie in sorted(settled, key=lambda p: (p.exited_at, p.start, p.pid)):
+            charge = None if handed_off(zombie, handoff_s) else self._charge(zombie, leaks)
+            if charge is not None:
+                leaker, leak = charge
+                leak.leakers.add(leaker)
+                leak.zombies.append(zombie)
         return leaks
+
+    def _charge(self, orphan: Process, leaks: dict[GroupKey, Leak]) -> tuple[Process, Leak] | None:
+        """The child that left `orphan` behind, and the leak of that child's group."""
+        leaker = charged_child(orphan)
+        key = self._group_of.get(leaker) if leaker is not None else None
+        if key is None:
+            return None
+        return leaker, leaks.setdefault(key, Leak())
 
     # -- membership ----------------------------------------------------------------------
 

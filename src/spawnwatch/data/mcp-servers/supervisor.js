@@ -5,8 +5,8 @@
 // open, and (depending on the mode) never cleans them up.  Plain node, no dependencies,
 // so the very same supervisor runs on a host and in a minimal busybox+node container.
 //
-// Output: one JSON object per line on stdout (kinds: simulate, spawn, up, kill, exit,
-// stop, error); diagnostics on stderr.  Exit status 0 after a clean stop, 1 on failure,
+// Output: one JSON object per line on stdout (kinds: simulate, spawn, up, kill, hangup,
+// exit, stop, error); diagnostics on stderr.  Exit status 0 after a clean stop, 1 on failure,
 // 2 on bad usage.
 //
 // Cleanup: every child is started in its own process group (detached: setsid), which its
@@ -57,6 +57,9 @@ options:
   --children N    pool size for pool and respawn (default 8 for pool, 6 for respawn)
   --lifetime S    how long zombie and respawn children live (default 1)
   --max N         stop spawning after N children in the leak modes, a safety cap (default 40)
+  --linger S      orphan mode: close an orphaned server's stdin S seconds after its \`npm exec\` was
+                  killed, so the server exits on EOF and waits to be reaped by its adopter
+                  (default: never, as in the incident: the host kept the pipe)
   --duration S    stop (and clean up) after S seconds (default: until SIGINT or SIGTERM)
 `;
 
@@ -83,7 +86,7 @@ function parseOptions(argv) {
       args: argv,
       allowPositionals: true,
       options: Object.fromEntries(
-        ["interval", "servers", "memory", "children", "lifetime", "max", "duration"].map((name) => [
+        ["interval", "servers", "memory", "children", "lifetime", "max", "duration", "linger"].map((name) => [
           name,
           { type: "string" },
         ]),
@@ -108,6 +111,7 @@ function parseOptions(argv) {
     lifetime: numberOption(values, "lifetime", 1, { min: 0, minOpen: true }),
     max: numberOption(values, "max", 40, { integer: true, min: 1 }),
     duration: numberOption(values, "duration", null, { min: 0, minOpen: true }),
+    linger: numberOption(values, "linger", null, { min: 0 }),
   };
 }
 
@@ -171,7 +175,7 @@ class Supervisor {
   }
 
   start() {
-    const { mode, interval, servers, memoryMb, children, lifetime, max, duration } = this.options;
+    const { mode, interval, servers, memoryMb, children, lifetime, max, duration, linger } = this.options;
     emit({
       kind: "simulate",
       pid: process.pid,
@@ -182,6 +186,7 @@ class Supervisor {
       children: this.leaky ? null : children,
       lifetime: ["zombie", "respawn"].includes(mode) ? lifetime : null,
       max: this.leaky ? max : null,
+      linger: mode === "orphan" ? linger : null,
       duration,
       package: PACKAGE_DIR,
     });
@@ -277,11 +282,19 @@ class Supervisor {
         if (this.stopping) return; // stop() ends the whole group
         process.kill(entry.pid, "SIGKILL");
         emit({ kind: "kill", pid: entry.pid, signal: "SIGKILL", orphaned: [entry.serverPid] });
+        if (this.options.linger !== null) setTimeout(() => this.hangUp(entry), this.options.linger * 1000);
       }, SESSION_S * 1000);
     }
     if (this.ticker === null && !this.stopping) {
       this.ticker = setInterval(() => this.spawnNext(), this.options.interval * 1000);
     }
+  }
+
+  // The orphaned server reads EOF and exits: its adopter, not this process, has to reap it.
+  hangUp(entry) {
+    if (this.stopping) return;
+    entry.input.end();
+    emit({ kind: "hangup", pid: entry.pid, server_pid: entry.serverPid });
   }
 
   onExit(entry, { code, signal, reaped }) {
