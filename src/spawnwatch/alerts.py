@@ -11,7 +11,12 @@ A rise of severity ("warning" at the rule's threshold, "critical" past its
 `Alert.to_record()` is the contract of `watch --json`:
     {"kind": "alert", "state": "firing" | "resolved", "rule", "severity": "warning" | "critical", "signature",
      "spawner": {"pid", "ppid", "argv", "comm"}, "container": null | {"id", "name", "image"},
-     "live", "spawned", "exited", "zombies", "orphans", "rss_bytes", "pids": [<= 20], "message"}
+     "live", "spawned", "exited", "zombies", "orphans", "rss_bytes", "pids": [<= 20], "message",
+     "containers": [{"id", "name", "image", "memory_bytes": int | null}]}
+
+`containers` lists the leaked containers of `orphaned_containers` (empty for the other
+rules); for that rule `orphans` counts them and `rss_bytes` sums their memory, and
+`spawner` is the host process whose clients left them running.
 
 Containers come from an injected resolver, `resolve_container(cgroup_id, pid)`
 -> {"id", "name", "image"} or None.
@@ -55,6 +60,7 @@ class Alert:
     uss_bytes: int | None = None  # in the message only: not every host lets us read it
     ts: float = 0.0  # when it was raised (seconds since boot); not part of the record
     severity: str = WARNING
+    containers: tuple[dict[str, Any], ...] = ()
 
     def counts(self) -> tuple[int, ...]:
         return (self.live, self.spawned, self.exited, self.zombies, self.orphans)
@@ -76,6 +82,7 @@ class Alert:
             "rss_bytes": self.rss_bytes,
             "pids": list(self.pids),
             "message": self.message,
+            "containers": [dict(c) for c in self.containers],
         }
 
 
@@ -141,6 +148,7 @@ class AlertBook:
             rss_bytes=finding.rss_bytes,
             uss_bytes=finding.uss_bytes,
             pids=finding.pids[: self.policy.max_pids],
+            containers=finding.containers,
             message=f"{severity}: {describe(group, finding.rule)}: {finding.detail}{memory}",
         )
 
@@ -179,6 +187,7 @@ _VERBS = {
     "zombie": "does not reap",
     "spawn_rate": "spawns too fast",
     "oom": "lost to the OOM killer one of",
+    "orphaned_containers": "leaves running the containers of",
 }
 
 

@@ -5,7 +5,8 @@ give the JSON-lines contract of `trace --json` (and the msgpack recordings use
 the very same dicts), so a recording replays exactly like the live stream.
 
 Times are seconds since boot (CLOCK_BOOTTIME), the clock of both the BPF side
-(bpf_ktime_get_boot_ns) and /proc/<pid>/stat start times.
+(bpf_ktime_get_boot_ns) and /proc/<pid>/stat start times; a container engine's
+events are converted to it with the session's boot time.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class Kind(str, enum.Enum):
     EXIT = "exit"
     REAP = "reap"
     OOM = "oom"
+    CONTAINER = "container"
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +74,24 @@ class Oom(Event):
     kind = Kind.OOM
 
 
-EVENT_TYPES: dict[Kind, type[Event]] = {cls.kind: cls for cls in (Fork, Exec, Exit, Reap, Oom)}
+@dataclass(frozen=True, slots=True)
+class ContainerEvent:
+    """A container's lifecycle as its engine reports it (create, start, die, destroy); no
+    process, so no pid.  Carries no env and no labels but compose's project."""
+
+    ts: float
+    action: str
+    id: str
+    name: str = ""
+    image: str = ""  # as the client gave it
+    compose_project: str = ""  # its com.docker.compose.project label
+    exit_code: int = 0  # of a die
+    detached: bool = False  # a start with no client attached to its stdio (`docker run -d`), as inspect tells
+
+    kind = Kind.CONTAINER
+
+
+EVENT_TYPES: dict[Kind, type] = {cls.kind: cls for cls in (Fork, Exec, Exit, Reap, Oom, ContainerEvent)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +122,7 @@ class Resync(Snapshot):
     table is made to agree with it (recorded, so replay does the same)."""
 
 
-def to_record(item: Event | Snapshot) -> dict[str, Any]:
+def to_record(item: Event | ContainerEvent | Snapshot) -> dict[str, Any]:
     """The JSON/msgpack dict of an event, `kind` first."""
     if isinstance(item, Snapshot):
         return {
@@ -179,7 +198,7 @@ def _fields_of(cls: type, record: Any, what: str) -> dict[str, Any]:
     return values
 
 
-def from_record(record: dict[str, Any]) -> Event | Snapshot | None:
+def from_record(record: dict[str, Any]) -> Event | ContainerEvent | Snapshot | None:
     """Inverse of `to_record`; None for lines that are not events or snapshots (ready, stats, alerts).
     Raises RecordError for an event or snapshot with a missing key or a value of the wrong type."""
     if not isinstance(record, dict):
@@ -202,7 +221,7 @@ def from_record(record: dict[str, Any]) -> Event | Snapshot | None:
     return cls(**_fields_of(cls, record, f"{kind} event"))
 
 
-def replay(records: Iterable[dict[str, Any]]) -> Iterator[Event | Snapshot]:
+def replay(records: Iterable[dict[str, Any]]) -> Iterator[Event | ContainerEvent | Snapshot]:
     """Events (and snapshots) of a recorded stream, skipping bookkeeping lines."""
     for record in records:
         item = from_record(record)

@@ -11,19 +11,24 @@ Rules (thresholds from the config's [rules] tables):
   zombie        exited children their living spawner has not reaped
   spawn_rate    spawns per minute of one group above a limit, sustained
   oom           an OOM kill in the group
+  orphaned_containers  containers left running by the `docker run` clients the group's spawner killed
+
+    containers.py  the container book: engine events joined to the clients that asked for them
 """
 
-from spawnwatch.detect.detector import DetectSettings, Detector, Finding, MemoryOf
+from spawnwatch.detect.containers import Container, ContainerBook
+from spawnwatch.detect.detector import ContainerMemoryOf, DetectSettings, Detector, Finding, MemoryOf
 from spawnwatch.detect.groups import Group, GroupKey, SpawnHistory, charged_child, handed_off, live_subtree
 from spawnwatch.detect.rules import CRITICAL, RULES, WARNING
 from spawnwatch.detect.rules.accumulating import Accumulating, spawn_moments
 from spawnwatch.detect.rules.oom import OomRule
 from spawnwatch.detect.rules.orphaned import Orphaned
+from spawnwatch.detect.rules.orphaned_containers import OrphanedContainers
 from spawnwatch.detect.rules.spawn_rate import SpawnRate
 from spawnwatch.detect.rules.zombie import Zombie
 
 __all__ = [
-    "CRITICAL", "RULES", "WARNING", "Accumulating", "DetectSettings", "Detector", "Finding", "Group", "GroupKey",
-    "MemoryOf", "OomRule", "Orphaned", "SpawnHistory", "SpawnRate", "Zombie", "charged_child", "handed_off",
-    "live_subtree", "spawn_moments",
+    "CRITICAL", "RULES", "WARNING", "Accumulating", "Container", "ContainerBook", "ContainerMemoryOf", "DetectSettings",
+    "Detector", "Finding", "Group", "GroupKey", "MemoryOf", "OomRule", "Orphaned", "OrphanedContainers",
+    "SpawnHistory", "SpawnRate", "Zombie", "charged_child", "handed_off", "live_subtree", "spawn_moments",
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from spawnwatch.detect.containers import Container
 from spawnwatch.detect.groups import Group, GroupBook, Leak
 
 WARNING = "warning"
@@ -18,6 +19,7 @@ class Hit:
     pids: list[int]  # the leaked processes, most telling first
     detail: str  # why, in words
     severity: str = WARNING
+    containers: tuple[Container, ...] = ()  # the leaked containers, oldest first (orphaned_containers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +27,7 @@ class Context:
     now: float
     book: GroupBook
     leak: Leak | None  # the orphans charged to the group, if any
+    containers: tuple[Container, ...] = ()  # the leaked containers charged to the group, oldest first
 
 
 @dataclass(frozen=True, slots=True)
