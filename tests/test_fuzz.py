@@ -65,6 +65,8 @@ TEMPLATES = [
     {"kind": "exit", "ts": 1.3, "pid": 3, "ppid": 2, "comm": "node", "cgroup_id": 1},
     {"kind": "reap", "ts": 1.4, "pid": 3, "ppid": 2, "comm": "node", "cgroup_id": 1},
     {"kind": "oom", "ts": 1.5, "pid": 3, "ppid": 2, "comm": "node", "cgroup_id": 1, "rss_bytes": 4096},
+    {"kind": "container", "ts": 1.6, "action": "start", "id": "ab" * 32, "name": "gh-1", "image": "mcp/gh:1",
+     "compose_project": "", "exit_code": 0, "detached": False},
     {"kind": "tick", "ts": 2.0},
     {"kind": "stats", "events": {}, "lost": 0},
     {"kind": "ready", "pid": 1},

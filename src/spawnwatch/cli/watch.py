@@ -192,7 +192,8 @@ def recorded_origin(records: list[Record]) -> Origin:
 
 
 # The counters of a live session's stats record that a replay reports as they were.
-RECORDED_COUNTS = ("decode_errors", "dead_slot_collisions", "dead_slot_settled", "dead_slot_given_up", "resyncs")
+RECORDED_COUNTS = ("decode_errors", "dead_slot_collisions", "dead_slot_settled", "dead_slot_given_up", "resyncs",
+                   "container_events_dropped")
 RECORDED_BY_KIND = ("lost_by_kind", "notifications")
 
 
@@ -224,7 +225,8 @@ def watch_live(config: Config, sink: Sink, duration: float | None, record: str |
         return measured.rss_bytes, measured.uss_bytes
 
     resolver = stack.enter_context(ContainerResolver())
-    pipeline = Pipeline(config, memory_of=memory, resolve_container=resolver, reparent_hint=procfs.parent_pid)
+    pipeline = Pipeline(config, memory_of=memory, container_memory=resolver.memory_of, resolve_container=resolver,
+                        reparent_hint=procfs.parent_pid)
     redact = Redactor(config.redact)
     recorder = stack.enter_context(RecordingWriter(record)) if record else None
 
@@ -234,7 +236,7 @@ def watch_live(config: Config, sink: Sink, duration: float | None, record: str |
         sink.send(item)
 
     def session_stats() -> Record:
-        stats = stats_record(probe)
+        stats = {**stats_record(probe), **resolver.counts}
         if notifier is not None:
             stats["notifications"] = notifier.counts()
         return stats
@@ -258,6 +260,7 @@ def watch_live(config: Config, sink: Sink, duration: float | None, record: str |
         snapshot = procfs.snapshot(redact)
         ready = ready_record()
         origin = Origin(ready["host"], ready["boot_time"])
+        resolver.queue_lifecycle(ready["boot_time"])
         out(ready)
         stop.start_clock()
         if recorder is not None:
@@ -265,7 +268,7 @@ def watch_live(config: Config, sink: Sink, duration: float | None, record: str |
         log(f"watching {len(snapshot.processes)} processes (Ctrl-C to stop)")
         deliver(pipeline.feed(snapshot), 0)
         for batch in live_batches(probe, stop):
-            for item in batch:  # events, and a Resync after the kernel lost some
+            for item in [*batch, *resolver.lifecycle()]:  # events, a Resync after the kernel lost some, containers
                 if recorder is not None:
                     recorder.write(to_record(item))
                 before = pipeline.evaluations
