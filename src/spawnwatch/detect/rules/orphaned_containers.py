@@ -24,7 +24,7 @@ class OrphanedContainers:
 
 def check(rule: OrphanedContainers, group: Group, context: Context) -> Hit | None:
     containers = context.containers
-    if len(containers) < rule.min_containers:
+    if not containers or len(containers) < rule.min_containers:
         return None
     images = ", ".join(sorted({f"`{c.image}`" for c in containers}))
     oldest = context.now - (containers[0].started_at or containers[0].created_at)
