@@ -3,7 +3,7 @@ get the events (and snapshots) the probe would have produced."""
 
 from __future__ import annotations
 
-from spawnwatch.events import Event, Exec, Exit, Fork, Oom, PidsSample, ProcessInfo, Reap, Snapshot
+from spawnwatch.events import ContainerEvent, Event, Exec, Exit, Fork, Observation, Oom, PidsSample, ProcessInfo, Reap, Snapshot
 
 BOOT_OFFSET = 1000.0  # stream time 0 in seconds since boot
 
@@ -12,7 +12,7 @@ class Stream:
     def __init__(self, t: float = 0.0, cgroup_id: int = 1) -> None:
         self.t = t
         self.cgroup_id = cgroup_id
-        self.events: list[Event | PidsSample] = []
+        self.events: list[Event | Observation] = []
         self._next_pid = 1000
         self._parent: dict[int, int] = {}
         self._comm: dict[int, str] = {}
@@ -65,6 +65,10 @@ class Stream:
              cgroup_id: int | None = None) -> None:
         """What the pids sampler read of the stream's cgroup (or `cgroup_id`'s)."""
         self.events.append(PidsSample(self.ts, cgroup_id or self.cgroup_id, current, limit, refused, path))
+
+    def container(self, action: str, container_id: str, **fields) -> None:
+        """An event of the container engine's stream (name, image, compose_project, detached, ...)."""
+        self.events.append(ContainerEvent(self.ts, action, container_id, **fields))
 
     def reparent(self, pid: int, ppid: int) -> None:
         """The stream's own idea of parents (for later events' ppid field)."""

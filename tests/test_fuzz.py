@@ -67,6 +67,8 @@ TEMPLATES = [
     {"kind": "oom", "ts": 1.5, "pid": 3, "ppid": 2, "comm": "node", "cgroup_id": 1, "rss_bytes": 4096},
     {"kind": "pids", "ts": 1.6, "cgroup_id": 1, "current": 52, "limit": 64, "refused": 0, "path": "/docker/x"},
     {"kind": "pids", "ts": 1.7, "cgroup_id": 1, "current": 3, "limit": None, "refused": 0, "path": "/"},
+    {"kind": "container", "ts": 1.8, "action": "start", "id": "ab" * 32, "name": "gh-1", "image": "mcp/gh:1",
+     "compose_project": "", "exit_code": 0, "detached": False},
     {"kind": "tick", "ts": 2.0},
     {"kind": "stats", "events": {}, "lost": 0},
     {"kind": "ready", "pid": 1},

@@ -135,3 +135,57 @@ def test_rules_are_data():
 )
 def test_the_program_part_of_a_signature(argv, program):
     assert SIGN.program(argv) == program
+
+
+@pytest.mark.parametrize(
+    "command, expected",
+    [
+        ("docker run -i --rm -e TOKEN=x --name foo-123 --label a=b ghcr.io/github/github-mcp-server:1.2 stdio",
+         "docker run ghcr.io/github/github-mcp-server stdio"),
+        ("docker run -i --rm -e GITHUB_PERSONAL_ACCESS_TOKEN ghcr.io/github/github-mcp-server",
+         "docker run ghcr.io/github/github-mcp-server"),
+        ("/usr/bin/docker run --rm -i -eFOO=1 -v=/a:/b --network=none -m 64m ghcr.io/github/github-mcp-server stdio",
+         "docker run ghcr.io/github/github-mcp-server stdio"),
+        ("docker run -ite TOKEN=x hashicorp/terraform-mcp-server@sha256:" + "ab" * 32,
+         "docker run hashicorp/terraform-mcp-server"),
+        ("docker run -i --rm localhost:5000/mcp/debugger:0.3 --port 4711", "docker run localhost:<n>/mcp/debugger --port <n>"),
+        ("docker container run -i mcp/fetch", "docker container run mcp/fetch"),
+        ("docker create -i --name srv-17 mcp/fetch:latest", "docker create mcp/fetch"),
+        ("docker start -ai srv-17", "docker start srv-<n>"),
+        ("podman run -i --rm --pod mcp quay.io/acme/server:2 serve", "podman run quay.io/acme/server serve"),
+        ("sh -c 'docker run -i --rm --name gh-1 ghcr.io/github/github-mcp-server:1.2 stdio'",
+         "sh -c docker run ghcr.io/github/github-mcp-server stdio"),
+    ],
+)
+def test_container_clients_are_signed_by_image_and_command(command, expected):
+    assert sign(command) == expected
+
+
+def test_one_hosts_docker_run_clients_share_a_signature():
+    launches = [f"docker run -i --rm --name gh-{i} --label run={i:08x} -e N={i} --cidfile /tmp/c{i} ghcr.io/github/gh:1.{i} stdio"
+                for i in range(5)]
+    assert len({sign(c) for c in launches}) == 1
+
+
+@pytest.mark.parametrize(
+    "command, action, image, names, attached",
+    [
+        ("docker run -i --rm --name gh-1 ghcr.io/github/github-mcp-server:1.2 stdio",
+         "run", "ghcr.io/github/github-mcp-server:1.2", ("gh-1",), True),
+        ("docker run -d --label com.docker.compose.project=x busybox sleep 300", "run", "busybox", (), False),
+        ("docker run -dit busybox", "run", "busybox", (), False),
+        ("docker run --detach=false -i busybox", "run", "busybox", (), True),
+        ("docker container run --name=a -a stdin busybox", "run", "busybox", ("a",), True),
+        ("docker create -i --name srv busybox", "create", "busybox", ("srv",), False),
+        ("docker start -a -i srv", "start", "", ("srv",), True),
+        ("docker start srv other", "start", "", ("srv", "other"), False),
+    ],
+)
+def test_container_clients_say_what_they_ask_for(command, action, image, names, attached):
+    client = SIGN.container_client(shlex.split(command))
+    assert (client.action, client.image, client.names, client.attached) == (action, image, names, attached)
+
+
+@pytest.mark.parametrize("command", ["npx -y @21st-dev/magic", "docker ps -a", "docker", "node server.js", ""])
+def test_other_programs_are_no_container_clients(command):
+    assert SIGN.container_client(shlex.split(command)) is None

@@ -11,9 +11,14 @@ A rise of severity ("warning" at the rule's threshold, "critical" past its
 `Alert.to_record()` is the contract of `watch --json`:
     {"kind": "alert", "state": "firing" | "resolved", "rule", "severity": "warning" | "critical", "signature",
      "spawner": {"pid", "ppid", "argv", "comm"}, "container": null | {"id", "name", "image"},
-     "live", "spawned", "exited", "zombies", "orphans", "rss_bytes", "pids": [<= 20], "message"}
-and, on alerts of the pids rule only, the limit the group fills:
-    "pids_limit": {"cgroup", "current", "limit", "refused_forks"}
+     "live", "spawned", "exited", "zombies", "orphans", "rss_bytes", "pids": [<= 20], "message",
+     "containers": [{"id", "name", "image", "memory_bytes": int | null}],
+     "pids_limit": null | {"cgroup", "current", "limit", "refused_forks"}}
+
+`containers` lists the leaked containers of `orphaned_containers` (empty for the other
+rules); for that rule `orphans` counts them and `rss_bytes` sums their memory, and
+`spawner` is the host process whose clients left them running.  `pids_limit` is the
+limit a group of the pids rule fills (null for the other rules).
 
 Containers come from an injected resolver, `resolve_container(cgroup_id, pid)`
 -> {"id", "name", "image"} or None.
@@ -59,6 +64,7 @@ class Alert:
     ts: float = 0.0  # when it was raised (seconds since boot); not part of the record
     severity: str = WARNING
     pids_limit: PidsSample | None = None
+    containers: tuple[dict[str, Any], ...] = ()
 
     def counts(self) -> tuple[int, ...]:
         limit = (self.pids_limit.current, self.pids_limit.refused) if self.pids_limit else ()
@@ -81,6 +87,8 @@ class Alert:
             "rss_bytes": self.rss_bytes,
             "pids": list(self.pids),
             "message": self.message,
+            "containers": [dict(c) for c in self.containers],
+            "pids_limit": None,
         }
         if self.pids_limit is not None:
             limit = self.pids_limit
@@ -152,6 +160,7 @@ class AlertBook:
             uss_bytes=finding.uss_bytes,
             pids=finding.pids[: self.policy.max_pids],
             pids_limit=finding.pids_limit,
+            containers=finding.containers,
             message=f"{severity}: {describe(group, finding.rule, where(alert.container, finding.pids_limit))}: "
                     f"{finding.detail}{memory}",
         )
@@ -195,6 +204,7 @@ _VERBS = {
     "spawn_rate": "spawns too fast",
     "oom": "lost to the OOM killer one of",
     "pids": "fills the pids limit of {where} with",
+    "orphaned_containers": "leaves running the containers of",
 }
 
 

@@ -5,7 +5,8 @@ give the JSON-lines contract of `trace --json` (and the msgpack recordings use
 the very same dicts), so a recording replays exactly like the live stream.
 
 Times are seconds since boot (CLOCK_BOOTTIME), the clock of both the BPF side
-(bpf_ktime_get_boot_ns) and /proc/<pid>/stat start times.
+(bpf_ktime_get_boot_ns) and /proc/<pid>/stat start times; a container engine's
+events are converted to it with the session's boot time.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Kind(str, enum.Enum):
     REAP = "reap"
     OOM = "oom"
     PIDS = "pids"
+    CONTAINER = "container"
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,23 @@ class Oom(Event):
     kind = Kind.OOM
 
 
+@dataclass(frozen=True, slots=True)
+class ContainerEvent:
+    """A container's lifecycle as its engine reports it (create, start, die, destroy); no
+    process, so no pid.  Carries no env and no labels but compose's project."""
+
+    ts: float
+    action: str
+    id: str
+    name: str = ""
+    image: str = ""  # as the client gave it
+    compose_project: str = ""  # its com.docker.compose.project label
+    exit_code: int = 0  # of a die
+    detached: bool = False  # a start with no client attached to its stdio (`docker run -d`), as inspect tells
+
+    kind = Kind.CONTAINER
+
+
 EVENT_TYPES: dict[Kind, type[Event]] = {cls.kind: cls for cls in (Fork, Exec, Exit, Reap, Oom)}
 
 
@@ -94,7 +113,8 @@ class PidsSample:
 
 
 # Records of what the adapters observe beside the kernel's process events.
-OBSERVATION_TYPES: dict[Kind, type] = {Kind.PIDS: PidsSample}
+OBSERVATION_TYPES: dict[Kind, type] = {Kind.PIDS: PidsSample, Kind.CONTAINER: ContainerEvent}
+Observation = PidsSample | ContainerEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +145,7 @@ class Resync(Snapshot):
     table is made to agree with it (recorded, so replay does the same)."""
 
 
-def to_record(item: Event | PidsSample | Snapshot) -> dict[str, Any]:
+def to_record(item: Event | Observation | Snapshot) -> dict[str, Any]:
     """The JSON/msgpack dict of an event, `kind` first."""
     if isinstance(item, Snapshot):
         return {
@@ -206,8 +226,8 @@ def _fields_of(cls: type, record: Any, what: str) -> dict[str, Any]:
     return values
 
 
-def from_record(record: dict[str, Any]) -> Event | PidsSample | Snapshot | None:
-    """Inverse of `to_record`; None for lines that are not events, samples or snapshots (ready, stats, alerts).
+def from_record(record: dict[str, Any]) -> Event | Observation | Snapshot | None:
+    """Inverse of `to_record`; None for lines that are not events, observations or snapshots (ready, stats, alerts).
     Raises RecordError for an event or snapshot with a missing key or a value of the wrong type."""
     if not isinstance(record, dict):
         raise RecordError(f"a record must be a map, not {type(record).__name__}")
@@ -229,7 +249,7 @@ def from_record(record: dict[str, Any]) -> Event | PidsSample | Snapshot | None:
     return cls(**_fields_of(cls, record, f"{kind} event"))
 
 
-def replay(records: Iterable[dict[str, Any]]) -> Iterator[Event | PidsSample | Snapshot]:
+def replay(records: Iterable[dict[str, Any]]) -> Iterator[Event | Observation | Snapshot]:
     """Events (and snapshots) of a recorded stream, skipping bookkeeping lines."""
     for record in records:
         item = from_record(record)

@@ -88,6 +88,37 @@ class Listener(Protocol):
     def oom(self, proc: Process, ts: float) -> None: ...
 
 
+class Listeners:
+    """Several listeners heard as one, in order."""
+
+    def __init__(self, *listeners: Listener) -> None:
+        self._listeners = listeners
+
+    def joined(self, proc: Process) -> None:
+        for listener in self._listeners:
+            listener.joined(proc)
+
+    def changed(self, proc: Process, old_signature: str) -> None:
+        for listener in self._listeners:
+            listener.changed(proc, old_signature)
+
+    def exited(self, proc: Process) -> None:
+        for listener in self._listeners:
+            listener.exited(proc)
+
+    def reaped(self, proc: Process) -> None:
+        for listener in self._listeners:
+            listener.reaped(proc)
+
+    def dropped(self, proc: Process) -> None:
+        for listener in self._listeners:
+            listener.dropped(proc)
+
+    def oom(self, proc: Process, ts: float) -> None:
+        for listener in self._listeners:
+            listener.oom(proc, ts)
+
+
 class _Silent:
     def joined(self, proc: Process) -> None: ...
     def changed(self, proc: Process, old_signature: str) -> None: ...

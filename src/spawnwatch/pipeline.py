@@ -13,8 +13,8 @@ from typing import Any
 
 from spawnwatch.alerts import Alert, AlertBook, ResolveContainer
 from spawnwatch.config import Config
-from spawnwatch.detect import Detector, MemoryOf
-from spawnwatch.events import Event, Oom, PidsSample, Resync, Snapshot
+from spawnwatch.detect import ContainerMemoryOf, Detector, MemoryOf
+from spawnwatch.events import ContainerEvent, Event, Observation, Oom, PidsSample, Resync, Snapshot
 from spawnwatch.lineage import Lineage, ReparentHint
 from spawnwatch.signature import Signer
 
@@ -24,27 +24,31 @@ class Pipeline:
         self,
         config: Config,
         memory_of: MemoryOf | None = None,
+        container_memory: ContainerMemoryOf | None = None,
         resolve_container: ResolveContainer | None = None,
         reparent_hint: ReparentHint | None = None,
         auto_advance: bool = True,
     ) -> None:
         self.config = config
         self.signer = Signer(config.signature)
-        self.detector = Detector(config.detect, self.signer.program, memory_of)
-        self.lineage = Lineage(self.signer, config.lineage, reparent_hint, listener=self.detector.book)
+        self.detector = Detector(config.detect, self.signer.program, memory_of, self.signer.container_client,
+                                 container_memory)
+        self.lineage = Lineage(self.signer, config.lineage, reparent_hint, listener=self.detector.listener)
         self.alerts = AlertBook(config.alerts, resolve_container)
         self.auto_advance = auto_advance  # evaluate when an event's time says one is due
         self.now = 0.0
         self.evaluations = 0
         self._next_evaluation: float | None = None
 
-    def feed(self, item: Event | PidsSample | Snapshot) -> list[Alert]:
-        """Apply one event (or the starting snapshot, a resync, a pids sample); with auto_advance,
-        the alerts due by its time."""
+    def feed(self, item: Event | Observation | Snapshot) -> list[Alert]:
+        """Apply one event (a process's; a container's lifecycle; a pids sample; the starting
+        snapshot, or a resync); with auto_advance, the alerts due by its time."""
         if isinstance(item, Resync):
             return self.resync(item)
         if isinstance(item, PidsSample):
             self.detector.pids.add(item)
+        elif isinstance(item, ContainerEvent):
+            self.detector.containers.apply(item)
         elif isinstance(item, Snapshot):
             self.lineage.seed(item)
             self._next_evaluation = None  # judge the snapshot at once: it may already hold a leak

@@ -129,7 +129,7 @@ class LiveRun:
             self.recorder.write(record)
 
     def stats(self) -> dict:
-        return stats_record(self.probe)
+        return {**stats_record(self.probe), **self.resolver.counts}
 
 
 class Consumer(Protocol):

@@ -16,7 +16,8 @@ group as one seen live.
 Steps: clean the argv (split process titles), strip wrappers (`env`, `nohup`),
 strip interpreters (`node /usr/bin/npm` -> `npm`, `python3 -m x` -> `python -m
 x`), apply a launcher rule (npm exec/npx, uvx, pipx run: flags and versions
-dropped), render `sh -c CMD` with CMD's own signature, then mask volatile
+dropped; `docker run`: run flags, names, labels and env dropped, the image
+without its tag), render `sh -c CMD` with CMD's own signature, then mask volatile
 tokens (UUIDs, temp paths, hex ids, numbers).  Every rule is data
 (`SignatureRules`, loaded from the config's [signature] table).
 """
@@ -43,14 +44,28 @@ class Interpreter:
 
 @dataclass(frozen=True, slots=True)
 class Launcher:
-    """A package runner (`npx -y pkg`): the signature names the package or bin it runs."""
+    """A package runner (`npx -y pkg`) or a container engine's client (`docker run -i
+    IMAGE`): the signature names the package, bin or image it runs."""
 
-    display: str  # "npm exec"
+    display: str  # "npm exec"; "{command}" stands for the command words as invoked ("docker run")
     commands: tuple[tuple[str, ...], ...]  # word sequences that invoke it: ("npx",), ("npm", "exec")
     package_options: frozenset[str] = frozenset()  # name the package: --package, -p, --from
     value_options: frozenset[str] = frozenset()  # other options taking the next word
     version: str = ""  # regex of a version suffix to strip from the package/bin name
     drop_scope: bool = False  # "@scope/name" -> "name"
+    # The commands end in run, create or start and ask a container engine for containers
+    # with docker's CLI options (-d/--detach, --name, -a/--attach, -i/--interactive).
+    container_client: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerClient:
+    """What a container engine's client asks for, as its argv tells."""
+
+    action: str  # "run", "create" or "start"
+    image: str  # as given ("" for start)
+    names: tuple[str, ...]  # --name of run and create; the containers (names or ids) start names
+    attached: bool  # stays attached to the container's stdio: run without -d, start with -a or -i
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +96,7 @@ class Signer:
     def __init__(self, rules: SignatureRules) -> None:
         self.rules = rules
         self._masks = [(re.compile(m.pattern), m.replacement) for m in rules.masks]
-        self._versions = {l.display: re.compile(l.version) if l.version else None for l in rules.launchers}
+        self._versions = {l: re.compile(l.version) if l.version else None for l in rules.launchers}
         self._launcher_words = {seq[0] for l in rules.launchers for seq in l.commands}
 
     def __call__(self, argv: Sequence[str], comm: str = "") -> str:
@@ -104,19 +119,44 @@ class Signer:
             return f"[{comm}]" if comm else "[?]"
         return self._bound(self._split(words)[0])
 
+    def container_client(self, argv: Sequence[str]) -> ContainerClient | None:
+        """What a `docker run` / `docker create` / `docker start` client asks for; None for other programs."""
+        words = self._strip_wrappers(clean_argv(argv))
+        if not words:
+            return None
+        launch = self._launcher_of(*self._program(words))
+        if launch is None or not launch[0].container_client:
+            return None
+        launcher, sequence, args = launch
+        options, rest = self._options(launcher, args)
+        action = sequence[-1]
+        if action == "start":
+            attached = any(name in ("-a", "--attach", "-i", "--interactive") and _true(value) for name, value in options)
+            return ContainerClient(action, "", tuple(rest), attached)
+        names = tuple(value for name, value in options if name == "--name" and value)
+        detached = any(name in ("-d", "--detach") and _true(value) for name, value in options)
+        return ContainerClient(action, rest[0] if rest else "", names, action == "run" and not detached)
+
     def _sign(self, words: list[str]) -> str:
         return self._render(*self._split(words))
 
     def _split(self, words: list[str]) -> tuple[str, list[str]]:
         """(program as written in the signature, the arguments the signature keeps)."""
         program, args = self._program(words)
-        for launcher in self.rules.launchers:
-            for sequence in launcher.commands:
-                if program == sequence[0] and args[: len(sequence) - 1] == list(sequence[1:]):
-                    return self._launch(launcher, args[len(sequence) - 1 :])
+        launch = self._launcher_of(program, args)
+        if launch is not None:
+            return self._launch(*launch)
         if program in self.rules.shells and args[:1] == ["-c"] and len(args) > 1:
             return f"{program} -c {self._sign_command(args[1])}", []
         return program, args
+
+    def _launcher_of(self, program: str, args: list[str]) -> tuple[Launcher, tuple[str, ...], list[str]] | None:
+        """(the launcher, the command words that invoked it, the arguments after them)."""
+        for launcher in self.rules.launchers:
+            for sequence in launcher.commands:
+                if program == sequence[0] and args[: len(sequence) - 1] == list(sequence[1:]):
+                    return launcher, sequence, args[len(sequence) - 1 :]
+        return None
 
     def _strip_wrappers(self, words: list[str]) -> list[str]:
         while words and os.path.basename(words[0]) in self.rules.wrappers:
@@ -152,38 +192,55 @@ class Signer:
         bare = _SCRIPT_SUFFIX.sub("", base)
         return bare if bare in self._launcher_words else base
 
-    def _launch(self, launcher: Launcher, args: list[str]) -> tuple[str, list[str]]:
+    def _launch(self, launcher: Launcher, sequence: tuple[str, ...], args: list[str]) -> tuple[str, list[str]]:
         """`npx -y pkg@1 a b` -> (`npm exec pkg`, [a, b]): launcher options before the program are dropped."""
-        package = None
-        rest: list[str] = []
+        display = launcher.display.replace("{command}", " ".join(sequence))
+        options, rest = self._options(launcher, args)
+        packages = [value for name, value in options if name in launcher.package_options]
+        if rest:
+            program, args_out = rest[0], rest[1:]
+        elif packages:
+            program, args_out = packages[-1], []
+        else:
+            return display, []
+        return f"{display} {self._package_name(launcher, program)}", args_out
+
+    @staticmethod
+    def _options(launcher: Launcher, args: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+        """(the launcher's options as (name, value), the words from its program on).  A value is
+        "" for a flag; `-abc` is three one-letter options, the first that takes a value ends it
+        (`-e=X`, `-eX`, `-e X`: docker's and getopt's rules)."""
+        takes_value = launcher.package_options | launcher.value_options
+        options: list[tuple[str, str]] = []
         i = 0
         while i < len(args):
             word = args[i]
             if word == "--":
-                rest = args[i + 1 :]
-                break
+                return options, args[i + 1 :]
             if not word.startswith("-") or word == "-":
-                rest = args[i:]
-                break
+                return options, args[i:]
             name, has_value, value = word.partition("=")
-            if name in launcher.package_options:
-                if not has_value and i + 1 < len(args):
-                    value = args[i + 1]
+            if word.startswith("--") or name in takes_value or len(name) == 2:
+                if name in takes_value and not has_value and i + 1 < len(args):
                     i += 1
-                package = value
-            elif name in launcher.value_options and not has_value:
-                i += 1
+                    value = args[i]
+                options.append((name, value))
+            else:
+                for k in range(1, len(word)):
+                    letter = "-" + word[k]
+                    if letter in takes_value:
+                        value = word[k + 1 :].removeprefix("=")
+                        if not value and i + 1 < len(args):
+                            i += 1
+                            value = args[i]
+                        options.append((letter, value))
+                        break
+                    options.append((letter, ""))
             i += 1
-        if rest:
-            program, args_out = rest[0], rest[1:]
-        elif package is not None:
-            program, args_out = package, []
-        else:
-            return launcher.display, []
-        return f"{launcher.display} {self._package_name(launcher, program)}", args_out
+        return options, []
 
     def _package_name(self, launcher: Launcher, spec: str) -> str:
-        version = self._versions[launcher.display]
+        version = self._versions[launcher]
         if version is not None:
             spec = version.sub("", spec) or spec
         if launcher.drop_scope and spec.startswith("@") and "/" in spec:
@@ -213,6 +270,11 @@ class Signer:
         signature = _WHITESPACE.sub(" ", signature).strip()  # one line, whatever argv held
         limit = self.rules.max_length
         return signature if len(signature) <= limit else signature[: limit - 1] + "…"
+
+
+def _true(value: str) -> bool:
+    """A flag given bare (`-d`) or set true (`--detach=true`)."""
+    return value.lower() not in ("false", "0")
 
 
 def clean_argv(argv: Sequence[str]) -> list[str]:

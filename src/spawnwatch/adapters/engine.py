@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from spawnwatch.events import ContainerEvent
+
 log = logging.getLogger(__name__)
 
 SHORT_ID = 12
@@ -33,6 +35,7 @@ class ContainerInfo:
     running: bool | None = None
     created: float | None = None  # wall-clock time the engine created it
     auto_remove: bool = False  # `docker run --rm`: the engine removes it once it stops
+    attached: bool = True  # a client attached to its stdio (False: `docker run -d`)
     # False when only the cgroup path named it (no engine answered): an engine that
     # comes back later can still give its name and image.
     from_engine: bool = True
@@ -61,6 +64,39 @@ def info_from_inspect(inspect: dict[str, Any]) -> ContainerInfo:
         running=state.get("Running"),
         created=_wall_time(inspect.get("Created")),
         auto_remove=bool(host.get("AutoRemove")),
+        attached=any(config.get(key) for key in ("AttachStdin", "AttachStdout", "AttachStderr")),
+    )
+
+
+LIFECYCLE = ("create", "start", "die", "destroy")
+COMPOSE_PROJECT = "com.docker.compose.project"
+
+
+def container_event(event: dict[str, Any], boot_time: float, info: ContainerInfo | None = None) -> ContainerEvent | None:
+    """A lifecycle event of the engine's stream as spawnwatch's event, dated in seconds since
+    boot (`boot_time`: the wall-clock time of boot); `info`, inspected at a start, tells
+    whether a client attached.  None for other actions and malformed events.  Of the
+    labels only compose's project is kept."""
+    action = event.get("Action") or event.get("status") or ""
+    actor = event.get("Actor") or {}
+    container_id = actor.get("ID") or event.get("id")
+    if action not in LIFECYCLE or not isinstance(container_id, str) or not container_id:
+        return None
+    nanoseconds = event.get("timeNano")
+    seconds = nanoseconds / 1e9 if isinstance(nanoseconds, int) else event.get("time")
+    if not isinstance(seconds, (int, float)):
+        return None
+    attributes = actor.get("Attributes") or {}
+    exit_code = str(attributes.get("exitCode", ""))
+    return ContainerEvent(
+        ts=max(float(seconds) - boot_time, 0.0),
+        action=action,
+        id=container_id,
+        name=str(attributes.get("name", "")),
+        image=str(attributes.get("image", "")),
+        compose_project=str(attributes.get(COMPOSE_PROJECT, "")),
+        exit_code=int(exit_code) if exit_code.isdigit() else 0,
+        detached=action == "start" and info is not None and not info.attached,
     )
 
 

@@ -12,6 +12,9 @@ forgotten.  Every table here is bounded.
 
 The pure layers get a plain callable, `ContainerResolver.__call__(cgroup_id, pid)`,
 returning the alert contract's `{"id", "name", "image"}` or None (not in a container).
+Once told the session's boot time (`queue_lifecycle`), the follower also queues the
+containers' create/start/die/destroy as ContainerEvents, which the live loop drains
+(`lifecycle()`) and feeds to the pipeline.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict, deque
 from typing import Any
 
 from spawnwatch.adapters.cgroups import (
@@ -31,7 +34,9 @@ from spawnwatch.adapters.cgroups import (
     read_proc_cgroups,
     walk_cgroup2,
 )
-from spawnwatch.adapters.engine import SHORT_ID, ContainerInfo, DockerEngine
+from spawnwatch.adapters.engine import SHORT_ID, ContainerInfo, DockerEngine, container_event
+from spawnwatch.adapters.memory import cgroup_memory
+from spawnwatch.events import ContainerEvent
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +86,7 @@ class ContainerResolver:
         cgroups_capacity: int = 8192,
         containers_capacity: int = 1024,
         rescan_interval: float = 1.0,
+        lifecycle_capacity: int = 4096,
     ) -> None:
         self._engine = engine if engine is not None else DockerEngine()
         self._mount = cgroup2_mount() if cgroup_mount is _UNKNOWN else cgroup_mount
@@ -100,6 +106,10 @@ class ContainerResolver:
         self._thread: threading.Thread | None = None
         self._stream: Any = None
         self.following = threading.Event()  # set once the event stream is open and caught up
+        self._boot_time: float | None = None  # set by queue_lifecycle: lifecycle events are queued from then on
+        self._lifecycle: deque[ContainerEvent] = deque()
+        self._lifecycle_capacity = lifecycle_capacity
+        self.counts: Counter[str] = Counter()  # container_events_dropped: the consumer fell behind
 
     def _pure_v2(self) -> bool:
         own = read_proc_cgroups("self")
@@ -160,6 +170,24 @@ class ContainerResolver:
         """The containers it knows now: from lookups and the event stream."""
         with self._lock:
             return list(self._containers.values())
+
+    def memory_of(self, container_id: str) -> int | None:
+        """Memory of a running container (its cgroup's, as `docker stats` counts it), None when unknown."""
+        info = self.container(container_id)
+        measured = cgroup_memory(info.pid) if info is not None and info.pid else None
+        return measured.used if measured is not None else None
+
+    def queue_lifecycle(self, boot_time: float) -> None:
+        """Queue the containers' lifecycle events from now on, dated with the session's
+        `boot_time` (the wall-clock time of boot)."""
+        self._boot_time = boot_time
+
+    def lifecycle(self) -> list[ContainerEvent]:
+        """The lifecycle events queued since the last call, oldest first."""
+        with self._lock:
+            events = list(self._lifecycle)
+            self._lifecycle.clear()
+        return events
 
     def cache_sizes(self) -> dict[str, int]:
         with self._lock:
@@ -286,12 +314,24 @@ class ContainerResolver:
         container_id = event.get("id") or (event.get("Actor") or {}).get("ID")
         if not container_id:
             return
+        info = None
         if action in ("start", "restart") or action.startswith("rename"):
             info = self._engine.inspect(container_id)
             if info is not None:
                 self._remember(info)
         elif action == "destroy":
             self.forget(container_id)
+        if self._boot_time is not None:
+            self._queue(container_event(event, self._boot_time, info))
+
+    def _queue(self, event: ContainerEvent | None) -> None:
+        if event is None:
+            return
+        with self._lock:
+            if len(self._lifecycle) >= self._lifecycle_capacity:
+                self._lifecycle.popleft()
+                self.counts["container_events_dropped"] += 1
+            self._lifecycle.append(event)
 
     def _remember(self, info: ContainerInfo) -> None:
         """Cache a running container and index its cgroup, so its processes resolve by cgroup id."""

@@ -224,7 +224,8 @@ def recorded_origin(records: list[Record]) -> Origin:
 
 
 # The counters of a live session's stats record that a replay reports as they were.
-RECORDED_COUNTS = ("decode_errors", "dead_slot_collisions", "dead_slot_settled", "dead_slot_given_up", "resyncs")
+RECORDED_COUNTS = ("decode_errors", "dead_slot_collisions", "dead_slot_settled", "dead_slot_given_up", "resyncs",
+                   "container_events_dropped")
 RECORDED_BY_KIND = ("lost_by_kind", "notifications")
 
 

@@ -15,7 +15,7 @@ from spawnwatch.adapters import procfs
 from spawnwatch.adapters.pids import PidsSampler
 from spawnwatch.alerts import Alert
 from spawnwatch.config import Config
-from spawnwatch.events import Event, PidsSample, Resync, Snapshot, to_record
+from spawnwatch.events import Event, Observation, Resync, Snapshot, to_record
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.runner import LiveRun, stats_line
 from spawnwatch.sinks import Origin, Record, Sink
@@ -44,22 +44,25 @@ class Detection:
 
     def begin(self, run: LiveRun, snapshot: Snapshot | None) -> None:
         self.run = run
-        self.pipeline = Pipeline(self.config, memory_of=_memory, resolve_container=run.resolver,
-                                 reparent_hint=procfs.parent_pid)
+        self.pipeline = Pipeline(self.config, memory_of=_memory, container_memory=run.resolver.memory_of,
+                                 resolve_container=run.resolver, reparent_hint=procfs.parent_pid)
         self.sampler = PidsSampler(self.config.detect.pids, run.resolver)
         self.origin = Origin(run.ready["host"], run.ready["boot_time"])
+        run.resolver.queue_lifecycle(run.ready["boot_time"])  # containers' create/start/die/destroy, for the rules
         self._out(run.ready)
         run.record(to_record(snapshot))
         self.log(f"watching {len(snapshot.processes)} processes (Ctrl-C to stop)")
         self._deliver(self.pipeline.feed(snapshot), 0)
 
-    def item(self, item: Event | Resync | PidsSample) -> None:
+    def item(self, item: Event | Resync | Observation) -> None:
         # Recorded before the alerts it raises: a replay feeds it, then evaluates at the tick.
         self.run.record(to_record(item))
         before = self.pipeline.evaluations
         self._deliver(self.pipeline.feed(item), before)
 
     def batch_done(self, now: float) -> None:
+        for event in self.run.resolver.lifecycle():  # the engine's, since the last poll
+            self.item(event)
         for sample in self.sampler.poll(self.pipeline.detector.cgroups, now):  # the pids limits that changed
             self.item(sample)
         before = self.pipeline.evaluations

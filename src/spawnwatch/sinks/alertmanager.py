@@ -50,9 +50,12 @@ def alert_labels(record: Record, host: str) -> dict[str, str]:
 
 
 def alert_annotations(record: Record) -> dict[str, str]:
+    containers = record.get("containers") or []
     return {
         "summary": record["message"],
         **{key: str(record[key]) for key in ("live", "spawned", "exited", "zombies", "orphans", "rss_bytes")},
+        # orphaned_containers: the leaked containers, by name
+        **({"containers": " ".join(c["name"] for c in containers)} if containers else {}),
     }
 
 

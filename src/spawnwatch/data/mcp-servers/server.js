@@ -5,9 +5,11 @@
 //
 //   MCP_SERVER_MEMORY_MB  hold this many MiB, every page written so they count in RSS
 //   MCP_SERVER_LIFETIME   exit on its own after this many seconds (default: never)
+//   MCP_SERVER_IGNORE_EOF 1: keep running when stdin closes, as the containerised servers of
+//                         the incident did (default: exit, like most servers)
 //
 // Settings come from the environment, not argv, so the process looks exactly like a
-// real server (`node .../bin/magic.js`).  Like a real server it exits when stdin closes.
+// real server (`node .../bin/magic.js`).
 
 const readline = require("node:readline");
 
@@ -83,7 +85,13 @@ function serve(name) {
       send({ id: request.id, result });
     }
   });
-  lines.on("close", () => process.exit(0));
+  if (process.env.MCP_SERVER_IGNORE_EOF === "1") {
+    setInterval(() => {}, 1 << 30); // nothing else keeps the event loop alive once stdin is gone
+  } else {
+    lines.on("close", () => process.exit(0));
+  }
+  // As a container's PID 1 a signal without a handler is ignored: end on SIGTERM as elsewhere.
+  process.on("SIGTERM", () => process.exit(0));
 }
 
 module.exports = { serve };

@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 "use strict";
 // A leaky MCP host, like MetaMCP: it starts the stdio servers of this package with
-// `npm exec --yes --package=file:<this dir> -- <server>`, keeps their stdin/stdout pipes
-// open, and (depending on the mode) never cleans them up.  Plain node, no dependencies,
-// so the very same supervisor runs on a host and in a minimal busybox+node container.
+// `npm exec --yes --package=file:<this dir> -- <server>` (or, with --launcher docker, as
+// containers: `docker run -i --rm ... IMAGE node /pkg/bin/<server>.js`, this directory
+// mounted at /pkg), keeps their stdin/stdout pipes open, and (depending on the mode) never
+// cleans them up.  Plain node, no dependencies, so the very same supervisor runs on a host
+// and in a minimal busybox+node container.
 //
 // Output: one JSON object per line on stdout (kinds: simulate, spawn, up, kill, hangup,
 // exit, stop, error); diagnostics on stderr.  Exit status 0 after a clean stop, 1 on failure,
@@ -24,15 +26,17 @@ const PACKAGE_DIR = __dirname;
 const SERVERS = Object.keys(require("./package.json").bin);
 const MODES = {
   accumulate: "start one child every INTERVAL seconds, never end any",
-  orphan: "start one child every INTERVAL seconds, SIGKILL only its `npm exec` when its session ends, SESSION seconds after the server answered: the server grandchild lives on",
+  orphan: "start one child every INTERVAL seconds, SIGKILL only its `npm exec` (or `docker run`) when its session ends, SESSION seconds after the server answered: the server grandchild (or container, its server ignoring the end of stdin) lives on",
   zombie: "start one child every INTERVAL seconds; each exits after LIFETIME seconds and is never waited for",
   pool: "healthy: keep a fixed pool of CHILDREN workers for the whole run",
   respawn: "healthy: keep CHILDREN workers alive, each living LIFETIME to 3*LIFETIME seconds and replaced when it exits",
 };
+const LAUNCHERS = ["npm", "docker"];
 const INITIALIZE_ID = 1;
 // An MCP session lasts a while before the host closes it; a launcher that exited as soon
 // as its server started would be a daemon's hand-off (double fork), not this leak.
 const SESSION_S = 2;
+const CONTAINER_PACKAGE_DIR = "/pkg";
 const STOP_GRACE_MS = 3000;
 const KILL_WAIT_MS = 2000;
 // Quiet, offline-friendly npm: no update check, audit or funding messages.
@@ -61,6 +65,10 @@ options:
                   killed, so the server exits on EOF and waits to be reaped by its adopter
                   (default: never, as in the incident: the host kept the pipe)
   --duration S    stop (and clean up) after S seconds (default: until SIGINT or SIGTERM)
+  --session S     how long an orphan-mode session lasts before its launcher is killed (default ${SESSION_S})
+  --launcher L    how servers start: npm (npm exec) or docker (docker run -i --rm, default npm)
+  --image I       the image docker runs (it needs node); required with --launcher docker
+  --docker-arg A  one more option for docker run, e.g. --docker-arg=--network=none (repeatable)
 `;
 
 function usageError(message) {
@@ -85,12 +93,13 @@ function parseOptions(argv) {
     parsed = parseArgs({
       args: argv,
       allowPositionals: true,
-      options: Object.fromEntries(
-        ["interval", "servers", "memory", "children", "lifetime", "max", "duration", "linger"].map((name) => [
-          name,
-          { type: "string" },
-        ]),
-      ),
+      options: {
+        ...Object.fromEntries(
+          ["interval", "servers", "memory", "children", "lifetime", "max", "duration", "linger", "session", "launcher",
+           "image"].map((name) => [name, { type: "string" }]),
+        ),
+        "docker-arg": { type: "string", multiple: true },
+      },
     });
   } catch (error) {
     usageError(error.message);
@@ -102,6 +111,9 @@ function parseOptions(argv) {
   const mode = positionals[0];
   const serverCount = numberOption(values, "servers", 1, { integer: true, min: 1 });
   if (serverCount > SERVERS.length) usageError(`--servers is at most ${SERVERS.length}`);
+  const launcher = values.launcher ?? "npm";
+  if (!LAUNCHERS.includes(launcher)) usageError(`--launcher is one of ${LAUNCHERS.join(", ")}, not ${launcher}`);
+  if ((launcher === "docker") !== (values.image !== undefined)) usageError("--image goes with --launcher docker");
   return {
     mode,
     interval: numberOption(values, "interval", 2, { min: 0, minOpen: true }),
@@ -112,6 +124,10 @@ function parseOptions(argv) {
     max: numberOption(values, "max", 40, { integer: true, min: 1 }),
     duration: numberOption(values, "duration", null, { min: 0, minOpen: true }),
     linger: numberOption(values, "linger", null, { min: 0 }),
+    session: numberOption(values, "session", SESSION_S, { min: 0, minOpen: true }),
+    launcher,
+    image: values.image ?? null,
+    dockerArgs: values["docker-arg"] ?? [],
   };
 }
 
@@ -175,7 +191,7 @@ class Supervisor {
   }
 
   start() {
-    const { mode, interval, servers, memoryMb, children, lifetime, max, duration, linger } = this.options;
+    const { mode, interval, servers, memoryMb, children, lifetime, max, duration, linger, launcher, image } = this.options;
     emit({
       kind: "simulate",
       pid: process.pid,
@@ -189,6 +205,8 @@ class Supervisor {
       linger: mode === "orphan" ? linger : null,
       duration,
       package: PACKAGE_DIR,
+      launcher,
+      image,
     });
     for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"]) process.on(signal, () => this.stop(signal));
     process.stdout.on("error", () => this.stop("stdout closed"));
@@ -215,21 +233,36 @@ class Supervisor {
     return null;
   }
 
-  spawnChild(server) {
-    const { mode, memoryMb } = this.options;
-    const env = { ...process.env, ...NPM_ENV, MCP_SERVER_MEMORY_MB: String(memoryMb) };
+  // The launcher's argv and the environment of the server.
+  command(server) {
+    const { mode, memoryMb, launcher, image, dockerArgs } = this.options;
+    const serverEnv = { MCP_SERVER_MEMORY_MB: String(memoryMb) };
     const lifetime = this.lifetimeOfNextChild();
-    if (lifetime !== null) env.MCP_SERVER_LIFETIME = lifetime.toFixed(3);
-    const args = ["exec", "--yes", `--package=file:${PACKAGE_DIR}`, "--", server];
-    const child = spawn("npm", args, { stdio: ["pipe", "pipe", "inherit"], detached: true, env });
+    if (lifetime !== null) serverEnv.MCP_SERVER_LIFETIME = lifetime.toFixed(3);
+    if (launcher === "npm") {
+      const args = ["exec", "--yes", `--package=file:${PACKAGE_DIR}`, "--", server];
+      return { argv: ["npm", ...args], env: { ...process.env, ...NPM_ENV, ...serverEnv } };
+    }
+    // A killed `docker run` closes its container's stdin: the server must ignore that to live on.
+    if (mode === "orphan") serverEnv.MCP_SERVER_IGNORE_EOF = "1";
+    const envArgs = Object.entries(serverEnv).flatMap(([name, value]) => ["-e", `${name}=${value}`]);
+    const argv = ["docker", "run", "-i", "--rm", ...dockerArgs, "-v", `${PACKAGE_DIR}:${CONTAINER_PACKAGE_DIR}:ro`,
+      ...envArgs, image, "node", `${CONTAINER_PACKAGE_DIR}/bin/${server}.js`];
+    return { argv, env: process.env };
+  }
+
+  spawnChild(server) {
+    const { mode } = this.options;
+    const { argv, env } = this.command(server);
+    const child = spawn(argv[0], argv.slice(1), { stdio: ["pipe", "pipe", "inherit"], detached: true, env });
     if (child.pid === undefined) {
-      child.on("error", (error) => this.fail(`cannot start npm: ${error.message}`));
+      child.on("error", (error) => this.fail(`cannot start ${argv[0]}: ${error.message}`));
       return;
     }
     this.spawned += 1;
     const entry = { pid: child.pid, server, spawnedAt: Date.now(), serverPid: null, input: child.stdin };
     this.children.set(child.pid, entry);
-    emit({ kind: "spawn", pid: child.pid, server, argv: ["npm", ...args] });
+    emit({ kind: "spawn", pid: child.pid, server, argv });
 
     // A write to a child that already died is not the supervisor's failure.
     entry.input.on("error", () => {});
@@ -283,7 +316,7 @@ class Supervisor {
         process.kill(entry.pid, "SIGKILL");
         emit({ kind: "kill", pid: entry.pid, signal: "SIGKILL", orphaned: [entry.serverPid] });
         if (this.options.linger !== null) setTimeout(() => this.hangUp(entry), this.options.linger * 1000);
-      }, SESSION_S * 1000);
+      }, this.options.session * 1000);
     }
     if (this.ticker === null && !this.stopping) {
       this.ticker = setInterval(() => this.spawnNext(), this.options.interval * 1000);
@@ -301,7 +334,7 @@ class Supervisor {
     emit({ kind: "exit", pid: entry.pid, server: entry.server, code, signal, reaped });
     if (this.stopping) return;
     if (entry.serverPid === null) {
-      this.fail(`npm exec of ${entry.server} (pid ${entry.pid}) ended before its server answered`);
+      this.fail(`the ${this.options.launcher} launcher of ${entry.server} (pid ${entry.pid}) ended before its server answered`);
       return;
     }
     if (this.options.mode === "respawn") {

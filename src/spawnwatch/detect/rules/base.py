@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from spawnwatch.detect.containers import Container
 from spawnwatch.detect.groups import Group, GroupBook, Leak
 from spawnwatch.events import PidsSample
 
@@ -20,6 +21,7 @@ class Hit:
     detail: str  # why, in words
     severity: str = WARNING
     pids_limit: PidsSample | None = None  # the pids limit the group fills (pids rule)
+    containers: tuple[Container, ...] = ()  # the leaked containers, oldest first (orphaned_containers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +38,7 @@ class Context:
     book: GroupBook
     leak: Leak | None  # the orphans charged to the group, if any
     pids: PidsState | None = None  # the pids limit of the group's cgroup, when the group holds most of it
+    containers: tuple[Container, ...] = ()  # the leaked containers charged to the group, oldest first
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,227 @@
+"""Containers and the processes that asked for them: the book behind `orphaned_containers`.
+
+A stdio MCP server run as `docker run -i --rm IMAGE` lives in a container, not under its
+host: when the host kills the `docker run` client and the server ignores the end of its
+stdin, the container runs on under containerd-shim and the process tree shows nothing.
+This book joins the two sides:
+
+  clients     processes whose argv is a `docker run` / `create` / `start` (Signer.container_client),
+              heard from the lineage when they exec;
+  containers  the engine's create / start / die / destroy events (ContainerEvent).
+
+A create is claimed by the oldest pending run/create client that names it (`--name`), or,
+when the client gave no name, that asked for its image, and exec'd within `match_window_s`
+before it (the engine's event stream may lag, and a pull delays the create); either side
+may arrive first.  A start is claimed by a pending `docker start` client naming the
+container.  The client that stays attached to a container's stdio (run without -d, start
+with -a or -i) is the container's client.
+
+A container is leaked when it runs, its client exited at least `grace_s` ago (its die
+event may arrive after the client's exit), it was not started detached (the client's -d,
+or the engine saying no client attached) and no compose project owns it.  It is charged
+like an orphan: to the group of the client, or of the highest exited ancestor of the
+client whose spawner lives (`sh -c 'docker run ...'` killed with its client).
+
+Pure: argv is read through the injected `client_of`.  Every table is bounded.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+from spawnwatch.detect.groups import GroupBook, GroupKey, charged_child
+from spawnwatch.events import ContainerEvent
+from spawnwatch.lineage import Process
+from spawnwatch.signature import ContainerClient
+
+ClientOf = Callable[[Sequence[str]], "ContainerClient | None"]
+
+MAX_PENDING_CLIENTS = 1024  # clients waiting for their container's event
+MAX_CONTAINERS = 4096  # containers known from the engine's events
+CLOCK_SKEW_S = 1.0  # engine events are dated by the wall clock, process events by the boot clock
+DEFAULT_IMAGE_PREFIXES = ("docker.io/library/", "docker.io/", "index.docker.io/library/", "index.docker.io/")
+
+
+@dataclass(eq=False)
+class Container:
+    id: str
+    name: str
+    image: str
+    created_at: float
+    compose_project: str = ""
+    running: bool = False
+    started_at: float | None = None
+    detached: bool = False  # the engine said no client attached at its start
+    client: Process | None = None  # the client attached to its stdio
+    claimed: bool = False  # a client asked for it (attached or not)
+    charge: GroupKey | None = None  # where its leak is charged, once found
+    memory_bytes: int | None = None
+    memory_at: float | None = None
+
+
+@dataclass(eq=False)
+class _Pending:
+    proc: Process
+    call: ContainerClient
+    at: float  # when it asked: its start (its exec follows its fork within milliseconds)
+    unmatched: set[str] = field(default_factory=set)  # start: the names it still waits for
+
+
+def same_image(asked: str, reported: str) -> bool:
+    """`busybox` asked, `busybox:latest` or `docker.io/library/busybox` reported (and the like)."""
+    return asked == reported or _normal_image(asked) == _normal_image(reported)
+
+
+def _normal_image(image: str) -> str:
+    for prefix in DEFAULT_IMAGE_PREFIXES:
+        if image.startswith(prefix):
+            image = image[len(prefix):]
+            break
+    last = image.rsplit("/", 1)[-1]
+    return image if ":" in last or "@" in last else f"{image}:latest"
+
+
+def _names(container: Container, name: str) -> bool:
+    """Does `name` (a name, or an id or its prefix, as `docker start` takes them) name the container?"""
+    return name == container.name or (len(name) >= 4 and container.id.startswith(name))
+
+
+class ContainerBook:
+    """Implements lineage.Listener for the clients; `apply` takes the engine's events."""
+
+    def __init__(self, client_of: ClientOf | None, match_window_s: float) -> None:
+        self._client_of = client_of or (lambda argv: None)
+        self._window = match_window_s
+        self._pending: OrderedDict[Process, _Pending] = OrderedDict()  # in exec order
+        self.containers: OrderedDict[str, Container] = OrderedDict()  # in creation order
+        self.counts: Counter[str] = Counter()
+
+    # -- lineage.Listener ----------------------------------------------------------------
+
+    def changed(self, proc: Process, old_signature: str) -> None:
+        if not proc.execed or not proc.alive:
+            return
+        call = self._client_of(proc.argv)
+        if call is None:
+            return
+        pending = _Pending(proc, call, proc.start, set(call.names) if call.action == "start" else set())
+        if call.action != "start":
+            # The engine's event may have come first: a container no client claimed yet.
+            for container in self.containers.values():
+                if not container.claimed and self._fits(pending, container):
+                    self._claim(pending, container)
+                    return
+        self._pending[proc] = pending
+        while len(self._pending) > MAX_PENDING_CLIENTS:
+            self._pending.popitem(last=False)
+            self.counts["container_clients_dropped"] += 1
+
+    def joined(self, proc: Process) -> None: ...
+    def exited(self, proc: Process) -> None: ...
+    def reaped(self, proc: Process) -> None: ...
+    def oom(self, proc: Process, ts: float) -> None: ...
+
+    def dropped(self, proc: Process) -> None:
+        self._pending.pop(proc, None)
+
+    # -- the engine's events -------------------------------------------------------------
+
+    def apply(self, event: ContainerEvent) -> None:
+        container = self.containers.get(event.id)
+        if event.action == "destroy":
+            self.containers.pop(event.id, None)
+            return
+        if container is None:
+            if event.action not in ("create", "start"):
+                return  # it was there before us: nothing asked for it that we saw
+            container = self._add(event)
+        if event.action == "start":
+            container.running, container.started_at, container.detached = True, event.ts, event.detached
+            self._claim_by_start(container, event.ts)
+        elif event.action == "die":
+            container.running = False
+
+    def _add(self, event: ContainerEvent) -> Container:
+        container = Container(id=event.id, name=event.name, image=event.image, created_at=event.ts,
+                              compose_project=event.compose_project)
+        self.containers[event.id] = container
+        for pending in list(self._pending.values()):
+            if pending.call.action != "start" and self._fits(pending, container):
+                self._claim(pending, container)
+                break
+        if len(self.containers) > MAX_CONTAINERS:
+            # The oldest that no longer runs goes first, else the oldest.
+            victim = next((c for c in self.containers.values() if not c.running), next(iter(self.containers.values())))
+            del self.containers[victim.id]
+            self.counts["containers_dropped"] += 1
+        return container
+
+    def _fits(self, pending: _Pending, container: Container) -> bool:
+        if not -CLOCK_SKEW_S <= container.created_at - pending.at <= self._window:
+            return False
+        if pending.call.names:
+            return container.name in pending.call.names
+        return same_image(pending.call.image, container.image)
+
+    def _claim(self, pending: _Pending, container: Container) -> None:
+        self._pending.pop(pending.proc, None)
+        container.claimed = True
+        if pending.call.attached:
+            container.client = pending.proc
+
+    def _claim_by_start(self, container: Container, ts: float) -> None:
+        for pending in list(self._pending.values()):
+            if pending.call.action != "start" or not -CLOCK_SKEW_S <= ts - pending.at <= self._window:
+                continue
+            name = next((n for n in pending.unmatched if _names(container, n)), None)
+            if name is None:
+                continue
+            pending.unmatched.discard(name)
+            if not pending.unmatched:
+                self._pending.pop(pending.proc, None)
+            container.claimed = True
+            if pending.call.attached:
+                container.client = pending.proc
+            return
+
+    # -- evaluation ----------------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """Forget clients whose container never came within the window."""
+        while self._pending:
+            pending = next(iter(self._pending.values()))
+            if now - pending.at <= self._window:
+                break
+            del self._pending[pending.proc]
+            self.counts["container_clients_unmatched"] += 1
+
+    def leaked(self, now: float, grace_s: float, book: GroupBook) -> dict[GroupKey, list[Container]]:
+        """Running containers whose attached client is gone, per group they are charged to
+        (only groups whose spawner still lives), oldest first."""
+        leaked: dict[GroupKey, list[Container]] = {}
+        for container in self.containers.values():
+            client = container.client
+            if (not container.running or container.detached or container.compose_project or client is None
+                    or client.exited_at is None or now - client.exited_at < grace_s):
+                continue
+            if container.charge is None:
+                container.charge = charge_of(client)
+            group = book.groups.get(container.charge) if container.charge is not None else None
+            if group is not None and group.spawner.alive:
+                leaked.setdefault(group.key, []).append(container)
+        for containers in leaked.values():
+            containers.sort(key=lambda c: (c.started_at or c.created_at, c.id))
+        return leaked
+
+
+def charge_of(client: Process) -> GroupKey | None:
+    """The group an exited client's containers are charged to: the client's, or that of
+    its highest exited ancestor whose spawner lives."""
+    spawner = client.spawner
+    leaker = client if spawner is not None and spawner.alive else charged_child(client)
+    if leaker is None or leaker.spawner is None:
+        return None
+    return GroupKey(leaker.cgroup_id, leaker.spawner.key, leaker.signature)
+

@@ -1,0 +1,209 @@
+"""orphaned_containers and the container book on synthetic streams: `docker run` clients a
+host execs, joined to the engine's container events (the same shapes run for real in
+test_docker_clients.py)."""
+
+from __future__ import annotations
+
+from spawnwatch.config import load
+from spawnwatch.detect.containers import MAX_PENDING_CLIENTS, same_image
+from spawnwatch.events import ContainerEvent, from_record, to_record
+from spawnwatch.pipeline import Pipeline
+from streams import Stream, host
+from workloads import SUPERVISOR_PID, Schedule, run
+
+IMAGE = "ghcr.io/github/github-mcp-server:1.2"
+SIGNATURE = "docker run ghcr.io/github/github-mcp-server stdio"
+START = 10.0
+
+
+def docker_run(*options: str, image: str = IMAGE) -> tuple[str, ...]:
+    return ("docker", "run", "-i", "--rm", "-e", "GITHUB_PERSONAL_ACCESS_TOKEN", *options, image, "stdio")
+
+
+def mcp_host(mode: str = "orphan", count: int = 15, interval: float = 1.5, session: float = 1.0,
+             labels: dict | None = None, wrap: bool = False, engine_lag: float = 0.3, detached: bool = False,
+             options: tuple[str, ...] = ()) -> Stream:
+    """A host starting a `docker run -i` server every `interval`; in orphan mode it SIGKILLs
+    each client after `session`, the container living on; in stop mode it stops the
+    container itself (`docker stop`), the client exiting after the container's die."""
+    plan = Schedule(Stream(t=START))
+    s = plan.stream
+    for i in range(count):
+        box: dict[str, int] = {}
+        container_id = f"{i + 1:02x}" * 32
+        t = START + i * interval
+
+        def start(box=box) -> None:
+            if wrap:
+                box["sh"] = s.spawn(SUPERVISOR_PID, "sh", "-c", " ".join(docker_run(*options)))
+                box["client"] = s.spawn(box["sh"], *docker_run(*options))
+            else:
+                box["client"] = s.spawn(SUPERVISOR_PID, *docker_run(*options))
+
+        def created(container_id=container_id, i=i) -> None:
+            fields = dict(name=f"sleepy_{i}", image=IMAGE, compose_project=(labels or {}).get("project", ""))
+            s.container("create", container_id, **fields)
+            s.container("start", container_id, **fields, detached=detached)
+
+        def kill_client(box=box) -> None:
+            for key in ("client", "sh"):
+                if key in box:
+                    s.exit(box[key])
+                    s.reap(box[key])
+
+        def stop_container(box=box, container_id=container_id) -> None:
+            s.container("die", container_id, name="x", image=IMAGE, exit_code=143)
+            s.container("destroy", container_id, name="x", image=IMAGE)
+
+        plan.at(t, start)
+        plan.at(t + engine_lag, created)
+        if mode == "orphan":
+            plan.at(t + engine_lag + session, kill_client)
+        elif mode == "stop":
+            plan.at(t + engine_lag + session, stop_container)
+            plan.at(t + engine_lag + session + 0.05, kill_client)
+    return plan.run()
+
+
+def firing(alerts, rule=None):
+    return [(t, a) for t, a in alerts if a.state == "firing" and (rule is None or a.rule == rule)]
+
+
+def test_containers_left_by_killed_clients_are_charged_to_the_host_within_25_s():
+    alerts = run(mcp_host("orphan"), until=START + 40)
+    [(t, alert)] = firing(alerts, "orphaned_containers")[:1]
+    assert t - START <= 25
+    assert alert.spawner["pid"] == SUPERVISOR_PID
+    assert alert.signature == SIGNATURE
+    assert alert.orphans == len(alert.containers) >= 8
+    assert alert.containers[0] == {"id": "01" * 32, "name": "sleepy_0", "image": IMAGE, "memory_bytes": None}
+    assert IMAGE in alert.message and f"{alert.orphans} containers" in alert.message
+    assert "leaves running the containers of" in alert.message
+    record = alert.to_record()
+    assert record["rule"] == "orphaned_containers" and record["containers"] == [dict(c) for c in alert.containers]
+    assert {a.rule for _, a in firing(alerts)} == {"orphaned_containers"}
+
+
+def test_a_host_keeping_its_clients_is_accumulating_with_a_docker_run_signature():
+    alerts = run(mcp_host("keep"), until=START + 40)
+    t, alert = firing(alerts)[0]
+    assert alert.rule == "accumulating" and alert.signature == SIGNATURE and t - START <= 20
+    assert not firing(alerts, "orphaned_containers")
+
+
+def test_a_wrapper_shell_killed_with_its_client_still_charges_the_host():
+    alerts = run(mcp_host("orphan", wrap=True), until=START + 40)
+    [(_, alert)] = firing(alerts, "orphaned_containers")[:1]
+    assert alert.spawner["pid"] == SUPERVISOR_PID
+    assert alert.signature == f"sh -c {SIGNATURE}"
+
+
+def test_engine_events_arriving_before_the_clients_exec_are_joined_all_the_same():
+    stream = mcp_host("orphan")
+    # The engine's events sorted before every process event of the same second.
+    stream.events.sort(key=lambda e: (round(e.ts), not isinstance(e, ContainerEvent)))
+    assert firing(run(stream, until=START + 40), "orphaned_containers")
+
+
+def test_named_clients_are_joined_by_name_not_image():
+    stream = mcp_host("orphan", options=("--name", "sleepy_7"), count=1)
+    pipeline = Pipeline(load())
+    for event in stream.events:
+        pipeline.feed(event)
+    book = pipeline.detector.containers
+    assert book.containers["01" * 32].client is None  # sleepy_0 is not the container sleepy_7 asked for
+
+
+def test_healthy_container_starts_raise_nothing():
+    assert run(mcp_host("stop"), until=START + 40) == []  # the host stops its containers itself
+    assert run(mcp_host("orphan", labels={"project": "x"}), until=START + 40) == []  # compose's
+    assert run(mcp_host("orphan", detached=True), until=START + 40) == []  # the engine says -d
+
+
+def test_detached_containers_of_a_script_that_exits_raise_nothing():
+    s = Stream(t=START)
+    script = s.spawn(SUPERVISOR_PID, "sh", "start-all.sh")
+    for i in range(12):
+        s.at(START + i)
+        client = s.spawn(script, "docker", "run", "-d", "--network", "none", "busybox", "sleep", "300")
+        s.container("create", f"{i + 1:02x}" * 32, name=f"d{i}", image="busybox")
+        s.container("start", f"{i + 1:02x}" * 32, name=f"d{i}", image="busybox")
+        s.end(client)
+    s.end(script)
+    assert run(s, until=START + 60) == []
+
+
+def test_create_then_start_attached_is_leaked_and_start_detached_is_not():
+    def create_and_start(*start_options: str) -> Stream:
+        s = Stream(t=START)
+        for i in range(10):
+            s.at(START + 1.5 * i)
+            name = f"srv-{i}"
+            s.end(s.spawn(SUPERVISOR_PID, "docker", "create", "-i", "--name", name, IMAGE, "stdio"))
+            s.container("create", f"{i + 1:02x}" * 32, name=name, image=IMAGE)
+            client = s.spawn(SUPERVISOR_PID, "docker", "start", *start_options, name)
+            s.container("start", f"{i + 1:02x}" * 32, name=name, image=IMAGE)
+            s.at(START + 1.5 * i + 1)
+            s.exit(client)
+            s.reap(client)
+        return s
+
+    [(_, alert)] = firing(run(create_and_start("-a", "-i"), until=START + 40), "orphaned_containers")[:1]
+    assert alert.signature == "docker start srv-<n>" and alert.orphans >= 8
+    assert run(create_and_start(), until=START + 40) == []
+
+
+def test_the_alert_resolves_when_the_containers_are_removed():
+    stream = mcp_host("orphan", count=10)
+    stream.at(stream.t + 5)
+    for i in range(10):
+        stream.container("die", f"{i + 1:02x}" * 32)
+    states = [a.state for _, a in run(stream) if a.rule == "orphaned_containers"]
+    assert states == ["firing", "resolved"]
+
+
+def test_container_events_replay_from_their_records():
+    stream = mcp_host("orphan")
+    records = [to_record(e) for e in stream.events if isinstance(e, ContainerEvent)]
+    assert records[0] == {"kind": "container", "ts": records[0]["ts"], "action": "create", "id": "01" * 32,
+                          "name": "sleepy_0", "image": IMAGE, "compose_project": "", "exit_code": 0, "detached": False}
+    assert [from_record(r) for r in records] == [e for e in stream.events if isinstance(e, ContainerEvent)]
+
+
+def test_memory_of_leaked_containers_comes_from_the_injected_reader():
+    pipeline = Pipeline(load(), container_memory=lambda container_id: 1 << 20)
+    alerts = pipeline.feed(host())
+    for event in mcp_host("orphan").events:
+        alerts += pipeline.feed(event)
+    alerts += pipeline.evaluate(pipeline.now + 30)
+    alert = next(a for a in alerts if a.rule == "orphaned_containers")
+    assert all(c["memory_bytes"] == 1 << 20 for c in alert.containers)
+    assert alert.rss_bytes == alert.orphans << 20
+
+
+def test_pending_clients_are_bounded_and_expire():
+    s = Stream(t=START)
+    for i in range(MAX_PENDING_CLIENTS + 10):
+        s.spawn(SUPERVISOR_PID, *docker_run())
+    pipeline = Pipeline(load())
+    for event in s.events:
+        pipeline.feed(event)
+    book = pipeline.detector.containers
+    assert book.counts["container_clients_dropped"] == 10
+    pipeline.evaluate(pipeline.now + 1000)
+    assert book.counts["container_clients_unmatched"] == MAX_PENDING_CLIENTS
+
+
+def test_images_match_as_the_engine_names_them():
+    assert same_image("busybox", "busybox:latest")
+    assert same_image("busybox", "docker.io/library/busybox")
+    assert not same_image("busybox:1.36", "busybox:latest")
+    assert not same_image("ghcr.io/a/b", "ghcr.io/a/c")
+
+
+def test_the_rule_thresholds_come_from_the_config(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text("[rules.orphaned_containers]\nmin_containers = 30\n")
+    config = load(path)
+    assert config.detect.orphaned_containers.min_containers == 30
+    assert not firing(run(mcp_host("orphan", count=20), until=START + 50, config=config))

@@ -1,0 +1,177 @@
+"""MCP servers run as containers, for real: a host on this machine starts `docker run -i
+--rm IMAGE node /pkg/bin/magic.js` clients (supervisor.js --launcher docker) and `watch`
+follows both the processes and the engine's events.
+
+- the host keeping its clients: `accumulating` with a `docker run <image> ...` signature;
+- the host SIGKILLing each client after 1 s, the containers living on (their server
+  ignores the end of stdin): `orphaned_containers` charged to the host's pid, with the
+  image and the containers, and `watch --replay` of the recording raises it again;
+- `docker run -d` from a script that exits, compose-labelled containers, and a host that
+  stops its containers itself: nothing.
+
+Every container carries this session's label and a label of its own test, by which the
+test removes them, whatever happened."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from typing import Iterator
+
+import pytest
+
+import docker_env as docker_env_module
+from live import LiveCommand
+from spawnwatch.simulate import PACKAGE
+
+pytestmark = [pytest.mark.root, pytest.mark.docker, pytest.mark.npm]
+
+ALERT_TIMEOUT = 90.0
+SERVER = "magic"
+QUIET_S = 25.0  # how long healthy starts are watched for an alert that must not come
+
+
+@pytest.fixture
+def label(docker_env) -> Iterator[str]:
+    """A label of this test's own; its containers are removed at the end, whatever happened."""
+    case = f"spawnwatch.test.case={uuid.uuid4().hex[:12]}"
+    yield case
+    leftovers = docker_env.cli("ps", "-aq", "--filter", f"label={case}", check=False).split()
+    if leftovers:
+        docker_env.cli("rm", "-f", *leftovers, check=False)
+
+
+def image_name(image: str) -> str:
+    """The image as signatures show it: without its tag."""
+    return image.rsplit(":", 1)[0]
+
+
+def start_host(docker_env, label: str, mode: str, *options: str) -> subprocess.Popen:
+    """The MCP host: supervisor.js starting `docker run -i --rm` servers every 1.5 s."""
+    return subprocess.Popen(
+        ["node", str(PACKAGE / "supervisor.js"), mode, "--launcher", "docker", "--image", docker_env.image,
+         "--docker-arg=--network=none", f"--docker-arg=--label={docker_env_module.SESSION_LABEL}",
+         f"--docker-arg=--label={label}", "--interval", "1.5", "--max", "16", *options],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "DOCKER_HOST": docker_env.host},
+    )
+
+
+def stop_host(host: subprocess.Popen) -> str:
+    """Stop the host (its own cleanup: SIGTERM to its clients); its stderr."""
+    if host.poll() is None:
+        host.send_signal(signal.SIGTERM)
+    try:
+        _, stderr = host.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        host.kill()
+        _, stderr = host.communicate()
+    return stderr[-2000:]
+
+
+def firing(records: list[dict], rule: str, spawner_pid: int) -> list[dict]:
+    return [r for r in records if r.get("kind") == "alert" and r["state"] == "firing" and r["rule"] == rule
+            and r["spawner"]["pid"] == spawner_pid]
+
+
+def containers_of(docker_env, label: str, *states: str) -> set[str]:
+    return set(docker_env.cli("ps", "-q", "--no-trunc", "--filter", f"label={label}", *states).split())
+
+
+def test_a_host_keeping_its_docker_run_clients_is_accumulating(docker_env, label) -> None:
+    with LiveCommand("watch", "--json") as watch:
+        host = start_host(docker_env, label, "accumulate")
+        try:
+            records = watch.wait_for(lambda rs: firing(rs, "accumulating", host.pid),
+                                     "an accumulating alert for the host", timeout=ALERT_TIMEOUT)
+        finally:
+            stderr = stop_host(host)
+    [alert] = firing(records, "accumulating", host.pid)[:1]
+    assert alert["signature"] == f"docker run {image_name(docker_env.image)} node /pkg/bin/{SERVER}.js", stderr
+    assert alert["live"] >= 9 and alert["spawner"]["argv"][:2] == ["node", str(PACKAGE / "supervisor.js")]
+    assert not firing(watch.records, "orphaned_containers", host.pid)
+
+
+def test_containers_left_by_killed_clients_are_charged_to_the_host(docker_env, label, tmp_path) -> None:
+    recording = tmp_path / "leak.msgpack"
+    with LiveCommand("watch", "--json", "--record", str(recording)) as watch:
+        host = start_host(docker_env, label, "orphan", "--session", "1")
+        try:
+            records = watch.wait_for(lambda rs: firing(rs, "orphaned_containers", host.pid),
+                                     "an orphaned_containers alert for the host", timeout=ALERT_TIMEOUT)
+            running = containers_of(docker_env, label)
+        finally:
+            stderr = stop_host(host)
+    [alert] = firing(records, "orphaned_containers", host.pid)[:1]
+    assert alert["orphans"] == len(alert["containers"]) >= 8, stderr
+    leaked = {c["id"] for c in alert["containers"]}
+    assert leaked <= running  # containers of this host, still running when it fired
+    assert all(c["image"] == docker_env.image and c["name"] for c in alert["containers"])
+    assert all(c["memory_bytes"] and c["memory_bytes"] > 0 for c in alert["containers"])
+    assert alert["rss_bytes"] == sum(c["memory_bytes"] for c in alert["containers"])
+    assert docker_env.image in alert["message"] and f"{alert['orphans']} containers" in alert["message"]
+    assert alert["signature"] == f"docker run {image_name(docker_env.image)} node /pkg/bin/{SERVER}.js"
+    assert not firing(records, "accumulating", host.pid)
+
+    replay = subprocess.run([sys.executable, "-m", "spawnwatch", "watch", "--replay", str(recording), "--json"],
+                            capture_output=True, text=True, timeout=120)
+    assert replay.returncode == 0, replay.stderr
+    replayed = firing([json.loads(line) for line in replay.stdout.splitlines()], "orphaned_containers", host.pid)
+    assert replayed, replay.stderr[-2000:]
+    assert replayed[0]["signature"] == alert["signature"] and replayed[0]["orphans"] == alert["orphans"]
+    assert [(c["id"], c["name"], c["image"]) for c in replayed[0]["containers"]] == [
+        (c["id"], c["name"], c["image"]) for c in alert["containers"]]
+
+
+HEALTHY_SCRIPT = """
+set -e
+docker run -d {run} --name "detached-$$" {image} sleep 300
+for i in 1 2 3 4 5 6 7 8 9 10; do
+    docker run -d {run} --label com.docker.compose.project=spawnwatch-test \\
+        --label com.docker.compose.service=web --name "compose-$$-$i" {image} sleep 300
+done
+"""
+
+# Keeps its clients attached, then stops the containers itself and outlives them (no --rm:
+# the stopped containers stay, only their die tells they ended).
+STOPPING_HOST = """
+for i in 1 2 3 4 5 6 7 8 9 10; do
+    docker run -i {run} --name "stopping-$$-$i" {image} sleep 300 < /dev/null > /dev/null &
+done
+tries=0
+until [ "$(docker ps -q --filter label={label} --filter name=stopping- | wc -l)" -ge 10 ] || [ $tries -ge 240 ]; do
+    sleep 0.5; tries=$((tries + 1))
+done
+sleep 5
+docker stop -t 1 $(docker ps -q --filter label={label} --filter name=stopping-) > /dev/null
+wait
+sleep {quiet}
+"""
+
+
+def test_detached_compose_and_self_stopped_containers_raise_nothing(docker_env, label) -> None:
+    run = f"--network none --label {docker_env_module.SESSION_LABEL} --label {label}"
+    env = {**os.environ, "DOCKER_HOST": docker_env.host}
+    with LiveCommand("watch", "--json") as watch:
+        script = subprocess.run(["sh", "-c", HEALTHY_SCRIPT.format(run=run, image=docker_env.image)],
+                                capture_output=True, text=True, timeout=300, env=env)
+        assert script.returncode == 0, script.stderr
+        started = containers_of(docker_env, label)
+        stopping = subprocess.Popen(
+            ["sh", "-c", STOPPING_HOST.format(run=run, image=docker_env.image, label=label, quiet=QUIET_S)],
+            env=env, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            assert stopping.wait(timeout=300) == 0, stopping.stderr.read()
+        finally:
+            if stopping.poll() is None:
+                stopping.kill()
+        still_running = containers_of(docker_env, label)
+    assert len(started) == 11 and still_running == started  # the stopping host's own are gone
+    ours = [r for r in watch.records if r.get("kind") == "alert" and (
+        r["spawner"]["pid"] == stopping.pid or {c["id"] for c in r["containers"]} & started)]
+    assert ours == [], ours
