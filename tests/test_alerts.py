@@ -8,7 +8,7 @@ from spawnwatch.lineage import Process
 
 RECORD_KEYS = [
     "kind", "state", "rule", "severity", "signature", "spawner", "container", "live", "spawned", "exited",
-    "zombies", "orphans", "rss_bytes", "pids", "message", "containers",
+    "zombies", "orphans", "rss_bytes", "pids", "message", "containers", "pids_limit",
 ]
 
 
