@@ -6,6 +6,7 @@ follows both the processes and the engine's events.
 - the host SIGKILLing each client after 1 s, the containers living on (their server
   ignores the end of stdin): `orphaned_containers` charged to the host's pid, with the
   image and the containers, and `watch --replay` of the recording raises it again;
+  `reap --yes`, on the ledger of that `watch`, removes exactly the containers it lists;
 - `docker run -d` from a script that exits, compose-labelled containers, and a host that
   stops its containers itself: nothing.
 
@@ -125,6 +126,38 @@ def test_containers_left_by_killed_clients_are_charged_to_the_host(docker_env, l
     assert replayed[0]["signature"] == alert["signature"] and replayed[0]["orphans"] == alert["orphans"]
     assert [(c["id"], c["name"], c["image"]) for c in replayed[0]["containers"]] == [
         (c["id"], c["name"], c["image"]) for c in alert["containers"]]
+
+
+def reap(*args: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "spawnwatch", "reap", *args, "--json"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return json.loads(done.stdout)
+
+
+def test_reap_ends_exactly_the_containers_the_alert_lists(docker_env, label, tmp_path) -> None:
+    state_dir = str(tmp_path / "state")  # not /run/spawnwatch: other sessions' watches may run
+    with LiveCommand("watch", "--json", "--state-dir", state_dir) as watch:
+        host = start_host(docker_env, label, "orphan", "--session", "1")
+        try:
+            records = watch.wait_for(lambda rs: firing(rs, "orphaned_containers", host.pid),
+                                     "an orphaned_containers alert for the host", timeout=ALERT_TIMEOUT)
+            alert = firing(records, "orphaned_containers", host.pid)[0]
+            select = ("--signature", alert["signature"], "--spawner", str(host.pid), "--state-dir", state_dir)
+            dry = reap(*select)
+            listed = {c["id"] for c in dry["containers"]}
+            # the ledger holds the alert as last sent: the first record's, or a later update's
+            assert {c["id"] for c in alert["containers"]} <= listed and len(listed) >= 8, dry
+            before = containers_of(docker_env, label)
+            assert listed <= before  # a dry run ends nothing
+
+            ended = reap(*select, "--yes")
+            after = containers_of(docker_env, label)
+        finally:
+            stderr = stop_host(host)
+    assert set(ended["ended"]) == listed, (ended, stderr)
+    assert not listed & after  # every listed one ended ...
+    assert before - listed <= after  # ... and none other: the host's newer, still attached ones run on
 
 
 HEALTHY_SCRIPT = """
