@@ -204,11 +204,14 @@ class _Codec:
             written.append(f"{name!r}: {f'list({value})' if f.type.startswith('tuple') else value}")
             read.append(f"    {name} = get({name!r}, _ABSENT)")
             read.append(f"    if {name} is _ABSENT:")
-            if f.default is MISSING:
-                read.append(f"        raise RecordError(what + \" lacks '{name}'\")")
-            else:
+            if f.default is not MISSING:
                 namespace[f"_default_{name}"] = f.default
                 read.append(f"        {name} = _default_{name}")
+            elif f.default_factory is not MISSING:
+                namespace[f"_default_{name}"] = f.default_factory
+                read.append(f"        {name} = _default_{name}()")
+            else:
+                read.append(f"        raise RecordError(what + \" lacks '{name}'\")")
             namespace[f"_check_{name}"] = _CHECKS[f.type]
             accepted = _ACCEPTED_AS_IS.get(f.type)
             read.append(f"    elif not ({accepted.format(v=name)}):" if accepted else "    else:")
