@@ -12,7 +12,7 @@ help:
 	@echo "sudo make test    run every test on the real kernel"
 	@echo "sudo make setup   install what both need (idempotent)"
 	@echo "make unit         the tests that need no root (PYTHON=python3.10 for another interpreter)"
-	@echo "sudo make bench   fork-storm benchmark: lost events and ns/event per BPF program"
+	@echo "sudo make bench   fork-storm benchmark: consumer overhead, CPU, memory, replay cost, lost events"
 	@echo "sudo make vagrant-demo / vagrant-test / vagrant-destroy   the leak in a throwaway VM"
 
 check-root:
@@ -38,7 +38,7 @@ demo: setup
 	PY=$(PY) scripts/demo.sh
 
 bench: setup
-	$(PY) bench/forkstorm.py --duration 30
+	$(PY) bench/forkstorm.py
 
 include vagrant/vagrant.mk
 

@@ -1,15 +1,27 @@
-"""Fork-storm benchmark: can `spawnwatch trace --json > /dev/null` keep up with
-the heaviest process churn this machine makes, and what does each BPF program
-cost per event?
+"""Fork-storm benchmark: what each live consumer (`watch`, `trace --json`) costs the
+heaviest process churn this machine makes, what each BPF program costs per event,
+and whether anything is lost.
 
-Runs one `forkloop` per core for DURATION seconds with the tracer attached,
-between two half-length runs without it (the machine's speed drifts: the ratio
-is to their mean), and prints forks/s for both, events/s and lost events from the tracer's own stats, and ns/event per
-BPF program from kernel.bpf_stats_enabled (run_time_ns / run_cnt).  A shorter
-exec storm (children exec /bin/true) follows, so the exec programs are
-measured under load too.
+One `forkloop` per core (`fork(); _exit(0)`, bench/forkloop.c) in every phase:
 
-    sudo make bench            # or: sudo .venv/bin/python bench/forkstorm.py --duration 30
+1. for `watch --json` and then `trace --json` (output to /dev/null): ALTERNATIONS
+   times a run without any consumer and one with it attached, and a last run
+   without; each ratio is the run with it over the mean of the runs either side
+   (the machine's speed drifts), and the median is reported, with the consumer's
+   CPU (utime + stime, storm and drain) per traced process and per event;
+2. `watch` attached while the storm forks PROCESSES processes (1,000,000 by
+   default) in DURATION-second chunks: its anonymous RSS after each chunk (the
+   process table is at its cap once CAP processes have gone by), the ns/event of
+   every BPF program (kernel.bpf_stats_enabled), then an exec storm (children exec
+   /bin/true) for the exec programs;
+3. `watch --record` over one run, then `watch --replay` of the recording: CPU per
+   recorded event (decode + lineage + detect; interpreter start-up, measured on
+   the recording's first records alone, taken off), and whether the replay
+   raises the alerts the live session raised.
+
+Exits 2 when any consumer lost an event, 3 when the replay's alerts differ.
+
+    sudo make bench            # or: sudo .venv/bin/python bench/forkstorm.py --duration 10
 """
 
 from __future__ import annotations
@@ -19,15 +31,47 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Iterator, Sequence
+
+import msgpack
 
 HERE = Path(__file__).resolve().parent
 FORKLOOP = HERE / "forkloop"
 STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
+TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+CONSUMERS = {"watch": ["watch", "--json"], "trace": ["trace", "--json"]}
+TABLE_CAP = 65536  # the default [lineage] max_processes
+LOST = 2
+REPLAY_DIFFERS = 3
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per storm run (default 10)")
+    parser.add_argument("--alternations", type=int, default=3, help="runs with each consumer (default 3)")
+    parser.add_argument("--processes", type=int, default=1_000_000,
+                        help="processes forked under the long watch run (default 1,000,000)")
+    parser.add_argument("--loops", type=int, default=os.cpu_count() or 2, help="fork loops (default: one per core)")
+    options = parser.parse_args(argv)
+    for name in ("duration", "alternations", "processes", "loops"):
+        if getattr(options, name) <= 0:
+            parser.error(f"--{name} must be above 0")
+    return options
+
+
+def exit_code(lost: int, replay_matches: bool) -> int:
+    """0 when nothing was lost and the replay agreed with the live session."""
+    if lost:
+        return LOST
+    return 0 if replay_matches else REPLAY_DIFFERS
 
 
 def build_forkloop() -> None:
@@ -36,15 +80,15 @@ def build_forkloop() -> None:
         subprocess.run(["cc", "-O2", "-o", str(FORKLOOP), str(source)], check=True)
 
 
-def fork_storm(seconds: float, loops: int, mode: str = "fork") -> float:
-    """Total forks per second of `loops` concurrent fork loops."""
+def fork_storm(seconds: float, loops: int, mode: str = "fork") -> tuple[int, float]:
+    """Forks made by `loops` concurrent fork loops, and the seconds they took."""
     procs = [
         subprocess.Popen([str(FORKLOOP), str(seconds), mode], stdout=subprocess.PIPE, text=True)
         for _ in range(loops)
     ]
     started = time.monotonic()
     total = sum(int(p.communicate()[0]) for p in procs)
-    return total / (time.monotonic() - started)
+    return total, time.monotonic() - started
 
 
 def bpftool(*args: str) -> object:
@@ -74,67 +118,240 @@ def cost(before: dict, after: dict, tracepoint: str) -> str:
     return f"{(t1 - t0) / runs:6.0f} ns over {runs:7d} runs" if runs else f"{'(not run)':>25}"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=30.0, help="seconds per phase (default 30)")
-    parser.add_argument("--loops", type=int, default=os.cpu_count() or 2, help="fork loops (default: one per core)")
-    options = parser.parse_args()
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS_PER_SECOND
+
+
+def anon_rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no RssAnon for pid {pid}")
+
+
+def settled_cpu(pid: int, most_s: float = 30.0) -> float:
+    """The consumer's CPU once it has drained the storm's backlog (it burns under 5% of a core)."""
+    deadline = time.monotonic() + most_s
+    last = cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        now = cpu_seconds(pid)
+        if now - last < 0.025:
+            return now
+        last = now
+    return last
+
+
+@dataclass
+class Session:
+    """What a consumer reported when it stopped."""
+
+    events: dict[str, int]
+    lost: int
+    stdout: str = ""
+
+
+@dataclass
+class Consumer:
+    name: str
+    process: subprocess.Popen
+    stderr: IO[str]
+    stdout: IO[str] | None
+    programs: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+@contextmanager
+def consumer(name: str, *extra: str, keep_stdout: bool = False) -> Iterator[Consumer]:
+    """A live consumer, attached and ready: its programs loaded and (watch) the snapshot fed."""
+    stderr = tempfile.TemporaryFile(mode="w+")
+    stdout = tempfile.TemporaryFile(mode="w+") if keep_stdout else None
+    process = subprocess.Popen([sys.executable, "-m", "spawnwatch", *CONSUMERS[name], *extra],
+                               stdout=stdout or subprocess.DEVNULL, stderr=stderr, text=True)
+    running = Consumer(name, process, stderr, stdout)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if process.poll() is not None or time.monotonic() > deadline:
+                stderr.seek(0)
+                raise RuntimeError(f"{name} did not attach: {stderr.read().strip()}")
+            time.sleep(0.3)
+            stderr.seek(0)
+            programs = attached_programs(process.pid)
+            if programs and programs == running.programs and (name != "watch" or "watching" in stderr.read()):
+                break
+            running.programs = programs
+        yield running
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        process.wait(timeout=300)
+
+
+def stop(running: Consumer) -> Session:
+    running.process.send_signal(signal.SIGTERM)
+    running.process.wait(timeout=300)
+    running.stderr.seek(0)
+    summary = running.stderr.read()
+    match = re.search(r"^-- (.*?); lost (\d+)", summary, re.MULTILINE)
+    if not match:
+        raise RuntimeError(f"no stats from {running.name}: {summary.strip()}")
+    events = {k: int(v) for k, v in (item.rsplit(" ", 1) for item in match.group(1).split(", ")) if k != "no"}
+    stdout = ""
+    if running.stdout is not None:
+        running.stdout.seek(0)
+        stdout = running.stdout.read()
+    return Session(events, int(match.group(2)), stdout)
+
+
+@dataclass
+class Alternation:
+    ratio: float
+    cpu_per_process_us: float
+    cpu_per_event_us: float
+
+
+def alternate(name: str, options: argparse.Namespace) -> tuple[list[Alternation], int]:
+    """Runs without and with `name` attached, in turn; the lost events of its sessions."""
+    print(f"{name}: {options.alternations} x ({options.duration:.0f} s without, {options.duration:.0f} s with it)",
+          flush=True)
+    without = [fork_storm(options.duration, options.loops)]
+    runs = []
+    lost = 0
+    for _ in range(options.alternations):
+        with consumer(name) as running:
+            cpu_before = cpu_seconds(running.pid)
+            traced = fork_storm(options.duration, options.loops)
+            cpu = settled_cpu(running.pid) - cpu_before
+            session = stop(running)
+        lost += session.lost
+        without.append(fork_storm(options.duration, options.loops))
+        runs.append((traced, cpu, sum(session.events.values())))
+    results = []
+    for i, ((forks, seconds), cpu, events) in enumerate(runs):
+        baseline = (rate(without[i]) + rate(without[i + 1])) / 2
+        results.append(Alternation(rate((forks, seconds)) / baseline, cpu / forks * 1e6, cpu / events * 1e6))
+        print(f"  without {rate(without[i]):7.0f}/s, with {rate((forks, seconds)):7.0f}/s: ratio {results[-1].ratio:.2f};"
+              f" consumer CPU {cpu:5.1f} s = {results[-1].cpu_per_process_us:5.1f} us/process,"
+              f" {results[-1].cpu_per_event_us:5.1f} us/event ({events} events)", flush=True)
+    print(f"  without {rate(without[-1]):7.0f}/s")
+    return results, lost
+
+
+def rate(run: tuple[int, float]) -> float:
+    return run[0] / run[1]
+
+
+def long_watch(options: argparse.Namespace) -> tuple[list[tuple[int, int]], int]:
+    """watch under PROCESSES processes: (processes so far, anon RSS) per chunk; its lost events."""
+    print(f"watch under {options.processes} processes, {options.duration:.0f} s chunks, then an exec storm",
+          flush=True)
+    previous_stats = STATS_SYSCTL.read_text().strip()
+    STATS_SYSCTL.write_text("1")
+    samples = []
+    try:
+        with consumer("watch") as running:
+            samples.append((0, anon_rss_bytes(running.pid)))
+            before = program_counters(running.programs)
+            processes = 0
+            while processes < options.processes:
+                processes += fork_storm(options.duration, options.loops)[0]
+                samples.append((processes, anon_rss_bytes(running.pid)))
+                print(f"  {processes:9d} processes: anon RSS {samples[-1][1] / 2**20:6.1f} MiB", flush=True)
+            after_forks = program_counters(running.programs)
+            execs, seconds = fork_storm(options.duration, options.loops, "exec")
+            after = program_counters(running.programs)
+            session = stop(running)
+    finally:
+        STATS_SYSCTL.write_text(previous_stats)
+    print(f"  then exec storm: {execs / seconds:7.0f} fork+exec/s for {seconds:.0f} s")
+    print(f"  events: {sum(session.events.values())} ({', '.join(f'{k} {v}' for k, v in session.events.items())}),"
+          f" lost {session.lost}")
+    print("  BPF cost per event (kernel.bpf_stats_enabled), fork storm | exec storm:")
+    for tracepoint in sorted(running.programs):
+        print(f"    {tracepoint:<22} {cost(before, after_forks, tracepoint)} | {cost(after_forks, after, tracepoint)}")
+    return samples, session.lost
+
+
+def replay(options: argparse.Namespace) -> tuple[float, int, bool, int]:
+    """CPU per event of `watch --replay` on a recorded storm (us), events, whether its alerts
+    equal the live session's, and the live session's lost events."""
+    print(f"watch --record over {options.duration:.0f} s, then --replay", flush=True)
+    with tempfile.TemporaryDirectory(prefix="spawnwatch-bench-") as directory:
+        recording = Path(directory) / "storm.msgpack"
+        with consumer("watch", "--record", str(recording), keep_stdout=True) as running:
+            fork_storm(options.duration, options.loops)
+            settled_cpu(running.pid)
+            live = stop(running)
+        head = Path(directory) / "head.msgpack"
+        with open(recording, "rb") as f:
+            records = list(msgpack.Unpacker(f, raw=False, strict_map_key=False))
+        with open(head, "wb") as f:
+            for record in records:
+                if record.get("kind") in ("fork", "exec", "exit", "reap", "oom"):
+                    break
+                f.write(msgpack.packb(record))
+        events = sum(1 for r in records if r.get("kind") in ("fork", "exec", "exit", "reap", "oom"))
+        startup_s, _ = replay_cpu(head)
+        spent_s, replayed = replay_cpu(recording)
+    same = alerts_of(replayed) == alerts_of(live.stdout)
+    per_event = (spent_s - startup_s) / events * 1e6
+    print(f"  {events} events replayed: {per_event:.2f} us CPU each ({spent_s:.2f} s, start-up {startup_s:.2f} s);"
+          f" alerts {'the same as' if same else 'DIFFERENT from'} the live session's"
+          f" ({len(alerts_of(live.stdout))} records)")
+    return per_event, events, same, live.lost
+
+
+def replay_cpu(recording: Path) -> tuple[float, str]:
+    """CPU seconds of `watch --replay` (user + system) and its output."""
+    before = os.times()
+    done = subprocess.run([sys.executable, "-m", "spawnwatch", "watch", "--replay", str(recording), "--json"],
+                          capture_output=True, text=True, check=True)
+    after = os.times()
+    return (after.children_user - before.children_user) + (after.children_system - before.children_system), done.stdout
+
+
+def alerts_of(output: str) -> list[tuple]:
+    """What detection decided (memory, measured live only, left out)."""
+    alerts = [json.loads(line) for line in output.splitlines() if '"kind":"alert"' in line.replace(" ", "")]
+    return [(a["state"], a["rule"], a["severity"], a["signature"], a["spawner"]["pid"], tuple(a["pids"]), a["time"])
+            for a in alerts]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(argv)
     if os.geteuid() != 0:
         print("error: the benchmark loads BPF programs: run it as root", file=sys.stderr)
         return 1
     build_forkloop()
-
-    print(f"fork storm: {options.loops} loops x {options.duration:.0f} s", flush=True)
-    untraced_first = fork_storm(options.duration / 2, options.loops)
-    print(f"  without tracer: {untraced_first:10.0f} forks/s", flush=True)
-
-    previous_stats = STATS_SYSCTL.read_text().strip()
-    STATS_SYSCTL.write_text("1")
-    stderr = tempfile.TemporaryFile(mode="w+")
-    tracer = subprocess.Popen(
-        [sys.executable, "-m", "spawnwatch", "trace", "--json"], stdout=subprocess.DEVNULL, stderr=stderr
-    )
+    print(f"fork storm: {options.loops} loops; {os.cpu_count()} cores", flush=True)
     try:
-        deadline = time.monotonic() + 60
-        programs: dict[str, int] = {}
-        while len(programs) < 7:
-            if tracer.poll() is not None or time.monotonic() > deadline:
-                stderr.seek(0)
-                print(f"error: tracer did not attach: {stderr.read().strip()}", file=sys.stderr)
-                return 1
-            time.sleep(0.2)
-            programs = attached_programs(tracer.pid)
-        before = program_counters(programs)
-        traced = fork_storm(options.duration, options.loops)
-        after_forks = program_counters(programs)
-        exec_rate = fork_storm(options.duration / 3, options.loops, "exec")
-        after = program_counters(programs)
-    finally:
-        tracer.send_signal(signal.SIGTERM)
-        tracer.wait(timeout=120)
-        STATS_SYSCTL.write_text(previous_stats)
-
-    untraced_last = fork_storm(options.duration / 2, options.loops)
-    baseline = (untraced_first + untraced_last) / 2
-    print(f"  without, again: {untraced_last:10.0f} forks/s")
-    stderr.seek(0)
-    summary = stderr.read()
-    match = re.search(r"^-- (.*); lost (\d+)", summary, re.MULTILINE)
-    if not match:
-        print(f"error: no stats from the tracer: {summary.strip()}", file=sys.stderr)
+        alternations = {name: alternate(name, options) for name in CONSUMERS}
+        samples, long_lost = long_watch(options)
+        per_event, events, same, replay_lost = replay(options)
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
-    counts = dict((k, int(v)) for k, v in (item.rsplit(" ", 1) for item in match.group(1).split(", ")))
-    lost = int(match.group(2))
-    events = sum(counts.values())
+    lost = sum(lost for _, lost in alternations.values()) + long_lost + replay_lost
 
-    print(f"  with tracer:    {traced:10.0f} forks/s  ({traced / baseline:.2f} of the mean without)")
-    print(f"  then exec storm:{exec_rate:10.0f} fork+exec/s for {options.duration / 3:.0f} s")
-    print(f"  events:         {events:10d} in all ({match.group(1)})")
-    print(f"  lost:           {lost:10d}")
-    print("  BPF cost per event (kernel.bpf_stats_enabled), fork storm | exec storm:")
-    for tracepoint in sorted(programs):
-        print(f"    {tracepoint:<22} {cost(before, after_forks, tracepoint)} | {cost(after_forks, after, tracepoint)}")
-    return 0 if lost == 0 else 2
+    print("\nsummary (medians of the alternations)")
+    for name, (runs, _) in alternations.items():
+        print(f"  {name + ':':<7} throughput with / without {statistics.median(r.ratio for r in runs):.2f};"
+              f" consumer CPU {statistics.median(r.cpu_per_process_us for r in runs):5.1f} us/process,"
+              f" {statistics.median(r.cpu_per_event_us for r in runs):5.2f} us/event")
+    at_cap = [rss for processes, rss in samples if processes >= TABLE_CAP]
+    if at_cap:
+        print(f"  watch anon RSS: {samples[0][1] / 2**20:.0f} MiB at start, {at_cap[0] / 2**20:.0f} MiB with the table"
+              f" at its cap, {samples[-1][1] / 2**20:.0f} MiB after {samples[-1][0]} processes (most {max(at_cap) / 2**20:.0f})")
+    print(f"  watch --replay: {per_event:.2f} us CPU per recorded event ({events} events);"
+          f" live == replay: {'yes' if same else 'NO'}")
+    print(f"  lost events: {lost}")
+    return exit_code(lost, same)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 
 class Kind(str, enum.Enum):
@@ -155,11 +155,7 @@ def to_record(item: Event | Observation | Snapshot) -> dict[str, Any]:
                 {**asdict(p), "argv": list(p.argv)} for p in item.processes
             ],
         }
-    record: dict[str, Any] = {"kind": item.kind.value}
-    for f in fields(item):
-        value = getattr(item, f.name)
-        record[f.name] = list(value) if isinstance(value, tuple) else value
-    return record
+    return _CODECS[type(item)].write(item)
 
 
 class RecordError(ValueError):
@@ -226,12 +222,69 @@ def _fields_of(cls: type, record: Any, what: str) -> dict[str, Any]:
     return values
 
 
+# What a value of the exact type a decoder produces must also satisfy to be taken as it is;
+# anything else goes to its check in _CHECKS, which converts it or raises the RecordError.
+_ACCEPTED_AS_IS = {
+    "float": "type({v}) is float and 0.0 <= {v} < _INFINITY",
+    "int": "type({v}) is int and 0 <= {v} <= _MAX_ID",
+    "str": "type({v}) is str",
+    "bool": "{v} is True or {v} is False",
+}
+
+
+class _Codec:
+    """An event class's record writer and reader, compiled once from its fields (as
+    dataclasses compiles `__init__`): a replay reads millions of records, and walking
+    `dataclasses.fields` for each cost more than the lineage they feed."""
+
+    def __init__(self, cls: type) -> None:
+        names = [f.name for f in fields(cls)]
+        namespace: dict[str, Any] = {
+            "_cls": cls, "_kind": cls.kind.value, "_ABSENT": _ABSENT, "_INFINITY": math.inf, "_MAX_ID": MAX_ID,
+            "RecordError": RecordError,
+        }
+        written = []
+        read = ["def read(record, what):", "    get = record.get"]
+        for f in fields(cls):
+            name = f.name
+            value = f"item.{name}"
+            written.append(f"{name!r}: {f'list({value})' if f.type.startswith('tuple') else value}")
+            read.append(f"    {name} = get({name!r}, _ABSENT)")
+            read.append(f"    if {name} is _ABSENT:")
+            if f.default is not MISSING:
+                namespace[f"_default_{name}"] = f.default
+                read.append(f"        {name} = _default_{name}")
+            elif f.default_factory is not MISSING:
+                namespace[f"_default_{name}"] = f.default_factory
+                read.append(f"        {name} = _default_{name}()")
+            else:
+                read.append(f"        raise RecordError(what + \" lacks '{name}'\")")
+            namespace[f"_check_{name}"] = _CHECKS[f.type]
+            accepted = _ACCEPTED_AS_IS.get(f.type)
+            read.append(f"    elif not ({accepted.format(v=name)}):" if accepted else "    else:")
+            read.append(f"        {name} = _check_{name}({name}, what + \": '{name}'\")")
+        read.append(f"    return _cls({', '.join(names)})")
+        source = "\n".join([f"def write(item):\n    return {{'kind': _kind, {', '.join(written)}}}", *read])
+        exec(compile(source, f"<codec of {cls.__name__}>", "exec"), namespace)
+        self.write: Callable[[Event], dict[str, Any]] = namespace["write"]
+        self.read: Callable[[dict[str, Any], str], Event] = namespace["read"]
+        self.what = f"{cls.kind.value} event"
+
+
+_ABSENT = object()
+_CODECS: dict[type, _Codec] = {cls: _Codec(cls) for cls in (*EVENT_TYPES.values(), *OBSERVATION_TYPES.values())}
+_CODEC_OF_KIND: dict[str, _Codec] = {cls.kind.value: codec for cls, codec in _CODECS.items()}
+
+
 def from_record(record: dict[str, Any]) -> Event | Observation | Snapshot | None:
     """Inverse of `to_record`; None for lines that are not events, observations or snapshots (ready, stats, alerts).
     Raises RecordError for an event or snapshot with a missing key or a value of the wrong type."""
     if not isinstance(record, dict):
         raise RecordError(f"a record must be a map, not {type(record).__name__}")
     kind = record.get("kind")
+    codec = _CODEC_OF_KIND.get(kind) if type(kind) is str else None
+    if codec is not None:
+        return codec.read(record, codec.what)
     if kind in ("snapshot", "resync"):
         processes = record.get("processes", [])
         if not isinstance(processes, list):
@@ -243,10 +296,7 @@ def from_record(record: dict[str, Any]) -> Event | Observation | Snapshot | None
                 ProcessInfo(**_fields_of(ProcessInfo, p, f"snapshot process {i}")) for i, p in enumerate(processes)
             ),
         )
-    if not isinstance(kind, str) or (kind not in EVENT_TYPES and kind not in OBSERVATION_TYPES):
-        return None
-    cls = EVENT_TYPES.get(Kind(kind)) or OBSERVATION_TYPES[Kind(kind)]
-    return cls(**_fields_of(cls, record, f"{kind} event"))
+    return None
 
 
 def replay(records: Iterable[dict[str, Any]]) -> Iterator[Event | Observation | Snapshot]:

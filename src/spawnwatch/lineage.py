@@ -23,8 +23,8 @@ Pure: events in, state out; /proc is reached only through the injected
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from dataclasses import dataclass, field
-from typing import Callable, Iterator, Protocol
+from dataclasses import dataclass
+from typing import AbstractSet, Callable, Iterator, Protocol
 
 from spawnwatch.events import Event, Exec, Exit, Fork, Oom, Reap, Snapshot
 
@@ -34,6 +34,9 @@ INIT_PID = 1
 COMM_CHARS = 15  # of a program name the kernel keeps (/proc readers may show more)
 
 Key = tuple[int, int]  # (pid, start in ticks)
+# Shared by every process without children (nearly all of them in a fork storm): two empty
+# sets per process were a third of the table's memory.  Only this module changes the sets.
+NO_PROCESSES: frozenset[Process] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +58,8 @@ class Process:
     spawner: Process | None = None  # forked it; never changes (None when unknown or evicted)
     exited_at: float | None = None
     reaped_at: float | None = None
-    children: set[Process] = field(default_factory=set)  # unreaped processes whose parent this is
-    spawned: set[Process] = field(default_factory=set)  # processes in the table that this one spawned
+    children: AbstractSet[Process] = NO_PROCESSES  # unreaped processes whose parent this is
+    spawned: AbstractSet[Process] = NO_PROCESSES  # processes in the table that this one spawned
     seeded: bool = False  # came from the /proc snapshot (start, parent and argv from /proc)
     execed: bool = False  # ran a program of its own since its fork (unknown, so False, when seeded)
 
@@ -278,8 +281,9 @@ class Lineage:
         if not proc.alive:
             return
         proc.exited_at = ts
-        for child in list(proc.children):
-            self._reparent(child)
+        if proc.children:
+            for child in list(proc.children):
+                self._reparent(child)
         self.listener.exited(proc)
 
     def _reap(self, proc: Process, ts: float) -> None:
@@ -288,7 +292,7 @@ class Lineage:
         proc.reaped_at = ts
         del self._by_pid[proc.pid]
         if proc.parent is not None:
-            proc.parent.children.discard(proc)
+            proc.parent.children = _without(proc.parent.children, proc)
         self._reaped[proc] = None
         self.listener.reaped(proc)
 
@@ -308,12 +312,12 @@ class Lineage:
 
     def _adopt(self, child: Process, new_ppid: int) -> None:
         if child.parent is not None:
-            child.parent.children.discard(child)
+            child.parent.children = _without(child.parent.children, child)
         new = self._by_pid.get(new_ppid)
         child.ppid = new_ppid
         child.parent = new if new is not child else None
         if child.parent is not None:
-            child.parent.children.add(child)
+            child.parent.children = _with(child.parent.children, child)
 
     def _settle_adoptions(self) -> None:
         for child, dead_parent in list(self._adoption_pending.items()):
@@ -332,10 +336,10 @@ class Lineage:
 
     def _link(self, proc: Process, parent: Process, spawner: Process | None) -> None:
         proc.parent = parent
-        parent.children.add(proc)
+        parent.children = _with(parent.children, proc)
         proc.spawner = spawner
         if spawner is not None:
-            spawner.spawned.add(proc)
+            spawner.spawned = _with(spawner.spawned, proc)
 
     def _add(self, proc: Process) -> None:
         self._recent[proc] = None
@@ -344,8 +348,10 @@ class Lineage:
             self._evict()
 
     def _touch(self, proc: Process) -> None:
-        if proc in self._recent:
+        try:
             self._recent.move_to_end(proc)
+        except KeyError:  # evicted
+            pass
 
     def _evict(self) -> None:
         for pool in (self._reaped, self._held, self._recent):
@@ -378,17 +384,17 @@ class Lineage:
         if self._by_pid.get(proc.pid) is proc:
             del self._by_pid[proc.pid]
         if proc.parent is not None:
-            proc.parent.children.discard(proc)
+            proc.parent.children = _without(proc.parent.children, proc)
         for child in proc.children:
             child.parent = None
         for child in proc.spawned:
             child.spawner = None
-        proc.children = set()
-        proc.spawned = set()
+        proc.children = NO_PROCESSES
+        proc.spawned = NO_PROCESSES
         self.listener.dropped(proc)
         spawner = proc.spawner
         if spawner is not None:
-            spawner.spawned.discard(proc)
+            spawner.spawned = _without(spawner.spawned, proc)
             if not spawner.spawned and spawner in self._held:
                 self._drop(spawner)
 
@@ -427,3 +433,20 @@ class Lineage:
                 self._adoption_pending.pop(proc, None)  # /proc has told
                 self._adopt(proc, info.ppid)
                 self.counts["resync_reparented"] += 1
+
+
+def _with(processes: AbstractSet[Process], proc: Process) -> AbstractSet[Process]:
+    """`processes` and `proc`: a set of its own replaces the shared empty one."""
+    if not processes:
+        return {proc}
+    processes.add(proc)  # type: ignore[attr-defined]  # not empty: a set of this process's own
+    return processes
+
+
+def _without(processes: AbstractSet[Process], proc: Process) -> AbstractSet[Process]:
+    """`processes` but `proc`: the shared empty set once none is left."""
+    if proc in processes:
+        if len(processes) == 1:
+            return NO_PROCESSES
+        processes.remove(proc)  # type: ignore[attr-defined]
+    return processes

@@ -9,6 +9,7 @@ recording without ticks (`trace --record`) is evaluated on its events' clock.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from spawnwatch.alerts import Alert, AlertBook, ResolveContainer
@@ -17,6 +18,11 @@ from spawnwatch.detect import ContainerMemoryOf, Detector, MemoryOf
 from spawnwatch.events import ContainerEvent, Event, Observation, Oom, PidsSample, Resync, Snapshot
 from spawnwatch.lineage import Lineage, ReparentHint
 from spawnwatch.signature import Signer
+
+# Signing an argv costs tens of us, and a supervisor execs the same few command lines
+# over and over (every child of an exec storm runs one): signatures are kept per
+# (argv, comm), the most recent this many.
+SIGNATURES_KEPT = 4096
 
 
 class Pipeline:
@@ -33,7 +39,8 @@ class Pipeline:
         self.signer = Signer(config.signature)
         self.detector = Detector(config.detect, self.signer.program, memory_of, self.signer.container_client,
                                  container_memory)
-        self.lineage = Lineage(self.signer, config.lineage, reparent_hint, listener=self.detector.listener)
+        self.lineage = Lineage(lru_cache(maxsize=SIGNATURES_KEPT)(self.signer), config.lineage, reparent_hint,
+                               listener=self.detector.listener)
         self.alerts = AlertBook(config.alerts, resolve_container)
         self.auto_advance = auto_advance  # evaluate when an event's time says one is due
         self.now = 0.0

@@ -34,7 +34,7 @@ from __future__ import annotations
 import fnmatch
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, NamedTuple, Sequence
 
 from spawnwatch.lineage import INIT_PID, Key, Process
 
@@ -42,8 +42,7 @@ ProgramOf = Callable[[Sequence[str], str], str]
 MAX_ANCESTRY = 64  # exited ancestors walked up from an orphan (a chain, never a loop)
 
 
-@dataclass(frozen=True, slots=True)
-class GroupKey:
+class GroupKey(NamedTuple):  # a tuple: hashed and compared in C, once per spawn
     cgroup_id: int
     spawner: Key
     signature: str
@@ -121,7 +120,9 @@ class GroupBook:
         self._program_of = program_of
         self._servers = tuple(servers)
         self.groups: dict[GroupKey, Group] = {}
-        self._group_of: dict[Process, GroupKey] = {}  # bounded by the lineage: dropped entries leave
+        # Bounded by the lineage: dropped entries leave.  The group itself, not its key: a
+        # process asks for it at every event.  Unreaped members' groups are never expired.
+        self._group_of: dict[Process, Group] = {}
         self._idle: OrderedDict[GroupKey, float] = OrderedDict()  # empty groups, by when they emptied
         self._orphan_roots: set[Process] = set()  # live processes whose spawner has exited
         self._orphan_zombies: set[Process] = set()  # orphan roots that exited, not yet reaped by their adopter
@@ -182,8 +183,7 @@ class GroupBook:
     # -- queries -------------------------------------------------------------------------
 
     def group_of(self, proc: Process) -> Group | None:
-        key = self._group_of.get(proc)
-        return self.groups.get(key) if key is not None else None
+        return self._group_of.get(proc)
 
     def exits_since_join(self, group: Group, proc: Process) -> int:
         """Members of `group` that exited since `proc` joined it."""
@@ -219,10 +219,10 @@ class GroupBook:
     def _charge(self, orphan: Process, leaks: dict[GroupKey, Leak]) -> tuple[Process, Leak] | None:
         """The child that left `orphan` behind, and the leak of that child's group."""
         leaker = charged_child(orphan)
-        key = self._group_of.get(leaker) if leaker is not None else None
-        if key is None:
+        group = self._group_of.get(leaker) if leaker is not None else None
+        if group is None:
             return None
-        return leaker, leaks.setdefault(key, Leak())
+        return leaker, leaks.setdefault(group.key, Leak())
 
     # -- membership ----------------------------------------------------------------------
 
@@ -239,15 +239,19 @@ class GroupBook:
                           program=self._program_of(proc.argv, proc.comm), spawner_program=spawner_program,
                           exempt=self._exemption(spawner, spawner_program))
             self.groups[key] = group
-        self._idle.pop(key, None)
-        self._group_of[proc] = key
+        elif not group.members:  # idle until now
+            self._idle.pop(key, None)
+        self._group_of[proc] = group
         group.members.add(proc)
         if (proc.execed or proc.seeded) and group.program != group.spawner_program:
             group.launched.add(proc)  # a fork-only child runs its spawner's program
         group.spawned += 1
-        group.first_spawn = min(group.first_spawn, proc.start)
-        group.last_spawn = max(group.last_spawn, proc.start)
-        group.history.add(proc.start)
+        start = proc.start
+        if start < group.first_spawn:
+            group.first_spawn = start
+        if start > group.last_spawn:
+            group.last_spawn = start
+        group.history.add(start)
         if proc.alive:
             group.live += 1
         else:

@@ -1,0 +1,56 @@
+"""bench/forkstorm.py's contract without running a storm: its options and its exit code
+(non-zero when an event was lost or the replay disagreed with the live session)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "forkstorm.py"
+
+
+@pytest.fixture(scope="module")
+def forkstorm():
+    spec = importlib.util.spec_from_file_location("forkstorm", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[spec.name]
+
+
+def test_defaults_are_the_issue_table_s_runs(forkstorm) -> None:
+    options = forkstorm.parse_args([])
+    assert (options.duration, options.alternations, options.processes) == (10.0, 3, 1_000_000)
+    assert options.loops >= 1
+
+
+def test_options_are_read(forkstorm) -> None:
+    options = forkstorm.parse_args(["--duration", "2.5", "--alternations", "5", "--processes", "70000", "--loops", "1"])
+    assert (options.duration, options.alternations, options.processes, options.loops) == (2.5, 5, 70000, 1)
+
+
+@pytest.mark.parametrize("option", ["--duration", "--alternations", "--processes", "--loops"])
+def test_a_count_or_duration_of_zero_is_refused(forkstorm, option: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        forkstorm.parse_args([option, "0"])
+    assert exited.value.code == 2
+    assert f"{option} must be above 0" in capsys.readouterr().err
+
+
+def test_exit_code_is_non_zero_when_an_event_is_lost(forkstorm) -> None:
+    assert forkstorm.exit_code(lost=0, replay_matches=True) == 0
+    assert forkstorm.exit_code(lost=1, replay_matches=True) == forkstorm.LOST != 0
+    assert forkstorm.exit_code(lost=0, replay_matches=False) == forkstorm.REPLAY_DIFFERS != 0
+    assert forkstorm.exit_code(lost=3, replay_matches=False) == forkstorm.LOST  # the loss is what matters first
+
+
+def test_without_root_it_says_so_and_exits_1(forkstorm, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(forkstorm.os, "geteuid", lambda: 1000)
+    assert forkstorm.main(["--duration", "1"]) == 1
+    assert "run it as root" in capsys.readouterr().err
