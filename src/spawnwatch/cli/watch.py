@@ -7,13 +7,13 @@ import socket
 import sys
 from collections import Counter
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, Iterable
 
 import click
 
 from spawnwatch.cli.common import (
-    CannotTrace, config_option, duration_option, json_option, load_config, log, one_line_errors, ring_buffer_option,
-    show_secrets_option,
+    CannotTrace, config_option, duration_option, json_option, load_config, log, one_line_errors, require_root,
+    ring_buffer_option, show_secrets_option,
 )
 from spawnwatch.config import Config
 from spawnwatch.events import RecordError, Snapshot, count_value, from_record, time_value
@@ -105,6 +105,8 @@ def command(duration: float | None, config_path: str | None, record: str | None,
     if metrics_port is not None:
         metrics_address = str(metrics_port)
     config = load_config(config_path, show_secrets)
+    if not replay:
+        require_root()  # before anything is served or kept (metrics, the ledger) for a watch that cannot trace
     with ExitStack() as stack:
         sinks: list[Sink] = [JsonLines(sys.stdout) if as_json else Human(sys.stdout, color=sys.stdout.isatty())]
         metrics = serve_metrics(metrics_address) if metrics_address is not None else None
@@ -170,53 +172,70 @@ def webhook_sink(url: str, resend_every: float, metrics: Any) -> Any:
 
 
 def watch_recording(config: Config, path: str, sink: Sink) -> None:
-    """The live pipeline on recorded events, evaluated at the recorded ticks (or on the events' clock)."""
+    """The live pipeline on recorded events, evaluated at the recorded ticks (or on the events' clock).
+    Read twice, never held whole: a recording of a storm holds millions of records."""
     try:
-        records = list(read_records(path))
+        ticked, ready = survey(read_records(path))
+        origin = recorded_origin(ready)
     except RecordingError as exc:
         raise click.ClickException(str(exc)) from exc
-    ticked = any(record.get("kind") == TICK for record in records)
+    except RecordError as exc:
+        raise click.ClickException(f"{path}: ready record: {exc}") from exc
     pipeline = Pipeline(config, auto_advance=not ticked)
     redact = Redactor(config.redact)  # the recording may be an old one, or made with --show-secrets
     counts: Counter[str] = Counter()
     recorded_stats: Record = {"lost": 0}
-    try:
-        origin = recorded_origin(records)
-    except RecordError as exc:
-        raise click.ClickException(f"{path}: ready record: {exc}") from exc
     sink.send({"kind": "ready", "pid": os.getpid(), "host": origin.host, "boot_time": origin.boot_time})
-    for number, record in enumerate(records, 1):
-        kind = record.get("kind")
-        try:
-            if kind == TICK:
-                alerts = pipeline.evaluate(time_value(record.get("ts"), "tick: 'ts'"))
-            elif kind == "stats":
-                recorded_stats = recorded_counters(record)  # what the live session could not see
-                continue
-            else:
-                item = from_record(record)
-                if item is None:
+    try:
+        for number, record in enumerate(read_records(path), 1):
+            kind = record.get("kind")
+            try:
+                if kind == TICK:
+                    alerts = pipeline.evaluate(time_value(record.get("ts"), "tick: 'ts'"))
+                elif kind == "stats":
+                    recorded_stats = recorded_counters(record)  # what the live session could not see
                     continue
-                item = redact.event(item)
-                if not isinstance(item, Snapshot):
-                    counts[item.kind.value] += 1
-                alerts = pipeline.feed(item)
-        except RecordError as exc:
-            raise click.ClickException(f"{path}: record {number}: {exc}") from exc
-        for alert in alerts:
-            sink.send(origin.stamp(alert.to_record(), alert.ts))
-    stats = {**recorded_stats, "kind": "stats", "events": dict(counts)}
+                else:
+                    item = from_record(record)
+                    if item is None:
+                        continue
+                    item = redact.event(item)
+                    if not isinstance(item, Snapshot):
+                        counts[item.kind] += 1
+                    alerts = pipeline.feed(item)
+            except RecordError as exc:
+                raise click.ClickException(f"{path}: record {number}: {exc}") from exc
+            for alert in alerts:
+                sink.send(origin.stamp(alert.to_record(), alert.ts))
+    except RecordingError as exc:
+        raise click.ClickException(str(exc)) from exc
+    stats = {**recorded_stats, "kind": "stats", "events": {kind.value: n for kind, n in counts.items()}}
     sink.send(stats)
     log(summary(stats, pipeline))
 
 
-def recorded_origin(records: list[Record]) -> Origin:
+def survey(records: Iterable[Record]) -> tuple[bool, Record | None]:
+    """Whether a recording has evaluation ticks (a `watch --record` one), and its first ready
+    record that dates it; stops reading once both are known."""
+    ticked, ready = False, None
+    for record in records:
+        kind = record.get("kind")
+        if kind == TICK:
+            ticked = True
+        elif kind == "ready" and ready is None and "boot_time" in record:
+            ready = record
+        if ticked and ready is not None:
+            break
+    return ticked, ready
+
+
+def recorded_origin(ready: Record | None) -> Origin:
     """Where the recorded session ran and when its host booted, from its ready record, so
     a replay dates alerts as the live session did; a recording without one (`trace
     --record`) is dated by this host."""
     from spawnwatch.runner import ready_record
 
-    ready = next((r for r in records if r.get("kind") == "ready" and "boot_time" in r), None) or ready_record()
+    ready = ready or ready_record()
     host = ready.get("host")
     if not isinstance(host, str):
         raise RecordError(f"'host' must be a string, not {type(host).__name__}")
