@@ -7,6 +7,7 @@ drains batches with `live_batches` alone."""
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import signal
 import socket
@@ -18,7 +19,7 @@ from typing import Iterator, Protocol
 from spawnwatch.adapters import procfs
 from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.config import Config
-from spawnwatch.events import Event, Resync, Snapshot
+from spawnwatch.events import Event, Observation, Resync, Snapshot, to_record
 from spawnwatch.probe import Probe
 from spawnwatch.recording import RecordingWriter
 from spawnwatch.redact import Redactor
@@ -129,6 +130,11 @@ class LiveRun:
         if self.recorder is not None:
             self.recorder.write(record)
 
+    def record_item(self, item: Event | Resync | Observation | Snapshot) -> None:
+        """An event (or snapshot) into the recording; its record is built only when there is one."""
+        if self.recorder is not None:
+            self.recorder.write(to_record(item))
+
     def stats(self) -> dict:
         return {**stats_record(self.probe), **self.resolver.counts}
 
@@ -163,6 +169,7 @@ def run_live(config: Config, consumer: Consumer, duration: float | None, record:
         stack.enter_context(stop.on_signals())
         run = LiveRun(probe, resolver, ready_record(), recorder)
         consumer.begin(run, procfs.snapshot(redact) if consumer.wants_snapshot else None)
+        settle_collector()
         for batch in live_batches(probe, stop):
             for item in batch:
                 consumer.item(item)
@@ -177,3 +184,20 @@ def return_freed_heap() -> None:
         ctypes.CDLL(None).malloc_trim(0)
     except (OSError, AttributeError):
         pass
+
+
+# Allocations between young-generation collections.  The process table holds up to
+# 65,536 long-lived records that point at each other (parents, children), so at
+# Python's default (700) a fork storm pays for a collection every few hundred events
+# and a full one every few seconds; garbage cycles (evicted processes) wait a little
+# longer instead.
+YOUNG_COLLECTION_EVERY = 50_000
+
+
+def settle_collector() -> None:
+    """What the session allocated before its first event (modules, bcc, the snapshot's table)
+    lives as long as it does: keep it out of every collection to come."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_COLLECTION_EVERY, older, oldest)

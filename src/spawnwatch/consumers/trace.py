@@ -35,14 +35,14 @@ class EventStream:
 
     def item(self, item: Event | Resync) -> None:
         if isinstance(item, Resync):
-            self.run.record(to_record(item))  # for the recording's replay; too big for the stream
+            self.run.record_item(item)  # for the recording's replay; too big for the stream
             return
         if not all(f(item) for f in self.filters):
             return
         where = self.run.resolver(item.cgroup_id, item.pid)
         if self.container is not None and not container_matches(where, self.container):
             return
-        self.run.record(to_record(item))
+        self.run.record_item(item)
         if self.as_json:
             write_json_line({**to_record(item), "container": where}, self.out)
         else:

@@ -15,7 +15,7 @@ from spawnwatch.adapters import procfs
 from spawnwatch.adapters.pids import PidsSampler
 from spawnwatch.alerts import Alert
 from spawnwatch.config import Config
-from spawnwatch.events import Event, Observation, Resync, Snapshot, to_record
+from spawnwatch.events import Event, Observation, Resync, Snapshot
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.runner import LiveRun, stats_line
 from spawnwatch.sinks import Origin, Record, Sink
@@ -50,13 +50,13 @@ class Detection:
         self.origin = Origin(run.ready["host"], run.ready["boot_time"])
         run.resolver.queue_lifecycle(run.ready["boot_time"])  # containers' create/start/die/destroy, for the rules
         self._out(run.ready)
-        run.record(to_record(snapshot))
+        run.record_item(snapshot)
         self.log(f"watching {len(snapshot.processes)} processes (Ctrl-C to stop)")
         self._deliver(self.pipeline.feed(snapshot), 0)
 
     def item(self, item: Event | Resync | Observation) -> None:
         # Recorded before the alerts it raises: a replay feeds it, then evaluates at the tick.
-        self.run.record(to_record(item))
+        self.run.record_item(item)
         before = self.pipeline.evaluations
         self._deliver(self.pipeline.feed(item), before)
 
