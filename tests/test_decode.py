@@ -138,6 +138,7 @@ def test_probe_batch_decoding_counts_and_fills_missing_argv():
         "events": {"fork": 1, "exec": 1},
         "lost": 0,
         "lost_by_kind": {"fork": 0, "exec": 0, "exit": 0, "reap": 0, "oom": 0},
+        "missed_by_kind": {"fork": 0, "exec": 0, "exit": 0, "reap": 0, "oom": 0},
         "decode_errors": 1,
         "dead_slot_collisions": 0,
         "dead_slot_settled": 0,

@@ -245,7 +245,7 @@ def recorded_origin(ready: Record | None) -> Origin:
 # The counters of a live session's stats record that a replay reports as they were.
 RECORDED_COUNTS = ("decode_errors", "dead_slot_collisions", "dead_slot_settled", "dead_slot_given_up", "resyncs",
                    "container_events_dropped")
-RECORDED_BY_KIND = ("lost_by_kind", "notifications")
+RECORDED_BY_KIND = ("lost_by_kind", "missed_by_kind", "notifications")
 
 
 def recorded_counters(record: Record) -> Record:

@@ -88,6 +88,11 @@ class SessionTotals(Collector):
         for kind, count in sorted(stats.get("lost_by_kind", {}).items()):
             lost.add_metric([kind], count)
         yield lost
+        missed = CounterMetricFamily("spawnwatch_events_missed", "Events whose BPF program the kernel skipped "
+                                     "(it fired while another BPF program ran on the CPU)", labels=["kind"])
+        for kind, count in sorted(stats.get("missed_by_kind", {}).items()):
+            missed.add_metric([kind], count)
+        yield missed
         for name, value in sorted(stats.items()):
             if isinstance(value, int) and not isinstance(value, bool) and name != "lost":
                 yield CounterMetricFamily(f"spawnwatch_{name}", f"{name.replace('_', ' ')} in this session",
