@@ -84,6 +84,21 @@ def test_a_rise_of_severity_is_sent_at_once_and_kept_until_resolved():
     assert resolved.state == "resolved" and resolved.severity == CRITICAL
 
 
+def test_a_container_named_late_is_sent_at_once():
+    """The engine was slow or down at the first firing (the container shown by its short id):
+    the alert is sent again as soon as the container has its name, counts unchanged."""
+    by_id = {"id": "ab" * 32, "name": "abababababab", "image": None}
+    named = {"id": "ab" * 32, "name": "metamcp", "image": "mcp:1"}
+    answers = iter([by_id, by_id, named, named])
+    book = AlertBook(resolve_container=lambda cgroup_id, pid: next(answers))
+    g = group()
+    [first] = book.update([finding(g)], now=100.0)
+    assert book.update([finding(g)], now=102.0) == []
+    [again] = book.update([finding(g)], now=104.0)
+    assert (first.container, again.container) == (by_id, named) and again.counts() == first.counts()
+    assert book.update([finding(g)], now=106.0) == []
+
+
 def test_alerts_are_per_rule_and_group():
     book = AlertBook()
     a, b = group(cgroup_id=1), group(cgroup_id=2)

@@ -19,7 +19,7 @@ from spawnwatch.adapters.cgroups import (
     parse_proc_cgroup,
     read_proc_cgroups,
 )
-from spawnwatch.adapters.engine import DockerEngine
+from spawnwatch.adapters.engine import ContainerInfo, DockerEngine
 from spawnwatch.adapters.resolver import ContainerResolver
 
 ID = "3f4a" * 16
@@ -166,6 +166,28 @@ def test_answers_are_memoized_per_cgroup_once_settled(host: FakeHost, monkeypatc
     resolver.forget(ID)  # the container is gone: its memo too
     resolver(container_cgroup, 100)
     assert asked.count(container_cgroup) == 5
+
+
+def test_a_container_the_engine_could_not_name_is_asked_about_again(host: FakeHost) -> None:
+    """An inspect that failed (engine down, restarting, or timing out) is tried again,
+    at most every ASK_ENGINE_AGAIN_AFTER: the start event it missed never comes back."""
+
+    class SlowEngine:
+        asked = 0
+
+        def inspect(self, container_id: str):
+            self.asked += 1
+            return ContainerInfo(id=container_id, name="metamcp", image="mcp:1") if self.asked > 1 else None
+
+    container_cgroup = host.cgroup(f"/docker/{ID}")
+    host.process(100, f"0::/docker/{ID}\n")
+    engine = SlowEngine()
+    resolver = ContainerResolver(engine=engine, cgroup_mount=str(host.mount), proc_root=str(host.proc))
+    assert resolver.info(container_cgroup, 100).name == ID[:12]
+    assert resolver.info(container_cgroup, 100).name == ID[:12] and engine.asked == 1  # not yet again
+    resolver.ASK_ENGINE_AGAIN_AFTER = 0.0
+    assert resolver.lookup(container_cgroup, 100) == (True, ContainerInfo(id=ID, name="metamcp", image="mcp:1"))
+    assert resolver.info(container_cgroup, 100).name == "metamcp" and engine.asked == 2  # settled: kept
 
 
 def test_a_reused_pid_does_not_move_a_cgroup_into_another_container(host: FakeHost) -> None:

@@ -131,7 +131,8 @@ class AlertBook:
                 continue
             active.latest, active.held_at = alert, now
             due = alert.counts() != active.sent.counts() and now - active.sent.ts >= self.policy.update_every_s
-            if due or alert.severity != active.sent.severity:
+            # At once, too, when the container is named at last (an engine that was slow or down).
+            if due or alert.severity != active.sent.severity or alert.container != active.sent.container:
                 active.sent = alert
                 out.append(alert)
         for key, active in list(self.active.items()):

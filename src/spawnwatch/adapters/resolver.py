@@ -96,6 +96,7 @@ class ContainerResolver:
         # cgroup id -> the container its path names, or None for a host cgroup
         self._by_cgroup = _Lru(cgroups_capacity)
         self._containers = _Lru(containers_capacity)  # container id -> ContainerInfo
+        self._asked_engine = _Lru(containers_capacity)  # container id -> when the engine was last asked
         self._contracts = _Lru(cgroups_capacity)  # cgroup id -> (its container's contract, ask again at)
         # Does a container's cgroup v2 path name it?  Yes with any current runtime; no with
         # old ones on hybrid hosts, where containers share the v2 cgroup of the daemon and
@@ -238,15 +239,24 @@ class ContainerResolver:
                 found = ref
         return found
 
+    # How often the engine is asked again about a container only its cgroup path named: it
+    # may have been down, restarting, or too slow to answer (an inspect times out in 5 s),
+    # and a start event it missed is never sent again.
+    ASK_ENGINE_AGAIN_AFTER = 5.0
+
     def _describe(self, ref: CgroupContainer) -> ContainerInfo:
+        now = time.monotonic()
         with self._lock:
             known = self._containers.get_fresh(ref.id)
-        if known:
+            asked = self._asked_engine.get_fresh(ref.id, float("-inf"))
+        if known and (known.from_engine or now - asked < self.ASK_ENGINE_AGAIN_AFTER):
             return known
         # Docker also runs containers under custom cgroup parents: always ask it.
         info = self._engine.inspect(ref.id)
+        with self._lock:
+            self._asked_engine.put(ref.id, now)
         if info is None:
-            info = info_from_cgroup(ref)
+            info = known or info_from_cgroup(ref)
         with self._lock:
             self._containers.put(ref.id, info)
         return info
