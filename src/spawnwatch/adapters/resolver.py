@@ -252,12 +252,9 @@ class ContainerResolver:
         if known and (known.from_engine or now - asked < self.ASK_ENGINE_AGAIN_AFTER):
             return known
         # Docker also runs containers under custom cgroup parents: always ask it.
-        info = self._engine.inspect(ref.id)
+        info = self._engine.inspect(ref.id) or known or info_from_cgroup(ref)
         with self._lock:
             self._asked_engine.put(ref.id, now)
-        if info is None:
-            info = known or info_from_cgroup(ref)
-        with self._lock:
             self._containers.put(ref.id, info)
         return info
 
