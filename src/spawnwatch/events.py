@@ -23,6 +23,7 @@ class Kind(str, enum.Enum):
     EXIT = "exit"
     REAP = "reap"
     OOM = "oom"
+    BRIEF = "brief"
     PIDS = "pids"
     CONTAINER = "container"
 
@@ -92,7 +93,21 @@ class ContainerEvent:
     kind = Kind.CONTAINER
 
 
-EVENT_TYPES: dict[Kind, type[Event]] = {cls.kind: cls for cls in (Fork, Exec, Exit, Reap, Oom)}
+@dataclass(frozen=True, slots=True)
+class Brief(Event):
+    """A process that was forked, exited and was reaped without an exec or a child
+    of its own in between, in one record: the kernel holds a fork until the process
+    does something else, and most processes of a fork storm do nothing else.  `ts`
+    is its fork and `ppid` the parent the kernel gave it, as in Fork.  A process
+    already known by then (its fork came on its own) takes this as its exit and reap."""
+
+    exited_at: float = 0.0
+    reaped_at: float = 0.0
+
+    kind = Kind.BRIEF
+
+
+EVENT_TYPES: dict[Kind, type[Event]] = {cls.kind: cls for cls in (Fork, Exec, Exit, Reap, Oom, Brief)}
 
 
 @dataclass(frozen=True, slots=True)
