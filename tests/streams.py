@@ -3,7 +3,7 @@ get the events (and snapshots) the probe would have produced."""
 
 from __future__ import annotations
 
-from spawnwatch.events import ContainerEvent, Event, Exec, Exit, Fork, Observation, Oom, PidsSample, ProcessInfo, Reap, Snapshot
+from spawnwatch.events import Brief, ContainerEvent, Event, Exec, Exit, Fork, Observation, Oom, PidsSample, ProcessInfo, Reap, Snapshot
 
 BOOT_OFFSET = 1000.0  # stream time 0 in seconds since boot
 
@@ -93,3 +93,39 @@ SUPERVISOR = info(200, 100, 2.0, "python3", "supervisor.py")
 
 def host(t: float = 5.0, *more: ProcessInfo) -> Snapshot:
     return snapshot(t, INIT, SHELL, SUPERVISOR, *more)
+
+
+
+def briefed(events: list, hold_s: float = 0.25) -> list:
+    """`events` as the kernel side sends them: a process forked, exited and reaped within
+    `hold_s` of its fork, with no exec, OOM or child in between, is one Brief where its
+    reap was; every other process keeps its own events."""
+    life: dict[int, list[int]] = {}  # pid -> indexes of its fork, exit, reap
+    spoiled: set[int] = set()  # indexes of forks the kernel would have sent on their own
+    compacted: dict[int, list[int]] = {}  # index of a reap -> its process's fork, exit, reap
+    for index, event in enumerate(events):
+        if isinstance(event, Fork):
+            if event.ppid in life:
+                spoiled.add(life[event.ppid][0])
+            life[event.pid] = [index]
+        elif event.pid not in life:
+            continue
+        elif isinstance(event, (Exec, Oom)):
+            spoiled.add(life[event.pid][0])
+        elif isinstance(event, Exit):
+            life[event.pid].append(index)
+        elif isinstance(event, Reap):
+            indexes = life.pop(event.pid) + [index]
+            fork = events[indexes[0]]
+            if len(indexes) == 3 and indexes[0] not in spoiled and event.ts - fork.ts < hold_s:
+                compacted[index] = indexes
+    dropped = {i for indexes in compacted.values() for i in indexes[:2]}
+    out = []
+    for index, event in enumerate(events):
+        if index in compacted:
+            fork, exit_ = (events[i] for i in compacted[index][:2])
+            event = Brief(fork.ts, fork.pid, fork.ppid, fork.comm, fork.cgroup_id,
+                          exited_at=exit_.ts, reaped_at=event.ts)
+        if index not in dropped:
+            out.append(event)
+    return out

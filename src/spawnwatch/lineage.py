@@ -10,6 +10,11 @@ the children of an exiting process to the nearest subreaper or init), and
 `spawner`, the process that forked it, which never changes.  Leaks are charged
 to spawners.
 
+A Brief is a process the kernel saw forked, exited and reaped with nothing in
+between: it never enters the table; its spawner hears of it in one call.  When
+its fork arrived on its own before (it lived long enough for that), the Brief
+is that process's exit and reap.
+
 Exited processes are zombies until their Reap.  Reaped processes stay for
 `retention_s`, longer while processes they spawned are still in the table (an
 orphan's charge is found through its spawner chain), and the table never grows
@@ -26,7 +31,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import AbstractSet, Callable, Iterator, Protocol
 
-from spawnwatch.events import Event, Exec, Exit, Fork, Oom, Reap, Snapshot
+from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Oom, Reap, Snapshot
 
 TICKS_PER_SECOND = 100  # /proc start times have clock-tick precision (USER_HZ)
 SAME_START_S = 2.0 / TICKS_PER_SECOND  # a fork event and a /proc start time of one process differ by less
@@ -84,6 +89,7 @@ class Listener(Protocol):
     """What the detector hears; every change of membership, and every OOM kill, goes through one of these."""
 
     def joined(self, proc: Process) -> None: ...
+    def spawned_briefly(self, spawner: Process, brief: Brief) -> None: ...
     def changed(self, proc: Process, old_signature: str) -> None: ...
     def exited(self, proc: Process) -> None: ...
     def reaped(self, proc: Process) -> None: ...
@@ -100,6 +106,10 @@ class Listeners:
     def joined(self, proc: Process) -> None:
         for listener in self._listeners:
             listener.joined(proc)
+
+    def spawned_briefly(self, spawner: Process, brief: Brief) -> None:
+        for listener in self._listeners:
+            listener.spawned_briefly(spawner, brief)
 
     def changed(self, proc: Process, old_signature: str) -> None:
         for listener in self._listeners:
@@ -124,6 +134,7 @@ class Listeners:
 
 class _Silent:
     def joined(self, proc: Process) -> None: ...
+    def spawned_briefly(self, spawner: Process, brief: Brief) -> None: ...
     def changed(self, proc: Process, old_signature: str) -> None: ...
     def exited(self, proc: Process) -> None: ...
     def reaped(self, proc: Process) -> None: ...
@@ -152,6 +163,9 @@ class Lineage:
         self._by_pid: dict[int, Process] = {}  # unreaped processes
         self._recent: OrderedDict[Process, None] = OrderedDict()  # every entry, least recently active first
         self._reaped: OrderedDict[Process, None] = OrderedDict()  # reaped, in reap order, awaiting expiry
+        # The last reaped holder of each pid still in the table: a Brief arrives at its own
+        # reap, when the spawner that forked it may already be gone.
+        self._reaped_by_pid: dict[int, Process] = {}
         self._held: dict[Process, None] = {}  # expired but still spawner of an entry
         # Orphans adopted by init for now: /proc still named the dying parent when
         # its exit arrived (the kernel reparents after the exit tracepoint).  Asked
@@ -208,6 +222,8 @@ class Lineage:
         """Update the table; the process the event is about (None when it could not be placed)."""
         if isinstance(event, Fork):
             return self._fork(event)
+        if isinstance(event, Brief):
+            return self._brief(event)
         proc = self._by_pid.get(event.pid)
         if proc is not None and event.ts < proc.start - SAME_START_S:
             self.counts["stale"] += 1  # about an earlier holder of this pid
@@ -257,6 +273,34 @@ class Lineage:
         self._add(proc)
         return proc
 
+    def _brief(self, event: Brief) -> Process | None:
+        held = self._by_pid.get(event.pid)
+        if held is not None:
+            if abs(held.start - event.ts) <= SAME_START_S:
+                self._touch(held)  # its fork came on its own while it lived: this is its end
+                self._exit(held, event.exited_at)
+                self._reap(held, event.reaped_at)
+                return held
+            if event.ts < held.start:
+                self.counts["stale"] += 1
+                return None
+            self.counts["missed_exits"] += 1
+            self._close(held, event.ts)
+        spawner = self._holder_at(event.ppid, event.ts)
+        if spawner is None:
+            self.counts["missing_parent"] += 1
+            return None
+        self._touch(spawner)
+        self.listener.spawned_briefly(spawner, event)
+        return None
+
+    def _holder_at(self, pid: int, ts: float) -> Process | None:
+        """The process that held `pid` at `ts`, if the table still has it."""
+        for proc in (self._by_pid.get(pid), self._reaped_by_pid.get(pid)):
+            if proc is not None and proc.start - SAME_START_S <= ts and (proc.alive or ts <= proc.exited_at):
+                return proc
+        return None
+
     def _exec(self, event: Exec, proc: Process | None) -> Process | None:
         if proc is None:
             # Its fork was missed or is still on its way: place it by the exec's parent.
@@ -291,6 +335,7 @@ class Lineage:
             self._exit(proc, ts)  # its exit was lost; the reap proves it
         proc.reaped_at = ts
         del self._by_pid[proc.pid]
+        self._reaped_by_pid[proc.pid] = proc
         if proc.parent is not None:
             proc.parent.children = _without(proc.parent.children, proc)
         self._reaped[proc] = None
@@ -383,6 +428,8 @@ class Lineage:
         self._held.pop(proc, None)
         if self._by_pid.get(proc.pid) is proc:
             del self._by_pid[proc.pid]
+        if self._reaped_by_pid.get(proc.pid) is proc:
+            del self._reaped_by_pid[proc.pid]
         if proc.parent is not None:
             proc.parent.children = _without(proc.parent.children, proc)
         for child in proc.children:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from collections import OrderedDict
 
-from spawnwatch.events import Event, Exec, Exit, Oom, Reap
+from spawnwatch.events import Brief, Event, Exec, Exit, Oom, Reap
 
 EVENT_HEADER = f"{'TIME(s)':>14} {'EVENT':<5} {'PID':>7} {'PPID':>7} {'CONTAINER':<16} {'COMM':<16} DETAIL"
 MAX_REMEMBERED_EXITS = 65536
@@ -55,6 +55,8 @@ class EventLines:
             exited = self._exits.pop(event.pid, None)
             if exited is not None:
                 detail = f"zombie for {event.ts - exited:.3f}s"
+        elif isinstance(event, Brief):
+            detail = f"exited {event.exited_at - event.ts:.3f}s after its fork, zombie for {event.reaped_at - event.exited_at:.3f}s"
         elif isinstance(event, Oom):
             detail = f"OOM-killed, rss {human_bytes(event.rss_bytes)}"
         return (

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from spawnwatch.detect.groups import GroupBook, GroupKey, charged_child
-from spawnwatch.events import ContainerEvent
+from spawnwatch.events import Brief, ContainerEvent
 from spawnwatch.lineage import Process
 from spawnwatch.signature import ContainerClient
 
@@ -119,6 +119,7 @@ class ContainerBook:
             self.counts["container_clients_dropped"] += 1
 
     def joined(self, proc: Process) -> None: ...
+    def spawned_briefly(self, spawner: Process, brief: Brief) -> None: ...  # a client execs: never brief
     def exited(self, proc: Process) -> None: ...
     def reaped(self, proc: Process) -> None: ...
     def oom(self, proc: Process, ts: float) -> None: ...

@@ -36,6 +36,7 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, NamedTuple, Sequence
 
+from spawnwatch.events import Brief
 from spawnwatch.lineage import INIT_PID, Key, Process
 
 ProgramOf = Callable[[Sequence[str], str], str]
@@ -136,6 +137,14 @@ class GroupBook:
         if proc.alive and proc.spawner is not None and not proc.spawner.alive:
             self._orphan_roots.add(proc)
 
+    def spawned_briefly(self, spawner: Process, brief: Brief) -> None:
+        """A member that joined, exited and was reaped at once (it runs its spawner's program)."""
+        group = self._group(GroupKey(brief.cgroup_id, spawner.key, spawner.signature), spawner,
+                            spawner.argv, brief.comm, brief.ts)
+        self._count_spawn(group, brief.ts)
+        group.exited += 1
+        self._mark_idle(group, brief.reaped_at)
+
     def changed(self, proc: Process, old_signature: str) -> None:
         group = self.group_of(proc)
         if group is not None and group.key.signature == proc.signature:
@@ -231,32 +240,40 @@ class GroupBook:
         if spawner is None:
             self._group_of.pop(proc, None)
             return
-        key = GroupKey(proc.cgroup_id, spawner.key, proc.signature)
-        group = self.groups.get(key)
-        if group is None:
-            spawner_program = self._program_of(spawner.argv, spawner.comm)
-            group = Group(key=key, spawner=spawner, history=SpawnHistory(self._horizon), first_spawn=proc.start,
-                          program=self._program_of(proc.argv, proc.comm), spawner_program=spawner_program,
-                          exempt=self._exemption(spawner, spawner_program))
-            self.groups[key] = group
-        elif not group.members:  # idle until now
-            self._idle.pop(key, None)
+        group = self._group(GroupKey(proc.cgroup_id, spawner.key, proc.signature), spawner,
+                            proc.argv, proc.comm, proc.start)
+        if not group.members:  # idle until now
+            self._idle.pop(group.key, None)
         self._group_of[proc] = group
         group.members.add(proc)
         if (proc.execed or proc.seeded) and group.program != group.spawner_program:
             group.launched.add(proc)  # a fork-only child runs its spawner's program
-        group.spawned += 1
-        start = proc.start
-        if start < group.first_spawn:
-            group.first_spawn = start
-        if start > group.last_spawn:
-            group.last_spawn = start
-        group.history.add(start)
+        self._count_spawn(group, proc.start)
         if proc.alive:
             group.live += 1
         else:
             group.zombies += 1
         self._exits_at_join[proc] = group.exited
+
+    def _group(self, key: GroupKey, spawner: Process, argv: Sequence[str], comm: str, start: float) -> Group:
+        """The group of `key`, made for a member running `argv` as `comm` if it has none yet."""
+        group = self.groups.get(key)
+        if group is None:
+            spawner_program = self._program_of(spawner.argv, spawner.comm)
+            group = Group(key=key, spawner=spawner, history=SpawnHistory(self._horizon), first_spawn=start,
+                          program=self._program_of(argv, comm), spawner_program=spawner_program,
+                          exempt=self._exemption(spawner, spawner_program))
+            self.groups[key] = group
+        return group
+
+    @staticmethod
+    def _count_spawn(group: Group, start: float) -> None:
+        group.spawned += 1
+        if start < group.first_spawn:
+            group.first_spawn = start
+        if start > group.last_spawn:
+            group.last_spawn = start
+        group.history.add(start)
 
     def _leave(self, proc: Process, unspawn: bool) -> None:
         group = self.group_of(proc)

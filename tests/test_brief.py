@@ -1,0 +1,187 @@
+"""A Brief (a process forked, exited and reaped in one record) counts exactly as the
+fork, exit and reap it stands for: the same alerts at the same times, the same group
+counts, and no entry in the process table.  The kernel side that sends it is tested
+live in test_brief_kernel.py; `streams.briefed` compacts a stream the way it does."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from spawnwatch.config import load
+from spawnwatch.events import Brief, Fork
+from spawnwatch.filters import SubtreeFilter
+from spawnwatch.lineage import Lineage
+from spawnwatch.pipeline import Pipeline
+from spawnwatch.render import EventLines
+from spawnwatch.signature import Signer
+from streams import BOOT_OFFSET, Stream, briefed, host
+from workloads import SUPERVISOR_PID, Schedule, leak, run, shell_loop
+
+SIGN = Signer(load().signature)
+
+
+def fork_loop(children: int, period: float, life: float, parent_argv=("python3", "crashy.py"),
+              start: float = 10.0) -> Stream:
+    """A parent forking a child every `period` s that exits after `life` s and is reaped at once."""
+    plan = Schedule(Stream(t=start))
+    parent = {}
+    plan.at(start, lambda: parent.setdefault("pid", plan.stream.spawn(SUPERVISOR_PID, *parent_argv)))
+    for i in range(children):
+        def fork(t=start + 0.01 + i * period) -> None:
+            pid = plan.stream.fork(parent["pid"])
+            plan.at(t + life, lambda: plan.stream.end(pid))
+        plan.at(start + 0.01 + i * period, fork)
+    return plan.run()
+
+
+def orphans_reaped_by_init(count: int) -> Stream:
+    """Launchers that fork a helper and exit at once; init reaps each helper 0.1 s later."""
+    s = Stream(t=10)
+    for i in range(count):
+        launcher = s.at(10 + i).spawn(SUPERVISOR_PID, "sh", "launch.sh")
+        helper = s.fork(launcher)
+        s.end(launcher)
+        s.reparent(helper, 1)
+        s.at(10 + i + 0.1).end(helper)
+    return s
+
+
+def mixed_leak() -> Stream:
+    """An npm leak whose supervisor also forks short-lived helpers all along."""
+    s = leak("accumulate", count=15)
+    helpers = Stream(t=10)
+    helpers._next_pid = 50000  # apart from the leak's pids
+    for i in range(300):
+        pid = helpers.at(10 + i * 0.1).fork(SUPERVISOR_PID)
+        helpers.at(10 + i * 0.1 + 0.02).end(pid)
+    s.events = sorted(s.events + helpers.events, key=lambda e: e.ts)
+    return s
+
+
+def as_briefs(stream: Stream) -> Stream:
+    compacted = copy.copy(stream)
+    compacted.events = briefed(stream.events)
+    return compacted
+
+
+WORKLOADS = {
+    "a crash loop of forks, 20 a second for 4 minutes": lambda: fork_loop(20 * 240, period=0.05, life=0.01),
+    "a burst of 3000 forks in 15 s": lambda: fork_loop(3000, period=0.005, life=0.002),
+    "forks that live 0.2-0.3 s": lambda: fork_loop(600, period=0.1, life=0.24),
+    "launchers whose helpers init reaps": lambda: orphans_reaped_by_init(20),
+    "an npm leak among short forks": mixed_leak,
+    "a shell loop of short commands": lambda: shell_loop(500, period=0.01),
+}
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_briefs_raise_the_alerts_of_the_events_they_stand_for(name):
+    stream = WORKLOADS[name]()
+    compacted = as_briefs(stream)
+    if name != "a shell loop of short commands":  # its children exec: nothing to compact
+        assert sum(isinstance(e, Brief) for e in compacted.events) >= 20
+    alerts = run(stream)
+    assert run(compacted) == alerts
+    if name in ALERTING:
+        assert {a.rule for _, a in alerts} == {ALERTING[name]}
+
+
+ALERTING = {"a crash loop of forks, 20 a second for 4 minutes": "spawn_rate",
+            "an npm leak among short forks": "accumulating"}
+
+
+def final_groups(events: list) -> dict:
+    pipeline = Pipeline(load())
+    pipeline.feed(host())
+    for event in events:
+        pipeline.feed(event)
+    groups = {key: (g.spawned, g.exited, g.live, g.zombies, g.first_spawn, g.last_spawn, g.history._buckets)
+              for key, g in pipeline.detector.groups.items()}
+    return groups, {(p.pid, p.start) for p in pipeline.lineage.processes()}
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_briefs_count_in_their_group_like_a_fork_exit_and_reap_and_take_no_place_in_the_table(name):
+    stream = WORKLOADS[name]()
+    compacted = briefed(stream.events)
+    groups, table = final_groups(stream.events)
+    compact_groups, compact_table = final_groups(compacted)
+    assert compact_groups == groups
+    assert compact_table == table - {(e.pid, e.ts) for e in compacted if isinstance(e, Brief)}
+
+
+def table() -> Lineage:
+    lineage = Lineage(SIGN)
+    lineage.seed(host())
+    return lineage
+
+
+class Heard:
+    def __init__(self) -> None:
+        self.briefs: list[tuple[int, int]] = []
+        self.ends: list[tuple[str, int]] = []
+
+    def joined(self, proc): ...
+    def spawned_briefly(self, spawner, brief): self.briefs.append((spawner.pid, brief.pid))
+    def changed(self, proc, old): ...
+    def exited(self, proc): self.ends.append(("exited", proc.pid))
+    def reaped(self, proc): self.ends.append(("reaped", proc.pid))
+    def dropped(self, proc): ...
+    def oom(self, proc, ts): ...
+
+
+def brief(pid: int, ppid: int, at: float, exited: float = 0.01, reaped: float = 0.02) -> Brief:
+    return Brief(BOOT_OFFSET + at, pid, ppid, "python3", 1, exited_at=BOOT_OFFSET + at + exited,
+                 reaped_at=BOOT_OFFSET + at + reaped)
+
+
+def test_a_brief_is_heard_by_its_spawner_and_never_enters_the_table():
+    lineage, heard = table(), Heard()
+    lineage.listener = heard
+    size = len(lineage)
+    assert lineage.apply(brief(5000, SUPERVISOR_PID, 10)) is None
+    assert heard.briefs == [(SUPERVISOR_PID, 5000)] and len(lineage) == size and lineage.get(5000) is None
+
+
+def test_a_brief_whose_fork_came_first_is_that_process_s_exit_and_reap():
+    # It lived long enough for the sweep (or an exec elsewhere) to send its fork on its own.
+    lineage, heard = table(), Heard()
+    lineage.listener = heard
+    lineage.apply(Fork(BOOT_OFFSET + 10, 5000, SUPERVISOR_PID, "python3", 1))
+    proc = lineage.apply(brief(5000, SUPERVISOR_PID, 10, exited=3, reaped=4))
+    assert proc.exited_at == BOOT_OFFSET + 13 and proc.reaped_at == BOOT_OFFSET + 14
+    assert heard.ends == [("exited", 5000), ("reaped", 5000)] and heard.briefs == []
+
+
+def test_a_brief_outliving_its_spawner_is_still_charged_to_it():
+    s = Stream(t=10)
+    launcher = s.spawn(SUPERVISOR_PID, "sh", "launch.sh")
+    lineage, heard = table(), Heard()
+    lineage.listener = heard
+    for event in s.events:
+        lineage.apply(event)
+    s.events.clear()
+    s.at(10.05).end(launcher)  # reaped before its child's Brief comes
+    for event in s.events:
+        lineage.apply(event)
+    lineage.apply(brief(5000, launcher, 10.01, exited=0.1, reaped=0.2))
+    assert heard.briefs == [(launcher, 5000)]
+
+
+def test_a_brief_of_an_unknown_spawner_or_of_an_earlier_holder_of_its_pid_is_counted_not_placed():
+    lineage, heard = table(), Heard()
+    lineage.listener = heard
+    lineage.apply(brief(5000, 4242, 10))
+    assert lineage.counts["missing_parent"] == 1
+    lineage.apply(Fork(BOOT_OFFSET + 20, 5001, SUPERVISOR_PID, "python3", 1))
+    lineage.apply(brief(5001, SUPERVISOR_PID, 10))  # the pid's holder before the one we know
+    assert lineage.counts["stale"] == 1 and lineage.get(5001).alive and heard.briefs == []
+
+
+def test_trace_follows_a_brief_into_the_subtree_and_prints_its_life():
+    follow = SubtreeFilter(SUPERVISOR_PID)
+    assert follow(brief(5000, SUPERVISOR_PID, 10)) and not follow(brief(5001, 4242, 10))
+    line = EventLines().line(brief(5000, SUPERVISOR_PID, 10, exited=0.25, reaped=0.5))
+    assert " brief " in line and "exited 0.250s after its fork, zombie for 0.250s" in line
