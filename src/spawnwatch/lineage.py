@@ -97,49 +97,29 @@ class Listener(Protocol):
     def oom(self, proc: Process, ts: float) -> None: ...
 
 
+LISTENER_CALLS = ("joined", "spawned_briefly", "changed", "exited", "reaped", "dropped", "oom")
+
+
+def _nothing(*_args: object) -> None:
+    return None
+
+
 class Listeners:
-    """Several listeners heard as one, in order."""
+    """Several listeners heard as one, in order.  A listener defines only the calls it
+    needs: each call goes straight to the listeners that define it (it is made for
+    every event of a fork storm, so no call is made to a method that does nothing)."""
 
-    def __init__(self, *listeners: Listener) -> None:
-        self._listeners = listeners
-
-    def joined(self, proc: Process) -> None:
-        for listener in self._listeners:
-            listener.joined(proc)
-
-    def spawned_briefly(self, spawner: Process, brief: Brief) -> None:
-        for listener in self._listeners:
-            listener.spawned_briefly(spawner, brief)
-
-    def changed(self, proc: Process, old_signature: str) -> None:
-        for listener in self._listeners:
-            listener.changed(proc, old_signature)
-
-    def exited(self, proc: Process) -> None:
-        for listener in self._listeners:
-            listener.exited(proc)
-
-    def reaped(self, proc: Process) -> None:
-        for listener in self._listeners:
-            listener.reaped(proc)
-
-    def dropped(self, proc: Process) -> None:
-        for listener in self._listeners:
-            listener.dropped(proc)
-
-    def oom(self, proc: Process, ts: float) -> None:
-        for listener in self._listeners:
-            listener.oom(proc, ts)
+    def __init__(self, *listeners: object) -> None:
+        for name in LISTENER_CALLS:
+            calls = tuple(getattr(listener, name) for listener in listeners if hasattr(listener, name))
+            setattr(self, name, calls[0] if len(calls) == 1 else _in_turn(calls) if calls else _nothing)
 
 
-class _Silent:
-    def joined(self, proc: Process) -> None: ...
-    def spawned_briefly(self, spawner: Process, brief: Brief) -> None: ...
-    def changed(self, proc: Process, old_signature: str) -> None: ...
-    def exited(self, proc: Process) -> None: ...
-    def reaped(self, proc: Process) -> None: ...
-    def dropped(self, proc: Process) -> None: ...
-    def oom(self, proc: Process, ts: float) -> None: ...
+def _in_turn(calls: tuple[Callable[..., None], ...]) -> Callable[..., None]:
+    def call(*args: object) -> None:
+        for each in calls:
+            each(*args)
+    return call
 
 
 Signer = Callable[[tuple[str, ...], str], str]
@@ -159,7 +139,7 @@ class Lineage:
         # Who adopts an orphan: the kernel's choice (nearest subreaper, else init) is not in
         # the events; the caller can read it from /proc.  Without a hint: init.
         self._reparent_hint = reparent_hint or (lambda pid: None)
-        self.listener: Listener = listener or _Silent()
+        self.listener: Listener = listener or Listeners()  # type: ignore[assignment]
         self._by_pid: dict[int, Process] = {}  # unreaped processes
         self._recent: OrderedDict[Process, None] = OrderedDict()  # every entry, least recently active first
         self._reaped: OrderedDict[Process, None] = OrderedDict()  # reaped, in reap order, awaiting expiry
@@ -220,25 +200,26 @@ class Lineage:
 
     def apply(self, event: Event) -> Process | None:
         """Update the table; the process the event is about (None when it could not be placed)."""
-        if isinstance(event, Fork):
+        kind = type(event)
+        if kind is Fork:
             return self._fork(event)
-        if isinstance(event, Brief):
+        if kind is Brief:
             return self._brief(event)
         proc = self._by_pid.get(event.pid)
         if proc is not None and event.ts < proc.start - SAME_START_S:
             self.counts["stale"] += 1  # about an earlier holder of this pid
             return None
-        if isinstance(event, Exec):
+        if kind is Exec:
             return self._exec(event, proc)
         if proc is None:
             self.counts["unknown_pid"] += 1
             return None
         self._touch(proc)
-        if isinstance(event, Exit):
+        if kind is Exit:
             self._exit(proc, event.ts)
-        elif isinstance(event, Reap):
+        elif kind is Reap:
             self._reap(proc, event.ts)
-        elif isinstance(event, Oom):
+        elif kind is Oom:
             self.listener.oom(proc, event.ts)
         return proc
 

@@ -15,7 +15,7 @@ from typing import Any
 from spawnwatch.alerts import Alert, AlertBook, ResolveContainer
 from spawnwatch.config import Config
 from spawnwatch.detect import ContainerMemoryOf, Detector, MemoryOf
-from spawnwatch.events import ContainerEvent, Event, Observation, Oom, PidsSample, Resync, Snapshot
+from spawnwatch.events import EVENT_TYPES, ContainerEvent, Event, Observation, Oom, PidsSample, Resync, Snapshot
 from spawnwatch.lineage import Lineage, ReparentHint
 from spawnwatch.signature import Signer
 
@@ -23,6 +23,7 @@ from spawnwatch.signature import Signer
 # over and over (every child of an exec storm runs one): signatures are kept per
 # (argv, comm), the most recent this many.
 SIGNATURES_KEPT = 4096
+PROCESS_EVENT_TYPES = frozenset(EVENT_TYPES.values())
 
 
 class Pipeline:
@@ -50,9 +51,13 @@ class Pipeline:
     def feed(self, item: Event | Observation | Snapshot) -> list[Alert]:
         """Apply one event (a process's; a container's lifecycle; a pids sample; the starting
         snapshot, or a resync); with auto_advance, the alerts due by its time."""
-        if isinstance(item, Resync):
+        if type(item) in PROCESS_EVENT_TYPES:  # nearly every item: tested first, by exact type
+            proc = self.lineage.apply(item)
+            if type(item) is Oom and proc is not None:
+                self._next_evaluation = None  # report the kill at once
+        elif isinstance(item, Resync):
             return self.resync(item)
-        if isinstance(item, PidsSample):
+        elif isinstance(item, PidsSample):
             self.detector.pids.add(item)
         elif isinstance(item, ContainerEvent):
             self.detector.containers.apply(item)
@@ -60,9 +65,7 @@ class Pipeline:
             self.lineage.seed(item)
             self._next_evaluation = None  # judge the snapshot at once: it may already hold a leak
         else:
-            proc = self.lineage.apply(item)
-            if isinstance(item, Oom) and proc is not None:
-                self._next_evaluation = None  # report the kill at once
+            raise TypeError(f"not an event, observation or snapshot: {item!r:.80}")
         return self.advance(item.ts) if self.auto_advance else []
 
     def resync(self, snapshot: Snapshot) -> list[Alert]:
@@ -73,7 +76,8 @@ class Pipeline:
 
     def advance(self, now: float) -> list[Alert]:
         """Evaluate if an evaluation is due at `now` (seconds since boot)."""
-        self.now = max(self.now, now)
+        if now > self.now:
+            self.now = now
         if self._next_evaluation is not None and self.now < self._next_evaluation:
             return []
         return self.evaluate(self.now)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from spawnwatch.detect.groups import GroupBook, GroupKey, charged_child
-from spawnwatch.events import Brief, ContainerEvent
+from spawnwatch.events import ContainerEvent
 from spawnwatch.lineage import Process
 from spawnwatch.signature import ContainerClient
 
@@ -89,7 +89,8 @@ def _names(container: Container, name: str) -> bool:
 
 
 class ContainerBook:
-    """Implements lineage.Listener for the clients; `apply` takes the engine's events."""
+    """A lineage listener for the clients (it hears a client's exec, `changed`, and
+    `dropped`; nothing else); `apply` takes the engine's events."""
 
     def __init__(self, client_of: ClientOf | None, match_window_s: float) -> None:
         self._client_of = client_of or (lambda argv: None)
@@ -117,12 +118,6 @@ class ContainerBook:
         while len(self._pending) > MAX_PENDING_CLIENTS:
             self._pending.popitem(last=False)
             self.counts["container_clients_dropped"] += 1
-
-    def joined(self, proc: Process) -> None: ...
-    def spawned_briefly(self, spawner: Process, brief: Brief) -> None: ...  # a client execs: never brief
-    def exited(self, proc: Process) -> None: ...
-    def reaped(self, proc: Process) -> None: ...
-    def oom(self, proc: Process, ts: float) -> None: ...
 
     def dropped(self, proc: Process) -> None:
         self._pending.pop(proc, None)
