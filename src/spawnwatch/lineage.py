@@ -27,7 +27,8 @@ Pure: events in, state out; /proc is reached only through the injected
 
 from __future__ import annotations
 
-from collections import Counter, OrderedDict
+import itertools
+from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from typing import AbstractSet, Callable, Iterator, Protocol
 
@@ -37,6 +38,8 @@ TICKS_PER_SECOND = 100  # /proc start times have clock-tick precision (USER_HZ)
 SAME_START_S = 2.0 / TICKS_PER_SECOND  # a fork event and a /proc start time of one process differ by less
 INIT_PID = 1
 COMM_CHARS = 15  # of a program name the kernel keeps (/proc readers may show more)
+
+MAX_REAPED_LOOKED_AT = 4096  # for the spawner of a Brief that outlived it (see Lineage._holder_at)
 
 Key = tuple[int, int]  # (pid, start in ticks)
 # Shared by every process without children (nearly all of them in a fork storm): two empty
@@ -142,10 +145,9 @@ class Lineage:
         self.listener: Listener = listener or Listeners()  # type: ignore[assignment]
         self._by_pid: dict[int, Process] = {}  # unreaped processes
         self._recent: OrderedDict[Process, None] = OrderedDict()  # every entry, least recently active first
-        self._reaped: OrderedDict[Process, None] = OrderedDict()  # reaped, in reap order, awaiting expiry
-        # The last reaped holder of each pid still in the table: a Brief arrives at its own
-        # reap, when the spawner that forked it may already be gone.
-        self._reaped_by_pid: dict[int, Process] = {}
+        # Reaped, in reap order, awaiting expiry: a deque (8 bytes an entry, where an ordered
+        # dict takes 144 at the table's cap) that _drop leaves to be skipped, see _oldest_reaped.
+        self._reaped: deque[Process] = deque()
         self._held: dict[Process, None] = {}  # expired but still spawner of an entry
         # Orphans adopted by init for now: /proc still named the dying parent when
         # its exit arrived (the kernel reparents after the exit tracepoint).  Asked
@@ -276,9 +278,16 @@ class Lineage:
         return None
 
     def _holder_at(self, pid: int, ts: float) -> Process | None:
-        """The process that held `pid` at `ts`, if the table still has it."""
-        for proc in (self._by_pid.get(pid), self._reaped_by_pid.get(pid)):
-            if proc is not None and proc.start - SAME_START_S <= ts and (proc.alive or ts <= proc.exited_at):
+        """The process that held `pid` at `ts`, if the table still has it.  One reaped since
+        is looked for among the last MAX_REAPED_LOOKED_AT reaped: a Brief comes at most a
+        poll and the kernel's hold after its fork, and its spawner is nearly always alive."""
+        proc = self._by_pid.get(pid)
+        if proc is not None and proc.start - SAME_START_S <= ts:
+            return proc
+        for proc in itertools.islice(reversed(self._reaped), MAX_REAPED_LOOKED_AT):
+            if proc.reaped_at < ts:
+                break
+            if proc.pid == pid and proc.start - SAME_START_S <= ts <= proc.exited_at and proc in self._recent:
                 return proc
         return None
 
@@ -316,10 +325,11 @@ class Lineage:
             self._exit(proc, ts)  # its exit was lost; the reap proves it
         proc.reaped_at = ts
         del self._by_pid[proc.pid]
-        self._reaped_by_pid[proc.pid] = proc
         if proc.parent is not None:
             proc.parent.children = _without(proc.parent.children, proc)
-        self._reaped[proc] = None
+        self._reaped.append(proc)
+        if len(self._reaped) > 2 * self.settings.max_processes:
+            self._reaped = deque(p for p in self._reaped if p in self._recent)  # without the dropped
         self.listener.reaped(proc)
 
     def _close(self, proc: Process, ts: float) -> None:
@@ -379,11 +389,15 @@ class Lineage:
         except KeyError:  # evicted
             pass
 
+    def _oldest_reaped(self) -> Process | None:
+        """The reaped entry awaiting expiry the longest (dropped ones are skipped here)."""
+        reaped, recent = self._reaped, self._recent
+        while reaped and reaped[0] not in recent:
+            reaped.popleft()
+        return reaped[0] if reaped else None
+
     def _evict(self) -> None:
-        for pool in (self._reaped, self._held, self._recent):
-            if pool:
-                victim = next(iter(pool))
-                break
+        victim = self._oldest_reaped() or next(iter(self._held or self._recent))
         self.counts["evicted"] += 1
         self._drop(victim)
 
@@ -392,11 +406,10 @@ class Lineage:
         to, and settle adoptions /proc could not tell at the parent's exit."""
         self._settle_adoptions()
         deadline = now - self.settings.retention_s
-        while self._reaped:
-            proc = next(iter(self._reaped))
+        while (proc := self._oldest_reaped()) is not None:
             if proc.reaped_at > deadline:
                 break
-            del self._reaped[proc]
+            self._reaped.popleft()
             if proc.spawned:
                 self._held[proc] = None  # dropped with its last spawned entry
             else:
@@ -405,12 +418,9 @@ class Lineage:
     def _drop(self, proc: Process) -> None:
         self._adoption_pending.pop(proc, None)
         self._recent.pop(proc, None)
-        self._reaped.pop(proc, None)
         self._held.pop(proc, None)
         if self._by_pid.get(proc.pid) is proc:
             del self._by_pid[proc.pid]
-        if self._reaped_by_pid.get(proc.pid) is proc:
-            del self._reaped_by_pid[proc.pid]
         if proc.parent is not None:
             proc.parent.children = _without(proc.parent.children, proc)
         for child in proc.children:
