@@ -12,6 +12,7 @@ records end in a clear error or a decoded result, never a traceback.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -28,7 +29,8 @@ from hypothesis import strategies as st
 
 from spawnwatch.cli import main
 from spawnwatch.config import ConfigError, default_text, load
-from spawnwatch.events import Event, Exec, Fork, ProcessInfo, Snapshot
+from spawnwatch.events import (EVENT_TYPES, OBSERVATION_TYPES, Event, Exec, Fork, ProcessInfo, Snapshot, builder,
+                               from_record, to_record)
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.probe import layout
 
@@ -271,3 +273,27 @@ def test_any_ring_buffer_record_decodes_or_is_a_decode_error(raw) -> None:
     except layout.DecodeError:
         return
     assert isinstance(decoded[0], Event)  # (event, flags, ...)
+
+
+FIELD_VALUES = {
+    "float": st.floats(min_value=0, max_value=1e9, allow_nan=False),
+    "int": st.integers(min_value=0, max_value=2**64 - 1),
+    "int | None": st.none() | st.integers(min_value=0, max_value=2**64 - 1),
+    "str": st.text(max_size=20),
+    "bool": st.booleans(),
+    "tuple[str, ...]": st.lists(st.text(max_size=10), max_size=4).map(tuple),
+}
+
+
+def any_item(cls: type) -> st.SearchStrategy:
+    return st.builds(cls, **{f.name: FIELD_VALUES[f.type] for f in dataclasses.fields(cls)})
+
+
+@settings(max_examples=500, **FUZZ)
+@given(item=st.one_of(*(any_item(cls) for cls in (*EVENT_TYPES.values(), *OBSERVATION_TYPES.values()))))
+def test_every_event_and_observation_comes_back_from_its_record_as_it_was(item) -> None:
+    # from_record builds events by filling their slots (events.builder), not through __init__.
+    back = from_record(to_record(item))
+    assert back == item and type(back) is type(item)
+    values = [getattr(item, f.name) for f in dataclasses.fields(item)]
+    assert builder(type(item))(*values) == type(item)(*values)

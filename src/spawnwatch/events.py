@@ -247,6 +247,21 @@ _ACCEPTED_AS_IS = {
 }
 
 
+def builder(cls: type) -> Callable[..., Any]:
+    """A constructor of the frozen slots dataclass `cls` taking every field in order, that
+    fills the slots directly: its __init__ goes through object.__setattr__ field by field,
+    twice the cost, and a replay or a storm builds millions of events."""
+    names = [f.name for f in fields(cls)]
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
+    body = ["    item = _new(_cls)"]
+    for name in names:
+        namespace[f"_set_{name}"] = getattr(cls, name).__set__  # the slot's member descriptor
+        body.append(f"    _set_{name}(item, {name})")
+    source = "\n".join([f"def build({', '.join(names)}):", *body, "    return item"])
+    exec(compile(source, f"<builder of {cls.__name__}>", "exec"), namespace)
+    return namespace["build"]
+
+
 class _Codec:
     """An event class's record writer and reader, compiled once from its fields (as
     dataclasses compiles `__init__`): a replay reads millions of records, and walking
@@ -278,7 +293,8 @@ class _Codec:
             accepted = _ACCEPTED_AS_IS.get(f.type)
             read.append(f"    elif not ({accepted.format(v=name)}):" if accepted else "    else:")
             read.append(f"        {name} = _check_{name}({name}, what + \": '{name}'\")")
-        read.append(f"    return _cls({', '.join(names)})")
+        namespace["_build"] = builder(cls)
+        read.append(f"    return _build({', '.join(names)})")
         source = "\n".join([f"def write(item):\n    return {{'kind': _kind, {', '.join(written)}}}", *read])
         exec(compile(source, f"<codec of {cls.__name__}>", "exec"), namespace)
         self.write: Callable[[Event], dict[str, Any]] = namespace["write"]

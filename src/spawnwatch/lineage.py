@@ -39,7 +39,7 @@ SAME_START_S = 2.0 / TICKS_PER_SECOND  # a fork event and a /proc start time of 
 INIT_PID = 1
 COMM_CHARS = 15  # of a program name the kernel keeps (/proc readers may show more)
 
-MAX_REAPED_LOOKED_AT = 4096  # for the spawner of a Brief that outlived it (see Lineage._holder_at)
+MAX_REAPED_LOOKED_AT = 4096  # for the spawner of a Brief that outlived it (see Lineage._reaped_holder_at)
 
 Key = tuple[int, int]  # (pid, start in ticks)
 # Shared by every process without children (nearly all of them in a fork storm): two empty
@@ -269,7 +269,9 @@ class Lineage:
                 return None
             self.counts["missed_exits"] += 1
             self._close(held, event.ts)
-        spawner = self._holder_at(event.ppid, event.ts)
+        spawner = self._by_pid.get(event.ppid)
+        if spawner is None or spawner.start - SAME_START_S > event.ts:
+            spawner = self._reaped_holder_at(event.ppid, event.ts)
         if spawner is None:
             self.counts["missing_parent"] += 1
             return None
@@ -277,13 +279,10 @@ class Lineage:
         self.listener.spawned_briefly(spawner, event)
         return None
 
-    def _holder_at(self, pid: int, ts: float) -> Process | None:
-        """The process that held `pid` at `ts`, if the table still has it.  One reaped since
-        is looked for among the last MAX_REAPED_LOOKED_AT reaped: a Brief comes at most a
-        poll and the kernel's hold after its fork, and its spawner is nearly always alive."""
-        proc = self._by_pid.get(pid)
-        if proc is not None and proc.start - SAME_START_S <= ts:
-            return proc
+    def _reaped_holder_at(self, pid: int, ts: float) -> Process | None:
+        """The process that held `pid` at `ts` and was reaped since, among the last
+        MAX_REAPED_LOOKED_AT reaped: a Brief comes at most a poll and the kernel's hold
+        after its fork, and its spawner is nearly always alive."""
         for proc in itertools.islice(reversed(self._reaped), MAX_REAPED_LOOKED_AT):
             if proc.reaped_at < ts:
                 break

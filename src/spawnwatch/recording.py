@@ -68,7 +68,7 @@ def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
         unpacker = msgpack.Unpacker(f, raw=False, strict_map_key=False)
         try:
             for record in unpacker:
-                yield _record(record, str(path))
+                yield record if type(record) is dict else _record(record, str(path))
         except (msgpack.UnpackException, ValueError, TypeError) as exc:  # TypeError: a map key that cannot be one
             if isinstance(exc, RecordingError):
                 raise

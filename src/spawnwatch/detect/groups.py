@@ -59,7 +59,10 @@ class SpawnHistory:
     def add(self, ts: float, delta: int = 1) -> None:
         second = int(ts)
         buckets = self._buckets
-        for i in range(len(buckets) - 1, -1, -1):  # nearly always the last bucket
+        if buckets and buckets[-1][0] == second:  # nearly always
+            buckets[-1][1] += delta
+            return
+        for i in range(len(buckets) - 1, -1, -1):
             if buckets[i][0] == second:
                 buckets[i][1] += delta
                 return
@@ -139,11 +142,12 @@ class GroupBook:
 
     def spawned_briefly(self, spawner: Process, brief: Brief) -> None:
         """A member that joined, exited and was reaped at once (it runs its spawner's program)."""
-        group = self._group(GroupKey(brief.cgroup_id, spawner.key, spawner.signature), spawner,
-                            spawner.argv, brief.comm, brief.ts)
+        key = GroupKey(brief.cgroup_id, spawner.key, spawner.signature)
+        group = self.groups.get(key) or self._group(key, spawner, spawner.argv, brief.comm, brief.ts)
         self._count_spawn(group, brief.ts)
         group.exited += 1
-        self._mark_idle(group, brief.reaped_at)
+        if not group.members:
+            self._mark_idle(group, brief.reaped_at)
 
     def changed(self, proc: Process, old_signature: str) -> None:
         group = self.group_of(proc)
