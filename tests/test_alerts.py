@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from spawnwatch.alerts import AlertBook, AlertPolicy, format_bytes
+from spawnwatch.alerts import AlertBook, AlertPolicy
+from spawnwatch.render import human_bytes
 from spawnwatch.detect import CRITICAL, WARNING, Finding, Group, GroupKey, SpawnHistory
 from spawnwatch.lineage import Process
 
@@ -106,7 +107,8 @@ def test_alerts_are_per_rule_and_group():
     assert len(out) == 3 and len(book.active) == 3
 
 
-def test_format_bytes():
-    assert format_bytes(512) == "512 B"
-    assert format_bytes(1536 * 1024 * 1024) == "1.5 GiB"
-    assert format_bytes(5 << 40) == "5120.0 GiB"
+def test_one_byte_formatter_serves_alerts_and_reports():
+    assert human_bytes(512) == "512 B"
+    assert human_bytes(1536 * 1024 * 1024) == "1.5 GiB"
+    assert human_bytes(5 << 40) == "5.0 TiB"
+    assert "; 5.0 TiB RSS" in AlertBook().update([finding(group(), rss=5 << 40)], 1.0)[0].message

@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from spawnwatch.detect import CRITICAL, WARNING, Finding, Group, GroupKey
 from spawnwatch.events import PidsSample
+from spawnwatch.render import human_bytes
 
 ResolveContainer = Callable[[int, "int | None"], "dict[str, Any] | None"]
 
@@ -150,9 +151,9 @@ class AlertBook:
     def _from_finding(self, finding: Finding, severity: str, now: float) -> Alert:
         group = finding.group
         alert = self._base(group, finding.rule, FIRING, now)
-        memory = f"; {format_bytes(finding.rss_bytes)} RSS" if finding.rss_bytes else ""
+        memory = f"; {human_bytes(finding.rss_bytes)} RSS" if finding.rss_bytes else ""
         if finding.uss_bytes:
-            memory += f" ({format_bytes(finding.uss_bytes)} USS)"
+            memory += f" ({human_bytes(finding.uss_bytes)} USS)"
         return replace(
             alert,
             severity=severity,
@@ -219,12 +220,3 @@ def where(container: dict[str, Any] | None, limit: PidsSample | None) -> str:
     if container is not None:
         return f"container {container['name']}"
     return f"cgroup {limit.path}" if limit is not None and limit.path else "its cgroup"
-
-
-def format_bytes(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} GiB"

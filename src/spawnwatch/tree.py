@@ -15,7 +15,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from spawnwatch.alerts import ResolveContainer, format_bytes
+from spawnwatch.alerts import ResolveContainer
+from spawnwatch.render import human_bytes
 from spawnwatch.detect import Finding, GroupKey
 from spawnwatch.lineage import Lineage, Process
 
@@ -124,7 +125,7 @@ def render(nodes: list[TreeNode], color: Callable[[str, bool], str] = lambda tex
         label = node.signature if len(node.signature) <= MAX_LABEL else node.signature[: MAX_LABEL - 1] + "…"
         label += f"  x{node.count}" if node.count > 1 else f"  [pid {node.processes[0].pid}]"
         if node.rss_bytes:
-            label += f"  {format_bytes(node.rss_bytes)}"
+            label += f"  {human_bytes(node.rss_bytes)}"
         if node.container:
             label += f"  (container {node.container.get('name')})"
         if node.rules:

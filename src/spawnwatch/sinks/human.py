@@ -7,7 +7,7 @@ from typing import TextIO
 
 import click
 
-from spawnwatch.alerts import format_bytes
+from spawnwatch.render import human_bytes
 from spawnwatch.sinks import Record
 
 _STATE_STYLE = {"firing": {"fg": "red", "bold": True}, "resolved": {"fg": "green", "bold": True}}
@@ -34,7 +34,7 @@ def render_alert(record: Record, color: bool = False) -> str:
         lines.append(f"{indent}container {container['name']} ({container['id']}, image {container['image']})")
     counts = "  ".join(f"{key} {record[key]}" for key in ("live", "spawned", "exited", "zombies", "orphans"))
     if record["rss_bytes"]:
-        counts += f"  rss {format_bytes(record['rss_bytes'])}"
+        counts += f"  rss {human_bytes(record['rss_bytes'])}"
     lines.append(f"{indent}{counts}")
     lines.append(f"{indent}{record['message']}")
     if record["pids"]:
