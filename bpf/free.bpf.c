@@ -5,15 +5,38 @@
  * dead processes produce an event (a pid whose slot a later exit took is not
  * marked any more: that exit's event named it, and user space settles its
  * reap from /proc).  It runs in an RCU callback where current
- * is unrelated, so the event carries no cgroup: user space knows it. */
+ * is unrelated, so the event carries no cgroup: user space knows it.
+ * A process that exited with its fork held is told whole here, in one BRIEF
+ * record (births.h). */
+
+static __always_inline void sw_submit_brief(struct sw_birth *birth)
+{
+	struct sw_brief_event *event = sw_events.ringbuf_reserve(sizeof(*event));
+
+	if (event) {
+		sw_fill_header_of_birth(&event->hdr, SW_EVENT_BRIEF, sizeof(*event), birth);
+		event->exited_ns = birth->exited_ns;
+		event->reaped_ns = bpf_ktime_get_boot_ns();
+		sw_events.ringbuf_submit(event, SW_SUBMIT_FLAGS);
+	} else {
+		sw_count_lost(SW_EVENT_BRIEF);
+	}
+	sw_clear_birth(birth);
+}
 
 TRACEPOINT_PROBE(sched, sched_process_free)
 {
 	__u32 pid = args->pid;
 	__u32 slot = pid % SW_DEAD_SLOTS;
-	__u32 *dead = sw_dead_pids.lookup(&slot);
+	__u32 *dead;
 	struct sw_header *event;
+	struct sw_birth *birth = sw_held_birth(pid);
 
+	if (birth && birth->state == SW_BIRTH_EXITED) {
+		sw_submit_brief(birth);
+		return 0;
+	}
+	dead = sw_dead_pids.lookup(&slot);
 	if (!dead || *dead != pid)
 		return 0;
 	*dead = 0;
