@@ -21,12 +21,14 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	if ((__u32)id != pid)
 		return 0;
 #endif
-	birth = sw_held_birth(pid);
-	if (birth && birth->state == SW_BIRTH_ALIVE) {
+	birth = sw_birth_slot(pid);
+	if (birth && birth->pid == pid && birth->state == SW_BIRTH_ALIVE) {
 		birth->exited_ns = bpf_ktime_get_boot_ns();
 		sw_compiler_barrier(); /* the state last, as the reader expects */
-		birth->state = SW_BIRTH_EXITED;
-		return 0;
+		if (__sync_val_compare_and_swap(sw_birth_tag(birth), SW_BIRTH_TAG(pid, SW_BIRTH_ALIVE),
+						SW_BIRTH_TAG(pid, SW_BIRTH_EXITED)) == SW_BIRTH_TAG(pid, SW_BIRTH_ALIVE))
+			return 0;
+		/* its fork was flushed meanwhile: it exits as any other process */
 	}
 	evicted = sw_take_dead_slot(pid);
 
