@@ -78,6 +78,8 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	struct sw_exec_event *event = sw_exec_slots.lookup(&slot);
 	__u32 flags, argv_size;
 
+	/* A held fork goes out before the exec that ends its hold (births.h). */
+	sw_flush_held(args->pid);
 	if (!event)
 		return 0;
 	if (event->hdr.pid == old_tid) {

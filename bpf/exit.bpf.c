@@ -2,27 +2,9 @@
 /* sched:sched_process_exit fires for every exiting thread; the process is
  * gone when the whole group is (group_dead, on kernels whose tracepoint has
  * it; older ones: the leader's exit stands for the group, as exitsnoop does).
- * After this the process is a zombie until sched_process_free (free.bpf.c). */
-
-static __always_inline __u32 sw_take_dead_slot(__u32 pid)
-{
-	__u32 slot = pid % SW_DEAD_SLOTS;
-	__u32 zero = 0;
-	__u32 *dead = sw_dead_pids.lookup(&slot);
-	__u32 evicted = 0;
-	__u64 *collisions;
-
-	if (!dead)
-		return 0;
-	if (*dead && *dead != pid) {
-		evicted = *dead;
-		collisions = sw_dead_pids_stats.lookup(&zero);
-		if (collisions)
-			(*collisions)++;
-	}
-	*dead = pid;
-	return evicted;
-}
+ * After this the process is a zombie until sched_process_free (free.bpf.c).
+ * A process whose fork is still held keeps its exit time in its slot instead
+ * of a record (births.h). */
 
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
@@ -30,6 +12,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	__u32 pid = id >> 32;
 	__u32 evicted;
 	struct sw_exit_event *event;
+	struct sw_birth *birth;
 
 #ifdef SW_EXIT_HAS_GROUP_DEAD
 	if (!args->group_dead)
@@ -38,6 +21,15 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	if ((__u32)id != pid)
 		return 0;
 #endif
+	birth = sw_birth_slot(pid);
+	if (birth && birth->pid == pid && birth->state == SW_BIRTH_ALIVE) {
+		birth->exited_ns = bpf_ktime_get_boot_ns();
+		sw_compiler_barrier(); /* the state last, as the reader expects */
+		if (__sync_val_compare_and_swap(sw_birth_tag(birth), SW_BIRTH_TAG(pid, SW_BIRTH_ALIVE),
+						SW_BIRTH_TAG(pid, SW_BIRTH_EXITED)) == SW_BIRTH_TAG(pid, SW_BIRTH_ALIVE))
+			return 0;
+		/* its fork was flushed meanwhile: it exits as any other process */
+	}
 	evicted = sw_take_dead_slot(pid);
 
 	event = sw_events.ringbuf_reserve(sizeof(*event));

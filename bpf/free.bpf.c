@@ -5,15 +5,46 @@
  * dead processes produce an event (a pid whose slot a later exit took is not
  * marked any more: that exit's event named it, and user space settles its
  * reap from /proc).  It runs in an RCU callback where current
- * is unrelated, so the event carries no cgroup: user space knows it. */
+ * is unrelated, so the event carries no cgroup: user space knows it.
+ * A process that exited with its fork held is told whole here, in one BRIEF
+ * record (births.h). */
+
+/* Sends the BRIEF of `pid`, held and exited in `birth`, and frees the slot;
+ * false when another program took the slot first (it sent the fork and exit,
+ * and marked the pid dead: the reap then comes as a REAP). */
+static __always_inline bool sw_send_brief(struct sw_birth *birth, __u32 pid)
+{
+	__u64 tag = SW_BIRTH_TAG(pid, SW_BIRTH_EXITED);
+	struct sw_brief_event *event = sw_events.ringbuf_reserve(sizeof(*event));
+
+	if (!event) {
+		if (!sw_take_birth(birth, tag))
+			return false;
+		sw_count_lost(SW_EVENT_BRIEF);
+		return true;
+	}
+	sw_fill_header_of_birth(&event->hdr, SW_EVENT_BRIEF, sizeof(*event), birth, pid);
+	event->exited_ns = birth->exited_ns;
+	event->reaped_ns = bpf_ktime_get_boot_ns();
+	if (!sw_take_birth(birth, tag)) {
+		sw_events.ringbuf_discard(event, 0);
+		return false;
+	}
+	sw_events.ringbuf_submit(event, SW_SUBMIT_FLAGS);
+	return true;
+}
 
 TRACEPOINT_PROBE(sched, sched_process_free)
 {
 	__u32 pid = args->pid;
 	__u32 slot = pid % SW_DEAD_SLOTS;
-	__u32 *dead = sw_dead_pids.lookup(&slot);
+	__u32 *dead;
 	struct sw_header *event;
+	struct sw_birth *birth = sw_birth_slot(pid);
 
+	if (birth && *sw_birth_tag(birth) == SW_BIRTH_TAG(pid, SW_BIRTH_EXITED) && sw_send_brief(birth, pid))
+		return 0;
+	dead = sw_dead_pids.lookup(&slot);
 	if (!dead || *dead != pid)
 		return 0;
 	*dead = 0;

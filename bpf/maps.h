@@ -27,6 +27,10 @@ BPF_ARRAY(sw_dead_pids, __u32, SW_DEAD_SLOTS);
  * reap (index 0): that pid's reap is not reported by the kernel side. */
 BPF_PERCPU_ARRAY(sw_dead_pids_stats, __u64, 1);
 
+/* Forks held back (births.h), indexed by pid and tagged with it.  Mappable:
+ * user space reads it in place to announce forks held too long. */
+BPF_F_TABLE("array", __u32, struct sw_birth, sw_births, SW_BIRTH_SLOTS, BPF_F_MMAPABLE);
+
 static __always_inline void sw_count_lost(__u32 type)
 {
 	__u64 *lost = sw_lost_stats.lookup(&type);
@@ -44,6 +48,28 @@ static __always_inline void sw_fill_header(struct sw_header *hdr, __u16 type, __
 	hdr->cgroup_id = bpf_get_current_cgroup_id();
 	hdr->ppid = 0;
 	hdr->flags = 0;
+}
+
+/* Marks `pid` dead, awaiting its reap; returns the pid still awaiting its
+ * own reap whose slot this took (0 when none). */
+static __always_inline __u32 sw_take_dead_slot(__u32 pid)
+{
+	__u32 slot = pid % SW_DEAD_SLOTS;
+	__u32 zero = 0;
+	__u32 *dead = sw_dead_pids.lookup(&slot);
+	__u32 evicted = 0;
+	__u64 *collisions;
+
+	if (!dead)
+		return 0;
+	if (*dead && *dead != pid) {
+		evicted = *dead;
+		collisions = sw_dead_pids_stats.lookup(&zero);
+		if (collisions)
+			(*collisions)++;
+	}
+	*dead = pid;
+	return evicted;
 }
 
 #endif /* SPAWNWATCH_MAPS_H */

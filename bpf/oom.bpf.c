@@ -8,6 +8,7 @@ TRACEPOINT_PROBE(oom, mark_victim)
 	struct sw_oom_event *event;
 	__u32 pid = args->pid;
 
+	sw_flush_held(pid); /* the victim's fork before its OOM kill (births.h) */
 	event = sw_events.ringbuf_reserve(sizeof(*event));
 	if (!event) {
 		sw_count_lost(SW_EVENT_OOM);

@@ -4,6 +4,7 @@
  * so it runs even when the kernel headers bcc found do not match the kernel. */
 #include "spawnwatch.h"
 #include "maps.h"
+#include "births.h"
 #include "newtask.bpf.c"
 #include "exec.bpf.c"
 #include "exit.bpf.c"

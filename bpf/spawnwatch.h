@@ -26,6 +26,11 @@
 #ifndef SW_DEAD_SLOTS
 #define SW_DEAD_SLOTS 65536 /* zombies awaiting reap at once */
 #endif
+/* Forks held back until the process does something a record must say (see
+ * births.h): a slot per pid modulo this; a collision flushes the occupant. */
+#ifndef SW_BIRTH_SLOTS
+#define SW_BIRTH_SLOTS 8192
+#endif
 #ifndef SW_RINGBUF_PAGES
 #define SW_RINGBUF_PAGES 4096 /* 16 MiB with 4 KiB pages; a power of two */
 #endif
@@ -40,7 +45,8 @@ enum sw_event_type {
 	SW_EVENT_EXIT = 3,
 	SW_EVENT_REAP = 4,
 	SW_EVENT_OOM = 5,
-	SW_EVENT_TYPE_MAX = 6,
+	SW_EVENT_BRIEF = 6,
+	SW_EVENT_TYPE_MAX = 7,
 };
 
 enum sw_flags {
@@ -71,6 +77,15 @@ struct sw_exit_event {
 	__u32 reserved; /* explicit, so the layout has no hidden padding */
 };
 
+/* A process that was forked, exited and was reaped while its fork was held:
+ * the header is its fork's (ts = fork time, ppid = the caller, its comm and
+ * cgroup then), the tail its exit and reap times. */
+struct sw_brief_event {
+	struct sw_header hdr;
+	__u64 exited_ns;
+	__u64 reaped_ns;
+};
+
 struct sw_exec_event {
 	struct sw_header hdr;
 	__u32 argc;      /* arguments captured */
@@ -85,6 +100,27 @@ struct sw_oom_event {
 	__u64 file_rss_kb;
 	__u64 shmem_rss_kb;
 	__u64 total_vm_kb;
+};
+
+enum sw_birth_state {
+	SW_BIRTH_EMPTY = 0,
+	SW_BIRTH_ALIVE = 1,  /* forked, nothing else yet */
+	SW_BIRTH_EXITED = 2, /* and exited: a zombie awaiting its reap */
+};
+
+/* A held fork, in the sw_births array that user space maps read-only and
+ * sweeps for forks held too long (no record came for them).  pid first, then
+ * state: cleared together as one zero word, so the sweep finds occupied slots
+ * without reading the rest. */
+struct sw_birth {
+	__u32 pid; /* the slot's tag: pid % SW_BIRTH_SLOTS is the index */
+	__u32 state; /* enum sw_birth_state */
+	__u64 forked_ns;
+	__u64 exited_ns;
+	__u64 cgroup_id; /* the caller's at fork, as a fork record carries */
+	__u32 ppid;      /* the caller */
+	__u32 flags;     /* SW_FLAG_CLONE_PARENT */
+	char comm[SW_COMM_LEN];
 };
 
 #endif /* SPAWNWATCH_H */

@@ -8,10 +8,11 @@ from collections import Counter
 
 import pytest
 
-from spawnwatch.events import Exec, Exit, Fork, Oom, Reap, from_record, to_record
+from spawnwatch.events import Brief, Exec, Exit, Fork, Oom, Reap, from_record, to_record
 from spawnwatch.probe import (
     PAGE_SIZE, KnownProcesses, Probe, ProbeError, UnsettledZombies, layout, ring_buffer_pages, table_flags,
 )
+from spawnwatch.probe.births import HeldForks
 
 
 def record(event, flags=0, evicted_pid=0):
@@ -25,6 +26,7 @@ def test_every_kind_round_trips_through_the_kernel_layout():
         Exit(1.7, 200, 0, "true", 7),
         Reap(1.8, 200, 0, "", 0),
         Oom(1.9, 300, 0, "node", 9, rss_bytes=64 << 20),
+        Brief(2.0, 400, 100, "bash", 7, exited_at=2.001, reaped_at=2.0125),
     ]
     for event in events:
         assert layout.decode(record(event)) == (event, 0, 0)
@@ -65,6 +67,7 @@ MALFORMED = {
     "exit without evicted_pid": with_size(record(Exit(1.2, 10, 0, "x", 1)), layout.HEADER.size)[: layout.HEADER.size],
     "oom declaring only a header": with_size(record(Oom(1.3, 10, 0, "x", 1, rss_bytes=4096)), layout.HEADER.size),
     "fork declaring less than a header": with_size(record(Fork(1.0, 10, 1, "sh", 1)), 4),
+    "brief without its times": with_size(record(Brief(1.0, 10, 1, "sh", 1, 1.1, 1.2)), layout.HEADER.size),
 }
 
 
@@ -109,6 +112,99 @@ def test_clone_parent_takes_the_callers_parent():
     assert known.complete(Fork(1.2, 301, 300, "x", 1), layout.FLAG_CLONE_PARENT).ppid == 1
 
 
+def test_a_brief_gets_its_parent_like_a_fork_and_leaves_nothing_behind():
+    known = KnownProcesses(parent_of=lambda pid: {100: 1}.get(pid))
+    brief = known.complete(Brief(1.0, 200, 100, "sh", 7, 1.1, 1.2), layout.FLAG_CLONE_PARENT)
+    assert brief.ppid == 1
+    assert known.complete(Brief(1.0, 201, 100, "sh", 7, 1.1, 1.2), 0).ppid == 100
+    known.complete(Fork(0.5, 202, 100, "sh", 7), 0)  # a former life of a pid a brief then takes
+    known.complete(Brief(1.0, 202, 100, "sh", 7, 1.1, 1.2), 0)
+    assert known.complete(Reap(2.0, 200, 0, "", 0), 0).comm == ""  # nothing remembered of 200
+    assert known.complete(Reap(2.0, 202, 0, "", 0), 0).comm == ""  # nor of 202's former life
+
+
+SLOTS = 16
+
+
+class Births:
+    """A sw_births array as the kernel side fills it."""
+
+    def __init__(self) -> None:
+        self.raw = bytearray(SLOTS * layout.BIRTH.size)
+
+    def hold(self, pid, forked, ppid=100, state=layout.BIRTH_ALIVE, exited=0.0, flags=0):
+        layout.BIRTH.pack_into(self.raw, pid % SLOTS * layout.BIRTH.size, pid, state, round(forked * 1e9),
+                               round(exited * 1e9), 7, ppid, flags, b"worker")
+
+    def clear(self, pid):
+        layout.BIRTH.pack_into(self.raw, pid % SLOTS * layout.BIRTH.size, 0, 0, 0, 0, 0, 0, 0, b"")
+
+    def read(self, slot):
+        return bytes(self.raw[slot * layout.BIRTH.size : (slot + 1) * layout.BIRTH.size])
+
+    def sweep(self, held, cutoff):
+        return [(e.kind.value, e.pid, e.ts, flags) for e, flags in held.sweep(bytes(self.raw), round(cutoff * 1e9),
+                                                                                  self.read)]
+
+
+def test_the_sweep_announces_each_fork_and_exit_held_past_the_cutoff_once():
+    births, held = Births(), HeldForks(SLOTS)
+    births.hold(20, 1.0, flags=layout.FLAG_CLONE_PARENT)
+    births.hold(21, 1.2, state=layout.BIRTH_EXITED, exited=1.3)
+    births.hold(22, 5.0)  # young
+    assert births.sweep(held, 0.5) == []
+    assert births.sweep(held, 2.0) == [("fork", 20, 1.0, layout.FLAG_CLONE_PARENT), ("fork", 21, 1.2, 0),
+                                       ("exit", 21, 1.3, 0)]
+    assert births.sweep(held, 3.0) == []  # told once
+    births.hold(20, 1.0, state=layout.BIRTH_EXITED, exited=3.5)
+    assert births.sweep(held, 3.4) == []
+    assert births.sweep(held, 4.0) == [("exit", 20, 3.5, 0)]
+    assert births.sweep(held, 9.0) == [("fork", 22, 5.0, 0)]
+    assert (held.swept_forks, held.swept_exits) == (3, 2)
+
+
+def test_the_sweep_trusts_only_whole_slots_that_hold_still():
+    births, held = Births(), HeldForks(SLOTS)
+    births.hold(20, 1.0)
+    copied = bytes(births.raw)
+    births.clear(20)  # told by the kernel after the copy: the re-read shows it gone
+    assert held.sweep(copied, round(2e9), births.read) == []
+    births.hold(20, 1.0)
+    layout.BIRTH.pack_into(births.raw, 5 * layout.BIRTH.size, 20, layout.BIRTH_ALIVE, 10**9, 0, 7, 100, 0, b"x")
+    layout.BIRTH.pack_into(births.raw, 6 * layout.BIRTH.size, 6, 9, 10**9, 0, 7, 100, 0, b"x")  # no such state
+    moving = iter(range(100))
+
+    def never_still(slot):
+        return births.read(slot) if slot != 4 else bytes([next(moving)]) + births.read(slot)[1:]
+
+    assert held.sweep(bytes(births.raw), round(2e9), never_still) == []  # 20's slot is 4, not 5; 6 is torn
+    assert [e.pid for e, _ in held.sweep(bytes(births.raw), round(2e9), births.read)] == [20]
+
+
+def test_kernel_records_of_an_announced_process_are_not_told_twice():
+    births, held = Births(), HeldForks(SLOTS)
+    births.hold(20, 1.0)
+    births.hold(21, 1.0, state=layout.BIRTH_EXITED, exited=1.1)
+    births.hold(22, 1.0)
+    births.hold(23, 1.0, state=layout.BIRTH_EXITED, exited=1.1)
+    births.sweep(held, 2.0)
+    # 20 execs: its flushed fork is dropped, the rest goes as for any process.
+    assert held.kernel_event(Fork(1.0, 20, 100, "worker", 7)) == ()
+    assert held.kernel_event(Exit(3.0, 20, 0, "true", 7)) == (Exit(3.0, 20, 0, "true", 7),)
+    # 21, a zombie, is reaped: its brief is the reap still untold.
+    assert held.kernel_event(Brief(1.0, 21, 100, "worker", 7, 1.1, 3.0)) == (Reap(3.0, 21, 0, "", 0),)
+    # 22 exited after the sweep, then was reaped: the exit and the reap.
+    assert held.kernel_event(Brief(1.0, 22, 100, "worker", 7, 2.5, 3.0)) == (
+        Exit(2.5, 22, 0, "worker", 7), Reap(3.0, 22, 0, "", 0))
+    # 23 lost its slot: the flush's fork and exit are both dropped, its reap comes.
+    assert held.kernel_event(Fork(1.0, 23, 100, "worker", 7)) == ()
+    assert held.kernel_event(Exit(1.1, 23, 0, "worker", 7)) == ()
+    assert held.kernel_event(Reap(4.0, 23, 0, "", 0)) == (Reap(4.0, 23, 0, "", 0),)
+    # New lives of those pids are told whole.
+    for event in (Fork(5.0, 20, 1, "x", 7), Exit(6.0, 20, 0, "x", 7), Brief(5.0, 21, 1, "x", 7, 5.1, 5.2)):
+        assert held.kernel_event(event) == (event,)
+
+
 def test_oom_keeps_the_victims_own_cgroup():
     known = KnownProcesses(parent_of=lambda pid: None)
     known.complete(Fork(1.0, 200, 100, "node", 42), 0)
@@ -137,13 +233,15 @@ def test_probe_batch_decoding_counts_and_fills_missing_argv():
     assert probe.stats() == {
         "events": {"fork": 1, "exec": 1},
         "lost": 0,
-        "lost_by_kind": {"fork": 0, "exec": 0, "exit": 0, "reap": 0, "oom": 0},
-        "missed_by_kind": {"fork": 0, "exec": 0, "exit": 0, "reap": 0, "oom": 0},
+        "lost_by_kind": {"fork": 0, "exec": 0, "exit": 0, "reap": 0, "oom": 0, "brief": 0},
+        "missed_by_kind": {"fork": 0, "exec": 0, "exit": 0, "reap": 0, "oom": 0, "brief": 0},
         "decode_errors": 1,
         "dead_slot_collisions": 0,
         "dead_slot_settled": 0,
         "dead_slot_given_up": 0,
         "resyncs": 0,
+        "swept_forks": 0,
+        "swept_exits": 0,
     }
 
 
@@ -218,18 +316,22 @@ def test_table_sizes_become_cflags_and_bad_ones_are_refused():
     page_kb = PAGE_SIZE // 1024
     assert table_flags(None, None) == []
     assert table_flags(4 * page_kb, 16) == ["-DSW_RINGBUF_PAGES=4", "-DSW_DEAD_SLOTS=16"]
+    assert table_flags(None, None, 64) == ["-DSW_BIRTH_SLOTS=64"]
     assert ring_buffer_pages(16384) == 16384 // page_kb  # the default size is valid
     for kb in (3 * page_kb, page_kb + 1, page_kb // 2):
         with pytest.raises(ProbeError, match="power of two"):
             ring_buffer_pages(kb)
     with pytest.raises(ProbeError, match="dead slots"):
         table_flags(None, 0)
+    with pytest.raises(ProbeError, match="birth slots"):
+        table_flags(None, None, 0)
 
 
 def test_ten_thousand_mangled_records_decode_or_raise_decode_error_only():
     rng = random.Random(8)
     valid = [record(Fork(1.0, 10, 1, "sh", 1)), record(EXEC), record(Exit(1.2, 10, 0, "x", 1), evicted_pid=7),
-             record(Reap(1.3, 10, 0, "", 0)), record(Oom(1.4, 10, 0, "x", 1, rss_bytes=4096))]
+             record(Reap(1.3, 10, 0, "", 0)), record(Oom(1.4, 10, 0, "x", 1, rss_bytes=4096)),
+             record(Brief(1.5, 10, 1, "x", 1, 1.6, 1.7))]
     outcomes = Counter()
     for _ in range(10_000):
         raw = bytearray(rng.choice(valid))

@@ -192,7 +192,7 @@ def test_layout_offsets_match_the_kernel_structs_field_by_field():
     from spawnwatch.probe import layout
     from spawnwatch.probe.preflight import bpf_dir
 
-    structs = ("sw_header", "sw_exec_event", "sw_exit_event", "sw_oom_event")
+    structs = ("sw_header", "sw_exec_event", "sw_exit_event", "sw_oom_event", "sw_brief_event", "sw_birth")
     text = (bpf_dir() / "spawnwatch.h").read_text() + "".join(
         f"BPF_ARRAY(layout_{name}, struct {name}, 1);\n" for name in structs
     )

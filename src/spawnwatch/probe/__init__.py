@@ -4,11 +4,16 @@ on a timer, decode records into spawnwatch events.
     with Probe() as probe:
         events = probe.poll(timeout=0.1)
         probe.stats()   # {"events": {"fork": n, ...}, "lost": n, "lost_by_kind": {...}, ...}
+
+The kernel side holds each fork back until the process does something else, and
+tells a process forked, exited and reaped with nothing in between in one Brief;
+each poll also sweeps the held forks (births.py) for those held too long.
 """
 
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import re
 import time
@@ -18,8 +23,9 @@ from pathlib import Path
 from typing import Callable
 
 from spawnwatch.config import default_redactor
-from spawnwatch.events import Event, Exec, Exit, Fork, Kind, Oom, Reap
+from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Kind, Oom, Reap
 from spawnwatch.probe import layout, preflight
+from spawnwatch.probe.births import HOLD_S, HeldForks
 from spawnwatch.redact import Redactor
 
 _LOCAL_INCLUDE = re.compile(r'^#include "([^"]+)"\s*$')
@@ -65,7 +71,7 @@ def ring_buffer_pages(kb: int) -> int:
     return pages
 
 
-def table_flags(ring_buffer_kb: int | None, dead_slots: int | None) -> list[str]:
+def table_flags(ring_buffer_kb: int | None, dead_slots: int | None, birth_slots: int | None = None) -> list[str]:
     """-D flags overriding the kernel-side tables' default sizes."""
     flags = []
     if ring_buffer_kb is not None:
@@ -74,6 +80,10 @@ def table_flags(ring_buffer_kb: int | None, dead_slots: int | None) -> list[str]
         if dead_slots < 1:
             raise ProbeError(f"{dead_slots} dead slots: fix: at least 1")
         flags.append(f"-DSW_DEAD_SLOTS={dead_slots}")
+    if birth_slots is not None:
+        if birth_slots < 1:
+            raise ProbeError(f"{birth_slots} birth slots: fix: at least 1")
+        flags.append(f"-DSW_BIRTH_SLOTS={birth_slots}")
     return flags
 
 
@@ -95,6 +105,10 @@ def feature_flags() -> list[str]:
 # pid stays a zombie in the table until it is reused).  Counted apart from `lost`
 # for now: a resync per miss would cost more than the phantom zombie.  A missed
 # sys_enter_execve only costs its exec's argv, read from /proc instead.
+# Each program counts as the kind of its main record.  sched_process_free sends
+# Briefs too, but a skipped run loses a reap either way: the held process it
+# would have told whole stays in its slot, and the sweep announces its fork and
+# exit.  task_newtask's records are the held forks it flushes.
 EMITTING_PROGRAMS = {
     b"tracepoint__task__task_newtask": Kind.FORK,
     b"tracepoint__sched__sched_process_exec": Kind.EXEC,
@@ -143,9 +157,12 @@ class KnownProcesses:
     def complete(self, event: Event, flags: int) -> Event:
         """`event` with the parent (and for reaps, comm and cgroup) filled in."""
         pid = event.pid
-        if isinstance(event, Fork):
+        if isinstance(event, (Fork, Brief)):
             ppid = self.parent(event.ppid) if flags & layout.FLAG_CLONE_PARENT else event.ppid
-            self.remember(pid, ppid, event.comm, event.cgroup_id)
+            if isinstance(event, Fork):
+                self.remember(pid, ppid, event.comm, event.cgroup_id)
+            else:
+                self._entries.pop(pid, None)  # reaped already: nothing will ask about it
             return replace(event, ppid=ppid) if ppid != event.ppid else event
         if isinstance(event, Reap):
             ppid, comm, cgroup_id = self._entries.pop(pid, None) or (self._parent_of(pid) or 0, "", 0)
@@ -209,8 +226,8 @@ class Probe:
     before we attached, the argv of an exec that began before we attached;
     `zombie_start`, whether a zombie whose dead slot was taken is still one.
     Every exec's argv, from either, leaves through `redact` (by default the
-    default config's rules).  `ring_buffer_kb` and `dead_slots` size the
-    kernel-side tables (default: bpf/spawnwatch.h's)."""
+    default config's rules).  `ring_buffer_kb`, `dead_slots` and `birth_slots`
+    size the kernel-side tables (default: bpf/spawnwatch.h's)."""
 
     def __init__(
         self,
@@ -220,12 +237,15 @@ class Probe:
         zombie_start: ZombieStart | None = None,
         ring_buffer_kb: int | None = None,
         dead_slots: int | None = None,
+        birth_slots: int | None = None,
     ) -> None:
         self._argv_of = argv_of
         self._redact = redact if redact is not None else default_redactor()
         self._known = KnownProcesses(parent_of)
         self._unsettled = UnsettledZombies(zombie_start or (lambda pid: None))
-        self._table_flags = table_flags(ring_buffer_kb, dead_slots)
+        self._table_flags = table_flags(ring_buffer_kb, dead_slots, birth_slots)
+        self._held = HeldForks(birth_slots or layout.BIRTH_SLOTS)
+        self._births: mmap.mmap | None = None
         self._bpf = None
         self._records: list[bytes] = []
         self._counts: Counter[str] = Counter()
@@ -265,24 +285,46 @@ class Probe:
 
         self._callback = on_record  # bcc keeps only a weak reference
         self._bpf[b"sw_events"].open_ring_buffer(on_record)
+        births = self._bpf[b"sw_births"]
+        mapped = -(-births.max_entries * layout.BIRTH.size // PAGE_SIZE) * PAGE_SIZE
+        self._births = mmap.mmap(births.map_fd, mapped, mmap.MAP_SHARED, mmap.PROT_READ)
 
     def close(self) -> None:
+        if self._births is not None:
+            self._births.close()
+            self._births = None
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None
 
     def poll(self, timeout: float = 0.05) -> list[Event]:
-        """Wait up to `timeout` s (an OOM kill wakes us early), drain, decode."""
+        """Wait up to `timeout` s (an OOM kill wakes us early), drain, decode,
+        then the held forks HOLD_S old that no record told."""
         assert self._bpf is not None, "Probe.open() first"
+        cutoff_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - int(HOLD_S * 1e9)
+        births = self._births_now()  # before the drain: what it leaves held, no record told
         self._bpf.ring_buffer_poll(max(1, int(timeout * 1000)))
         self._bpf.ring_buffer_consume()
-        return self.decode_batch(self._take_records())
+        return self.decode_batch(self._take_records()) + self._swept(births, cutoff_ns)
 
     def drain(self) -> list[Event]:
-        """Everything already in the ring, without waiting (used at shutdown)."""
+        """Everything already in the ring and every fork still held, without
+        waiting (at shutdown, or before /proc is read for a resync)."""
         assert self._bpf is not None
+        cutoff_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        births = self._births_now()
         self._bpf.ring_buffer_consume()
-        return self.decode_batch(self._take_records())
+        return self.decode_batch(self._take_records()) + self._swept(births, cutoff_ns)
+
+    def _births_now(self) -> bytes:
+        return self._births[: self._held.slots * layout.BIRTH.size]
+
+    def _birth(self, slot: int) -> bytes:
+        start = slot * layout.BIRTH.size
+        return self._births[start : start + layout.BIRTH.size]
+
+    def _swept(self, births: bytes, cutoff_ns: int) -> list[Event]:
+        return [self._complete(event, flags) for event, flags in self._held.sweep(births, cutoff_ns, self._birth)]
 
     def _take_records(self) -> list[bytes]:
         records = self._records[:]
@@ -290,8 +332,9 @@ class Probe:
         return records
 
     def decode_batch(self, records: list[bytes]) -> list[Event]:
-        """Records -> completed events, then the reaps /proc settled for zombies
-        whose dead slot was taken.  Undecodable records are counted and skipped."""
+        """Records -> completed events (less what the sweep already announced),
+        then the reaps /proc settled for zombies whose dead slot was taken.
+        Undecodable records are counted and skipped."""
         events = []
         now = time.clock_gettime(time.CLOCK_BOOTTIME)
         for raw in records:
@@ -304,7 +347,7 @@ class Probe:
                 found = self._argv_of(event.pid) if flags & layout.FLAG_ARGV_MISSING and self._argv_of else None
                 event = replace(event, argv=self._redact(found or event.argv),
                                 argv_truncated=event.argv_truncated and not found)
-            events.append(self._complete(event, flags))
+            events += [self._complete(told, flags if told is event else 0) for told in self._held.kernel_event(event)]
             if isinstance(event, Exit) and evicted_pid:
                 events += [self._complete(reap, 0) for reap in self._unsettled.evicted(evicted_pid, now)]
         events += [self._complete(reap, 0) for reap in self._unsettled.settle(now)]
@@ -374,4 +417,6 @@ class Probe:
             "dead_slot_settled": self._unsettled.settled,
             "dead_slot_given_up": self._unsettled.given_up,
             "resyncs": self._resyncs,
+            "swept_forks": self._held.swept_forks,
+            "swept_exits": self._held.swept_exits,
         }

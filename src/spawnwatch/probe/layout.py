@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from spawnwatch.events import Event, Exec, Exit, Fork, Kind, Oom, Reap
+from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Kind, Oom, Reap
 
 COMM_LEN = 16
 FILENAME_LEN = 256
@@ -19,6 +19,9 @@ FLAG_ARGV_TRUNCATED = 1 << 0
 FLAG_ARGV_MISSING = 1 << 1
 FLAG_CLONE_PARENT = 1 << 2
 
+BIRTH_SLOTS = 8192  # SW_BIRTH_SLOTS's default
+BIRTH_EMPTY, BIRTH_ALIVE, BIRTH_EXITED = 0, 1, 2
+
 # Each struct as (field, struct format) in declaration order; all are packed
 # by design (the C side pads explicitly), so offsets are running sums.
 HEADER_FIELDS = (
@@ -27,6 +30,12 @@ HEADER_FIELDS = (
 )
 EXEC_TAIL_FIELDS = (("argc", "I"), ("argv_size", "I"), ("filename", f"{FILENAME_LEN}s"))
 EXIT_TAIL_FIELDS = (("evicted_pid", "I"), ("reserved", "I"))
+BRIEF_TAIL_FIELDS = (("exited_ns", "Q"), ("reaped_ns", "Q"))
+# A held fork in the sw_births array (bpf/births.h), read by the sweep.
+BIRTH_FIELDS = (
+    ("pid", "I"), ("state", "I"), ("forked_ns", "Q"), ("exited_ns", "Q"), ("cgroup_id", "Q"),
+    ("ppid", "I"), ("flags", "I"), ("comm", f"{COMM_LEN}s"),
+)
 OOM_TAIL_FIELDS = (("anon_rss_kb", "Q"), ("file_rss_kb", "Q"), ("shmem_rss_kb", "Q"), ("total_vm_kb", "Q"))
 
 
@@ -38,6 +47,8 @@ HEADER = _packed(HEADER_FIELDS)
 EXEC_TAIL = _packed(EXEC_TAIL_FIELDS)
 EXIT_TAIL = _packed(EXIT_TAIL_FIELDS)
 OOM_TAIL = _packed(OOM_TAIL_FIELDS)
+BRIEF_TAIL = _packed(BRIEF_TAIL_FIELDS)
+BIRTH = _packed(BIRTH_FIELDS)
 
 
 def _offsets(fields: tuple[tuple[str, str], ...], start: int = 0) -> dict[str, tuple[int, int]]:
@@ -59,10 +70,12 @@ FIELDS = {
     },
     "sw_exit_event": {"hdr": (0, HEADER.size), **_offsets(EXIT_TAIL_FIELDS, HEADER.size)},
     "sw_oom_event": {"hdr": (0, HEADER.size), **_offsets(OOM_TAIL_FIELDS, HEADER.size)},
+    "sw_brief_event": {"hdr": (0, HEADER.size), **_offsets(BRIEF_TAIL_FIELDS, HEADER.size)},
+    "sw_birth": _offsets(BIRTH_FIELDS),
 }
 STRUCT_SIZES = {name: max(offset + size for offset, size in fields.values()) for name, fields in FIELDS.items()}
 
-TYPE_KINDS = {1: Kind.FORK, 2: Kind.EXEC, 3: Kind.EXIT, 4: Kind.REAP, 5: Kind.OOM}
+TYPE_KINDS = {1: Kind.FORK, 2: Kind.EXEC, 3: Kind.EXIT, 4: Kind.REAP, 5: Kind.OOM, 6: Kind.BRIEF}
 # The fewest bytes a record of each kind declares (an exec's argv may be empty).
 MIN_SIZES = {
     Kind.FORK: HEADER.size,
@@ -70,6 +83,7 @@ MIN_SIZES = {
     Kind.EXIT: STRUCT_SIZES["sw_exit_event"],
     Kind.REAP: HEADER.size,
     Kind.OOM: STRUCT_SIZES["sw_oom_event"],
+    Kind.BRIEF: STRUCT_SIZES["sw_brief_event"],
 }
 
 
@@ -83,7 +97,8 @@ class Decoded(NamedTuple):
     evicted_pid: int = 0  # exits only: a zombie whose reap the kernel side will not report
 
 
-def _text(raw: bytes) -> str:
+def text(raw: bytes) -> str:
+    """A NUL-padded C string."""
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
@@ -101,7 +116,7 @@ def decode(raw: bytes) -> Decoded:
         raise DecodeError(f"{kind.value} record claims {size} bytes but has {len(raw)}")
     if size < MIN_SIZES[kind]:
         raise DecodeError(f"{kind.value} record claims {size} bytes, fewer than its layout's {MIN_SIZES[kind]}")
-    common = dict(ts=ts_ns / 1e9, pid=pid, ppid=ppid, comm=_text(comm), cgroup_id=cgroup_id)
+    common = dict(ts=ts_ns / 1e9, pid=pid, ppid=ppid, comm=text(comm), cgroup_id=cgroup_id)
     if kind is Kind.FORK:
         return Decoded(Fork(**common), flags)
     if kind is Kind.EXIT:
@@ -109,12 +124,15 @@ def decode(raw: bytes) -> Decoded:
         return Decoded(Exit(**common), flags, evicted_pid)
     if kind is Kind.REAP:
         return Decoded(Reap(**common), flags)
+    if kind is Kind.BRIEF:
+        exited_ns, reaped_ns = BRIEF_TAIL.unpack_from(raw, HEADER.size)
+        return Decoded(Brief(**common, exited_at=exited_ns / 1e9, reaped_at=reaped_ns / 1e9), flags)
     if kind is Kind.EXEC:
         argc, argv_size, filename = EXEC_TAIL.unpack_from(raw, HEADER.size)
         start = HEADER.size + EXEC_TAIL.size
         blob = raw[start : start + min(argv_size, size - start)]
         argv = tuple(a.decode("utf-8", "replace") for a in blob.split(b"\0")[:argc])
-        exec_ = Exec(**common, argv=argv, filename=_text(filename), argv_truncated=bool(flags & FLAG_ARGV_TRUNCATED))
+        exec_ = Exec(**common, argv=argv, filename=text(filename), argv_truncated=bool(flags & FLAG_ARGV_TRUNCATED))
         return Decoded(exec_, flags)
     anon, file, shmem, _total_vm = OOM_TAIL.unpack_from(raw, HEADER.size)
     return Decoded(Oom(**common, rss_bytes=(anon + file + shmem) * 1024), flags)
@@ -142,6 +160,9 @@ def encode(event: Event, flags: int = 0, evicted_pid: int = 0) -> bytes:
         )
     if isinstance(event, Exit):
         return header(STRUCT_SIZES["sw_exit_event"]) + EXIT_TAIL.pack(evicted_pid, 0)
+    if isinstance(event, Brief):
+        return header(STRUCT_SIZES["sw_brief_event"]) + BRIEF_TAIL.pack(
+            round(event.exited_at * 1e9), round(event.reaped_at * 1e9))
     if isinstance(event, Oom):
         return header(STRUCT_SIZES["sw_oom_event"]) + OOM_TAIL.pack(event.rss_bytes // 1024, 0, 0, 0)
     return header(HEADER.size)

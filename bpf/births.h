@@ -1,0 +1,142 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* Held forks.  Most processes of a fork storm are forked, exit and are reaped
+ * within milliseconds with nothing in between; three records each (fork,
+ * exit, reap) cost the reader three times what one does.  So a fork is held
+ * in the child's sw_births slot, without a record, until the process does
+ * something a record must say:
+ *
+ *   - it forks a child (user space must know a parent before its child), it
+ *     execs, the OOM killer marks it, or another pid needs its slot: its fork
+ *     record goes out then (with its exit record if it had exited), with the
+ *     fork's own time, and the process goes on as if never held;
+ *   - it exits: the slot keeps the exit time, still no record;
+ *   - it is reaped after exiting held: one BRIEF record tells its whole life.
+ *
+ * A process held longer than user space wants to wait (a worker that never
+ * execs, a zombie nobody reaps) is announced by user space itself, which maps
+ * this array read-only and sweeps it (bpf_timer is refused in tracing
+ * programs).  Writers publish a slot's tag (pid, state) last and take it with
+ * a compare-and-swap, so a reader that checks the tag and reads twice sees a
+ * whole slot, and of two programs racing for one slot (a process's exit or
+ * reap against another pid's fork on another CPU) one sends its records. */
+#ifndef SPAWNWATCH_BIRTHS_H
+#define SPAWNWATCH_BIRTHS_H
+
+#define sw_compiler_barrier() asm volatile("" ::: "memory")
+
+/* pid and state as one word (little-endian: pid low), so that a program takes
+ * a slot from another CPU's with one compare-and-swap: the fields are copied
+ * first, the record is sent only if the tag was still the one read. */
+#define SW_BIRTH_TAG(pid, state) ((__u64)(state) << 32 | (pid))
+
+static __always_inline __u64 *sw_birth_tag(struct sw_birth *birth)
+{
+	return (__u64 *)birth;
+}
+
+static __always_inline struct sw_birth *sw_birth_slot(__u32 pid)
+{
+	__u32 slot = pid % SW_BIRTH_SLOTS;
+
+	return sw_births.lookup(&slot);
+}
+
+/* `pid`'s slot while it holds pid's fork, else NULL. */
+static __always_inline struct sw_birth *sw_held_birth(__u32 pid)
+{
+	struct sw_birth *birth = sw_birth_slot(pid);
+
+	if (!birth || birth->pid != pid || birth->state == SW_BIRTH_EMPTY)
+		return NULL;
+	return birth;
+}
+
+/* A header as the held fork's record had it when it was made. */
+static __always_inline void sw_fill_header_of_birth(struct sw_header *hdr, __u16 type, __u16 size,
+						    const struct sw_birth *birth, __u32 pid)
+{
+	hdr->type = type;
+	hdr->size = size;
+	hdr->pid = pid;
+	hdr->ts_ns = birth->forked_ns;
+	hdr->cgroup_id = birth->cgroup_id;
+	hdr->ppid = birth->ppid;
+	hdr->flags = birth->flags;
+	__builtin_memcpy(hdr->comm, birth->comm, SW_COMM_LEN);
+}
+
+/* Empties the slot if it still holds `tag`: false when another program took
+ * it first (it sends what this one would have). */
+static __always_inline bool sw_take_birth(struct sw_birth *birth, __u64 tag)
+{
+	return __sync_val_compare_and_swap(sw_birth_tag(birth), tag, 0) == tag;
+}
+
+/* Sends the records a held process would have had so far (fork, and exit if
+ * it exited: its reap then comes as a REAP, from the dead slot taken here) and
+ * frees the slot.  False when the slot changed under it (try again). */
+static __always_inline bool sw_try_flush_birth(struct sw_birth *birth)
+{
+	__u64 tag = *(volatile __u64 *)sw_birth_tag(birth);
+	__u32 pid = (__u32)tag;
+	bool exited = tag >> 32 == SW_BIRTH_EXITED;
+	struct sw_header *fork;
+	struct sw_exit_event *exit = NULL;
+
+	if (!pid)
+		return true;
+	fork = sw_events.ringbuf_reserve(sizeof(*fork));
+	if (fork)
+		sw_fill_header_of_birth(fork, SW_EVENT_FORK, sizeof(*fork), birth, pid);
+	if (exited) {
+		exit = sw_events.ringbuf_reserve(sizeof(*exit));
+		if (exit) {
+			sw_fill_header_of_birth(&exit->hdr, SW_EVENT_EXIT, sizeof(*exit), birth, pid);
+			exit->hdr.ts_ns = birth->exited_ns;
+			exit->hdr.ppid = 0;
+			exit->hdr.flags = 0;
+			exit->reserved = 0;
+		}
+	}
+	if (!sw_take_birth(birth, tag)) {
+		if (fork)
+			sw_events.ringbuf_discard(fork, 0);
+		if (exit)
+			sw_events.ringbuf_discard(exit, 0);
+		return false;
+	}
+	if (fork)
+		sw_events.ringbuf_submit(fork, SW_SUBMIT_FLAGS);
+	else
+		sw_count_lost(SW_EVENT_FORK);
+	if (exited) {
+		__u32 evicted = sw_take_dead_slot(pid);
+
+		if (exit) {
+			exit->evicted_pid = evicted;
+			sw_events.ringbuf_submit(exit, SW_SUBMIT_FLAGS);
+		} else {
+			sw_count_lost(SW_EVENT_EXIT);
+		}
+	}
+	return true;
+}
+
+/* Flushes whatever the slot holds; a slot that keeps changing under it (other
+ * CPUs flushing and filling it) is left to the program that changed it. */
+static __always_inline void sw_flush_birth(struct sw_birth *birth)
+{
+	if (!sw_try_flush_birth(birth))
+		sw_try_flush_birth(birth);
+}
+
+/* Flushes `pid`'s held fork, if it is held. */
+static __always_inline void sw_flush_held(__u32 pid)
+{
+	struct sw_birth *birth = sw_held_birth(pid);
+
+	if (birth)
+		sw_flush_birth(birth);
+}
+
+#endif /* SPAWNWATCH_BIRTHS_H */
