@@ -10,10 +10,11 @@ One `forkloop` per core (`fork(); _exit(0)`, bench/forkloop.c) in every phase:
    (the machine's speed drifts), and the median is reported, with the consumer's
    CPU (utime + stime, storm and drain) per traced process and per event;
 2. `watch` attached while the storm forks PROCESSES processes (1,000,000 by
-   default) in DURATION-second chunks: its anonymous RSS after each chunk (the
-   process table is at its cap once CAP processes have gone by), the ns/event of
-   every BPF program (kernel.bpf_stats_enabled), then an exec storm (children exec
-   /bin/true) for the exec programs;
+   default) in DURATION-second chunks, then while children exec /bin/true until
+   more than the process table's cap have (an exec'd child enters the table; a
+   fork-only one that ends at once comes as one brief record and does not): its
+   anonymous RSS after each chunk, and the ns/event of every BPF program
+   (kernel.bpf_stats_enabled) in the fork storm and in the exec storm;
 3. `watch --record` over one run, then `watch --replay` of the recording: CPU per
    recorded event (decode + lineage + detect; interpreter start-up, measured on
    the recording's first records alone, taken off), and whether the replay
@@ -49,6 +50,8 @@ STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 CONSUMERS = {"watch": ["watch", "--json"], "trace": ["trace", "--json"]}
 TABLE_CAP = 65536  # the default [lineage] max_processes
+EXECS_PAST_CAP = TABLE_CAP * 5 // 4
+PROCESS_KINDS = ("fork", "exec", "exit", "reap", "oom", "brief")
 LOST = 2
 REPLAY_DIFFERS = 3
 
@@ -247,10 +250,17 @@ def rate(run: tuple[int, float]) -> float:
     return run[0] / run[1]
 
 
-def long_watch(options: argparse.Namespace) -> tuple[list[tuple[int, int]], int]:
-    """watch under PROCESSES processes: (processes so far, anon RSS) per chunk; its lost events."""
-    print(f"watch under {options.processes} processes, {options.duration:.0f} s chunks, then an exec storm",
-          flush=True)
+@dataclass
+class LongRun:
+    forks: list[tuple[int, int]]  # (processes forked so far, anon RSS) at the start and after each chunk
+    execs: list[tuple[int, int]]  # (processes exec'd so far, anon RSS) after each chunk
+    lost: int
+
+
+def long_watch(options: argparse.Namespace) -> LongRun:
+    """watch under PROCESSES forks, then more exec'd children than the table holds."""
+    print(f"watch under {options.processes} processes, {options.duration:.0f} s chunks, then an exec storm"
+          f" of {EXECS_PAST_CAP} processes", flush=True)
     previous_stats = STATS_SYSCTL.read_text().strip()
     STATS_SYSCTL.write_text("1")
     samples = []
@@ -264,23 +274,36 @@ def long_watch(options: argparse.Namespace) -> tuple[list[tuple[int, int]], int]
                 samples.append((processes, anon_rss_bytes(running.pid)))
                 print(f"  {processes:9d} processes: anon RSS {samples[-1][1] / 2**20:6.1f} MiB", flush=True)
             after_forks = program_counters(running.programs)
-            execs, seconds = fork_storm(options.duration, options.loops, "exec")
+            exec_samples, execs, seconds = [], 0, 0.0
+            while execs < EXECS_PAST_CAP:
+                chunk, chunk_s = fork_storm(options.duration, options.loops, "exec")
+                execs, seconds = execs + chunk, seconds + chunk_s
+                exec_samples.append((execs, anon_rss_bytes(running.pid)))
+                print(f"  {execs:9d} exec'd: anon RSS {exec_samples[-1][1] / 2**20:6.1f} MiB", flush=True)
             after = program_counters(running.programs)
             session = stop(running)
     finally:
         STATS_SYSCTL.write_text(previous_stats)
-    print(f"  then exec storm: {execs / seconds:7.0f} fork+exec/s for {seconds:.0f} s")
+    print(f"  exec storm: {execs / seconds:7.0f} fork+exec/s for {seconds:.0f} s")
     print(f"  events: {sum(session.events.values())} ({', '.join(f'{k} {v}' for k, v in session.events.items())}),"
           f" lost {session.lost}")
     print("  BPF cost per event (kernel.bpf_stats_enabled), fork storm | exec storm:")
     for tracepoint in sorted(running.programs):
         print(f"    {tracepoint:<22} {cost(before, after_forks, tracepoint)} | {cost(after_forks, after, tracepoint)}")
-    return samples, session.lost
+    return LongRun(samples, exec_samples, session.lost)
 
 
-def replay(options: argparse.Namespace) -> tuple[float, int, bool, int]:
-    """CPU per event of `watch --replay` on a recorded storm (us), events, whether its alerts
-    equal the live session's, and the live session's lost events."""
+@dataclass
+class Replay:
+    cpu_per_event_us: float
+    cpu_per_process_us: float
+    events: int
+    same_alerts: bool  # as the live session's
+    lost: int  # by the live session
+
+
+def replay(options: argparse.Namespace) -> Replay:
+    """`watch --replay` of a recorded storm against the live session that recorded it."""
     print(f"watch --record over {options.duration:.0f} s, then --replay", flush=True)
     with tempfile.TemporaryDirectory(prefix="spawnwatch-bench-") as directory:
         recording = Path(directory) / "storm.msgpack"
@@ -293,18 +316,21 @@ def replay(options: argparse.Namespace) -> tuple[float, int, bool, int]:
             records = list(msgpack.Unpacker(f, raw=False, strict_map_key=False))
         with open(head, "wb") as f:
             for record in records:
-                if record.get("kind") in ("fork", "exec", "exit", "reap", "oom"):
+                if record.get("kind") in PROCESS_KINDS:
                     break
                 f.write(msgpack.packb(record))
-        events = sum(1 for r in records if r.get("kind") in ("fork", "exec", "exit", "reap", "oom"))
+        events = sum(1 for r in records if r.get("kind") in PROCESS_KINDS)
+        processes = sum(1 for r in records if r.get("kind") in ("fork", "brief"))
         startup_s, _ = replay_cpu(head)
         spent_s, replayed = replay_cpu(recording)
     same = alerts_of(replayed) == alerts_of(live.stdout)
     per_event = (spent_s - startup_s) / events * 1e6
-    print(f"  {events} events replayed: {per_event:.2f} us CPU each ({spent_s:.2f} s, start-up {startup_s:.2f} s);"
+    per_process = (spent_s - startup_s) / processes * 1e6
+    print(f"  {events} events of {processes} processes replayed: {per_event:.2f} us CPU each, {per_process:.2f} us"
+          f" per process ({spent_s:.2f} s, start-up {startup_s:.2f} s);"
           f" alerts {'the same as' if same else 'DIFFERENT from'} the live session's"
           f" ({len(alerts_of(live.stdout))} records)")
-    return per_event, events, same, live.lost
+    return Replay(per_event, per_process, events, same, live.lost)
 
 
 def replay_cpu(recording: Path) -> tuple[float, str]:
@@ -332,26 +358,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"fork storm: {options.loops} loops; {os.cpu_count()} cores", flush=True)
     try:
         alternations = {name: alternate(name, options) for name in CONSUMERS}
-        samples, long_lost = long_watch(options)
-        per_event, events, same, replay_lost = replay(options)
+        long_run = long_watch(options)
+        replayed = replay(options)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    lost = sum(lost for _, lost in alternations.values()) + long_lost + replay_lost
+    lost = sum(lost for _, lost in alternations.values()) + long_run.lost + replayed.lost
 
     print("\nsummary (medians of the alternations)")
     for name, (runs, _) in alternations.items():
         print(f"  {name + ':':<7} throughput with / without {statistics.median(r.ratio for r in runs):.2f};"
               f" consumer CPU {statistics.median(r.cpu_per_process_us for r in runs):5.1f} us/process,"
               f" {statistics.median(r.cpu_per_event_us for r in runs):5.2f} us/event")
-    at_cap = [rss for processes, rss in samples if processes >= TABLE_CAP]
-    if at_cap:
-        print(f"  watch anon RSS: {samples[0][1] / 2**20:.0f} MiB at start, {at_cap[0] / 2**20:.0f} MiB with the table"
-              f" at its cap, {samples[-1][1] / 2**20:.0f} MiB after {samples[-1][0]} processes (most {max(at_cap) / 2**20:.0f})")
-    print(f"  watch --replay: {per_event:.2f} us CPU per recorded event ({events} events);"
-          f" live == replay: {'yes' if same else 'NO'}")
+    forks, execs = long_run.forks, long_run.execs
+    at_cap = [rss for processes, rss in execs if processes >= TABLE_CAP]
+    print(f"  watch anon RSS: {forks[0][1] / 2**20:.0f} MiB at start, {forks[-1][1] / 2**20:.0f} MiB after"
+          f" {forks[-1][0]} forked processes (most {max(rss for _, rss in forks) / 2**20:.0f}),"
+          f" {at_cap[0] / 2**20 if at_cap else 0:.0f} MiB with the table at its cap ({execs[-1][0]} exec'd:"
+          f" {execs[-1][1] / 2**20:.0f} MiB)")
+    print(f"  watch --replay: {replayed.cpu_per_event_us:.2f} us CPU per recorded event,"
+          f" {replayed.cpu_per_process_us:.2f} per process ({replayed.events} events);"
+          f" live == replay: {'yes' if replayed.same_alerts else 'NO'}")
     print(f"  lost events: {lost}")
-    return exit_code(lost, same)
+    return exit_code(lost, replayed.same_alerts)
 
 
 if __name__ == "__main__":

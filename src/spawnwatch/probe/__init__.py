@@ -1,5 +1,5 @@
 """The kernel side's user half: compile and attach bpf/, drain the ring buffer
-on a timer, decode records into spawnwatch events.
+on a timer (read in place, ring.py), decode records into spawnwatch events.
 
     with Probe() as probe:
         events = probe.poll(timeout=0.1)
@@ -12,7 +12,6 @@ each poll also sweeps the held forks (births.py) for those held too long.
 
 from __future__ import annotations
 
-import ctypes
 import mmap
 import os
 import re
@@ -26,6 +25,7 @@ from spawnwatch.config import default_redactor
 from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Kind, Oom, Reap
 from spawnwatch.probe import layout, preflight
 from spawnwatch.probe.births import HOLD_S, HeldForks
+from spawnwatch.probe.ring import RingReader
 from spawnwatch.redact import Redactor
 
 _LOCAL_INCLUDE = re.compile(r'^#include "([^"]+)"\s*$')
@@ -247,7 +247,7 @@ class Probe:
         self._held = HeldForks(birth_slots or layout.BIRTH_SLOTS)
         self._births: mmap.mmap | None = None
         self._bpf = None
-        self._records: list[bytes] = []
+        self._ring: RingReader | None = None
         self._counts: Counter[str] = Counter()
         self._decode_errors = 0
         self._lost_at_resync = 0
@@ -274,22 +274,16 @@ class Probe:
             )
         except Exception as exc:  # bcc raises bare Exception; its details went to stderr
             raise ProbeError(f"could not load the BPF programs: {str(exc).splitlines()[0]}") from exc
-        # The callback only copies bytes: decoding happens in batches in poll(),
-        # so the time spent inside bcc's ctypes trampoline stays minimal.
-        records = self._records
-        string_at = ctypes.string_at
-
-        def on_record(_ctx: object, data: int, size: int) -> int:
-            records.append(string_at(data, size))
-            return 0
-
-        self._callback = on_record  # bcc keeps only a weak reference
-        self._bpf[b"sw_events"].open_ring_buffer(on_record)
+        events = self._bpf[b"sw_events"]
+        self._ring = RingReader(events.map_fd, events.max_entries)
         births = self._bpf[b"sw_births"]
         mapped = -(-births.max_entries * layout.BIRTH.size // PAGE_SIZE) * PAGE_SIZE
         self._births = mmap.mmap(births.map_fd, mapped, mmap.MAP_SHARED, mmap.PROT_READ)
 
     def close(self) -> None:
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
         if self._births is not None:
             self._births.close()
             self._births = None
@@ -300,21 +294,19 @@ class Probe:
     def poll(self, timeout: float = 0.05) -> list[Event]:
         """Wait up to `timeout` s (an OOM kill wakes us early), drain, decode,
         then the held forks HOLD_S old that no record told."""
-        assert self._bpf is not None, "Probe.open() first"
+        assert self._ring is not None, "Probe.open() first"
         cutoff_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - int(HOLD_S * 1e9)
         births = self._births_now()  # before the drain: what it leaves held, no record told
-        self._bpf.ring_buffer_poll(max(1, int(timeout * 1000)))
-        self._bpf.ring_buffer_consume()
-        return self.decode_batch(self._take_records()) + self._swept(births, cutoff_ns)
+        self._ring.wait(timeout)
+        return self.decode_batch(self._ring.take()) + self._swept(births, cutoff_ns)
 
     def drain(self) -> list[Event]:
         """Everything already in the ring and every fork still held, without
         waiting (at shutdown, or before /proc is read for a resync)."""
-        assert self._bpf is not None
+        assert self._ring is not None, "Probe.open() first"
         cutoff_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         births = self._births_now()
-        self._bpf.ring_buffer_consume()
-        return self.decode_batch(self._take_records()) + self._swept(births, cutoff_ns)
+        return self.decode_batch(self._ring.take()) + self._swept(births, cutoff_ns)
 
     def _births_now(self) -> bytes:
         return self._births[: self._held.slots * layout.BIRTH.size]
@@ -325,11 +317,6 @@ class Probe:
 
     def _swept(self, births: bytes, cutoff_ns: int) -> list[Event]:
         return [self._complete(event, flags) for event, flags in self._held.sweep(births, cutoff_ns, self._birth)]
-
-    def _take_records(self) -> list[bytes]:
-        records = self._records[:]
-        del self._records[:]
-        return records
 
     def decode_batch(self, records: list[bytes]) -> list[Event]:
         """Records -> completed events (less what the sweep already announced),
