@@ -156,20 +156,20 @@ class KnownProcesses:
 
     def complete(self, event: Event, flags: int) -> Event:
         """`event` with the parent (and for reaps, comm and cgroup) filled in."""
-        pid = event.pid
-        if isinstance(event, (Fork, Brief)):
+        pid, kind = event.pid, type(event)
+        if kind is Brief or kind is Fork:
             ppid = self.parent(event.ppid) if flags & layout.FLAG_CLONE_PARENT else event.ppid
-            if isinstance(event, Fork):
+            if kind is Fork:
                 self.remember(pid, ppid, event.comm, event.cgroup_id)
             else:
                 self._entries.pop(pid, None)  # reaped already: nothing will ask about it
             return replace(event, ppid=ppid) if ppid != event.ppid else event
-        if isinstance(event, Reap):
+        if kind is Reap:
             ppid, comm, cgroup_id = self._entries.pop(pid, None) or (self._parent_of(pid) or 0, "", 0)
             return replace(event, ppid=ppid, comm=comm, cgroup_id=cgroup_id)
         known = self._entries.get(pid)
         ppid = known[0] if known else self.parent(pid)
-        if isinstance(event, Oom):
+        if kind is Oom:
             # mark_victim runs in whichever task hit the limit: trust what we knew of the victim.
             comm = event.comm or (known[1] if known else "")
             cgroup_id = known[2] if known else event.cgroup_id
@@ -248,7 +248,7 @@ class Probe:
         self._births: mmap.mmap | None = None
         self._bpf = None
         self._ring: RingReader | None = None
-        self._counts: Counter[str] = Counter()
+        self._counts: Counter[type] = Counter()  # by class: an enum member's hash and value run Python code
         self._decode_errors = 0
         self._lost_at_resync = 0
         self._next_resync = 0.0
@@ -306,7 +306,10 @@ class Probe:
         assert self._ring is not None, "Probe.open() first"
         cutoff_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         births = self._births_now()
-        return self.decode_batch(self._ring.take()) + self._swept(births, cutoff_ns)
+        events = self.decode_batch(self._ring.take()) + self._swept(births, cutoff_ns)
+        # A held process the kernel told whole while the sweep read its slot was left to
+        # its record, which came after the take: at the end of a session no poll follows.
+        return events + self.decode_batch(self._ring.take())
 
     def _births_now(self) -> bytes:
         return self._births[: self._held.slots * layout.BIRTH.size]
@@ -346,7 +349,7 @@ class Probe:
         return self._redact
 
     def _complete(self, event: Event, flags: int) -> Event:
-        self._counts[event.kind.value] += 1
+        self._counts[type(event)] += 1
         return self._known.complete(event, flags)
 
     def lost_by_kind(self) -> dict[str, int]:
@@ -395,7 +398,7 @@ class Probe:
         """Counters of the session: `lost` is the kernel's total, `lost_by_kind` its split."""
         lost_by_kind = self.lost_by_kind()
         return {
-            "events": dict(self._counts),
+            "events": {cls.kind.value: count for cls, count in self._counts.items()},
             "lost": sum(lost_by_kind.values()),
             "lost_by_kind": lost_by_kind,
             "missed_by_kind": self.missed_by_kind(),
