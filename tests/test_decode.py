@@ -144,7 +144,7 @@ class Births:
 
     def sweep(self, held, cutoff):
         return [(e.kind.value, e.pid, e.ts, flags) for e, flags in held.sweep(bytes(self.raw), round(cutoff * 1e9),
-                                                                                  self.read)]
+                                                                                  self.read, round(cutoff * 1e9))]
 
 
 def test_the_sweep_announces_each_fork_and_exit_held_past_the_cutoff_once():
@@ -168,7 +168,7 @@ def test_the_sweep_trusts_only_whole_slots_that_hold_still():
     births.hold(20, 1.0)
     copied = bytes(births.raw)
     births.clear(20)  # told by the kernel after the copy: the re-read shows it gone
-    assert held.sweep(copied, round(2e9), births.read) == []
+    assert held.sweep(copied, round(2e9), births.read, round(2e9)) == []
     births.hold(20, 1.0)
     layout.BIRTH.pack_into(births.raw, 5 * layout.BIRTH.size, 20, layout.BIRTH_ALIVE, 10**9, 0, 7, 100, 0, b"x")
     layout.BIRTH.pack_into(births.raw, 6 * layout.BIRTH.size, 6, 9, 10**9, 0, 7, 100, 0, b"x")  # no such state
@@ -177,8 +177,8 @@ def test_the_sweep_trusts_only_whole_slots_that_hold_still():
     def never_still(slot):
         return births.read(slot) if slot != 4 else bytes([next(moving)]) + births.read(slot)[1:]
 
-    assert held.sweep(bytes(births.raw), round(2e9), never_still) == []  # 20's slot is 4, not 5; 6 is torn
-    assert [e.pid for e, _ in held.sweep(bytes(births.raw), round(2e9), births.read)] == [20]
+    assert held.sweep(bytes(births.raw), round(2e9), never_still, round(2e9)) == []  # 20's slot is 4, not 5; 6 is torn
+    assert [e.pid for e, _ in held.sweep(bytes(births.raw), round(2e9), births.read, round(2e9))] == [20]
 
 
 def test_kernel_records_of_an_announced_process_are_not_told_twice():
@@ -203,6 +203,31 @@ def test_kernel_records_of_an_announced_process_are_not_told_twice():
     # New lives of those pids are told whole.
     for event in (Fork(5.0, 20, 1, "x", 7), Exit(6.0, 20, 0, "x", 7), Brief(5.0, 21, 1, "x", 7, 5.1, 5.2)):
         assert held.kernel_event(event) == (event,)
+
+
+def test_a_held_exit_proc_no_longer_shows_as_a_zombie_is_told_reaped_too():
+    # The kernel skipped its free (a recursion miss): its slot keeps it as exited though
+    # its parent reaped it.  /proc tells: gone, so it is no zombie of anyone.
+    def swept() -> tuple[Births, HeldForks, list]:
+        births = Births()
+        held = HeldForks(SLOTS, still_zombie=lambda pid, forked: pid == 22)
+        births.hold(21, 1.0, state=layout.BIRTH_EXITED, exited=1.1)
+        births.hold(22, 1.0, state=layout.BIRTH_EXITED, exited=1.1)  # a real zombie
+        return births, held, births.sweep(held, 2.0)
+
+    births, held, told = swept()
+    assert told == [("fork", 21, 1.0, 0), ("fork", 22, 1.0, 0), ("exit", 21, 1.1, 0), ("exit", 22, 1.1, 0),
+                    ("reap", 21, 2.0, 0)]
+    assert held.swept_reaps == 1 and births.sweep(held, 3.0) == []
+    # What the kernel sends of 21 later was told already: a late free's brief ...
+    assert held.kernel_event(Brief(1.0, 21, 100, "worker", 7, 1.1, 3.0)) == ()
+    # ... or the flush of its slot by another fork.
+    _, held, _ = swept()
+    assert held.kernel_event(Fork(1.0, 21, 100, "worker", 7)) == ()
+    assert held.kernel_event(Exit(1.1, 21, 0, "worker", 7)) == ()
+    assert held.kernel_event(Reap(5.0, 21, 0, "", 0)) == (Reap(5.0, 21, 0, "", 0),)  # a later life's, told
+    # The real zombie's reap comes from the kernel.
+    assert held.kernel_event(Brief(1.0, 22, 100, "worker", 7, 1.1, 6.0)) == (Reap(6.0, 22, 0, "", 0),)
 
 
 def test_oom_keeps_the_victims_own_cgroup():
@@ -242,6 +267,7 @@ def test_probe_batch_decoding_counts_and_fills_missing_argv():
         "resyncs": 0,
         "swept_forks": 0,
         "swept_exits": 0,
+        "swept_reaps": 0,
     }
 
 

@@ -24,7 +24,7 @@ from typing import Callable
 from spawnwatch.config import default_redactor
 from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Kind, Oom, Reap
 from spawnwatch.probe import layout, preflight
-from spawnwatch.probe.births import HOLD_S, HeldForks
+from spawnwatch.probe.births import HOLD_S, HeldForks, StillZombie
 from spawnwatch.probe.ring import RingReader
 from spawnwatch.redact import Redactor
 
@@ -129,6 +129,19 @@ def recursion_misses(prog_fd: int) -> int:
 ParentOf = Callable[[int], "int | None"]
 ArgvOf = Callable[[int], "tuple[str, ...] | None"]
 ZombieStart = Callable[[int], "float | None"]  # a pid's start time while it is a zombie, else None
+
+START_TOLERANCE_S = 0.02  # /proc start times have clock-tick precision (USER_HZ)
+
+
+def still_zombie(zombie_start: ZombieStart) -> StillZombie:
+    """Whether /proc still shows the process `pid` forked at a time as a zombie."""
+
+    def check(pid: int, forked: float) -> bool:
+        start = zombie_start(pid)
+        return start is not None and abs(start - forked) <= START_TOLERANCE_S
+
+    return check
+
 
 MAX_KNOWN_PROCESSES = 65536
 MAX_UNSETTLED_ZOMBIES = 65536
@@ -244,7 +257,7 @@ class Probe:
         self._known = KnownProcesses(parent_of)
         self._unsettled = UnsettledZombies(zombie_start or (lambda pid: None))
         self._table_flags = table_flags(ring_buffer_kb, dead_slots, birth_slots)
-        self._held = HeldForks(birth_slots or layout.BIRTH_SLOTS)
+        self._held = HeldForks(birth_slots or layout.BIRTH_SLOTS, still_zombie(zombie_start) if zombie_start else None)
         self._births: mmap.mmap | None = None
         self._bpf = None
         self._ring: RingReader | None = None
@@ -295,10 +308,11 @@ class Probe:
         """Wait up to `timeout` s (an OOM kill wakes us early), drain, decode,
         then the held forks HOLD_S old that no record told."""
         assert self._ring is not None, "Probe.open() first"
-        cutoff_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - int(HOLD_S * 1e9)
+        now_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        cutoff_ns = now_ns - int(HOLD_S * 1e9)
         births = self._births_now()  # before the drain: what it leaves held, no record told
         self._ring.wait(timeout)
-        return self.decode_batch(self._ring.take()) + self._swept(births, cutoff_ns)
+        return self.decode_batch(self._ring.take()) + self._swept(births, cutoff_ns, now_ns)
 
     def drain(self) -> list[Event]:
         """Everything already in the ring and every fork still held, without
@@ -306,7 +320,7 @@ class Probe:
         assert self._ring is not None, "Probe.open() first"
         cutoff_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         births = self._births_now()
-        events = self.decode_batch(self._ring.take()) + self._swept(births, cutoff_ns)
+        events = self.decode_batch(self._ring.take()) + self._swept(births, cutoff_ns, cutoff_ns)
         # A held process the kernel told whole while the sweep read its slot was left to
         # its record, which came after the take: at the end of a session no poll follows.
         return events + self.decode_batch(self._ring.take())
@@ -318,8 +332,8 @@ class Probe:
         start = slot * layout.BIRTH.size
         return self._births[start : start + layout.BIRTH.size]
 
-    def _swept(self, births: bytes, cutoff_ns: int) -> list[Event]:
-        return [self._complete(event, flags) for event, flags in self._held.sweep(births, cutoff_ns, self._birth)]
+    def _swept(self, births: bytes, cutoff_ns: int, now_ns: int) -> list[Event]:
+        return [self._complete(event, flags) for event, flags in self._held.sweep(births, cutoff_ns, self._birth, now_ns)]
 
     def decode_batch(self, records: list[bytes]) -> list[Event]:
         """Records -> completed events (less what the sweep already announced),
@@ -409,4 +423,5 @@ class Probe:
             "resyncs": self._resyncs,
             "swept_forks": self._held.swept_forks,
             "swept_exits": self._held.swept_exits,
+            "swept_reaps": self._held.swept_reaps,
         }
