@@ -10,7 +10,8 @@ import pytest
 
 from spawnwatch.events import Brief, Exec, Exit, Fork, Oom, Reap, from_record, to_record
 from spawnwatch.probe import (
-    PAGE_SIZE, KnownProcesses, Probe, ProbeError, UnsettledZombies, layout, ring_buffer_pages, table_flags,
+    PAGE_SIZE, KnownProcesses, Probe, ProbeError, SkippedReaps, UnsettledZombies, layout, ring_buffer_pages,
+    table_flags,
 )
 from spawnwatch.probe.births import HeldForks
 
@@ -230,6 +231,27 @@ def test_a_held_exit_proc_no_longer_shows_as_a_zombie_is_told_reaped_too():
     assert held.kernel_event(Brief(1.0, 22, 100, "worker", 7, 1.1, 6.0)) == (Reap(6.0, 22, 0, "", 0),)
 
 
+def test_exits_left_unreaped_are_looked_up_in_proc_and_real_zombies_less_and_less_often():
+    looked: list[int] = []
+    zombies = {31}
+
+    def zombie_start(pid):
+        looked.append(pid)
+        return 1.0 if pid in zombies else None
+
+    skipped = SkippedReaps(zombie_start)
+    skipped.exited(30, 10.0)  # its free was skipped: gone from /proc, never reaped by the kernel
+    skipped.exited(31, 10.0)  # a real zombie
+    skipped.exited(32, 10.0)
+    skipped.reaped(32)  # reaped as usual
+    assert skipped.check(10.1) == [] and looked == []  # younger than HOLD_S
+    assert skipped.check(10.4) == [Reap(10.4, 30, 0, "", 0)] and looked == [30, 31]
+    for now in (10.65, 10.9, 11.15, 11.4, 11.65, 11.9, 12.15):  # every CHECK_EVERY_S
+        skipped.check(now)
+    assert looked == [30, 31, 31, 31]  # at ages 0.4, 0.9 and 1.9 s: the next at 3.9 s
+    assert skipped.settled == 1
+
+
 def test_oom_keeps_the_victims_own_cgroup():
     known = KnownProcesses(parent_of=lambda pid: None)
     known.complete(Fork(1.0, 200, 100, "node", 42), 0)
@@ -268,6 +290,7 @@ def test_probe_batch_decoding_counts_and_fills_missing_argv():
         "swept_forks": 0,
         "swept_exits": 0,
         "swept_reaps": 0,
+        "skipped_reaps_settled": 0,
     }
 
 

@@ -101,9 +101,9 @@ def feature_flags() -> list[str]:
 # programs, counting a recursion miss, when it fires while a BPF tracing program
 # runs on that CPU (or a task preempted inside a bpf() map call holds it):
 # sched_process_free, run from an RCU callback on the way out of an interrupt,
-# misses ~1 reap in 1,000 in a fork storm that way, and the reap never comes (the
-# pid stays a zombie in the table until it is reused).  Counted apart from `lost`
-# for now: a resync per miss would cost more than the phantom zombie.  A missed
+# misses ~1 reap in 1,000 in a fork storm that way, and the reap never comes:
+# SkippedReaps finds those pids in /proc, and the sweep (births.py) those whose fork
+# was still held.  Counted apart from `lost`: a resync per miss would cost more.  A missed
 # sys_enter_execve only costs its exec's argv, read from /proc instead.
 # Each program counts as the kind of its main record.  sched_process_free sends
 # Briefs too, but a skipped run loses a reap either way: the held process it
@@ -231,6 +231,52 @@ class UnsettledZombies:
         return Reap(ts=now, pid=pid, ppid=0, comm="", cgroup_id=0)
 
 
+class SkippedReaps:
+    """Reaps the kernel skipped: a run of sched_process_free the kernel skips (see
+    EMITTING_PROGRAMS) leaves its process a zombie in the table, and the kernel
+    cannot say whose run it was.  So exits told and not reaped after HOLD_S are
+    looked up in /proc: one that is no zombie any more gets its Reap, well within
+    the zombie rule's minimum age.  A fork storm skips about one free in a
+    thousand; left alone, those read as a parent that does not reap.  A real
+    zombie is looked up again when its age has doubled, so a host full of them
+    costs few reads; beyond the limit the oldest exits are given up."""
+
+    CHECK_EVERY_S = HOLD_S
+    LONGEST_WAIT_S = 30.0
+
+    def __init__(self, zombie_start: ZombieStart, limit: int = MAX_UNSETTLED_ZOMBIES) -> None:
+        self._zombie_start = zombie_start
+        self._exits: OrderedDict[int, tuple[float, float]] = OrderedDict()  # pid -> (exited, next look)
+        self._limit = limit
+        self._next_check = 0.0
+        self.settled = 0
+
+    def exited(self, pid: int, ts: float) -> None:
+        self._exits[pid] = (ts, ts + HOLD_S)
+        if len(self._exits) > self._limit:
+            self._exits.popitem(last=False)
+
+    def reaped(self, pid: int) -> None:
+        self._exits.pop(pid, None)
+
+    def check(self, now: float) -> list[Reap]:
+        """Reaps of the exits due a look that /proc shows gone (at most every CHECK_EVERY_S)."""
+        if now < self._next_check:
+            return []
+        self._next_check = now + self.CHECK_EVERY_S
+        gone = []
+        for pid, (exited, look) in list(self._exits.items()):
+            if look > now:
+                continue
+            if self._zombie_start(pid) is None:
+                gone.append(pid)
+                del self._exits[pid]
+            else:
+                self._exits[pid] = (exited, now + min(self.LONGEST_WAIT_S, max(self.CHECK_EVERY_S, now - exited)))
+        self.settled += len(gone)
+        return [Reap(ts=now, pid=pid, ppid=0, comm="", cgroup_id=0) for pid in gone]
+
+
 class Probe:
     """The loaded BPF programs and their ring buffer.
 
@@ -256,6 +302,7 @@ class Probe:
         self._redact = redact if redact is not None else default_redactor()
         self._known = KnownProcesses(parent_of)
         self._unsettled = UnsettledZombies(zombie_start or (lambda pid: None))
+        self._skipped_reaps = SkippedReaps(zombie_start) if zombie_start else None
         self._table_flags = table_flags(ring_buffer_kb, dead_slots, birth_slots)
         self._held = HeldForks(birth_slots or layout.BIRTH_SLOTS, still_zombie(zombie_start) if zombie_start else None)
         self._births: mmap.mmap | None = None
@@ -312,7 +359,7 @@ class Probe:
         cutoff_ns = now_ns - int(HOLD_S * 1e9)
         births = self._births_now()  # before the drain: what it leaves held, no record told
         self._ring.wait(timeout)
-        return self.decode_batch(self._ring.take()) + self._swept(births, cutoff_ns, now_ns)
+        return self.decode_batch(self._ring.take()) + self._swept(births, cutoff_ns, now_ns) + self._settled()
 
     def drain(self) -> list[Event]:
         """Everything already in the ring and every fork still held, without
@@ -324,6 +371,12 @@ class Probe:
         # A held process the kernel told whole while the sweep read its slot was left to
         # its record, which came after the take: at the end of a session no poll follows.
         return events + self.decode_batch(self._ring.take())
+
+    def _settled(self) -> list[Event]:
+        if self._skipped_reaps is None:
+            return []
+        now = time.clock_gettime(time.CLOCK_BOOTTIME)
+        return [self._complete(reap, 0) for reap in self._skipped_reaps.check(now)]
 
     def _births_now(self) -> bytes:
         return self._births[: self._held.slots * layout.BIRTH.size]
@@ -363,7 +416,13 @@ class Probe:
         return self._redact
 
     def _complete(self, event: Event, flags: int) -> Event:
-        self._counts[type(event)] += 1
+        kind = type(event)
+        self._counts[kind] += 1
+        if self._skipped_reaps is not None:
+            if kind is Exit:
+                self._skipped_reaps.exited(event.pid, event.ts)
+            elif kind is Reap:
+                self._skipped_reaps.reaped(event.pid)
         return self._known.complete(event, flags)
 
     def lost_by_kind(self) -> dict[str, int]:
@@ -419,6 +478,7 @@ class Probe:
             "decode_errors": self._decode_errors,
             "dead_slot_collisions": self.dead_slot_collisions(),
             "dead_slot_settled": self._unsettled.settled,
+            "skipped_reaps_settled": self._skipped_reaps.settled if self._skipped_reaps else 0,
             "dead_slot_given_up": self._unsettled.given_up,
             "resyncs": self._resyncs,
             "swept_forks": self._held.swept_forks,
