@@ -235,7 +235,7 @@ def test_watch_reports_a_leak_that_grew_while_its_events_were_lost(forkloop, tmp
     assert replayed[-1]["resyncs"] == stats["resyncs"]
 
 
-def test_a_small_ring_read_in_place_delivers_every_record_once_in_order_across_many_wraps(forkloop):
+def test_a_small_ring_delivers_every_record_once_in_order_across_many_wraps(forkloop):
     """A 128 KiB ring drained every few ms wraps several times under a fork storm:
     each child of the loop shows its fork and exit once each and in that order, or
     its one Brief (records crossing the ring's end included), and one is missing
