@@ -109,15 +109,14 @@ static __always_inline bool sw_try_flush_birth(struct sw_birth *birth)
 		sw_events.ringbuf_submit(fork, SW_SUBMIT_FLAGS);
 	else
 		sw_count_lost(SW_EVENT_FORK);
-	if (exited) {
-		__u32 evicted = sw_take_dead_slot(pid);
-
-		if (exit) {
-			exit->evicted_pid = evicted;
-			sw_events.ringbuf_submit(exit, SW_SUBMIT_FLAGS);
-		} else {
-			sw_count_lost(SW_EVENT_EXIT);
-		}
+	/* Every reserved record is released on a test of its own pointer: older
+	 * verifiers (6.1) do not tie `exit` to `exited` and see it leak otherwise. */
+	if (exit) {
+		exit->evicted_pid = sw_take_dead_slot(pid);
+		sw_events.ringbuf_submit(exit, SW_SUBMIT_FLAGS);
+	} else if (exited) {
+		sw_take_dead_slot(pid);
+		sw_count_lost(SW_EVENT_EXIT);
 	}
 	return true;
 }
