@@ -72,52 +72,54 @@ static __always_inline bool sw_take_birth(struct sw_birth *birth, __u64 tag)
 	return __sync_val_compare_and_swap(sw_birth_tag(birth), tag, 0) == tag;
 }
 
-/* Sends the records a held process would have had so far (fork, and exit if
- * it exited: its reap then comes as a REAP, from the dead slot taken here) and
- * frees the slot.  False when the slot changed under it (try again). */
+/* Sends the records a held process would have had so far, from a copy of its
+ * slot: fork, and exit if it exited (its reap then comes as a REAP, from the
+ * dead slot taken here). */
+static __always_inline void sw_send_held(const struct sw_birth *held, __u32 pid, bool exited)
+{
+	struct sw_header *fork = sw_events.ringbuf_reserve(sizeof(*fork));
+	struct sw_exit_event *exit;
+	__u32 evicted;
+
+	if (fork) {
+		sw_fill_header_of_birth(fork, SW_EVENT_FORK, sizeof(*fork), held, pid);
+		sw_events.ringbuf_submit(fork, SW_SUBMIT_FLAGS);
+	} else {
+		sw_count_lost(SW_EVENT_FORK);
+	}
+	if (!exited)
+		return;
+	evicted = sw_take_dead_slot(pid);
+	exit = sw_events.ringbuf_reserve(sizeof(*exit));
+	if (!exit) {
+		sw_count_lost(SW_EVENT_EXIT);
+		return;
+	}
+	sw_fill_header_of_birth(&exit->hdr, SW_EVENT_EXIT, sizeof(*exit), held, pid);
+	exit->hdr.ts_ns = held->exited_ns;
+	exit->hdr.ppid = 0;
+	exit->hdr.flags = 0;
+	exit->evicted_pid = evicted;
+	exit->reserved = 0;
+	sw_events.ringbuf_submit(exit, SW_SUBMIT_FLAGS);
+}
+
+/* Takes the slot and sends what it held.  The slot is copied before it is
+ * taken: once empty, a fork on another CPU may fill it again.  One record at
+ * a time, each released where it is reserved (Debian 12's 6.1 verifier, with
+ * its clang, refused two reservations kept across the compare-and-swap).
+ * False when the slot changed under it (try again). */
 static __always_inline bool sw_try_flush_birth(struct sw_birth *birth)
 {
 	__u64 tag = *(volatile __u64 *)sw_birth_tag(birth);
-	__u32 pid = (__u32)tag;
-	bool exited = tag >> 32 == SW_BIRTH_EXITED;
-	struct sw_header *fork;
-	struct sw_exit_event *exit = NULL;
+	struct sw_birth held;
 
-	if (!pid)
+	if (!(__u32)tag)
 		return true;
-	fork = sw_events.ringbuf_reserve(sizeof(*fork));
-	if (fork)
-		sw_fill_header_of_birth(fork, SW_EVENT_FORK, sizeof(*fork), birth, pid);
-	if (exited) {
-		exit = sw_events.ringbuf_reserve(sizeof(*exit));
-		if (exit) {
-			sw_fill_header_of_birth(&exit->hdr, SW_EVENT_EXIT, sizeof(*exit), birth, pid);
-			exit->hdr.ts_ns = birth->exited_ns;
-			exit->hdr.ppid = 0;
-			exit->hdr.flags = 0;
-			exit->reserved = 0;
-		}
-	}
-	if (!sw_take_birth(birth, tag)) {
-		if (fork)
-			sw_events.ringbuf_discard(fork, 0);
-		if (exit)
-			sw_events.ringbuf_discard(exit, 0);
+	__builtin_memcpy(&held, birth, sizeof(held));
+	if (!sw_take_birth(birth, tag))
 		return false;
-	}
-	if (fork)
-		sw_events.ringbuf_submit(fork, SW_SUBMIT_FLAGS);
-	else
-		sw_count_lost(SW_EVENT_FORK);
-	/* Every reserved record is released on a test of its own pointer: older
-	 * verifiers (6.1) do not tie `exit` to `exited` and see it leak otherwise. */
-	if (exit) {
-		exit->evicted_pid = sw_take_dead_slot(pid);
-		sw_events.ringbuf_submit(exit, SW_SUBMIT_FLAGS);
-	} else if (exited) {
-		sw_take_dead_slot(pid);
-		sw_count_lost(SW_EVENT_EXIT);
-	}
+	sw_send_held(&held, (__u32)tag, tag >> 32 == SW_BIRTH_EXITED);
 	return true;
 }
 
