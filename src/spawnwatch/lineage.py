@@ -225,16 +225,24 @@ class Lineage:
             self.listener.oom(proc, event.ts)
         return proc
 
+    def _birth(self, pid: int, ts: float) -> tuple[Process | None, bool]:
+        """For a process of `pid` born at `ts`: the table's entry when it is that process
+        already, and whether the birth is stale (older than the pid's holder).  A holder
+        born earlier, still unreaped, is closed: its exit and reap were missed."""
+        held = self._by_pid.get(pid)
+        if held is None or abs(held.start - ts) <= SAME_START_S:
+            return held, False
+        if ts < held.start:
+            self.counts["stale"] += 1
+            return None, True
+        self.counts["missed_exits"] += 1
+        self._close(held, ts)
+        return None, False
+
     def _fork(self, event: Fork) -> Process | None:
-        held = self._by_pid.get(event.pid)
-        if held is not None:
-            if abs(held.start - event.ts) <= SAME_START_S:
-                return held  # already known (from the snapshot, or its exec came first)
-            if event.ts < held.start:
-                self.counts["stale"] += 1
-                return None
-            self.counts["missed_exits"] += 1
-            self._close(held, event.ts)
+        known, stale = self._birth(event.pid, event.ts)
+        if known is not None or stale:
+            return known  # already known (from the snapshot, or its exec came first)
         parent = self._by_pid.get(event.ppid)
         if parent is None:
             self.counts["missing_parent"] += 1
@@ -257,18 +265,14 @@ class Lineage:
         return proc
 
     def _brief(self, event: Brief) -> Process | None:
-        held = self._by_pid.get(event.pid)
-        if held is not None:
-            if abs(held.start - event.ts) <= SAME_START_S:
-                self._touch(held)  # its fork came on its own while it lived: this is its end
-                self._exit(held, event.exited_at)
-                self._reap(held, event.reaped_at)
-                return held
-            if event.ts < held.start:
-                self.counts["stale"] += 1
-                return None
-            self.counts["missed_exits"] += 1
-            self._close(held, event.ts)
+        known, stale = self._birth(event.pid, event.ts)
+        if stale:
+            return None
+        if known is not None:
+            self._touch(known)  # its fork came on its own while it lived: this is its end
+            self._exit(known, event.exited_at)
+            self._reap(known, event.reaped_at)
+            return known
         spawner = self._by_pid.get(event.ppid)
         if spawner is None or spawner.start - SAME_START_S > event.ts:
             spawner = self._reaped_holder_at(event.ppid, event.ts)
