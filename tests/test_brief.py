@@ -6,6 +6,7 @@ live in test_brief_kernel.py; `streams.briefed` compacts a stream the way it doe
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pytest
 
@@ -60,6 +61,19 @@ def mixed_leak() -> Stream:
     return s
 
 
+def a_parent_that_execs_between_forks(rounds: int) -> Stream:
+    """A shell that forks short children, then execs python, which forks its own, and so on:
+    its children belong to the group of what it runs at their fork."""
+    s = Stream(t=10)
+    parent = s.spawn(SUPERVISOR_PID, "sh", "run.sh")
+    for i in range(rounds):
+        s.at(10 + i).exec(parent, *(("python3", "serve.py") if i % 2 else ("sh", "run.sh")))
+        for j in range(5):
+            child = s.at(10 + i + 0.1 * (j + 1)).fork(parent)
+            s.at(10 + i + 0.1 * (j + 1) + 0.01).end(child)
+    return s
+
+
 def as_briefs(stream: Stream) -> Stream:
     compacted = copy.copy(stream)
     compacted.events = briefed(stream.events)
@@ -73,6 +87,7 @@ WORKLOADS = {
     "launchers whose helpers init reaps": lambda: orphans_reaped_by_init(20),
     "an npm leak among short forks": mixed_leak,
     "a shell loop of short commands": lambda: shell_loop(500, period=0.01),
+    "a parent that execs between forks": lambda: a_parent_that_execs_between_forks(6),
 }
 
 
@@ -110,6 +125,36 @@ def test_briefs_count_in_their_group_like_a_fork_exit_and_reap_and_take_no_place
     compact_groups, compact_table = final_groups(compacted)
     assert compact_groups == groups
     assert compact_table == table - {(e.pid, e.ts) for e in compacted if isinstance(e, Brief)}
+
+
+def group_lives(events: list, checkpoints: list[float]) -> list:
+    """At each checkpoint, evaluated then: each group's key and spawn and exit counts,
+    with groups empty for 5 s dropped."""
+    config = load()
+    config = replace(config, detect=replace(config.detect, idle_group_s=5.0))
+    pipeline = Pipeline(config, auto_advance=False)
+    pipeline.feed(host())
+    lives, pending = [], iter(events)
+    event = next(pending, None)
+    for checkpoint in checkpoints:
+        while event is not None and event.ts <= checkpoint:
+            pipeline.feed(event)
+            event = next(pending, None)
+        pipeline.evaluate(checkpoint)
+        lives.append(sorted((key, g.spawned, g.exited) for key, g in pipeline.detector.groups.items()))
+    return lives
+
+
+def test_a_group_of_briefs_is_kept_while_they_come_and_dropped_when_they_stop_like_its_events_group():
+    # 30 s of forks, 40 s of quiet (the group is dropped), 10 s of forks again (made anew).
+    stream = fork_loop(180, period=0.5, life=0.01)
+    events = [e for e in stream.events if not BOOT_OFFSET + 40 < e.ts < BOOT_OFFSET + 80]
+    checkpoints = [BOOT_OFFSET + t for t in range(10, 100)]
+    lives = group_lives(events, checkpoints)
+    assert lives == group_lives(briefed(events), checkpoints)
+    parent = stream.events[0].pid
+    children = [[spawned for key, spawned, _ in moment if key.spawner[0] == parent] for moment in lives]
+    assert children[25] == [50] and children[60] == [] and children[85] == [30]  # kept, dropped, counted anew
 
 
 def table() -> Lineage:

@@ -101,6 +101,7 @@ class Group:
     exited: int = 0
     first_spawn: float = 0.0
     last_spawn: float = 0.0
+    last_brief_reaped: float = 0.0  # when the last member that came as a Brief was reaped (see GroupBook.expire)
     last_oom: float | None = None
     ooms: int = 0
     oom_victims: deque[int] = field(default_factory=lambda: deque(maxlen=20))
@@ -127,7 +128,13 @@ class GroupBook:
         # Bounded by the lineage: dropped entries leave.  The group itself, not its key: a
         # process asks for it at every event.  Unreaped members' groups are never expired.
         self._group_of: dict[Process, Group] = {}
-        self._idle: OrderedDict[GroupKey, float] = OrderedDict()  # empty groups, by when they emptied
+        # Empty groups, by when they emptied.  Every group without members is in it, but for
+        # a Brief's new group, for the moment it takes to be marked.
+        self._idle: OrderedDict[GroupKey, float] = OrderedDict()
+        # The group of each spawner's Briefs (children that ran its program): the one lookup
+        # made for nearly every record of a fork storm, without building a GroupKey.  Bounded
+        # by the lineage (dropped spawners leave) and by the groups (expired ones leave).
+        self._brief_group: dict[Process, Group] = {}
         self._orphan_roots: set[Process] = set()  # live processes whose spawner has exited
         self._orphan_zombies: set[Process] = set()  # orphan roots that exited, not yet reaped by their adopter
         self._exits_at_join: dict[Process, int] = {}  # group.exited when the member joined
@@ -142,12 +149,20 @@ class GroupBook:
 
     def spawned_briefly(self, spawner: Process, brief: Brief) -> None:
         """A member that joined, exited and was reaped at once (it runs its spawner's program)."""
-        key = GroupKey(brief.cgroup_id, spawner.key, spawner.signature)
-        group = self.groups.get(key) or self._group(key, spawner, spawner.argv, brief.comm, brief.ts)
+        group = self._brief_group.get(spawner)
+        if group is None or group.key.cgroup_id != brief.cgroup_id or group.key.signature != spawner.signature:
+            key = GroupKey(brief.cgroup_id, spawner.key, spawner.signature)
+            group = self.groups.get(key)
+            if group is None:
+                group = self._group(key, spawner, spawner.argv, brief.comm, brief.ts)
+                self._mark_idle(group, brief.reaped_at)
+            self._brief_group[spawner] = group
         self._count_spawn(group, brief.ts)
         group.exited += 1
-        if not group.members:
-            self._mark_idle(group, brief.reaped_at)
+        # An empty group is in _idle already: expire reads this rather than the group
+        # being moved to the end of _idle at every Brief.
+        if brief.reaped_at > group.last_brief_reaped:
+            group.last_brief_reaped = brief.reaped_at
 
     def changed(self, proc: Process, old_signature: str) -> None:
         group = self.group_of(proc)
@@ -185,6 +200,7 @@ class GroupBook:
         if proc.reaped_at is None:
             self._leave(proc, unspawn=False)  # evicted while unreaped: its counts go with it
         self._group_of.pop(proc, None)
+        self._brief_group.pop(proc, None)
 
     def oom(self, proc: Process, ts: float) -> None:
         group = self.group_of(proc)
@@ -317,12 +333,21 @@ class GroupBook:
     def expire(self, now: float, idle_s: float, max_idle: int, keep: set[GroupKey]) -> None:
         """Drop groups empty for long (or beyond the cap), unless a finding or a leak still refers to them."""
         for key, since in list(self._idle.items()):
+            group = self.groups[key]
+            refreshed = group.last_brief_reaped > since  # Briefs came since it emptied: idle since the last
+            if refreshed:
+                since = self._idle[key] = group.last_brief_reaped
+                self._idle.move_to_end(key)
             if since > now - idle_s and len(self._idle) <= max_idle:
+                if refreshed:
+                    continue  # its place is further on now
                 break
             if key in keep:
                 continue
             del self._idle[key]
             del self.groups[key]
+            if self._brief_group.get(group.spawner) is group:
+                del self._brief_group[group.spawner]
             self.counts["groups_dropped"] += 1
 
 
