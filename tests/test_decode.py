@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from spawnwatch.events import Brief, Exec, Exit, Fork, Oom, Reap, from_record, to_record
+from spawnwatch.events import Brief, Exec, Exit, Fork, Oom, Reap, RecordError, from_record, to_record
 from spawnwatch.probe import (
     PAGE_SIZE, KnownProcesses, Probe, ProbeError, SkippedReaps, UnsettledZombies, layout, ring_buffer_pages,
     table_flags,
@@ -359,6 +359,23 @@ def test_json_contract_of_each_kind():
     assert list(to_record(Fork(1.0, 2, 1, "x", 5))) == ["kind", "ts", "pid", "ppid", "comm", "cgroup_id"]
     assert from_record(exec_) == Exec(1.0, 2, 1, "true", 5, ("/bin/true",), "/bin/true", False)
     assert from_record({"kind": "ready", "pid": 1}) is None
+
+
+@pytest.mark.parametrize("key, value, error", [
+    ("pid", -1, "'pid' must be an integer"), ("ts", float("nan"), "'ts' must be a finite number"),
+    ("argv_truncated", 1, "'argv_truncated' must be true or false"), ("comm", 3, "'comm' must be a string"),
+    ("argv", ["ok", 2], "'argv' must be a list of strings"), ("cgroup_id", True, "'cgroup_id' must be an integer"),
+])
+def test_a_whole_record_with_one_bad_value_is_refused_naming_it(key, value, error):
+    record = to_record(Exec(1.0, 2, 1, "true", 5, ("/bin/true",), "/bin/true", False))
+    with pytest.raises(RecordError, match=error):
+        from_record({**record, key: value})
+
+
+def test_a_record_s_whole_seconds_and_missing_defaults_are_taken():
+    record = to_record(Exec(1.0, 2, 1, "true", 5, ("/bin/true",), "/bin/true", False))
+    del record["argv_truncated"]
+    assert from_record({**record, "ts": 1}) == Exec(1.0, 2, 1, "true", 5, ("/bin/true",), "/bin/true", False)
 
 
 def test_table_sizes_become_cflags_and_bad_ones_are_refused():

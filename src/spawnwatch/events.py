@@ -274,7 +274,14 @@ class _Codec:
             "RecordError": RecordError,
         }
         written = []
-        read = ["def read(record, what):", "    get = record.get"]
+        # A record as written has every field, of its exact type: one test of them all and
+        # no call per field.  Anything else is read field by field (defaults, conversions,
+        # the error naming the field).
+        fast = ["def read(record, what):", "    try:",
+                *(f"        {name} = record[{name!r}]" for name in names),
+                "    except KeyError:", "        return read_each(record, what)"]
+        accepted_all = []
+        read = ["def read_each(record, what):", "    get = record.get"]
         for f in fields(cls):
             name = f.name
             value = f"item.{name}"
@@ -293,9 +300,15 @@ class _Codec:
             accepted = _ACCEPTED_AS_IS.get(f.type)
             read.append(f"    elif not ({accepted.format(v=name)}):" if accepted else "    else:")
             read.append(f"        {name} = _check_{name}({name}, what + \": '{name}'\")")
+            if accepted:
+                accepted_all.append(f"({accepted.format(v=name)})")
+            else:  # a list becomes a tuple
+                fast.append(f"    {name} = _check_{name}({name}, what + \": '{name}'\")")
         namespace["_build"] = builder(cls)
-        read.append(f"    return _build({', '.join(names)})")
-        source = "\n".join([f"def write(item):\n    return {{'kind': _kind, {', '.join(written)}}}", *read])
+        build = f"    return _build({', '.join(names)})"
+        fast += [f"    if not ({' and '.join(accepted_all)}):", "        return read_each(record, what)", build]
+        read.append(build)
+        source = "\n".join([f"def write(item):\n    return {{'kind': _kind, {', '.join(written)}}}", *read, *fast])
         exec(compile(source, f"<codec of {cls.__name__}>", "exec"), namespace)
         self.write: Callable[[Event], dict[str, Any]] = namespace["write"]
         self.read: Callable[[dict[str, Any], str], Event] = namespace["read"]
