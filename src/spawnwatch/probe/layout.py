@@ -7,7 +7,7 @@ offset and size of every field here equal what bcc computes for the C structs.
 from __future__ import annotations
 
 import struct
-from typing import NamedTuple
+from functools import lru_cache
 
 from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Kind, Oom, Reap, builder
 
@@ -75,15 +75,17 @@ FIELDS = {
 }
 STRUCT_SIZES = {name: max(offset + size for offset, size in fields.values()) for name, fields in FIELDS.items()}
 
-TYPE_KINDS = {1: Kind.FORK, 2: Kind.EXEC, 3: Kind.EXIT, 4: Kind.REAP, 5: Kind.OOM, 6: Kind.BRIEF}
-# The fewest bytes a record of each kind declares (an exec's argv may be empty).
+FORK_TYPE, EXEC_TYPE, EXIT_TYPE, REAP_TYPE, OOM_TYPE, BRIEF_TYPE = 1, 2, 3, 4, 5, 6  # enum sw_event_type
+TYPE_KINDS = {FORK_TYPE: Kind.FORK, EXEC_TYPE: Kind.EXEC, EXIT_TYPE: Kind.EXIT, REAP_TYPE: Kind.REAP,
+              OOM_TYPE: Kind.OOM, BRIEF_TYPE: Kind.BRIEF}
+# The fewest bytes a record of each type declares (an exec's argv may be empty).
 MIN_SIZES = {
-    Kind.FORK: HEADER.size,
-    Kind.EXEC: HEADER.size + EXEC_TAIL.size,
-    Kind.EXIT: STRUCT_SIZES["sw_exit_event"],
-    Kind.REAP: HEADER.size,
-    Kind.OOM: STRUCT_SIZES["sw_oom_event"],
-    Kind.BRIEF: STRUCT_SIZES["sw_brief_event"],
+    FORK_TYPE: HEADER.size,
+    EXEC_TYPE: HEADER.size + EXEC_TAIL.size,
+    EXIT_TYPE: STRUCT_SIZES["sw_exit_event"],
+    REAP_TYPE: HEADER.size,
+    OOM_TYPE: STRUCT_SIZES["sw_oom_event"],
+    BRIEF_TYPE: STRUCT_SIZES["sw_brief_event"],
 }
 
 
@@ -94,15 +96,19 @@ class DecodeError(ValueError):
 _BRIEF, _FORK, _EXIT, _REAP = (builder(cls) for cls in (Brief, Fork, Exit, Reap))
 
 
-class Decoded(NamedTuple):
-    event: Event
-    flags: int
-    evicted_pid: int = 0  # exits only: a zombie whose reap the kernel side will not report
+# A decoded record: the event, the record's flags, and for an exit the zombie whose reap
+# the kernel side will not report (its dead slot was taken; 0 otherwise).  A plain
+# tuple: a storm decodes millions, and a named one costs as much again as the unpacking.
+Decoded = tuple[Event, int, int]
 
 
 def text(raw: bytes) -> str:
     """A NUL-padded C string."""
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+# The comm of nearly every record is one of a few: decoded once each.
+_comm_text = lru_cache(maxsize=1024)(text)
 
 
 def decode(raw: bytes) -> Decoded:
@@ -112,35 +118,35 @@ def decode(raw: bytes) -> Decoded:
     if len(raw) < HEADER.size:
         raise DecodeError(f"record of {len(raw)} bytes is shorter than the header")
     type_, size, pid, ts_ns, cgroup_id, ppid, flags, comm = HEADER.unpack_from(raw)
-    kind = TYPE_KINDS.get(type_)
-    if kind is None:
+    least = MIN_SIZES.get(type_)
+    if least is None:
         raise DecodeError(f"unknown event type {type_}")
     if size > len(raw):
-        raise DecodeError(f"{kind.value} record claims {size} bytes but has {len(raw)}")
-    if size < MIN_SIZES[kind]:
-        raise DecodeError(f"{kind.value} record claims {size} bytes, fewer than its layout's {MIN_SIZES[kind]}")
-    # Positional builders (events.builder), the commonest kind first: a storm decodes millions.
-    ts, name = ts_ns / 1e9, text(comm)
-    if kind is Kind.BRIEF:
+        raise DecodeError(f"{TYPE_KINDS[type_].value} record claims {size} bytes but has {len(raw)}")
+    if size < least:
+        raise DecodeError(f"{TYPE_KINDS[type_].value} record claims {size} bytes, fewer than its layout's {least}")
+    # Positional builders (events.builder), the commonest type first: a storm decodes millions.
+    ts, name = ts_ns / 1e9, _comm_text(comm)
+    if type_ == BRIEF_TYPE:
         exited_ns, reaped_ns = BRIEF_TAIL.unpack_from(raw, HEADER.size)
-        return Decoded(_BRIEF(ts, pid, ppid, name, cgroup_id, exited_ns / 1e9, reaped_ns / 1e9), flags)
-    if kind is Kind.FORK:
-        return Decoded(_FORK(ts, pid, ppid, name, cgroup_id), flags)
-    if kind is Kind.EXIT:
+        return _BRIEF(ts, pid, ppid, name, cgroup_id, exited_ns / 1e9, reaped_ns / 1e9), flags, 0
+    if type_ == FORK_TYPE:
+        return _FORK(ts, pid, ppid, name, cgroup_id), flags, 0
+    if type_ == EXIT_TYPE:
         evicted_pid, _reserved = EXIT_TAIL.unpack_from(raw, HEADER.size)
-        return Decoded(_EXIT(ts, pid, ppid, name, cgroup_id), flags, evicted_pid)
-    if kind is Kind.REAP:
-        return Decoded(_REAP(ts, pid, ppid, name, cgroup_id), flags)
-    if kind is Kind.EXEC:
+        return _EXIT(ts, pid, ppid, name, cgroup_id), flags, evicted_pid
+    if type_ == REAP_TYPE:
+        return _REAP(ts, pid, ppid, name, cgroup_id), flags, 0
+    if type_ == EXEC_TYPE:
         argc, argv_size, filename = EXEC_TAIL.unpack_from(raw, HEADER.size)
         start = HEADER.size + EXEC_TAIL.size
         blob = raw[start : start + min(argv_size, size - start)]
         argv = tuple(a.decode("utf-8", "replace") for a in blob.split(b"\0")[:argc])
         exec_ = Exec(ts, pid, ppid, name, cgroup_id, argv=argv, filename=text(filename),
                      argv_truncated=bool(flags & FLAG_ARGV_TRUNCATED))
-        return Decoded(exec_, flags)
+        return exec_, flags, 0
     anon, file, shmem, _total_vm = OOM_TAIL.unpack_from(raw, HEADER.size)
-    return Decoded(Oom(ts, pid, ppid, name, cgroup_id, rss_bytes=(anon + file + shmem) * 1024), flags)
+    return Oom(ts, pid, ppid, name, cgroup_id, rss_bytes=(anon + file + shmem) * 1024), flags, 0
 
 
 def encode(event: Event, flags: int = 0, evicted_pid: int = 0) -> bytes:
