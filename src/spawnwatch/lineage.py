@@ -265,20 +265,21 @@ class Lineage:
         return proc
 
     def _brief(self, event: Brief) -> Process | None:
-        known, stale = self._birth(event.pid, event.ts)
-        if stale:
-            return None
-        if known is not None:
-            self._touch(known)  # its fork came on its own while it lived: this is its end
-            self._exit(known, event.exited_at)
-            self._reap(known, event.reaped_at)
-            return known
+        if event.pid in self._by_pid:  # seldom: nearly every Brief's pid is free in the table
+            known, stale = self._birth(event.pid, event.ts)
+            if stale:
+                return None
+            if known is not None:
+                self._touch(known)  # its fork came on its own while it lived: this is its end
+                self._exit(known, event.exited_at)
+                self._reap(known, event.reaped_at)
+                return known
         spawner = self._by_pid.get(event.ppid)
         if spawner is None or spawner.start - SAME_START_S > event.ts:
             spawner = self._reaped_holder_at(event.ppid, event.ts)
-        if spawner is None:
-            self.counts["missing_parent"] += 1
-            return None
+            if spawner is None:
+                self.counts["missing_parent"] += 1
+                return None
         self._touch(spawner)
         self.listener.spawned_briefly(spawner, event)
         return None
