@@ -148,8 +148,9 @@ class Consumer(Protocol):
 
     def begin(self, run: LiveRun, snapshot: Snapshot | None) -> None: ...
 
-    def item(self, item: Event | Resync) -> None:
-        """Take one item (and record it through the run, if it belongs to the recording)."""
+    def items(self, batch: list[Event | Resync]) -> None:
+        """Take one poll's items, in order (recording each through the run, if it belongs
+        to the recording).  A batch, not an item at a time: a storm brings thousands a poll."""
 
     def batch_done(self, now: float) -> None:
         """After every poll, busy or not (`now`: seconds since boot)."""
@@ -173,8 +174,7 @@ def run_live(config: Config, consumer: Consumer, duration: float | None, record:
         consumer.begin(run, procfs.snapshot(redact) if consumer.wants_snapshot else None)
         settle_collector()
         for batch in live_batches(probe, stop):
-            for item in batch:
-                consumer.item(item)
+            consumer.items(batch)
             consumer.batch_done(procfs.boottime_now())
         consumer.end(run.stats())
 

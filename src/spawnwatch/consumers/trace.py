@@ -33,20 +33,21 @@ class EventStream:
             print(EVENT_HEADER, file=self.out)
         self.out.flush()
 
-    def item(self, item: Event | Resync) -> None:
-        if isinstance(item, Resync):
-            self.run.record_item(item)  # for the recording's replay; too big for the stream
-            return
-        if not all(f(item) for f in self.filters):
-            return
-        where = self.run.resolver(item.cgroup_id, item.pid)
-        if self.container is not None and not container_matches(where, self.container):
-            return
-        self.run.record_item(item)
-        if self.as_json:
-            write_json_line({**to_record(item), "container": where}, self.out)
-        else:
-            print(self.lines.line(item, where["name"] if where else "-"), file=self.out)
+    def items(self, batch: list[Event | Resync]) -> None:
+        for item in batch:
+            if isinstance(item, Resync):
+                self.run.record_item(item)  # for the recording's replay; too big for the stream
+                continue
+            if not all(f(item) for f in self.filters):
+                continue
+            where = self.run.resolver(item.cgroup_id, item.pid)
+            if self.container is not None and not container_matches(where, self.container):
+                continue
+            self.run.record_item(item)
+            if self.as_json:
+                write_json_line({**to_record(item), "container": where}, self.out)
+            else:
+                print(self.lines.line(item, where["name"] if where else "-"), file=self.out)
 
     def batch_done(self, now: float) -> None:
         self.out.flush()

@@ -54,17 +54,21 @@ class Detection:
         self.log(f"watching {len(snapshot.processes)} processes (Ctrl-C to stop)")
         self._deliver(self.pipeline.feed(snapshot), 0)
 
-    def item(self, item: Event | Resync | Observation) -> None:
-        # Recorded before the alerts it raises: a replay feeds it, then evaluates at the tick.
-        self.run.record_item(item)
-        before = self.pipeline.evaluations
-        self._deliver(self.pipeline.feed(item), before)
+    def items(self, batch: list[Event | Resync | Observation]) -> None:
+        pipeline, feed, record = self.pipeline, self.pipeline.feed, self.run.record_item
+        recording = self.run.recorder is not None
+        for item in batch:
+            # Recorded before the alerts it raises: a replay feeds it, then evaluates at the tick.
+            if recording:
+                record(item)
+            before = pipeline.evaluations
+            alerts = feed(item)
+            if alerts or pipeline.evaluations != before:
+                self._deliver(alerts, before)
 
     def batch_done(self, now: float) -> None:
-        for event in self.run.resolver.lifecycle():  # the engine's, since the last poll
-            self.item(event)
-        for sample in self.sampler.poll(self.pipeline.detector.cgroups, now):  # the pids limits that changed
-            self.item(sample)
+        self.items(self.run.resolver.lifecycle())  # the engine's container events, since the last poll
+        self.items(self.sampler.poll(self.pipeline.detector.cgroups, now))  # the pids limits that changed
         before = self.pipeline.evaluations
         self._deliver(self.pipeline.advance(now), before)
 
