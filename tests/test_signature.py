@@ -179,6 +179,9 @@ def test_one_hosts_docker_run_clients_share_a_signature():
         ("docker create -i --name srv busybox", "create", "busybox", ("srv",), False),
         ("docker start -a -i srv", "start", "", ("srv",), True),
         ("docker start srv other", "start", "", ("srv", "other"), False),
+        ("docker -H unix:///run/docker.sock --debug run -i --rm --name gh-2 mcp/fetch", "run", "mcp/fetch", ("gh-2",), True),
+        ("docker --context=prod -l warn container create --name srv mcp/fetch", "create", "mcp/fetch", ("srv",), False),
+        ("podman --url unix:///run/podman.sock -r start -a srv", "start", "", ("srv",), True),
     ],
 )
 def test_container_clients_say_what_they_ask_for(command, action, image, names, attached):
@@ -186,6 +189,12 @@ def test_container_clients_say_what_they_ask_for(command, action, image, names, 
     assert (client.action, client.image, client.names, client.attached) == (action, image, names, attached)
 
 
-@pytest.mark.parametrize("command", ["npx -y @21st-dev/magic", "docker ps -a", "docker", "node server.js", ""])
+def test_a_container_client_given_the_engine_s_own_options_signs_as_without_them():
+    assert sign("docker -H ssh://build --tlsverify run -i --rm -e TOKEN=x ghcr.io/github/gh:1.2 stdio") == \
+        sign("docker run -i --rm ghcr.io/github/gh:1.2 stdio") == "docker run ghcr.io/github/gh stdio"
+
+
+@pytest.mark.parametrize("command", ["npx -y @21st-dev/magic", "docker ps -a", "docker", "node server.js", "",
+                                     "docker -H unix:///run/docker.sock ps -a", "docker --config run ps"])
 def test_other_programs_are_no_container_clients(command):
     assert SIGN.container_client(shlex.split(command)) is None

@@ -51,6 +51,10 @@ class Launcher:
     commands: tuple[tuple[str, ...], ...]  # word sequences that invoke it: ("npx",), ("npm", "exec")
     package_options: frozenset[str] = frozenset()  # name the package: --package, -p, --from
     value_options: frozenset[str] = frozenset()  # other options taking the next word
+    # Options of the program itself that take the next word, given before a command of
+    # several words (`docker -H ssh://host run`, `podman --url URL run`); its flags there
+    # are passed over too.
+    program_value_options: frozenset[str] = frozenset()
     version: str = ""  # regex of a version suffix to strip from the package/bin name
     drop_scope: bool = False  # "@scope/name" -> "name"
     # The commands end in run, create or start and ask a container engine for containers
@@ -154,8 +158,11 @@ class Signer:
         """(the launcher, the command words that invoked it, the arguments after them)."""
         for launcher in self.rules.launchers:
             for sequence in launcher.commands:
-                if program == sequence[0] and args[: len(sequence) - 1] == list(sequence[1:]):
-                    return launcher, sequence, args[len(sequence) - 1 :]
+                if program != sequence[0]:
+                    continue
+                words = _past_options(args, launcher.program_value_options) if len(sequence) > 1 else args
+                if words[: len(sequence) - 1] == list(sequence[1:]):
+                    return launcher, sequence, words[len(sequence) - 1 :]
         return None
 
     def _strip_wrappers(self, words: list[str]) -> list[str]:
@@ -270,6 +277,15 @@ class Signer:
         signature = _WHITESPACE.sub(" ", signature).strip()  # one line, whatever argv held
         limit = self.rules.max_length
         return signature if len(signature) <= limit else signature[: limit - 1] + "…"
+
+
+def _past_options(args: list[str], value_options: frozenset[str]) -> list[str]:
+    """`args` from the first word that is not an option (nor the value of one in `value_options`)."""
+    i = 0
+    while i < len(args) and args[i].startswith("-") and args[i] not in ("-", "--"):
+        name, has_value, _ = args[i].partition("=")
+        i += 2 if name in value_options and not has_value else 1
+    return args[i:]
 
 
 def _true(value: str) -> bool:
