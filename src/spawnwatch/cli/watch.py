@@ -16,7 +16,7 @@ from spawnwatch.cli.common import (
     ring_buffer_option, show_secrets_option,
 )
 from spawnwatch.config import Config
-from spawnwatch.events import Exec, RecordError, Snapshot, count_value, from_record, time_value
+from spawnwatch.events import Exec, RecordError, Resync, Snapshot, count_value, from_record, time_value
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.recording import RecordingError, read_records
 from spawnwatch.redact import Redactor
@@ -171,6 +171,9 @@ def webhook_sink(url: str, resend_every: float, metrics: Any) -> Any:
     return Alertmanager(url, generator_url=generator, resend_every_s=resend_every, host=host, on_error=log)
 
 
+SNAPSHOT_TYPES = (Snapshot, Resync)
+
+
 def watch_recording(config: Config, path: str, sink: Sink) -> None:
     """The live pipeline on recorded events, evaluated at the recorded ticks (or on the events' clock).
     Read twice, never held whole: a recording of a storm holds millions of records."""
@@ -199,15 +202,17 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
                     item = from_record(record)
                     if item is None:
                         continue
-                    if type(item) is Exec or isinstance(item, Snapshot):
+                    item_type = type(item)
+                    if item_type is Exec or item_type in SNAPSHOT_TYPES:
                         item = redact.event(item)
-                    if not isinstance(item, Snapshot):
-                        counts[type(item)] += 1  # by class: hashing an enum member runs Python code
+                    if item_type not in SNAPSHOT_TYPES:
+                        counts[item_type] += 1  # by class: hashing an enum member runs Python code
                     alerts = pipeline.feed(item)
             except RecordError as exc:
                 raise click.ClickException(f"{path}: record {number}: {exc}") from exc
-            for alert in alerts:
-                sink.send(origin.stamp(alert.to_record(), alert.ts))
+            if alerts:
+                for alert in alerts:
+                    sink.send(origin.stamp(alert.to_record(), alert.ts))
     except RecordingError as exc:
         raise click.ClickException(str(exc)) from exc
     stats = {**recorded_stats, "kind": "stats", "events": {cls.kind.value: n for cls, n in counts.items()}}
