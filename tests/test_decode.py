@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import random
 import struct
+import time
 from collections import Counter
 
 import pytest
 
 from spawnwatch.events import Brief, Exec, Exit, Fork, Oom, Reap, RecordError, from_record, to_record
 from spawnwatch.probe import (
-    PAGE_SIZE, KnownProcesses, Probe, ProbeError, SkippedReaps, UnsettledZombies, layout, ring_buffer_pages,
-    table_flags,
+    PAGE_SIZE, KnownProcesses, Probe, ProbeError, SkippedReaps, layout, ring_buffer_pages, table_flags,
 )
 from spawnwatch.probe.births import HeldForks
 
@@ -145,7 +145,7 @@ class Births:
 
     def sweep(self, held, cutoff):
         return [(e.kind.value, e.pid, e.ts, flags) for e, flags in held.sweep(bytes(self.raw), round(cutoff * 1e9),
-                                                                                  self.read, round(cutoff * 1e9))]
+                                                                                  self.read)]
 
 
 def test_the_sweep_announces_each_fork_and_exit_held_past_the_cutoff_once():
@@ -169,7 +169,7 @@ def test_the_sweep_trusts_only_whole_slots_that_hold_still():
     births.hold(20, 1.0)
     copied = bytes(births.raw)
     births.clear(20)  # told by the kernel after the copy: the re-read shows it gone
-    assert held.sweep(copied, round(2e9), births.read, round(2e9)) == []
+    assert held.sweep(copied, round(2e9), births.read) == []
     births.hold(20, 1.0)
     layout.BIRTH.pack_into(births.raw, 5 * layout.BIRTH.size, 20, layout.BIRTH_ALIVE, 10**9, 0, 7, 100, 0, b"x")
     layout.BIRTH.pack_into(births.raw, 6 * layout.BIRTH.size, 6, 9, 10**9, 0, 7, 100, 0, b"x")  # no such state
@@ -178,8 +178,8 @@ def test_the_sweep_trusts_only_whole_slots_that_hold_still():
     def never_still(slot):
         return births.read(slot) if slot != 4 else bytes([next(moving)]) + births.read(slot)[1:]
 
-    assert held.sweep(bytes(births.raw), round(2e9), never_still, round(2e9)) == []  # 20's slot is 4, not 5; 6 is torn
-    assert [e.pid for e, _ in held.sweep(bytes(births.raw), round(2e9), births.read, round(2e9))] == [20]
+    assert held.sweep(bytes(births.raw), round(2e9), never_still) == []  # 20's slot is 4, not 5; 6 is torn
+    assert [e.pid for e, _ in held.sweep(bytes(births.raw), round(2e9), births.read)] == [20]
 
 
 def test_kernel_records_of_an_announced_process_are_not_told_twice():
@@ -206,50 +206,83 @@ def test_kernel_records_of_an_announced_process_are_not_told_twice():
         assert held.kernel_event(event) == (event,)
 
 
-def test_a_held_exit_proc_no_longer_shows_as_a_zombie_is_told_reaped_too():
-    # The kernel skipped its free (a recursion miss): its slot keeps it as exited though
-    # its parent reaped it.  /proc tells: gone, so it is no zombie of anyone.
-    def swept() -> tuple[Births, HeldForks, list]:
-        births = Births()
-        held = HeldForks(SLOTS, still_zombie=lambda pid, forked: pid == 22)
-        births.hold(21, 1.0, state=layout.BIRTH_EXITED, exited=1.1)
-        births.hold(22, 1.0, state=layout.BIRTH_EXITED, exited=1.1)  # a real zombie
-        return births, held, births.sweep(held, 2.0)
+class FakeProc:
+    """/proc's answer to "is this pid a zombie, since when?", changed by the test."""
 
-    births, held, told = swept()
-    assert told == [("fork", 21, 1.0, 0), ("fork", 22, 1.0, 0), ("exit", 21, 1.1, 0), ("exit", 22, 1.1, 0),
-                    ("reap", 21, 2.0, 0)]
-    assert held.swept_reaps == 1 and births.sweep(held, 3.0) == []
+    def __init__(self) -> None:
+        self.zombies: dict[int, float] = {}
+        self.asked: list[int] = []
+
+    def zombie_start(self, pid: int) -> float | None:
+        self.asked.append(pid)
+        return self.zombies.get(pid)
+
+
+def test_a_swept_exit_is_settled_by_skipped_reaps_and_its_late_free_tells_nothing_more():
+    # The kernel skipped 21's free (a recursion miss): its slot keeps it as exited though its
+    # parent reaped it.  The sweep tells its fork and exit only; the probe hands the exit to
+    # SkippedReaps, with the fork time as its start, as any exit.
+    proc = FakeProc()
+    proc.zombies = {22: 1.0}  # 22 is a real zombie
+    births, held, skipped = Births(), HeldForks(SLOTS), SkippedReaps(proc.zombie_start)
+    births.hold(21, 1.0, state=layout.BIRTH_EXITED, exited=1.1)
+    births.hold(22, 1.0, state=layout.BIRTH_EXITED, exited=1.1)
+    swept = held.sweep(bytes(births.raw), round(2e9), births.read)
+    assert [(e.kind.value, e.pid) for e, _ in swept] == [("fork", 21), ("fork", 22), ("exit", 21), ("exit", 22)]
+    assert proc.asked == []  # the sweep asks /proc nothing
+    for event, _ in swept:
+        if isinstance(event, Exit):
+            skipped.exited(event.pid, event.ts, 1.0)
+    assert skipped.check(2.0) == [Reap(2.0, 21, 0, "", 0)] and proc.asked == [21, 22]  # swept HOLD_S old: due
+    held.reaped_elsewhere(21)
+    assert held.sweep(bytes(births.raw), round(3e9), births.read) == []
     # What the kernel sends of 21 later was told already: a late free's brief ...
     assert held.kernel_event(Brief(1.0, 21, 100, "worker", 7, 1.1, 3.0)) == ()
-    # ... or the flush of its slot by another fork.
-    _, held, _ = swept()
-    assert held.kernel_event(Fork(1.0, 21, 100, "worker", 7)) == ()
-    assert held.kernel_event(Exit(1.1, 21, 0, "worker", 7)) == ()
-    assert held.kernel_event(Reap(5.0, 21, 0, "", 0)) == (Reap(5.0, 21, 0, "", 0),)  # a later life's, told
-    # The real zombie's reap comes from the kernel.
+    # ... while the real zombie's reap comes from the kernel: exit told, the reap still untold.
     assert held.kernel_event(Brief(1.0, 22, 100, "worker", 7, 1.1, 6.0)) == (Reap(6.0, 22, 0, "", 0),)
 
 
 def test_exits_left_unreaped_are_looked_up_in_proc_and_real_zombies_less_and_less_often():
-    looked: list[int] = []
-    zombies = {31}
-
-    def zombie_start(pid):
-        looked.append(pid)
-        return 1.0 if pid in zombies else None
-
-    skipped = SkippedReaps(zombie_start)
-    skipped.exited(30, 10.0)  # its free was skipped: gone from /proc, never reaped by the kernel
-    skipped.exited(31, 10.0)  # a real zombie
-    skipped.exited(32, 10.0)
-    skipped.reaped(32)  # reaped as usual
-    assert skipped.check(10.1) == [] and looked == []  # younger than HOLD_S
-    assert skipped.check(10.4) == [Reap(10.4, 30, 0, "", 0)] and looked == [30, 31]
-    for now in (10.65, 10.9, 11.15, 11.4, 11.65, 11.9, 12.15):  # every CHECK_EVERY_S
+    proc = FakeProc()
+    proc.zombies = {31: 1.0}
+    skipped = SkippedReaps(proc.zombie_start)
+    skipped.exited(30, 10.0, 1.0)  # its free was skipped: gone from /proc, never reaped by the kernel
+    skipped.exited(31, 10.0, 1.0)  # a real zombie
+    skipped.exited(32, 10.0, 1.0)
+    skipped.told(32)  # reaped as usual
+    assert skipped.check(10.1) == [] and proc.asked == []  # younger than HOLD_S
+    assert skipped.check(10.4) == [Reap(10.4, 30, 0, "", 0)] and proc.asked == [30, 31]
+    for now in (10.65, 10.9, 11.15, 11.4, 11.65, 11.9, 12.15):
         skipped.check(now)
-    assert looked == [30, 31, 31, 31]  # at ages 0.4, 0.9 and 1.9 s: the next at 3.9 s
-    assert skipped.settled == 1
+    assert proc.asked == [30, 31, 31, 31]  # at ages 0.4, 0.9 and 1.9 s: the next at 3.9 s
+    assert (skipped.settled, skipped.given_up) == (1, 0)
+
+
+def test_a_pid_reused_by_a_new_zombie_is_not_taken_for_the_old_one():
+    proc = FakeProc()
+    skipped = SkippedReaps(proc.zombie_start)
+    skipped.exited(40, 10.0, 5.0)  # forked at 5.0, seen
+    skipped.exited(41, 10.0, None)  # forked before the session: its start is the zombie's the first look finds
+    proc.zombies = {40: 9.0, 41: 3.0}  # 40 reaped, its pid reused by a process that is a zombie too
+    assert skipped.check(10.3) == [Reap(10.3, 40, 0, "", 0)]
+    proc.zombies[41] = 9.5  # 41 reaped, and its pid reused the same way
+    assert skipped.check(11.0) == [Reap(11.0, 41, 0, "", 0)]
+    skipped.exited(42, 20.0, 5.004)
+    proc.zombies[42] = 5.0  # /proc's start has clock-tick precision: the same process
+    assert skipped.check(20.3) == [] and skipped.settled == 2
+
+
+def test_exits_awaited_are_bounded_and_those_given_up_counted():
+    proc = FakeProc()
+    proc.zombies = dict.fromkeys(range(10), 1.0)
+    skipped = SkippedReaps(proc.zombie_start, limit=3)
+    for pid in range(10):
+        skipped.exited(pid, 5.0, 1.0)
+    assert skipped.given_up == 7
+    proc.zombies.clear()
+    assert [r.pid for r in skipped.check(6.0)] == [7, 8, 9] and proc.asked == [7, 8, 9]
+    skipped.evicted(20, 7.0)  # an evicted pid whose exit was given up is awaited again
+    assert skipped.given_up == 7 and [r.pid for r in skipped.check(7.0)] == [20]
 
 
 def test_oom_keeps_the_victims_own_cgroup():
@@ -284,72 +317,56 @@ def test_probe_batch_decoding_counts_and_fills_missing_argv():
         "missed_by_kind": {"fork": 0, "exec": 0, "exit": 0, "reap": 0, "oom": 0, "brief": 0},
         "decode_errors": 1,
         "dead_slot_collisions": 0,
-        "dead_slot_settled": 0,
-        "dead_slot_given_up": 0,
+        "reaps_settled_from_proc": 0,
+        "reaps_given_up": 0,
         "resyncs": 0,
         "swept_forks": 0,
         "swept_exits": 0,
-        "swept_reaps": 0,
-        "skipped_reaps_settled": 0,
     }
 
 
-class FakeProc:
-    """/proc's answer to "is this pid a zombie, since when?", changed by the test."""
-
-    def __init__(self) -> None:
-        self.zombies: dict[int, float] = {}
-        self.asked: list[int] = []
-
-    def zombie_start(self, pid: int) -> float | None:
-        self.asked.append(pid)
-        return self.zombies.get(pid)
+def boottime() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-def test_a_zombie_whose_dead_slot_was_taken_is_reaped_once_proc_shows_it_gone():
+def test_a_zombie_whose_dead_slot_was_taken_is_looked_up_at_once():
     proc = FakeProc()
+    later = boottime() + 3600  # exits due their first look in an hour: only an eviction looks now
     proc.zombies = {300: 1.0, 400: 1.1}
     probe = Probe(parent_of=lambda pid: None, zombie_start=proc.zombie_start)
     probe.decode_batch([record(Fork(1.0, 300, 200, "srv", 7)), record(Fork(1.1, 400, 200, "srv", 7)),
-                        record(Exit(2.0, 300, 0, "srv", 7)), record(Exit(2.1, 400, 0, "srv", 7))])
+                        record(Exit(later, 300, 0, "srv", 7)), record(Exit(later, 400, 0, "srv", 7))])
+    assert proc.asked == []
     # 300 + 65536 exits: the kernel tells that 300's slot was taken; 300 is still a zombie.
-    events = probe.decode_batch([record(Exit(3.0, 65836, 0, "other", 1), evicted_pid=300)])
-    assert [(e.kind.value, e.pid) for e in events] == [("exit", 65836)]
-    assert probe.decode_batch([]) == []  # still a zombie: nothing yet
-    del proc.zombies[300]  # its parent reaped it; the kernel side will not say so
-    proc.asked.clear()
-    (reap,) = probe.decode_batch([])
-    assert (reap.kind.value, reap.pid, reap.ppid, reap.comm, reap.cgroup_id) == ("reap", 300, 200, "srv", 7)
-    assert reap.ts >= 3.0
-    assert proc.asked == [300]  # only the unsettled pid is looked up
-    proc.asked.clear()
-    assert probe.decode_batch([]) == [] and proc.asked == []  # settled once
-    # A slot taken from a zombie /proc already shows gone (or reused by a running process): reaped at once.
+    events = probe.decode_batch([record(Exit(later, 65836, 0, "other", 1), evicted_pid=300)])
+    assert [(e.kind.value, e.pid) for e in events] == [("exit", 65836)] and proc.asked == [300]
+    # A slot taken from a zombie /proc already shows gone: reaped in the same batch.
     del proc.zombies[400]
-    events = probe.decode_batch([record(Exit(4.0, 65936, 0, "other", 1), evicted_pid=400)])
+    events = probe.decode_batch([record(Exit(later, 65936, 0, "other", 1), evicted_pid=400)])
     assert [(e.kind.value, e.pid) for e in events] == [("exit", 65936), ("reap", 400)]
+    reap = events[1]
+    assert (reap.ppid, reap.comm, reap.cgroup_id) == (200, "srv", 7) and reap.ts < later
     stats = probe.stats()
-    assert stats["dead_slot_settled"] == 2 and stats["events"]["reap"] == 2
+    assert (stats["reaps_settled_from_proc"], stats["reaps_given_up"], stats["events"]["reap"]) == (1, 0, 1)
 
 
-def test_a_zombie_whose_pid_was_reused_is_settled():
+def test_the_probe_settles_an_exit_from_proc_by_the_fork_it_saw_and_not_after_a_new_life():
     proc = FakeProc()
-    proc.zombies = {300: 1.0}
-    probe = Probe(zombie_start=proc.zombie_start)
-    probe.decode_batch([record(Exit(3.0, 65836, 0, "other", 1), evicted_pid=300)])
-    proc.zombies[300] = 9.0  # reaped, the pid reused, and the new holder a zombie too
-    assert [(e.kind.value, e.pid) for e in probe.decode_batch([])] == [("reap", 300)]
-
-
-def test_unsettled_zombies_are_bounded():
-    proc = FakeProc()
-    proc.zombies = dict.fromkeys(range(10), 1.0)
-    zombies = UnsettledZombies(proc.zombie_start, limit=3)
-    for pid in range(10):
-        assert zombies.evicted(pid, 5.0) == []
-    assert zombies.given_up == 7
-    proc.zombies.clear()
-    assert [r.pid for r in zombies.settle(6.0)] == [7, 8, 9]
+    now = boottime()
+    probe = Probe(parent_of=lambda pid: None, zombie_start=proc.zombie_start)
+    proc.zombies = {500: now - 9.0, 501: now - 9.0}  # the pids' holders in /proc, zombies forked 9 s ago
+    events = probe.decode_batch([
+        record(Fork(now - 10.0, 500, 200, "srv", 7)),  # 500 forked 10 s ago: the zombie in /proc is another
+        record(Exec(now - 10.0, 500, 0, "job", 7, ("job",), "/bin/job", False)),
+        record(Exit(now - 5.0, 500, 0, "job", 7)),
+        record(Fork(now - 9.0, 501, 200, "srv", 7)),  # 501 forked when /proc's zombie did: still that one
+        record(Exit(now - 5.0, 501, 0, "srv", 7)),
+        record(Fork(now - 9.0, 502, 200, "srv", 7)),
+        record(Exit(now - 5.0, 502, 0, "srv", 7)),
+        record(Fork(now - 1.0, 502, 200, "srv", 7)),  # a new life of 502: its former one was reaped
+    ])
+    assert [(e.kind.value, e.pid) for e in events if isinstance(e, Reap)] == [("reap", 500)]
+    assert sorted(proc.asked) == [500, 501]  # none for 502, whose new life runs (/proc: no zombie)
 
 
 def test_json_contract_of_each_kind():

@@ -106,16 +106,17 @@ def stats_line(stats: dict) -> str:
 
 
 def faults(stats: dict) -> str:
-    """What the session could not see, for humans: losses by kind, bad records, settled dead slots
-    (recordings older than these counters have `lost` only)."""
+    """What the session could not see, for humans: losses by kind, bad records, reaps the kernel
+    did not tell (recordings older than these counters have `lost` only)."""
     lost = ", ".join(f"{k} {v}" for k, v in stats.get("lost_by_kind", {}).items() if v)
     missed = ", ".join(f"{k} {v}" for k, v in stats.get("missed_by_kind", {}).items() if v)
     return (
         f"lost {stats['lost']}{f' ({lost})' if lost else ''},"
         f"{f' skipped by the kernel ({missed}),' if missed else ''} resyncs {stats.get('resyncs', 0)},"
         f" decode errors {stats.get('decode_errors', 0)},"
-        f" dead-slot collisions {stats.get('dead_slot_collisions', 0)}"
-        f" (settled {stats.get('dead_slot_settled', 0)}, given up {stats.get('dead_slot_given_up', 0)})"
+        f" dead-slot collisions {stats.get('dead_slot_collisions', 0)},"
+        f" reaps settled from /proc {stats.get('reaps_settled_from_proc', 0)}"
+        f" (given up {stats.get('reaps_given_up', 0)})"
     )
 
 

@@ -249,7 +249,8 @@ def recorded_origin(ready: Record | None) -> Origin:
 
 
 # The counters of a live session's stats record that a replay reports as they were.
-RECORDED_COUNTS = ("decode_errors", "dead_slot_collisions", "dead_slot_settled", "dead_slot_given_up", "resyncs",
+# Others (such as the per-cause reap counts of older recordings) are left out.
+RECORDED_COUNTS = ("decode_errors", "dead_slot_collisions", "reaps_settled_from_proc", "reaps_given_up", "resyncs",
                    "container_events_dropped")
 RECORDED_BY_KIND = ("lost_by_kind", "missed_by_kind", "notifications")
 

@@ -13,6 +13,7 @@ each poll also sweeps the held forks (births.py) for those held too long.
 from __future__ import annotations
 
 import ctypes
+import heapq
 import mmap
 import os
 import re
@@ -25,7 +26,7 @@ from typing import Callable
 from spawnwatch.config import default_redactor
 from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Kind, Oom, Reap
 from spawnwatch.probe import layout, preflight
-from spawnwatch.probe.births import HOLD_S, HeldForks, StillZombie
+from spawnwatch.probe.births import HOLD_S, HeldForks
 from spawnwatch.redact import Redactor
 
 _LOCAL_INCLUDE = re.compile(r'^#include "([^"]+)"\s*$')
@@ -102,13 +103,13 @@ def feature_flags() -> list[str]:
 # runs on that CPU (or a task preempted inside a bpf() map call holds it):
 # sched_process_free, run from an RCU callback on the way out of an interrupt,
 # misses ~1 reap in 1,000 in a fork storm that way, and the reap never comes:
-# SkippedReaps finds those pids in /proc, and the sweep (births.py) those whose fork
-# was still held.  Counted apart from `lost`: a resync per miss would cost more.  A missed
-# sys_enter_execve only costs its exec's argv, read from /proc instead.
+# SkippedReaps finds those pids in /proc.  Counted apart from `lost`: a resync per
+# miss would cost more.  A missed sys_enter_execve only costs its exec's argv, read
+# from /proc instead.
 # Each program counts as the kind of its main record.  sched_process_free sends
 # Briefs too, but a skipped run loses a reap either way: the held process it
-# would have told whole stays in its slot, and the sweep announces its fork and
-# exit.  task_newtask's records are the held forks it flushes.
+# would have told whole stays in its slot, the sweep announces its fork and exit,
+# and SkippedReaps its reap.  task_newtask's records are the held forks it flushes.
 EMITTING_PROGRAMS = {
     b"tracepoint__task__task_newtask": Kind.FORK,
     b"tracepoint__sched__sched_process_exec": Kind.EXEC,
@@ -133,16 +134,6 @@ ZombieStart = Callable[[int], "float | None"]  # a pid's start time while it is 
 START_TOLERANCE_S = 0.02  # /proc start times have clock-tick precision (USER_HZ)
 
 
-def still_zombie(zombie_start: ZombieStart) -> StillZombie:
-    """Whether /proc still shows the process `pid` forked at a time as a zombie."""
-
-    def check(pid: int, forked: float) -> bool:
-        start = zombie_start(pid)
-        return start is not None and abs(start - forked) <= START_TOLERANCE_S
-
-    return check
-
-
 MAX_KNOWN_PROCESSES = 65536
 MAX_UNSETTLED_ZOMBIES = 65536
 RESYNC_INTERVAL_S = 1.0  # at most one /proc resync a second during a storm that keeps losing events
@@ -155,15 +146,20 @@ class KnownProcesses:
 
     def __init__(self, parent_of: ParentOf | None, limit: int = MAX_KNOWN_PROCESSES) -> None:
         self._parent_of = parent_of or (lambda pid: None)
-        self._entries: OrderedDict[int, tuple[int, str, int]] = OrderedDict()
+        self._entries: OrderedDict[int, tuple[int, str, int, float | None]] = OrderedDict()  # pid -> (ppid, comm, cgroup, fork time)
         self._limit = limit
 
     def parent(self, pid: int) -> int:
         entry = self._entries.get(pid)
         return entry[0] if entry else (self._parent_of(pid) or 0)
 
-    def remember(self, pid: int, ppid: int, comm: str, cgroup_id: int) -> None:
-        self._entries[pid] = (ppid, comm, cgroup_id)
+    def start(self, pid: int) -> float | None:
+        """When the process holding `pid` forked, if its fork was seen."""
+        entry = self._entries.get(pid)
+        return entry[3] if entry else None
+
+    def remember(self, pid: int, ppid: int, comm: str, cgroup_id: int, start: float | None) -> None:
+        self._entries[pid] = (ppid, comm, cgroup_id, start)
         if len(self._entries) > self._limit:
             self._entries.popitem(last=False)
 
@@ -173,12 +169,12 @@ class KnownProcesses:
         if kind is Brief or kind is Fork:
             ppid = self.parent(event.ppid) if flags & layout.FLAG_CLONE_PARENT else event.ppid
             if kind is Fork:
-                self.remember(pid, ppid, event.comm, event.cgroup_id)
+                self.remember(pid, ppid, event.comm, event.cgroup_id, event.ts)
             else:
                 self._entries.pop(pid, None)  # reaped already: nothing will ask about it
             return replace(event, ppid=ppid) if ppid != event.ppid else event
         if kind is Reap:
-            ppid, comm, cgroup_id = self._entries.pop(pid, None) or (self._parent_of(pid) or 0, "", 0)
+            ppid, comm, cgroup_id, _start = self._entries.pop(pid, None) or (self._parent_of(pid) or 0, "", 0, None)
             return replace(event, ppid=ppid, comm=comm, cgroup_id=cgroup_id)
         known = self._entries.get(pid)
         ppid = known[0] if known else self.parent(pid)
@@ -187,94 +183,88 @@ class KnownProcesses:
             comm = event.comm or (known[1] if known else "")
             cgroup_id = known[2] if known else event.cgroup_id
             return replace(event, ppid=ppid, comm=comm, cgroup_id=cgroup_id)
-        self.remember(pid, ppid, event.comm, event.cgroup_id)
+        self.remember(pid, ppid, event.comm, event.cgroup_id, known[3] if known else None)
         return replace(event, ppid=ppid)
 
 
-class UnsettledZombies:
-    """Zombies whose dead slot in the kernel was taken by another exiting pid
-    (pids share a slot modulo its size): the kernel side will not report their
-    reaps, so /proc is asked, for these pids only, until it shows each one gone
-    or its pid reused; then a Reap is made for it.  Bounded: beyond the limit
-    the oldest is given up, counted."""
-
-    def __init__(self, zombie_start: ZombieStart, limit: int = MAX_UNSETTLED_ZOMBIES) -> None:
-        self._zombie_start = zombie_start
-        self._starts: OrderedDict[int, float] = OrderedDict()
-        self._limit = limit
-        self.settled = 0
-        self.given_up = 0
-
-    def evicted(self, pid: int, now: float) -> list[Reap]:
-        """`pid` lost its slot: its Reap now if /proc shows it already reaped."""
-        start = self._zombie_start(pid)
-        if start is None:
-            return [self._reap(pid, now)]
-        self._starts[pid] = start
-        self._starts.move_to_end(pid)
-        if len(self._starts) > self._limit:
-            self._starts.popitem(last=False)
-            self.given_up += 1
-        return []
-
-    def settle(self, now: float) -> list[Reap]:
-        """Reaps of the watched zombies that /proc no longer shows."""
-        reaps = []
-        for pid, start in list(self._starts.items()):
-            if self._zombie_start(pid) != start:
-                del self._starts[pid]
-                reaps.append(self._reap(pid, now))
-        return reaps
-
-    def _reap(self, pid: int, now: float) -> Reap:
-        self.settled += 1
-        return Reap(ts=now, pid=pid, ppid=0, comm="", cgroup_id=0)
-
-
 class SkippedReaps:
-    """Reaps the kernel skipped: a run of sched_process_free the kernel skips (see
-    EMITTING_PROGRAMS) leaves its process a zombie in the table, and the kernel
-    cannot say whose run it was.  So exits told and not reaped after HOLD_S are
-    looked up in /proc: one that is no zombie any more gets its Reap, well within
-    the zombie rule's minimum age.  A fork storm skips about one free in a
-    thousand; left alone, those read as a parent that does not reap.  A real
-    zombie is looked up again when its age has doubled, so a host full of them
-    costs few reads; beyond the limit the oldest exits are given up."""
+    """Reaps the kernel side will not tell, settled from /proc: the probe's one
+    reader of "is this exit reaped yet".  The kernel cannot tell a reap when it
+    skips a run of sched_process_free (see EMITTING_PROGRAMS: about one in a
+    thousand in a fork storm, and it cannot say whose run it skipped), nor once
+    another exiting pid took the process's dead slot (pids share a slot modulo its
+    size; that exit's record names the evicted pid).  Left alone, either reads as a
+    parent that does not reap.
 
-    CHECK_EVERY_S = HOLD_S
+    So every exit told is awaited: HOLD_S after it (an evicted one at once),
+    /proc is asked, and one that is no zombie any more, or whose pid a
+    process started at another time holds, gets its Reap, well within the zombie
+    rule's minimum age.  The start compared is the fork the probe saw; for a
+    process it did not see fork (older than the session, or forgotten beyond
+    MAX_KNOWN_PROCESSES) it is the start of the zombie the first look finds.  A
+    later event of the pid ends the wait: its reap, or a new life of the pid,
+    which a late Reap of the old one would otherwise end in the table.  A
+    real zombie is looked up again when its age has doubled (at most
+    LONGEST_WAIT_S), so a host full of them costs few reads; the looks wait in a
+    heap by due time, so a poll with none due costs nothing.  Bounded: beyond the
+    limit the oldest exits are given up, counted."""
+
+    SHORTEST_WAIT_S = HOLD_S
     LONGEST_WAIT_S = 30.0
 
     def __init__(self, zombie_start: ZombieStart, limit: int = MAX_UNSETTLED_ZOMBIES) -> None:
         self._zombie_start = zombie_start
-        self._exits: OrderedDict[int, tuple[float, float]] = OrderedDict()  # pid -> (exited, next look)
+        # pid -> (exited, start or None, next look), oldest exit first
+        self._exits: OrderedDict[int, tuple[float, float | None, float]] = OrderedDict()
+        self._looks: list[tuple[float, int]] = []  # heap of (next look, pid); stale once the entry says otherwise
         self._limit = limit
-        self._next_check = 0.0
         self.settled = 0
+        self.given_up = 0
 
-    def exited(self, pid: int, ts: float) -> None:
-        self._exits[pid] = (ts, ts + HOLD_S)
-        if len(self._exits) > self._limit:
-            self._exits.popitem(last=False)
+    def exited(self, pid: int, ts: float, start: float | None) -> None:
+        """`pid`, forked at `start` when known, exited at `ts`."""
+        self._await(pid, ts, start, ts + HOLD_S)
 
-    def reaped(self, pid: int) -> None:
+    def evicted(self, pid: int, now: float) -> None:
+        """`pid`'s dead slot was taken: the kernel will not tell its reap, so look at once."""
+        exited, start, _look = self._exits.get(pid) or (now, None, now)  # its exit lost, or given up
+        self._await(pid, exited, start, now)
+
+    def told(self, pid: int) -> None:
+        """Another event of `pid` came: its reap, or a new life of the pid."""
         self._exits.pop(pid, None)
 
+    def _await(self, pid: int, exited: float, start: float | None, look: float) -> None:
+        exits = self._exits
+        exits[pid] = (exited, start, look)
+        heapq.heappush(self._looks, (look, pid))
+        if len(exits) > self._limit:
+            exits.popitem(last=False)
+            self.given_up += 1
+        if len(self._looks) > 2 * len(exits) + 1024:  # stale looks: rebuilt, amortised over as many pushes
+            self._looks = [(look, pid) for pid, (_exited, _start, look) in exits.items()]
+            heapq.heapify(self._looks)
+
     def check(self, now: float) -> list[Reap]:
-        """Reaps of the exits due a look that /proc shows gone (at most every CHECK_EVERY_S)."""
-        if now < self._next_check:
-            return []
-        self._next_check = now + self.CHECK_EVERY_S
-        gone = []
-        for pid, (exited, look) in list(self._exits.items()):
-            if look > now:
+        """Reaps of the exits due a look that /proc shows gone or reused."""
+        looks, exits = self._looks, self._exits
+        reaps = []
+        while looks and looks[0][0] <= now:
+            look, pid = heapq.heappop(looks)
+            entry = exits.get(pid)
+            if entry is None or entry[2] != look:
+                continue  # told, given up, or due at another time since
+            exited, start, _look = entry
+            found = self._zombie_start(pid)
+            if found is None or (start is not None and abs(found - start) > START_TOLERANCE_S):
+                del exits[pid]
+                reaps.append(Reap(ts=now, pid=pid, ppid=0, comm="", cgroup_id=0))
                 continue
-            if self._zombie_start(pid) is None:
-                gone.append(pid)
-                del self._exits[pid]
-            else:
-                self._exits[pid] = (exited, now + min(self.LONGEST_WAIT_S, max(self.CHECK_EVERY_S, now - exited)))
-        self.settled += len(gone)
-        return [Reap(ts=now, pid=pid, ppid=0, comm="", cgroup_id=0) for pid in gone]
+            look = now + min(self.LONGEST_WAIT_S, max(self.SHORTEST_WAIT_S, now - exited))
+            exits[pid] = (exited, found, look)
+            heapq.heappush(looks, (look, pid))
+        self.settled += len(reaps)
+        return reaps
 
 
 class Probe:
@@ -283,7 +273,8 @@ class Probe:
     `parent_of` and `argv_of` answer from /proc what neither the kernel side
     nor the events seen so far can: the parent of a process that started
     before we attached, the argv of an exec that began before we attached;
-    `zombie_start`, whether a zombie whose dead slot was taken is still one.
+    `zombie_start`, whether an exited process is still a zombie (SkippedReaps:
+    without it no reap is settled from /proc).
     Every exec's argv, from either, leaves through `redact` (by default the
     default config's rules).  `ring_buffer_kb`, `dead_slots` and `birth_slots`
     size the kernel-side tables (default: bpf/spawnwatch.h's)."""
@@ -301,10 +292,9 @@ class Probe:
         self._argv_of = argv_of
         self._redact = redact if redact is not None else default_redactor()
         self._known = KnownProcesses(parent_of)
-        self._unsettled = UnsettledZombies(zombie_start or (lambda pid: None))
         self._skipped_reaps = SkippedReaps(zombie_start) if zombie_start else None
         self._table_flags = table_flags(ring_buffer_kb, dead_slots, birth_slots)
-        self._held = HeldForks(birth_slots or layout.BIRTH_SLOTS, still_zombie(zombie_start) if zombie_start else None)
+        self._held = HeldForks(birth_slots or layout.BIRTH_SLOTS)
         self._births: mmap.mmap | None = None
         self._bpf = None
         self._records: list[bytes] = []
@@ -362,13 +352,14 @@ class Probe:
 
     def poll(self, timeout: float = 0.05) -> list[Event]:
         """Wait up to `timeout` s (an OOM kill wakes us early), drain, decode,
-        then the held forks HOLD_S old that no record told."""
+        then the held forks HOLD_S old that no record told (and the reaps of
+        their exits /proc already shows, as the exits are HOLD_S old too)."""
         assert self._bpf is not None, "Probe.open() first"
-        now_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
-        cutoff_ns = now_ns - int(HOLD_S * 1e9)
+        cutoff_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - int(HOLD_S * 1e9)
         births = self._births_now()  # before the drain: what it leaves held, no record told
         self._bpf.ring_buffer_poll(max(1, int(timeout * 1000)))
-        return self.decode_batch(self._take_records()) + self._swept(births, cutoff_ns, now_ns) + self._settled()
+        events = self.decode_batch(self._take_records())
+        return events + self._swept(births, cutoff_ns) + self._settled(time.clock_gettime(time.CLOCK_BOOTTIME))
 
     def drain(self) -> list[Event]:
         """Everything already in the ring and every fork still held, without
@@ -376,16 +367,10 @@ class Probe:
         assert self._bpf is not None, "Probe.open() first"
         cutoff_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         births = self._births_now()
-        events = self.decode_batch(self._take_records()) + self._swept(births, cutoff_ns, cutoff_ns)
+        events = self.decode_batch(self._take_records()) + self._swept(births, cutoff_ns)
         # A held process the kernel told whole while the sweep read its slot was left to
         # its record, which came after the take: at the end of a session no poll follows.
         return events + self.decode_batch(self._take_records())
-
-    def _settled(self) -> list[Event]:
-        if self._skipped_reaps is None:
-            return []
-        now = time.clock_gettime(time.CLOCK_BOOTTIME)
-        return [self._complete(reap, 0) for reap in self._skipped_reaps.check(now)]
 
     def _take_records(self) -> list[bytes]:
         """Every record in the ring now (the callback appends them)."""
@@ -401,12 +386,12 @@ class Probe:
         start = slot * layout.BIRTH.size
         return self._births[start : start + layout.BIRTH.size]
 
-    def _swept(self, births: bytes, cutoff_ns: int, now_ns: int) -> list[Event]:
-        return [self._complete(event, flags) for event, flags in self._held.sweep(births, cutoff_ns, self._birth, now_ns)]
+    def _swept(self, births: bytes, cutoff_ns: int) -> list[Event]:
+        return [self._complete(event, flags) for event, flags in self._held.sweep(births, cutoff_ns, self._birth)]
 
     def decode_batch(self, records: list[bytes]) -> list[Event]:
         """Records -> completed events (less what the sweep already announced),
-        then the reaps /proc settled for zombies whose dead slot was taken.
+        then the reaps the kernel will not tell that /proc settled (SkippedReaps).
         Undecodable records are counted and skipped."""
         events = []
         now = time.clock_gettime(time.CLOCK_BOOTTIME)
@@ -421,10 +406,17 @@ class Probe:
                 event = replace(event, argv=self._redact(found or event.argv),
                                 argv_truncated=event.argv_truncated and not found)
             events += [self._complete(told, flags if told is event else 0) for told in self._held.kernel_event(event)]
-            if isinstance(event, Exit) and evicted_pid:
-                events += [self._complete(reap, 0) for reap in self._unsettled.evicted(evicted_pid, now)]
-        events += [self._complete(reap, 0) for reap in self._unsettled.settle(now)]
-        return events
+            if evicted_pid and self._skipped_reaps is not None:
+                self._skipped_reaps.evicted(evicted_pid, now)
+        return events + self._settled(now)
+
+    def _settled(self, now: float) -> list[Event]:
+        if self._skipped_reaps is None:
+            return []
+        reaps = self._skipped_reaps.check(now)
+        for reap in reaps:
+            self._held.reaped_elsewhere(reap.pid)
+        return [self._complete(reap, 0) for reap in reaps]
 
     @property
     def redact(self) -> Redactor:
@@ -434,11 +426,13 @@ class Probe:
     def _complete(self, event: Event, flags: int) -> Event:
         kind = type(event)
         self._counts[kind] += 1
-        if self._skipped_reaps is not None:
+        # A Brief ends no wait worth its cost on the hot path: it leaves nothing in the
+        # table for a late reap of the pid's former holder to hit.
+        if self._skipped_reaps is not None and kind is not Brief:
             if kind is Exit:
-                self._skipped_reaps.exited(event.pid, event.ts)
-            elif kind is Reap:
-                self._skipped_reaps.reaped(event.pid)
+                self._skipped_reaps.exited(event.pid, event.ts, self._known.start(event.pid))
+            else:
+                self._skipped_reaps.told(event.pid)
         return self._known.complete(event, flags)
 
     def lost_by_kind(self) -> dict[str, int]:
@@ -464,7 +458,7 @@ class Probe:
         return missed
 
     def dead_slot_collisions(self) -> int:
-        """Exits whose dead slot was held by another zombie (see UnsettledZombies)."""
+        """Exits whose dead slot was held by another zombie (see SkippedReaps)."""
         if self._bpf is None:
             return 0
         return sum(sum(per_cpu) for per_cpu in self._bpf[b"sw_dead_pids_stats"].values())
@@ -493,11 +487,9 @@ class Probe:
             "missed_by_kind": self.missed_by_kind(),
             "decode_errors": self._decode_errors,
             "dead_slot_collisions": self.dead_slot_collisions(),
-            "dead_slot_settled": self._unsettled.settled,
-            "skipped_reaps_settled": self._skipped_reaps.settled if self._skipped_reaps else 0,
-            "dead_slot_given_up": self._unsettled.given_up,
+            "reaps_settled_from_proc": self._skipped_reaps.settled if self._skipped_reaps else 0,
+            "reaps_given_up": self._skipped_reaps.given_up if self._skipped_reaps else 0,
             "resyncs": self._resyncs,
             "swept_forks": self._held.swept_forks,
             "swept_exits": self._held.swept_exits,
-            "swept_reaps": self._held.swept_reaps,
         }

@@ -12,13 +12,12 @@ exit and reap still untold.
 
 A held process the kernel skipped the free of (a recursion miss: it runs from an
 RCU callback that may interrupt another of our programs) stays in its slot as
-exited, though its parent reaped it: when the sweep tells an exit it asks /proc
-whether the process is still a zombie, and tells its reap too when it is not.
-Otherwise such a process would stay a zombie in the process table, and a fork
-storm's ~1 skipped free in 1,000 reads as a parent that does not reap.
+exited, though its parent reaped it: the sweep tells its exit, and the probe's
+SkippedReaps, which awaits every exit told, finds it gone from /proc and tells
+its reap; the probe says so here (reaped_elsewhere), so that a late free's
+record of it tells nothing twice.
 
-Pure: the probe hands it the map's bytes, a way to re-read one slot and a way to
-ask /proc about one pid.
+Pure: the probe hands it the map's bytes and a way to re-read one slot.
 """
 
 from __future__ import annotations
@@ -41,21 +40,18 @@ _VALID_STATES = (layout.BIRTH_ALIVE, layout.BIRTH_EXITED)
 _STABLE_READS = 4  # re-reads of a slot that changes under us before it is left for the next sweep
 
 ReadSlot = Callable[[int], bytes]
-StillZombie = Callable[[int, float], bool]  # (pid, fork time): /proc still shows that process as a zombie
 
 
 class HeldForks:
     """The sweep of the kernel's held forks and what it announced: one entry per
     slot at most, so bounded by the table's size."""
 
-    def __init__(self, slots: int = layout.BIRTH_SLOTS, still_zombie: StillZombie | None = None) -> None:
+    def __init__(self, slots: int = layout.BIRTH_SLOTS) -> None:
         self.slots = slots
-        self._still_zombie = still_zombie or (lambda pid, forked: True)
-        # slot -> (pid, fork time as decoded, exit announced too, reap announced too)
+        # slot -> (pid, fork time as decoded, exit announced too, reap told from /proc)
         self._announced: dict[int, tuple[int, float, bool, bool]] = {}
         self.swept_forks = 0
         self.swept_exits = 0
-        self.swept_reaps = 0
 
     def kernel_event(self, event: Event) -> tuple[Event, ...]:
         """What to pass on of a record the kernel sent: it may tell of a process
@@ -86,10 +82,17 @@ class HeldForks:
             return (reap,)
         return (Exit(ts=event.exited_at, pid=event.pid, ppid=0, comm=event.comm, cgroup_id=event.cgroup_id), reap)
 
-    def sweep(self, births: bytes, cutoff_ns: int, read_slot: ReadSlot, now_ns: int) -> list[tuple[Event, int]]:
+    def reaped_elsewhere(self, pid: int) -> None:
+        """`pid`'s reap was told from /proc: if it is an exit the sweep announced,
+        its free's record, should it come after all, tells nothing more."""
+        slot = pid % self.slots
+        entry = self._announced.get(slot)
+        if entry is not None and entry[0] == pid and entry[2]:
+            self._announced[slot] = (pid, entry[1], True, True)
+
+    def sweep(self, births: bytes, cutoff_ns: int, read_slot: ReadSlot) -> list[tuple[Event, int]]:
         """(event, flags) for each held fork, and held exit, as old as `cutoff_ns`
-        and not announced yet (and the reap, at `now_ns`, of an exited one /proc no
-        longer shows as a zombie), sorted by time.  `births` is the array as copied
+        and not announced yet, sorted by time.  `births` is the array as copied
         before the ring was drained: a slot found there that still holds its
         process (re-read after the drain with `read_slot`) was told by no record
         of that drain."""
@@ -109,15 +112,10 @@ class HeldForks:
                 announced.append((Fork(forked, pid, ppid, layout.text(comm), cgroup_id), flags))
                 self.swept_forks += 1
             exited = state == layout.BIRTH_EXITED and exited_ns <= cutoff_ns
-            reaped = False
             if exited and not (fork_told and entry[2]):
                 announced.append((Exit(exited_ns / 1e9, pid, 0, layout.text(comm), cgroup_id), 0))
                 self.swept_exits += 1
-                reaped = not self._still_zombie(pid, forked)
-                if reaped:
-                    announced.append((Reap(now_ns / 1e9, pid, 0, "", 0), 0))
-                    self.swept_reaps += 1
-            self._announced[slot] = (pid, forked, exited, reaped)
+            self._announced[slot] = (pid, forked, exited, False)
         announced.sort(key=lambda pair: pair[0].ts)
         return announced
 
