@@ -14,6 +14,7 @@ from typing import Callable
 
 import pytest
 
+from children import FORK_THEN
 from spawnwatch.adapters import procfs
 from spawnwatch.events import Brief, Event
 from spawnwatch.probe import Probe
@@ -25,15 +26,8 @@ BRIEF_CHILDREN = 30
 # Makes every shape of process the kernel side tells apart, prints their pids as
 # one JSON line, and waits for a line on stdin before it exits (its zombie then
 # goes to init).
-FAMILY = f"""
+FAMILY = FORK_THEN + f"""
 import json, os, sys, time
-
-def fork(then):
-    pid = os.fork()
-    if pid == 0:
-        then()
-        os._exit(0)
-    return pid
 
 brief = [fork(lambda: None) for _ in range({BRIEF_CHILDREN})]
 for pid in brief:

@@ -17,6 +17,7 @@ from typing import Callable
 import psutil
 import pytest
 
+from children import FORK_THEN
 from live import LiveCommand
 from spawnwatch.adapters import procfs
 from spawnwatch.config import load
@@ -52,16 +53,9 @@ sys.stdin.readline()
 # Spawns `sleep` children one every INTERVAL s and keeps them (a leak), and, with
 # --mixed, also leaves zombies, reaps some children, and orphans a grandchild;
 # prints what it made as one JSON line, then sleeps until killed.
-SUPERVISOR = """
+SUPERVISOR = FORK_THEN + """
 import json, os, sys, time
 marker, count, interval, mixed = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), sys.argv[4] == "--mixed"
-
-def fork(then):
-    pid = os.fork()
-    if pid == 0:
-        then()
-        os._exit(0)
-    return pid
 
 def sleeper():
     os.execv("/bin/sleep", ["sleep", marker])
