@@ -285,6 +285,17 @@ def test_exits_awaited_are_bounded_and_those_given_up_counted():
     assert skipped.given_up == 7 and [r.pid for r in skipped.check(7.0)] == [20]
 
 
+def test_the_looks_of_exits_reaped_as_usual_do_not_pile_up():
+    proc = FakeProc()
+    skipped = SkippedReaps(proc.zombie_start)
+    skipped.exited(1, 0.0, 1.0)  # its free skipped: gone from /proc
+    for pid in range(2, 20_000):  # a storm's exits, each reaped at once: their looks go stale
+        skipped.exited(pid, 0.0, 1.0)
+        skipped.told(pid)
+    assert len(skipped._looks) < 2_000  # the heap of looks is rebuilt, not grown with the storm
+    assert skipped.check(1.0) == [Reap(1.0, 1, 0, "", 0)] and proc.asked == [1]
+
+
 def test_oom_keeps_the_victims_own_cgroup():
     known = KnownProcesses(parent_of=lambda pid: None)
     known.complete(Fork(1.0, 200, 100, "node", 42), 0)
