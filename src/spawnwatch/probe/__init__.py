@@ -426,8 +426,8 @@ class Probe:
     def _complete(self, event: Event, flags: int) -> Event:
         kind = type(event)
         self._counts[kind] += 1
-        # A Brief ends no wait worth its cost on the hot path: it leaves nothing in the
-        # table for a late reap of the pid's former holder to hit.
+        # Briefs (a fork storm's hot path) are left out: a life of the pid told whole leaves
+        # nothing in the table that a late Reap of its former holder could end.
         if self._skipped_reaps is not None and kind is not Brief:
             if kind is Exit:
                 self._skipped_reaps.exited(event.pid, event.ts, self._known.start(event.pid))
