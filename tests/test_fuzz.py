@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from spawnwatch.cli import main
 from spawnwatch.config import ConfigError, default_text, load
 from spawnwatch.events import (EVENT_TYPES, OBSERVATION_TYPES, Event, Exec, Fork, ProcessInfo, Snapshot, builder,
-                               from_record, to_record)
+                               from_record, replaced, to_record)
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.probe import layout
 
@@ -297,3 +297,14 @@ def test_every_event_and_observation_comes_back_from_its_record_as_it_was(item) 
     assert back == item and type(back) is type(item)
     values = [getattr(item, f.name) for f in dataclasses.fields(item)]
     assert builder(type(item))(*values) == type(item)(*values)
+
+
+@settings(max_examples=300, **FUZZ)
+@given(data=st.data(), cls=st.sampled_from((*EVENT_TYPES.values(), *OBSERVATION_TYPES.values())))
+def test_an_item_with_fields_changed_is_what_dataclasses_replace_makes(data, cls) -> None:
+    # The probe completes every record with events.replaced, compiled per class.
+    item = data.draw(any_item(cls))
+    names = data.draw(st.sets(st.sampled_from([f.name for f in dataclasses.fields(cls)])))
+    changes = {f.name: data.draw(FIELD_VALUES[f.type]) for f in dataclasses.fields(cls) if f.name in names}
+    changed = replaced(item, **changes)
+    assert changed == dataclasses.replace(item, **changes) and type(changed) is cls

@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Sequence
 
-from spawnwatch.events import Event, Exec, Snapshot
+from spawnwatch.events import Event, Exec, Snapshot, replaced
 
 Argv = tuple[str, ...]
 REDACTED = "<redacted>"
@@ -84,7 +84,7 @@ class Redactor:
     def event(self, item: Event | Snapshot) -> Event | Snapshot:
         """An exec with its argv redacted, a snapshot with every process's; other events as they are."""
         if isinstance(item, Exec):
-            return replace(item, argv=self(item.argv))
+            return replaced(item, argv=self(item.argv))
         if isinstance(item, Snapshot):
             return replace(item, processes=tuple(replace(p, argv=self(p.argv)) for p in item.processes))
         return item

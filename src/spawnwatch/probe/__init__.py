@@ -19,12 +19,11 @@ import os
 import re
 import time
 from collections import Counter, OrderedDict
-from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 from spawnwatch.config import default_redactor
-from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Kind, Oom, Reap
+from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Kind, Oom, Reap, replaced
 from spawnwatch.probe import layout, preflight
 from spawnwatch.probe.births import HOLD_S, HeldForks
 from spawnwatch.redact import Redactor
@@ -172,19 +171,19 @@ class KnownProcesses:
                 self.remember(pid, ppid, event.comm, event.cgroup_id, event.ts)
             else:
                 self._entries.pop(pid, None)  # reaped already: nothing will ask about it
-            return replace(event, ppid=ppid) if ppid != event.ppid else event
+            return replaced(event, ppid=ppid) if ppid != event.ppid else event
         if kind is Reap:
             ppid, comm, cgroup_id, _start = self._entries.pop(pid, None) or (self._parent_of(pid) or 0, "", 0, None)
-            return replace(event, ppid=ppid, comm=comm, cgroup_id=cgroup_id)
+            return replaced(event, ppid=ppid, comm=comm, cgroup_id=cgroup_id)
         known = self._entries.get(pid)
         ppid = known[0] if known else self.parent(pid)
         if kind is Oom:
             # mark_victim runs in whichever task hit the limit: trust what we knew of the victim.
             comm = event.comm or (known[1] if known else "")
             cgroup_id = known[2] if known else event.cgroup_id
-            return replace(event, ppid=ppid, comm=comm, cgroup_id=cgroup_id)
+            return replaced(event, ppid=ppid, comm=comm, cgroup_id=cgroup_id)
         self.remember(pid, ppid, event.comm, event.cgroup_id, known[3] if known else None)
-        return replace(event, ppid=ppid)
+        return replaced(event, ppid=ppid)
 
 
 class SkippedReaps:
@@ -393,19 +392,21 @@ class Probe:
         """Records -> completed events (less what the sweep already announced),
         then the reaps the kernel will not tell that /proc settled (SkippedReaps).
         Undecodable records are counted and skipped."""
-        events = []
+        events: list[Event] = []
+        append, decode, kernel_event, complete = events.append, layout.decode, self._held.kernel_event, self._complete
         now = time.clock_gettime(time.CLOCK_BOOTTIME)
         for raw in records:
             try:
-                event, flags, evicted_pid = layout.decode(raw)
+                event, flags, evicted_pid = decode(raw)
             except layout.DecodeError:
                 self._decode_errors += 1
                 continue
             if isinstance(event, Exec):
                 found = self._argv_of(event.pid) if flags & layout.FLAG_ARGV_MISSING and self._argv_of else None
-                event = replace(event, argv=self._redact(found or event.argv),
+                event = replaced(event, argv=self._redact(found or event.argv),
                                 argv_truncated=event.argv_truncated and not found)
-            events += [self._complete(told, flags if told is event else 0) for told in self._held.kernel_event(event)]
+            for told in kernel_event(event):  # a loop, not a comprehension: no frame made per record
+                append(complete(told, flags if told is event else 0))
             if evicted_pid and self._skipped_reaps is not None:
                 self._skipped_reaps.evicted(evicted_pid, now)
         return events + self._settled(now)

@@ -56,12 +56,10 @@ class HeldForks:
     def kernel_event(self, event: Event) -> tuple[Event, ...]:
         """What to pass on of a record the kernel sent: it may tell of a process
         the sweep already announced."""
-        if not isinstance(event, (Fork, Brief, Exit, Reap)):
-            return (event,)
         slot = event.pid % self.slots
         entry = self._announced.get(slot)
-        if entry is None or entry[0] != event.pid:
-            return (event,)
+        if entry is None or entry[0] != event.pid or not isinstance(event, (Fork, Brief, Exit, Reap)):
+            return (event,)  # nearly every record: its process was never announced
         _pid, forked, exit_told, reap_told = entry
         if isinstance(event, Exit):
             if not exit_told:

@@ -93,7 +93,7 @@ class DecodeError(ValueError):
     pass
 
 
-_BRIEF, _FORK, _EXIT, _REAP = (builder(cls) for cls in (Brief, Fork, Exit, Reap))
+_BRIEF, _FORK, _EXIT, _REAP, _EXEC, _OOM = (builder(cls) for cls in (Brief, Fork, Exit, Reap, Exec, Oom))
 
 
 # A decoded record: the event, the record's flags, and for an exit the zombie whose reap
@@ -142,11 +142,10 @@ def decode(raw: bytes) -> Decoded:
         start = HEADER.size + EXEC_TAIL.size
         blob = raw[start : start + min(argv_size, size - start)]
         argv = tuple(a.decode("utf-8", "replace") for a in blob.split(b"\0")[:argc])
-        exec_ = Exec(ts, pid, ppid, name, cgroup_id, argv=argv, filename=text(filename),
-                     argv_truncated=bool(flags & FLAG_ARGV_TRUNCATED))
+        exec_ = _EXEC(ts, pid, ppid, name, cgroup_id, argv, text(filename), bool(flags & FLAG_ARGV_TRUNCATED))
         return exec_, flags, 0
     anon, file, shmem, _total_vm = OOM_TAIL.unpack_from(raw, HEADER.size)
-    return Oom(ts, pid, ppid, name, cgroup_id, rss_bytes=(anon + file + shmem) * 1024), flags, 0
+    return _OOM(ts, pid, ppid, name, cgroup_id, (anon + file + shmem) * 1024), flags, 0
 
 
 def encode(event: Event, flags: int = 0, evicted_pid: int = 0) -> bytes:
