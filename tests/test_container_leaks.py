@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from spawnwatch.cli import main
 from spawnwatch.config import load
 from spawnwatch.detect.containers import MAX_PENDING_CLIENTS, same_image
-from spawnwatch.events import ContainerEvent, Snapshot, from_record, to_record
+from spawnwatch.events import ContainerEvent, Resync, Snapshot, from_record, to_record
 from spawnwatch.pipeline import Pipeline
 from streams import BOOT_OFFSET, Stream, host, info
 from workloads import SUPERVISOR_PID, Schedule, run
@@ -311,6 +311,17 @@ def test_containers_there_before_the_session_that_nothing_leaked_raise_nothing()
     assert leaks(first, session(found)) == []
     first, found = already_there()  # the host stops its containers, then its clients end
     assert leaks(first, session(found, stop_containers=True)) == []
+
+
+def test_clients_whose_exec_was_lost_are_joined_once_a_resync_adds_them():
+    first, found = already_there()
+    pipeline = Pipeline(load())
+    pipeline.feed(host(50.0))  # the session began before the clients: their execs were lost
+    alerts = []
+    for item in [*found, Resync(ts=first.ts, processes=first.processes), *session([]).events]:
+        alerts += pipeline.feed(item)
+    alerts += pipeline.evaluate(pipeline.now + 10)
+    assert [(a.spawner["pid"], a.orphans) for a in alerts if a.rule == "orphaned_containers"] == [(SUPERVISOR_PID, 10)]
 
 
 def test_docker_start_clients_claim_started_containers_in_either_order():
