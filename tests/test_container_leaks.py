@@ -1,14 +1,21 @@
 """orphaned_containers and the container book on synthetic streams: `docker run` clients a
 host execs, joined to the engine's container events (the same shapes run for real in
-test_docker_clients.py)."""
+test_docker_clients.py); and clients and containers already there when the session began
+(the snapshot's clients, the containers found running after it)."""
 
 from __future__ import annotations
 
+import itertools
+import json
+
+from click.testing import CliRunner
+
+from spawnwatch.cli import main
 from spawnwatch.config import load
 from spawnwatch.detect.containers import MAX_PENDING_CLIENTS, same_image
-from spawnwatch.events import ContainerEvent, from_record, to_record
+from spawnwatch.events import ContainerEvent, Resync, Snapshot, from_record, to_record
 from spawnwatch.pipeline import Pipeline
-from streams import Stream, host
+from streams import BOOT_OFFSET, Stream, host, info
 from workloads import SUPERVISOR_PID, Schedule, run
 
 IMAGE = "ghcr.io/github/github-mcp-server:1.2"
@@ -207,3 +214,179 @@ def test_the_rule_thresholds_come_from_the_config(tmp_path):
     config = load(path)
     assert config.detect.orphaned_containers.min_containers == 30
     assert not firing(run(mcp_host("orphan", count=20), until=START + 50, config=config))
+
+
+# --- clients and containers already there when the session began ---------------------------
+
+SESSION = 1000.0  # stream time of the snapshot: the clients have run for a quarter of an hour
+
+
+def already_there(count: int = 10, options: tuple[str, ...] = (), compose_project: str = "",
+                  detached: bool = False, clients: bool = True) -> tuple[Snapshot, list[ContainerEvent]]:
+    """The snapshot of a host whose `docker run -i` clients started 1.5 s apart from t = 100
+    (`clients=False`: they exited before the session, as a `-d` script's do), and the create
+    and start of their containers, as the resolver lists them after it (dated by the engine)."""
+    started = [100.0 + 1.5 * i for i in range(count)]
+    seeded = [info(300 + i, SUPERVISOR_PID, t, *docker_run(*options)) for i, t in enumerate(started)] if clients else []
+    found = []
+    for i, t in enumerate(started):
+        fields = dict(id=f"{i + 1:02x}" * 32, name=f"sleepy_{i}", image=IMAGE, compose_project=compose_project)
+        found += [ContainerEvent(BOOT_OFFSET + t + 0.3, "create", **fields),
+                  ContainerEvent(BOOT_OFFSET + t + 0.5, "start", detached=detached, **fields)]
+    return host(SESSION, *seeded), found
+
+
+def session(found: list[ContainerEvent], count: int = 10, found_after: float = 5.0,
+            stop_containers: bool = False) -> Stream:
+    """The session's stream: the found containers `found_after` s after the snapshot (the
+    engine listed), then the host SIGKILLs its clients one a second (or, `stop_containers`,
+    stops the containers first, as a host cleaning up does)."""
+    s = Stream(t=SESSION)
+    s.at(SESSION + found_after)
+    s.spawn(100, "ls")  # the session's clock goes on before the engine's list comes
+    s.events += found
+    for i in range(count):
+        s.at(SESSION + found_after + 1 + i)
+        client = 300 + i
+        s.reparent(client, SUPERVISOR_PID)
+        if stop_containers:  # and leaves them stopped: only their die tells
+            s.container("die", f"{i + 1:02x}" * 32, exit_code=143)
+        s.end(client)
+    return s
+
+
+def test_clients_and_containers_there_before_the_session_are_joined_when_the_clients_are_killed():
+    first, found = already_there()
+    alerts = firing(run(session(found), snapshot=first, until=SESSION + 60), "orphaned_containers")
+    [(t, alert)] = alerts[:1]
+    assert alert.spawner["pid"] == SUPERVISOR_PID and alert.signature == SIGNATURE
+    assert t <= SESSION + 20
+    last = alerts[-1][1]
+    assert [c["name"] for c in last.containers] == [f"sleepy_{i}" for i in range(10)]
+    assert "the oldest for 16 min" in last.message  # since its start, long before the session
+
+
+def test_the_clients_wait_for_the_found_containers_from_the_snapshot_not_from_their_start():
+    """Their start is long past the match window: were they expired at the snapshot's
+    evaluation, the containers listed seconds later would find no client."""
+    first, found = already_there()
+    assert SESSION - 100.0 > load().detect.orphaned_containers.match_window_s
+    assert firing(run(session(found, found_after=30.0), snapshot=first, until=SESSION + 80), "orphaned_containers")
+
+
+def test_found_containers_before_the_snapshot_are_claimed_by_its_clients():
+    first, found = already_there()
+    pipeline = Pipeline(load())
+    alerts = []
+    for item in [*found, first, *session([]).events]:
+        alerts += pipeline.feed(item)
+    alerts += pipeline.evaluate(pipeline.now + 10)
+    assert [(a.spawner["pid"], a.orphans) for a in alerts if a.rule == "orphaned_containers"] == [(SUPERVISOR_PID, 10)]
+
+
+def test_clients_of_before_the_session_are_still_matched_one_to_one_and_by_name():
+    first, found = already_there(count=1, options=("--name", "sleepy_7"))
+    pipeline = Pipeline(load())
+    for item in [first, *found]:
+        pipeline.feed(item)
+    assert pipeline.detector.containers.containers["01" * 32].client is None  # not the sleepy_7 it asked for
+    first, found = already_there(count=3)
+    pipeline = Pipeline(load())
+    for item in [first, *found]:
+        pipeline.feed(item)
+    clients = [c.client.pid for c in pipeline.detector.containers.containers.values() if c.client is not None]
+    assert clients == [300, 301, 302]  # each container to the client that started just before it
+
+
+def test_containers_there_before_the_session_that_nothing_leaked_raise_nothing():
+    """(The host's ten live clients at the snapshot are `accumulating`'s business.)"""
+    def leaks(first: Snapshot, stream: Stream) -> list:
+        return firing(run(stream, snapshot=first, until=SESSION + 60), "orphaned_containers")
+
+    first, found = already_there(clients=False)  # a script's `docker run -d`: its clients exited long ago
+    assert run(session(found, count=0), snapshot=first, until=SESSION + 60) == []
+    first, found = already_there(detached=True)  # the engine says no client attached
+    assert leaks(first, session(found)) == []
+    first, found = already_there(compose_project="mcp")
+    assert leaks(first, session(found)) == []
+    first, found = already_there()  # the host stops its containers, then its clients end
+    assert leaks(first, session(found, stop_containers=True)) == []
+
+
+def test_clients_whose_exec_was_lost_are_joined_once_a_resync_adds_them():
+    first, found = already_there()
+    pipeline = Pipeline(load())
+    pipeline.feed(host(50.0))  # the session began before the clients: their execs were lost
+    alerts = []
+    for item in [*found, Resync(ts=first.ts, processes=first.processes), *session([]).events]:
+        alerts += pipeline.feed(item)
+    alerts += pipeline.evaluate(pipeline.now + 10)
+    assert [(a.spawner["pid"], a.orphans) for a in alerts if a.rule == "orphaned_containers"] == [(SUPERVISOR_PID, 10)]
+
+
+def test_docker_start_clients_claim_started_containers_in_either_order():
+    """`docker start -a -i NAME` clients: seeded, their containers found running after the
+    snapshot; and exec'd, the engine's start heard before their exec."""
+    clients = [info(300 + i, SUPERVISOR_PID, 100.0 + 1.5 * i, "docker", "start", "-a", "-i", f"srv-{i}")
+               for i in range(10)]
+    found = []
+    for i, client in enumerate(clients):
+        fields = dict(id=f"{i + 1:02x}" * 32, name=f"srv-{i}", image=IMAGE)
+        found += [ContainerEvent(client.start - 50.0, "create", **fields),  # created long before, by `docker create`
+                  ContainerEvent(client.start + 0.5, "start", **fields)]
+    [(_, alert)] = firing(run(session(found), snapshot=host(SESSION, *clients), until=SESSION + 40),
+                          "orphaned_containers")[:1]
+    assert alert.signature == "docker start srv-<n>" and alert.orphans >= 8
+
+    s = Stream(t=START)
+    for i in range(10):
+        s.at(START + 1.5 * i)
+        container_id = f"{i + 1:02x}" * 32
+        s.container("create", container_id, name=f"srv-{i}", image=IMAGE)
+        s.container("start", container_id, name=f"srv-{i}", image=IMAGE)
+        client = s.spawn(SUPERVISOR_PID, "docker", "start", "-a", "-i", f"srv-{i}")
+        s.at(START + 1.5 * i + 1)
+        s.end(client)
+    [(_, alert)] = firing(run(s, until=START + 40), "orphaned_containers")[:1]
+    assert alert.signature == "docker start srv-<n>" and alert.orphans >= 8
+
+
+def recorded(first: Snapshot, stream: Stream, until: float) -> tuple[list[dict], list[dict]]:
+    """What `watch --record` writes for this session, evaluating every second as the live loop
+    does (a tick at each evaluation), and the alerts it sends."""
+    pipeline = Pipeline(load(), auto_advance=False)
+    records, alerts = [], []
+
+    def evaluate(now: float) -> None:
+        before = pipeline.evaluations
+        sent = pipeline.advance(now)
+        if pipeline.evaluations != before:
+            records.append({"kind": "tick", "ts": pipeline.now})
+        alerts.extend(a.to_record() for a in sent)
+
+    for item in [first, *stream.events]:
+        records.append(to_record(item))
+        pipeline.feed(item)
+        evaluate(item.ts)
+    for tick in itertools.count(pipeline.now + 1):
+        if tick > BOOT_OFFSET + until:
+            break
+        evaluate(tick)
+    return records, alerts
+
+
+def test_a_replay_of_the_recording_raises_the_same_alerts(tmp_path):
+    first, found = already_there()
+    records, live = recorded(first, session(found), until=SESSION + 40)
+    assert "orphaned_containers" in [r["rule"] for r in live]
+    path = tmp_path / "before.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = CliRunner().invoke(main, ["watch", "--replay", str(path), "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    replayed = [r for r in map(json.loads, result.stdout.splitlines()) if r.get("kind") == "alert"]
+
+    def essence(alert: dict) -> tuple:
+        return (alert["rule"], alert["state"], alert["spawner"]["pid"], alert["signature"],
+                [(c["id"], c["name"], c["image"]) for c in alert["containers"]], alert["message"])
+
+    assert [essence(r) for r in replayed] == [essence(r) for r in live]

@@ -4,6 +4,8 @@ fake /proc and cgroup tree, and a real Docker engine (marker `docker`)."""
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from pathlib import Path
 
 import pytest
@@ -19,8 +21,9 @@ from spawnwatch.adapters.cgroups import (
     parse_proc_cgroup,
     read_proc_cgroups,
 )
-from spawnwatch.adapters.engine import ContainerInfo, DockerEngine
+from spawnwatch.adapters.engine import ContainerInfo, DockerEngine, found_running, info_from_inspect
 from spawnwatch.adapters.resolver import ContainerResolver
+from spawnwatch.events import ContainerEvent
 
 ID = "3f4a" * 16
 OTHER = "b7c1" * 16
@@ -215,6 +218,68 @@ def test_the_cgroup_cache_is_bounded(host: FakeHost) -> None:
         host.process(pid, f"0::/user.slice/session-{pid}.scope\n")
         assert resolve(cgroup, pid) is None
     assert resolve.cache_sizes()["cgroups"] <= 8
+
+
+def inspected(container_id: str, name: str, created: str, started: str, running: bool = True,
+              attached: bool = True, labels: dict | None = None) -> dict:
+    """`docker inspect` output of one container (the keys spawnwatch reads)."""
+    return {"Id": container_id, "Name": f"/{name}", "Created": created,
+            "Config": {"Image": "mcp/github:1.2", "Labels": labels or {}, "AttachStdin": attached},
+            "State": {"Running": running, "StartedAt": started, "Pid": 0}, "HostConfig": {}}
+
+
+BOOT_TIME = 1_764_000_000.0  # 2025-11-24T16:00:00Z
+
+
+def test_a_container_running_before_the_session_is_its_create_and_start_dated_since_boot() -> None:
+    info = info_from_inspect(inspected(ID, "brave_ada", "2025-11-24T16:10:00.5Z", "2025-11-24T16:10:01.25Z",
+                                       labels={"com.docker.compose.project": "mcp"}))
+    fields = dict(id=ID, name="brave_ada", image="mcp/github:1.2", compose_project="mcp")
+    assert found_running(info, BOOT_TIME) == (ContainerEvent(600.5, "create", **fields),
+                                             ContainerEvent(601.25, "start", **fields))
+    detached = info_from_inspect(inspected(ID, "d", "2025-11-24T16:10:00Z", "2025-11-24T16:10:00Z", attached=False))
+    assert [e.detached for e in found_running(detached, BOOT_TIME)] == [False, True]
+    stopped = info_from_inspect(inspected(ID, "s", "2025-11-24T16:10:00Z", "0001-01-01T00:00:00Z", running=False))
+    assert found_running(stopped, BOOT_TIME) == ()
+
+
+class ListingEngine:
+    """An engine with one running container, whose event stream says, while the session
+    lists the running containers, that this very container just died."""
+
+    def __init__(self) -> None:
+        self.info = info_from_inspect(inspected(ID, "brave_ada", "2025-11-24T16:10:00Z", "2025-11-24T16:10:01Z"))
+        self.stream: queue.Queue = queue.Queue()
+        self.listings = 0
+        self.heard = threading.Event()
+
+    def events(self):
+        def stream():
+            while (event := self.stream.get()) is not None:
+                yield event
+                self.heard.set()  # asked for the next one: this one is queued
+        return stream()
+
+    def containers(self):
+        self.listings += 1
+        if self.listings == 2:  # the session's listing (the first is the follower's own)
+            self.stream.put({"Action": "die", "Actor": {"ID": ID, "Attributes": {"name": "brave_ada"}},
+                             "timeNano": int((BOOT_TIME + 700) * 1e9)})
+            assert self.heard.wait(10), "the follower never took the die event"
+        return [self.info]
+
+    def inspect(self, container_id: str):
+        return self.info
+
+
+def test_running_containers_are_queued_ahead_of_what_the_stream_heard_while_they_were_listed(host) -> None:
+    engine = ListingEngine()
+    resolver = ContainerResolver(engine=engine, cgroup_mount=str(host.mount), proc_root=str(host.proc))
+    with resolver:
+        assert resolver.following.wait(10)
+        resolver.queue_lifecycle(BOOT_TIME)
+        engine.stream.put(None)
+    assert [(e.action, e.ts) for e in resolver.lifecycle()] == [("create", 600.0), ("start", 601.0), ("die", 700.0)]
 
 
 # --- a real engine ------------------------------------------------------------------------

@@ -8,7 +8,11 @@ follows both the processes and the engine's events.
   image and the containers, and `watch --replay` of the recording raises it again;
   `reap --yes`, on the ledger of that `watch`, removes exactly the containers it lists;
 - `docker run -d` from a script that exits, compose-labelled containers, and a host that
-  stops its containers itself: nothing.
+  stops its containers itself: nothing;
+- clients and their containers already running when `watch` starts (the clients from its
+  /proc snapshot, the containers listed from the engine): the same alert once the host's
+  clients are killed, and the same from the replay; a `-d` script's containers and a host
+  stopping its containers itself, both from before `watch`: nothing.
 
 Every container carries this session's label and a label of its own test, by which the
 test removes them, whatever happened."""
@@ -21,11 +25,13 @@ import signal
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 import docker_env as docker_env_module
+from conftest import wait_for
 from live import LiveCommand
 from spawnwatch.simulate import PACKAGE
 
@@ -51,15 +57,17 @@ def image_name(image: str) -> str:
     return image.rsplit(":", 1)[0]
 
 
-def start_host(docker_env, label: str, mode: str, *options: str) -> subprocess.Popen:
-    """The MCP host: supervisor.js starting `docker run -i --rm` servers every 1.5 s."""
-    return subprocess.Popen(
-        ["node", str(PACKAGE / "supervisor.js"), mode, "--launcher", "docker", "--image", docker_env.image,
-         "--docker-arg=--network=none", f"--docker-arg=--label={docker_env_module.SESSION_LABEL}",
-         f"--docker-arg=--label={label}", "--interval", "1.5", "--max", "16", *options],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "DOCKER_HOST": docker_env.host},
-    )
+def start_host(docker_env, label: str, mode: str, *options: str, stdout: Path | None = None) -> subprocess.Popen:
+    """The MCP host: supervisor.js starting `docker run -i --rm` servers every 1.5 s (its
+    records to the file `stdout`, when given)."""
+    with open(stdout, "w") if stdout else open(os.devnull) as out:
+        return subprocess.Popen(
+            ["node", str(PACKAGE / "supervisor.js"), mode, "--launcher", "docker", "--image", docker_env.image,
+             "--docker-arg=--network=none", f"--docker-arg=--label={docker_env_module.SESSION_LABEL}",
+             f"--docker-arg=--label={label}", "--interval", "1.5", "--max", "16", *options],
+            stdout=out if stdout else subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "DOCKER_HOST": docker_env.host},
+        )
 
 
 def stop_host(host: subprocess.Popen) -> str:
@@ -207,4 +215,103 @@ def test_detached_compose_and_self_stopped_containers_raise_nothing(docker_env, 
     assert len(started) == 11 and still_running == started  # the stopping host's own are gone
     ours = [r for r in watch.records if r.get("kind") == "alert" and (
         r["spawner"]["pid"] == stopping.pid or {c["id"] for c in r["containers"]} & started)]
+    assert ours == [], ours
+
+
+# --- clients and containers already running when `watch` starts ----------------------------
+
+BEFORE = 9  # clients the host starts before `watch` (min_containers is 8)
+
+
+def container_names(docker_env, label: str) -> dict[str, str]:
+    """id -> name of the running containers carrying `label`."""
+    listed = docker_env.cli("ps", "--no-trunc", "--filter", f"label={label}", "--format", "{{.ID}} {{.Names}}")
+    return dict(line.split() for line in listed.splitlines())
+
+
+def test_clients_running_before_watch_leave_their_containers_charged_to_the_host(docker_env, label,
+                                                                                tmp_path) -> None:
+    host_records = tmp_path / "host.jsonl"
+    # An orphan-mode host whose sessions outlast the test: it keeps its clients until the test kills them.
+    host = start_host(docker_env, label, "orphan", "--max", str(BEFORE), "--interval", "0.5", "--session", "3600",
+                      stdout=host_records)
+    recording = tmp_path / "before.msgpack"
+    try:
+        def answered() -> list[int]:
+            up = [r["pid"] for r in map(json.loads, host_records.read_text().splitlines()) if r["kind"] == "up"]
+            assert host.poll() is None, f"the host ended: {host_records.read_text()[-2000:]}"
+            return up if len(up) == BEFORE else []
+
+        clients = wait_for(answered, f"{BEFORE} servers up in their containers", deadline=240)
+        names = wait_for(lambda: len(found := container_names(docker_env, label)) == BEFORE and found,
+                         f"{BEFORE} running containers")
+        with LiveCommand("watch", "--json", "--record", str(recording)) as watch:
+            for client in clients:
+                os.kill(client, signal.SIGKILL)
+
+            def all_charged(records: list[dict]) -> list[dict]:
+                return [r for r in firing(records, "orphaned_containers", host.pid)
+                        if {c["name"] for c in r["containers"]} == set(names.values())]
+
+            records = watch.wait_for(all_charged, f"orphaned_containers naming the {BEFORE} containers",
+                                     timeout=ALERT_TIMEOUT)
+        still_running = container_names(docker_env, label)
+    finally:
+        stderr = stop_host(host)
+    alert = all_charged(records)[0]
+    assert {c["id"] for c in alert["containers"]} == set(names) == set(still_running), stderr
+    assert alert["orphans"] == BEFORE and all(c["image"] == docker_env.image for c in alert["containers"])
+    assert alert["signature"] == f"docker run {image_name(docker_env.image)} node /pkg/bin/{SERVER}.js"
+
+    replay = subprocess.run([sys.executable, "-m", "spawnwatch", "watch", "--replay", str(recording), "--json"],
+                            capture_output=True, text=True, timeout=120)
+    assert replay.returncode == 0, replay.stderr
+
+    def charged(records: list[dict]) -> list[tuple]:
+        return [(r["signature"], r["orphans"], [(c["id"], c["name"], c["image"]) for c in r["containers"]])
+                for r in firing(records, "orphaned_containers", host.pid)]
+
+    replayed = [json.loads(line) for line in replay.stdout.splitlines()]
+    assert charged(replayed) == charged(watch.records), replay.stderr[-2000:]
+
+
+# Started before `watch`: ten `docker run -i` clients whose host, once `watch` runs (the file
+# {go} exists), stops their containers itself, and outlives them.
+STOPPING_BEFORE = """
+for i in 1 2 3 4 5 6 7 8 9 10; do
+    docker run -i {run} --name "before-$$-$i" {image} sleep 300 < /dev/null > /dev/null &
+done
+until [ -e {go} ]; do sleep 0.2; done
+docker stop -t 1 $(docker ps -q --filter label={label} --filter name=before-) > /dev/null
+wait
+sleep {quiet}
+"""
+
+
+def test_detached_and_self_stopped_containers_from_before_watch_raise_nothing(docker_env, label, tmp_path) -> None:
+    run = f"--network none --label {docker_env_module.SESSION_LABEL} --label {label}"
+    env = {**os.environ, "DOCKER_HOST": docker_env.host}
+    script = subprocess.run(["sh", "-c", HEALTHY_SCRIPT.format(run=run, image=docker_env.image)],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert script.returncode == 0, script.stderr
+    detached = containers_of(docker_env, label)
+    go = tmp_path / "go"
+    stopping = subprocess.Popen(
+        ["sh", "-c", STOPPING_BEFORE.format(run=run, image=docker_env.image, label=label, go=go, quiet=QUIET_S)],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        attached = wait_for(lambda: len(found := containers_of(docker_env, label) - detached) == 10 and found,
+                            "the stopping host's 10 containers", deadline=240)
+        with LiveCommand("watch", "--json") as watch:
+            go.touch()
+            # its last `sleep` is the quiet time in which a wrong alert would come
+            assert stopping.wait(timeout=300) == 0, stopping.stderr.read()
+        still_running = containers_of(docker_env, label)
+    finally:
+        if stopping.poll() is None:
+            stopping.kill()
+    assert len(detached) == 11 and still_running == detached  # the stopping host's own are gone
+    ours = [r for r in watch.records if r.get("kind") == "alert" and (
+        r["spawner"]["pid"] == stopping.pid or {c["id"] for c in r["containers"]} & (detached | attached))]
     assert ours == [], ours

@@ -79,7 +79,10 @@ class Oom(Event):
 @dataclass(frozen=True, slots=True)
 class ContainerEvent:
     """A container's lifecycle as its engine reports it (create, start, die, destroy); no
-    process, so no pid.  Carries no env and no labels but compose's project."""
+    process, so no pid.  Carries no env and no labels but compose's project.  A container
+    already running when a live session began is recorded as the create and start its
+    engine sent before the session, dated by the engine's Created and State.StartedAt
+    (so `ts` may be earlier than the snapshot they follow)."""
 
     ts: float
     action: str

@@ -172,8 +172,9 @@ class Lineage:
 
     # -- seeding -------------------------------------------------------------------------
 
-    def seed(self, snapshot: Snapshot) -> None:
-        """Fill the table from /proc; each process's current parent is taken as its spawner."""
+    def seed(self, snapshot: Snapshot) -> list[Process]:
+        """Fill the table from /proc; each process's current parent is taken as its spawner.
+        The processes it added (those whose pid the table did not hold), in start order."""
         created = []
         for info in sorted(snapshot.processes, key=lambda p: p.start):
             if info.pid in self._by_pid:
@@ -197,6 +198,7 @@ class Lineage:
                 self._link(proc, parent, spawner=parent)
         for proc in created:
             self._add(proc)
+        return created
 
     # -- events --------------------------------------------------------------------------
 
@@ -442,7 +444,7 @@ class Lineage:
 
     # -- resync after lost events --------------------------------------------------------
 
-    def resync(self, snapshot: Snapshot) -> None:
+    def resync(self, snapshot: Snapshot) -> list[Process]:
         """Make the table agree with /proc after the kernel lost events.
 
         Processes the table holds but /proc no longer has (or has under a reused
@@ -451,7 +453,8 @@ class Lineage:
         exec was lost); every process takes /proc's parent; processes the table
         never heard of are added as seeded, their current parent as spawner, so
         a leak that grew while events were lost is still charged to its
-        spawner.  The listener hears each change, as for events."""
+        spawner.  The listener hears each change, as for events.  The processes
+        it added, as `seed`."""
         in_proc = {info.pid: info for info in snapshot.processes}
         for proc in list(self._by_pid.values()):
             info = in_proc.get(proc.pid)
@@ -466,8 +469,8 @@ class Lineage:
                 self.counts["resync_execs"] += 1
                 self._exec(Exec(snapshot.ts, proc.pid, info.ppid, info.comm, proc.cgroup_id, info.argv), proc)
         known = set(self._by_pid)
-        self.seed(snapshot)
-        self.counts["resync_added"] += len(set(self._by_pid) - known)
+        added = self.seed(snapshot)
+        self.counts["resync_added"] += len(added)
         for pid in known:
             proc = self._by_pid.get(pid)
             info = in_proc[pid]
@@ -475,6 +478,7 @@ class Lineage:
                 self._adoption_pending.pop(proc, None)  # /proc has told
                 self._adopt(proc, info.ppid)
                 self.counts["resync_reparented"] += 1
+        return added
 
 
 def _with(processes: AbstractSet[Process], proc: Process) -> AbstractSet[Process]:

@@ -62,7 +62,7 @@ class Pipeline:
         elif isinstance(item, ContainerEvent):
             self.detector.containers.apply(item)
         elif isinstance(item, Snapshot):
-            self.lineage.seed(item)
+            self.detector.containers.seeded(self.lineage.seed(item), item.ts)
             self._next_evaluation = None  # judge the snapshot at once: it may already hold a leak
         else:
             raise TypeError(f"not an event, observation or snapshot: {item!r:.80}")
@@ -70,7 +70,7 @@ class Pipeline:
 
     def resync(self, snapshot: Snapshot) -> list[Alert]:
         """Make the table agree with /proc after the kernel lost events; judged at once."""
-        self.lineage.resync(snapshot)
+        self.detector.containers.seeded(self.lineage.resync(snapshot), snapshot.ts)
         self._next_evaluation = None
         return self.advance(snapshot.ts) if self.auto_advance else []
 

@@ -34,6 +34,7 @@ class ContainerInfo:
     pid: int | None = None  # host pid of the container's first process, when running
     running: bool | None = None
     created: float | None = None  # wall-clock time the engine created it
+    started: float | None = None  # wall-clock time of its last start, when running
     auto_remove: bool = False  # `docker run --rm`: the engine removes it once it stops
     attached: bool = True  # a client attached to its stdio (False: `docker run -d`)
     # False when only the cgroup path named it (no engine answered): an engine that
@@ -63,6 +64,7 @@ def info_from_inspect(inspect: dict[str, Any]) -> ContainerInfo:
         pid=state.get("Pid") or None,
         running=state.get("Running"),
         created=_wall_time(inspect.get("Created")),
+        started=_wall_time(state.get("StartedAt")) if state.get("Running") else None,
         auto_remove=bool(host.get("AutoRemove")),
         attached=any(config.get(key) for key in ("AttachStdin", "AttachStdout", "AttachStderr")),
     )
@@ -98,6 +100,18 @@ def container_event(event: dict[str, Any], boot_time: float, info: ContainerInfo
         exit_code=int(exit_code) if exit_code.isdigit() else 0,
         detached=action == "start" and info is not None and not info.attached,
     )
+
+
+def found_running(info: ContainerInfo, boot_time: float) -> tuple[ContainerEvent, ...]:
+    """A container running when the session began, as the events the engine sent before
+    the session could hear them: its create and its start, dated by inspect's Created and
+    State.StartedAt in seconds since boot (`boot_time`: the wall-clock time of boot).
+    Nothing for one that does not run, or whose dates the engine did not give."""
+    if not info.running or info.created is None or info.started is None:
+        return ()
+    fields = dict(id=info.id, name=info.name, image=info.image or "", compose_project=info.compose_project or "")
+    return (ContainerEvent(ts=max(info.created - boot_time, 0.0), action="create", **fields),
+            ContainerEvent(ts=max(info.started - boot_time, 0.0), action="start", detached=not info.attached, **fields))
 
 
 def _wall_time(rfc3339: str | None) -> float | None:

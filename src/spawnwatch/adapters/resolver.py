@@ -14,7 +14,8 @@ The pure layers get a plain callable, `ContainerResolver.__call__(cgroup_id, pid
 returning the alert contract's `{"id", "name", "image"}` or None (not in a container).
 Once told the session's boot time (`queue_lifecycle`), the follower also queues the
 containers' create/start/die/destroy as ContainerEvents, which the live loop drains
-(`lifecycle()`) and feeds to the pipeline.
+(`lifecycle()`) and feeds to the pipeline; the containers already running then come
+first, as their create and start dated by the engine (`found_running`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from spawnwatch.adapters.cgroups import (
     read_proc_cgroups,
     walk_cgroup2,
 )
-from spawnwatch.adapters.engine import SHORT_ID, ContainerInfo, DockerEngine, container_event
+from spawnwatch.adapters.engine import SHORT_ID, ContainerInfo, DockerEngine, container_event, found_running
 from spawnwatch.adapters.memory import cgroup_memory
 from spawnwatch.events import ContainerEvent
 
@@ -180,8 +181,17 @@ class ContainerResolver:
 
     def queue_lifecycle(self, boot_time: float) -> None:
         """Queue the containers' lifecycle events from now on, dated with the session's
-        `boot_time` (the wall-clock time of boot)."""
+        `boot_time` (the wall-clock time of boot), after the create and start of every
+        container running now (`found_running`): their events came before the session, and
+        the clients that asked for them may be in its snapshot."""
         self._boot_time = boot_time
+        running = sorted(self._engine.containers(), key=lambda info: (info.created or 0.0, info.id))
+        found = [event for info in running for event in found_running(info, boot_time)]
+        with self._lock:
+            # Ahead of what the stream queued while they were listed: a die heard meanwhile
+            # must come after the start that says the container runs.
+            self._lifecycle.extendleft(reversed(found))
+            self._trim_lifecycle()
 
     def lifecycle(self) -> list[ContainerEvent]:
         """The lifecycle events queued since the last call, oldest first."""
@@ -335,10 +345,13 @@ class ContainerResolver:
         if event is None:
             return
         with self._lock:
-            if len(self._lifecycle) >= self._lifecycle_capacity:
-                self._lifecycle.popleft()
-                self.counts["container_events_dropped"] += 1
             self._lifecycle.append(event)
+            self._trim_lifecycle()
+
+    def _trim_lifecycle(self) -> None:
+        while len(self._lifecycle) > self._lifecycle_capacity:
+            self._lifecycle.popleft()
+            self.counts["container_events_dropped"] += 1
 
     def _remember(self, info: ContainerInfo) -> None:
         """Cache a running container and index its cgroup, so its processes resolve by cgroup id."""

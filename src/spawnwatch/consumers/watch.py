@@ -48,7 +48,8 @@ class Detection:
                                  resolve_container=run.resolver, reparent_hint=procfs.parent_pid)
         self.sampler = PidsSampler(self.config.detect.pids, run.resolver)
         self.origin = Origin(run.ready["host"], run.ready["boot_time"])
-        run.resolver.queue_lifecycle(run.ready["boot_time"])  # containers' create/start/die/destroy, for the rules
+        # for the rules: the containers running now (their create and start), then every create/start/die/destroy
+        run.resolver.queue_lifecycle(run.ready["boot_time"])
         self._out(run.ready)
         run.record_item(snapshot)
         self.log(f"watching {len(snapshot.processes)} processes (Ctrl-C to stop)")

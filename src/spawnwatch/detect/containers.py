@@ -6,21 +6,30 @@ stdin, the container runs on under containerd-shim and the process tree shows no
 This book joins the two sides:
 
   clients     processes whose argv is a `docker run` / `create` / `start` (Signer.container_client),
-              heard from the lineage when they exec;
-  containers  the engine's create / start / die / destroy events (ContainerEvent).
+              heard from the lineage when they exec (`changed`), or, when they ran before the
+              session (or their exec was lost), from the /proc snapshot or a resync (`seeded`);
+  containers  the engine's create / start / die / destroy events (ContainerEvent); a container
+              already running when the session began comes as the create and start the
+              engine sent before it, dated by the engine (the resolver's `found_running`).
 
 A create is claimed by the oldest pending run/create client that names it (`--name`), or,
-when the client gave no name, that asked for its image, and exec'd within `match_window_s`
-before it (the engine's event stream may lag, and a pull delays the create); either side
-may arrive first.  A start is claimed by a pending `docker start` client naming the
-container.  The client that stays attached to a container's stdio (run without -d, start
-with -a or -i) is the container's client.
+when the client gave no name, that asked for its image, and started within `match_window_s`
+before it (the engine's event stream may lag, and a pull delays the create); a start, by a
+pending `docker start` client naming the container, started within the window before it.
+Either side may arrive first: a client also claims a container that came before it and
+that no client claimed.  A client waits for its container `match_window_s` from its start,
+or, seeded, from the snapshot (its container, found running, is told after it).  The
+client that stays attached to a container's stdio (run without -d, start with -a or -i)
+is the container's client.  So a `docker run -i` client that ran before `watch` started
+and is killed during the session still leaves its container charged to its host.
 
 A container is leaked when it runs, its client exited at least `grace_s` ago (its die
 event may arrive after the client's exit), it was not started detached (the client's -d,
 or the engine saying no client attached) and no compose project owns it.  It is charged
 like an orphan: to the group of the client, or of the highest exited ancestor of the
-client whose spawner lives (`sh -c 'docker run ...'` killed with its client).
+client whose spawner lives (`sh -c 'docker run ...'` killed with its client).  A
+container whose client exited before the session began is never charged: nothing shows
+who asked for it.
 
 Pure: argv is read through the injected `client_of`.  Every table is bounded.
 """
@@ -29,7 +38,7 @@ from __future__ import annotations
 
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from spawnwatch.detect.groups import GroupBook, GroupKey, charged_child
 from spawnwatch.events import ContainerEvent
@@ -56,6 +65,7 @@ class Container:
     detached: bool = False  # the engine said no client attached at its start
     client: Process | None = None  # the client attached to its stdio
     claimed: bool = False  # a client asked for it (attached or not)
+    start_claimed: bool = False  # a `docker start` client asked for its last start
     charge: GroupKey | None = None  # where its leak is charged, once found
     memory_bytes: int | None = None
     memory_at: float | None = None
@@ -66,6 +76,7 @@ class _Pending:
     proc: Process
     call: ContainerClient
     at: float  # when it asked: its start (its exec follows its fork within milliseconds)
+    until: float  # when it stops waiting for its container
     unmatched: set[str] = field(default_factory=set)  # start: the names it still waits for
 
 
@@ -90,37 +101,58 @@ def _names(container: Container, name: str) -> bool:
 
 class ContainerBook:
     """A lineage listener for the clients (it hears a client's exec, `changed`, and
-    `dropped`; nothing else); `apply` takes the engine's events."""
+    `dropped`; nothing else: `joined` is called for every fork); `seeded` takes the
+    processes a snapshot or a resync added, `apply` the engine's events."""
 
     def __init__(self, client_of: ClientOf | None, match_window_s: float) -> None:
         self._client_of = client_of or (lambda argv: None)
         self._window = match_window_s
-        self._pending: OrderedDict[Process, _Pending] = OrderedDict()  # in exec order
+        self._pending: OrderedDict[Process, _Pending] = OrderedDict()  # in the order they asked
         self.containers: OrderedDict[str, Container] = OrderedDict()  # in creation order
         self.counts: Counter[str] = Counter()
 
     # -- lineage.Listener ----------------------------------------------------------------
 
     def changed(self, proc: Process, old_signature: str) -> None:
-        if not proc.execed or not proc.alive:
-            return
+        if proc.execed and proc.alive:
+            self._asked(proc, proc.start + self._window)
+
+    def dropped(self, proc: Process) -> None:
+        self._pending.pop(proc, None)
+
+    # -- the pipeline --------------------------------------------------------------------
+
+    def seeded(self, processes: Iterable[Process], now: float) -> None:
+        """Processes /proc showed at `now` (the session's snapshot, or a resync) that were not
+        in the table, in start order.  A client among them asked at its start, before the
+        session; its container is told after the snapshot, as found running: it waits for
+        it `match_window_s` from now."""
+        for proc in processes:
+            if proc.alive:
+                self._asked(proc, now + self._window)
+
+    def _asked(self, proc: Process, until: float) -> None:
         call = self._client_of(proc.argv)
         if call is None:
             return
-        pending = _Pending(proc, call, proc.start, set(call.names) if call.action == "start" else set())
+        pending = _Pending(proc, call, proc.start, until, set(call.names) if call.action == "start" else set())
+        # The engine's event may have come first: a container (or, for `docker start`, its
+        # start) that no client claimed yet.
         if call.action != "start":
-            # The engine's event may have come first: a container no client claimed yet.
             for container in self.containers.values():
                 if not container.claimed and self._fits(pending, container):
                     self._claim(pending, container)
                     return
+        else:
+            for container in self.containers.values():
+                if container.running:
+                    self._started_for(pending, container)
+            if not pending.unmatched:
+                return
         self._pending[proc] = pending
         while len(self._pending) > MAX_PENDING_CLIENTS:
             self._pending.popitem(last=False)
             self.counts["container_clients_dropped"] += 1
-
-    def dropped(self, proc: Process) -> None:
-        self._pending.pop(proc, None)
 
     # -- the engine's events -------------------------------------------------------------
 
@@ -135,7 +167,8 @@ class ContainerBook:
             container = self._add(event)
         if event.action == "start":
             container.running, container.started_at, container.detached = True, event.ts, event.detached
-            self._claim_by_start(container, event.ts)
+            container.start_claimed = False  # started again: a `docker start` client may claim it
+            self._claim_by_start(container)
         elif event.action == "die":
             container.running = False
 
@@ -167,20 +200,26 @@ class ContainerBook:
         if pending.call.attached:
             container.client = pending.proc
 
-    def _claim_by_start(self, container: Container, ts: float) -> None:
+    def _claim_by_start(self, container: Container) -> None:
         for pending in list(self._pending.values()):
-            if pending.call.action != "start" or not -CLOCK_SKEW_S <= ts - pending.at <= self._window:
-                continue
-            name = next((n for n in pending.unmatched if _names(container, n)), None)
-            if name is None:
-                continue
-            pending.unmatched.discard(name)
-            if not pending.unmatched:
-                self._pending.pop(pending.proc, None)
-            container.claimed = True
-            if pending.call.attached:
-                container.client = pending.proc
-            return
+            if pending.call.action == "start" and self._started_for(pending, container):
+                return
+
+    def _started_for(self, pending: _Pending, container: Container) -> bool:
+        """Claim a container for the `docker start` client that named it, when it started
+        within the window after the client: True when claimed."""
+        if container.start_claimed or not -CLOCK_SKEW_S <= container.started_at - pending.at <= self._window:
+            return False
+        name = next((n for n in pending.unmatched if _names(container, n)), None)
+        if name is None:
+            return False
+        pending.unmatched.discard(name)
+        if not pending.unmatched:
+            self._pending.pop(pending.proc, None)
+        container.claimed = container.start_claimed = True
+        if pending.call.attached:
+            container.client = pending.proc
+        return True
 
     # -- evaluation ----------------------------------------------------------------------
 
@@ -188,7 +227,7 @@ class ContainerBook:
         """Forget clients whose container never came within the window."""
         while self._pending:
             pending = next(iter(self._pending.values()))
-            if now - pending.at <= self._window:
+            if now <= pending.until:
                 break
             del self._pending[pending.proc]
             self.counts["container_clients_unmatched"] += 1
