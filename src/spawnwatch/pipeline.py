@@ -21,7 +21,8 @@ from spawnwatch.signature import Signer
 
 # Signing an argv costs tens of us, and a supervisor execs the same few command lines
 # over and over (every child of an exec storm runs one): signatures are kept per
-# (argv, comm), the most recent this many.
+# (argv, comm), the most recent this many; so is what an argv asks a container
+# engine for (every exec is asked whether it is a `docker run` client).
 SIGNATURES_KEPT = 4096
 PROCESS_EVENT_TYPES = frozenset(EVENT_TYPES.values())
 
@@ -38,8 +39,8 @@ class Pipeline:
     ) -> None:
         self.config = config
         self.signer = Signer(config.signature)
-        self.detector = Detector(config.detect, self.signer.program, memory_of, self.signer.container_client,
-                                 container_memory)
+        self.detector = Detector(config.detect, self.signer.program, memory_of,
+                                 lru_cache(maxsize=SIGNATURES_KEPT)(self.signer.container_client), container_memory)
         self.lineage = Lineage(lru_cache(maxsize=SIGNATURES_KEPT)(self.signer), config.lineage, reparent_hint,
                                listener=self.detector.listener)
         self.alerts = AlertBook(config.alerts, resolve_container)
