@@ -254,6 +254,7 @@ def rate(run: tuple[int, float]) -> float:
 class LongRun:
     forks: list[tuple[int, int]]  # (processes forked so far, anon RSS) at the start and after each chunk
     execs: list[tuple[int, int]]  # (processes exec'd so far, anon RSS) after each chunk
+    cpu_per_exec_us: float  # watch's CPU per exec'd process over the exec storm
     lost: int
 
 
@@ -274,23 +275,26 @@ def long_watch(options: argparse.Namespace) -> LongRun:
                 samples.append((processes, anon_rss_bytes(running.pid)))
                 print(f"  {processes:9d} processes: anon RSS {samples[-1][1] / 2**20:6.1f} MiB", flush=True)
             after_forks = program_counters(running.programs)
+            cpu_before = settled_cpu(running.pid)
             exec_samples, execs, seconds = [], 0, 0.0
             while execs < EXECS_PAST_CAP:
                 chunk, chunk_s = fork_storm(options.duration, options.loops, "exec")
                 execs, seconds = execs + chunk, seconds + chunk_s
                 exec_samples.append((execs, anon_rss_bytes(running.pid)))
                 print(f"  {execs:9d} exec'd: anon RSS {exec_samples[-1][1] / 2**20:6.1f} MiB", flush=True)
+            cpu_per_exec_us = (settled_cpu(running.pid) - cpu_before) / execs * 1e6
             after = program_counters(running.programs)
             session = stop(running)
     finally:
         STATS_SYSCTL.write_text(previous_stats)
-    print(f"  exec storm: {execs / seconds:7.0f} fork+exec/s for {seconds:.0f} s")
+    print(f"  exec storm: {execs / seconds:7.0f} fork+exec/s for {seconds:.0f} s;"
+          f" watch CPU {cpu_per_exec_us:.1f} us per exec'd process (4 records each)")
     print(f"  events: {sum(session.events.values())} ({', '.join(f'{k} {v}' for k, v in session.events.items())}),"
           f" lost {session.lost}")
     print("  BPF cost per event (kernel.bpf_stats_enabled), fork storm | exec storm:")
     for tracepoint in sorted(running.programs):
         print(f"    {tracepoint:<22} {cost(before, after_forks, tracepoint)} | {cost(after_forks, after, tracepoint)}")
-    return LongRun(samples, exec_samples, session.lost)
+    return LongRun(samples, exec_samples, cpu_per_exec_us, session.lost)
 
 
 @dataclass
@@ -376,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f" {forks[-1][0]} forked processes (most {max(rss for _, rss in forks) / 2**20:.0f}),"
           f" {at_cap[0] / 2**20 if at_cap else 0:.0f} MiB with the table at its cap ({execs[-1][0]} exec'd:"
           f" {execs[-1][1] / 2**20:.0f} MiB)")
+    print(f"  watch CPU per exec'd process (exec storm): {long_run.cpu_per_exec_us:.1f} us")
     print(f"  watch --replay: {replayed.cpu_per_event_us:.2f} us CPU per recorded event,"
           f" {replayed.cpu_per_process_us:.2f} per process ({replayed.events} events);"
           f" live == replay: {'yes' if replayed.same_alerts else 'NO'}")
