@@ -7,6 +7,11 @@ the very same dicts), so a recording replays exactly like the live stream.
 Times are seconds since boot (CLOCK_BOOTTIME), the clock of both the BPF side
 (bpf_ktime_get_boot_ns) and /proc/<pid>/stat start times; a container engine's
 events are converted to it with the session's boot time.
+
+Events and observations are values: once built, nothing changes them (`replaced`
+makes a changed copy).  They are not frozen dataclasses all the same: a storm
+builds millions, and a frozen one's every field is set through object.__setattr__
+(or a slot's descriptor), twice the cost of a plain slots class's __init__.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ class Kind(str, enum.Enum):
     CONTAINER = "container"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     ts: float
     pid: int
@@ -39,14 +44,14 @@ class Event:
     kind = None  # set by each subclass; a class attribute, not a field
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Fork(Event):
     """A new process (never a thread).  `ppid` is the parent the kernel gave it."""
 
     kind = Kind.FORK
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Exec(Event):
     argv: tuple[str, ...] = ()
     filename: str = ""
@@ -55,28 +60,28 @@ class Exec(Event):
     kind = Kind.EXEC
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Exit(Event):
     """The whole thread group is dead; the process is a zombie until its Reap."""
 
     kind = Kind.EXIT
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Reap(Event):
     """The parent (or init/subreaper) collected the exit status: the pid is free."""
 
     kind = Kind.REAP
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Oom(Event):
     rss_bytes: int = 0
 
     kind = Kind.OOM
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ContainerEvent:
     """A container's lifecycle as its engine reports it (create, start, die, destroy); no
     process, so no pid.  Carries no env and no labels but compose's project.  A container
@@ -96,7 +101,7 @@ class ContainerEvent:
     kind = Kind.CONTAINER
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Brief(Event):
     """A process that was forked, exited and was reaped without an exec or a child
     of its own in between, in one record: the kernel holds a fork until the process
@@ -113,7 +118,7 @@ class Brief(Event):
 EVENT_TYPES: dict[Kind, type[Event]] = {cls.kind: cls for cls in (Fork, Exec, Exit, Reap, Oom, Brief)}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PidsSample:
     """The pids controller on a cgroup that groups are in, read when a value changed:
     its tasks (threads count) against the limit that applies to it, and the forks that
@@ -250,21 +255,6 @@ _ACCEPTED_AS_IS = {
 }
 
 
-def builder(cls: type) -> Callable[..., Any]:
-    """A constructor of the frozen slots dataclass `cls` taking every field in order, that
-    fills the slots directly: its __init__ goes through object.__setattr__ field by field,
-    twice the cost, and a replay or a storm builds millions of events."""
-    names = [f.name for f in fields(cls)]
-    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls}
-    body = ["    item = _new(_cls)"]
-    for name in names:
-        namespace[f"_set_{name}"] = getattr(cls, name).__set__  # the slot's member descriptor
-        body.append(f"    _set_{name}(item, {name})")
-    source = "\n".join([f"def build({', '.join(names)}):", *body, "    return item"])
-    exec(compile(source, f"<builder of {cls.__name__}>", "exec"), namespace)
-    return namespace["build"]
-
-
 class _Codec:
     """An event class's record writer and reader, compiled once from its fields (as
     dataclasses compiles `__init__`): a replay reads millions of records, and walking
@@ -307,7 +297,7 @@ class _Codec:
                 accepted_all.append(f"({accepted.format(v=name)})")
             else:  # a list becomes a tuple
                 fast.append(f"    {name} = _check_{name}({name}, what + \": '{name}'\")")
-        namespace["_build"] = builder(cls)
+        namespace["_build"] = cls
         build = f"    return _build({', '.join(names)})"
         fast += [f"    if not ({' and '.join(accepted_all)}):", "        return read_each(record, what)", build]
         read.append(build)
@@ -319,10 +309,10 @@ class _Codec:
 
 
 def _changer(cls: type) -> Callable[..., Any]:
-    """`dataclasses.replace` for the frozen slots dataclass `cls`, compiled: that one looks
-    up the class's fields and checks each change by name at every call, twice the cost."""
+    """`dataclasses.replace` for the slots dataclass `cls`, compiled: that one looks up the
+    class's fields and checks each change by name at every call, twice the cost."""
     names = [f.name for f in fields(cls)]
-    namespace: dict[str, Any] = {"_build": builder(cls), "_SAME": _ABSENT}
+    namespace: dict[str, Any] = {"_build": cls, "_SAME": _ABSENT}
     keywords = ", ".join(f"{name}=_SAME" for name in names)
     values = ", ".join(f"item.{name} if {name} is _SAME else {name}" for name in names)
     exec(compile(f"def change(item, *, {keywords}):\n    return _build({values})", f"<changer of {cls.__name__}>",

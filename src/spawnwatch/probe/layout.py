@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 from functools import lru_cache
 
-from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Kind, Oom, Reap, builder
+from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Kind, Oom, Reap
 
 COMM_LEN = 16
 FILENAME_LEN = 256
@@ -93,9 +93,6 @@ class DecodeError(ValueError):
     pass
 
 
-_BRIEF, _FORK, _EXIT, _REAP, _EXEC, _OOM = (builder(cls) for cls in (Brief, Fork, Exit, Reap, Exec, Oom))
-
-
 # A decoded record: the event, the record's flags, and for an exit the zombie whose reap
 # the kernel side will not report (its dead slot was taken; 0 otherwise).  A plain
 # tuple: a storm decodes millions, and a named one costs as much again as the unpacking.
@@ -125,27 +122,27 @@ def decode(raw: bytes) -> Decoded:
         raise DecodeError(f"{TYPE_KINDS[type_].value} record claims {size} bytes but has {len(raw)}")
     if size < least:
         raise DecodeError(f"{TYPE_KINDS[type_].value} record claims {size} bytes, fewer than its layout's {least}")
-    # Positional builders (events.builder), the commonest type first: a storm decodes millions.
+    # The commonest type first, every field by position: a storm decodes millions.
     ts, name = ts_ns / 1e9, _comm_text(comm)
     if type_ == BRIEF_TYPE:
         exited_ns, reaped_ns = BRIEF_TAIL.unpack_from(raw, HEADER.size)
-        return _BRIEF(ts, pid, ppid, name, cgroup_id, exited_ns / 1e9, reaped_ns / 1e9), flags, 0
+        return Brief(ts, pid, ppid, name, cgroup_id, exited_ns / 1e9, reaped_ns / 1e9), flags, 0
     if type_ == FORK_TYPE:
-        return _FORK(ts, pid, ppid, name, cgroup_id), flags, 0
+        return Fork(ts, pid, ppid, name, cgroup_id), flags, 0
     if type_ == EXIT_TYPE:
         evicted_pid, _reserved = EXIT_TAIL.unpack_from(raw, HEADER.size)
-        return _EXIT(ts, pid, ppid, name, cgroup_id), flags, evicted_pid
+        return Exit(ts, pid, ppid, name, cgroup_id), flags, evicted_pid
     if type_ == REAP_TYPE:
-        return _REAP(ts, pid, ppid, name, cgroup_id), flags, 0
+        return Reap(ts, pid, ppid, name, cgroup_id), flags, 0
     if type_ == EXEC_TYPE:
         argc, argv_size, filename = EXEC_TAIL.unpack_from(raw, HEADER.size)
         start = HEADER.size + EXEC_TAIL.size
         blob = raw[start : start + min(argv_size, size - start)]
         argv = tuple(a.decode("utf-8", "replace") for a in blob.split(b"\0")[:argc])
-        exec_ = _EXEC(ts, pid, ppid, name, cgroup_id, argv, text(filename), bool(flags & FLAG_ARGV_TRUNCATED))
+        exec_ = Exec(ts, pid, ppid, name, cgroup_id, argv, text(filename), bool(flags & FLAG_ARGV_TRUNCATED))
         return exec_, flags, 0
     anon, file, shmem, _total_vm = OOM_TAIL.unpack_from(raw, HEADER.size)
-    return _OOM(ts, pid, ppid, name, cgroup_id, (anon + file + shmem) * 1024), flags, 0
+    return Oom(ts, pid, ppid, name, cgroup_id, (anon + file + shmem) * 1024), flags, 0
 
 
 def encode(event: Event, flags: int = 0, evicted_pid: int = 0) -> bytes:
