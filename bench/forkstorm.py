@@ -239,7 +239,7 @@ def alternate(name: str, options: argparse.Namespace) -> tuple[list[Alternation]
     for i, ((forks, seconds), cpu, events) in enumerate(runs):
         baseline = (rate(without[i]) + rate(without[i + 1])) / 2
         results.append(Alternation(rate((forks, seconds)) / baseline, cpu / forks * 1e6, cpu / events * 1e6))
-        print(f"  without {rate(without[i]):7.0f}/s, with {rate((forks, seconds)):7.0f}/s: ratio {results[-1].ratio:.2f};"
+        print(f"  without {rate(without[i]):7.0f}/s, with {rate((forks, seconds)):7.0f}/s: ratio {results[-1].ratio:.3f};"
               f" consumer CPU {cpu:5.1f} s = {results[-1].cpu_per_process_us:5.1f} us/process,"
               f" {results[-1].cpu_per_event_us:5.1f} us/event ({events} events)", flush=True)
     print(f"  without {rate(without[-1]):7.0f}/s")
@@ -371,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print("\nsummary (medians of the alternations)")
     for name, (runs, _) in alternations.items():
-        print(f"  {name + ':':<7} throughput with / without {statistics.median(r.ratio for r in runs):.2f};"
+        print(f"  {name + ':':<7} throughput with / without {statistics.median(r.ratio for r in runs):.3f};"
               f" consumer CPU {statistics.median(r.cpu_per_process_us for r in runs):5.1f} us/process,"
               f" {statistics.median(r.cpu_per_event_us for r in runs):5.2f} us/event")
     forks, execs = long_run.forks, long_run.execs
