@@ -61,6 +61,11 @@ class Launcher:
     # with docker's CLI options (-d/--detach, --name, -a/--attach, -i/--interactive).
     container_client: bool = False
 
+    @property
+    def options_taking_values(self) -> frozenset[str]:
+        """Its own options (after the command words) that take a value."""
+        return self.package_options | self.value_options
+
 
 @dataclass(frozen=True, slots=True)
 class ContainerClient:
@@ -132,7 +137,7 @@ class Signer:
         if launch is None or not launch[0].container_client:
             return None
         launcher, sequence, args = launch
-        options, rest = self._options(launcher, args)
+        options, rest = self._options(launcher.options_taking_values, args)
         action = sequence[-1]
         if action == "start":
             attached = any(name in ("-a", "--attach", "-i", "--interactive") and _true(value) for name, value in options)
@@ -160,7 +165,7 @@ class Signer:
             for sequence in launcher.commands:
                 if program != sequence[0]:
                     continue
-                words = _past_options(args, launcher.program_value_options) if len(sequence) > 1 else args
+                words = self._options(launcher.program_value_options, args)[1] if len(sequence) > 1 else args
                 if words[: len(sequence) - 1] == list(sequence[1:]):
                     return launcher, sequence, words[len(sequence) - 1 :]
         return None
@@ -202,7 +207,7 @@ class Signer:
     def _launch(self, launcher: Launcher, sequence: tuple[str, ...], args: list[str]) -> tuple[str, list[str]]:
         """`npx -y pkg@1 a b` -> (`npm exec pkg`, [a, b]): launcher options before the program are dropped."""
         display = launcher.display.replace("{command}", " ".join(sequence))
-        options, rest = self._options(launcher, args)
+        options, rest = self._options(launcher.options_taking_values, args)
         packages = [value for name, value in options if name in launcher.package_options]
         if rest:
             program, args_out = rest[0], rest[1:]
@@ -213,11 +218,11 @@ class Signer:
         return f"{display} {self._package_name(launcher, program)}", args_out
 
     @staticmethod
-    def _options(launcher: Launcher, args: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
-        """(the launcher's options as (name, value), the words from its program on).  A value is
-        "" for a flag; `-abc` is three one-letter options, the first that takes a value ends it
-        (`-e=X`, `-eX`, `-e X`: docker's and getopt's rules)."""
-        takes_value = launcher.package_options | launcher.value_options
+    def _options(takes_value: frozenset[str], args: list[str]) -> tuple[list[tuple[str, str]], list[str]]:
+        """(the options that open `args` as (name, value), the words after them); `takes_value`
+        names those that take one.  A value is "" for a flag; `-abc` is three one-letter
+        options, the first that takes a value ends it (`-e=X`, `-eX`, `-e X`: docker's and
+        getopt's rules)."""
         options: list[tuple[str, str]] = []
         i = 0
         while i < len(args):
@@ -277,15 +282,6 @@ class Signer:
         signature = _WHITESPACE.sub(" ", signature).strip()  # one line, whatever argv held
         limit = self.rules.max_length
         return signature if len(signature) <= limit else signature[: limit - 1] + "…"
-
-
-def _past_options(args: list[str], value_options: frozenset[str]) -> list[str]:
-    """`args` from the first word that is not an option (nor the value of one in `value_options`)."""
-    i = 0
-    while i < len(args) and args[i].startswith("-") and args[i] not in ("-", "--"):
-        name, has_value, _ = args[i].partition("=")
-        i += 2 if name in value_options and not has_value else 1
-    return args[i:]
 
 
 def _true(value: str) -> bool:

@@ -210,9 +210,8 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
                     alerts = pipeline.feed(item)
             except RecordError as exc:
                 raise click.ClickException(f"{path}: record {number}: {exc}") from exc
-            if alerts:
-                for alert in alerts:
-                    sink.send(origin.stamp(alert.to_record(), alert.ts))
+            for alert in alerts:
+                sink.send(origin.stamp(alert.to_record(), alert.ts))
     except RecordingError as exc:
         raise click.ClickException(str(exc)) from exc
     stats = {**recorded_stats, "kind": "stats", "events": {cls.kind.value: n for cls, n in counts.items()}}

@@ -24,6 +24,7 @@ from typing import Callable
 
 from spawnwatch.config import default_redactor
 from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Kind, Oom, Reap, replaced
+from spawnwatch.lineage import SAME_START_S
 from spawnwatch.probe import layout, preflight
 from spawnwatch.probe.births import HOLD_S, HeldForks
 from spawnwatch.redact import Redactor
@@ -130,11 +131,8 @@ ParentOf = Callable[[int], "int | None"]
 ArgvOf = Callable[[int], "tuple[str, ...] | None"]
 ZombieStart = Callable[[int], "float | None"]  # a pid's start time while it is a zombie, else None
 
-START_TOLERANCE_S = 0.02  # /proc start times have clock-tick precision (USER_HZ)
-
-
 MAX_KNOWN_PROCESSES = 65536
-MAX_UNSETTLED_ZOMBIES = 65536
+MAX_AWAITED_EXITS = 65536
 RESYNC_INTERVAL_S = 1.0  # at most one /proc resync a second during a storm that keeps losing events
 
 
@@ -211,7 +209,7 @@ class SkippedReaps:
     SHORTEST_WAIT_S = HOLD_S
     LONGEST_WAIT_S = 30.0
 
-    def __init__(self, zombie_start: ZombieStart, limit: int = MAX_UNSETTLED_ZOMBIES) -> None:
+    def __init__(self, zombie_start: ZombieStart, limit: int = MAX_AWAITED_EXITS) -> None:
         self._zombie_start = zombie_start
         # pid -> (exited, start or None, next look), oldest exit first
         self._exits: OrderedDict[int, tuple[float, float | None, float]] = OrderedDict()
@@ -255,7 +253,7 @@ class SkippedReaps:
                 continue  # told, given up, or due at another time since
             exited, start, _look = entry
             found = self._zombie_start(pid)
-            if found is None or (start is not None and abs(found - start) > START_TOLERANCE_S):
+            if found is None or (start is not None and abs(found - start) > SAME_START_S):
                 del exits[pid]
                 reaps.append(Reap(ts=now, pid=pid, ppid=0, comm="", cgroup_id=0))
                 continue
