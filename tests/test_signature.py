@@ -180,6 +180,7 @@ def test_one_hosts_docker_run_clients_share_a_signature():
         ("docker start -a -i srv", "start", "", ("srv",), True),
         ("docker start srv other", "start", "", ("srv", "other"), False),
         ("docker -H unix:///run/docker.sock --debug run -i --rm --name gh-2 mcp/fetch", "run", "mcp/fetch", ("gh-2",), True),
+        ("docker -DH unix:///run/docker.sock run -i busybox", "run", "busybox", (), True),
         ("docker --context=prod -l warn container create --name srv mcp/fetch", "create", "mcp/fetch", ("srv",), False),
         ("podman --url unix:///run/podman.sock -r start -a srv", "start", "", ("srv",), True),
     ],
