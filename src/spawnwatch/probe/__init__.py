@@ -12,11 +12,11 @@ each poll also sweeps the held forks (births.py) for those held too long.
 
 from __future__ import annotations
 
-import ctypes
 import heapq
 import mmap
 import os
 import re
+import select
 import time
 from collections import Counter, OrderedDict
 from pathlib import Path
@@ -27,6 +27,7 @@ from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Kind, Oom, Reap, r
 from spawnwatch.lineage import SAME_START_S
 from spawnwatch.probe import layout, preflight
 from spawnwatch.probe.births import HOLD_S, HeldForks
+from spawnwatch.probe.ring import RingReader
 from spawnwatch.redact import Redactor
 
 _LOCAL_INCLUDE = re.compile(r'^#include "([^"]+)"\s*$')
@@ -294,7 +295,8 @@ class Probe:
         self._held = HeldForks(birth_slots or layout.BIRTH_SLOTS)
         self._births: mmap.mmap | None = None
         self._bpf = None
-        self._records: list[bytes] = []
+        self._ring: RingReader | None = None
+        self._wakeups: select.epoll | None = None
         self._counts: Counter[type] = Counter()  # by class: an enum member's hash and value run Python code
         self._decode_errors = 0
         self._lost_at_resync = 0
@@ -321,25 +323,23 @@ class Probe:
             )
         except Exception as exc:  # bcc raises bare Exception; its details went to stderr
             raise ProbeError(f"could not load the BPF programs: {str(exc).splitlines()[0]}") from exc
-        # The callback only copies bytes: decoding happens in batches in poll(), so the
-        # time spent inside bcc's ctypes trampoline stays minimal.  (Reading the ring's
-        # mapped pages in place spared the callback, ~1 us a record, but on this kernel
-        # the kernel side then failed to reserve a few records in 500,000, counted as
-        # lost, where the callback lost none in as many runs; the cause is not known.)
-        records = self._records
-        string_at = ctypes.string_at
-
-        def on_record(_ctx: object, data: int, size: int) -> int:
-            records.append(string_at(data, size))
-            return 0
-
-        self._callback = on_record  # bcc keeps only a weak reference
-        self._bpf[b"sw_events"].open_ring_buffer(on_record)
+        ring = self._bpf[b"sw_events"]
+        self._ring = RingReader(ring.map_fd, ring.max_entries)
+        # Records go without a wakeup (bpf/spawnwatch.h) but an OOM kill's: edge-triggered,
+        # a wait lasts its timeout even while records sit in the ring, unless one asks.
+        self._wakeups = select.epoll()
+        self._wakeups.register(ring.map_fd, select.EPOLLIN | select.EPOLLET)
         births = self._bpf[b"sw_births"]
         mapped = -(-births.max_entries * layout.BIRTH.size // PAGE_SIZE) * PAGE_SIZE
         self._births = mmap.mmap(births.map_fd, mapped, mmap.MAP_SHARED, mmap.PROT_READ)
 
     def close(self) -> None:
+        if self._wakeups is not None:
+            self._wakeups.close()
+            self._wakeups = None
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
         if self._births is not None:
             self._births.close()
             self._births = None
@@ -354,8 +354,8 @@ class Probe:
         assert self._bpf is not None, "Probe.open() first"
         cutoff_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - int(HOLD_S * 1e9)
         births = self._births_now()  # before the drain: what it leaves held, no record told
-        self._bpf.ring_buffer_poll(max(1, int(timeout * 1000)))
-        events = self.decode_batch(self._take_records())
+        self._wakeups.poll(timeout)
+        events = self.decode_batch(self._ring.take())
         return events + self._swept(births, cutoff_ns) + self._settled(time.clock_gettime(time.CLOCK_BOOTTIME))
 
     def drain(self) -> list[Event]:
@@ -364,17 +364,10 @@ class Probe:
         assert self._bpf is not None, "Probe.open() first"
         cutoff_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
         births = self._births_now()
-        events = self.decode_batch(self._take_records()) + self._swept(births, cutoff_ns)
+        events = self.decode_batch(self._ring.take()) + self._swept(births, cutoff_ns)
         # A held process the kernel told whole while the sweep read its slot was left to
         # its record, which came after the take: at the end of a session no poll follows.
-        return events + self.decode_batch(self._take_records())
-
-    def _take_records(self) -> list[bytes]:
-        """Every record in the ring now (the callback appends them)."""
-        self._bpf.ring_buffer_consume()
-        records = self._records[:]
-        del self._records[:]
-        return records
+        return events + self.decode_batch(self._ring.take())
 
     def _births_now(self) -> bytes:
         return self._births[: self._held.slots * layout.BIRTH.size]
