@@ -11,8 +11,10 @@
 BPF_RINGBUF_OUTPUT(sw_events, SW_RINGBUF_PAGES);
 
 /* Events that could not be reserved, by event type: a ring buffer reports no
- * loss by itself, so every failed reserve is counted here. */
-BPF_PERCPU_ARRAY(sw_lost_stats, __u64, SW_EVENT_TYPE_MAX);
+ * loss by itself, so every failed reserve is counted here.  Mappable, so user
+ * space reads it in place at every drain; shared, not per CPU, as only a loss
+ * pays for the atomic add. */
+BPF_F_TABLE("array", __u32, __u64, sw_lost_stats, SW_EVENT_TYPE_MAX, BPF_F_MMAPABLE);
 
 /* argv captured at execve entry, emitted when the exec commits.  The thread
  * may change CPUs in between (sched_exec), so slots are per thread, indexed by
@@ -36,7 +38,7 @@ static __always_inline void sw_count_lost(__u32 type)
 	__u64 *lost = sw_lost_stats.lookup(&type);
 
 	if (lost)
-		(*lost)++;
+		__sync_fetch_and_add(lost, 1);
 }
 
 static __always_inline void sw_fill_header(struct sw_header *hdr, __u16 type, __u16 size, __u32 pid)

@@ -128,6 +128,12 @@ def recursion_misses(prog_fd: int) -> int:
     return int(match.group(1)) if match else 0
 
 
+def mapped_array(table, value_size: int) -> mmap.mmap:
+    """A BPF_F_MMAPABLE array's values, mapped read-only in place (whole pages)."""
+    size = -(-table.max_entries * value_size // PAGE_SIZE) * PAGE_SIZE
+    return mmap.mmap(table.map_fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+
+
 ParentOf = Callable[[int], "int | None"]
 ArgvOf = Callable[[int], "tuple[str, ...] | None"]
 ZombieStart = Callable[[int], "float | None"]  # a pid's start time while it is a zombie, else None
@@ -294,6 +300,7 @@ class Probe:
         self._table_flags = table_flags(ring_buffer_kb, dead_slots, birth_slots)
         self._held = HeldForks(birth_slots or layout.BIRTH_SLOTS)
         self._births: mmap.mmap | None = None
+        self._lost_counts: mmap.mmap | None = None
         self._bpf = None
         self._ring: RingReader | None = None
         self._wakeups: select.epoll | None = None
@@ -329,9 +336,9 @@ class Probe:
         # a wait lasts its timeout even while records sit in the ring, unless one asks.
         self._wakeups = select.epoll()
         self._wakeups.register(ring.map_fd, select.EPOLLIN | select.EPOLLET)
-        births = self._bpf[b"sw_births"]
-        mapped = -(-births.max_entries * layout.BIRTH.size // PAGE_SIZE) * PAGE_SIZE
-        self._births = mmap.mmap(births.map_fd, mapped, mmap.MAP_SHARED, mmap.PROT_READ)
+        self._births = mapped_array(self._bpf[b"sw_births"], layout.BIRTH.size)
+        self._lost_counts = mapped_array(self._bpf[b"sw_lost_stats"], 8)
+        self._lost = memoryview(self._lost_counts).cast("Q")  # each count loaded as one word
 
     def close(self) -> None:
         if self._wakeups is not None:
@@ -343,6 +350,10 @@ class Probe:
         if self._births is not None:
             self._births.close()
             self._births = None
+        if self._lost_counts is not None:
+            self._lost.release()
+            self._lost_counts.close()
+            self._lost_counts = None
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None
@@ -429,13 +440,9 @@ class Probe:
 
     def lost_by_kind(self) -> dict[str, int]:
         """Events the kernel side could not reserve (ring full), by kind."""
-        lost = dict.fromkeys((kind.value for kind in layout.TYPE_KINDS.values()), 0)
-        if self._bpf is not None:
-            for key, per_cpu in self._bpf[b"sw_lost_stats"].items():
-                kind = layout.TYPE_KINDS.get(key.value)
-                if kind is not None:
-                    lost[kind.value] = sum(per_cpu)
-        return lost
+        if self._lost_counts is None:
+            return {kind.value: 0 for kind in layout.TYPE_KINDS.values()}
+        return {kind.value: self._lost[number] for number, kind in layout.TYPE_KINDS.items()}
 
     def lost(self) -> int:
         """Events the kernel side could not reserve (ring full), all kinds."""
