@@ -170,12 +170,12 @@ class Consumer:
 
 
 @contextmanager
-def consumer(name: str, *extra: str, keep_stdout: bool = False) -> Iterator[Consumer]:
+def consumer(name: str, *extra: str, keep_stdout: bool = False, env: dict[str, str] | None = None) -> Iterator[Consumer]:
     """A live consumer, attached and ready: its programs loaded and (watch) the snapshot fed."""
     stderr = tempfile.TemporaryFile(mode="w+")
     stdout = tempfile.TemporaryFile(mode="w+") if keep_stdout else None
     process = subprocess.Popen([sys.executable, "-m", "spawnwatch", *CONSUMERS[name], *extra],
-                               stdout=stdout or subprocess.DEVNULL, stderr=stderr, text=True)
+                               stdout=stdout or subprocess.DEVNULL, stderr=stderr, text=True, env=env)
     running = Consumer(name, process, stderr, stdout)
     try:
         deadline = time.monotonic() + 120

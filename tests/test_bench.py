@@ -54,3 +54,28 @@ def test_without_root_it_says_so_and_exits_1(forkstorm, monkeypatch, capsys) -> 
     monkeypatch.setattr(forkstorm.os, "geteuid", lambda: 1000)
     assert forkstorm.main(["--duration", "1"]) == 1
     assert "run it as root" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def sidebyside(forkstorm):
+    spec = importlib.util.spec_from_file_location("sidebyside", BENCH.with_name("sidebyside.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # imports forkstorm, which the fixture above registered
+    return module
+
+
+def test_side_by_side_takes_source_trees_and_refuses_anything_else(sidebyside, tmp_path, capsys) -> None:
+    project = BENCH.parent.parent
+    options = sidebyside.parse_args([str(project), str(project), "--rounds", "2"])
+    assert options.trees == [project, project] and (options.rounds, options.duration) == (2, 10.0)
+    assert sidebyside.tree_env(project)["PYTHONPATH"] == str(project / "src")
+    with pytest.raises(SystemExit) as exited:
+        sidebyside.parse_args([str(project), str(tmp_path)])
+    assert exited.value.code == 2
+    assert f"{tmp_path} is not a spawnwatch source tree" in capsys.readouterr().err
+
+
+def test_side_by_side_without_root_says_so_and_exits_1(sidebyside, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(sidebyside.os, "geteuid", lambda: 1000)
+    assert sidebyside.main([str(BENCH.parent.parent)]) == 1
+    assert "run it as root" in capsys.readouterr().err

@@ -1,0 +1,80 @@
+"""Source trees of spawnwatch side by side under the fork storm: for each, the
+throughput ratio with its `watch --json` attached / without (as bench/forkstorm.py
+measures it) and watch's CPU per traced process.  The trees take turns, round
+after round, so that the host's drift (this VM's speed moves through the day)
+touches each alike: compare code with this, not with figures of another hour.
+
+    git worktree add /tmp/before HEAD~3
+    sudo .venv/bin/python bench/sidebyside.py /tmp/before .      # 5 rounds of 10 s
+
+Exits 2 when any session lost an event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from forkstorm import LOST, build_forkloop, consumer, cpu_seconds, fork_storm, rate, settled_cpu, stop
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("trees", nargs="+", type=Path, help="spawnwatch source trees (each with src/ and bpf/)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of each run with watch (default 10)")
+    parser.add_argument("--rounds", type=int, default=5, help="runs of each tree (default 5)")
+    parser.add_argument("--loops", type=int, default=os.cpu_count() or 2, help="fork loops (default: one per core)")
+    options = parser.parse_args(argv)
+    for tree in options.trees:
+        if not (tree / "src" / "spawnwatch").is_dir() or not (tree / "bpf").is_dir():
+            parser.error(f"{tree} is not a spawnwatch source tree (no src/spawnwatch or bpf/)")
+    for name in ("duration", "rounds", "loops"):
+        if getattr(options, name) <= 0:
+            parser.error(f"--{name} must be above 0")
+    return options
+
+
+def tree_env(tree: Path) -> dict[str, str]:
+    """The environment that runs `tree`'s spawnwatch and BPF programs."""
+    return dict(os.environ, PYTHONPATH=str(tree.resolve() / "src"), SPAWNWATCH_BPF_DIR=str(tree.resolve() / "bpf"))
+
+
+def one_run(tree: Path, options: argparse.Namespace) -> tuple[float, float, int]:
+    """(throughput ratio, watch's CPU per process in us, events lost) of one run:
+    half a run without watch either side of the run with it."""
+    before = fork_storm(options.duration / 2, options.loops)
+    with consumer("watch", env=tree_env(tree)) as running:
+        cpu_before = cpu_seconds(running.pid)
+        traced = fork_storm(options.duration, options.loops)
+        cpu = settled_cpu(running.pid) - cpu_before
+        session = stop(running)
+    after = fork_storm(options.duration / 2, options.loops)
+    return rate(traced) / ((rate(before) + rate(after)) / 2), cpu / traced[0] * 1e6, session.lost
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(argv)
+    if os.geteuid() != 0:
+        print("error: the benchmark loads BPF programs: run it as root", file=sys.stderr)
+        return 1
+    build_forkloop()
+    runs: dict[Path, list[tuple[float, float, int]]] = {tree: [] for tree in options.trees}
+    for round_ in range(1, options.rounds + 1):
+        for tree in options.trees:
+            ratio, cpu_us, lost = one_run(tree, options)
+            runs[tree].append((ratio, cpu_us, lost))
+            print(f"round {round_} {tree}: ratio {ratio:.3f}, watch {cpu_us:.2f} us/process, lost {lost}", flush=True)
+    for tree, results in runs.items():
+        print(f"{tree}: ratio median {statistics.median(r[0] for r in results):.3f}"
+              f" ({', '.join(f'{r[0]:.3f}' for r in results)}),"
+              f" watch median {statistics.median(r[1] for r in results):.2f} us/process,"
+              f" lost {sum(r[2] for r in results)}")
+    return LOST if any(r[2] for results in runs.values() for r in results) else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
