@@ -24,7 +24,7 @@ from spawnwatch.probe import Probe
 from spawnwatch.recording import RecordingWriter
 from spawnwatch.redact import Redactor
 
-POLL_INTERVAL = 0.1  # seconds between ring drains: each also sweeps the held forks; a fork storm fills 0.3 MB of the ring meanwhile
+POLL_INTERVAL = 0.1  # seconds between ring drains: each has fixed costs; a fork storm fills 0.3 MB of the ring meanwhile
 
 
 class Stop:

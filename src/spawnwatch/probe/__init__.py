@@ -7,7 +7,8 @@ on a timer, decode records into spawnwatch events.
 
 The kernel side holds each fork back until the process does something else, and
 tells a process forked, exited and reaped with nothing in between in one Brief;
-each poll also sweeps the held forks (births.py) for those held too long.
+a poll also sweeps the held forks (births.py) for those held too long, every
+SWEEP_INTERVAL_S.
 """
 
 from __future__ import annotations
@@ -137,6 +138,11 @@ def mapped_array(table, value_size: int) -> mmap.mmap:
 ParentOf = Callable[[int], "int | None"]
 ArgvOf = Callable[[int], "tuple[str, ...] | None"]
 ZombieStart = Callable[[int], "float | None"]  # a pid's start time while it is a zombie, else None
+
+# A sweep copies and scans every held-fork slot: a fixed cost (on a slow host, as
+# much as decoding a thousand records), so it runs at most every SWEEP_INTERVAL_S,
+# and a held fork is announced HOLD_S to HOLD_S + SWEEP_INTERVAL_S after it forked.
+SWEEP_INTERVAL_S = HOLD_S
 
 MAX_KNOWN_PROCESSES = 65536
 MAX_AWAITED_EXITS = 65536
@@ -301,6 +307,7 @@ class Probe:
         self._held = HeldForks(birth_slots or layout.BIRTH_SLOTS)
         self._births: mmap.mmap | None = None
         self._lost_counts: mmap.mmap | None = None
+        self._next_sweep_ns = 0
         self._bpf = None
         self._ring: RingReader | None = None
         self._wakeups: select.epoll | None = None
@@ -360,14 +367,19 @@ class Probe:
 
     def poll(self, timeout: float = 0.05) -> list[Event]:
         """Wait up to `timeout` s (an OOM kill wakes us early), drain, decode,
-        then the held forks HOLD_S old that no record told (and the reaps of
-        their exits /proc already shows, as the exits are HOLD_S old too)."""
+        then, every SWEEP_INTERVAL_S, the held forks HOLD_S old that no record
+        told (and the reaps of their exits /proc already shows, as the exits
+        are HOLD_S old too)."""
         assert self._bpf is not None, "Probe.open() first"
-        cutoff_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME) - int(HOLD_S * 1e9)
-        births = self._births_now()  # before the drain: what it leaves held, no record told
+        now_ns = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        sweeping = now_ns >= self._next_sweep_ns
+        births = self._births_now() if sweeping else b""  # before the drain: what it leaves held, no record told
         self._wakeups.poll(timeout)
         events = self.decode_batch(self._ring.take())
-        return events + self._swept(births, cutoff_ns) + self._settled(time.clock_gettime(time.CLOCK_BOOTTIME))
+        if sweeping:
+            self._next_sweep_ns = now_ns + int(SWEEP_INTERVAL_S * 1e9)
+            events += self._swept(births, now_ns - int(HOLD_S * 1e9))
+        return events + self._settled(time.clock_gettime(time.CLOCK_BOOTTIME))
 
     def drain(self) -> list[Event]:
         """Everything already in the ring and every fork still held, without
