@@ -15,6 +15,11 @@ consumer position without a lock, on every reserve, to see how much room is
 left: `struct.pack_into` zero-fills its target before writing the bytes, so for
 a moment the position read 0, and a reserve then in flight found the ring full
 and dropped its record (about one a 20 s fork storm).
+
+The kernel orders its stores (data, then the commit of the header) with
+barriers; this side has none to issue, and leans on x86-64 keeping loads in
+order, memcpy's own order aside (see take).  On an arm64 host a record could be
+read before its data landed; spawnwatch is tested on x86-64 only.
 """
 
 from __future__ import annotations
