@@ -83,6 +83,15 @@ def build_forkloop() -> None:
         subprocess.run(["cc", "-O2", "-o", str(FORKLOOP), str(source)], check=True)
 
 
+def ready_to_storm() -> bool:
+    """Root (it loads BPF programs) and the fork loop built; says what is missing."""
+    if os.geteuid() != 0:
+        print("error: the benchmark loads BPF programs: run it as root", file=sys.stderr)
+        return False
+    build_forkloop()
+    return True
+
+
 def fork_storm(seconds: float, loops: int, mode: str = "fork") -> tuple[int, float]:
     """Forks made by `loops` concurrent fork loops, and the seconds they took."""
     procs = [
@@ -227,11 +236,7 @@ def alternate(name: str, options: argparse.Namespace) -> tuple[list[Alternation]
     runs = []
     lost = 0
     for _ in range(options.alternations):
-        with consumer(name) as running:
-            cpu_before = cpu_seconds(running.pid)
-            traced = fork_storm(options.duration, options.loops)
-            cpu = settled_cpu(running.pid) - cpu_before
-            session = stop(running)
+        traced, cpu, session = traced_storm(name, options)
         lost += session.lost
         without.append(fork_storm(options.duration, options.loops))
         runs.append((traced, cpu, sum(session.events.values())))
@@ -244,6 +249,17 @@ def alternate(name: str, options: argparse.Namespace) -> tuple[list[Alternation]
               f" {results[-1].cpu_per_event_us:5.1f} us/event ({events} events)", flush=True)
     print(f"  without {rate(without[-1]):7.0f}/s")
     return results, lost
+
+
+def traced_storm(name: str, options: argparse.Namespace,
+                 env: dict[str, str] | None = None) -> tuple[tuple[int, float], float, Session]:
+    """One storm with `name` attached: (forks, seconds), the consumer's CPU seconds
+    over the storm and the drain of its backlog, and what it reported."""
+    with consumer(name, env=env) as running:
+        cpu_before = cpu_seconds(running.pid)
+        traced = fork_storm(options.duration, options.loops)
+        cpu = settled_cpu(running.pid) - cpu_before
+        return traced, cpu, stop(running)
 
 
 def rate(run: tuple[int, float]) -> float:
@@ -355,10 +371,8 @@ def alerts_of(output: str) -> list[tuple]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
-    if os.geteuid() != 0:
-        print("error: the benchmark loads BPF programs: run it as root", file=sys.stderr)
+    if not ready_to_storm():
         return 1
-    build_forkloop()
     print(f"fork storm: {options.loops} loops; {os.cpu_count()} cores", flush=True)
     try:
         alternations = {name: alternate(name, options) for name in CONSUMERS}

@@ -15,11 +15,10 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 from pathlib import Path
 from typing import Sequence
 
-from forkstorm import LOST, build_forkloop, consumer, cpu_seconds, fork_storm, rate, settled_cpu, stop
+from forkstorm import LOST, fork_storm, rate, ready_to_storm, traced_storm
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -47,21 +46,15 @@ def one_run(tree: Path, options: argparse.Namespace) -> tuple[float, float, int]
     """(throughput ratio, watch's CPU per process in us, events lost) of one run:
     half a run without watch either side of the run with it."""
     before = fork_storm(options.duration / 2, options.loops)
-    with consumer("watch", env=tree_env(tree)) as running:
-        cpu_before = cpu_seconds(running.pid)
-        traced = fork_storm(options.duration, options.loops)
-        cpu = settled_cpu(running.pid) - cpu_before
-        session = stop(running)
+    traced, cpu, session = traced_storm("watch", options, env=tree_env(tree))
     after = fork_storm(options.duration / 2, options.loops)
     return rate(traced) / ((rate(before) + rate(after)) / 2), cpu / traced[0] * 1e6, session.lost
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
-    if os.geteuid() != 0:
-        print("error: the benchmark loads BPF programs: run it as root", file=sys.stderr)
+    if not ready_to_storm():
         return 1
-    build_forkloop()
     runs: dict[Path, list[tuple[float, float, int]]] = {tree: [] for tree in options.trees}
     for round_ in range(1, options.rounds + 1):
         for tree in options.trees:
