@@ -307,6 +307,7 @@ class Probe:
         self._held = HeldForks(birth_slots or layout.BIRTH_SLOTS)
         self._births: mmap.mmap | None = None
         self._lost_counts: mmap.mmap | None = None
+        self._lost: memoryview | None = None  # the counts, each loaded as one word
         self._next_sweep_ns = 0
         self._bpf = None
         self._ring: RingReader | None = None
@@ -345,7 +346,7 @@ class Probe:
         self._wakeups.register(ring.map_fd, select.EPOLLIN | select.EPOLLET)
         self._births = mapped_array(self._bpf[b"sw_births"], layout.BIRTH.size)
         self._lost_counts = mapped_array(self._bpf[b"sw_lost_stats"], 8)
-        self._lost = memoryview(self._lost_counts).cast("Q")  # each count loaded as one word
+        self._lost = memoryview(self._lost_counts).cast("Q")
 
     def close(self) -> None:
         if self._wakeups is not None:
@@ -357,10 +358,10 @@ class Probe:
         if self._births is not None:
             self._births.close()
             self._births = None
-        if self._lost_counts is not None:
+        if self._lost is not None:
             self._lost.release()
             self._lost_counts.close()
-            self._lost_counts = None
+            self._lost, self._lost_counts = None, None
         if self._bpf is not None:
             self._bpf.cleanup()
             self._bpf = None
@@ -452,7 +453,7 @@ class Probe:
 
     def lost_by_kind(self) -> dict[str, int]:
         """Events the kernel side could not reserve (ring full), by kind."""
-        if self._lost_counts is None:
+        if self._lost is None:
             return {kind.value: 0 for kind in layout.TYPE_KINDS.values()}
         return {kind.value: self._lost[number] for number, kind in layout.TYPE_KINDS.items()}
 
