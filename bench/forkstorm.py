@@ -4,11 +4,15 @@ and whether anything is lost.
 
 One `forkloop` per core (`fork(); _exit(0)`, bench/forkloop.c) in every phase:
 
-1. for `watch --json` and then `trace --json` (output to /dev/null): ALTERNATIONS
-   times a run without any consumer and one with it attached, and a last run
-   without; each ratio is the run with it over the mean of the runs either side
-   (the machine's speed drifts), and the median is reported, with the consumer's
-   CPU (utime + stime, storm and drain) per traced process and per event;
+1. ALTERNATIONS rounds, each a run with every consumer attached in turn, and a
+   run without any consumer after each: `watch --json` and `trace --json`
+   (output to /dev/null), and the floor under them, consumers that stop part way
+   (bench/partial_consumer.py): `kernel` (the BPF programs attached, the ring
+   handed back unread) and `probe` (records decoded and completed, then dropped).
+   Each ratio is the run with the consumer over the mean of the runs without
+   either side of it (the machine's speed drifts); the median of each consumer's
+   is reported, with its CPU (utime + stime, storm and drain) per traced process
+   and per event;
 2. `watch` attached while the storm forks PROCESSES processes (1,000,000 by
    default) in DURATION-second chunks, then while children exec /bin/true until
    more than the process table's cap have (an exec'd child enters the table; a
@@ -48,7 +52,14 @@ HERE = Path(__file__).resolve().parent
 FORKLOOP = HERE / "forkloop"
 STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
 TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
-CONSUMERS = {"watch": ["watch", "--json"], "trace": ["trace", "--json"]}
+# What runs after the interpreter, for each consumer: the floor first, as the summary reads.
+PARTIAL_CONSUMER = str(HERE / "partial_consumer.py")
+CONSUMERS = {
+    "kernel": [PARTIAL_CONSUMER, "kernel"],
+    "probe": [PARTIAL_CONSUMER, "probe"],
+    "watch": ["-m", "spawnwatch", "watch", "--json"],
+    "trace": ["-m", "spawnwatch", "trace", "--json"],
+}
 TABLE_CAP = 65536  # the default [lineage] max_processes
 EXECS_PAST_CAP = TABLE_CAP * 5 // 4
 PROCESS_KINDS = ("fork", "exec", "exit", "reap", "oom", "brief")
@@ -59,7 +70,9 @@ REPLAY_DIFFERS = 3
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per storm run (default 10)")
-    parser.add_argument("--alternations", type=int, default=3, help="runs with each consumer (default 3)")
+    parser.add_argument("--alternations", type=int, default=5,
+                        help="runs with each consumer, their median reported (default 5: this VM's speed"
+                             " swings by several percent within minutes)")
     parser.add_argument("--processes", type=int, default=1_000_000,
                         help="processes forked under the long watch run (default 1,000,000)")
     parser.add_argument("--loops", type=int, default=os.cpu_count() or 2, help="fork loops (default: one per core)")
@@ -183,7 +196,7 @@ def consumer(name: str, *extra: str, keep_stdout: bool = False, env: dict[str, s
     """A live consumer, attached and ready: its programs loaded and (watch) the snapshot fed."""
     stderr = tempfile.TemporaryFile(mode="w+")
     stdout = tempfile.TemporaryFile(mode="w+") if keep_stdout else None
-    process = subprocess.Popen([sys.executable, "-m", "spawnwatch", *CONSUMERS[name], *extra],
+    process = subprocess.Popen([sys.executable, *CONSUMERS[name], *extra],
                                stdout=stdout or subprocess.DEVNULL, stderr=stderr, text=True, env=env)
     running = Consumer(name, process, stderr, stdout)
     try:
@@ -195,7 +208,7 @@ def consumer(name: str, *extra: str, keep_stdout: bool = False, env: dict[str, s
             time.sleep(0.3)
             stderr.seek(0)
             programs = attached_programs(process.pid)
-            if programs and programs == running.programs and (name != "watch" or "watching" in stderr.read()):
+            if programs and programs == running.programs and (name == "trace" or "watching" in stderr.read()):
                 break
             running.programs = programs
         yield running
@@ -228,27 +241,29 @@ class Alternation:
     cpu_per_event_us: float
 
 
-def alternate(name: str, options: argparse.Namespace) -> tuple[list[Alternation], int]:
-    """Runs without and with `name` attached, in turn; the lost events of its sessions."""
-    print(f"{name}: {options.alternations} x ({options.duration:.0f} s without, {options.duration:.0f} s with it)",
-          flush=True)
+def alternate(options: argparse.Namespace) -> dict[str, tuple[list[Alternation], int]]:
+    """Rounds of a run with each consumer in turn, a run without any after each: for
+    each consumer, its runs and the events its sessions lost."""
+    print(f"{options.alternations} rounds of: {', '.join(f'{options.duration:.0f} s with {name}' for name in CONSUMERS)},"
+          f" each followed by {options.duration:.0f} s without", flush=True)
     without = [fork_storm(options.duration, options.loops)]
-    runs = []
-    lost = 0
+    results: dict[str, tuple[list[Alternation], int]] = {name: ([], 0) for name in CONSUMERS}
     for _ in range(options.alternations):
-        traced, cpu, session = traced_storm(name, options)
-        lost += session.lost
-        without.append(fork_storm(options.duration, options.loops))
-        runs.append((traced, cpu, sum(session.events.values())))
-    results = []
-    for i, ((forks, seconds), cpu, events) in enumerate(runs):
-        baseline = (rate(without[i]) + rate(without[i + 1])) / 2
-        results.append(Alternation(rate((forks, seconds)) / baseline, cpu / forks * 1e6, cpu / events * 1e6))
-        print(f"  without {rate(without[i]):7.0f}/s, with {rate((forks, seconds)):7.0f}/s: ratio {results[-1].ratio:.3f};"
-              f" consumer CPU {cpu:5.1f} s = {results[-1].cpu_per_process_us:5.1f} us/process,"
-              f" {results[-1].cpu_per_event_us:5.1f} us/event ({events} events)", flush=True)
+        for name in CONSUMERS:
+            (forks, seconds), cpu, session = traced_storm(name, options)
+            without.append(fork_storm(options.duration, options.loops))
+            events = sum(session.events.values())
+            baseline = (rate(without[-2]) + rate(without[-1])) / 2
+            run = Alternation(rate((forks, seconds)) / baseline, cpu / forks * 1e6, cpu / events * 1e6)
+            runs, lost = results[name]
+            runs.append(run)
+            results[name] = (runs, lost + session.lost)
+            print(f"  {name:<6} without {rate(without[-2]):7.0f}/s, with {rate((forks, seconds)):7.0f}/s:"
+                  f" ratio {run.ratio:.3f}; consumer CPU {cpu:5.1f} s = {run.cpu_per_process_us:5.1f} us/process,"
+                  f" {run.cpu_per_event_us:5.1f} us/event ({events} {'records' if name == 'kernel' else 'events'})",
+                  flush=True)
     print(f"  without {rate(without[-1]):7.0f}/s")
-    return results, lost
+    return results
 
 
 def traced_storm(name: str, options: argparse.Namespace,
@@ -375,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     print(f"fork storm: {options.loops} loops; {os.cpu_count()} cores", flush=True)
     try:
-        alternations = {name: alternate(name, options) for name in CONSUMERS}
+        alternations = alternate(options)
         long_run = long_watch(options)
         replayed = replay(options)
     except RuntimeError as exc:
@@ -383,9 +398,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     lost = sum(lost for _, lost in alternations.values()) + long_run.lost + replayed.lost
 
-    print("\nsummary (medians of the alternations)")
+    print("\nsummary (medians of the alternations; kernel and probe are the floor under watch)")
     for name, (runs, _) in alternations.items():
-        print(f"  {name + ':':<7} throughput with / without {statistics.median(r.ratio for r in runs):.3f};"
+        print(f"  {name + ':':<7} throughput with / without {statistics.median(r.ratio for r in runs):.3f}"
+              f" ({', '.join(f'{r.ratio:.3f}' for r in runs)});"
               f" consumer CPU {statistics.median(r.cpu_per_process_us for r in runs):5.1f} us/process,"
               f" {statistics.median(r.cpu_per_event_us for r in runs):5.2f} us/event")
     forks, execs = long_run.forks, long_run.execs

@@ -24,9 +24,9 @@ def forkstorm():
         del sys.modules[spec.name]
 
 
-def test_defaults_are_the_issue_table_s_runs(forkstorm) -> None:
+def test_defaults_take_five_alternations_against_this_vm_s_drift(forkstorm) -> None:
     options = forkstorm.parse_args([])
-    assert (options.duration, options.alternations, options.processes) == (10.0, 3, 1_000_000)
+    assert (options.duration, options.alternations, options.processes) == (10.0, 5, 1_000_000)
     assert options.loops >= 1
 
 
@@ -79,3 +79,13 @@ def test_side_by_side_without_root_says_so_and_exits_1(sidebyside, monkeypatch, 
     monkeypatch.setattr(sidebyside.os, "geteuid", lambda: 1000)
     assert sidebyside.main([str(BENCH.parent.parent)]) == 1
     assert "run it as root" in capsys.readouterr().err
+
+
+def test_the_floor_s_consumers_are_run_by_the_alternations_and_refuse_an_unknown_level(forkstorm, capsys) -> None:
+    assert list(forkstorm.CONSUMERS)[:2] == ["kernel", "probe"]  # the floor first, as the summary reads
+    assert forkstorm.CONSUMERS["kernel"] == [forkstorm.PARTIAL_CONSUMER, "kernel"]
+    spec = importlib.util.spec_from_file_location("partial_consumer", forkstorm.PARTIAL_CONSUMER)
+    partial = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(partial)
+    assert partial.main(["detect"]) == 2
+    assert "usage: partial_consumer.py {kernel,probe}" in capsys.readouterr().err
