@@ -7,7 +7,8 @@ One `forkloop` per core (`fork(); _exit(0)`, bench/forkloop.c) in every phase:
 1. ALTERNATIONS rounds, each a run with every consumer attached in turn, and a
    run without any consumer after each: `watch --json` and `trace --json`
    (output to /dev/null), and the floor under them, consumers that stop part way
-   (bench/partial_consumer.py): `kernel` (the BPF programs attached, the ring
+   (bench/partial_consumer.py): `attach` (a program that returns at once on each
+   of the probe's tracepoints), `kernel` (the BPF programs attached, the ring
    handed back unread) and `probe` (records decoded and completed, then dropped).
    Each ratio is the run with the consumer over the mean of the runs without
    either side of it (the machine's speed drifts); the median of each consumer's
@@ -55,6 +56,7 @@ TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
 # What runs after the interpreter, for each consumer: the floor first, as the summary reads.
 PARTIAL_CONSUMER = str(HERE / "partial_consumer.py")
 CONSUMERS = {
+    "attach": [PARTIAL_CONSUMER, "attach"],
     "kernel": [PARTIAL_CONSUMER, "kernel"],
     "probe": [PARTIAL_CONSUMER, "probe"],
     "watch": ["-m", "spawnwatch", "watch", "--json"],
@@ -254,7 +256,7 @@ def alternate(options: argparse.Namespace) -> dict[str, tuple[list[Alternation],
             without.append(fork_storm(options.duration, options.loops))
             events = sum(session.events.values())
             baseline = (rate(without[-2]) + rate(without[-1])) / 2
-            run = Alternation(rate((forks, seconds)) / baseline, cpu / forks * 1e6, cpu / events * 1e6)
+            run = Alternation(rate((forks, seconds)) / baseline, cpu / forks * 1e6, cpu / events * 1e6 if events else 0.0)
             runs, lost = results[name]
             runs.append(run)
             results[name] = (runs, lost + session.lost)
@@ -398,7 +400,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     lost = sum(lost for _, lost in alternations.values()) + long_run.lost + replayed.lost
 
-    print("\nsummary (medians of the alternations; kernel and probe are the floor under watch)")
+    print("\nsummary (medians of the alternations; attach, kernel and probe are the floor under watch)")
     for name, (runs, _) in alternations.items():
         print(f"  {name + ':':<7} throughput with / without {statistics.median(r.ratio for r in runs):.3f}"
               f" ({', '.join(f'{r.ratio:.3f}' for r in runs)});"

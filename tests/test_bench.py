@@ -82,10 +82,15 @@ def test_side_by_side_without_root_says_so_and_exits_1(sidebyside, monkeypatch, 
 
 
 def test_the_floor_s_consumers_are_run_by_the_alternations_and_refuse_an_unknown_level(forkstorm, capsys) -> None:
-    assert list(forkstorm.CONSUMERS)[:2] == ["kernel", "probe"]  # the floor first, as the summary reads
+    assert list(forkstorm.CONSUMERS)[:3] == ["attach", "kernel", "probe"]  # the floor first, as the summary reads
     assert forkstorm.CONSUMERS["kernel"] == [forkstorm.PARTIAL_CONSUMER, "kernel"]
     spec = importlib.util.spec_from_file_location("partial_consumer", forkstorm.PARTIAL_CONSUMER)
     partial = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(partial)
     assert partial.main(["detect"]) == 2
-    assert "usage: partial_consumer.py {kernel,probe}" in capsys.readouterr().err
+    assert "usage: partial_consumer.py {attach,kernel,probe}" in capsys.readouterr().err
+    # `attach` puts its no-op on every tracepoint the probe's programs use, read from their source
+    assert set(partial.probe_tracepoints()) == {
+        "syscalls:sys_enter_execve", "syscalls:sys_enter_execveat", "sched:sched_process_exec",
+        "sched:sched_process_exit", "sched:sched_process_free", "task:task_newtask", "oom:mark_victim",
+    }
