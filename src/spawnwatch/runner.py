@@ -20,15 +20,15 @@ from spawnwatch.adapters import procfs
 from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.config import Config
 from spawnwatch.events import Event, Observation, Resync, Snapshot, to_record
-from spawnwatch.probe import Probe
+from spawnwatch.probe import SWEEP_INTERVAL_S, Probe
 from spawnwatch.recording import RecordingWriter
 from spawnwatch.redact import Redactor
 
-# Seconds between ring drains.  A wakeup alone costs this VM ~0.4 ms of CPU, more than
+# Seconds between ring drains.  A wakeup alone costs this VM 0.4-1 ms of CPU, more than
 # decoding a hundred records, so the ring is drained as seldom as the held forks are swept
-# (probe.SWEEP_INTERVAL_S): a fork storm fills 0.8 MB of the 16 MiB ring meanwhile, and
-# alerts are judged every second anyway.
-POLL_INTERVAL = 0.25
+# (0.25 s): a fork storm fills 0.8 MB of the 16 MiB ring meanwhile, and alerts are judged
+# every second anyway.
+POLL_INTERVAL = SWEEP_INTERVAL_S
 
 
 class Stop:
