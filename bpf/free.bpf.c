@@ -7,7 +7,7 @@
  * reap from /proc).  It runs in an RCU callback where current
  * is unrelated, so the event carries no cgroup: user space knows it.
  * A process that exited with its fork held is told whole here, in one BRIEF
- * record (births.h). */
+ * record (births.h), or counted in its spawner's tally (tallies.h). */
 
 /* Sends the BRIEF of `pid`, held and exited in `birth`, and frees the slot;
  * false when another program took the slot first (it sent the fork and exit,
@@ -34,6 +34,28 @@ static __always_inline bool sw_send_brief(struct sw_birth *birth, __u32 pid)
 	return true;
 }
 
+/* Ends the held life of `pid`, exited in `birth`: tallied when it was short
+ * and the loader asks for tallies, else told in a BRIEF.  False when another
+ * program took the slot first (as for sw_send_brief). */
+static __always_inline bool sw_end_held(struct sw_birth *birth, __u32 pid)
+{
+#ifdef SW_TALLY_BRIEFS
+	__u64 reaped_ns = bpf_ktime_get_boot_ns();
+	__u32 index = 0;
+	struct sw_tally *tally = sw_tally_slot(birth, reaped_ns, &index);
+	struct sw_birth held;
+
+	if (tally) {
+		__builtin_memcpy(&held, birth, sizeof(held));
+		if (!sw_take_birth(birth, SW_BIRTH_TAG(pid, SW_BIRTH_EXITED)))
+			return false;
+		sw_tally(tally, index, &held, reaped_ns);
+		return true;
+	}
+#endif
+	return sw_send_brief(birth, pid);
+}
+
 TRACEPOINT_PROBE(sched, sched_process_free)
 {
 	__u32 pid = args->pid;
@@ -42,7 +64,7 @@ TRACEPOINT_PROBE(sched, sched_process_free)
 	struct sw_header *event;
 	struct sw_birth *birth = sw_birth_slot(pid);
 
-	if (birth && *sw_birth_tag(birth) == SW_BIRTH_TAG(pid, SW_BIRTH_EXITED) && sw_send_brief(birth, pid))
+	if (birth && *sw_birth_tag(birth) == SW_BIRTH_TAG(pid, SW_BIRTH_EXITED) && sw_end_held(birth, pid))
 		return 0;
 	dead = sw_dead_pids.lookup(&slot);
 	if (!dead || *dead != pid)

@@ -33,6 +33,10 @@ BPF_PERCPU_ARRAY(sw_dead_pids_stats, __u64, 1);
  * user space reads it in place to announce forks held too long. */
 BPF_F_TABLE("array", __u32, struct sw_birth, sw_births, SW_BIRTH_SLOTS, BPF_F_MMAPABLE);
 
+/* Short lives tallied per spawner (tallies.h): SW_TALLY_SLOTS per CPU, CPU
+ * by CPU.  Mappable: user space reads it in place for tallies no record told. */
+BPF_F_TABLE("array", __u32, struct sw_tally, sw_tallies, SW_TALLY_SLOTS * SW_NR_CPUS, BPF_F_MMAPABLE);
+
 static __always_inline void sw_count_lost(__u32 type)
 {
 	__u64 *lost = sw_lost_stats.lookup(&type);

@@ -5,6 +5,7 @@
 #include "spawnwatch.h"
 #include "maps.h"
 #include "births.h"
+#include "tallies.h"
 #include "newtask.bpf.c"
 #include "exec.bpf.c"
 #include "exit.bpf.c"

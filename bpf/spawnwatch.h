@@ -31,6 +31,22 @@
 #ifndef SW_BIRTH_SLOTS
 #define SW_BIRTH_SLOTS 8192
 #endif
+/* Short lives tallied per spawner (tallies.h): slots per CPU, a spawner's slot
+ * its pid modulo this; a collision flushes the occupant. */
+#ifndef SW_TALLY_SLOTS
+#define SW_TALLY_SLOTS 256
+#endif
+/* The loader gives the CPUs a host may have (each has its own tally slots); a
+ * CPU beyond them sends BRIEF records instead. */
+#ifndef SW_NR_CPUS
+#define SW_NR_CPUS 1
+#endif
+/* How old user space lets a held fork grow before its sweep announces it
+ * (births.py's HOLD_S; the loader gives it). */
+#ifndef SW_HOLD_NS
+#define SW_HOLD_NS 250000000ULL
+#endif
+#define SW_NS_PER_S 1000000000ULL
 #ifndef SW_RINGBUF_PAGES
 #define SW_RINGBUF_PAGES 4096 /* 16 MiB with 4 KiB pages; a power of two */
 #endif
@@ -46,7 +62,8 @@ enum sw_event_type {
 	SW_EVENT_REAP = 4,
 	SW_EVENT_OOM = 5,
 	SW_EVENT_BRIEF = 6,
-	SW_EVENT_TYPE_MAX = 7,
+	SW_EVENT_TALLY = 7,
+	SW_EVENT_TYPE_MAX = 8,
 };
 
 enum sw_flags {
@@ -86,6 +103,21 @@ struct sw_brief_event {
 	__u64 reaped_ns;
 };
 
+/* Children of one spawner forked in one second that each lived as a BRIEF
+ * would tell, counted instead of told one by one (tallies.h): the header is
+ * the first one's fork (pid 0: the kernel keeps no pid), the tail the count,
+ * and which occupancy of which tally slot it was, so user space can tell what
+ * its sweep already read of it. */
+struct sw_tally_event {
+	struct sw_header hdr;
+	__u32 slot;  /* index in sw_tallies */
+	__u32 gen;   /* the slot's occupancy */
+	__u32 count; /* children */
+	__u32 reserved;
+	__u64 last_exited_ns;
+	__u64 last_reaped_ns;
+};
+
 struct sw_exec_event {
 	struct sw_header hdr;
 	__u32 argc;      /* arguments captured */
@@ -120,6 +152,25 @@ struct sw_birth {
 	__u64 cgroup_id; /* the caller's at fork, as a fork record carries */
 	__u32 ppid;      /* the caller */
 	__u32 flags;     /* SW_FLAG_CLONE_PARENT */
+	char comm[SW_COMM_LEN];
+};
+
+/* A spawner's tally in sw_tallies, which user space maps read-only.  Only
+ * the programs of the slot's own CPU write it, and they never run nested on a
+ * CPU (the kernel skips a tracing program that would), so the fields need no
+ * atomics; `seq` is odd while a program writes, so a reader that finds the
+ * same even seq before and after its copy has a whole slot. */
+struct sw_tally {
+	__u32 seq;
+	__u32 ppid;   /* the spawner, as a fork record's ppid; with count 0 the slot is empty */
+	__u32 second; /* of the forks, CLOCK_BOOTTIME */
+	__u32 flags;  /* SW_FLAG_CLONE_PARENT */
+	__u32 gen;    /* occupancies of the slot so far */
+	__u32 count;  /* children tallied in this occupancy */
+	__u64 first_forked_ns;
+	__u64 last_exited_ns;
+	__u64 last_reaped_ns;
+	__u64 cgroup_id; /* the caller's at fork, as a fork record carries */
 	char comm[SW_COMM_LEN];
 };
 

@@ -129,3 +129,30 @@ def briefed(events: list, hold_s: float = 0.25) -> list:
         if index not in dropped:
             out.append(event)
     return out
+
+
+def tallied(events: list, hold_s: float = 0.25) -> list:
+    """`events` as the kernel side sends them to `watch`: the Briefs of `briefed` reaped
+    within `hold_s` / 2 of their fork are counted per spawner, second of fork, cgroup and
+    comm, and each count comes as one tally (a Brief without a pid) once its second has
+    been over for `hold_s`, as the probe's sweep tells it; every other event as it was."""
+    out: list = []
+    counting: dict[tuple, Brief] = {}
+
+    def tell_closed(now: float) -> None:
+        for key in [key for key in counting if key[1] + 1 + hold_s <= now]:
+            out.append(counting.pop(key))
+
+    for event in briefed(events, hold_s):
+        brief = isinstance(event, Brief)
+        tell_closed(event.reaped_at if brief else event.ts)
+        if not brief or event.reaped_at - event.ts >= hold_s / 2:
+            out.append(event)
+            continue
+        key = (event.ppid, int(event.ts), event.cgroup_id, event.comm)
+        tally = counting.get(key)
+        counting[key] = Brief(event.ts, 0, event.ppid, event.comm, event.cgroup_id, event.exited_at, event.reaped_at) \
+            if tally is None else Brief(min(tally.ts, event.ts), 0, event.ppid, event.comm, event.cgroup_id,
+                                        max(tally.exited_at, event.exited_at), max(tally.reaped_at, event.reaped_at),
+                                        tally.count + 1)
+    return out + sorted(counting.values(), key=lambda tally: tally.ts)

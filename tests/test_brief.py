@@ -17,7 +17,7 @@ from spawnwatch.lineage import Lineage
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.render import EventLines
 from spawnwatch.signature import Signer
-from streams import BOOT_OFFSET, Stream, briefed, host
+from streams import BOOT_OFFSET, Stream, briefed, host, tallied
 from workloads import SUPERVISOR_PID, Schedule, leak, run, shell_loop
 
 SIGN = Signer(load().signature)
@@ -127,6 +127,37 @@ def test_briefs_count_in_their_group_like_a_fork_exit_and_reap_and_take_no_place
     assert compact_table == table - {(e.pid, e.ts) for e in compacted if isinstance(e, Brief)}
 
 
+def without_last_spawn(groups: dict) -> dict:
+    """A tally's time is its first child's fork: its spawner's last spawn is that second's."""
+    return {key: (*counts[:5], counts[6]) for key, counts in groups.items()}
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_tallies_count_in_their_group_like_the_briefs_they_stand_for(name):
+    stream = WORKLOADS[name]()
+    compacted, counted = briefed(stream.events), tallied(stream.events)
+    tallies = [e for e in counted if isinstance(e, Brief) and not e.pid]
+    if name not in ("a shell loop of short commands", "forks that live 0.2-0.3 s",
+                    "launchers whose helpers init reaps"):
+        assert sum(t.count for t in tallies) >= 20 and len(tallies) < sum(t.count for t in tallies)
+    groups, table = final_groups(compacted)
+    tallied_groups, tallied_table = final_groups(counted)
+    assert without_last_spawn(tallied_groups) == without_last_spawn(groups)
+    assert tallied_table == table
+
+
+@pytest.mark.parametrize("name", WORKLOADS)
+def test_tallies_raise_the_alerts_of_the_briefs_they_stand_for_at_most_two_seconds_later(name):
+    # A tally comes once its second is over and the sweep after that finds it.
+    stream = WORKLOADS[name]()
+    counted = copy.copy(stream)
+    counted.events = tallied(stream.events)
+    alerts, tallied_alerts = run(as_briefs(stream)), run(counted)
+    decided = [(a.rule, a.signature, a.state) for _, a in alerts]
+    assert [(a.rule, a.signature, a.state) for _, a in tallied_alerts] == decided
+    assert all(0 <= t2 - t1 <= 2 for (t1, _), (t2, _) in zip(alerts, tallied_alerts))
+
+
 def group_lives(events: list, checkpoints: list[float]) -> list:
     """At each checkpoint, evaluated then: each group's key and spawn and exit counts,
     with groups empty for 5 s dropped."""
@@ -169,7 +200,7 @@ class Heard:
         self.ends: list[tuple[str, int]] = []
 
     def joined(self, proc): ...
-    def spawned_briefly(self, spawner, brief): self.briefs.append((spawner.pid, brief.pid))
+    def spawned_briefly(self, spawner, brief, argv, signature): self.briefs.append((spawner.pid, brief.pid))
     def changed(self, proc, old): ...
     def exited(self, proc): self.ends.append(("exited", proc.pid))
     def reaped(self, proc): self.ends.append(("reaped", proc.pid))
@@ -230,3 +261,9 @@ def test_trace_follows_a_brief_into_the_subtree_and_prints_its_life():
     assert follow(brief(5000, SUPERVISOR_PID, 10)) and not follow(brief(5001, 4242, 10))
     line = EventLines().line(brief(5000, SUPERVISOR_PID, 10, exited=0.25, reaped=0.5))
     assert " brief " in line and "exited 0.250s after its fork, zombie for 0.250s" in line
+
+
+def test_a_tally_prints_how_many_it_counts():
+    tally = Brief(BOOT_OFFSET + 10, 0, SUPERVISOR_PID, "python3", 1, BOOT_OFFSET + 10.5, BOOT_OFFSET + 10.6, 40)
+    line = EventLines().line(tally)
+    assert " brief " in line and "40 short lives forked in this second" in line

@@ -65,10 +65,11 @@ print(json.dumps(children), flush=True)
 """
 
 
-def watch_probe(birth_slots: int | None = None) -> Probe:
+def watch_probe(birth_slots: int | None = None, tally_briefs: bool = False) -> Probe:
     """A probe as `watch` opens it: a reap whose run of sched_process_free the kernel
     skipped (about one in a thousand) is settled from /proc, or it would never come."""
-    return Probe(parent_of=procfs.parent_pid, zombie_start=procfs.zombie_start, birth_slots=birth_slots)
+    return Probe(parent_of=procfs.parent_pid, zombie_start=procfs.zombie_start, birth_slots=birth_slots,
+                 tally_briefs=tally_briefs)
 
 
 class Stream:
@@ -85,12 +86,24 @@ class Stream:
             if time.monotonic() > deadline:
                 seen = {pid: self.kinds(pid) for pid in pids}
                 pytest.fail(f"not within {timeout} s: {what}; seen {seen}; probe stats {self.probe.stats()}")
-            for event in self.probe.poll(0.05):
-                self.events.append(event)
-                self.of[event.pid].append(event)
+            self.take(self.probe.poll(0.05))
+
+    def take(self, events: list[Event]) -> None:
+        for event in events:
+            self.events.append(event)
+            self.of[event.pid].append(event)
 
     def kinds(self, pid: int) -> list[str]:
         return [e.kind.value for e in self.of[pid]]
+
+    def tallied(self, spawner: int) -> int:
+        """Children of `spawner` told in tallies."""
+        return sum(e.count for e in self.of[0] if isinstance(e, Brief) and e.ppid == spawner)
+
+    def lives(self, spawner: int) -> int:
+        """Children of `spawner` told, tallied or by pid."""
+        forked = {e.pid for e in self.events if e.pid and e.kind.value in ("fork", "brief") and e.ppid == spawner}
+        return self.tallied(spawner) + len(forked)
 
 
 def whole_life(events: list[Event]) -> bool:
@@ -159,3 +172,62 @@ def test_processes_sharing_birth_slots_are_each_told_whole(birth_slots):
         assert sum(stream.kinds(pid) == ["fork", "exit", "reap"] for pid in children) >= 40 - 2 * birth_slots
     else:
         assert sum(stream.kinds(pid) == ["brief"] for pid in children) >= 36  # the 4 sleepers may be swept
+
+
+def test_with_tallies_short_lives_are_counted_per_spawner_and_every_other_process_told_as_before():
+    with watch_probe(tally_briefs=True) as probe:
+        stream = Stream(probe)
+        family = subprocess.Popen([sys.executable, "-c", FAMILY], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  text=True)
+        try:
+            made = json.loads(family.stdout.readline())
+            brief, sleeper, zombie = made["brief"], made["sleeper"], made["zombie"]
+            stream.until(lambda: stream.kinds(sleeper) == ["fork"] and stream.kinds(zombie) == ["fork", "exit"],
+                         "the sleeper's fork and the zombie's fork and exit, from the sweep")
+            assert family.stdout.readline() == "reaped\n"
+            stream.until(lambda: stream.kinds(sleeper) == ["fork", "exit", "reap"], "the sleeper's exit and reap")
+            # Each child that did nothing is counted once: in a tally, or by pid if it outlived the tally's window.
+            stream.until(lambda: stream.tallied(family.pid) + sum(bool(stream.of[pid]) for pid in brief)
+                         >= BRIEF_CHILDREN, "every child that did nothing, in a tally or a Brief", brief)
+            stream.until(lambda: "reap" in stream.kinds(made["execer"]) and "reap" in stream.kinds(made["forker"]),
+                         "the reaps of the child that exec'd and of the one that forked")
+            stream.until(lambda: stream.lives(made["forker"]) == 1, "the grandchild")
+        finally:
+            family.stdin.close()
+            family.wait(timeout=30)
+        stream.take(probe.drain())
+        stats = probe.stats()
+    tallies = [e for e in stream.of[0] if e.ppid == family.pid]
+    assert tallies and all(isinstance(t, Brief) and t.comm == stream.of[sleeper][0].comm for t in tallies)
+    assert all(t.ts <= t.exited_at <= t.reaped_at for t in tallies)
+    assert stream.tallied(family.pid) + sum(len(stream.of[pid]) for pid in brief) == BRIEF_CHILDREN
+    assert all(stream.kinds(pid) in ([], ["brief"], ["fork", "exit", "reap"]) for pid in brief)
+    assert stream.kinds(made["execer"]) == ["fork", "exec", "exit", "reap"]
+    assert stream.kinds(made["forker"]) == ["fork", "exit", "reap"]
+    assert stream.kinds(zombie) == ["fork", "exit"]
+    assert stats["lost"] == 0 and stats["decode_errors"] == 0
+
+
+STORM = """
+import os, sys
+for _ in range(int(sys.argv[1])):
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+"""
+
+
+def test_a_fork_storm_comes_as_few_tallies_and_every_child_counts_once():
+    children = 3000
+    with watch_probe(tally_briefs=True) as probe:
+        stream = Stream(probe)
+        storm = subprocess.Popen([sys.executable, "-c", STORM, str(children)])
+        assert storm.wait(timeout=120) == 0
+        stream.until(lambda: stream.lives(storm.pid) >= children, "every child, tallied or by pid")
+        stream.take(probe.drain())
+        stats = probe.stats()
+    assert stream.lives(storm.pid) == children  # none twice
+    tallies = [e for e in stream.of[0] if e.ppid == storm.pid]
+    assert len(tallies) < children / 20 and stream.tallied(storm.pid) > children * 0.9
+    assert stats["lost"] == 0 and stats["decode_errors"] == 0

@@ -16,8 +16,8 @@ from spawnwatch.probe import (
 from spawnwatch.probe.births import HeldForks
 
 
-def record(event, flags=0, evicted_pid=0):
-    return layout.encode(event, flags, evicted_pid)
+def record(event, flags=0, aside=0):
+    return layout.encode(event, flags, aside)
 
 
 def test_every_kind_round_trips_through_the_kernel_layout():
@@ -31,7 +31,7 @@ def test_every_kind_round_trips_through_the_kernel_layout():
     ]
     for event in events:
         assert layout.decode(record(event)) == (event, 0, 0)
-    assert layout.decode(layout.encode(events[2], evicted_pid=65736)) == (events[2], 0, 65736)
+    assert layout.decode(layout.encode(events[2], aside=65736)) == (events[2], 0, 65736)
 
 
 def test_exec_truncation_flag_and_missing_argv():
@@ -324,7 +324,7 @@ def test_probe_batch_decoding_counts_and_fills_missing_argv():
     assert probe.stats() == {
         "events": {"fork": 1, "exec": 1},
         "lost": 0,
-        "lost_by_kind": {"fork": 0, "exec": 0, "exit": 0, "reap": 0, "oom": 0, "brief": 0},
+        "lost_by_kind": {"fork": 0, "exec": 0, "exit": 0, "reap": 0, "oom": 0, "brief": 0, "tally": 0},
         "missed_by_kind": {"fork": 0, "exec": 0, "exit": 0, "reap": 0, "oom": 0, "brief": 0},
         "decode_errors": 1,
         "dead_slot_collisions": 0,
@@ -333,6 +333,7 @@ def test_probe_batch_decoding_counts_and_fills_missing_argv():
         "resyncs": 0,
         "swept_forks": 0,
         "swept_exits": 0,
+        "swept_tallies": 0,
     }
 
 
@@ -349,11 +350,11 @@ def test_a_zombie_whose_dead_slot_was_taken_is_looked_up_at_once():
                         record(Exit(later, 300, 0, "srv", 7)), record(Exit(later, 400, 0, "srv", 7))])
     assert proc.asked == []
     # 300 + 65536 exits: the kernel tells that 300's slot was taken; 300 is still a zombie.
-    events = probe.decode_batch([record(Exit(later, 65836, 0, "other", 1), evicted_pid=300)])
+    events = probe.decode_batch([record(Exit(later, 65836, 0, "other", 1), aside=300)])
     assert [(e.kind.value, e.pid) for e in events] == [("exit", 65836)] and proc.asked == [300]
     # A slot taken from a zombie /proc already shows gone: reaped in the same batch.
     del proc.zombies[400]
-    events = probe.decode_batch([record(Exit(later, 65936, 0, "other", 1), evicted_pid=400)])
+    events = probe.decode_batch([record(Exit(later, 65936, 0, "other", 1), aside=400)])
     assert [(e.kind.value, e.pid) for e in events] == [("exit", 65936), ("reap", 400)]
     reap = events[1]
     assert (reap.ppid, reap.comm, reap.cgroup_id) == (200, "srv", 7) and reap.ts < later
@@ -423,7 +424,7 @@ def test_table_sizes_become_cflags_and_bad_ones_are_refused():
 
 def test_ten_thousand_mangled_records_decode_or_raise_decode_error_only():
     rng = random.Random(8)
-    valid = [record(Fork(1.0, 10, 1, "sh", 1)), record(EXEC), record(Exit(1.2, 10, 0, "x", 1), evicted_pid=7),
+    valid = [record(Fork(1.0, 10, 1, "sh", 1)), record(EXEC), record(Exit(1.2, 10, 0, "x", 1), aside=7),
              record(Reap(1.3, 10, 0, "", 0)), record(Oom(1.4, 10, 0, "x", 1, rss_bytes=4096)),
              record(Brief(1.5, 10, 1, "x", 1, 1.6, 1.7))]
     outcomes = Counter()

@@ -192,7 +192,8 @@ def test_layout_offsets_match_the_kernel_structs_field_by_field():
     from spawnwatch.probe import layout
     from spawnwatch.probe.preflight import bpf_dir
 
-    structs = ("sw_header", "sw_exec_event", "sw_exit_event", "sw_oom_event", "sw_brief_event", "sw_birth")
+    structs = tuple(layout.FIELDS)  # every struct the decoder or a sweep reads
+    assert {"sw_tally_event", "sw_tally", "sw_birth", "sw_brief_event"} <= set(structs)
     text = (bpf_dir() / "spawnwatch.h").read_text() + "".join(
         f"BPF_ARRAY(layout_{name}, struct {name}, 1);\n" for name in structs
     )

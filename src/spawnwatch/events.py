@@ -107,10 +107,15 @@ class Brief(Event):
     of its own in between, in one record: the kernel holds a fork until the process
     does something else, and most processes of a fork storm do nothing else.  `ts`
     is its fork and `ppid` the parent the kernel gave it, as in Fork.  A process
-    already known by then (its fork came on its own) takes this as its exit and reap."""
+    already known by then (its fork came on its own) takes this as its exit and reap.
+
+    Without a pid it is a tally: `count` such children of `ppid`, forked in the
+    second of `ts` (the first of them), the last exited at `exited_at` and reaped at
+    `reaped_at`; the kernel counts a storm's children rather than telling each."""
 
     exited_at: float = 0.0
     reaped_at: float = 0.0
+    count: int = 1
 
     kind = Kind.BRIEF
 

@@ -70,6 +70,9 @@ class Process:
     spawned: AbstractSet[Process] = NO_PROCESSES  # processes in the table that this one spawned
     seeded: bool = False  # came from the /proc snapshot (start, parent and argv from /proc)
     execed: bool = False  # ran a program of its own since its fork (unknown, so False, when seeded)
+    # (when, argv, signature): its last exec that changed its signature, and what it ran until
+    # then.  A tally of its children comes a second or two after their forks, maybe after it.
+    ran_before: tuple[float, tuple[str, ...], str] | None = None
 
     @property
     def key(self) -> Key:
@@ -92,7 +95,7 @@ class Listener(Protocol):
     """What the detector hears; every change of membership, and every OOM kill, goes through one of these."""
 
     def joined(self, proc: Process) -> None: ...
-    def spawned_briefly(self, spawner: Process, brief: Brief) -> None: ...
+    def spawned_briefly(self, spawner: Process, brief: Brief, argv: tuple[str, ...], signature: str) -> None: ...
     def changed(self, proc: Process, old_signature: str) -> None: ...
     def exited(self, proc: Process) -> None: ...
     def reaped(self, proc: Process) -> None: ...
@@ -283,7 +286,11 @@ class Lineage:
                 self.counts["missing_parent"] += 1
                 return None
         self._touch(spawner)
-        self.listener.spawned_briefly(spawner, event)
+        argv, signature = spawner.argv, spawner.signature
+        ran_before = spawner.ran_before
+        if ran_before is not None and event.ts < ran_before[0]:
+            _exec_ts, argv, signature = ran_before  # forked before that exec: under the program it ran then
+        self.listener.spawned_briefly(spawner, event, argv, signature)
         return None
 
     def _reaped_holder_at(self, pid: int, ts: float) -> Process | None:
@@ -308,12 +315,13 @@ class Lineage:
             self.counts["stale"] += 1
             return None
         self._touch(proc)
-        old = proc.signature
+        old, old_argv = proc.signature, proc.argv
         proc.execed = True
         proc.argv = tuple(event.argv)
         proc.comm = event.comm
         proc.signature = self._sign(proc.argv, event.comm)
         if proc.signature != old:
+            proc.ran_before = (event.ts, old_argv, old)
             self.listener.changed(proc, old)
         return proc
 

@@ -55,6 +55,8 @@ class EventLines:
             exited = self._exits.pop(event.pid, None)
             if exited is not None:
                 detail = f"zombie for {event.ts - exited:.3f}s"
+        elif isinstance(event, Brief) and not event.pid:
+            detail = f"{event.count} short lives forked in this second, the last reaped at {event.reaped_at:.6f}"
         elif isinstance(event, Brief):
             detail = f"exited {event.exited_at - event.ts:.3f}s after its fork, zombie for {event.reaped_at - event.exited_at:.3f}s"
         elif isinstance(event, Oom):

@@ -66,12 +66,12 @@ class Stop:
 
 
 def open_probe(redact: Redactor | None = None, ring_buffer_kb: int | None = None,
-               dead_slots: int | None = None) -> Probe:
+               dead_slots: int | None = None, tally_briefs: bool = False) -> Probe:
     """A probe that completes what the kernel could not know from /proc, argv redacted
-    (by the default config's rules unless given others)."""
+    (by the default config's rules unless given others); see Probe for `tally_briefs`."""
     return Probe(
         parent_of=procfs.parent_pid, argv_of=procfs.argv, redact=redact, zombie_start=procfs.zombie_start,
-        ring_buffer_kb=ring_buffer_kb, dead_slots=dead_slots,
+        ring_buffer_kb=ring_buffer_kb, dead_slots=dead_slots, tally_briefs=tally_briefs,
     )
 
 
@@ -150,6 +150,7 @@ class Consumer(Protocol):
     """What a command does with the live stream."""
 
     wants_snapshot: bool  # seed from /proc before the first event
+    wants_every_process: bool  # each short life by pid, not counted per spawner and second (Probe's tally_briefs)
 
     def begin(self, run: LiveRun, snapshot: Snapshot | None) -> None: ...
 
@@ -172,7 +173,7 @@ def run_live(config: Config, consumer: Consumer, duration: float | None, record:
     with ExitStack() as stack:
         resolver = stack.enter_context(ContainerResolver())
         recorder = stack.enter_context(RecordingWriter(record)) if record else None
-        probe = stack.enter_context(open_probe(redact, ring_buffer_kb))
+        probe = stack.enter_context(open_probe(redact, ring_buffer_kb, tally_briefs=not consumer.wants_every_process))
         return_freed_heap()
         stack.enter_context(stop.on_signals())
         run = LiveRun(probe, resolver, ready_record(), recorder)

@@ -14,6 +14,7 @@ from spawnwatch.sinks.jsonl import write_json_line
 
 class EventStream:
     wants_snapshot = False
+    wants_every_process = True  # a trace shows each process
 
     def __init__(self, filters: list[Callable[[Event], bool]], container: str | None, as_json: bool,
                  out: TextIO | None = None, err: TextIO | None = None) -> None:

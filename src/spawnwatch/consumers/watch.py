@@ -31,6 +31,7 @@ def _memory(pids: list[int]) -> tuple[int, int | None]:
 
 class Detection:
     wants_snapshot = True
+    wants_every_process = False  # detection counts a storm's short lives, it need not see each
 
     def __init__(self, config: Config, sink: Sink, extra_stats: Callable[[], Record] | None = None,
                  log: Callable[[str], None] = lambda message: None) -> None:

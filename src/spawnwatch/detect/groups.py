@@ -147,18 +147,19 @@ class GroupBook:
         if proc.alive and proc.spawner is not None and not proc.spawner.alive:
             self._orphan_roots.add(proc)
 
-    def spawned_briefly(self, spawner: Process, brief: Brief) -> None:
-        """A member that joined, exited and was reaped at once (it runs its spawner's program)."""
+    def spawned_briefly(self, spawner: Process, brief: Brief, argv: tuple[str, ...], signature: str) -> None:
+        """Members that joined, exited and were reaped at once: one, or a tally's count.
+        They ran `argv` (`signature`), their spawner's program when they forked."""
         group = self._brief_group.get(spawner)
-        if group is None or group.key.cgroup_id != brief.cgroup_id or group.key.signature != spawner.signature:
-            key = GroupKey(brief.cgroup_id, spawner.key, spawner.signature)
+        if group is None or group.key.cgroup_id != brief.cgroup_id or group.key.signature != signature:
+            key = GroupKey(brief.cgroup_id, spawner.key, signature)
             group = self.groups.get(key)
             if group is None:
-                group = self._group(key, spawner, spawner.argv, brief.comm, brief.ts)
+                group = self._group(key, spawner, argv, brief.comm, brief.ts)
                 self._mark_idle(group, brief.reaped_at)
             self._brief_group[spawner] = group
-        self._count_spawn(group, brief.ts)
-        group.exited += 1
+        self._count_spawn(group, brief.ts, brief.count)
+        group.exited += brief.count
         # An empty group is in _idle already: expire reads this rather than the group
         # being moved to the end of _idle at every Brief.
         if brief.reaped_at > group.last_brief_reaped:
@@ -287,13 +288,13 @@ class GroupBook:
         return group
 
     @staticmethod
-    def _count_spawn(group: Group, start: float) -> None:
-        group.spawned += 1
+    def _count_spawn(group: Group, start: float, count: int = 1) -> None:
+        group.spawned += count
         if start < group.first_spawn:
             group.first_spawn = start
         if start > group.last_spawn:
             group.last_spawn = start
-        group.history.add(start)
+        group.history.add(start, count)
 
     def _leave(self, proc: Process, unspawn: bool) -> None:
         group = self.group_of(proc)

@@ -6,8 +6,10 @@ on a timer, decode records into spawnwatch events.
         probe.stats()   # {"events": {"fork": n, ...}, "lost": n, "lost_by_kind": {...}, ...}
 
 The kernel side holds each fork back until the process does something else, and
-tells a process forked, exited and reaped with nothing in between in one Brief;
-a poll also sweeps the held forks (births.py) for those held too long, every
+tells a process forked, exited and reaped with nothing in between in one Brief,
+or, when asked (`tally_briefs`), counts such processes per spawner and second
+in a Brief without a pid; a poll also sweeps the held forks (births.py) for
+those held too long, and the tallies (tallies.py) no record told, every
 SWEEP_INTERVAL_S.
 """
 
@@ -29,6 +31,7 @@ from spawnwatch.lineage import SAME_START_S
 from spawnwatch.probe import layout, preflight
 from spawnwatch.probe.births import HOLD_S, HeldForks
 from spawnwatch.probe.ring import RingReader
+from spawnwatch.probe.tallies import Tallies
 from spawnwatch.redact import Redactor
 
 _LOCAL_INCLUDE = re.compile(r'^#include "([^"]+)"\s*$')
@@ -88,6 +91,13 @@ def table_flags(ring_buffer_kb: int | None, dead_slots: int | None, birth_slots:
             raise ProbeError(f"{birth_slots} birth slots: fix: at least 1")
         flags.append(f"-DSW_BIRTH_SLOTS={birth_slots}")
     return flags
+
+
+def tally_flags() -> list[str]:
+    """-D flags that turn the kernel side's tallies of short lives on (tallies.h)."""
+    from bcc.utils import get_possible_cpus
+
+    return ["-DSW_TALLY_BRIEFS", f"-DSW_NR_CPUS={max(get_possible_cpus()) + 1}", f"-DSW_HOLD_NS={int(HOLD_S * 1e9)}"]
 
 
 def feature_flags() -> list[str]:
@@ -287,7 +297,9 @@ class Probe:
     without it no reap is settled from /proc).
     Every exec's argv, from either, leaves through `redact` (by default the
     default config's rules).  `ring_buffer_kb`, `dead_slots` and `birth_slots`
-    size the kernel-side tables (default: bpf/spawnwatch.h's)."""
+    size the kernel-side tables (default: bpf/spawnwatch.h's).  With
+    `tally_briefs`, what would come as Briefs comes counted per spawner and
+    second (the pids unsaid), as detection needs it and a fork storm affords."""
 
     def __init__(
         self,
@@ -298,6 +310,7 @@ class Probe:
         ring_buffer_kb: int | None = None,
         dead_slots: int | None = None,
         birth_slots: int | None = None,
+        tally_briefs: bool = False,
     ) -> None:
         self._argv_of = argv_of
         self._redact = redact if redact is not None else default_redactor()
@@ -306,6 +319,9 @@ class Probe:
         self._table_flags = table_flags(ring_buffer_kb, dead_slots, birth_slots)
         self._held = HeldForks(birth_slots or layout.BIRTH_SLOTS)
         self._births: mmap.mmap | None = None
+        self._tallies = Tallies() if tally_briefs else None
+        self._tally_slots: mmap.mmap | None = None
+        self._tally_words: memoryview | None = None
         self._lost_counts: mmap.mmap | None = None
         self._lost: memoryview | None = None  # the counts, each loaded as one word
         self._next_sweep_ns = 0
@@ -334,7 +350,8 @@ class Probe:
         try:
             self._bpf = BPF(
                 text=program_text().encode(),
-                cflags=feature_flags() + self._table_flags + ["-Wno-macro-redefined"],
+                cflags=feature_flags() + self._table_flags + (tally_flags() if self._tallies else [])
+                + ["-Wno-macro-redefined"],
             )
         except Exception as exc:  # bcc raises bare Exception; its details went to stderr
             raise ProbeError(f"could not load the BPF programs: {str(exc).splitlines()[0]}") from exc
@@ -345,6 +362,10 @@ class Probe:
         self._wakeups = select.epoll()
         self._wakeups.register(ring.map_fd, select.EPOLLIN | select.EPOLLET)
         self._births = mapped_array(self._bpf[b"sw_births"], layout.BIRTH.size)
+        if self._tallies is not None:
+            tallies = self._bpf[b"sw_tallies"]
+            self._tally_slots = mapped_array(tallies, layout.TALLY.size)
+            self._tally_words = memoryview(self._tally_slots)[: tallies.max_entries * layout.TALLY.size].cast("I")
         self._lost_counts = mapped_array(self._bpf[b"sw_lost_stats"], 8)
         self._lost = memoryview(self._lost_counts).cast("Q")
 
@@ -358,6 +379,10 @@ class Probe:
         if self._births is not None:
             self._births.close()
             self._births = None
+        if self._tally_words is not None:
+            self._tally_words.release()
+            self._tally_slots.close()
+            self._tally_words, self._tally_slots = None, None
         if self._lost is not None:
             self._lost.release()
             self._lost_counts.close()
@@ -380,6 +405,7 @@ class Probe:
         if sweeping:
             self._next_sweep_ns = now_ns + int(SWEEP_INTERVAL_S * 1e9)
             events += self._swept(births, now_ns - int(HOLD_S * 1e9))
+            events += self._swept_tallies(now_ns - int(HOLD_S * 1e9))
         return events + self._settled(time.clock_gettime(time.CLOCK_BOOTTIME))
 
     def drain(self) -> list[Event]:
@@ -391,7 +417,8 @@ class Probe:
         events = self.decode_batch(self._ring.take()) + self._swept(births, cutoff_ns)
         # A held process the kernel told whole while the sweep read its slot was left to
         # its record, which came after the take: at the end of a session no poll follows.
-        return events + self.decode_batch(self._ring.take())
+        events += self.decode_batch(self._ring.take())
+        return events + self._swept_tallies(None)
 
     def _births_now(self) -> bytes:
         return self._births[: self._held.slots * layout.BIRTH.size]
@@ -403,6 +430,16 @@ class Probe:
     def _swept(self, births: bytes, cutoff_ns: int) -> list[Event]:
         return [self._complete(event, flags) for event, flags in self._held.sweep(births, cutoff_ns, self._birth)]
 
+    def _tally(self, slot: int) -> bytes:
+        start = slot * layout.TALLY.size
+        return self._tally_slots[start : start + layout.TALLY.size]
+
+    def _swept_tallies(self, cutoff_ns: int | None) -> list[Event]:
+        if self._tallies is None:
+            return []
+        swept = self._tallies.sweep(self._tally_words, self._tally, cutoff_ns)
+        return [self._complete(tally, flags) for tally, flags in swept]
+
     def decode_batch(self, records: list[bytes]) -> list[Event]:
         """Records -> completed events (less what the sweep already announced),
         then the reaps the kernel will not tell that /proc settled (SkippedReaps).
@@ -412,9 +449,14 @@ class Probe:
         now = time.clock_gettime(time.CLOCK_BOOTTIME)
         for raw in records:
             try:
-                event, flags, evicted_pid = decode(raw)
+                event, flags, aside = decode(raw)
             except layout.DecodeError:
                 self._decode_errors += 1
+                continue
+            if not event.pid:  # a tally (`aside`, its occupancy): the children its sweep did not tell
+                event = self._tallies.kernel_tally(event, aside) if self._tallies is not None else event
+                if event is not None:
+                    append(complete(event, flags))
                 continue
             if isinstance(event, Exec):
                 found = self._argv_of(event.pid) if flags & layout.FLAG_ARGV_MISSING and self._argv_of else None
@@ -422,8 +464,8 @@ class Probe:
                                 argv_truncated=event.argv_truncated and not found)
             for told in kernel_event(event):  # a loop, not a comprehension: no frame made per record
                 append(complete(told, flags if told is event else 0))
-            if evicted_pid and self._skipped_reaps is not None:
-                self._skipped_reaps.evicted(evicted_pid, now)
+            if aside and self._skipped_reaps is not None:  # an exit's evicted pid
+                self._skipped_reaps.evicted(aside, now)
         return events + self._settled(now)
 
     def _settled(self, now: float) -> list[Event]:
@@ -454,8 +496,8 @@ class Probe:
     def lost_by_kind(self) -> dict[str, int]:
         """Events the kernel side could not reserve (ring full), by kind."""
         if self._lost is None:
-            return {kind.value: 0 for kind in layout.TYPE_KINDS.values()}
-        return {kind.value: self._lost[number] for number, kind in layout.TYPE_KINDS.items()}
+            return dict.fromkeys(layout.TYPE_NAMES.values(), 0)
+        return {name: self._lost[number] for number, name in layout.TYPE_NAMES.items()}
 
     def lost(self) -> int:
         """Events the kernel side could not reserve (ring full), all kinds."""
@@ -504,4 +546,5 @@ class Probe:
             "resyncs": self._resyncs,
             "swept_forks": self._held.swept_forks,
             "swept_exits": self._held.swept_exits,
+            "swept_tallies": self._tallies.swept if self._tallies else 0,
         }

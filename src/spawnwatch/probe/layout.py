@@ -36,6 +36,15 @@ BIRTH_FIELDS = (
     ("pid", "I"), ("state", "I"), ("forked_ns", "Q"), ("exited_ns", "Q"), ("cgroup_id", "Q"),
     ("ppid", "I"), ("flags", "I"), ("comm", f"{COMM_LEN}s"),
 )
+TALLY_TAIL_FIELDS = (
+    ("slot", "I"), ("gen", "I"), ("count", "I"), ("reserved", "I"), ("last_exited_ns", "Q"), ("last_reaped_ns", "Q"),
+)
+# A spawner's tally in the sw_tallies array (bpf/tallies.h), read by the sweep.
+TALLY_FIELDS = (
+    ("seq", "I"), ("ppid", "I"), ("second", "I"), ("flags", "I"), ("gen", "I"), ("count", "I"),
+    ("first_forked_ns", "Q"), ("last_exited_ns", "Q"), ("last_reaped_ns", "Q"), ("cgroup_id", "Q"),
+    ("comm", f"{COMM_LEN}s"),
+)
 OOM_TAIL_FIELDS = (("anon_rss_kb", "Q"), ("file_rss_kb", "Q"), ("shmem_rss_kb", "Q"), ("total_vm_kb", "Q"))
 
 
@@ -49,6 +58,8 @@ EXIT_TAIL = _packed(EXIT_TAIL_FIELDS)
 OOM_TAIL = _packed(OOM_TAIL_FIELDS)
 BRIEF_TAIL = _packed(BRIEF_TAIL_FIELDS)
 BIRTH = _packed(BIRTH_FIELDS)
+TALLY_TAIL = _packed(TALLY_TAIL_FIELDS)
+TALLY = _packed(TALLY_FIELDS)
 
 
 def _offsets(fields: tuple[tuple[str, str], ...], start: int = 0) -> dict[str, tuple[int, int]]:
@@ -71,13 +82,16 @@ FIELDS = {
     "sw_exit_event": {"hdr": (0, HEADER.size), **_offsets(EXIT_TAIL_FIELDS, HEADER.size)},
     "sw_oom_event": {"hdr": (0, HEADER.size), **_offsets(OOM_TAIL_FIELDS, HEADER.size)},
     "sw_brief_event": {"hdr": (0, HEADER.size), **_offsets(BRIEF_TAIL_FIELDS, HEADER.size)},
+    "sw_tally_event": {"hdr": (0, HEADER.size), **_offsets(TALLY_TAIL_FIELDS, HEADER.size)},
     "sw_birth": _offsets(BIRTH_FIELDS),
+    "sw_tally": _offsets(TALLY_FIELDS),
 }
 STRUCT_SIZES = {name: max(offset + size for offset, size in fields.values()) for name, fields in FIELDS.items()}
 
-FORK_TYPE, EXEC_TYPE, EXIT_TYPE, REAP_TYPE, OOM_TYPE, BRIEF_TYPE = 1, 2, 3, 4, 5, 6  # enum sw_event_type
+FORK_TYPE, EXEC_TYPE, EXIT_TYPE, REAP_TYPE, OOM_TYPE, BRIEF_TYPE, TALLY_TYPE = 1, 2, 3, 4, 5, 6, 7  # enum sw_event_type
 TYPE_KINDS = {FORK_TYPE: Kind.FORK, EXEC_TYPE: Kind.EXEC, EXIT_TYPE: Kind.EXIT, REAP_TYPE: Kind.REAP,
-              OOM_TYPE: Kind.OOM, BRIEF_TYPE: Kind.BRIEF}
+              OOM_TYPE: Kind.OOM, BRIEF_TYPE: Kind.BRIEF, TALLY_TYPE: Kind.BRIEF}
+TYPE_NAMES = {**{number: kind.value for number, kind in TYPE_KINDS.items()}, TALLY_TYPE: "tally"}
 # The fewest bytes a record of each type declares (an exec's argv may be empty).
 MIN_SIZES = {
     FORK_TYPE: HEADER.size,
@@ -86,6 +100,7 @@ MIN_SIZES = {
     REAP_TYPE: HEADER.size,
     OOM_TYPE: STRUCT_SIZES["sw_oom_event"],
     BRIEF_TYPE: STRUCT_SIZES["sw_brief_event"],
+    TALLY_TYPE: STRUCT_SIZES["sw_tally_event"],
 }
 
 
@@ -93,9 +108,11 @@ class DecodeError(ValueError):
     pass
 
 
-# A decoded record: the event, the record's flags, and for an exit the zombie whose reap
-# the kernel side will not report (its dead slot was taken; 0 otherwise).  A plain
-# tuple: a storm decodes millions, and a named one costs as much again as the unpacking.
+# A decoded record: the event, the record's flags, and a number only the probe reads: for
+# an exit, the zombie whose reap the kernel side will not report (its dead slot was
+# taken); for a tally, its occupancy (slot << 32 | gen; see tallies.py); 0 otherwise.  A
+# plain tuple: a storm decodes millions, and a named one costs as much again as the
+# unpacking.
 Decoded = tuple[Event, int, int]
 
 
@@ -119,14 +136,17 @@ def decode(raw: bytes) -> Decoded:
     if least is None:
         raise DecodeError(f"unknown event type {type_}")
     if size > len(raw):
-        raise DecodeError(f"{TYPE_KINDS[type_].value} record claims {size} bytes but has {len(raw)}")
+        raise DecodeError(f"{TYPE_NAMES[type_]} record claims {size} bytes but has {len(raw)}")
     if size < least:
-        raise DecodeError(f"{TYPE_KINDS[type_].value} record claims {size} bytes, fewer than its layout's {least}")
+        raise DecodeError(f"{TYPE_NAMES[type_]} record claims {size} bytes, fewer than its layout's {least}")
     # The commonest type first, every field by position: a storm decodes millions.
     ts, name = ts_ns / 1e9, _comm_text(comm)
     if type_ == BRIEF_TYPE:
         exited_ns, reaped_ns = BRIEF_TAIL.unpack_from(raw, HEADER.size)
         return Brief(ts, pid, ppid, name, cgroup_id, exited_ns / 1e9, reaped_ns / 1e9), flags, 0
+    if type_ == TALLY_TYPE:
+        slot, gen, count, _reserved, exited_ns, reaped_ns = TALLY_TAIL.unpack_from(raw, HEADER.size)
+        return Brief(ts, pid, ppid, name, cgroup_id, exited_ns / 1e9, reaped_ns / 1e9, count), flags, slot << 32 | gen
     if type_ == FORK_TYPE:
         return Fork(ts, pid, ppid, name, cgroup_id), flags, 0
     if type_ == EXIT_TYPE:
@@ -145,10 +165,12 @@ def decode(raw: bytes) -> Decoded:
     return Oom(ts, pid, ppid, name, cgroup_id, (anon + file + shmem) * 1024), flags, 0
 
 
-def encode(event: Event, flags: int = 0, evicted_pid: int = 0) -> bytes:
-    """The record the kernel would send for `event`: lets tests feed the decoder
-    (and the probe's batch path) without BPF."""
-    type_ = {v: k for k, v in TYPE_KINDS.items()}[event.kind]
+def encode(event: Event, flags: int = 0, aside: int = 0) -> bytes:
+    """The record the kernel would send for `event` (a Brief without a pid is a
+    tally, `aside` its occupancy): lets tests feed the decoder (and the probe's
+    batch path) without BPF."""
+    tally = isinstance(event, Brief) and not event.pid
+    type_ = TALLY_TYPE if tally else {v: k for k, v in TYPE_KINDS.items() if k != TALLY_TYPE}[event.kind]
     comm = event.comm.encode()[: COMM_LEN - 1]
 
     def header(size: int, extra_flags: int = 0) -> bytes:
@@ -166,7 +188,10 @@ def encode(event: Event, flags: int = 0, evicted_pid: int = 0) -> bytes:
             + blob
         )
     if isinstance(event, Exit):
-        return header(STRUCT_SIZES["sw_exit_event"]) + EXIT_TAIL.pack(evicted_pid, 0)
+        return header(STRUCT_SIZES["sw_exit_event"]) + EXIT_TAIL.pack(aside, 0)
+    if tally:
+        return header(STRUCT_SIZES["sw_tally_event"]) + TALLY_TAIL.pack(
+            aside >> 32, aside & 0xFFFF_FFFF, event.count, 0, round(event.exited_at * 1e9), round(event.reaped_at * 1e9))
     if isinstance(event, Brief):
         return header(STRUCT_SIZES["sw_brief_event"]) + BRIEF_TAIL.pack(
             round(event.exited_at * 1e9), round(event.reaped_at * 1e9))

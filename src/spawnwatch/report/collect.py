@@ -39,7 +39,7 @@ def collect(config: Config, trace_seconds: float | None = None, settings: Report
     if trace_seconds:
         from spawnwatch.runner import Stop, live_batches, open_probe
 
-        with open_probe(redact) as probe:  # attached before the snapshot: no process falls in between
+        with open_probe(redact, tally_briefs=True) as probe:  # attached before the snapshot: no process falls in between
             pipeline.feed(procfs.snapshot(redact))
             for batch in live_batches(probe, Stop(trace_seconds)):
                 for event in batch:
