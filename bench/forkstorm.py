@@ -20,10 +20,12 @@ One `forkloop` per core (`fork(); _exit(0)`, bench/forkloop.c) in every phase:
    fork-only one that ends at once comes as one brief record and does not): its
    anonymous RSS after each chunk, and the ns/event of every BPF program
    (kernel.bpf_stats_enabled) in the fork storm and in the exec storm;
-3. `watch --record` over one run, then `watch --replay` of the recording: CPU per
-   recorded event (decode + lineage + detect; interpreter start-up, measured on
-   the recording's first records alone, taken off), and whether the replay
-   raises the alerts the live session raised.
+3. `watch --record` over one run, then `watch --replay` of its recording: whether
+   the replay raises the alerts the live session raised; and `trace --record` over
+   another (every process by pid: `watch` records a storm's short lives as a few
+   tallies), whose `watch --replay` gives the CPU per recorded event (decode +
+   lineage + detect; interpreter start-up, measured on the recording's first
+   records alone, taken off).
 
 Exits 2 when any consumer lost an event, 3 when the replay's alerts differ.
 
@@ -332,42 +334,61 @@ def long_watch(options: argparse.Namespace) -> LongRun:
 
 @dataclass
 class Replay:
-    cpu_per_event_us: float
+    cpu_per_event_us: float  # of a recording with every process by pid (`trace --record`)
     cpu_per_process_us: float
     events: int
-    same_alerts: bool  # as the live session's
-    lost: int  # by the live session
+    watch_events: int  # of `watch --record`'s recording, short lives tallied
+    watch_processes: int
+    same_alerts: bool  # `watch --replay` of `watch --record`'s recording, as the live session's
+    lost: int  # by the live sessions
 
 
 def replay(options: argparse.Namespace) -> Replay:
-    """`watch --replay` of a recorded storm against the live session that recorded it."""
-    print(f"watch --record over {options.duration:.0f} s, then --replay", flush=True)
+    """`watch --replay` of a recorded storm: `watch --record`'s against the live session
+    that recorded it, and `trace --record`'s (every process by pid, the replay's heaviest
+    load) for the CPU it costs per event."""
+    print(f"watch --record, then trace --record, over {options.duration:.0f} s each; then --replay", flush=True)
     with tempfile.TemporaryDirectory(prefix="spawnwatch-bench-") as directory:
-        recording = Path(directory) / "storm.msgpack"
-        with consumer("watch", "--record", str(recording), keep_stdout=True) as running:
-            fork_storm(options.duration, options.loops)
-            settled_cpu(running.pid)
-            live = stop(running)
+        recordings = {name: Path(directory) / f"{name}.msgpack" for name in ("watch", "trace")}
+        sessions = {}
+        for name, recording in recordings.items():
+            with consumer(name, "--record", str(recording), keep_stdout=name == "watch") as running:
+                fork_storm(options.duration, options.loops)
+                settled_cpu(running.pid)
+                sessions[name] = stop(running)
+        _, replayed = replay_cpu(recordings["watch"])
+        watch_events, watch_processes = events_and_processes(recordings["watch"])
+        events, processes = events_and_processes(recordings["trace"])
         head = Path(directory) / "head.msgpack"
-        with open(recording, "rb") as f:
-            records = list(msgpack.Unpacker(f, raw=False, strict_map_key=False))
-        with open(head, "wb") as f:
-            for record in records:
+        with open(recordings["trace"], "rb") as f, open(head, "wb") as out:
+            for record in msgpack.Unpacker(f, raw=False, strict_map_key=False):
                 if record.get("kind") in PROCESS_KINDS:
                     break
-                f.write(msgpack.packb(record))
-        events = sum(1 for r in records if r.get("kind") in PROCESS_KINDS)
-        processes = sum(1 for r in records if r.get("kind") in ("fork", "brief"))
+                out.write(msgpack.packb(record))
         startup_s, _ = replay_cpu(head)
-        spent_s, replayed = replay_cpu(recording)
+        spent_s, _ = replay_cpu(recordings["trace"])
+    live = sessions["watch"]
     same = alerts_of(replayed) == alerts_of(live.stdout)
     per_event = (spent_s - startup_s) / events * 1e6
     per_process = (spent_s - startup_s) / processes * 1e6
-    print(f"  {events} events of {processes} processes replayed: {per_event:.2f} us CPU each, {per_process:.2f} us"
-          f" per process ({spent_s:.2f} s, start-up {startup_s:.2f} s);"
-          f" alerts {'the same as' if same else 'DIFFERENT from'} the live session's"
-          f" ({len(alerts_of(live.stdout))} records)")
-    return Replay(per_event, per_process, events, same, live.lost)
+    print(f"  trace's {events} events of {processes} processes replayed: {per_event:.2f} us CPU each,"
+          f" {per_process:.2f} us per process ({spent_s:.2f} s, start-up {startup_s:.2f} s)")
+    print(f"  watch's {watch_events} events of {watch_processes} processes replayed: alerts"
+          f" {'the same as' if same else 'DIFFERENT from'} the live session's ({len(alerts_of(live.stdout))} records)")
+    return Replay(per_event, per_process, events, watch_events, watch_processes, same,
+                  sum(session.lost for session in sessions.values()))
+
+
+def events_and_processes(recording: Path) -> tuple[int, int]:
+    """Process events in a recording, and the processes they tell (a tally tells `count`)."""
+    events = processes = 0
+    with open(recording, "rb") as f:
+        for record in msgpack.Unpacker(f, raw=False, strict_map_key=False):
+            kind = record.get("kind")
+            if kind in PROCESS_KINDS:
+                events += 1
+                processes += record.get("count", 1) if kind == "brief" else kind == "fork"
+    return events, processes
 
 
 def replay_cpu(recording: Path) -> tuple[float, str]:
@@ -414,7 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f" {execs[-1][1] / 2**20:.0f} MiB)")
     print(f"  watch CPU per exec'd process (exec storm): {long_run.cpu_per_exec_us:.1f} us")
     print(f"  watch --replay: {replayed.cpu_per_event_us:.2f} us CPU per recorded event,"
-          f" {replayed.cpu_per_process_us:.2f} per process ({replayed.events} events);"
+          f" {replayed.cpu_per_process_us:.2f} per process ({replayed.events} events, every process by pid);"
+          f" watch's own recording: {replayed.watch_events} events of {replayed.watch_processes} processes;"
           f" live == replay: {'yes' if replayed.same_alerts else 'NO'}")
     print(f"  lost events: {lost}")
     return exit_code(lost, replayed.same_alerts)

@@ -94,3 +94,13 @@ def test_the_floor_s_consumers_are_run_by_the_alternations_and_refuse_an_unknown
         "syscalls:sys_enter_execve", "syscalls:sys_enter_execveat", "sched:sched_process_exec",
         "sched:sched_process_exit", "sched:sched_process_free", "task:task_newtask", "oom:mark_victim",
     }
+
+
+def test_a_recording_s_processes_count_each_tally_s_children(forkstorm, tmp_path) -> None:
+    import msgpack
+
+    recording = tmp_path / "storm.msgpack"
+    records = [{"kind": "ready", "pid": 1}, {"kind": "fork", "pid": 10}, {"kind": "exit", "pid": 10},
+               {"kind": "brief", "pid": 11}, {"kind": "brief", "pid": 0, "count": 400}, {"kind": "tick", "ts": 1.0}]
+    recording.write_bytes(b"".join(msgpack.packb(record) for record in records))
+    assert forkstorm.events_and_processes(recording) == (4, 402)
