@@ -140,3 +140,25 @@ def test_container_filter_for_alerts():
                    {"kind": "alert", "container": None}, {"kind": "stats"}):
         only.send(record)
     assert [r["kind"] for r in seen] == ["ready", "alert", "stats"]
+
+
+def test_a_trace_recording_says_at_its_head_that_no_tick_will_come_so_a_replay_reads_it_once(tmp_path):
+    import io
+
+    from spawnwatch.cli.watch import survey
+    from spawnwatch.consumers.trace import EventStream
+    from spawnwatch.runner import LiveRun
+
+    path = tmp_path / "trace.msgpack"
+    ready = {"kind": "ready", "pid": 1, "host": "h", "boot_time": 5.0}
+    with RecordingWriter(path) as writer:
+        EventStream([], None, as_json=False, out=io.StringIO()).begin(LiveRun(None, None, ready, writer), None)
+    (head,) = read_records(path)
+    assert head == {**ready, "ticks": False}
+
+    def recording():
+        yield head
+        raise AssertionError("the survey read past the head")
+
+    assert survey(recording()) == (False, head)
+    assert survey(iter([{"kind": "ready", **ready}, {"kind": "tick", "ts": 1.0}])) == (True, ready)

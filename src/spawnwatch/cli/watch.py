@@ -229,6 +229,8 @@ def survey(records: Iterable[Record]) -> tuple[bool, Record | None]:
             ticked = True
         elif kind == "ready" and ready is None and "boot_time" in record:
             ready = record
+            if record.get("ticks") is False:  # a trace's: none will come
+                break
         if ticked and ready is not None:
             break
     return ticked, ready
@@ -237,7 +239,7 @@ def survey(records: Iterable[Record]) -> tuple[bool, Record | None]:
 def recorded_origin(ready: Record | None) -> Origin:
     """Where the recorded session ran and when its host booted, from its ready record, so
     a replay dates alerts as the live session did; a recording without one (`trace
-    --record`) is dated by this host."""
+    --record` before it wrote one) is dated by this host."""
     from spawnwatch.runner import ready_record
 
     ready = ready or ready_record()

@@ -28,6 +28,9 @@ class EventStream:
 
     def begin(self, run: LiveRun, snapshot: Snapshot | None) -> None:
         self.run = run
+        # A trace evaluates nothing: its replay does so on the events' clock, and need not
+        # read the whole recording first to learn there is no tick in it.
+        run.record({**run.ready, "ticks": False})
         if self.as_json:
             write_json_line(run.ready, self.out)
         else:
