@@ -404,8 +404,8 @@ class Probe:
         events = self.decode_batch(self._ring.take())
         if sweeping:
             self._next_sweep_ns = now_ns + int(SWEEP_INTERVAL_S * 1e9)
-            events += self._swept(births, now_ns - int(HOLD_S * 1e9))
-            events += self._swept_tallies(now_ns - int(HOLD_S * 1e9))
+            cutoff_ns = now_ns - int(HOLD_S * 1e9)
+            events += self._swept(births, cutoff_ns) + self._swept_tallies(cutoff_ns)
         return events + self._settled(time.clock_gettime(time.CLOCK_BOOTTIME))
 
     def drain(self) -> list[Event]:

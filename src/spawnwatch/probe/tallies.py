@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from spawnwatch.events import Brief
+from spawnwatch.events import Brief, replaced
 from spawnwatch.probe import layout
 
 TALLY_SLOTS = 256  # SW_TALLY_SLOTS's default: slots per CPU
@@ -52,8 +52,7 @@ class Tallies:
             self._last_told.pop(slot, None)
         if already >= tally.count:
             return None
-        return Brief(tally.ts, 0, tally.ppid, tally.comm, tally.cgroup_id, tally.exited_at, tally.reaped_at,
-                     tally.count - already) if already else tally
+        return replaced(tally, count=tally.count - already) if already else tally
 
     def sweep(self, words: memoryview, read_slot: ReadSlot, cutoff_ns: int | None) -> list[tuple[Brief, int]]:
         """(tally, flags) for each occupied slot with children untold, whose second
