@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from spawnwatch.alerts import AlertBook, AlertPolicy
-from spawnwatch.render import human_bytes
+from spawnwatch.text import human_bytes
 from spawnwatch.detect import CRITICAL, WARNING, Finding, Group, GroupKey, SpawnHistory
 from spawnwatch.lineage import Process
 

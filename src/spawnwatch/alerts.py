@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from spawnwatch.detect import CRITICAL, WARNING, Finding, Group, GroupKey
 from spawnwatch.events import PidsSample
-from spawnwatch.render import human_bytes
+from spawnwatch.text import human_bytes
 
 ResolveContainer = Callable[[int, "int | None"], "dict[str, Any] | None"]
 

@@ -6,33 +6,10 @@ import shlex
 from collections import OrderedDict
 
 from spawnwatch.events import Brief, Event, Exec, Exit, Oom, Reap
+from spawnwatch.text import human_bytes, printable
 
 EVENT_HEADER = f"{'TIME(s)':>14} {'EVENT':<5} {'PID':>7} {'PPID':>7} {'CONTAINER':<16} {'COMM':<16} DETAIL"
 MAX_REMEMBERED_EXITS = 65536
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")
-
-
-def human_age(seconds: float) -> str:
-    """The largest whole unit: 45s, 12m, 5h, 19d."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{max(int(seconds), 0)}s"
-
-
-def printable(text: str) -> str:
-    """`text` safe for a terminal: control characters (escape sequences, line
-    breaks) in a process's argv or comm are shown as escapes, never obeyed."""
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 class EventLines:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from spawnwatch.alerts import ResolveContainer
-from spawnwatch.render import human_bytes
+from spawnwatch.text import human_bytes
 from spawnwatch.detect import Finding, GroupKey
 from spawnwatch.lineage import Lineage, Process
 

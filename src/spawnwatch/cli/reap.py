@@ -40,7 +40,7 @@ from spawnwatch.reap_containers import (
 from spawnwatch.reap_containers import execute as end_containers
 from spawnwatch.reap_containers import refusal as containers_refusal
 from spawnwatch.redact import Redactor
-from spawnwatch.render import human_age, human_bytes, printable
+from spawnwatch.text import human_age, human_bytes, printable
 from spawnwatch.signature import Signer
 
 

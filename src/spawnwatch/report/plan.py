@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from spawnwatch.config import WatchSettings
 from spawnwatch.reap import INIT
-from spawnwatch.render import human_bytes
+from spawnwatch.text import human_bytes
 from spawnwatch.report.facts import ContainerFacts, Facts, GroupFacts, LeakedContainerFacts
 
 MEMORY_STEP = 256 * 1024 * 1024  # suggested limits are rounded up to this

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from spawnwatch.render import human_age, human_bytes, printable
+from spawnwatch.text import human_age, human_bytes, printable
 from spawnwatch.report.facts import HOST, Facts, GroupFacts, ReportSettings
 from spawnwatch.report.plan import plan
 

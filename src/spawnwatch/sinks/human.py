@@ -7,7 +7,7 @@ from typing import TextIO
 
 import click
 
-from spawnwatch.render import human_bytes
+from spawnwatch.text import human_bytes
 from spawnwatch.sinks import Record
 
 _STATE_STYLE = {"firing": {"fg": "red", "bold": True}, "resolved": {"fg": "green", "bold": True}}
