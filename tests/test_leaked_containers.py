@@ -19,8 +19,8 @@ from spawnwatch.adapters.engine import ContainerInfo
 from spawnwatch.cli.reap import command as reap_command
 from spawnwatch.cli.report import command as report_command
 from spawnwatch.config import load
-from spawnwatch.reap import Selection, SelectionError
-from spawnwatch.reap_containers import ContainerLeak, ListedContainer, container_leaks, pick, recheck, refusal
+from spawnwatch.reap import ContainerLeak, ListedContainer, Selection, SelectionError, container_leaks, pick, recheck
+from spawnwatch.reap import container_refusal as refusal
 from spawnwatch.report import LeakedContainerFacts, LedgerFacts, build, render
 from spawnwatch.runner import ready_record
 from spawnwatch.signature import Signer

@@ -19,7 +19,7 @@ from spawnwatch.adapters import procfs
 from spawnwatch.cli.reap import command as reap_command
 from spawnwatch.config import load
 from spawnwatch.events import ProcessInfo, Snapshot
-from spawnwatch.reap import GroupId, Selection, SelectionError, execute, flagged, plan, refusal
+from spawnwatch.reap import GroupId, Selection, SelectionError, end_processes, flagged, plan, refusal
 from spawnwatch.signature import Signer
 
 SIGNER = Signer(load().signature)
@@ -273,7 +273,7 @@ def test_children_spawned_after_the_plan_end_with_their_parent() -> None:
                                                              spawner=parent.pid), sign, container_of)
         planned = {t.process.pid for t in chosen.targets}
         wait_for(lambda: set(tree(parent)) - planned, "a child forked after the plan")
-        outcome = execute(chosen, grace=10)
+        outcome = end_processes(chosen, grace=10)
         assert not outcome.survived
         wait_for(lambda: not tree(parent), "every forker and sleep to end")
     finally:
@@ -291,7 +291,7 @@ def test_a_reused_pid_is_never_signalled() -> None:
         real = procfs.start_time(bystander.pid)
         ghost = ProcessInfo(pid=bystander.pid, ppid=os.getpid(), start=real - 50.0, comm="sleep", argv=("sleep", "9"))
         chosen = plan([ghost], Selection("sleep 9"), sign, container_of)
-        outcome = execute(chosen, grace=1)
+        outcome = end_processes(chosen, grace=1)
         assert [p.pid for p in outcome.gone] == [bystander.pid] and not outcome.ended
         assert bystander.poll() is None and psutil.Process(bystander.pid).status() != psutil.STATUS_STOPPED
     finally:

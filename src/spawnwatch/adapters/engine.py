@@ -223,6 +223,25 @@ class DockerEngine:
         data = self._call("inspect_container", container_id)
         return info_from_inspect(data) if data else None
 
+    def lookup(self, container_id: str) -> ContainerInfo | None:
+        """The container as the engine says now, for acting on it: None only when the
+        engine says there is no such container; EngineError when none answers or it fails."""
+        api = self._api()
+        if api is None:
+            raise EngineError("no Docker engine answers")
+        import docker.errors
+
+        try:
+            return info_from_inspect(api.inspect_container(container_id))
+        except docker.errors.NotFound:
+            return None
+        except docker.errors.APIError as exc:
+            raise EngineError(str(exc.explanation or exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - connection refused, timeouts
+            with self._lock:
+                self._mark_down(exc)
+            raise EngineError(str(exc)) from exc
+
     def containers(self, all_states: bool = False) -> list[ContainerInfo]:
         listed = self._call("containers", all=all_states) or []
         infos = (self.inspect(c["Id"]) for c in listed)

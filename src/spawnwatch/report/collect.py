@@ -22,7 +22,7 @@ from spawnwatch.detect import Detector, Finding, Group, live_subtree
 from spawnwatch.lineage import Lineage, Process
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.redact import Redactor
-from spawnwatch.reap_containers import container_leaks, survey
+from spawnwatch.reap import container_leaks, survey
 from spawnwatch.report.facts import (
     ContainerFacts, Facts, GroupFacts, LeakedContainerFacts, LedgerFacts, ReportSettings,
 )
