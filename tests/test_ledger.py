@@ -1,21 +1,25 @@
 """The ledger of a live `watch`: its firing alerts in <state_dir>/alerts.json, written
 atomically (0600 in a 0700 directory) only when they change, one watch per directory,
-and trusted by readers only while its writer lives."""
+trusted by readers only while its writer lives, and never when another user could have
+written it."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import uuid
 
 import pytest
 from click.testing import CliRunner
 
-from conftest import REPO, wait_for
+from conftest import NOBODY, REPO, wait_for
 from spawnwatch.adapters import ledger, procfs
+from spawnwatch.cli.reap import command as reap_command
 from spawnwatch.cli.watch import command as watch_command
 from spawnwatch.runner import ready_record
 from spawnwatch.sinks.ledger import Ledger, LedgerBusy
@@ -146,7 +150,7 @@ def test_a_failed_write_leaves_the_last_ledger_whole(tmp_path) -> None:
     # A real full filesystem: a tmpfs of 64 KiB.
     state_dir = tmp_path / "small"
     state_dir.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(state_dir)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(state_dir)], check=True)
     try:
         errors: list[str] = []
         sink = Ledger(str(state_dir), on_error=errors.append)
@@ -188,3 +192,98 @@ def test_a_live_watch_keeps_its_ledger_while_it_runs(tmp_path) -> None:
         out, err = watch.communicate(timeout=60)
     assert watch.returncode == 0, err[-2000:]
     assert ledger.read(state_dir) is None  # removed as the watch ended
+
+
+# --- a ledger another user could have written ---------------------------------------------------
+
+FORGE = """
+import json, os, sys
+state_dir, document = sys.argv[1], sys.argv[2]
+os.makedirs(state_dir, exist_ok=True)
+with open(os.path.join(state_dir, "alerts.json"), "w") as f:
+    f.write(document)
+"""
+
+
+def as_nobody(*argv: str) -> None:
+    subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *argv],
+                   check=True, cwd="/", env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}, timeout=60)
+
+
+def forge(state_dir: str, spawner: subprocess.Popen) -> None:
+    """As nobody: a ledger as a live `watch` (this test) would write it, naming a container to end."""
+    writer = ledger.Writer.running(os.getpid(), "vm", 1.0).as_record()
+    document = {"kind": "ledger", "format": 1, "writer": writer, "updated_at": 1.0, "alerts": [{
+        **alert(), "signature": "docker run <image> sleep <n>", "listed_at": 2e9,
+        "spawner": {"pid": spawner.pid, "ppid": 1, "argv": ["sleep", "1000"], "comm": "sleep",
+                    "start": procfs.start_time(spawner.pid)},
+    }]}
+    as_nobody(os.path.realpath(sys.executable), "-c", FORGE, state_dir, json.dumps(document))
+
+
+@pytest.fixture
+def shared_dir():
+    """A directory any user may create in, as /tmp (pytest's own are root's, 0700)."""
+    path = tempfile.mkdtemp(prefix="spawnwatch-shared-")
+    os.chmod(path, 0o1777)
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.fixture
+def spawner():
+    process = subprocess.Popen(["sleep", "1000"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+@pytest.mark.root
+def test_a_ledger_another_user_wrote_is_refused_and_reap_ends_nothing_it_names(shared_dir, spawner) -> None:
+    state_dir = os.path.join(shared_dir, "state")
+    forge(state_dir, spawner)
+    with pytest.raises(ledger.UntrustedLedger, match=f"belongs to uid {NOBODY}, not to uid 0"):
+        ledger.read(state_dir)
+    result = CliRunner().invoke(reap_command, ["--signature", "docker run <image> sleep <n>", "--spawner",
+                                               str(spawner.pid), "--state-dir", state_dir, "--yes", "--json"])
+    assert result.exit_code == 1
+    assert result.output.startswith(f"Error: {state_dir}: the state directory belongs to uid {NOBODY}")
+    assert "not trusted" in result.output and '"ended"' not in result.output
+
+
+@pytest.mark.root
+def test_a_state_dir_others_may_write_and_links_in_it_are_refused(shared_dir, spawner) -> None:
+    writable = os.path.join(shared_dir, "writable")
+    os.mkdir(writable)
+    os.chmod(writable, 0o777)  # root's, but anyone may put a ledger in it
+    forge(writable, spawner)
+    with pytest.raises(ledger.UntrustedLedger, match=r"writable by its group or by others \(mode 0777\)"):
+        ledger.read(writable)
+    with pytest.raises(ledger.UntrustedLedger, match="writable by its group or by others"):
+        Ledger(writable)
+
+    real = os.path.join(shared_dir, "real")  # a trusted ledger, reached through links
+    os.mkdir(real, 0o700)
+    ledger.write(real, ledger.Writer.running(os.getpid(), "vm", 1.0), [alert()])
+    assert ledger.read(real).alerts
+    alias = os.path.join(shared_dir, "alias")
+    as_nobody("ln", "-s", real, alias)
+    for path in (alias, alias + "/"):
+        with pytest.raises(ledger.UntrustedLedger, match="a symbolic link or not a directory"):
+            ledger.read(path)
+    linked = os.path.join(shared_dir, "linked")
+    os.mkdir(linked, 0o700)
+    os.symlink(ledger.ledger_path(real), ledger.ledger_path(linked))
+    with pytest.raises(ledger.UntrustedLedger, match="alerts.json: a symbolic link"):
+        ledger.read(linked)
+
+    nobodys = os.path.join(shared_dir, "nobodys")
+    as_nobody("mkdir", nobodys)
+    with pytest.raises(ledger.UntrustedLedger, match=f"belongs to uid {NOBODY}"):
+        Ledger(nobodys)
+    assert os.listdir(nobodys) == []  # no lock taken in it
+    followed = os.path.join(shared_dir, "followed")
+    os.symlink(followed, os.path.join(linked, ledger.LOCK_FILE))
+    with pytest.raises(ledger.UntrustedLedger, match="alerts.lock: a symbolic link"):
+        Ledger(linked)
+    assert not os.path.exists(followed)

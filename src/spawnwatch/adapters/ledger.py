@@ -11,13 +11,21 @@ A reader trusts a ledger only while its writer lives: the same boot (the kernel'
 boot id) and the writer's pid still the process that started at the recorded time.
 One `watch` keeps a state directory at a time: it holds an flock on `alerts.lock`,
 which the kernel releases however the watcher ends.
+
+The ledger decides what `reap` ends with root's power, so it is believed only when
+no other user could have written it: the state directory and its files must belong
+to this process's user (or root) and be writable by no group or other user, and
+none of them may be a symbolic link (opened with O_NOFOLLOW, the files relative to
+the directory's fd).  Anything else is refused with `UntrustedLedger`.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -33,6 +41,10 @@ BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 class LedgerError(Exception):
     """A ledger that cannot be read or is not one; the message names the file."""
+
+
+class UntrustedLedger(LedgerError, PermissionError):
+    """A state directory or ledger file that another user could have written or swapped."""
 
 
 def boot_id() -> str:
@@ -86,17 +98,31 @@ def ledger_path(state_dir: str) -> str:
 
 
 def read(state_dir: str) -> LedgerFile | None:
-    """The ledger in `state_dir`, None when there is none."""
+    """The ledger in `state_dir`, None when there is none; UntrustedLedger when another
+    user could have written it."""
     path = ledger_path(state_dir)
     try:
-        with open(path, "rb") as f:
+        directory = _open_state_dir(state_dir)
+    except FileNotFoundError:
+        return None
+    except UntrustedLedger:
+        raise
+    except OSError as exc:
+        raise LedgerError(f"{path}: cannot read: {exc.strerror}") from exc
+    try:
+        fd = _open_in(directory, state_dir, LEDGER_FILE, os.O_RDONLY | os.O_NONBLOCK)
+        with open(fd, "rb") as f:
             document = json.load(f)
     except FileNotFoundError:
         return None
+    except UntrustedLedger:
+        raise
     except OSError as exc:
         raise LedgerError(f"{path}: cannot read: {exc.strerror}") from exc
     except ValueError as exc:
         raise LedgerError(f"{path}: not a ledger: {exc}") from exc
+    finally:
+        os.close(directory)
     try:
         if document["format"] != FORMAT:
             raise LedgerError(f"{path}: ledger format {document['format']!r}, this spawnwatch reads {FORMAT}")
@@ -111,15 +137,68 @@ def read(state_dir: str) -> LedgerFile | None:
 
 def claim(state_dir: str) -> int | None:
     """Make `state_dir` (0700) and lock it for this process: the lock's fd, held until
-    `release`; None when another live process holds it."""
+    `release`; None when another live process holds it.  UntrustedLedger when the
+    directory or its lock could be another user's."""
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    fd = os.open(os.path.join(state_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    directory = _open_state_dir(state_dir)
+    try:
+        fd = _open_in(directory, state_dir, LOCK_FILE, os.O_RDWR | os.O_CREAT)
+    finally:
+        os.close(directory)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
         return None
     return fd
+
+
+def _open_state_dir(state_dir: str) -> int:
+    """An fd on `state_dir`, never through a symbolic link, checked as `_check_owner` says."""
+    state_dir = os.path.normpath(state_dir)  # a trailing slash would follow a link
+    try:
+        fd = os.open(state_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+            raise UntrustedLedger(f"{state_dir}: a symbolic link or not a directory; a state directory "
+                                  "must be a real one: not trusted") from exc
+        raise
+    try:
+        _check_owner(state_dir, "state directory", os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_in(directory: int, state_dir: str, name: str, flags: int) -> int:
+    """An fd on the regular file `name` of the state directory, never through a link."""
+    path = os.path.join(state_dir, name)
+    try:
+        fd = os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=directory)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UntrustedLedger(f"{path}: a symbolic link: not trusted") from exc
+        raise
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise UntrustedLedger(f"{path}: not a regular file: not trusted")
+        _check_owner(path, "file", status)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_owner(path: str, what: str, status: os.stat_result) -> None:
+    """UntrustedLedger unless this process's user (or root) owns it and no one else may write it."""
+    if status.st_uid not in (os.geteuid(), 0):
+        raise UntrustedLedger(f"{path}: the {what} belongs to uid {status.st_uid}, not to uid {os.geteuid()} "
+                              "(spawnwatch's user) or root: another user could have written it: not trusted")
+    if status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UntrustedLedger(f"{path}: the {what} is writable by its group or by others "
+                              f"(mode {stat.S_IMODE(status.st_mode):04o}): not trusted")
 
 
 def write(state_dir: str, writer: Writer, alerts: list[dict[str, Any]]) -> None:
