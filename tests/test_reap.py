@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import signal
 import subprocess
 import sys
 
@@ -19,7 +21,7 @@ from spawnwatch.adapters import procfs
 from spawnwatch.cli.reap import command as reap_command
 from spawnwatch.config import load
 from spawnwatch.events import ProcessInfo, Snapshot
-from spawnwatch.reap import GroupId, Selection, SelectionError, end_processes, flagged, plan, refusal
+from spawnwatch.reap import GroupId, Interrupted, Selection, SelectionError, end_processes, flagged, plan, refusal
 from spawnwatch.signature import Signer
 
 SIGNER = Signer(load().signature)
@@ -297,3 +299,80 @@ def test_a_reused_pid_is_never_signalled() -> None:
     finally:
         bystander.kill()
         bystander.wait()
+
+
+# --- no target left frozen -------------------------------------------------------------------
+
+
+def state_of(pid: int) -> str | None:
+    """The one-letter state of /proc/<pid>/stat ('T': stopped), None when gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except FileNotFoundError:
+        return None
+
+
+def none_stopped(pids) -> bool:
+    return all(state_of(pid) not in ("T", None) for pid in pids)
+
+
+def raise_if_delivered(signum: int, _frame) -> None:
+    raise RuntimeError(f"{signal.Signals(signum).name} reached the test, not reap's cleanup")
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("interruption", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_an_interruption_while_targets_are_stopped_resumes_them_all(leaky_parent, monkeypatch, interruption) -> None:
+    chosen = plan(procfs.snapshot().processes, Selection(CHILD_SIGNATURE, spawner=leaky_parent.pid), sign,
+                  container_of)
+    pids = [t.process.pid for t in chosen.targets]
+    sweep = procfs.snapshot
+
+    def interrupted_sweep(*args):
+        # The hook: the first sweep runs once every target was sent SIGSTOP; the signal
+        # comes once /proc shows them all stopped.
+        wait_for(lambda: all(state_of(pid) == "T" for pid in pids), "every target stopped")
+        os.kill(os.getpid(), interruption)
+        return sweep(*args)
+
+    monkeypatch.setattr(procfs, "snapshot", interrupted_sweep)
+    previous = signal.signal(interruption, raise_if_delivered if interruption != signal.SIGINT else signal.default_int_handler)
+    try:
+        with pytest.raises(Interrupted) as raised:
+            end_processes(chosen, grace=10)
+    finally:
+        signal.signal(interruption, previous)
+    assert raised.value.signal == interruption
+    wait_for(lambda: none_stopped(pids), "every target to run again")
+    assert all(alive(pid) for pid in pids)  # nothing ended
+
+
+@pytest.mark.root
+def test_running_out_of_open_files_resumes_every_target_and_says_so() -> None:
+    # 30 members with a child each, and a limit that lets reap hold only some of them.
+    parent = psutil.Popen(["sh", "-c", "for i in $(seq 30); do sh -c 'sleep 1001 & wait' leaked-child & done; wait"],
+                          start_new_session=True)
+    try:
+        wait_for(lambda: sum(argv[:2] == ["sleep", "1001"] for argv in tree(parent).values()) == 30, "the leak")
+        pids = list(tree(parent))
+
+        def few_open_files() -> None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (32, 32))
+
+        result = subprocess.run(
+            [sys.executable, "-m", "spawnwatch", "reap", "--signature", CHILD_SIGNATURE, "--spawner", str(parent.pid),
+             "--keep", "0", "--force", "--yes"],
+            preexec_fn=few_open_files, capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert result.stderr.startswith("Error: the open-files limit leaves room to hold ")
+        assert result.stderr.rstrip().endswith("every process it had stopped was resumed; nothing ended")
+        assert "Traceback" not in result.stderr
+        wait_for(lambda: none_stopped(pids), "every target to run again")
+        assert set(tree(parent)) == set(pids)  # nothing ended
+    finally:
+        for p in psutil.Process(parent.pid).children(recursive=True):
+            p.kill()
+        parent.kill()
+        parent.wait()

@@ -12,6 +12,7 @@ import os
 import resource
 import select
 import signal
+import sys
 import time
 from typing import Iterable
 
@@ -84,3 +85,11 @@ def allow_open_files(count: int) -> None:
     if soft != resource.RLIM_INFINITY and soft < wanted:
         new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+
+
+def open_files_left() -> int:
+    """How many more files this process may open now: its soft limit less those open."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return sys.maxsize
+    return soft - (len(os.listdir("/proc/self/fd")) - 1)  # less the listing's own fd

@@ -23,12 +23,15 @@ from typing import Iterable, Iterator
 
 from spawnwatch.adapters import procfs
 from spawnwatch.adapters.engine import DockerEngine, EngineError
-from spawnwatch.adapters.signals import Handle, allow_open_files, wait_exited
+from spawnwatch.adapters.signals import Handle, allow_open_files, open_files_left, wait_exited
 from spawnwatch.events import ProcessInfo
 from spawnwatch.reap.collect import container_memory, self_and_ancestors
 from spawnwatch.reap.plan import AMBIGUOUS, ContainerLeak, ListedContainer, Plan, children_of, recheck, subtree
 
 MAX_SWEEPS = 8  # rounds of looking for children forked before their parent froze
+# Files the reads of /proc beside the held pidfds need: without them a process would
+# read as gone (its /proc files unreadable) instead of being held.
+SPARE_FILES = 16
 INTERRUPTIONS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -60,6 +63,7 @@ def end_processes(target_plan: Plan, grace: float = 5.0) -> Outcome:
     ReapError, Interrupted (or any other error): every target stopped was resumed, none ended."""
     outcome = Outcome()
     allow_open_files(len(target_plan.targets))
+    room = open_files_left() - SPARE_FILES  # processes held at once
     handles: dict[int, Handle] = {}
     rss: dict[int, int] = {}
     info: dict[int, ProcessInfo] = {}
@@ -74,9 +78,12 @@ def end_processes(target_plan: Plan, grace: float = 5.0) -> Outcome:
         if p.pid in protected:
             outcome.spared.append(p)
             return
+        if len(handles) >= room:
+            raise ReapError(f"the open-files limit leaves room to hold {max(room, 0)} processes at once, "
+                            f"not pid {p.pid} too: raise it (`ulimit -n`)")
         try:
             handle = Handle.open(p.pid, p.start)
-        except OSError as exc:  # EMFILE above all: the open-files limit is below the targets' count
+        except OSError as exc:  # EMFILE: files opened meanwhile by another thread
             raise ReapError(f"cannot hold pid {p.pid} to signal it safely: {exc.strerror} ({len(handles)} held; "
                             "raise the open-files limit, `ulimit -n`)") from exc
         if handle is None:
