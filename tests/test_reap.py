@@ -376,3 +376,48 @@ def test_running_out_of_open_files_resumes_every_target_and_says_so() -> None:
             p.kill()
         parent.kill()
         parent.wait()
+
+
+# --- what the operator reviews ----------------------------------------------------------------
+
+HOSTILE = "\x1b[2J\x1b[H\x1b]0;pwned\x07all clear"  # clear the screen, retitle the terminal
+
+
+def read_pty(master: int) -> bytes:
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: every writer closed the other end
+            return out
+        if not chunk:
+            return out
+        out += chunk
+
+
+def test_the_dry_run_in_a_terminal_shows_escapes_in_argv_never_obeys_them() -> None:
+    parent = psutil.Popen(["sh", "-c", "for i in 1 2 3; do sh -c 'sleep 1001 & wait' \"$HOSTILE\" & done; wait"],
+                          env={**os.environ, "HOSTILE": HOSTILE}, start_new_session=True)
+    try:
+        wait_for(lambda: sum(argv[:2] == ["sleep", "1001"] for argv in tree(parent).values()) == 3, "the leak")
+        member = next(p for p in procfs.snapshot().processes if p.ppid == parent.pid)
+        assert member.argv[-1] == HOSTILE
+        master, terminal = os.openpty()
+        try:
+            reap_run = subprocess.Popen(
+                [sys.executable, "-m", "spawnwatch", "reap", "--signature", sign(member),
+                 "--spawner", str(parent.pid), "--keep", "0", "--force"],
+                stdin=subprocess.DEVNULL, stdout=terminal, stderr=terminal,
+            )
+            os.close(terminal)
+            shown = read_pty(master).decode()
+            assert reap_run.wait(timeout=60) == 0, shown
+        finally:
+            os.close(master)
+        assert "\x1b" not in shown and "\x07" not in shown
+        assert "would free about" in shown and shown.count("\\x1b[2J\\x1b[H\\x1b]0;pwned\\x07all clear") == 3
+    finally:
+        for p in psutil.Process(parent.pid).children(recursive=True):
+            p.kill()
+        parent.kill()
+        parent.wait()
