@@ -19,7 +19,7 @@ from spawnwatch.adapters.engine import ContainerInfo
 from spawnwatch.cli.reap import command as reap_command
 from spawnwatch.cli.report import command as report_command
 from spawnwatch.config import load
-from spawnwatch.reap import ContainerLeak, ListedContainer, Selection, SelectionError, container_leaks, pick, recheck
+from spawnwatch.reap import AMBIGUOUS, ContainerLeak, ListedContainer, Selection, SelectionError, container_leaks, pick, recheck
 from spawnwatch.reap import container_refusal as refusal
 from spawnwatch.report import LeakedContainerFacts, LedgerFacts, build, render
 from spawnwatch.runner import ready_record
@@ -235,6 +235,65 @@ def test_reap_refuses_a_stale_ledger_and_a_spawner_that_is_gone(docker_env, tmp_
         for process in (host, ended_watch):
             process.kill()
             process.wait()
+
+
+@pytest.mark.docker
+@pytest.mark.root
+def test_with_the_engine_unreachable_nothing_reads_as_gone_and_reap_fails(docker_env, tmp_path, monkeypatch) -> None:
+    leaked_container = docker_env.run("sleep", "1000")
+    host = subprocess.Popen(["sleep", "1000"])
+    state_dir = str(tmp_path / "state")
+    kept = keep_ledger(state_dir, host, [leaked_container])
+    select = ["--signature", "docker run <image> sleep <n>", "--spawner", str(host.pid), "--state-dir", state_dir]
+    # An engine socket nobody listens on: the engine is down, or DOCKER_HOST points elsewhere.
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
+    try:
+        result = CliRunner().invoke(reap_command, [*select, "--yes", "--json"])
+        assert result.exit_code == 1, result.output
+        record = json.loads(result.output.splitlines()[0])
+        assert record["ended"] == [] and record["gone"] == []
+        ((failed),) = record["failed"]
+        assert failed["id"] == leaked_container and failed["reason"].startswith("the engine could not be reached")
+        result = CliRunner().invoke(reap_command, select)
+        assert result.exit_code == 1
+        assert "unknown: the engine could not be reached" in result.output and "(not running)" not in result.output
+        assert running(docker_env, leaked_container)
+    finally:
+        kept.close()
+        host.kill()
+        host.wait()
+
+
+@pytest.mark.docker
+@pytest.mark.root
+def test_a_container_whose_link_to_its_client_is_ambiguous_is_left_out(docker_env, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", docker_env.host)
+    linked, ambiguous = docker_env.run("sleep", "1000"), docker_env.run("sleep", "1000")
+    host = subprocess.Popen(["sleep", "1000"])
+    state_dir = str(tmp_path / "state")
+    kept = Ledger(state_dir)
+    kept.send(ready_record())
+    kept.send({
+        "kind": "alert", "state": "firing", "rule": "orphaned_containers", "severity": "warning",
+        "signature": "docker run <image> sleep <n>",
+        "spawner": {"pid": host.pid, "ppid": os.getpid(), "argv": list(host.args), "comm": "sleep"},
+        "container": None, "live": 0, "spawned": 2, "exited": 2, "zombies": 0, "orphans": 2, "rss_bytes": 0,
+        "pids": [], "message": "left running",
+        "containers": [{"id": linked, "name": "linked", "image": "spawnwatch-test", "memory_bytes": 0},
+                       {"id": ambiguous, "name": "ambiguous", "image": "spawnwatch-test", "memory_bytes": 0,
+                        "ambiguous": True}],
+    })
+    select = ["--signature", "docker run <image> sleep <n>", "--spawner", str(host.pid), "--state-dir", state_dir]
+    try:
+        dry = invoke(reap_command, *select)
+        assert [c["left_out"] for c in dry["containers"]] == [None, AMBIGUOUS]
+        ended = invoke(reap_command, *select, "--yes")
+        assert ended["ended"] == [linked] and ended["skipped"] == [{"id": ambiguous, "reason": AMBIGUOUS}]
+        assert running(docker_env, ambiguous)
+    finally:
+        kept.close()
+        host.kill()
+        host.wait()
 
 
 def test_a_docker_signature_matching_nothing_says_where_leaked_containers_come_from(tmp_path) -> None:

@@ -13,14 +13,14 @@ from spawnwatch.reap.execute import (
     ContainerOutcome, Interrupted, Outcome, ReapError, end_containers, end_processes,
 )
 from spawnwatch.reap.plan import (
-    INIT, ORPHANED_CONTAINERS, ContainerLeak, GroupId, ListedContainer, Plan, Selection, SelectionError,
+    AMBIGUOUS, INIT, ORPHANED_CONTAINERS, ContainerLeak, GroupId, ListedContainer, Plan, Selection, SelectionError,
     container_leaks, container_refusal, flagged, names_docker_client, pick, plan, recheck, refusal,
 )
 from spawnwatch.reap.render import (
     containers_outcome_record, containers_record, outcome_record, plan_record, render,
 )
 
-__all__ = ["INIT", "ORPHANED_CONTAINERS", "ContainerLeak", "ContainerOutcome", "ContainerState", "GroupId",
+__all__ = ["AMBIGUOUS", "INIT", "ORPHANED_CONTAINERS", "ContainerLeak", "ContainerOutcome", "ContainerState", "GroupId",
            "Interrupted", "ListedContainer", "Outcome", "Plan", "ReapError", "Selection", "SelectionError",
            "container_leaks", "container_refusal", "containers_outcome_record", "containers_record",
            "end_containers", "end_processes", "flagged", "ledger_leaks", "names_docker_client", "outcome_record",
