@@ -262,6 +262,17 @@ def test_a_state_dir_others_may_write_and_links_in_it_are_refused(shared_dir, sp
     with pytest.raises(ledger.UntrustedLedger, match="writable by its group or by others"):
         Ledger(writable)
 
+    chowned = os.path.join(shared_dir, "chowned")  # root's directory, another user's file
+    os.mkdir(chowned, 0o755)
+    ledger.write(chowned, ledger.Writer.running(os.getpid(), "vm", 1.0), [alert()])
+    os.chown(ledger.ledger_path(chowned), NOBODY, NOBODY)
+    with pytest.raises(ledger.UntrustedLedger, match=f"alerts.json: the file belongs to uid {NOBODY}"):
+        ledger.read(chowned)
+    os.unlink(ledger.ledger_path(chowned))
+    os.mkfifo(ledger.ledger_path(chowned), 0o600)  # would block a reader that does not look first
+    with pytest.raises(ledger.UntrustedLedger, match="alerts.json: not a regular file"):
+        ledger.read(chowned)
+
     real = os.path.join(shared_dir, "real")  # a trusted ledger, reached through links
     os.mkdir(real, 0o700)
     ledger.write(real, ledger.Writer.running(os.getpid(), "vm", 1.0), [alert()])

@@ -38,7 +38,7 @@ class Ledger:
         self._state_dir = state_dir
         self._on_error = on_error
         self._clock = clock
-        self._lock = ledger.claim(state_dir)  # OSError: the directory cannot be made or locked
+        self._lock = ledger.claim(state_dir)  # OSError: cannot be made or locked; UntrustedLedger: another's
         if self._lock is None:
             raise LedgerBusy(f"{self.path} is kept by another `watch`")
         self._writer: ledger.Writer | None = None
