@@ -6,6 +6,7 @@ import time
 
 import click
 
+from spawnwatch import reap
 from spawnwatch.adapters import procfs
 from spawnwatch.adapters.engine import DockerEngine
 from spawnwatch.adapters.ledger import LedgerError, LedgerFile
@@ -13,7 +14,6 @@ from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.cli.common import EXIT_RUNTIME, emit_json, json_option, one_line_errors, require_root
 from spawnwatch.config import ConfigError, load
 from spawnwatch.events import ProcessInfo
-from spawnwatch import reap
 from spawnwatch.redact import Redactor
 from spawnwatch.signature import Signer
 
