@@ -160,7 +160,7 @@ class ContainerdNode:
                                         stdout=log, stderr=log, start_new_session=True)
         log.close()
         deadline = time.monotonic() + 60
-        while self.ctr("version", check=False) == "" or "Server" not in self.ctr("version", check=False):
+        while "Server" not in self.ctr("version", check=False):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"containerd did not answer: {(self.root / 'containerd.log').read_text()[-2000:]}")
             time.sleep(0.2)

@@ -126,6 +126,14 @@ def test_a_link_planted_in_a_users_storage_is_not_followed(host: Path, tmp_path_
     assert podman.names(rootless_ref(), str(host)) is None
 
 
+@pytest.mark.root
+def test_a_file_of_another_user_in_a_users_storage_is_not_taken_as_theirs(host: Path) -> None:
+    listed = place(host, ROOTLESS_LIST, FIXTURES / "podman" / "containers.json")
+    own(host)
+    os.chown(listed, UID + 1, UID + 1)  # a hard link to a file of someone else's looks like this
+    assert podman.names(rootless_ref(), str(host)) is None
+
+
 @pytest.mark.parametrize("hostile", ["fifo", "huge", "deep", "not a list", "wrong types"])
 def test_hostile_state_reads_as_unknown(host: Path, hostile: str) -> None:
     target = host / ROOTLESS_LIST
