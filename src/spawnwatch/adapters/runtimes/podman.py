@@ -5,7 +5,8 @@ containers.json` lists them, each with its names and a `metadata` string (JSON i
 that holds `image-name`.  That file is read, not Podman's API: it needs no daemon
 (Podman has none unless `podman system service` runs) and no client library.  The OCI
 spec beside it (`<id>/userdata/config.json`) was checked too: Podman 4.3 writes neither
-name nor image there.
+name nor image there.  A Podman pod's name lives only in libpod's bolt database, which
+is not read: a container in a pod is named, its pod is not.
 
 Rootful containers live in /var/lib/containers/storage.  A rootless one is in its
 user's `~/.local/share/containers/storage` (the default; an XDG_DATA_HOME or
