@@ -40,6 +40,10 @@ apt_install python3-bpfcc python3-venv python3-pip bpftool busybox-static docker
 # The alerting engine the service feeds (tests run a real Alertmanager and Prometheus),
 # and systemd-analyze, which judges the service unit.
 apt_install prometheus prometheus-alertmanager systemd
+# The other container runtimes the tests name containers of (tests/runtimes_env.py):
+# rootful Podman, and Debian's containerd (docker.io's own dependency, the same package)
+# started on a socket of the tests' own; runc runs both (crun refuses cgroup v1 hybrids).
+apt_install podman containerd runc
 # The container image's base is a Debian 12 made here (scripts/build-base-image.sh).
 apt_install debootstrap
 # The healthy corpus (tests/test_healthy_corpus.py): real servers the tests start privately,

@@ -23,8 +23,8 @@ from packaging.requirements import Requirement
 import spawnwatch
 
 REPO = Path(__file__).resolve().parents[1]
-# The Docker fixtures (docker_session, docker_env) for every test module.
-pytest_plugins = ["docker_env"]
+# The Docker, Podman and containerd fixtures (docker_env, runtimes_env) for every test module.
+pytest_plugins = ["docker_env", "runtimes_env"]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

@@ -21,6 +21,8 @@ _SCOPE = re.compile(
 )
 _BARE = re.compile(rf"^(?P<id>{_HEX64})$")
 _POD = re.compile(r"^(?:kubepods-(?:[a-z]+-)?)?pod(?P<uid>[0-9a-f_-]{36})(?:\.slice)?$")
+# systemd's manager of one user: the cgroups below it are that user's to create and name.
+_USER_MANAGER = re.compile(r"^user@(?P<uid>[0-9]{1,10})\.service$")
 _PREFIX_RUNTIME = {
     "docker": "docker",
     "cri-containerd": "containerd",
@@ -39,6 +41,10 @@ class CgroupContainer:
     id: str
     runtime: str  # docker, containerd, cri-o, podman, or "kubernetes" when only the pod tells
     pod_uid: str | None = None
+    # The user whose systemd manager holds the cgroup (`user@<uid>.service`): a rootless
+    # container of theirs, or a cgroup they named like a container; only their own state
+    # may name it.
+    owner_uid: int | None = None
 
 
 def parse_cgroup_path(path: str) -> CgroupContainer | None:
@@ -49,21 +55,25 @@ def parse_cgroup_path(path: str) -> CgroupContainer | None:
     """
     found: CgroupContainer | None = None
     pod_uid: str | None = None
+    owner_uid: int | None = None
     parent = ""
     for segment in path.split("/"):
+        user = _USER_MANAGER.match(segment)
+        if user:
+            owner_uid = int(user["uid"])
         pod = _POD.match(segment)
         if pod:
             pod_uid = pod["uid"].replace("_", "-")
         scope = _SCOPE.match(segment)
         if scope:
-            found = CgroupContainer(scope["id"], _PREFIX_RUNTIME[scope["prefix"]], pod_uid)
+            found = CgroupContainer(scope["id"], _PREFIX_RUNTIME[scope["prefix"]], pod_uid, owner_uid)
         elif _BARE.match(segment):
             if pod_uid is not None:
                 runtime = "kubernetes"
             else:
                 # containerd's own cgroupfs layout is /<namespace>/<id>
                 runtime = _PARENT_RUNTIME.get(parent, "containerd")
-            found = CgroupContainer(segment, runtime, pod_uid)
+            found = CgroupContainer(segment, runtime, pod_uid, owner_uid)
         if segment:
             parent = segment
     return found
