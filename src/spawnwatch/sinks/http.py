@@ -138,15 +138,24 @@ class Delivery:
 
     def _attempt(self, body: Body) -> tuple[int, float | None, str]:
         """(status, Retry-After in seconds or None, the body's start) of one POST, within the deadline."""
-        watchdog = threading.Timer(self.deadline, self._adapter.cut)
+        late = threading.Event()
+
+        def cut() -> None:
+            late.set()
+            self._adapter.cut()
+
+        watchdog = threading.Timer(self.deadline, cut)
         watchdog.daemon = True
         watchdog.start()
         try:
             with self._session.post(self.url, json=body, timeout=self.timeout, stream=True) as response:
                 head = _read_capped(response)
-                return response.status_code, _retry_after(response.headers.get("Retry-After")), head
+                answer = response.status_code, _retry_after(response.headers.get("Retry-After")), head
         finally:
             watchdog.cancel()
+        if late.is_set():  # what was read before the cut may look whole (a status, a body ended early)
+            raise requests.Timeout(f"no whole answer within {self.deadline:g} s")
+        return answer
 
 
 def _read_capped(response: requests.Response) -> str:
