@@ -14,13 +14,18 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from click.testing import CliRunner
 
 from spawnwatch.adapters.engine import DockerEngine
 from spawnwatch.adapters.resolver import ContainerResolver
+from spawnwatch.cli import main
+from spawnwatch.runner import faults, stats_record
 from spawnwatch.sinks.alertmanager import Alertmanager
 from spawnwatch.sinks.http import Delivery
+from spawnwatch.sinks.prometheus import Metrics
 from spawnwatch.sinks.webhook import Webhook
 from spawnwatch.supervise import internal_errors
 from tests.test_sinks import alert, wait_until
@@ -331,3 +336,36 @@ def test_the_engine_follower_fed_a_malformed_answer_is_restarted_counted_and_fol
     finally:
         resolver.close()
         docker_api.close()
+
+
+def test_doctor_says_when_following_the_engine_fails_and_why(tmp_path):
+    docker_api = DockerStub(tmp_path / "docker.sock", "c0ffee" * 10 + "abcd")
+    try:
+        result = CliRunner().invoke(main, ["doctor", "--json"], env={"DOCKER_HOST": f"unix://{docker_api.path}"})
+    finally:
+        docker_api.close()
+    checks = {c["name"]: c for c in map(json.loads, result.stdout.splitlines())}
+    events = checks["docker events"]
+    assert not events["ok"] and not events["required"], events
+    assert "AttributeError" in events["detail"] and "internal_errors" in events["fix"]
+
+
+def test_the_stats_record_and_the_metrics_count_internal_errors_by_component(stubs):
+    stub = stubs(lambda handler, n, body, stub: empty(handler, 200))
+
+    def resend():
+        raise RuntimeError("the re-send failed")
+
+    delivery = Delivery(stub.url(), every_s=0.05, on_timer=resend)
+    wait_until(lambda: internal_errors()["alert_delivery"] >= 1)
+    delivery.close()
+    stats = stats_record(SimpleNamespace(stats=lambda: {"events": {}, "lost": 0}))
+    assert stats["internal_errors"]["alert_delivery"] >= 1 and stats["internal_errors"]["docker_events"] >= 0
+    assert "internal errors (" in faults(stats) and "alert_delivery" in faults(stats)
+    metrics = Metrics()
+    try:
+        metrics.send({**stats, "kind": "progress"})
+        value = metrics.registry.get_sample_value("spawnwatch_internal_errors_total", {"component": "alert_delivery"})
+    finally:
+        metrics.close()
+    assert value == stats["internal_errors"]["alert_delivery"]

@@ -31,12 +31,19 @@ REASON_WIDTH = 300
 
 _lock = threading.Lock()
 _errors: Counter[str] = Counter()
+_last_reasons: dict[str, str] = {}
 
 
 def internal_errors() -> dict[str, int]:
     """The failures of background work in this process so far, by component (all of them, 0 included)."""
     with _lock:
         return {component: _errors[component] for component in COMPONENTS}
+
+
+def last_failure(component: str) -> str | None:
+    """Why the component last failed (the exception, made printable and cut), None if it never did."""
+    with _lock:
+        return _last_reasons.get(component)
 
 
 class Supervised:
@@ -81,9 +88,10 @@ class Supervised:
 
     def _failed(self, exc: Exception, backoff: float) -> None:
         self.failures += 1
+        reason = cut(printable(f"{type(exc).__name__}: {exc}"), REASON_WIDTH)
         with _lock:
             _errors[self.component] += 1
-        reason = cut(printable(f"{type(exc).__name__}: {exc}"), REASON_WIDTH)
+            _last_reasons[self.component] = reason
         if self.failures == 1:
             log.error("internal error in %s: %s; restarting it (backoff %.1f-%.0f s; "
                       "further failures are counted in internal_errors, not logged)",
