@@ -250,6 +250,8 @@ class DockerStub:
                     stub.inspected += 1
                     # The first answer is JSON of the wrong shape: a list where an object belongs.
                     self.json(["not", "an", "object"] if stub.inspected == 1 else inspect_answer(container_id))
+                elif route.startswith("/containers/") and route.endswith("/json"):
+                    self.send_error(500, "inspect failed")  # any other container: the engine errs
                 elif route == "/events":
                     self.stream()
                 else:
@@ -369,3 +371,15 @@ def test_the_stats_record_and_the_metrics_count_internal_errors_by_component(stu
     finally:
         metrics.close()
     assert value == stats["internal_errors"]["alert_delivery"]
+
+
+def test_an_engine_that_errs_is_said_once_at_warning_level_not_at_debug(tmp_path):
+    docker_api = DockerStub(tmp_path / "docker.sock", "c0ffee" * 10 + "abcd")
+    engine = DockerEngine(base_url=f"unix://{docker_api.path}")
+    try:
+        with Caught("spawnwatch") as caught:
+            assert engine.inspect("deadbeef" * 8) is None and engine.inspect("feedface" * 8) is None
+    finally:
+        docker_api.close()
+    warned = [r.getMessage() for r in caught.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "inspect_container" in warned[0] and "500" in warned[0], warned
