@@ -63,7 +63,7 @@ class Supervised:
         self._stop = stop
         self._restart_min_s = restart_min_s
         self._restart_max_s = restart_max_s
-        self.thread = threading.Thread(target=self._run, name=f"spawnwatch-{component}", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=f"spawnwatch-{component.replace('_', '-')}", daemon=True)
 
     def start(self) -> None:
         self.thread.start()
