@@ -7,8 +7,8 @@ receiver (or a proxy before it) may be hostile or broken, so it cannot stall del
   again after a backoff that doubles up to a cap; a `Retry-After` is obeyed only up to
   that cap (urllib3 would sleep 6 hours on `Retry-After: 21600`).
 - The timeout bounds each socket operation, so a server that drips a byte every few
-  seconds would hold the thread forever: each attempt also has a deadline, past which
-  its socket is shut.
+  seconds would hold the thread forever: each body also has a deadline, retries
+  included, at which the socket of the try in flight is shut.
 - Of an answer's body at most `BODY_CAP` bytes are read.
 
 The queue is bounded: when the receiver cannot keep up, bodies are dropped and
@@ -37,8 +37,8 @@ from spawnwatch.text import cut, printable
 
 QUEUE_SIZE = 256
 TIMEOUT_S = 5.0  # each socket operation: connect, one read, one write
-DEADLINE_S = 10.0  # one attempt, whole: connect, send, the answer's head and body
-RETRIES = 3  # after the first try
+DEADLINE_S = 15.0  # one body, whole: every try (connect, send, the answer) and the waits between
+RETRIES = 3  # after the first try, while the deadline allows
 RETRY_MIN_S = 0.5  # waits of 0.5, 1 and 2 s between tries...
 RETRY_MAX_S = 5.0  # ...and never longer, whatever Retry-After asks
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -117,10 +117,11 @@ class Delivery:
             self._post(body)
 
     def _post(self, body: Body) -> None:
-        """One body, tried until the receiver takes it or the retries run out."""
+        """One body, tried until the receiver takes it, the retries run out or its deadline passes."""
+        give_up_at = time.monotonic() + self.deadline
         for attempt in range(self.retries + 1):
             try:
-                status, retry_after, head = self._attempt(body)
+                status, retry_after, head = self._attempt(body, give_up_at - time.monotonic())
             except requests.RequestException as exc:
                 status, retry_after, reason = None, None, _reason(exc)
             else:
@@ -128,23 +129,22 @@ class Delivery:
                     self.sent += 1
                     return
                 reason = f"HTTP {status} {head}".strip()
-            if attempt == self.retries or (status is not None and status not in RETRIED_STATUSES):
-                break
-            backoff = RETRY_MIN_S * 2 ** attempt
-            if self._closing.wait(min(max(backoff, retry_after or 0.0), RETRY_MAX_S)):
+            wait = min(max(RETRY_MIN_S * 2 ** attempt, retry_after or 0.0), RETRY_MAX_S)
+            if (attempt == self.retries or (status is not None and status not in RETRIED_STATUSES)
+                    or time.monotonic() + wait >= give_up_at or self._closing.wait(wait)):
                 break
         self.failed += 1
         self._on_error(f"POST {self.shown_url}: {_scrub(reason, self.url)}")
 
-    def _attempt(self, body: Body) -> tuple[int, float | None, str]:
-        """(status, Retry-After in seconds or None, the body's start) of one POST, within the deadline."""
+    def _attempt(self, body: Body, within_s: float) -> tuple[int, float | None, str]:
+        """(status, Retry-After in seconds or None, the body's start) of one POST, cut after `within_s`."""
         late = threading.Event()
 
         def cut() -> None:
             late.set()
             self._adapter.cut()
 
-        watchdog = threading.Timer(self.deadline, cut)
+        watchdog = threading.Timer(within_s, cut)
         watchdog.daemon = True
         watchdog.start()
         try:
@@ -154,7 +154,7 @@ class Delivery:
         finally:
             watchdog.cancel()
         if late.is_set():  # what was read before the cut may look whole (a status, a body ended early)
-            raise requests.Timeout(f"no whole answer within {self.deadline:g} s")
+            raise requests.Timeout(f"no whole answer within the deadline of {self.deadline:g} s")
         return answer
 
 
