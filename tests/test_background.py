@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import socket
 import socketserver
 import threading
 import time

@@ -176,7 +176,8 @@ class DockerEngine:
 
     def _mark_down(self, exc: BaseException) -> None:
         if self._client is not None:  # it answered until now: an outage, said each time it begins
-            log.warning("the Docker engine stopped answering: %s (asked again in %g s)", _reason(exc), self._retry_after)
+            log.warning("the Docker engine stopped answering: %s (asked again in %g s)",
+                        _reason(exc), self._retry_after)
         elif "no engine" not in self._said:  # a host without Docker: normal, said once
             self._said.add("no engine")
             log.info("no Docker engine: %s (containers show by cgroup id)", _reason(exc))
