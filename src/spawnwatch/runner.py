@@ -23,6 +23,7 @@ from spawnwatch.events import Event, Observation, Resync, Snapshot, to_record
 from spawnwatch.probe import SWEEP_INTERVAL_S, Probe
 from spawnwatch.recording import RecordingWriter
 from spawnwatch.redact import Redactor
+from spawnwatch.supervise import internal_errors
 
 # Seconds between ring drains.  A wakeup alone costs this VM 0.4-1 ms of CPU, more than
 # decoding a hundred records, so the ring is drained as seldom as the held forks are swept
@@ -100,7 +101,9 @@ def ready_record() -> dict:
 
 
 def stats_record(probe: Probe) -> dict:
-    return {"kind": "stats", **probe.stats()}
+    """The session's counters; `internal_errors`: failures of background work, by component
+    (each logged once, and the work started again)."""
+    return {"kind": "stats", **probe.stats(), "internal_errors": internal_errors()}
 
 
 def stats_line(stats: dict) -> str:
@@ -114,6 +117,7 @@ def faults(stats: dict) -> str:
     did not tell (recordings older than these counters have `lost` only)."""
     lost = ", ".join(f"{k} {v}" for k, v in stats.get("lost_by_kind", {}).items() if v)
     missed = ", ".join(f"{k} {v}" for k, v in stats.get("missed_by_kind", {}).items() if v)
+    failed = ", ".join(f"{k} {v}" for k, v in stats.get("internal_errors", {}).items() if v)
     return (
         f"lost {stats['lost']}{f' ({lost})' if lost else ''},"
         f"{f' skipped by the kernel ({missed}),' if missed else ''} resyncs {stats.get('resyncs', 0)},"
@@ -121,6 +125,7 @@ def faults(stats: dict) -> str:
         f" dead-slot collisions {stats.get('dead_slot_collisions', 0)},"
         f" reaps settled from /proc {stats.get('reaps_settled_from_proc', 0)}"
         f" (given up {stats.get('reaps_given_up', 0)})"
+        f"{f', internal errors ({failed}, restarted)' if failed else ''}"
     )
 
 

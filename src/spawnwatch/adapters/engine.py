@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from spawnwatch.events import ContainerEvent
+from spawnwatch.text import cut, printable
 
 log = logging.getLogger(__name__)
 
@@ -126,6 +127,14 @@ def _wall_time(rfc3339: str | None) -> float | None:
         return None
 
 
+REASON_WIDTH = 300
+
+
+def _reason(exc: BaseException) -> str:
+    """An engine's error for a log line: its answer may carry what a local user wrote."""
+    return cut(printable(str(exc)), REASON_WIDTH)
+
+
 class EngineError(Exception):
     """The engine could not do what it was asked; the message says why."""
 
@@ -144,6 +153,7 @@ class DockerEngine:
         self._client: Any = None
         self._down_until = 0.0
         self._lock = threading.Lock()
+        self._said: set[str] = set()  # what was logged at warning level: said once, not on every call
 
     def _api(self) -> Any:
         with self._lock:
@@ -165,7 +175,14 @@ class DockerEngine:
         return {"base_url": self._base_url} if self._base_url else docker.utils.kwargs_from_env()
 
     def _mark_down(self, exc: BaseException) -> None:
-        log.debug("no Docker engine: %s", exc)
+        if self._client is not None:  # it answered until now: an outage, said each time it begins
+            log.warning("the Docker engine stopped answering: %s (asked again in %g s)",
+                        _reason(exc), self._retry_after)
+        elif "no engine" not in self._said:  # a host without Docker: normal, said once
+            self._said.add("no engine")
+            log.info("no Docker engine: %s (containers show by cgroup id)", _reason(exc))
+        else:
+            log.debug("no Docker engine: %s", _reason(exc))
         self._client = None
         self._down_until = time.monotonic() + self._retry_after
 
@@ -180,12 +197,19 @@ class DockerEngine:
         except docker.errors.NotFound:
             return None
         except docker.errors.APIError as exc:  # the engine answered: it is up
-            log.debug("docker %s: %s", method, exc)
+            self._say_once(method, f"the Docker engine refused {method}: {_reason(exc)}")
             return None
         except Exception as exc:  # noqa: BLE001 - connection refused, timeouts, API errors
             with self._lock:
                 self._mark_down(exc)
             return None
+
+    def _say_once(self, topic: str, message: str) -> None:
+        """A warning the first time for each topic (the API's method names: a bounded set), then debug."""
+        with self._lock:
+            first = topic not in self._said
+            self._said.add(topic)
+        log.log(logging.WARNING if first else logging.DEBUG, "%s", message)
 
     def _act(self, method: str, *args: Any, **kwargs: Any) -> bool:
         """Have the engine do something: True when done, False when the container is gone;

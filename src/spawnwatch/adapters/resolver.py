@@ -38,6 +38,7 @@ from spawnwatch.adapters.cgroups import (
 from spawnwatch.adapters.engine import SHORT_ID, ContainerInfo, DockerEngine, container_event, found_running
 from spawnwatch.adapters.memory import cgroup_memory
 from spawnwatch.events import ContainerEvent
+from spawnwatch.supervise import DOCKER_EVENTS, Supervised
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class ContainerResolver:
         self._v2_identifies: bool | None = True if self._pure_v2() else None
         self._last_walk = float("-inf")
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._follower: Supervised | None = None
         self._stream: Any = None
         self.following = threading.Event()  # set once the event stream is open and caught up
         self._boot_time: float | None = None  # set by queue_lifecycle: lifecycle events are queued from then on
@@ -278,23 +279,20 @@ class ContainerResolver:
         self.close()
 
     def start(self) -> None:
-        """Follow the Docker event stream in a daemon thread (no-op without an engine)."""
-        if self._thread is None:
+        """Follow the Docker event stream in a supervised daemon thread (no-op without an engine)."""
+        if self._follower is None:
             self._stop.clear()
-            self._thread = threading.Thread(target=self._follow, name="spawnwatch-docker-events", daemon=True)
-            self._thread.start()
+            self._follower = Supervised(DOCKER_EVENTS, self._follow, self._stop)
+            self._follower.start()
 
     def close(self) -> None:
         self._stop.set()
         stream = self._stream
         if stream is not None:
-            try:
-                stream.close()
-            except Exception:  # noqa: BLE001 - closing a dead socket
-                pass
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
+            _close_quietly(stream)
+        if self._follower is not None:
+            self._follower.join(timeout=5)
+            self._follower = None
 
     # How long the follower waits between attempts to reach the engine: short, so a
     # restarted engine names new containers within seconds; a refused connect to a
@@ -303,6 +301,8 @@ class ContainerResolver:
     RECONNECT_MAX_S = 5.0
 
     def _follow(self) -> None:
+        from urllib3.exceptions import HTTPError  # docker's own dependency, loaded with it
+
         backoff = self.RECONNECT_MIN_S
         while not self._stop.is_set():
             stream = self._engine.events()
@@ -319,10 +319,12 @@ class ContainerResolver:
                 try:
                     for event in stream:
                         self._on_event(event)
-                except Exception as exc:  # noqa: BLE001 - the engine went away; reconnect
+                except (OSError, HTTPError) as exc:  # the engine went away: reconnect
                     log.debug("docker event stream ended: %s", exc)
-                self.following.clear()
-                self._stream = None
+                finally:  # any other failure is the supervisor's, which starts this again
+                    self.following.clear()
+                    self._stream = None
+                    _close_quietly(stream)
             self._stop.wait(backoff)
             backoff = min(backoff * 2, self.RECONNECT_MAX_S)
 
@@ -379,3 +381,10 @@ class ContainerResolver:
     def _drop_contracts(self, container_id: str) -> None:
         for key in [k for k, (c, _) in self._contracts.items() if c is not None and c["id"] == container_id]:
             del self._contracts[key]
+
+
+def _close_quietly(stream: Any) -> None:
+    try:
+        stream.close()
+    except Exception:  # noqa: BLE001 - closing a dead socket
+        pass

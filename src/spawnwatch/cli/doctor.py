@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 
 import click
 
+from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.cli.common import EXIT_CANNOT_TRACE, emit_json, json_option
 from spawnwatch.probe import preflight
+from spawnwatch.probe.preflight import Check
+from spawnwatch.supervise import DOCKER_EVENTS, internal_errors, last_failure
+
+FOLLOW_WAIT_S = 5.0
 
 
 @click.command("doctor")
@@ -24,6 +30,8 @@ def command(as_json: bool) -> None:
       sudo spawnwatch doctor --json | jq 'select(.ok == false)'
     """
     results = [check() for check in preflight.DOCTOR]
+    if any(r.name == "docker" and r.ok for r in results):
+        results.append(check_docker_events())
     for result in results:
         if as_json:
             emit_json({"kind": "check", **asdict(result)})
@@ -38,3 +46,24 @@ def command(as_json: bool) -> None:
     if not as_json:
         click.echo("tracing can work here" if can_trace else "tracing cannot work here yet")
     raise SystemExit(0 if can_trace else EXIT_CANNOT_TRACE)
+
+
+def check_docker_events(wait_s: float = FOLLOW_WAIT_S) -> Check:
+    """Follow the engine's events for a moment, as `watch` does: a failure here is one `watch`
+    would count in internal_errors (and restart from), said with its reason."""
+    before = internal_errors()[DOCKER_EVENTS]
+    deadline = time.monotonic() + wait_s
+    with ContainerResolver() as resolver:
+        while (not resolver.following.is_set() and internal_errors()[DOCKER_EVENTS] == before
+               and time.monotonic() < deadline):
+            time.sleep(0.05)
+        following = resolver.following.is_set()
+    if internal_errors()[DOCKER_EVENTS] != before:
+        return Check("docker events", False, f"following the engine failed: {last_failure(DOCKER_EVENTS)}",
+                     "watch restarts the follower and counts each failure (spawnwatch_internal_errors_total); "
+                     "container names and the container rules may lag: report this with the engine's version",
+                     required=False)
+    if not following:
+        return Check("docker events", False, f"the engine's event stream did not open within {wait_s:g} s",
+                     "check that dockerd answers (docker events)", required=False)
+    return Check("docker events", True, "the engine's containers and events can be followed", required=False)

@@ -1,26 +1,49 @@
 """JSON bodies POSTed from a background thread, so the event loop never waits on the network.
 
-One `requests` session keeps the connection to the receiver open between posts;
-urllib3 retries refused connections and 429/5xx answers with exponential backoff.
+One `requests` session keeps the connection to the receiver open between posts.  The
+receiver (or a proxy before it) may be hostile or broken, so it cannot stall delivery:
+
+- Retries are ours, not urllib3's: refused connections, timeouts, 429 and 5xx are tried
+  again after a backoff that doubles up to a cap; a `Retry-After` is obeyed only up to
+  that cap (urllib3 would sleep 6 hours on `Retry-After: 21600`).
+- The timeout bounds each socket operation, so a server that drips a byte every few
+  seconds would hold the thread forever: each body also has a deadline, retries
+  included, at which the socket of the try in flight is shut.
+- Of an answer's body at most `BODY_CAP` bytes are read.
+
 The queue is bounded: when the receiver cannot keep up, bodies are dropped and
 counted, never buffered without end.  An optional timer asks its owner for a body
-every `every_s` seconds (Alertmanager's re-sends), on the same thread.
+every `every_s` seconds (Alertmanager's re-sends), on the same thread, which runs
+supervised: if it fails it is logged, counted and started again.
 """
 
 from __future__ import annotations
 
 import queue
+import socket
 import threading
 import time
+from contextlib import suppress
 from typing import Any, Callable
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import MaxRetryError
+
+from spawnwatch.supervise import ALERT_DELIVERY, Supervised
+from spawnwatch.text import cut, printable
 
 QUEUE_SIZE = 256
-TIMEOUT_S = 5.0
-RETRIES = 3  # after the first try: waits of 0.5, 1 and 2 s between them
+TIMEOUT_S = 5.0  # each socket operation: connect, one read, one write
+DEADLINE_S = 15.0  # one body, whole: every try (connect, send, the answer) and the waits between
+RETRIES = 3  # after the first try, while the deadline allows
+RETRY_MIN_S = 0.5  # waits of 0.5, 1 and 2 s between tries...
+RETRY_MAX_S = 5.0  # ...and never longer, whatever Retry-After asks
+RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
+BODY_CAP = 64 << 10
+REASON_WIDTH = 200
 _STOP = object()
 
 Body = Any  # anything json-serialisable
@@ -36,29 +59,28 @@ class Delivery:
         retries: int = RETRIES,
         every_s: float | None = None,
         on_timer: Callable[[], Body | None] | None = None,
+        deadline: float = DEADLINE_S,
     ) -> None:
         self.url = url
+        self.shown_url = redacted_url(url)
         self.timeout = timeout
+        self.deadline = max(deadline, timeout)
+        self.retries = retries
         self.sent = 0
         self.failed = 0  # every retry failed too
         self.dropped = 0  # the queue was full: the receiver is too slow or down
         self._on_error = on_error
         self._every_s = every_s
         self._on_timer = on_timer
+        self._adapter = _CuttableAdapter()
         self._session = requests.Session()
-        retry = Retry(
-            total=retries,
-            backoff_factor=0.5,
-            status_forcelist=(429, 500, 502, 503, 504),
-            allowed_methods=frozenset({"POST"}),
-            raise_on_status=False,
-        )
-        self._session.mount("http://", HTTPAdapter(max_retries=retry, pool_maxsize=1))
-        self._session.mount("https://", HTTPAdapter(max_retries=retry, pool_maxsize=1))
+        self._session.mount("http://", self._adapter)
+        self._session.mount("https://", self._adapter)
         self._session.headers["User-Agent"] = "spawnwatch"
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
-        self._thread = threading.Thread(target=self._run, name="spawnwatch-http", daemon=True)
-        self._thread.start()
+        self._closing = threading.Event()
+        self._worker = Supervised(ALERT_DELIVERY, self._run, self._closing)
+        self._worker.start()
 
     def submit(self, body: Body) -> None:
         try:
@@ -75,7 +97,8 @@ class Delivery:
             self._queue.put(_STOP, timeout=wait_s)
         except queue.Full:
             pass
-        self._thread.join(timeout=wait_s + self.timeout)
+        self._worker.join(timeout=wait_s + self.timeout)
+        self._closing.set()  # a thread waiting to restart after a failure stops now
         self._session.close()
 
     def _run(self) -> None:
@@ -94,17 +117,128 @@ class Delivery:
             self._post(body)
 
     def _post(self, body: Body) -> None:
+        """One body, tried until the receiver takes it, the retries run out or its deadline passes."""
+        give_up_at = time.monotonic() + self.deadline
+        for attempt in range(self.retries + 1):
+            try:
+                status, retry_after, head = self._attempt(body, give_up_at - time.monotonic())
+            except requests.RequestException as exc:
+                status, retry_after, reason = None, None, _reason(exc)
+            else:
+                if status < 400:
+                    self.sent += 1
+                    return
+                reason = f"HTTP {status} {head}".strip()
+            wait = min(max(RETRY_MIN_S * 2 ** attempt, retry_after or 0.0), RETRY_MAX_S)
+            if (attempt == self.retries or (status is not None and status not in RETRIED_STATUSES)
+                    or time.monotonic() + wait >= give_up_at or self._closing.wait(wait)):
+                break
+        self.failed += 1
+        self._on_error(f"POST {self.shown_url}: {_scrub(reason, self.url)}")
+
+    def _attempt(self, body: Body, within_s: float) -> tuple[int, float | None, str]:
+        """(status, Retry-After in seconds or None, the body's start) of one POST, cut after `within_s`."""
+        late = threading.Event()
+
+        def cut() -> None:
+            late.set()
+            self._adapter.cut()
+
+        watchdog = threading.Timer(within_s, cut)
+        watchdog.daemon = True
+        watchdog.start()
         try:
-            response = self._session.post(self.url, json=body, timeout=self.timeout)
-            response.raise_for_status()
-            self.sent += 1
-        except requests.RequestException as exc:
-            self.failed += 1
-            self._on_error(f"POST {self.url}: {_reason(exc)}")
+            with self._session.post(self.url, json=body, timeout=self.timeout, stream=True) as response:
+                head = _read_capped(response)
+                answer = response.status_code, _retry_after(response.headers.get("Retry-After")), head
+        finally:
+            watchdog.cancel()
+        if late.is_set():  # what was read before the cut may look whole (a status, a body ended early)
+            raise requests.Timeout(f"no whole answer within the deadline of {self.deadline:g} s")
+        return answer
+
+
+def _read_capped(response: requests.Response) -> str:
+    """The start of an answer's body, for an error message.  At most BODY_CAP bytes are read
+    (the rest is left unread: the connection is closed), and a body that cannot be read
+    (cut at the deadline) does not undo the status that came before it."""
+    taken = bytearray()
+    with suppress(requests.RequestException):
+        for chunk in response.iter_content(chunk_size=8192):
+            taken += chunk
+            if len(taken) >= BODY_CAP:
+                break
+    return cut(printable(taken[:REASON_WIDTH * 4].decode("utf-8", "replace").strip()), REASON_WIDTH)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds (its HTTP-date form is not worth parsing: the wait is capped anyway)."""
+    return float(value) if value and value.strip().isdigit() else None
+
+
+class _CuttableAdapter(HTTPAdapter):
+    """requests' adapter with no retries of its own, whose request in flight can be cut short:
+    its pools note the connection they hand out, and `cut` shuts that connection's socket, so
+    the read or write waiting on it fails at once."""
+
+    def __init__(self) -> None:
+        self._in_use: Any = None
+        adapter = self
+
+        def noting(pool_class: type) -> type:
+            class Noting(pool_class):  # type: ignore[misc, valid-type]
+                def _get_conn(self, timeout: float | None = None) -> Any:
+                    conn = super()._get_conn(timeout)
+                    adapter._in_use = conn
+                    return conn
+            return Noting
+
+        self._pools = {"http": noting(HTTPConnectionPool), "https": noting(HTTPSConnectionPool)}
+        super().__init__(max_retries=0, pool_maxsize=1)
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = self._pools
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        if not proxy.lower().startswith("socks"):  # SOCKS proxies bring pools of their own
+            manager.pool_classes_by_scheme = self._pools
+        return manager
+
+    def cut(self) -> None:
+        sock = getattr(self._in_use, "sock", None)
+        if sock is not None:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def redacted_url(url: str) -> str:
+    """The URL for a log line: no userinfo, every query value replaced, no fragment."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(an unparsable URL)"
+    host = f"[{host}]" if ":" in host else host
+    query = "&".join(f"{pair.partition('=')[0]}=REDACTED" for pair in parts.query.split("&") if pair)
+    return printable(urlunsplit((parts.scheme, host + port, parts.path, query, "")))
+
+
+def _scrub(message: str, url: str) -> str:
+    """`message` with the URL's secrets taken out, should a library have quoted the URL."""
+    parts = urlsplit(url)
+    values = [pair.partition("=")[2] for pair in parts.query.split("&")]
+    secrets = [s for s in (parts.query, parts.username, parts.password, parts.fragment, *values) if s]
+    for secret in sorted(secrets, key=len, reverse=True):
+        message = message.replace(secret, "REDACTED")
+    return message
 
 
 def _reason(exc: requests.RequestException) -> str:
-    response = exc.response
-    if response is not None:
-        return f"HTTP {response.status_code} {response.text[:200].strip()}"
-    return str(exc.__cause__ or exc)
+    """Why a request failed, without the URL requests quotes (MaxRetryError's "with url: ...")."""
+    cause: BaseException = exc
+    if exc.args and isinstance(exc.args[0], MaxRetryError) and exc.args[0].reason is not None:
+        cause = exc.args[0].reason
+    return cut(printable(str(cause)), REASON_WIDTH)

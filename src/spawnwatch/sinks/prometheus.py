@@ -12,6 +12,7 @@ the latest totals rather than mirrored into gauges; sizes are gauges of their ow
     spawnwatch_table_events_total{event}                   process-table bookkeeping (evicted, missed_exits, ...)
     spawnwatch_processes, spawnwatch_groups                sizes of the process table and of the groups
     spawnwatch_notifications_total{result}                 webhook / Alertmanager posts: sent, failed, dropped
+    spawnwatch_internal_errors_total{component}            background work that failed and was restarted
     spawnwatch_alerts_total{rule}                          alerts raised (firing for the first time)
     spawnwatch_alert_firing{rule,signature,container}      1 while the alert fires
     spawnwatch_alert_{live,zombies,orphans,rss_bytes}{...} the group an alert is about
@@ -102,6 +103,11 @@ class SessionTotals(Collector):
         for result, count in sorted(stats.get("notifications", {}).items()):
             notifications.add_metric([result], count)
         yield notifications
+        failures = CounterMetricFamily("spawnwatch_internal_errors", "Failures of background work, by component "
+                                       "(each logged once; the component is started again)", labels=["component"])
+        for component, count in sorted(stats.get("internal_errors", {}).items()):
+            failures.add_metric([component], count)
+        yield failures
         bookkeeping = CounterMetricFamily("spawnwatch_table_events", "Process table and group bookkeeping",
                                           labels=["event"])
         for name, value in sorted(table.items()):
