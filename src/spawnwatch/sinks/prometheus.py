@@ -1,4 +1,5 @@
-"""A Prometheus exposition of what `watch` sees, on 127.0.0.1 unless told otherwise.
+"""A Prometheus exposition of what `watch` sees, on 127.0.0.1 unless told otherwise,
+over TLS and basic auth when a web config says so (sinks/exporter_web.py).
 
 Named as Prometheus' naming guide says: counters end in `_total` and are the
 running totals the session reports (the kernel's event and loss counts, the
