@@ -11,6 +11,7 @@ import ipaddress
 import json
 import socket
 import ssl
+import struct
 import time
 import urllib.error
 import urllib.request
@@ -326,3 +327,17 @@ def test_a_real_prometheus_scrapes_over_tls_with_basic_auth_and_is_refused_witho
             prometheus.stop()
     finally:
         metrics.close()
+
+
+def test_a_client_that_resets_mid_request_leaves_no_traceback_on_stderr(capfd):
+    metrics = Metrics()
+    try:
+        for _ in range(3):
+            client = socket.create_connection(("127.0.0.1", metrics.port))
+            client.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close with a reset
+            client.close()
+        assert get(metrics.url)[0] == 200  # served after them
+    finally:
+        metrics.close()
+    assert "Traceback" not in capfd.readouterr().err

@@ -32,6 +32,7 @@ import os
 import re
 import socket
 import ssl
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -287,6 +288,12 @@ class WebServer(ThreadingMixIn, WSGIServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that resets, times out or fails its handshake is its own trouble, not
+        a traceback on stderr (any local user could write those); anything else is a bug."""
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
 
     def serve_in_background(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, name="spawnwatch-metrics", daemon=True)
