@@ -212,7 +212,7 @@ def test_verified_credentials_are_remembered_briefly_and_in_a_bounded_cache(monk
     checkpw = CountingCheckpw()
     monkeypatch.setattr(exporter_web.bcrypt, "checkpw", checkpw)
     now = [0.0]
-    users = {f"user{i}": hashed().encode() for i in range(exporter_web.VERIFIED_MAX + 1)}
+    users = {f"user{i}".encode(): hashed().encode() for i in range(exporter_web.VERIFIED_MAX + 1)}
     auth = BasicAuth(users, clock=lambda: now[0])
     assert auth.allows(basic("user0")) and auth.allows(basic("user0"))
     assert checkpw.calls == 1, "the second request was verified from the cache"
@@ -223,8 +223,7 @@ def test_verified_credentials_are_remembered_briefly_and_in_a_bounded_cache(monk
     now[0] += exporter_web.VERIFIED_TTL_S + 1
     assert auth.allows(basic("user0")) and checkpw.calls == 6, "remembered only for VERIFIED_TTL_S"
     for name in users:
-        assert auth.allows(basic(name))
-    assert len(auth._verified) == exporter_web.VERIFIED_MAX
+        assert auth.allows(basic(name.decode()))
     calls = checkpw.calls
     assert auth.allows(basic("user1")) and checkpw.calls == calls, "a recent one is still remembered"
     assert auth.allows(basic("user0")) and checkpw.calls == calls + 1, "the oldest was let go"
@@ -266,7 +265,10 @@ def test_a_web_config_needs_a_metrics_address(pki):
     ("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_allowed_sans: [x]\n",
      "client_allowed_sans is not supported"),
     ("basic_auth_users:\n  prometheus: plaintext\n", "is not a bcrypt hash"),
+    ("basic_auth_users: 0\n", "basic_auth_users must be a mapping"),
+    ("tls_server_config: off\n", "tls_server_config must be a mapping"),
     ("basic_auth_user:\n  prometheus: x\n", "unknown key basic_auth_user"),
+    ('basic_auth_users:\n  "\\e]0;owned\\a\\e[2J": x\n', "basic_auth_users.\\x1b]0;owned\\x07\\x1b[2J is not"),
     ("x" * (exporter_web.WEB_CONFIG_MAX_BYTES + 1), "larger than"),
 ])
 def test_a_bad_web_config_stops_watch_at_start_with_one_line(pki, text, says):

@@ -52,7 +52,7 @@ SOCKET_TIMEOUT_S = 10.0
 # verified, are trusted for a while rather than hashed again at every scrape.
 VERIFIED_TTL_S = 60.0
 VERIFIED_MAX = 64
-BCRYPT_HASH = re.compile(r"\$2[abxy]?\$\d\d\$[./A-Za-z0-9]{53}")
+BCRYPT_HASH = re.compile(r"\$2[abxy]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 # Compared against when the user is unknown, so an unknown user costs what a known one does.
 UNKNOWN_USER_HASH = b"$2y$10$QOauhQNbBCuQDKes6eFzPeMqBSjb7Mr5DUmpZ/VcEd00UAV/LDeSi"
 AUTHORIZATION_MAX = 4096
@@ -77,7 +77,7 @@ class WebConfigError(ValueError):
 @dataclass(frozen=True)
 class WebConfig:
     tls: ssl.SSLContext | None = None
-    users: dict[str, bytes] | None = None  # name -> bcrypt hash; None: no basic auth
+    users: dict[bytes, bytes] | None = None  # name -> bcrypt hash; None: no basic auth
 
 
 def load_web_config(path: str) -> WebConfig:
@@ -97,13 +97,16 @@ def load_web_config(path: str) -> WebConfig:
         return WebConfig()
     section = _mapping(document, path, "the file")
     _known_keys(section, TOP_KEYS, UNSUPPORTED_TOP_KEYS, path, "")
-    base = Path(path).parent
-    tls = section.get("tls_server_config")
-    users = section.get("basic_auth_users")
-    return WebConfig(
-        tls=_tls_context(_mapping(tls, path, "tls_server_config"), base, path) if tls else None,
-        users=_users(_mapping(users, path, "basic_auth_users"), path) if users else None,
-    )
+    tls = _section(section, "tls_server_config", path)
+    users = _section(section, "basic_auth_users", path)
+    # Empty sections are no TLS, no auth, as exporter-toolkit reads them.
+    return WebConfig(tls=_tls_context(tls, Path(path).parent, path) if tls else None,
+                     users=_users(users, path) if users else None)
+
+
+def _section(section: dict, key: str, path: str) -> dict:
+    value = section.get(key)
+    return {} if value is None else _mapping(value, path, key)
 
 
 def _mapping(value: Any, path: str, where: str) -> dict:
@@ -177,23 +180,23 @@ def _tls_version(section: dict, key: str, default: str, path: str) -> ssl.TLSVer
     return TLS_VERSIONS[name]
 
 
-def _users(section: dict, path: str) -> dict[str, bytes]:
+def _users(section: dict, path: str) -> dict[bytes, bytes]:
     users = {}
     for name, hashed in section.items():
         if not isinstance(hashed, str) or not BCRYPT_HASH.fullmatch(hashed):
             raise WebConfigError(f"{path}: basic_auth_users.{name} is not a bcrypt hash "
                                  "(make one with htpasswd -nBC 10 \"\" | tr -d ':\\n')")
-        users[name] = hashed.encode()
+        users[name.encode()] = hashed.encode()
     return users
 
 
 class BasicAuth:
     """Checks an `Authorization: Basic` header against bcrypt hashes in constant time
-    (an unknown user costs one bcrypt too), remembering credentials it verified for
-    VERIFIED_TTL_S under an HMAC of them with a key of this process: no password is
-    kept, and VERIFIED_MAX bounds the memory."""
+    (every name compared, and an unknown user costs one bcrypt too), remembering the
+    credentials it verified for VERIFIED_TTL_S under an HMAC of them with a key of this
+    process: no password is kept, and VERIFIED_MAX bounds the memory."""
 
-    def __init__(self, users: dict[str, bytes], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, users: dict[bytes, bytes], clock: Callable[[], float] = time.monotonic) -> None:
         self._users = users
         self._clock = clock
         self._key = os.urandom(32)
@@ -217,12 +220,15 @@ class BasicAuth:
             expiry = self._verified.get(digest)
             if expiry is not None and expiry > now:
                 return True
-        hashed = self._users.get(name.decode("utf-8", "replace"))
+        hashed = None
+        for known, known_hash in self._users.items():
+            if hmac.compare_digest(known, name):
+                hashed = known_hash
         try:
             matches = bcrypt.checkpw(password, hashed or UNKNOWN_USER_HASH)
         except ValueError:  # a password bcrypt refuses (over 72 bytes, for some versions)
             return False
-        if not (matches and hashed is not None):
+        if not matches or hashed is None:
             return False
         with self._lock:
             self._verified[digest] = now + VERIFIED_TTL_S
