@@ -12,6 +12,7 @@ from spawnwatch.adapters import procfs
 from spawnwatch.consumers.trace import EventStream
 from spawnwatch.filters import CommFilter, SubtreeFilter
 from spawnwatch.probe import ProbeError
+from spawnwatch.recording import RecordingError
 from spawnwatch.runner import run_live
 
 
@@ -64,3 +65,5 @@ def command(
         run_live(config, EventStream(filters, container, as_json), duration, record, ring_buffer_kb)
     except ProbeError as exc:
         raise CannotTrace(str(exc)) from exc
+    except RecordingError as exc:
+        raise click.BadParameter(str(exc), param_hint="--record") from exc

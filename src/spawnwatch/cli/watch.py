@@ -132,6 +132,8 @@ def command(duration: float | None, config_path: str | None, record: str | None,
                 run_live(config, Detection(config, sink, extra_stats, log), duration, record, ring_buffer_kb)
             except ProbeError as exc:
                 raise CannotTrace(str(exc)) from exc
+            except RecordingError as exc:
+                raise click.BadParameter(str(exc), param_hint="--record") from exc
 
 
 def serve_metrics(address: str) -> Any:
