@@ -92,3 +92,19 @@ def test_replay_refuses_a_json_line_longer_than_a_record_can_be_before_holding_i
         f.write('{"kind": "exec", "argv": ["')
         f.truncate(MAX_RECORD_BYTES + 2)  # a sparse file: no disk spent
     assert_clear_replay_error(replay(path), "longer than")
+
+
+def test_replay_of_a_recording_dated_past_any_date_is_a_clear_error(tmp_path):
+    from pathlib import Path
+
+    import msgpack
+
+    from spawnwatch.recording import read_records
+
+    fixture = Path(__file__).resolve().parent / "fixtures" / "accumulate.msgpack"
+    forged = tmp_path / "forged.msgpack"
+    forged.write_bytes(b"".join(
+        msgpack.packb({**record, "boot_time": 1e300} if record["kind"] == "ready" else record)
+        for record in read_records(fixture)
+    ))
+    assert_clear_replay_error(replay(forged), "past any date")
