@@ -107,4 +107,16 @@ def test_replay_of_a_recording_dated_past_any_date_is_a_clear_error(tmp_path):
         msgpack.packb({**record, "boot_time": 1e300} if record["kind"] == "ready" else record)
         for record in read_records(fixture)
     ))
-    assert_clear_replay_error(replay(forged), "past any date")
+    assert_clear_replay_error(replay(forged), "'boot_time' must be a finite number from 0 to")
+
+
+def test_replay_of_a_process_started_past_any_time_is_a_clear_error(tmp_path):
+    import json
+
+    from spawnwatch.events import to_record
+    from streams import host, info
+
+    snapshot = to_record(host(600.0, info(4242, 1, 1e300, "node", "server.js")))
+    forged = tmp_path / "forged.jsonl"
+    forged.write_text(json.dumps(snapshot) + "\n")
+    assert_clear_replay_error(replay(forged), "'start' must be a finite number from 0 to")
