@@ -127,7 +127,7 @@ def render(nodes: list[TreeNode], color: Callable[[str, bool], str] = lambda tex
         if node.rss_bytes:
             label += f"  {human_bytes(node.rss_bytes)}"
         if node.container:
-            label += f"  (container {printable(str(node.container.get('name')))})"
+            label += f"  (container {printable(str(node.container.get('name')), MAX_LABEL)})"
         if node.rules:
             label += "  !! " + ", ".join(node.rules)
         lines.append(prefix + branch + color(label, bool(node.rules)))

@@ -15,6 +15,7 @@ from spawnwatch.sinks import Record
 _STATE_STYLE = {"firing": {"fg": "red", "bold": True}, "resolved": {"fg": "green", "bold": True}}
 MAX_ARGV_SHOWN = 120
 MAX_SIGNATURE_SHOWN = 160
+MAX_NAME_SHOWN = 80  # a container's name, id or image, as an engine answered
 
 
 def render_alert(record: Record, color: bool = False) -> str:
@@ -32,8 +33,9 @@ def render_alert(record: Record, color: bool = False) -> str:
     ]
     container = record.get("container")
     if container:
-        lines.append(f"{indent}container {printable(container['name'])} ({printable(container['id'])},"
-                     f" image {printable(container['image'] or '-')})")
+        lines.append(f"{indent}container {printable(container['name'], MAX_NAME_SHOWN)}"
+                     f" ({printable(container['id'], MAX_NAME_SHOWN)},"
+                     f" image {printable(container['image'] or '-', MAX_NAME_SHOWN)})")
     counts = "  ".join(f"{key} {record[key]}" for key in ("live", "spawned", "exited", "zombies", "orphans"))
     if record["rss_bytes"]:
         counts += f"  rss {human_bytes(record['rss_bytes'])}"
