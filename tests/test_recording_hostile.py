@@ -3,14 +3,21 @@ pointed it, and `--replay FILE` reads what anyone could have forged."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+from pathlib import Path
 
+import msgpack
 import pytest
 from click.testing import CliRunner
 
 from spawnwatch.cli import main
+from spawnwatch.events import to_record
+from spawnwatch.recording import MAX_RECORD_BYTES, read_records
+from streams import host, info
 
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 NOBODY = 65534
 VICTIM_TEXT = "root's file, not to be touched\n"
 
@@ -85,8 +92,6 @@ def test_replay_of_msgpack_nested_200000_deep_is_a_clear_error(tmp_path):
 
 
 def test_replay_refuses_a_json_line_longer_than_a_record_can_be_before_holding_it(tmp_path):
-    from spawnwatch.recording import MAX_RECORD_BYTES
-
     path = tmp_path / "long.jsonl"
     with open(path, "w") as f:
         f.write('{"kind": "exec", "argv": ["')
@@ -94,14 +99,8 @@ def test_replay_refuses_a_json_line_longer_than_a_record_can_be_before_holding_i
     assert_clear_replay_error(replay(path), "longer than")
 
 
-def test_replay_of_a_recording_dated_past_any_date_is_a_clear_error(tmp_path):
-    from pathlib import Path
-
-    import msgpack
-
-    from spawnwatch.recording import read_records
-
-    fixture = Path(__file__).resolve().parent / "fixtures" / "accumulate.msgpack"
+def test_replay_of_a_recording_whose_boot_is_past_any_date_is_a_clear_error(tmp_path):
+    fixture = FIXTURES / "accumulate.msgpack"
     forged = tmp_path / "forged.msgpack"
     forged.write_bytes(b"".join(
         msgpack.packb({**record, "boot_time": 1e300} if record["kind"] == "ready" else record)
@@ -111,11 +110,6 @@ def test_replay_of_a_recording_dated_past_any_date_is_a_clear_error(tmp_path):
 
 
 def test_replay_of_a_process_started_past_any_time_is_a_clear_error(tmp_path):
-    import json
-
-    from spawnwatch.events import to_record
-    from streams import host, info
-
     snapshot = to_record(host(600.0, info(4242, 1, 1e300, "node", "server.js")))
     forged = tmp_path / "forged.jsonl"
     forged.write_text(json.dumps(snapshot) + "\n")
