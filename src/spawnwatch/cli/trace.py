@@ -21,7 +21,8 @@ from spawnwatch.runner import run_live
 @click.option("--pid", type=click.IntRange(min=1), help="Only this process and its descendants.")
 @click.option("--comm", help="Only events whose command name (comm) is this.")
 @click.option("--container", metavar="NAME", help="Only events from this container (name or id prefix).")
-@click.option("--record", type=click.Path(dir_okay=False, writable=True), help="Also save every event to FILE (msgpack, mode 0600) for `watch --replay`.")
+@click.option("--record", type=click.Path(dir_okay=False, writable=True), help="Also save every event to FILE (msgpack, mode 0600) for `watch --replay`; never through a symlink, and an "
+              "existing FILE must be a regular file of this user.")
 @config_option
 @show_secrets_option
 @ring_buffer_option

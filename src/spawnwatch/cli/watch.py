@@ -33,7 +33,8 @@ from spawnwatch.sinks.jsonl import JsonLines
 @duration_option
 @config_option
 @click.option("--record", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
-              help="Also save the snapshot, every event and every alert to FILE (msgpack, mode 0600) for --replay.")
+              help="Also save the snapshot, every event and every alert to FILE (msgpack, mode 0600) for --replay; "
+                   "never through a symlink, and an existing FILE must be a regular file of this user.")
 @click.option("--replay", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="Run detection on a recording (from --record or `trace --record`) instead of the kernel; no root needed.")
 @click.option("--metrics-address", metavar="[HOST]:PORT",
