@@ -69,6 +69,17 @@ def test_record_refuses_a_file_of_another_user(tmp_path):
     assert theirs.read_text() == VICTIM_TEXT and stat.S_IMODE(theirs.stat().st_mode) == 0o644
 
 
+@pytest.mark.root
+def test_record_refuses_a_hard_link_and_leaves_its_other_name_whole(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text(VICTIM_TEXT)
+    link = tmp_path / "rec.msgpack"
+    os.link(victim, link)
+    result = run("trace", "--record", str(link), "--duration", "0.1")
+    assert_refused_record(result, "hard link")
+    assert victim.read_text() == VICTIM_TEXT
+
+
 def replay(path) -> object:
     return run("watch", "--replay", str(path), "--json")
 
