@@ -9,6 +9,7 @@ from spawnwatch.text import command_line, human_bytes, human_duration, printable
 
 EVENT_HEADER = f"{'TIME(s)':>14} {'EVENT':<5} {'PID':>7} {'PPID':>7} {'CONTAINER':<16} {'COMM':<16} DETAIL"
 MAX_REMEMBERED_EXITS = 65536
+MAX_ARGV_SHOWN = 4096  # what the kernel side keeps: an argv read from /proc instead is shown no longer
 
 
 class EventLines:
@@ -22,7 +23,8 @@ class EventLines:
         """`container` names the event's container ("-": the host)."""
         detail = ""
         if isinstance(event, Exec):
-            detail = command_line(event.argv, event.comm) + (" [argv truncated]" if event.argv_truncated else "")
+            detail = command_line(event.argv, event.comm, MAX_ARGV_SHOWN) + (
+                " [argv truncated]" if event.argv_truncated else "")
         elif isinstance(event, Exit):
             self._exits[event.pid] = event.ts
             if len(self._exits) > MAX_REMEMBERED_EXITS:
