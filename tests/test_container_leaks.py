@@ -83,7 +83,8 @@ def test_containers_left_by_killed_clients_are_charged_to_the_host_within_25_s()
     assert alert.spawner["pid"] == SUPERVISOR_PID
     assert alert.signature == SIGNATURE
     assert alert.orphans == len(alert.containers) >= 8
-    assert alert.containers[0] == {"id": "01" * 32, "name": "sleepy_0", "image": IMAGE, "memory_bytes": None}
+    assert alert.containers[0] == {"id": "01" * 32, "name": "sleepy_0", "image": IMAGE, "memory_bytes": None,
+                                   "ambiguous": False}
     assert IMAGE in alert.message and f"{alert.orphans} containers" in alert.message
     assert "leaves running the containers of" in alert.message
     record = alert.to_record()

@@ -56,6 +56,11 @@ class Exec(Event):
     argv: tuple[str, ...] = ()
     filename: str = ""
     argv_truncated: bool = False
+    # Of a container engine's client only: the variables of its environment that name the
+    # engine it talks to (DOCKER_HOST=..., DOCKER_CONTEXT=...), read from /proc at its exec;
+    # environ_unread when /proc would not tell.
+    environ: tuple[str, ...] = ()
+    environ_unread: bool = False
 
     kind = Kind.EXEC
 
@@ -157,6 +162,8 @@ class ProcessInfo:
     cgroup_id: int = 0
     zombie: bool = False
     cgroup_path: str = ""
+    environ: tuple[str, ...] = ()  # as Exec's
+    environ_unread: bool = False
 
 
 @dataclass(frozen=True, slots=True)
