@@ -13,7 +13,9 @@ from click.testing import CliRunner
 from spawnwatch.cli import main
 from spawnwatch.config import load
 from spawnwatch.detect.containers import MAX_PENDING_CLIENTS, same_image
-from spawnwatch.events import ContainerEvent, Resync, Snapshot, from_record, to_record
+import pytest
+
+from spawnwatch.events import ContainerEvent, Exec, Resync, Snapshot, from_record, replaced, to_record
 from spawnwatch.pipeline import Pipeline
 from streams import BOOT_OFFSET, Stream, host, info
 from workloads import SUPERVISOR_PID, Schedule, run
@@ -215,6 +217,99 @@ def test_the_rule_thresholds_come_from_the_config(tmp_path):
     config = load(path)
     assert config.detect.orphaned_containers.min_containers == 30
     assert not firing(run(mcp_host("orphan", count=20), until=START + 50, config=config))
+
+
+# --- clients of other engines, and links another client could have made ---------------------
+
+KEEPER_PID = 210  # another host, whose clients of the local engine stay
+KEEPER = info(KEEPER_PID, 100, 2.0, "node", "keeper.js")
+
+
+def beside_a_keeper(argv: tuple[str, ...], environ: tuple[str, ...] = (), environ_unread: bool = False,
+                    count: int = 16) -> list:
+    """The supervisor's clients running `argv` (with `environ`), each killed 2 s after its
+    start; 0.1 s after each, a client of the keeper asks the local engine for a container of
+    the same image, created 0.3 s later and in use as long as the test runs."""
+    s = Stream(t=START)
+    for i in range(count):
+        s.at(START + 3 * i)
+        client = s.spawn(SUPERVISOR_PID, *argv)
+        exec_at = max(i for i, e in enumerate(s.events) if isinstance(e, Exec) and e.pid == client)
+        s.events[exec_at] = replaced(s.events[exec_at], environ=environ, environ_unread=environ_unread)
+        s.at(START + 3 * i + 0.1)
+        s.spawn(KEEPER_PID, *docker_run())
+        s.at(START + 3 * i + 0.4)
+        fields = dict(name=f"kept_{i}", image=IMAGE)
+        s.container("create", f"{i + 1:02x}" * 32, **fields)
+        s.container("start", f"{i + 1:02x}" * 32, **fields)
+        s.at(START + 3 * i + 2)
+        s.exit(client)
+        s.reap(client)
+    return s.events
+
+
+def judged(events: list) -> tuple[Pipeline, list]:
+    pipeline = Pipeline(load())
+    alerts = pipeline.feed(host(5.0, KEEPER))
+    for event in events:
+        alerts += pipeline.feed(event)
+    return pipeline, alerts + pipeline.evaluate(pipeline.now + 20)
+
+
+@pytest.mark.parametrize("argv, environ", [
+    (("docker", "-H", "ssh://other", *docker_run()[1:]), ()),
+    (("docker", "--host=unix:///run/sw-second.sock", *docker_run()[1:]), ()),
+    (("docker", "-H", "tcp://10.0.0.2:2375", "container", *docker_run()[1:]), ("DOCKER_HOST=unix:///var/run/docker.sock",)),
+    (docker_run(), ("DOCKER_HOST=unix:///run/sw-second.sock",)),
+    (("podman", *docker_run()[1:]), ()),
+], ids=["-H ssh", "--host=unix", "-H over DOCKER_HOST", "DOCKER_HOST", "podman"])
+def test_a_client_of_another_engine_is_never_charged_a_local_container(argv, environ):
+    pipeline, alerts = judged(beside_a_keeper(argv, environ))
+    assert not [a for a in alerts if a.rule == "orphaned_containers"]
+    clients = {c.client.ppid for c in pipeline.detector.containers.containers.values()}
+    assert clients == {KEEPER_PID}  # each container to the keeper's client that asked for it
+
+
+@pytest.mark.parametrize("options, environ", [
+    (("-H", "unix:///run/docker.sock"), ()),
+    ((), ("DOCKER_HOST=unix:///var/run/../run/docker.sock",)),
+    (("--context", "default"), ("DOCKER_CONTEXT=remote",)),
+], ids=["-H the local socket", "DOCKER_HOST the local socket", "--context default"])
+def test_a_client_of_the_local_engine_named_any_way_still_claims_its_containers(options, environ):
+    stream = mcp_host("orphan")
+    stream.events = [replaced(e, argv=(e.argv[0], *options, *e.argv[1:]), environ=environ)
+                     if isinstance(e, Exec) and e.argv[:1] == ("docker",) else e for e in stream.events]
+    [(_, alert)] = firing(run(stream, until=START + 40), "orphaned_containers")[:1]
+    assert alert.orphans >= 8 and not any(c["ambiguous"] for c in alert.containers)
+
+
+@pytest.mark.parametrize("argv, environ, unread", [
+    (("docker", "--context", "remote", *docker_run()[1:]), (), False),
+    (docker_run(), ("DOCKER_CONTEXT=remote",), False),
+    (docker_run(), (), True),
+], ids=["--context", "DOCKER_CONTEXT", "environ unread"])
+def test_a_client_whose_engine_cannot_be_told_leaves_its_containers_ambiguous(argv, environ, unread):
+    _, alerts = judged(beside_a_keeper(argv, environ, unread))
+    [alert, *_] = [a for a in alerts if a.rule == "orphaned_containers"]
+    assert alert.spawner["pid"] == SUPERVISOR_PID
+    assert alert.containers and all(c["ambiguous"] for c in alert.containers)
+    assert "may be another client's" in alert.message and "reap leaves those" in alert.message
+
+
+def test_a_container_a_live_rival_could_have_made_is_ambiguous():
+    """Both clients of the local engine wait for a container of the one image; the
+    supervisor's, older, claims the first created: the keeper's (alive) may be its maker."""
+    _, alerts = judged(beside_a_keeper(docker_run()))
+    [alert, *_] = [a for a in alerts if a.rule == "orphaned_containers"]
+    assert all(c["ambiguous"] for c in alert.containers)
+
+
+def test_an_unread_environment_alone_makes_the_link_ambiguous():
+    stream = mcp_host("orphan")
+    stream.events = [replaced(e, environ_unread=True) if isinstance(e, Exec) and e.argv[:1] == ("docker",) else e
+                     for e in stream.events]
+    [(_, alert)] = firing(run(stream, until=START + 40), "orphaned_containers")[:1]
+    assert all(c["ambiguous"] for c in alert.containers)
 
 
 # --- clients and containers already there when the session began ---------------------------
