@@ -4,6 +4,7 @@ leftovers, and its event stream; tolerant of there being no engine at all."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from spawnwatch.detect.containers import DEFAULT_ENGINE
 from spawnwatch.events import ContainerEvent
 
 log = logging.getLogger(__name__)
@@ -124,6 +126,12 @@ def _wall_time(rfc3339: str | None) -> float | None:
         return datetime.fromisoformat(fixed).timestamp()
     except ValueError:
         return None
+
+
+def followed_address() -> str:
+    """The address of the engine DockerEngine() follows: DOCKER_HOST's, else docker's
+    default socket.  Clients of any other engine ask it for nothing (detect/containers.py)."""
+    return os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE
 
 
 class EngineError(Exception):
