@@ -304,6 +304,41 @@ def test_a_container_a_live_rival_could_have_made_is_ambiguous():
     assert all(c["ambiguous"] for c in alert.containers)
 
 
+def bursts(kept: int = 0) -> list:
+    """The supervisor starts its clients three at once, four times (their containers
+    created 0.3 s later, in no order a client could be told by), then kills them all but the
+    first `kept`."""
+    s = Stream(t=START)
+    clients = []
+    for burst in range(4):
+        s.at(START + 3 * burst)
+        clients += [s.spawn(SUPERVISOR_PID, *docker_run()) for _ in range(3)]
+        s.at(START + 3 * burst + 0.3)
+        for i in range(3):
+            container_id = f"{3 * burst + i + 1:02x}" * 32
+            s.container("create", container_id, name=f"burst_{burst}_{i}", image=IMAGE)
+            s.container("start", container_id, name=f"burst_{burst}_{i}", image=IMAGE)
+    s.at(START + 15)
+    for client in clients[kept:]:
+        s.exit(client)
+        s.reap(client)
+    return s.events
+
+
+def test_rivals_that_all_exited_in_one_group_leave_no_ambiguity():
+    _, alerts = judged(bursts())
+    [alert, *_] = [a for a in alerts if a.rule == "orphaned_containers"]
+    assert len(alert.containers) == 12 and not any(c["ambiguous"] for c in alert.containers)
+
+
+def test_a_rival_still_running_leaves_its_bursts_containers_ambiguous():
+    _, alerts = judged(bursts(kept=1))
+    [alert, *_] = [a for a in alerts if a.rule == "orphaned_containers"]
+    ambiguous = {c["name"] for c in alert.containers if c["ambiguous"]}
+    # burst_0_0 went to the client still running; either of the other two may be its
+    assert len(alert.containers) == 11 and ambiguous == {"burst_0_1", "burst_0_2"}
+
+
 def test_an_unread_environment_alone_makes_the_link_ambiguous():
     stream = mcp_host("orphan")
     stream.events = [replaced(e, environ_unread=True) if isinstance(e, Exec) and e.argv[:1] == ("docker",) else e

@@ -63,7 +63,7 @@ MAX_CONTAINERS = 4096  # containers known from the engine's events
 CLOCK_SKEW_S = 1.0  # engine events are dated by the wall clock, process events by the boot clock
 DEFAULT_IMAGE_PREFIXES = ("docker.io/library/", "docker.io/", "index.docker.io/library/", "index.docker.io/")
 DEFAULT_ENGINE = "unix:///var/run/docker.sock"  # docker's, when neither -H nor DOCKER_HOST names another
-MAX_RIVALS = 64  # clients kept per set of rivals; beyond, its containers stay ambiguous
+MAX_RIVALS = MAX_PENDING_CLIENTS  # clients kept per set of rivals; beyond, its containers stay ambiguous
 
 
 @dataclass(eq=False)
@@ -328,6 +328,7 @@ class ContainerBook:
         """Running containers whose attached client is gone, per group they are charged to
         (only groups whose spawner still lives), oldest first."""
         leaked: dict[GroupKey, list[Container]] = {}
+        rivalries: dict[int, tuple[bool, set[GroupKey | None]]] = {}  # per set of rivals, judged once
         for container in self.containers.values():
             client = container.client
             if (not container.running or container.detached or container.compose_project or client is None
@@ -337,25 +338,29 @@ class ContainerBook:
                 container.charge = charge_of(client)
             group = book.groups.get(container.charge) if container.charge is not None else None
             if group is not None and group.spawner.alive:
-                container.ambiguous = self._ambiguous(container, client)
+                container.ambiguous = self._ambiguous(container, rivalries)
                 leaked.setdefault(group.key, []).append(container)
         for containers in leaked.values():
             containers.sort(key=lambda c: (c.started_at or c.created_at, c.id))
         return leaked
 
-
     @staticmethod
-    def _ambiguous(container: Container, client: Process) -> bool:
-        """Could another client than its own have asked for the container?  Not when every
-        rival exited and is charged where it is: whichever of them made it, it leaked there."""
+    def _ambiguous(container: Container, rivalries: dict[int, tuple[bool, set[GroupKey | None]]]) -> bool:
+        """Could another client than its own (exited) have asked for the container?  Not when
+        every rival exited and is charged where it is: whichever of them made it, it leaked
+        there.  `rivalries`: per set of rivals, (one lives or some were left out, where the
+        exited ones are charged)."""
         if container.engine_unknown:
             return True
         if container.rivals is None:
             return False
         rivals = container.rivals.root()
-        return rivals.overflowed or any(
-            rival is not client and (rival.alive or charge_of(rival) != container.charge) for rival in rivals.clients
-        )
+        judged = rivalries.get(id(rivals))
+        if judged is None:
+            live = rivals.overflowed or any(rival.alive for rival in rivals.clients)
+            judged = rivalries[id(rivals)] = (live, {charge_of(r) for r in rivals.clients if not r.alive})
+        live, charges = judged
+        return live or charges != {container.charge}
 
 
 def _address(call: ContainerClient) -> str:
