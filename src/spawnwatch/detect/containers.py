@@ -328,7 +328,7 @@ class ContainerBook:
         """Running containers whose attached client is gone, per group they are charged to
         (only groups whose spawner still lives), oldest first."""
         leaked: dict[GroupKey, list[Container]] = {}
-        rivalries: dict[int, tuple[bool, set[GroupKey | None]]] = {}  # per set of rivals, judged once
+        rivalries: dict[int, _Rivalry] = {}  # per set of rivals, judged once
         for container in self.containers.values():
             client = container.client
             if (not container.running or container.detached or container.compose_project or client is None
@@ -345,22 +345,34 @@ class ContainerBook:
         return leaked
 
     @staticmethod
-    def _ambiguous(container: Container, rivalries: dict[int, tuple[bool, set[GroupKey | None]]]) -> bool:
-        """Could another client than its own (exited) have asked for the container?  Not when
-        every rival exited and is charged where it is: whichever of them made it, it leaked
-        there.  `rivalries`: per set of rivals, (one lives or some were left out, where the
-        exited ones are charged)."""
+    def _ambiguous(container: Container, rivalries: dict[int, _Rivalry]) -> bool:
+        """Could another client than its own (exited) have asked for the container?  Only one
+        that started before it was created; and not when all those exited and are charged
+        where it is: whichever of them made it, it leaked there."""
         if container.engine_unknown:
             return True
         if container.rivals is None:
             return False
         rivals = container.rivals.root()
-        judged = rivalries.get(id(rivals))
-        if judged is None:
-            live = rivals.overflowed or any(rival.alive for rival in rivals.clients)
-            judged = rivalries[id(rivals)] = (live, {charge_of(r) for r in rivals.clients if not r.alive})
-        live, charges = judged
-        return live or charges != {container.charge}
+        rivalry = rivalries.get(id(rivals))
+        if rivalry is None:
+            rivalry = rivalries[id(rivals)] = _Rivalry(rivals)
+        made_by = container.created_at + CLOCK_SKEW_S  # its maker started before
+        return (rivals.overflowed or rivalry.first_live <= made_by
+                or any(start <= made_by for charge, start in rivalry.first_exited.items() if charge != container.charge))
+
+
+class _Rivalry:
+    """A set of rivals as an evaluation sees it: when the first of those still running
+    started, and per group the exited ones are charged to, when the first of them started."""
+
+    def __init__(self, rivals: _Rivals) -> None:
+        self.first_live = min((r.start for r in rivals.clients if r.alive), default=float("inf"))
+        self.first_exited: dict[GroupKey | None, float] = {}
+        for rival in rivals.clients:
+            if not rival.alive:
+                charge = charge_of(rival)
+                self.first_exited[charge] = min(self.first_exited.get(charge, rival.start), rival.start)
 
 
 def _address(call: ContainerClient) -> str:
