@@ -5,6 +5,7 @@ test_docker_clients.py); and clients and containers already there when the sessi
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -15,7 +16,7 @@ from spawnwatch.config import load
 from spawnwatch.detect.containers import MAX_PENDING_CLIENTS, same_image
 import pytest
 
-from spawnwatch.events import ContainerEvent, Exec, Resync, Snapshot, from_record, replaced, to_record
+from spawnwatch.events import ContainerEvent, Exec, Fork, Resync, Snapshot, from_record, replaced, to_record
 from spawnwatch.pipeline import Pipeline
 from streams import BOOT_OFFSET, Stream, host, info
 from workloads import SUPERVISOR_PID, Schedule, run
@@ -453,6 +454,25 @@ def test_clients_whose_exec_was_lost_are_joined_once_a_resync_adds_them():
         alerts += pipeline.feed(item)
     alerts += pipeline.evaluate(pipeline.now + 10)
     assert [(a.spawner["pid"], a.orphans) for a in alerts if a.rule == "orphaned_containers"] == [(SUPERVISOR_PID, 10)]
+
+
+def test_clients_of_another_engine_from_a_snapshot_or_a_resync_are_never_matched():
+    first, found = already_there()
+    remote = Snapshot(first.ts, tuple(dataclasses.replace(p, environ=("DOCKER_HOST=ssh://other",))
+                                      if p.argv[:1] == ("docker",) else p for p in first.processes))
+    pipeline = Pipeline(load())
+    for item in [*found, remote, *session([]).events]:
+        pipeline.feed(item)
+    assert not [a for a in pipeline.evaluate(pipeline.now + 10) if a.rule == "orphaned_containers"]
+    pipeline = Pipeline(load())
+    pipeline.feed(host(50.0))  # their forks seen, their execs lost: a resync finds what they run
+    forks = [Fork(p.start, p.pid, SUPERVISOR_PID, "python3", 1) for p in remote.processes if p.argv[:1] == ("docker",)]
+    for item in [*sorted([*forks, *found], key=lambda e: e.ts), Resync(ts=remote.ts, processes=remote.processes),
+                 *session([]).events]:
+        pipeline.feed(item)
+    assert pipeline.lineage.counts["resync_execs"] == len(forks) == 10
+    assert not [a for a in pipeline.evaluate(pipeline.now + 10) if a.rule == "orphaned_containers"]
+    assert all(c.client is None for c in pipeline.detector.containers.containers.values())
 
 
 def test_docker_start_clients_claim_started_containers_in_either_order():

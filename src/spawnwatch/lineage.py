@@ -480,7 +480,8 @@ class Lineage:
             elif proc.alive and info.comm[:COMM_CHARS] != proc.comm[:COMM_CHARS] and info.argv:
                 # An exec renames comm; its event was lost: /proc has the program.
                 self.counts["resync_execs"] += 1
-                self._exec(Exec(snapshot.ts, proc.pid, info.ppid, info.comm, proc.cgroup_id, info.argv), proc)
+                self._exec(Exec(snapshot.ts, proc.pid, info.ppid, info.comm, proc.cgroup_id, info.argv,
+                                environ=info.environ, environ_unread=info.environ_unread), proc)
         known = set(self._by_pid)
         added = self.seed(snapshot)
         self.counts["resync_added"] += len(added)
