@@ -177,7 +177,8 @@ def test_container_events_replay_from_their_records():
     stream = mcp_host("orphan")
     records = [to_record(e) for e in stream.events if isinstance(e, ContainerEvent)]
     assert records[0] == {"kind": "container", "ts": records[0]["ts"], "action": "create", "id": "01" * 32,
-                          "name": "sleepy_0", "image": IMAGE, "compose_project": "", "exit_code": 0, "detached": False}
+                          "name": "sleepy_0", "image": IMAGE, "compose_project": "", "exit_code": 0, "detached": False,
+                          "labels": []}
     assert [from_record(r) for r in records] == [e for e in stream.events if isinstance(e, ContainerEvent)]
 
 
@@ -227,7 +228,7 @@ KEEPER = info(KEEPER_PID, 100, 2.0, "node", "keeper.js")
 
 
 def beside_a_keeper(argv: tuple[str, ...], environ: tuple[str, ...] = (), environ_unread: bool = False,
-                    count: int = 16) -> list:
+                    count: int = 16, keeper_options: tuple[str, ...] = (), labels: tuple[str, ...] = ()) -> list:
     """The supervisor's clients running `argv` (with `environ`), each killed 2 s after its
     start; 0.1 s after each, a client of the keeper asks the local engine for a container of
     the same image, created 0.3 s later and in use as long as the test runs."""
@@ -238,9 +239,9 @@ def beside_a_keeper(argv: tuple[str, ...], environ: tuple[str, ...] = (), enviro
         exec_at = max(i for i, e in enumerate(s.events) if isinstance(e, Exec) and e.pid == client)
         s.events[exec_at] = replaced(s.events[exec_at], environ=environ, environ_unread=environ_unread)
         s.at(START + 3 * i + 0.1)
-        s.spawn(KEEPER_PID, *docker_run())
+        s.spawn(KEEPER_PID, *docker_run(*keeper_options))
         s.at(START + 3 * i + 0.4)
-        fields = dict(name=f"kept_{i}", image=IMAGE)
+        fields = dict(name=f"kept_{i}", image=IMAGE, labels=labels)
         s.container("create", f"{i + 1:02x}" * 32, **fields)
         s.container("start", f"{i + 1:02x}" * 32, **fields)
         s.at(START + 3 * i + 2)
@@ -303,6 +304,14 @@ def test_a_container_a_live_rival_could_have_made_is_ambiguous():
     _, alerts = judged(beside_a_keeper(docker_run()))
     [alert, *_] = [a for a in alerts if a.rule == "orphaned_containers"]
     assert all(c["ambiguous"] for c in alert.containers)
+
+
+def test_a_client_is_never_joined_to_a_container_without_the_labels_it_gave():
+    pipeline, alerts = judged(beside_a_keeper(docker_run("--label", "role=host"), keeper_options=("-l", "role=keeper"),
+                                              labels=("role=keeper", "spawnwatch=1")))
+    assert not [a for a in alerts if a.rule == "orphaned_containers"]
+    clients = {c.client.ppid for c in pipeline.detector.containers.containers.values()}
+    assert clients == {KEEPER_PID}  # each container to the keeper's client that asked for it
 
 
 def bursts(kept: int = 0) -> list:

@@ -89,7 +89,8 @@ class Oom(Event):
 @dataclass(slots=True)
 class ContainerEvent:
     """A container's lifecycle as its engine reports it (create, start, die, destroy); no
-    process, so no pid.  Carries no env and no labels but compose's project.  A container
+    process, so no pid.  Carries no env; its labels (bounded) tell which client could have
+    asked for it (the client's --label must be among them).  A container
     already running when a live session began is recorded as the create and start its
     engine sent before the session, dated by the engine's Created and State.StartedAt
     (so `ts` may be earlier than the snapshot they follow)."""
@@ -102,6 +103,7 @@ class ContainerEvent:
     compose_project: str = ""  # its com.docker.compose.project label
     exit_code: int = 0  # of a die
     detached: bool = False  # a start with no client attached to its stdio (`docker run -d`), as inspect tells
+    labels: tuple[str, ...] = ()  # of a create or start: its labels as NAME=value (none: not told)
 
     kind = Kind.CONTAINER
 

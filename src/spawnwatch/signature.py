@@ -79,6 +79,7 @@ class ContainerClient:
     # --context, then DOCKER_HOST, then DOCKER_CONTEXT): "host:URL", "context:NAME", "" for
     # docker's default engine, "podman" for podman's, "unknown" when its environment was unread.
     engine: str = ""
+    labels: frozenset[str] = frozenset()  # --label of run and create, as NAME=value
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +153,9 @@ class Signer:
             return ContainerClient(action, "", tuple(rest), attached, engine)
         names = tuple(value for name, value in options if name == "--name" and value)
         detached = any(name in ("-d", "--detach") and _true(value) for name, value in options)
-        return ContainerClient(action, rest[0] if rest else "", names, action == "run" and not detached, engine)
+        labels = frozenset(value if "=" in value else f"{value}=" for name, value in options
+                           if name in ("-l", "--label") and value)
+        return ContainerClient(action, rest[0] if rest else "", names, action == "run" and not detached, engine, labels)
 
     def _sign(self, words: list[str]) -> str:
         return self._render(*self._split(words))

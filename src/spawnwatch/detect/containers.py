@@ -13,7 +13,8 @@ This book joins the two sides:
               engine sent before it, dated by the engine (the resolver's `found_running`).
 
 A create is claimed by the oldest pending run/create client that names it (`--name`), or,
-when the client gave no name, that asked for its image, and started within `match_window_s`
+when the client gave no name, that asked for its image, whose labels (`--label`) the
+container carries when the engine told them, and started within `match_window_s`
 before it (the engine's event stream may lag, and a pull delays the create); a start, by a
 pending `docker start` client naming the container, started within the window before it.
 Either side may arrive first: a client also claims a container that came before it and
@@ -111,6 +112,7 @@ class Container:
     image: str
     created_at: float
     compose_project: str = ""
+    labels: frozenset[str] = frozenset()  # NAME=value; none when the engine did not tell them
     running: bool = False
     started_at: float | None = None
     detached: bool = False  # the engine said no client attached at its start
@@ -255,7 +257,7 @@ class ContainerBook:
 
     def _add(self, event: ContainerEvent) -> Container:
         container = Container(id=event.id, name=event.name, image=event.image, created_at=event.ts,
-                              compose_project=event.compose_project)
+                              compose_project=event.compose_project, labels=frozenset(event.labels))
         self.containers[event.id] = container
         fitting = [p for p in self._pending.values() if p.call.action != "start" and self._fits(p, container)]
         if len(fitting) > 1:  # which of them made it, nothing tells
@@ -275,6 +277,8 @@ class ContainerBook:
     def _fits(self, pending: _Pending, container: Container) -> bool:
         if not -CLOCK_SKEW_S <= container.created_at - pending.at <= self._window:
             return False
+        if pending.call.labels and container.labels and not pending.call.labels <= container.labels:
+            return False  # it would carry every label the client gave
         if pending.call.names:
             return container.name in pending.call.names
         return same_image(pending.call.image, container.image)
