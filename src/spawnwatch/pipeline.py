@@ -15,10 +15,9 @@ from typing import Any
 from spawnwatch.alerts import Alert, AlertBook, ResolveContainer
 from spawnwatch.config import Config
 from spawnwatch.detect import ContainerMemoryOf, Detector, MemoryOf
-from spawnwatch.detect.containers import DEFAULT_ENGINE
 from spawnwatch.events import EVENT_TYPES, ContainerEvent, Event, Observation, Oom, PidsSample, Resync, Snapshot
 from spawnwatch.lineage import Lineage, ReparentHint
-from spawnwatch.signature import Signer
+from spawnwatch.signature import DEFAULT_ENGINE, Signer
 
 # Signing an argv costs tens of us, and a supervisor execs the same few command lines
 # over and over (every child of an exec storm runs one): signatures are kept per

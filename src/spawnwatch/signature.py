@@ -75,10 +75,10 @@ class ContainerClient:
     image: str  # as given ("" for start)
     names: tuple[str, ...]  # --name of run and create; the containers (names or ids) start names
     attached: bool  # stays attached to the container's stdio: run without -d, start with -a or -i
-    # The engine it talks to, as its argv and environment tell (docker's precedence: -H, then
-    # --context, then DOCKER_HOST, then DOCKER_CONTEXT): "host:URL", "context:NAME", "" for
-    # docker's default engine, "podman" for podman's, "unknown" when its environment was unread.
-    engine: str = ""
+    # The address of the engine it talks to, as its argv and environment tell (docker's
+    # precedence: -H, then --context, then DOCKER_HOST, then DOCKER_CONTEXT); None when they
+    # cannot tell (a named context, an environment that could not be read).
+    engine: str | None = None
     labels: frozenset[str] = frozenset()  # --label of run and create, as NAME=value
 
 
@@ -296,6 +296,8 @@ class Signer:
 
 
 ENGINE_VARIABLES = ("DOCKER_HOST", "DOCKER_CONTEXT")  # what of a client's environment names its engine
+DEFAULT_ENGINE = "unix:///var/run/docker.sock"  # docker's, when neither -H nor DOCKER_HOST names another
+PODMAN_ENGINE = "podman"  # podman's engine, whatever its --url or --connection: never docker's
 # The programs whose environment is read at their exec, for ENGINE_VARIABLES (podman's
 # engine is never docker's, whatever its environment says).
 ENGINE_CLIENTS = frozenset({"docker"})
@@ -308,22 +310,23 @@ def engine_client(argv: Sequence[str], filename: str = "") -> bool:
     return program.rpartition("/")[2] in ENGINE_CLIENTS
 
 
-def _engine(program: str, options: list[tuple[str, str]], environ: Sequence[str] | None) -> str:
-    """The engine a client talks to (ContainerClient.engine), from its own options before
-    the command words and its environment; the last of an option given twice wins."""
+def _engine(program: str, options: list[tuple[str, str]], environ: Sequence[str] | None) -> str | None:
+    """The address of the engine a client talks to (ContainerClient.engine), from its own
+    options before the command words and its environment; the last of an option given
+    twice wins."""
     if program != "docker":
-        return "podman"  # podman's engine, whatever its --url or --connection: never docker's
+        return PODMAN_ENGINE
     host = next((value for name, value in reversed(options) if name in ("-H", "--host")), None)
     context = next((value for name, value in reversed(options) if name in ("-c", "--context")), None)
     if host is None and context in (None, "default"):  # the default context is DOCKER_HOST's engine
         if environ is None:
-            return "unknown"
+            return None
         variables = dict(entry.partition("=")[::2] for entry in environ)
         host = variables.get("DOCKER_HOST") or None
         context = context or variables.get("DOCKER_CONTEXT") or None
     if host is not None:
-        return f"host:{host}"
-    return "" if context in (None, "default") else f"context:{context}"
+        return host
+    return DEFAULT_ENGINE if context in (None, "default") else None  # a named context's address is in its owner's files
 
 
 def _true(value: str) -> bool:

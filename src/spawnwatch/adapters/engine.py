@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from spawnwatch.detect.containers import DEFAULT_ENGINE
 from spawnwatch.events import ContainerEvent
+from spawnwatch.signature import DEFAULT_ENGINE
 
 log = logging.getLogger(__name__)
 

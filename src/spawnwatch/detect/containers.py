@@ -55,7 +55,7 @@ from typing import Callable, Iterable, Sequence
 from spawnwatch.detect.groups import GroupBook, GroupKey, charged_child
 from spawnwatch.events import ContainerEvent
 from spawnwatch.lineage import Process
-from spawnwatch.signature import ContainerClient
+from spawnwatch.signature import DEFAULT_ENGINE, ContainerClient
 
 ClientOf = Callable[[Sequence[str], "Sequence[str] | None"], "ContainerClient | None"]
 
@@ -63,7 +63,6 @@ MAX_PENDING_CLIENTS = 1024  # clients waiting for their container's event
 MAX_CONTAINERS = 4096  # containers known from the engine's events
 CLOCK_SKEW_S = 1.0  # engine events are dated by the wall clock, process events by the boot clock
 DEFAULT_IMAGE_PREFIXES = ("docker.io/library/", "docker.io/", "index.docker.io/library/", "index.docker.io/")
-DEFAULT_ENGINE = "unix:///var/run/docker.sock"  # docker's, when neither -H nor DOCKER_HOST names another
 MAX_RIVALS = MAX_PENDING_CLIENTS  # clients kept per set of rivals; beyond, its containers stay ambiguous
 
 
@@ -209,8 +208,8 @@ class ContainerBook:
         call = self._client_of(proc.argv, proc.environ)
         if call is None:
             return
-        engine_unknown = call.engine == "unknown" or call.engine.startswith("context:")
-        if not engine_unknown and not same_engine(_address(call), self._local_engine):
+        engine_unknown = call.engine is None
+        if call.engine is not None and not same_engine(call.engine, self._local_engine):
             self.counts["container_clients_of_other_engines"] += 1
             return
         pending = _Pending(proc, call, proc.start, until, set(call.names) if call.action == "start" else set(),
@@ -377,13 +376,6 @@ class _Rivalry:
             if not rival.alive:
                 charge = charge_of(rival)
                 self.first_exited[charge] = min(self.first_exited.get(charge, rival.start), rival.start)
-
-
-def _address(call: ContainerClient) -> str:
-    """The address of the engine a client of known engine talks to ("podman" for podman's)."""
-    if call.engine.startswith("host:"):
-        return call.engine[len("host:"):]
-    return DEFAULT_ENGINE if call.engine == "" else call.engine
 
 
 def charge_of(client: Process) -> GroupKey | None:

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from spawnwatch.detect.containers import DEFAULT_ENGINE, ClientOf, Container, ContainerBook
+from spawnwatch.detect.containers import ClientOf, Container, ContainerBook
 from spawnwatch.detect.groups import Group, GroupBook, GroupKey, Leak, ProgramOf, live_subtree
 from spawnwatch.detect.rules import RULES, WARNING, Context
 from spawnwatch.detect.rules.accumulating import Accumulating
@@ -24,6 +24,7 @@ from spawnwatch.detect.rules.spawn_rate import SpawnRate
 from spawnwatch.detect.rules.zombie import Zombie
 from spawnwatch.events import PidsSample
 from spawnwatch.lineage import Listeners, Process
+from spawnwatch.signature import DEFAULT_ENGINE
 
 MemoryOf = Callable[[list[int]], "tuple[int, int | None]"]
 ContainerMemoryOf = Callable[[str], "int | None"]
