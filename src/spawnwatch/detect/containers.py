@@ -208,12 +208,11 @@ class ContainerBook:
         call = self._client_of(proc.argv, proc.environ)
         if call is None:
             return
-        engine_unknown = call.engine is None
         if call.engine is not None and not same_engine(call.engine, self._local_engine):
             self.counts["container_clients_of_other_engines"] += 1
             return
         pending = _Pending(proc, call, proc.start, until, set(call.names) if call.action == "start" else set(),
-                           engine_unknown)
+                           engine_unknown=call.engine is None)
         # The engine's event may have come first: a container (or, for `docker start`, its
         # start) that no client claimed yet.
         if call.action != "start":
