@@ -298,16 +298,10 @@ class Signer:
 ENGINE_VARIABLES = ("DOCKER_HOST", "DOCKER_CONTEXT")  # what of a client's environment names its engine
 DEFAULT_ENGINE = "unix:///var/run/docker.sock"  # docker's, when neither -H nor DOCKER_HOST names another
 PODMAN_ENGINE = "podman"  # podman's engine, whatever its --url or --connection: never docker's
-# The programs whose environment is read at their exec, for ENGINE_VARIABLES (podman's
-# engine is never docker's, whatever its environment says).
+# The programs (by comm: the name of the file an exec ran) whose environment is read at
+# their exec, for ENGINE_VARIABLES; podman's engine is never docker's, whatever its
+# environment says.
 ENGINE_CLIENTS = frozenset({"docker"})
-
-
-def engine_client(argv: Sequence[str], filename: str = "") -> bool:
-    """Is this exec (its argv, and the file the kernel ran) a container engine's client,
-    whose environment may name its engine?"""
-    program = filename or (argv[0] if argv else "")
-    return program.rpartition("/")[2] in ENGINE_CLIENTS
 
 
 def _engine(program: str, options: list[tuple[str, str]], environ: Sequence[str] | None) -> str | None:

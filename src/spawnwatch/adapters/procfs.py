@@ -13,7 +13,7 @@ from spawnwatch.adapters.cgroups import cgroup2_mount, inode, read_proc_cgroups
 from spawnwatch.config import default_redactor
 from spawnwatch.events import ProcessInfo, Snapshot
 from spawnwatch.redact import Redactor
-from spawnwatch.signature import ENGINE_VARIABLES, engine_client
+from spawnwatch.signature import ENGINE_CLIENTS, ENGINE_VARIABLES
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 ENVIRON_LIMIT = 256 * 1024  # bytes of an environment read; a larger one is taken as unread
@@ -79,7 +79,7 @@ def process_info(proc: psutil.Process, mount: str | None, redact: Redactor) -> P
             cgroups = read_proc_cgroups(pid)
             status = proc.status()
             argv = proc.cmdline() if status != psutil.STATUS_ZOMBIE else []
-            environ = engine_environ(pid) if engine_client(argv) else ()
+            environ = engine_environ(pid) if proc.name() in ENGINE_CLIENTS and argv else ()
             return ProcessInfo(
                 pid=pid,
                 ppid=proc.ppid(),

@@ -33,7 +33,7 @@ from spawnwatch.probe.births import HOLD_S, HeldForks
 from spawnwatch.probe.ring import RingReader
 from spawnwatch.probe.tallies import Tallies
 from spawnwatch.redact import Redactor
-from spawnwatch.signature import engine_client
+from spawnwatch.signature import ENGINE_CLIENTS
 
 _LOCAL_INCLUDE = re.compile(r'^#include "([^"]+)"\s*$')
 
@@ -468,7 +468,7 @@ class Probe:
                 found = self._argv_of(event.pid) if flags & layout.FLAG_ARGV_MISSING and self._argv_of else None
                 event = replaced(event, argv=self._redact(found or event.argv),
                                 argv_truncated=event.argv_truncated and not found)
-                if self._environ_of is not None and engine_client(event.argv, event.filename):
+                if event.comm in ENGINE_CLIENTS and self._environ_of is not None:
                     environ = self._environ_of(event.pid)
                     event = replaced(event, environ=self._redact(environ) if environ else (),
                                      environ_unread=environ is None)
