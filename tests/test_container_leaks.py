@@ -314,6 +314,12 @@ def test_a_client_is_never_joined_to_a_container_without_the_labels_it_gave():
     assert clients == {KEEPER_PID}  # each container to the keeper's client that asked for it
 
 
+def test_a_label_redaction_replaced_is_not_asked_of_the_container():
+    signer = Pipeline(load()).signer
+    client = signer.container_client(docker_run("--label", "token=<redacted>", "-l", "role", "--label=a=b=c"), ())
+    assert client.labels == {"role=", "a=b=c"}
+
+
 def bursts(kept: int = 0) -> list:
     """The supervisor starts its clients three at once, four times (their containers
     created 0.3 s later, in no order a client could be told by), then kills them all but the

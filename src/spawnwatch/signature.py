@@ -31,6 +31,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Sequence
 
+from spawnwatch.redact import REDACTED
+
 
 @dataclass(frozen=True, slots=True)
 class Interpreter:
@@ -154,7 +156,7 @@ class Signer:
         names = tuple(value for name, value in options if name == "--name" and value)
         detached = any(name in ("-d", "--detach") and _true(value) for name, value in options)
         labels = frozenset(value if "=" in value else f"{value}=" for name, value in options
-                           if name in ("-l", "--label") and value)
+                           if name in ("-l", "--label") and value and REDACTED not in value)  # redacted: unknown
         return ContainerClient(action, rest[0] if rest else "", names, action == "run" and not detached, engine, labels)
 
     def _sign(self, words: list[str]) -> str:
