@@ -330,9 +330,10 @@ def test_a_restarted_watch_still_charges_the_host_its_leaked_containers(docker_e
     `report` lists them and `reap --yes` ends them.  About 3 watch starts and one leak."""
     state_dir = str(tmp_path / "state")
     start_watch = ("watch", "--json", "--state-dir", state_dir)
-    host = start_host(docker_env, label, "orphan", "--session", "1")
+    host = None
     try:
         with LiveCommand(*start_watch) as first:
+            host = start_host(docker_env, label, "orphan", "--session", "1")
             records = first.wait_for(lambda rs: firing(rs, "orphaned_containers", host.pid),
                                      "an orphaned_containers alert for the host", timeout=ALERT_TIMEOUT)
         leaked = {c["id"] for c in firing(records, "orphaned_containers", host.pid)[0]["containers"]}
@@ -362,4 +363,5 @@ def test_a_restarted_watch_still_charges_the_host_its_leaked_containers(docker_e
             assert leaked - {removed} <= ended and removed not in ended
             assert not ended & containers_of(docker_env, label)
     finally:
-        stop_host(host)
+        if host is not None:
+            stop_host(host)
