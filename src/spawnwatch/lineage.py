@@ -32,10 +32,9 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from typing import AbstractSet, Callable, Iterator, Protocol
 
+from spawnwatch.clock import SAME_START_S, same_start, start_tick
 from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Oom, Reap, Snapshot
 
-TICKS_PER_SECOND = 100  # /proc start times have clock-tick precision (USER_HZ)
-SAME_START_S = 2.0 / TICKS_PER_SECOND  # a fork event and a /proc start time of one process differ by less
 INIT_PID = 1
 COMM_CHARS = 15  # of a program name the kernel keeps (/proc readers may show more)
 
@@ -76,7 +75,7 @@ class Process:
 
     @property
     def key(self) -> Key:
-        return (self.pid, round(self.start * TICKS_PER_SECOND))
+        return (self.pid, start_tick(self.start))
 
     @property
     def alive(self) -> bool:
@@ -235,7 +234,7 @@ class Lineage:
         already, and whether the birth is stale (older than the pid's holder).  A holder
         born earlier, still unreaped, is closed: its exit and reap were missed."""
         held = self._by_pid.get(pid)
-        if held is None or abs(held.start - ts) <= SAME_START_S:
+        if held is None or same_start(held.start, ts):
             return held, False
         if ts < held.start:
             self.counts["stale"] += 1
@@ -466,7 +465,7 @@ class Lineage:
         in_proc = {info.pid: info for info in snapshot.processes}
         for proc in list(self._by_pid.values()):
             info = in_proc.get(proc.pid)
-            if info is None or abs(info.start - proc.start) > SAME_START_S:
+            if info is None or not same_start(info.start, proc.start):
                 self.counts["resync_closed"] += 1
                 self._close(proc, snapshot.ts)
             elif info.zombie and proc.alive:

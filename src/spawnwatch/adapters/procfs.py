@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -10,11 +9,10 @@ from typing import Iterable, Iterator
 import psutil
 
 from spawnwatch.adapters.cgroups import cgroup2_mount, inode, read_proc_cgroups
+from spawnwatch.clock import CLOCK_TICKS, same_start
 from spawnwatch.config import default_redactor
 from spawnwatch.events import ProcessInfo, Snapshot
 from spawnwatch.redact import Redactor
-
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def boottime_now() -> float:
@@ -108,10 +106,10 @@ def memory_of(pids: Iterable[int], with_uss: bool = False) -> Memory:
     return Memory(rss_bytes=rss, uss_bytes=uss)
 
 
-def same_process(pid: int, start: float, tolerance: float = 1.5 / CLOCK_TICKS) -> bool:
+def same_process(pid: int, start: float) -> bool:
     """True when `pid` still is the process that started at `start` (guards against pid reuse)."""
     now = start_time(pid)
-    return now is not None and abs(now - start) <= tolerance
+    return now is not None and same_start(now, start)
 
 
 def descendants(pid: int) -> Iterator[int]:

@@ -7,7 +7,7 @@ from collections import OrderedDict
 from typing import Callable
 
 from spawnwatch.events import Reap
-from spawnwatch.lineage import SAME_START_S
+from spawnwatch.clock import same_start
 from spawnwatch.probe.births import HOLD_S
 
 ZombieStart = Callable[[int], "float | None"]  # a pid's start time while it is a zombie, else None
@@ -84,7 +84,7 @@ class SkippedReaps:
                 continue  # told, given up, or due at another time since
             exited, start, _look = entry
             found = self._zombie_start(pid)
-            if found is None or (start is not None and abs(found - start) > SAME_START_S):
+            if found is None or (start is not None and not same_start(found, start)):
                 del exits[pid]
                 reaps.append(Reap(ts=now, pid=pid, ppid=0, comm="", cgroup_id=0))
                 continue
