@@ -13,7 +13,8 @@ to spawners.
 A Brief is a process the kernel saw forked, exited and reaped with nothing in
 between: it never enters the table; its spawner hears of it in one call.  When
 its fork arrived on its own before (it lived long enough for that), the Brief
-is that process's exit and reap.
+is that process's exit and reap.  A Tally, many such processes of one spawner
+counted, reaches the spawner the same way.
 
 Exited processes are zombies until their Reap.  Reaped processes stay for
 `retention_s`, longer while processes they spawned are still in the table (an
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 from typing import AbstractSet, Callable, Iterator, Protocol
 
 from spawnwatch.clock import SAME_START_S, same_start, start_tick
-from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Oom, Reap, Snapshot
+from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Oom, Reap, Snapshot, Tally
 
 INIT_PID = 1
 COMM_CHARS = 15  # of a program name the kernel keeps (/proc readers may show more)
@@ -94,7 +95,7 @@ class Listener(Protocol):
     """What the detector hears; every change of membership, and every OOM kill, goes through one of these."""
 
     def joined(self, proc: Process) -> None: ...
-    def spawned_briefly(self, spawner: Process, brief: Brief, argv: tuple[str, ...], signature: str) -> None: ...
+    def spawned_briefly(self, spawner: Process, brief: Brief | Tally, argv: tuple[str, ...], signature: str) -> None: ...
     def changed(self, proc: Process, old_signature: str) -> None: ...
     def exited(self, proc: Process) -> None: ...
     def reaped(self, proc: Process) -> None: ...
@@ -211,6 +212,8 @@ class Lineage:
             return self._fork(event)
         if kind is Brief:
             return self._brief(event)
+        if kind is Tally:
+            return self._spawned_briefly(event)
         proc = self._by_pid.get(event.pid)
         if proc is not None and event.ts < proc.start - SAME_START_S:
             self.counts["stale"] += 1  # about an earlier holder of this pid
@@ -278,6 +281,9 @@ class Lineage:
                 self._exit(known, event.exited_at)
                 self._reap(known, event.reaped_at)
                 return known
+        return self._spawned_briefly(event)
+
+    def _spawned_briefly(self, event: Brief | Tally) -> None:
         spawner = self._by_pid.get(event.ppid)
         if spawner is None or spawner.start - SAME_START_S > event.ts:
             spawner = self._reaped_holder_at(event.ppid, event.ts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shlex
 from collections import OrderedDict
 
-from spawnwatch.events import Brief, Event, Exec, Exit, Oom, Reap
+from spawnwatch.events import Brief, Event, Exec, Exit, Oom, Reap, Tally
 from spawnwatch.text import human_bytes, printable
 
 EVENT_HEADER = f"{'TIME(s)':>14} {'EVENT':<5} {'PID':>7} {'PPID':>7} {'CONTAINER':<16} {'COMM':<16} DETAIL"
@@ -32,7 +32,7 @@ class EventLines:
             exited = self._exits.pop(event.pid, None)
             if exited is not None:
                 detail = f"zombie for {event.ts - exited:.3f}s"
-        elif isinstance(event, Brief) and not event.pid:
+        elif isinstance(event, Tally):
             detail = f"{event.count} short lives forked in this second, the last reaped at {event.reaped_at:.6f}"
         elif isinstance(event, Brief):
             detail = f"exited {event.exited_at - event.ts:.3f}s after its fork, zombie for {event.reaped_at - event.exited_at:.3f}s"

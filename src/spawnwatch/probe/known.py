@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import Callable
 
-from spawnwatch.events import Brief, Event, Fork, Oom, Reap, replaced
+from spawnwatch.events import Brief, Event, Fork, Oom, Reap, Tally, replaced
 from spawnwatch.probe import layout
 
 ParentOf = Callable[[int], "int | None"]
@@ -40,11 +40,11 @@ class KnownProcesses:
     def complete(self, event: Event, flags: int) -> Event:
         """`event` with the parent (and for reaps, comm and cgroup) filled in."""
         pid, kind = event.pid, type(event)
-        if kind is Brief or kind is Fork:
+        if kind is Brief or kind is Fork or kind is Tally:
             ppid = self.parent(event.ppid) if flags & layout.FLAG_CLONE_PARENT else event.ppid
             if kind is Fork:
                 self.remember(pid, ppid, event.comm, event.cgroup_id, event.ts)
-            else:
+            elif kind is Brief:
                 self._entries.pop(pid, None)  # reaped already: nothing will ask about it
             return replaced(event, ppid=ppid) if ppid != event.ppid else event
         if kind is Reap:

@@ -10,7 +10,7 @@ from collections import Counter
 from typing import Callable
 
 from spawnwatch.config import default_redactor
-from spawnwatch.events import Brief, Event, Exec, Exit, replaced
+from spawnwatch.events import Brief, Event, Exec, Exit, Tally, replaced
 from spawnwatch.probe import layout, preflight
 from spawnwatch.probe.births import HOLD_S, HeldForks
 from spawnwatch.probe.known import KnownProcesses, ParentOf
@@ -206,7 +206,7 @@ class Probe:
             except layout.DecodeError:
                 self._decode_errors += 1
                 continue
-            if not event.pid:  # a tally (`aside`, its occupancy): the children its sweep did not tell
+            if type(event) is Tally:  # `aside`, its occupancy: the children the sweep did not tell pass
                 event = self._tallies.kernel_tally(event, aside) if self._tallies is not None else event
                 if event is not None:
                     append(complete(event, flags))
@@ -217,7 +217,7 @@ class Probe:
                                 argv_truncated=event.argv_truncated and not found)
             for told in kernel_event(event):  # a loop, not a comprehension: no frame made per record
                 append(complete(told, flags if told is event else 0))
-            if aside and self._skipped_reaps is not None:  # an exit's evicted pid
+            if aside and self._skipped_reaps is not None:  # an exit's EvictedPid
                 self._skipped_reaps.evicted(aside, now)
         return events + self._settled(now)
 
@@ -239,7 +239,7 @@ class Probe:
         self._counts[kind] += 1
         # Briefs (a fork storm's hot path) are left out: a life of the pid told whole leaves
         # nothing in the table that a late Reap of its former holder could end.
-        if self._skipped_reaps is not None and kind is not Brief:
+        if self._skipped_reaps is not None and kind is not Brief and kind is not Tally:
             if kind is Exit:
                 self._skipped_reaps.exited(event.pid, event.ts, self._known.start(event.pid))
             else:
@@ -258,7 +258,8 @@ class Probe:
 
     def missed_by_kind(self) -> dict[str, int]:
         """Events whose program the kernel skipped (see EMITTING_PROGRAMS), by kind."""
-        missed = dict.fromkeys((kind.value for kind in layout.TYPE_KINDS.values()), 0)
+        # A tally comes from the programs of the kinds above: no run of its own to miss.
+        missed = dict.fromkeys((kind.value for number, kind in layout.TYPE_KINDS.items() if number != layout.TALLY_TYPE), 0)
         if self._bpf is not None:
             for program, kind in EMITTING_PROGRAMS.items():
                 missed[kind.value] += recursion_misses(self._bpf.funcs[program].fd)
