@@ -43,12 +43,6 @@ def zombie_start(pid: int) -> float | None:
     return int(rest[19]) / CLOCK_TICKS if rest and rest[0] == b"Z" else None
 
 
-def cgroup_id(pid: int, mount: str | None) -> int:
-    """The cgroup v2 id of `pid` (the inode of its cgroup directory), as bpf_get_current_cgroup_id()."""
-    cgroups = read_proc_cgroups(pid)
-    return (inode(mount, cgroups.v2_path) if cgroups else None) or 0
-
-
 def process_info(proc: psutil.Process, mount: str | None, redact: Redactor) -> ProcessInfo | None:
     try:
         with proc.oneshot():
