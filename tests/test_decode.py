@@ -344,6 +344,7 @@ def test_probe_batch_decoding_counts_and_fills_missing_argv():
         "reaps_settled_from_proc": 0,
         "reaps_given_up": 0,
         "resyncs": 0,
+        "ring_bytes_taken": 0,
         "swept_forks": 0,
         "swept_exits": 0,
         "swept_tallies": 0,

@@ -80,6 +80,7 @@ class Probe:
         self._next_sweep_ns = 0
         self._bpf = None
         self._ring: RingReader | None = None
+        self._ring_bytes_taken = 0  # at close: the ring's position then
         self._wakeups: select.epoll | None = None
         self._counts: Counter[type] = Counter()  # by class: an enum member's hash and value run Python code
         self._decode_errors = 0
@@ -127,6 +128,7 @@ class Probe:
             self._wakeups.close()
             self._wakeups = None
         if self._ring is not None:
+            self._ring_bytes_taken = self._ring.position
             self._ring.close()
             self._ring = None
         if self._births is not None:
@@ -298,6 +300,7 @@ class Probe:
             "reaps_settled_from_proc": self._skipped_reaps.settled if self._skipped_reaps else 0,
             "reaps_given_up": self._skipped_reaps.given_up if self._skipped_reaps else 0,
             "resyncs": self._resyncs,
+            "ring_bytes_taken": self._ring.position if self._ring is not None else self._ring_bytes_taken,
             "swept_forks": self._held.swept_forks,
             "swept_exits": self._held.swept_exits,
             "swept_tallies": self._tallies.swept if self._tallies else 0,
