@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from children import FORK_THEN
-from live import LiveCommand
+from live import LiveCommand, Recording, alerts_of, boottime_now, saw_then_evaluated
 from spawnwatch.adapters import procfs
 from spawnwatch.config import load
 from spawnwatch.pipeline import Pipeline
@@ -274,17 +274,19 @@ def test_a_small_ring_delivers_every_record_once_in_order_across_many_wraps(fork
     assert all(missing[kind] <= allowed[kind] for kind in missing), (missing, stats)
 
 
-def test_a_fork_storm_whose_loops_reap_every_child_raises_no_alert(forkloop):
+def test_a_fork_storm_whose_loops_reap_every_child_raises_no_alert(forkloop, tmp_path):
     """Two loops forking children that exit at once, each reaped by its loop: healthy.
     Under such a storm the kernel skips some runs of sched_process_free (recursion
     misses); a child whose free was skipped must not linger as a zombie of its loop
     (it did: 29 such phantoms raised a zombie alert on forkloop)."""
-    with LiveCommand("watch", "--json") as watch:
+    recording = Recording(tmp_path / "storm.msgpack")
+    with LiveCommand("watch", "--json", "--record", str(recording.path)):
         loops = [subprocess.Popen([str(forkloop), "12"], stdout=subprocess.DEVNULL) for _ in range(2)]
         for loop in loops:
             loop.wait(timeout=120)
-        time.sleep(3)  # the zombie rule's evaluations after the storm
-        records = watch.snapshot()
-    alerts = [(r["rule"], r["spawner"]["comm"], r["message"]) for r in records
-              if r["kind"] == "alert" and r["spawner"]["pid"] in {loop.pid for loop in loops}]
+        pids = {loop.pid for loop in loops}
+        # watch saw the loops' children, and evaluated the zombie rule for 3 s after the storm
+        records = recording.wait_for(saw_then_evaluated(pids, boottime_now() + 3), timeout=120,
+                                     what="the loops' children and an evaluation 3 s after the storm")
+    alerts = [(r["rule"], r["spawner"]["comm"], r["message"]) for r in alerts_of(records, pids)]
     assert alerts == []
