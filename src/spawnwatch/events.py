@@ -349,7 +349,7 @@ _CODECS: dict[type, _Codec] = {cls: _Codec(cls) for cls in (*EVENT_TYPES.values(
 
 class _BriefOrTally:
     """Reads a brief record, as recordings made before tallies had a kind of their own
-    wrote a tally too: a brief without a pid."""
+    wrote a tally too: a brief without a pid, with a count (written then for every brief)."""
 
     def __init__(self) -> None:
         self._read_brief, self._read_tally = _CODECS[Brief].read, _CODECS[Tally].read
@@ -357,7 +357,7 @@ class _BriefOrTally:
 
     def read(self, record: dict[str, Any], what: str) -> Event:
         brief = self._read_brief(record, what)
-        return brief if brief.pid else self._read_tally(record, what)
+        return brief if brief.pid or "count" not in record else self._read_tally(record, what)
 
 
 _CODEC_OF_KIND: dict[str, _Codec | _BriefOrTally] = {
