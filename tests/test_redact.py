@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import wait_for
+from records import encode
 from spawnwatch.adapters import procfs
 from spawnwatch.cli import main
 from spawnwatch.config import ConfigError, load
@@ -178,12 +179,12 @@ def test_config_errors_name_the_key(tmp_path, text, message):
 def test_the_probe_redacts_the_kernels_argv_and_the_proc_fallback():
     probe = Probe(parent_of=lambda pid: 1, argv_of=lambda pid: ("node", "--token", "from-proc"))
     events = probe.decode_batch([
-        layout.encode(Exec(1.0, 10, 1, "node", 1, ("node", "--api-key=from-kernel"), "/usr/bin/node")),
-        layout.encode(Exec(1.1, 11, 1, "node", 1, (), "/usr/bin/node", True), layout.FLAG_ARGV_MISSING),
+        encode(Exec(1.0, 10, 1, "node", 1, ("node", "--api-key=from-kernel"), "/usr/bin/node")),
+        encode(Exec(1.1, 11, 1, "node", 1, (), "/usr/bin/node", True), layout.FLAG_ARGV_MISSING),
     ])
     assert [e.argv for e in events] == [("node", f"--api-key={R}"), ("node", "--token", R)]
     shown = Probe(argv_of=lambda pid: None, redact=Redactor(RedactRules()))
-    [raw] = shown.decode_batch([layout.encode(Exec(1.0, 10, 1, "node", 1, ("node", "--api-key=k"), "/usr/bin/node"))])
+    [raw] = shown.decode_batch([encode(Exec(1.0, 10, 1, "node", 1, ("node", "--api-key=k"), "/usr/bin/node"))])
     assert raw.argv == ("node", "--api-key=k")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -10,12 +9,12 @@ from typing import Iterable, Iterator
 import psutil
 
 from spawnwatch.adapters.cgroups import cgroup2_mount, inode, read_proc_cgroups
+from spawnwatch.clock import CLOCK_TICKS, same_start
 from spawnwatch.config import default_redactor
 from spawnwatch.events import ProcessInfo, Snapshot
 from spawnwatch.redact import Redactor
 from spawnwatch.signature import ENGINE_CLIENTS, ENGINE_VARIABLES
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 ENVIRON_LIMIT = 256 * 1024  # bytes of an environment read; a larger one is taken as unread
 ENVIRON_VALUE_LIMIT = 4096  # characters kept of a variable
 
@@ -46,12 +45,6 @@ def zombie_start(pid: int) -> float | None:
     """Start of `pid` while it is a zombie; None when it is gone or running (a reused pid)."""
     rest = _stat_after_comm(pid)
     return int(rest[19]) / CLOCK_TICKS if rest and rest[0] == b"Z" else None
-
-
-def cgroup_id(pid: int, mount: str | None) -> int:
-    """The cgroup v2 id of `pid` (the inode of its cgroup directory), as bpf_get_current_cgroup_id()."""
-    cgroups = read_proc_cgroups(pid)
-    return (inode(mount, cgroups.v2_path) if cgroups else None) or 0
 
 
 def engine_environ(pid: int) -> tuple[str, ...] | None:
@@ -133,10 +126,10 @@ def memory_of(pids: Iterable[int], with_uss: bool = False) -> Memory:
     return Memory(rss_bytes=rss, uss_bytes=uss)
 
 
-def same_process(pid: int, start: float, tolerance: float = 1.5 / CLOCK_TICKS) -> bool:
+def same_process(pid: int, start: float) -> bool:
     """True when `pid` still is the process that started at `start` (guards against pid reuse)."""
     now = start_time(pid)
-    return now is not None and abs(now - start) <= tolerance
+    return now is not None and same_start(now, start)
 
 
 def descendants(pid: int) -> Iterator[int]:
