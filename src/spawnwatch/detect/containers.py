@@ -59,9 +59,10 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
+from spawnwatch.clock import start_tick
 from spawnwatch.detect.groups import GroupBook, GroupKey, charged_child
 from spawnwatch.events import ContainerEvent
-from spawnwatch.lineage import TICKS_PER_SECOND, Key, Process
+from spawnwatch.lineage import Key, Process
 from spawnwatch.signature import DEFAULT_ENGINE, ContainerClient
 
 ClientOf = Callable[[Sequence[str], "Sequence[str] | None"], "ContainerClient | None"]
@@ -176,7 +177,7 @@ class Link:
         return cls(
             container_id=_text(container["id"]), name=_text(container["name"]), image=_text(container["image"]),
             created_at=float(container["created_at"]), started_at=None if started_at is None else float(started_at),
-            client=(int(client["pid"]), round(client_start * TICKS_PER_SECOND)), client_start=client_start,
+            client=(int(client["pid"]), start_tick(client_start)), client_start=client_start,
             client_exited_at=None if exited_at is None else float(exited_at),
             charge=GroupKey(int(charge["cgroup_id"]), (int(charge["spawner_pid"]), int(charge["spawner_start_ticks"])),
                             _text(charge["signature"])))
