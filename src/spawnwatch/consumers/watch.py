@@ -109,7 +109,9 @@ class Detection:
         try:
             records = ledger.read_state(self.state_dir)
         except ledger.LedgerError as exc:
-            self.log(f"the state of the last `watch` is not used: {exc}")
+            # Left as it is (a newer spawnwatch's may be wanted back): none kept this session.
+            self.log(f"the state of the last `watch` is not used, nor overwritten: {exc}")
+            self.state_dir = None
             return
         links = []
         for record in records:
