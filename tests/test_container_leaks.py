@@ -597,3 +597,11 @@ def test_a_restarted_watch_still_charges_the_host_its_containers():
 
 def test_a_restarted_watch_never_charges_a_process_that_got_the_hosts_pid():
     assert restarted(links_after_a_leak(), supervisor_start=90.0) == []
+
+
+def test_a_container_judged_ambiguous_before_a_restart_stays_ambiguous_after_it():
+    records = links_after_a_leak()
+    for record in records:
+        record["container"]["ambiguous"] = True
+    [alert] = restarted(records)
+    assert all(c["ambiguous"] for c in alert.containers) and "reap leaves those" in alert.message

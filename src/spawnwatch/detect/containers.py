@@ -130,6 +130,7 @@ class Container:
     rivals: _Rivals | None = None  # the clients that could have asked for it, when not only its own
     engine_unknown: bool = False  # its client's engine could not be told
     ambiguous: bool = False  # another client may have asked for it (as of the last `leaked`)
+    judged_ambiguous: bool = False  # so the `watch` before a restart judged it (its rivals are not known now)
     memory_bytes: int | None = None
     memory_at: float | None = None
 
@@ -160,10 +161,12 @@ class Link:
     client_start: float
     client_exited_at: float | None  # None: it ran when the link was taken
     charge: GroupKey
+    ambiguous: bool  # another client may have asked for it: `reap` leaves it, after a restart too
 
     def as_record(self) -> dict[str, object]:
         return {"container": {"id": self.container_id, "name": self.name, "image": self.image,
-                              "created_at": self.created_at, "started_at": self.started_at},
+                              "created_at": self.created_at, "started_at": self.started_at,
+                              "ambiguous": self.ambiguous},
                 "client": {"pid": self.client[0], "start": self.client_start, "exited_at": self.client_exited_at},
                 "charge": {"cgroup_id": self.charge.cgroup_id, "spawner_pid": self.charge.spawner[0],
                            "spawner_start_ticks": self.charge.spawner[1], "signature": self.charge.signature}}
@@ -180,7 +183,14 @@ class Link:
             client=(int(client["pid"]), start_tick(client_start)), client_start=client_start,
             client_exited_at=None if exited_at is None else float(exited_at),
             charge=GroupKey(int(charge["cgroup_id"]), (int(charge["spawner_pid"]), int(charge["spawner_start_ticks"])),
-                            _text(charge["signature"])))
+                            _text(charge["signature"])),
+            ambiguous=_flag(container["ambiguous"]))
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"not true or false: {value!r:.80}")
+    return value
 
 
 def _text(value: object) -> str:
@@ -401,6 +411,7 @@ class ContainerBook:
     def links(self) -> list[Link]:
         """The running containers with an attached client whose charge is known, oldest first."""
         links = []
+        rivalries: dict[int, _Rivalry] = {}
         for container in self.containers.values():
             client = container.client
             if not container.running or container.detached or container.compose_project or client is None:
@@ -408,7 +419,8 @@ class ContainerBook:
             charge = container.charge or charge_of(client)
             if charge is not None:
                 links.append(Link(container.id, container.name, container.image, container.created_at,
-                                  container.started_at, client.key, client.start, client.exited_at, charge))
+                                  container.started_at, client.key, client.start, client.exited_at, charge,
+                                  self._ambiguous(container, rivalries)))
         return links
 
     def restore(self, links: Iterable[Link], now: float, live: Callable[[Key], "Process | None"],
@@ -432,7 +444,8 @@ class ContainerBook:
                              exited_at=exited_at, reaped_at=exited_at)
             self.containers[link.container_id] = Container(
                 id=link.container_id, name=link.name, image=link.image, created_at=link.created_at, running=True,
-                started_at=link.started_at, client=client, claimed=True, charge=link.charge)
+                started_at=link.started_at, client=client, claimed=True, charge=link.charge,
+                judged_ambiguous=link.ambiguous)
             book.restored(link.charge, spawner, now)
             restored += 1
             if len(self.containers) > MAX_CONTAINERS:
@@ -445,7 +458,7 @@ class ContainerBook:
         """Could another client than its own (exited) have asked for the container?  Only one
         that started before it was created; and not when all those exited and are charged
         where it is: whichever of them made it, it leaked there."""
-        if container.engine_unknown:
+        if container.engine_unknown or container.judged_ambiguous:
             return True
         if container.rivals is None:
             return False
