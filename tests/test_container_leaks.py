@@ -576,13 +576,8 @@ def restarted(records: list[dict], supervisor_start: float = 2.0, at: float = ST
     taken back, and it evaluates: the alerts it sends."""
     pipeline = Pipeline(load())
     pipeline.feed(snapshot(at, INIT, SHELL, info(SUPERVISOR_PID, 100, supervisor_start, "python3", "supervisor.py")))
-
-    def live(key):
-        proc = pipeline.lineage.get(key[0])
-        return proc if proc is not None and proc.alive and proc.key == key else None
-
     links = [Link.from_record(record) for record in records]
-    pipeline.detector.containers.restore(links, BOOT_OFFSET + at, live, pipeline.detector.book)
+    pipeline.detector.containers.restore(links, BOOT_OFFSET + at, pipeline.lineage.get, pipeline.detector.book)
     return [a for a in pipeline.advance(BOOT_OFFSET + at + 1) if a.state == "firing"]
 
 

@@ -26,7 +26,6 @@ from spawnwatch.alerts import Alert
 from spawnwatch.config import Config
 from spawnwatch.detect.containers import Link
 from spawnwatch.events import Event, Observation, Resync, Snapshot
-from spawnwatch.lineage import Key, Process
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.runner import LiveRun, stats_line
 from spawnwatch.sinks import Origin, Record, Sink
@@ -120,7 +119,8 @@ class Detection:
             except (KeyError, TypeError, ValueError) as exc:
                 self.log(f"a container link of the last `watch` is not one, left out: {exc!r:.200}")
         running = [link for link in links if self._runs(link.container_id)]
-        restored = self.pipeline.detector.containers.restore(running, now, self._live, self.pipeline.detector.book)
+        restored = self.pipeline.detector.containers.restore(running, now, self.pipeline.lineage.get,
+                                                             self.pipeline.detector.book)
         if links:
             self.log(f"{restored} of the {len(links)} containers the last `watch` linked to their clients taken back"
                      f" ({len(links) - len(running)} no longer run)")
@@ -128,10 +128,6 @@ class Detection:
     def _runs(self, container_id: str) -> bool:
         info = self.run.resolver.container(container_id)
         return info is not None and bool(info.running)
-
-    def _live(self, key: Key) -> Process | None:
-        proc = self.pipeline.lineage.get(key[0])
-        return proc if proc is not None and proc.alive and proc.key == key else None
 
     def _keep_links(self) -> None:
         links = self.pipeline.detector.containers.links()

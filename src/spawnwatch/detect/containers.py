@@ -423,12 +423,17 @@ class ContainerBook:
                                   self._ambiguous(container, rivalries)))
         return links
 
-    def restore(self, links: Iterable[Link], now: float, live: Callable[[Key], "Process | None"],
+    def restore(self, links: Iterable[Link], now: float, process_of: Callable[[int], "Process | None"],
                 book: GroupBook) -> int:
-        """Take back the links a former `watch` kept, their containers known to run now; `live`
-        gives the live process of a key (pid and start), else None.  A link whose spawner is
-        not that process any more, or whose client still runs (the snapshot links it again),
-        is dropped.  How many were taken back."""
+        """Take back the links a former `watch` kept, their containers known to run now;
+        `process_of` gives the lineage's process holding a pid.  A link whose spawner is not
+        that very process any more (pid and start), or whose client still runs (the snapshot
+        links it again), is dropped.  How many were taken back."""
+
+        def live(key: Key) -> Process | None:
+            proc = process_of(key[0])
+            return proc if proc is not None and proc.alive and proc.key == key else None
+
         restored = 0
         for link in links:
             spawner = live(link.charge.spawner)
