@@ -254,6 +254,25 @@ def test_the_proc_snapshot_is_redacted(tmp_path):
         child.wait()
 
 
+def test_proc_argv_is_read_up_to_the_kernels_bound(tmp_path):
+    # 1 MiB of argv (16 words of 64 KiB: one word holds 128 KiB at most) in /proc costs a snapshot
+    # what the kernel side's 4 KiB would, no more.
+    script = tmp_path / "sleeper.py"
+    script.write_text("import time\ntime.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, str(script), "--api-key=abc", *["x" * (1 << 16)] * 16])
+    try:
+        def seen() -> ProcessInfo | None:
+            return next((p for p in procfs.snapshot().processes if p.pid == child.pid and len(p.argv) > 2), None)
+
+        process = wait_for(seen, "the long sleeper in /proc")
+        assert process.argv[:3] == (sys.executable, str(script), f"--api-key={R}")
+        raw = procfs.argv(child.pid)
+        assert len("\0".join(raw).encode()) <= 4096 and raw[3] == "x" * len(raw[3])
+    finally:
+        child.kill()
+        child.wait()
+
+
 @pytest.mark.parametrize("existing", [None, 0o644])
 def test_recordings_are_private(tmp_path, existing):
     path = tmp_path / "rec.msgpack"
