@@ -162,7 +162,7 @@ class Redactor:
                 word, pending = self._program_option(word, secret_options)
             word, found = self._word(word)  # what follows the value may hold secrets too
             pending = found if found is not Pending.NOTHING else pending
-            if self._options and not any(c.isspace() for c in word):
+            if self._options:
                 secret_options = self._options.get(word.rpartition("/")[2], secret_options)
             words.append(word)
         return tuple(words)
