@@ -104,6 +104,9 @@ class Redactor:
     """Compiled `RedactRules`; `redactor(argv)` is argv with each secret replaced."""
 
     CACHE_SIZE = 1024  # distinct argv remembered: a shell loop execs the same one again and again
+    # Larger argv (the kernel's and /proc's are cut at 4 KiB, a replayed recording's need not be) are
+    # redacted each time: the cache then holds at most CACHE_SIZE x 2 x this many characters.
+    CACHED_ARGV_CHARS = 8192
 
     def __init__(self, rules: RedactRules) -> None:
         self._keys = frozenset(filter(None, (segments(k) for k in rules.keys)))
@@ -126,6 +129,8 @@ class Redactor:
         argv = tuple(argv)
         if not (self._keys or self._contains or self._headers or self._options or self._patterns or self._scheme):
             return argv
+        if sum(map(len, argv)) > self.CACHED_ARGV_CHARS:
+            return self._redact(argv)
         return self._cached(argv)
 
     def event(self, item: Event | Snapshot) -> Event | Snapshot:
