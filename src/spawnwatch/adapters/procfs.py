@@ -18,6 +18,10 @@ from spawnwatch.signature import ENGINE_CLIENTS, ENGINE_VARIABLES
 
 ENVIRON_LIMIT = 256 * 1024  # bytes of an environment read; a larger one is taken as unread
 ENVIRON_VALUE_LIMIT = 4096  # characters kept of a variable
+# What is read of a /proc/<pid>/cmdline: the kernel side's SW_ARGV_BYTES, so an exec's argv costs
+# the same from either.  Any user sets argv (up to ARG_MAX, 2 MiB and more): without a cap, one
+# snapshot or resync would read and redact all of it for every process.
+CMDLINE_BYTES = 4096
 
 
 def boottime_now() -> float:
@@ -72,7 +76,7 @@ def process_info(proc: psutil.Process, mount: str | None, redact: Redactor) -> P
             pid = proc.pid
             cgroups = read_proc_cgroups(pid)
             status = proc.status()
-            argv = proc.cmdline() if status != psutil.STATUS_ZOMBIE else []
+            argv = read_cmdline(pid) if status != psutil.STATUS_ZOMBIE else ()
             environ = engine_environ(pid) if proc.name() in ENGINE_CLIENTS and argv else ()
             return ProcessInfo(
                 pid=pid,
@@ -86,8 +90,23 @@ def process_info(proc: psutil.Process, mount: str | None, redact: Redactor) -> P
                 environ=redact(environ) if environ else (),
                 environ_unread=environ is None,
             )
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
         return None
+
+
+def read_cmdline(pid: int) -> tuple[str, ...]:
+    """The first CMDLINE_BYTES of `pid`'s argv, split as psutil does (a title rewritten in place
+    may hold spaces for NULs), undecodable bytes replaced as the probe's are; raises OSError."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        data = f.read(CMDLINE_BYTES)
+    text = data.decode("utf-8", "replace")
+    if not text:
+        return ()
+    separator = "\0" if "\0" in text else " "
+    words = text.removesuffix(separator).split(separator)
+    if separator == "\0" and len(words) == 1 and " " in text:
+        words = words[0].split(" ")  # one word with spaces and its NUL: a rewritten title
+    return tuple(words)
 
 
 def snapshot(redact: Redactor | None = None) -> Snapshot:
@@ -151,6 +170,6 @@ def parent_pid(pid: int) -> int | None:
 def argv(pid: int) -> tuple[str, ...] | None:
     """As the process has it, secrets included: the probe redacts what it reads here."""
     try:
-        return tuple(psutil.Process(pid).cmdline()) or None
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return read_cmdline(pid) or None
+    except OSError:
         return None
