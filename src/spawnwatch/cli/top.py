@@ -62,6 +62,7 @@ def command(duration: float | None, config_path: str | None, replay: str | None,
     config = load_config(config_path)
     if not replay:
         require_root()
+    from spawnwatch.adapters import procfs
     from spawnwatch.consumers.top import Keys, Top, View, replay as play, screen
     from spawnwatch.runner import run_live
 
@@ -70,7 +71,7 @@ def command(duration: float | None, config_path: str | None, replay: str | None,
         live = stack.enter_context(screen())
         view = View(live, os.uname().nodename, f"replay of {click.format_filename(replay)}" if replay else "live",
                     container)
-        consumer = Top(config, view, keys)
+        consumer = Top(config, view, keys, rss_of=None if replay else lambda pid: procfs.memory_of([pid]).rss_bytes)
         try:
             if replay:
                 play(config, replay, consumer, speed)

@@ -89,6 +89,7 @@ class View:
         self.sort = "growth"
         self.container = container
         self.selected = 0
+        self.selected_key: top.GroupKey | None = None
         self.rows: list[top.Row] = []
         self.detail: list[str] | None = None  # the tree or the reap dry run of the selected group
         self.detail_title = ""
@@ -106,7 +107,9 @@ class View:
         for name, justify in (("STATE", "left"), ("SPAWNER", "left"), ("SIGNATURE", "left"), ("LIVE", "right"),
                               ("TREND", "left"), ("GROWTH", "right"), ("SPAWNS/MIN", "right"), ("RSS", "right"),
                               ("CONTAINER", "left"), ("RULES", "left")):
-            table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis")
+            # The signature takes what the other columns leave; they keep their full width.
+            table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis",
+                             ratio=1 if name == "SIGNATURE" else None, min_width=40 if name == "SIGNATURE" else None)
         for index, row in enumerate(self.rows[: max(self.live.console.size.height - 4, 1)]):
             table.add_row(
                 Text(row.state, style=STATE_STYLES[row.state]), Text(row.spawner), Text(row.signature),
@@ -115,6 +118,17 @@ class View:
                 style="reverse" if index == self.selected else None,
             )
         self.live.update(Lines(header, table, keys), refresh=True)
+
+    def follow(self) -> None:
+        """Keep the selected group selected as the rows move (they are sorted again at every redraw)."""
+        keys = [row.key for row in self.rows]
+        if self.selected_key in keys:
+            self.selected = keys.index(self.selected_key)
+        self.select(self.selected)
+
+    def select(self, index: int) -> None:
+        self.selected = min(max(index, 0), max(len(self.rows) - 1, 0))
+        self.selected_key = self.rows[self.selected].key if self.rows else None
 
     def chosen(self) -> top.Row | None:
         return self.rows[self.selected] if self.rows else None
@@ -126,8 +140,9 @@ class Top:
     wants_snapshot = True
     wants_every_process = False
 
-    def __init__(self, config: Config, view: View, keys: Keys) -> None:
+    def __init__(self, config: Config, view: View, keys: Keys, rss_of: Callable[[int], int] | None = None) -> None:
         self.detection = Detection(config, Fanout([]))
+        self.rss_of = rss_of  # a live process's resident memory (none on a replay)
         self.view = view
         self.keys = keys
         self.trend = top.Trend()
@@ -166,7 +181,7 @@ class Top:
             return
         self.drawn_at = time.monotonic()
         self.view.rows = self.rows(now, self.view.container)
-        self.view.selected = min(self.view.selected, max(len(self.view.rows) - 1, 0))
+        self.view.follow()
         self.view.draw()
 
     def rows(self, now: float, container: str | None) -> list[top.Row]:
@@ -189,14 +204,13 @@ class Top:
             if key == ESCAPE:
                 view.detail = None
             elif key in (ARROW_UP, "k"):
-                view.selected = max(view.selected - 1, 0)
+                view.select(view.selected - 1)
             elif key in (ARROW_DOWN, "j"):
-                view.selected = min(view.selected + 1, max(len(view.rows) - 1, 0))
+                view.select(view.selected + 1)
             elif key == "s":
                 view.sort = top.next_sort(view.sort)
             elif key == "c":
                 view.container = top.next_container(view.container, self.rows(self.pipeline.now, None))
-                view.selected = 0
             elif key in ("t", "\n", "\r"):
                 self.open(self.tree_of, "tree")
             elif key == "r":
@@ -232,7 +246,8 @@ class Top:
             chosen = reap.plan(processes, selection, lambda p: signatures.get(p.pid, ""), lambda p: None)
         except reap.SelectionError as exc:
             return [printable(str(exc))]
-        out, _ = reap.render(reap.plan_record(chosen, {}, None, dry_run=True, refused=None))
+        rss = {t.process.pid: self.rss_of(t.process.pid) for t in chosen.targets} if self.rss_of else {}
+        out, _ = reap.render(reap.plan_record(chosen, rss, None, dry_run=True, refused=None))
         command = shlex.join(["sudo", "spawnwatch", "reap", "--signature", group.key.signature,
                               "--spawner", str(group.spawner.pid), "--yes"])
         return [*out, "", f"to end them (reap checks the group again first): {printable(command)}"]
