@@ -82,6 +82,8 @@ def test_every_cell_is_safe_for_a_terminal():
         for cell in (row.spawner, row.signature, row.sparkline, row.container, row.rules, row.rss):
             assert cell.isprintable(), cell
     assert "\\x1b]<n>;PWNED\\x07" in shown(pipeline, trend)[0].signature
+    # the host's name comes from the recording, the source from a file's name
+    assert top.title("\x1b]0;host\x07", "growth", "\x1b[2J", 2, "replay of /tmp/\x1b[8m.msgpack").isprintable()
 
 
 def test_the_container_key_shows_each_container_in_turn_then_all():

@@ -47,7 +47,7 @@ class Row:
     per_minute: int  # spawns in the last minute
     rss_bytes: int | None  # None: not measured (no rule asked for it)
     rss: str
-    container: str  # the container's name (or pod/name), safe for a terminal; "-" on the host
+    container: str  # the container's name (its id when unnamed), safe for a terminal; "-" on the host
     container_name: str | None  # as the engine said it, for the container filter
     state: str  # quiet, warning or critical
     rules: str  # the firing rules, by name
@@ -136,7 +136,6 @@ def row(group: Group, firing: tuple[str, list[str], Alert] | None, samples: Sequ
     elif group.memory_at is not None:
         rss = group.memory[0]
     name = str(where.get("name") or where.get("id") or "") if where else None
-    pod = str(where.get("pod") or "") if where else ""
     return Row(
         key=group.key,
         spawner_pid=group.spawner.pid,
@@ -148,7 +147,7 @@ def row(group: Group, firing: tuple[str, list[str], Alert] | None, samples: Sequ
         per_minute=group.history.count(now - 60, now + 1),
         rss_bytes=rss,
         rss=human_bytes(rss) if rss is not None else "-",
-        container=printable(f"{pod}/{name}" if pod else name, CONTAINER_WIDTH) if name else "-",
+        container=printable(name, CONTAINER_WIDTH) if name else "-",
         container_name=name,
         state=firing[0] if firing is not None else QUIET,
         rules=", ".join(firing[1]) if firing is not None else "",
@@ -178,9 +177,9 @@ def next_container(current: str | None, shown: Iterable[Row]) -> str | None:
 
 
 def title(host: str, sort: str, container: str | None, shown: int, source: str) -> str:
-    """The first line of the view."""
+    """The first line of the view (`source`: live, or the recording's name, a user's file name)."""
     where = printable(cut(container, CONTAINER_WIDTH)) if container is not None else "all"
-    return (f"spawnwatch top  {printable(host, 40)}  {source}  {shown} group{'s' if shown != 1 else ''}"
+    return (f"spawnwatch top  {printable(host, 40)}  {printable(source, 80)}  {shown} group{'s' if shown != 1 else ''}"
             f"  sort: {sort}  container: {where}")
 
 

@@ -69,12 +69,15 @@ def command(duration: float | None, config_path: str | None, replay: str | None,
     with ExitStack() as stack:
         keys = stack.enter_context(Keys(sys.stdin.fileno()))
         live = stack.enter_context(screen())
-        view = View(live, os.uname().nodename, f"replay of {click.format_filename(replay)}" if replay else "live",
+        view = View(live, os.uname().nodename, f"replay of {replay}" if replay else "live",
                     container)
         consumer = Top(config, view, keys, rss_of=None if replay else lambda pid: procfs.memory_of([pid]).rss_bytes)
         try:
             if replay:
-                play(config, replay, consumer, speed)
+                try:
+                    play(config, replay, consumer, speed)
+                except KeyboardInterrupt:
+                    pass  # Ctrl-C quits a replay as `q` does
             else:
                 run_live(config, consumer, duration, ring_buffer_kb=ring_buffer_kb)
         except ProbeError as exc:
