@@ -110,7 +110,9 @@ class View:
             # The signature takes what the other columns leave; they keep their full width.
             table.add_column(name, justify=justify, no_wrap=True, overflow="ellipsis",
                              ratio=1 if name == "SIGNATURE" else None, min_width=40 if name == "SIGNATURE" else None)
-        for index, row in enumerate(self.rows[: max(self.live.console.size.height - 4, 1)]):
+        height = max(self.live.console.size.height - 4, 1)  # the title, the table's header, the keys
+        first = max(self.selected - height + 1, 0)  # scrolled so that the selected row is on the screen
+        for index, row in enumerate(self.rows[first:first + height], first):
             table.add_row(
                 Text(row.state, style=STATE_STYLES[row.state]), Text(row.spawner), Text(row.signature),
                 Text(str(row.live)), Text(row.sparkline), Text(f"{row.growth:+d}"), Text(str(row.per_minute)),
