@@ -41,6 +41,12 @@ class WatchSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    host_root: str = "/"  # where the host's root is mounted (a DaemonSet's pod mounts it elsewhere)
+    containerd_state: str = "/run/containerd"  # containerd's --state directory, on that host
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     lineage: LineageSettings
     detect: DetectSettings
@@ -48,6 +54,7 @@ class Config:
     signature: SignatureRules
     redact: RedactRules
     watch: WatchSettings
+    runtimes: RuntimeSettings
 
 
 def default_text() -> str:
@@ -135,6 +142,7 @@ def _build(data: dict[str, Any], source: str) -> Config:
         signature=rules_,
         redact=_redact_rules(data["redact"], source),
         watch=_make(WatchSettings, data["watch"], source, "watch"),
+        runtimes=_make(RuntimeSettings, data["runtimes"], source, "runtimes"),
     )
     for where, value in (
         ("lineage.max_processes", config.lineage.max_processes),

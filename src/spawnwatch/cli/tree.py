@@ -45,7 +45,8 @@ def command(pid: int | None, container: str | None, config_path: str | None, as_
     findings = pipeline.detector.evaluate(snapshot.ts)
     if pid is not None and pipeline.lineage.get(pid) is None:
         raise click.BadParameter(f"no process {pid}", param_hint="--pid")
-    with ContainerResolver() as resolver:
+    with ContainerResolver(host_root=config.runtimes.host_root,
+                           containerd_state=config.runtimes.containerd_state) as resolver:
         if container is None:
             roots = [pid]
         else:
