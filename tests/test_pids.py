@@ -302,8 +302,8 @@ def test_the_sampler_emits_a_sample_only_when_a_value_changed(pids_cgroup):
             100.0, cgroup_id, 2, 20, 0, pids_cgroup.path)
         assert sampler.poll(members, 100.5) == []  # not due
         assert sampler.poll(members, 101.0) == []  # due, nothing changed
-        assert sampler.limits() == [{"container": "", "cgroup": pids_cgroup.path, "current": 2, "limit": 20,
-                                     "refused": 0}]
+        assert sampler.limits() == [{"container": "", "namespace": "", "pod": "", "cgroup": pids_cgroup.path,
+                                     "current": 2, "limit": 20, "refused": 0}]
         more = pids_cgroup.start("sleep 1000 & wait")
         wait_until(lambda: read_pids(cgroup).current == 4, "two more tasks")
         [sample] = sampler.poll(members, 102.0)

@@ -15,7 +15,8 @@ from spawnwatch.redact import Redactor
 
 @click.command("tree")
 @click.option("--pid", type=click.IntRange(min=1), help="Only this process and what is below it.")
-@click.option("--container", metavar="NAME", help="Only the processes of this container (name or id prefix).")
+@click.option("--container", metavar="NAME",
+              help="Only the processes of this container (name or id prefix), or of a pod (POD or NAMESPACE/POD).")
 @config_option
 @json_option
 @one_line_errors

@@ -31,7 +31,11 @@ def render_alert(record: Record, color: bool = False) -> str:
     ]
     container = record.get("container")
     if container:
-        lines.append(f"{indent}container {container['name']} ({container['id']}, image {container['image']})")
+        # A recording made before runtimes were named says no runtime: only Docker's were then.
+        where = f"{container.get('runtime') or 'docker'} {container['id']}, image {container['image']}"
+        if container.get("pod"):
+            where = f"pod {container.get('namespace')}/{container['pod']}, {where}"
+        lines.append(f"{indent}container {container['name']} ({where})")
     counts = "  ".join(f"{key} {record[key]}" for key in ("live", "spawned", "exited", "zombies", "orphans"))
     if record["rss_bytes"]:
         counts += f"  rss {human_bytes(record['rss_bytes'])}"
