@@ -2,7 +2,8 @@
 k8s.io, kubelet's cgroupfs layout), side by side under one live `watch`: each alert names
 its container as Docker's are named (Podman: name, image, runtime) or by pod, namespace
 and Kubernetes container name (containerd), in the JSON alert, the human view, the
-metrics' label sets, `report`, `tree --container` and the replay of the recording.
+metrics' label sets, `report`, `tree --container` and the replay of the recording; and
+`doctor` finds both runtimes and says their containers are named.
 
 One `watch` serves every test of the module (markers `root`, `slow`): some 40-90 s on
 this loaded machine, most of it bcc's compile and the podman start.
@@ -45,6 +46,7 @@ class Session:
     report: dict  # `report --json` while both leaked
     tree_by_pod: dict  # `tree --container NAMESPACE/POD --json` then
     tree_by_pod_name: dict  # `tree --container POD --json` then
+    doctor: dict[str, dict]  # `doctor --json` then: its checks by name
 
 
 def firing(records: list[dict], container_id: str) -> list[dict]:
@@ -52,11 +54,11 @@ def firing(records: list[dict], container_id: str) -> list[dict]:
             and r["rule"] == "accumulating" and (r["container"] or {}).get("id") == container_id]
 
 
-def spawnwatch(*args: str) -> dict:
+def spawnwatch(*args: str) -> list[dict]:
     result = subprocess.run([sys.executable, "-m", "spawnwatch", *args], capture_output=True, text=True,
                             timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    return json.loads(result.stdout)
+    return [json.loads(line) for line in result.stdout.splitlines()]
 
 
 @pytest.fixture(scope="module")
@@ -80,14 +82,15 @@ def session(podman_session, containerd_node, tmp_path_factory) -> Session:
                 ours = [(a["container"], a["spawner"]["argv"]) for a in watch.snapshot()
                         if a.get("kind") == "alert" and a["signature"] == "sleep <n>"]
                 raise AssertionError(f"{exc}; the `sleep <n>` alerts: {ours}") from None
-            report = spawnwatch("report", "--json", "--config", str(config))
-            tree_by_pod = spawnwatch("tree", "--json", "--config", str(config), "--container", f"{NAMESPACE}/{POD}")
-            tree_by_pod_name = spawnwatch("tree", "--json", "--config", str(config), "--container", POD)
+            [report] = spawnwatch("report", "--json", "--config", str(config))
+            [tree_by_pod] = spawnwatch("tree", "--json", "--config", str(config), "--container", f"{NAMESPACE}/{POD}")
+            [tree_by_pod_name] = spawnwatch("tree", "--json", "--config", str(config), "--container", POD)
+            doctor = {check["name"]: check for check in spawnwatch("doctor", "--json", "--config", str(config))}
         finally:
             podman_session.remove(podman_id)
             containerd_node.ctr("task", "kill", "--signal", "SIGKILL", pod.id, check=False)
     return Session(watch.records, recording, podman_id, podman_name, podman_session.image, pod.id, report,
-                   tree_by_pod, tree_by_pod_name)
+                   tree_by_pod, tree_by_pod_name, doctor)
 
 
 def test_a_leak_in_a_podman_container_is_named_like_a_docker_one(session: Session) -> None:
@@ -151,3 +154,10 @@ def test_the_recording_replays_to_alerts_naming_the_same_containers(session: Ses
     for container_id in (session.podman_id, session.pod_container_id):
         live = firing(session.records, container_id)[0]
         assert firing(replayed, container_id)[0]["container"] == live["container"]
+
+
+def test_doctor_lists_each_runtime_found_and_that_its_containers_are_named(session: Session) -> None:
+    podman, containerd = session.doctor["podman"], session.doctor["containerd"]
+    assert podman["ok"] and "/var/lib/containers/storage" in podman["detail"]
+    assert containerd["ok"] and "are named from its state" in containerd["detail"]
+    assert "are named from its state" in podman["detail"]
