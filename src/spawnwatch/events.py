@@ -17,7 +17,6 @@ builds millions, and a frozen one's every field is set through object.__setattr_
 from __future__ import annotations
 
 import enum
-import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Callable, Iterable, Iterator
 
@@ -191,6 +190,9 @@ class RecordError(ValueError):
 
 
 MAX_ID = 2**64 - 1  # pids, cgroup ids and byte counts are at most u64 on the kernel side
+# Seconds since boot, or since 1970 for a boot time (the year 2286): a recording's times past
+# it are forged, and would overflow a date or a count of clock ticks further on.
+MAX_TIME = 1e10
 
 
 def _check(ok: bool, value: Any, what: str, expected: str) -> None:
@@ -200,8 +202,8 @@ def _check(ok: bool, value: Any, what: str, expected: str) -> None:
 
 def time_value(value: Any, what: str) -> float:
     """A time in seconds since boot from a record (RecordError otherwise)."""
-    _check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0,
-           value, what, "a finite number >= 0")
+    _check(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_TIME,
+           value, what, f"a finite number from 0 to {MAX_TIME:g}")
     return float(value)
 
 
@@ -253,7 +255,7 @@ def _fields_of(cls: type, record: Any, what: str) -> dict[str, Any]:
 # What a value of the exact type a decoder produces must also satisfy to be taken as it is;
 # anything else goes to its check in _CHECKS, which converts it or raises the RecordError.
 _ACCEPTED_AS_IS = {
-    "float": "type({v}) is float and 0.0 <= {v} < _INFINITY",
+    "float": "type({v}) is float and 0.0 <= {v} <= _MAX_TIME",
     "int": "type({v}) is int and 0 <= {v} <= _MAX_ID",
     "str": "type({v}) is str",
     "bool": "{v} is True or {v} is False",
@@ -268,7 +270,7 @@ class _Codec:
     def __init__(self, cls: type) -> None:
         names = [f.name for f in fields(cls)]
         namespace: dict[str, Any] = {
-            "_cls": cls, "_kind": cls.kind.value, "_ABSENT": _ABSENT, "_INFINITY": math.inf, "_MAX_ID": MAX_ID,
+            "_cls": cls, "_kind": cls.kind.value, "_ABSENT": _ABSENT, "_MAX_TIME": MAX_TIME, "_MAX_ID": MAX_ID,
             "RecordError": RecordError,
         }
         written = []

@@ -31,6 +31,8 @@ import shlex
 from dataclasses import dataclass
 from typing import Sequence
 
+from spawnwatch.text import ELLIPSIS, cut
+
 
 @dataclass(frozen=True, slots=True)
 class Interpreter:
@@ -270,7 +272,7 @@ class Signer:
     def _render(self, program: str, args: list[str]) -> str:
         shown = [self._mask(a) for a in args[: self.rules.max_args]]
         if len(args) > self.rules.max_args:
-            shown.append("…")
+            shown.append(ELLIPSIS)
         return " ".join([program, *shown])
 
     def _mask(self, word: str) -> str:
@@ -280,8 +282,7 @@ class Signer:
 
     def _bound(self, signature: str) -> str:
         signature = _WHITESPACE.sub(" ", signature).strip()  # one line, whatever argv held
-        limit = self.rules.max_length
-        return signature if len(signature) <= limit else signature[: limit - 1] + "…"
+        return cut(signature, self.rules.max_length)
 
 
 def _true(value: str) -> bool:

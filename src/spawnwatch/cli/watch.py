@@ -34,7 +34,8 @@ from spawnwatch.text import cut, printable
 @duration_option
 @config_option
 @click.option("--record", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
-              help="Also save the snapshot, every event and every alert to FILE (msgpack, mode 0600) for --replay.")
+              help="Also save the snapshot, every event and every alert to FILE (msgpack, mode 0600) for --replay; "
+                   "never through a symlink, and an existing FILE must be a regular file of this user.")
 @click.option("--replay", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="Run detection on a recording (from --record or `trace --record`) instead of the kernel; no root needed.")
 @click.option("--metrics-address", metavar="[HOST]:PORT",
@@ -139,6 +140,8 @@ def command(duration: float | None, config_path: str | None, record: str | None,
                 run_live(config, Detection(config, sink, extra_stats, log), duration, record, ring_buffer_kb)
             except ProbeError as exc:
                 raise CannotTrace(str(exc)) from exc
+            except RecordingError as exc:
+                raise click.BadParameter(str(exc), param_hint="--record") from exc
 
 
 def serve_metrics(address: str, web_config_file: str | None) -> Any:
