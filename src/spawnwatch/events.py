@@ -55,6 +55,11 @@ class Exec(Event):
     argv: tuple[str, ...] = ()
     filename: str = ""
     argv_truncated: bool = False
+    # Of a container engine's client only: the variables of its environment that name the
+    # engine it talks to (DOCKER_HOST=..., DOCKER_CONTEXT=...), read from /proc at its exec;
+    # environ_unread when /proc would not tell.
+    environ: tuple[str, ...] = ()
+    environ_unread: bool = False
 
     kind = Kind.EXEC
 
@@ -83,7 +88,8 @@ class Oom(Event):
 @dataclass(slots=True)
 class ContainerEvent:
     """A container's lifecycle as its engine reports it (create, start, die, destroy); no
-    process, so no pid.  Carries no env and no labels but compose's project.  A container
+    process, so no pid.  Carries no env; its labels (bounded) tell which client could have
+    asked for it (the client's --label must be among them).  A container
     already running when a live session began is recorded as the create and start its
     engine sent before the session, dated by the engine's Created and State.StartedAt
     (so `ts` may be earlier than the snapshot they follow)."""
@@ -96,6 +102,7 @@ class ContainerEvent:
     compose_project: str = ""  # its com.docker.compose.project label
     exit_code: int = 0  # of a die
     detached: bool = False  # a start with no client attached to its stdio (`docker run -d`), as inspect tells
+    labels: tuple[str, ...] = ()  # of a create or start: its labels as NAME=value (none: not told)
 
     kind = Kind.CONTAINER
 
@@ -156,6 +163,8 @@ class ProcessInfo:
     cgroup_id: int = 0
     zombie: bool = False
     cgroup_path: str = ""
+    environ: tuple[str, ...] = ()  # as Exec's
+    environ_unread: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from typing import Any, Iterable
 
 import click
 
+from spawnwatch.adapters.engine import followed_address
 from spawnwatch.cli.common import (
     CannotTrace, config_option, duration_option, json_option, load_config, log, one_line_errors, require_root,
     ring_buffer_option, show_secrets_option,
@@ -202,7 +203,8 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
         raise click.ClickException(str(exc)) from exc
     except RecordError as exc:
         raise click.ClickException(f"{path}: ready record: {exc}") from exc
-    pipeline = Pipeline(config, auto_advance=not ticked, resolve_container=lambda cgroup_id, pid: named.get(pid))
+    pipeline = Pipeline(config, auto_advance=not ticked, local_engine=followed_address(),
+                        resolve_container=lambda cgroup_id, pid: named.get(pid))
     redact = Redactor(config.redact)  # the recording may be an old one, or made with --show-secrets
     counts: Counter[type] = Counter()
     recorded_stats: Record = {"lost": 0}
