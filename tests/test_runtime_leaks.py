@@ -1,12 +1,12 @@
-"""A leak in a Podman container and one in a pod's container on containerd (namespace
-k8s.io, kubelet's cgroupfs layout), side by side under one live `watch`: each alert names
+"""A leak in a Podman container and in two pods' containers on containerd (namespace
+k8s.io, kubelet's cgroupfs and systemd layouts), side by side under one live `watch`: each alert names
 its container as Docker's are named (Podman: name, image, runtime) or by pod, namespace
 and Kubernetes container name (containerd), in the JSON alert, the human view, the
 metrics' label sets, `report`, `tree --container` and the replay of the recording; and
 `doctor` finds both runtimes and says their containers are named.
 
-One `watch` serves every test of the module (markers `root`, `slow`): some 40-90 s on
-this loaded machine, most of it bcc's compile and the podman start.
+One `watch` serves every test of the module (markers `root`, `slow`): 35-55 s measured
+on this loaded machine, most of it bcc's compile and the podman start.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ POD = "mcp-gateway-7c9f-abcde"
 NAMESPACE = "agents"
 K8S_CONTAINER = "gateway"
 POD_IMAGE = "ghcr.io/example/mcp-gateway:1.4.2"
+SYSTEMD_POD = "mcp-gateway-7c9f-fghij"  # the same leak in kubelet's systemd cgroup layout
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Session:
     podman_name: str
     podman_image: str
     pod_container_id: str
+    systemd_pod_container_id: str
     report: dict  # `report --json` while both leaked
     tree_by_pod: dict  # `tree --container NAMESPACE/POD --json` then
     tree_by_pod_name: dict  # `tree --container POD --json` then
@@ -74,10 +76,13 @@ def session(podman_session, containerd_node, tmp_path_factory) -> Session:
         pod = containerd_node.run_pod_container(pod=POD, namespace=NAMESPACE, container=K8S_CONTAINER,
                                                 image=POD_IMAGE, layout="cgroupfs",
                                                 command=("/bin/sh", "-c", LEAK))
+        systemd_pod = containerd_node.run_pod_container(pod=SYSTEMD_POD, namespace=NAMESPACE, container=K8S_CONTAINER,
+                                                        image=POD_IMAGE, layout="systemd",
+                                                        command=("/bin/sh", "-c", LEAK))
         try:
             try:
-                watch.wait_for(lambda rs: firing(rs, podman_id) and firing(rs, pod.id),
-                               "accumulating alerts for both containers", timeout=ALERT_TIMEOUT)
+                watch.wait_for(lambda rs: all(firing(rs, c) for c in (podman_id, pod.id, systemd_pod.id)),
+                               "accumulating alerts for the three containers", timeout=ALERT_TIMEOUT)
             except AssertionError as exc:
                 ours = [(a["container"], a["spawner"]["argv"]) for a in watch.snapshot()
                         if a.get("kind") == "alert" and a["signature"] == "sleep <n>"]
@@ -88,9 +93,10 @@ def session(podman_session, containerd_node, tmp_path_factory) -> Session:
             doctor = {check["name"]: check for check in spawnwatch("doctor", "--json", "--config", str(config))}
         finally:
             podman_session.remove(podman_id)
-            containerd_node.ctr("task", "kill", "--signal", "SIGKILL", pod.id, check=False)
-    return Session(watch.records, recording, podman_id, podman_name, podman_session.image, pod.id, report,
-                   tree_by_pod, tree_by_pod_name, doctor)
+            for started in (pod, systemd_pod):
+                containerd_node.ctr("task", "kill", "--signal", "SIGKILL", started.id, check=False)
+    return Session(watch.records, recording, podman_id, podman_name, podman_session.image, pod.id, systemd_pod.id,
+                   report, tree_by_pod, tree_by_pod_name, doctor)
 
 
 def test_a_leak_in_a_podman_container_is_named_like_a_docker_one(session: Session) -> None:
@@ -111,6 +117,12 @@ def test_a_leak_in_a_pods_container_on_containerd_names_pod_namespace_and_contai
     assert alert["signature"] == "sleep <n>" and alert["live"] >= 9
     assert (f"container {K8S_CONTAINER} (pod {NAMESPACE}/{POD}, containerd {session.pod_container_id}"
             in render_alert(alert))
+
+
+def test_the_same_leak_in_kubelets_systemd_layout_is_named_by_its_pod(session: Session) -> None:
+    container = firing(session.records, session.systemd_pod_container_id)[0]["container"]
+    assert (container["name"], container["pod"], container["namespace"], container["runtime"]) == (
+        K8S_CONTAINER, SYSTEMD_POD, NAMESPACE, "containerd")
 
 
 def test_the_metrics_label_each_alert_by_container_pod_and_namespace(session: Session) -> None:
@@ -151,7 +163,7 @@ def test_the_recording_replays_to_alerts_naming_the_same_containers(session: Ses
                             capture_output=True, text=True, timeout=300)
     assert replay.returncode == 0, replay.stderr[-2000:]
     replayed = [json.loads(line) for line in replay.stdout.splitlines()]
-    for container_id in (session.podman_id, session.pod_container_id):
+    for container_id in (session.podman_id, session.pod_container_id, session.systemd_pod_container_id):
         live = firing(session.records, container_id)[0]
         assert firing(replayed, container_id)[0]["container"] == live["container"]
 
