@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from spawnwatch.adapters.cgroups import parse_cgroup_path
 from spawnwatch.adapters.engine import ContainerInfo
 from spawnwatch.adapters.memory import CgroupMemory, HostMemory
+from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.adapters.runtimes import RuntimeFound, survey
 from spawnwatch.alerts import where
 from spawnwatch.cli import main
@@ -151,3 +152,28 @@ def test_an_older_recordings_replay_names_its_containers_as_dockers(tmp_path: Pa
     assert len(replayed) == len(expected) and all(r["container"] == {**old, "runtime": "docker"} for r in replayed)
     shown = CliRunner().invoke(main, ["watch", "--replay", str(recording)], catch_exceptions=False)
     assert f"container metamcp (docker {'ab' * 32}, image metamcp:1)" in shown.stdout + shown.stderr
+
+
+def test_the_docker_engine_is_asked_of_pods_and_custom_parents_never_of_podmans_or_a_users(tmp_path: Path) -> None:
+    class Engine:
+        asked: list[str] = []
+
+        def inspect(self, container_id: str):
+            self.asked.append(container_id)
+            return ContainerInfo(id=container_id, name="by-engine")
+
+    fake = FakeHost(tmp_path)
+    engine = Engine()
+    resolver = ContainerResolver(engine=engine, cgroup_mount=str(fake.mount), proc_root=str(fake.proc),
+                                 host_root=str(tmp_path / "no-state"))
+    cgroups = {
+        "cri-dockerd pod": (f"/kubepods/besteffort/pod{CONTAINERD_POD}/{'1' * 64}", "by-engine"),
+        "custom parent": (f"/mcp/{'2' * 64}", "by-engine"),
+        "podman": (f"/machine.slice/libpod-{'3' * 64}.scope", ('3' * 64)[:12]),
+        "a user's": (f"/user.slice/user-1000.slice/user@1000.service/app.slice/cri-containerd-{'4' * 64}.scope",
+                     ('4' * 64)[:12]),
+    }
+    for pid, (what, (cgroup, name)) in enumerate(cgroups.items(), 100):
+        fake.process(pid, f"0::{cgroup}\n")
+        assert resolver(fake.cgroup(cgroup), pid)["name"] == name, what
+    assert engine.asked == ["1" * 64, "2" * 64]

@@ -286,11 +286,11 @@ class ContainerResolver:
 
     def _ask_engine(self, ref: CgroupContainer) -> ContainerInfo | None:
         # Docker also runs containers under custom cgroup parents (`/<parent>/<id>`, read
-        # as containerd's own layout): ask it of those too, never of a pod's or a user's.
-        if ref.runtime == "docker" or (ref.runtime == "containerd" and ref.pod_uid is None
-                                       and ref.owner_uid is None):
-            return self._engine.inspect(ref.id)
-        return None
+        # as containerd's own layout) and a node's pods under cri-dockerd: ask it of every
+        # container but those Podman's or CRI-O's scopes name, and a user's own cgroups.
+        if ref.runtime in ("podman", "cri-o") or (ref.owner_uid is not None and ref.runtime != "docker"):
+            return None
+        return self._engine.inspect(ref.id)
 
     def _ask_state(self, ref: CgroupContainer) -> ContainerInfo | None:
         names = find(ref, self._host_root, self._containerd_state)
