@@ -5,7 +5,8 @@ Podman has no daemon: every `podman` command writes its own events, to journald 
 `/run/libpod/events/events.log` (rootful).  That file is read here rather than asking
 `podman system service` for `/events`: it needs no service running, nothing to start or
 keep alive, and it is there for every event whichever command wrote it.  Podman rotates it
-by truncating it; a file replaced or shrunk is read again from its start.
+by rewriting it with its newer half; a file replaced or shrunk is read again (at most
+MAX_BACKLOG of it), and the events no newer than the last one read are skipped.
 
 The file is written by root, but what it says (names, images, labels) is whatever a local
 user gave `podman run`: every line is bounded (MAX_LINE), any line that is not one of
@@ -102,8 +103,8 @@ class EventsFile:
         self._skipping = False  # in the middle of a line longer than MAX_LINE
 
     def open(self, backlog: int) -> bool:
-        """Open the file at `backlog` bytes before its end (at a line start); False while it
-        is missing or is not a regular file (a link is never followed)."""
+        """Open the file at `backlog` bytes before its end (the line cut there skipped);
+        False while it is missing or is not a regular file (a link is never followed)."""
         self.close()
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -202,14 +203,20 @@ class PodmanEvents:
             while not self._file.open(MAX_BACKLOG):
                 if self._stop.wait(self._poll_s):
                     return
-            self._queue(still_running(self._events()))
+            events = self._events()
+            self._queue(still_running(events))
+            newest = max((event.ts for event in events), default=0.0)
             self.following.set()
             while not self._stop.wait(self._poll_s):
                 if self._file.rotated():
-                    while not self._file.open(0):
+                    while not self._file.open(MAX_BACKLOG):
                         if self._stop.wait(self._poll_s):
                             return
-                self._queue(self._events())
+                    events = [event for event in self._events() if event.ts > newest]  # read before the rotation
+                else:
+                    events = self._events()
+                newest = max((event.ts for event in events), default=newest)
+                self._queue(events)
         finally:
             self.following.clear()
             self._file.close()
