@@ -198,6 +198,18 @@ class ContainerLeak:
         return self.spawner["pid"]
 
 
+# Runtimes that run containers for the kubelet: a container of a pod that ends is started
+# again by it, so `reap` ends the processes in it and leaves the pod to the cluster.
+KUBELET_RUNTIMES = frozenset({"containerd", "cri-o", "kubernetes"})
+PROCESSES_ONLY = ("only the processes are ended, not their container: the kubelet starts a pod's container again "
+                  "(containerd and CRI-O run them for it); to end it for good, delete the pod (kubectl delete pod)")
+
+
+def processes_only(container: ContainerInfo | None) -> str | None:
+    """Why `reap` leaves the container of the processes it ends to the cluster, when it does."""
+    return PROCESSES_ONLY if container is not None and container.runtime in KUBELET_RUNTIMES else None
+
+
 AMBIGUOUS = "which client started it is ambiguous (another engine's client may have): left out"
 
 
