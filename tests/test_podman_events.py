@@ -114,3 +114,42 @@ def test_a_podman_client_never_claims_a_docker_container_nor_a_docker_client_a_p
     stream = mcp_host("orphan")
     stream.events = [replaced(e, engine="podman") if isinstance(e, ContainerEvent) else e for e in stream.events]
     assert docker_run()[0] == "docker" and not firing(run(stream, until=START + 40), "orphaned_containers")
+
+
+def test_reap_asks_podmans_api_for_podmans_containers_and_fails_plainly_without_it(tmp_path, monkeypatch) -> None:
+    """Not Docker's engine (which would answer "no such container": gone), and no service
+    running is a failure that says where Podman's API was looked for."""
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from spawnwatch.cli.reap import command as reap_command
+    from spawnwatch.runner import ready_record
+    from spawnwatch.sinks.ledger import Ledger
+
+    socket = f"unix://{tmp_path}/no-podman.sock"
+    monkeypatch.setenv("CONTAINER_HOST", socket)
+    host = subprocess.Popen(["sleep", "1000"])
+    kept = Ledger(str(tmp_path / "state"))
+    kept.send(ready_record())
+    kept.send({
+        "kind": "alert", "state": "firing", "rule": "orphaned_containers", "severity": "warning",
+        "signature": "podman run <image> sleep <n>",
+        "spawner": {"pid": host.pid, "ppid": os.getpid(), "argv": list(host.args), "comm": "sleep"},
+        "container": None, "live": 0, "spawned": 1, "exited": 1, "zombies": 0, "orphans": 1, "rss_bytes": 0,
+        "pids": [], "message": "left running",
+        "containers": [{"id": ID, "name": "sw-leak-1", "image": "localhost/busybox:1", "runtime": "podman",
+                        "memory_bytes": 0}],
+    })
+    try:
+        result = CliRunner().invoke(reap_command, ["--signature", "podman run <image> sleep <n>", "--spawner",
+                                                   str(host.pid), "--state-dir", str(tmp_path / "state"), "--json"])
+        assert result.exit_code == 1, result.output
+        record = json.loads(result.stdout.splitlines()[0])
+        (container,) = record["containers"]
+        assert container["id"] == ID and container["unknown"].startswith("the engine could not be reached: no Podman API")
+        assert socket in container["unknown"] and "podman system service" in container["unknown"]
+    finally:
+        kept.close()
+        host.kill()
+        host.wait()

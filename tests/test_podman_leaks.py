@@ -1,9 +1,10 @@
 """Containers left running by killed `podman run -i --rm` clients, for real (rootful Podman,
 tests/runtimes_env.py): a host shell starts them, SIGKILLs each client once its container
 runs, and lives on; `watch` follows Podman's events file, charges the containers to the
-host (`orphaned_containers`), and `reap --yes`, on that watch's ledger, removes them
-through Podman's Docker-compatible API (`podman system service` on a socket of the test's
-own, given by CONTAINER_HOST).  About 40-90 s on a loaded machine: the podman runs."""
+host (`orphaned_containers`), as the replay of its recording does, and `reap --yes`, on
+that watch's ledger, removes them through Podman's Docker-compatible API (`podman system
+service` on a socket of the test's own, given by CONTAINER_HOST).  About 30-90 s on a
+loaded machine: the podman runs."""
 
 from __future__ import annotations
 
@@ -90,7 +91,8 @@ def test_podman_clients_killed_by_their_host_leave_containers_charged_to_it_and_
     state_dir = str(tmp_path / "state")  # not /run/spawnwatch: other sessions' watches may run
     script = HOST.format(clients=CLIENTS, runtime=PODMAN_RUNTIME, session=f"{LABEL}={SESSION}", case=case,
                          image=podman_env.image)
-    with LiveCommand("watch", "--json", "--state-dir", state_dir) as watch:
+    recording = tmp_path / "leak.msgpack"
+    with LiveCommand("watch", "--json", "--state-dir", state_dir, "--record", str(recording)) as watch:
         host = subprocess.Popen(["sh", "-c", script], stdin=subprocess.DEVNULL, start_new_session=True)
         try:
             records = watch.wait_for(lambda rs: firing(rs, host.pid), "an orphaned_containers alert for the host",
@@ -112,3 +114,10 @@ def test_podman_clients_killed_by_their_host_leave_containers_charged_to_it_and_
         finally:
             os.killpg(host.pid, signal.SIGKILL)
             host.wait()
+
+    replay = subprocess.run([sys.executable, "-m", "spawnwatch", "watch", "--replay", str(recording), "--json"],
+                            capture_output=True, text=True, timeout=120)
+    assert replay.returncode == 0, replay.stderr
+    replayed = firing([json.loads(line) for line in replay.stdout.splitlines()], host.pid)
+    assert replayed and [(c["id"], c["runtime"]) for c in replayed[0]["containers"]] == [
+        (c["id"], c["runtime"]) for c in alert["containers"]], replay.stderr[-2000:]

@@ -214,13 +214,13 @@ class DockerEngine:
 
     def _mark_down(self, exc: BaseException) -> None:
         if self._client is not None:  # it answered until now: an outage, said each time it begins
-            log.warning("the Docker engine stopped answering: %s (asked again in %g s)",
-                        _reason(exc), self._retry_after)
+            log.warning("the %s stopped answering: %s (asked again in %g s)",
+                        self.name, _reason(exc), self._retry_after)
         elif "no engine" not in self._said:  # a host without Docker: normal, said once
             self._said.add("no engine")
-            log.info("no Docker engine: %s (containers show by cgroup id)", _reason(exc))
+            log.info("no %s: %s (containers show by cgroup id)", self.name, _reason(exc))
         else:
-            log.debug("no Docker engine: %s", _reason(exc))
+            log.debug("no %s: %s", self.name, _reason(exc))
         self._client = None
         self._down_until = time.monotonic() + self._retry_after
 
@@ -235,7 +235,7 @@ class DockerEngine:
         except docker.errors.NotFound:
             return None
         except docker.errors.APIError as exc:  # the engine answered: it is up
-            self._say_once(method, f"the Docker engine refused {method}: {_reason(exc)}")
+            self._say_once(method, f"the {self.name} refused {method}: {_reason(exc)}")
             return None
         except Exception as exc:  # noqa: BLE001 - connection refused, timeouts, API errors
             with self._lock:
@@ -356,8 +356,8 @@ class Engines:
     def of(self, runtime: str) -> DockerEngine:
         if runtime == PODMAN_ENGINE:
             if self._podman is None:
-                self._podman = DockerEngine(podman_address(), name=f"Podman API at {podman_address()} "
-                                            "(start it: podman system service --time=0)")
+                self._podman = DockerEngine(podman_address(), name=f"Podman API (podman system service --time=0) "
+                                            f"at {podman_address()}")
             return self._podman
         if self._docker is None:
             self._docker = DockerEngine()
