@@ -40,8 +40,9 @@ def test_podmans_lifecycle_lines_are_the_books_events_of_engine_podman() -> None
     b"not json", b"\xff\xfe", b"[]", b"null", json.dumps({"Type": "container", "Status": "create"}).encode(),
     line("create", container_id=7), line("create", time="yesterday"), line("create", time=None),
     line("create", Name=["x"]), line("start", Attributes={"k": "v" * 5000}), line("create", ContainerExitCode="x"),
+    line("create", Status=["create"]), line("create", Type={"container": 1}), line("start", Attributes=[1]),
 ], ids=["text", "binary", "list", "null", "no id", "id not a string", "odd time", "no time", "name a list",
-        "long label", "odd exit code"])
+        "long label", "odd exit code", "status a list", "type a map", "attributes a list"])
 def test_a_hostile_line_is_skipped_or_bounded_never_raised(hostile: bytes) -> None:
     event = podman_event(decoded(hostile), BOOT)
     assert event is None or (isinstance(event.id, str) and isinstance(event.name, str) and event.exit_code == 0
@@ -82,8 +83,8 @@ def test_the_follower_reads_appended_lines_and_a_rotated_file_again(tmp_path: Pa
     with PodmanEvents(str(path), poll_s=0.05) as follower:
         follower.queue_lifecycle(BOOT)
         wait_for(lambda: seen.extend(follower.lifecycle()) or len(seen) >= 2, "the backlog's running container")
-        with open(path, "ab") as f:
-            f.write(line("died", "a" * 64) + b"\n")
+        with open(path, "ab") as f:  # a hostile line first: skipped, the follower reads on
+            f.write(b'{"Type": "container", "Status": ["create"]}\n\xff\n' + line("died", "a" * 64) + b"\n")
         wait_for(lambda: seen.extend(follower.lifecycle()) or len(seen) >= 3, "the appended died")
         rotated = tmp_path / "rotated"
         rotated.write_bytes(line("died", "a" * 64) + b"\n"  # read before: skipped

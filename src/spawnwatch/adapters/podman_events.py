@@ -54,7 +54,8 @@ def podman_event(record: Any, boot_time: float) -> ContainerEvent | None:
     boot; None for other statuses, other types and anything malformed."""
     if not isinstance(record, dict) or record.get("Type") != "container":
         return None
-    action = ACTIONS.get(record.get("Status"))
+    status = record.get("Status")
+    action = ACTIONS.get(status) if isinstance(status, str) else None
     container_id, name, image = record.get("ID"), record.get("Name", ""), record.get("Image", "")
     when = wall_time(record.get("Time")) if isinstance(record.get("Time"), str) else None
     if action is None or not isinstance(container_id, str) or not container_id or when is None:
