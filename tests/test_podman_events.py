@@ -41,8 +41,9 @@ def test_podmans_lifecycle_lines_are_the_books_events_of_engine_podman() -> None
     line("create", container_id=7), line("create", time="yesterday"), line("create", time=None),
     line("create", Name=["x"]), line("start", Attributes={"k": "v" * 5000}), line("create", ContainerExitCode="x"),
     line("create", Status=["create"]), line("create", Type={"container": 1}), line("start", Attributes=[1]),
+    b"[" * (MAX_LINE - 1),
 ], ids=["text", "binary", "list", "null", "no id", "id not a string", "odd time", "no time", "name a list",
-        "long label", "odd exit code", "status a list", "type a map", "attributes a list"])
+        "long label", "odd exit code", "status a list", "type a map", "attributes a list", "nested deep"])
 def test_a_hostile_line_is_skipped_or_bounded_never_raised(hostile: bytes) -> None:
     event = podman_event(decoded(hostile), BOOT)
     assert event is None or (isinstance(event.id, str) and isinstance(event.name, str) and event.exit_code == 0

@@ -71,9 +71,10 @@ def podman_event(record: Any, boot_time: float) -> ContainerEvent | None:
 
 
 def decoded(line: bytes) -> Any:
+    """A line's JSON value; None when it is none (or nested too deep to decode)."""
     try:
         return json.loads(line)
-    except ValueError:  # UnicodeDecodeError included
+    except (ValueError, RecursionError):  # UnicodeDecodeError included
         return None
 
 
