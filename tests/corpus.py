@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 POOL_SIZE = 16  # PostgreSQL connections, one more a second
 SSH_SESSIONS = 12  # opened one by one
 HTTP_CONNECTIONS = 24  # keep-alive connections held open: one busy Apache worker each
+MANAGED_POOL = 12  # processes a process manager (circus, supervisord) grows its pool to, one every 2 s
 
 
 def free_port() -> int:
@@ -288,6 +289,54 @@ class Gunicorn:
 
     def __exit__(self, *exc: object) -> None:
         stop_process(self.process)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            connection.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            return b"healthy" in connection.recv(1024)
+    except OSError:
+        return False
+
+
+class Circus:
+    """circusd (PyPI) running a watcher of tests/pool_worker.py on a socket it holds,
+    scaled from 2 to MANAGED_POOL one process every 2 s with `circusctl incr`."""
+
+    def __enter__(self) -> "Circus":
+        self.dir = private_dir("circus")
+        self.port = free_port()
+        self.endpoint = f"ipc://{self.dir}/control"
+        config = self.dir / "circus.ini"
+        config.write_text(
+            f"[circus]\nendpoint = {self.endpoint}\npubsub_endpoint = ipc://{self.dir}/pubsub\n"
+            f"statsd = false\n\n[socket:web]\nhost = 127.0.0.1\nport = {self.port}\n\n"
+            f"[watcher:web]\ncmd = {sys.executable} {HERE / 'pool_worker.py'} $(circus.sockets.web)\n"
+            "use_sockets = true\nnumprocesses = 2\nwarmup_delay = 0\n"
+            f"stderr_stream.class = FileStream\nstderr_stream.filename = {self.dir}/workers.log\n"
+        )
+        circusd = Path(sys.executable).with_name("circusd")
+        self.process = subprocess.Popen([str(circusd), str(config)], stdout=subprocess.DEVNULL,
+                                        stderr=open(self.dir / "circusd.log", "w"), start_new_session=True)
+        wait_for(lambda: _answers(self.port), "circus's workers to answer", deadline=60)
+        return self
+
+    def load(self, stop: threading.Event) -> None:
+        """`circusctl incr web` every 2 s up to MANAGED_POOL, requests to the pool meanwhile."""
+        circusctl = str(Path(sys.executable).with_name("circusctl"))
+        self.peak_workers = 0
+        while not stop.wait(2.0):
+            workers = len(children(self.process.pid))
+            self.peak_workers = max(self.peak_workers, workers)
+            if workers < MANAGED_POOL:
+                subprocess.run([circusctl, "--endpoint", self.endpoint, "incr", "web"],
+                               capture_output=True, timeout=60)
+            _answers(self.port)
+
+    def __exit__(self, *exc: object) -> None:
+        stop_process(self.process)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def run_for(seconds: float, loads: list) -> None:
