@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from spawnwatch.adapters import procfs
+from spawnwatch.adapters import procfs, sockets
 from spawnwatch.adapters.pids import PidsSampler
 from spawnwatch.alerts import Alert
 from spawnwatch.config import Config
@@ -46,6 +46,7 @@ class Detection:
     def begin(self, run: LiveRun, snapshot: Snapshot | None) -> None:
         self.run = run
         self.pipeline = Pipeline(self.config, memory_of=_memory, container_memory=run.resolver.memory_of,
+                                 sockets_of=sockets.held_sockets,
                                  resolve_container=run.resolver, reparent_hint=procfs.parent_pid)
         self.sampler = PidsSampler(self.config.detect.pids, run.resolver)
         self.origin = Origin(run.ready["host"], run.ready["boot_time"])
