@@ -22,15 +22,16 @@ _UNIX_ACCEPTCON = 0x10000  # __SO_ACCEPTCON in the Flags of /proc/net/unix: a li
 
 
 class _Tables:
-    """The socket inodes of one network namespace: listening ones, and every TCP one."""
+    """The sockets of one network namespace by inode: listening ones, and the local
+    address of each TCP one (as the table spells it, hex `address:port`)."""
 
     def __init__(self, pid: int) -> None:
         self.listening: set[int] = set()
-        self.tcp: set[int] = set()
+        self.tcp: dict[int, str] = {}
         for name in ("tcp", "tcp6"):
             for fields in _rows(f"/proc/{pid}/net/{name}"):
-                if len(fields) > 9 and fields[9].isdigit():
-                    self.tcp.add(int(fields[9]))
+                if len(fields) > 9 and fields[9].isdigit() and fields[9] != "0":  # 0: TIME_WAIT, no socket
+                    self.tcp[int(fields[9])] = fields[1]
                     if fields[3] == _TCP_LISTEN:
                         self.listening.add(int(fields[9]))
         for fields in _rows(f"/proc/{pid}/net/unix"):
@@ -48,6 +49,15 @@ def _rows(path: str) -> Iterable[list[str]]:
     except OSError:
         return []
     return [line.split() for line in lines]
+
+
+def _address(local: str) -> tuple[str, int]:
+    """(address in hex, port) of a socket table's `address:port`; a wildcard address is ""."""
+    address, _, port = local.rpartition(":")
+    try:
+        return ("" if address.strip("0") == "" else address, int(port, 16))
+    except ValueError:
+        return (address, -1)
 
 
 def _socket_inodes(pid: int) -> dict[int, int] | None:
@@ -76,7 +86,7 @@ def held_sockets(pids: Iterable[int]) -> dict[int, HeldSockets]:
         if sockets is None:
             continue
         if not sockets:
-            held[pid] = HeldSockets(frozenset(), False)
+            held[pid] = HeldSockets(frozenset(), frozenset(), frozenset())
             continue
         try:
             namespace = os.stat(f"/proc/{pid}/ns/net").st_ino
@@ -85,8 +95,11 @@ def held_sockets(pids: Iterable[int]) -> dict[int, HeldSockets]:
         table = tables.get(namespace)
         if table is None:
             table = tables[namespace] = _Tables(pid)
+        listening = frozenset(inode for inode in sockets.values() if inode in table.listening)
         held[pid] = HeldSockets(
-            listening=frozenset(inode for inode in sockets.values() if inode in table.listening),
-            stdin_network=sockets.get(0) in table.tcp and sockets.get(0) not in table.listening,
+            listening=listening,
+            listening_on=frozenset(_address(table.tcp[i]) for i in listening if i in table.tcp),
+            connected_on=frozenset(_address(table.tcp[i]) for i in sockets.values()
+                                   if i in table.tcp and i not in listening),
         )
     return held

@@ -47,8 +47,8 @@ def check(rule: Accumulating, group: Group, context: Context) -> Hit | None:
     span = live[-1].start - live[0].start
     kind = f"each a new program (`{group.program}`)" if group.launched else "workers counted (count_workers)"
     ended = f"{exits_since} ended meanwhile" if exits_since else "none ended"
-    looked = ("; none serves connections of its spawner (no listening socket passed down, no accepted "
-              "connection as stdin)") if context.serving_of is not None else ""
+    looked = ("; none serves connections of its spawner (no listening socket passed down, no connection "
+              "that came in on its port)") if context.serving_of is not None else ""
     return Hit(
         [p.pid for p in live],
         f"{len(live)} live, {kind}, spawned one by one over {format_span(span)}, {ended}{looked}",
