@@ -5,6 +5,7 @@ test_docker_clients.py); and clients and containers already there when the sessi
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -13,7 +14,9 @@ from click.testing import CliRunner
 from spawnwatch.cli import main
 from spawnwatch.config import load
 from spawnwatch.detect.containers import MAX_PENDING_CLIENTS, same_image
-from spawnwatch.events import ContainerEvent, Resync, Snapshot, from_record, to_record
+import pytest
+
+from spawnwatch.events import ContainerEvent, Exec, Fork, Resync, Snapshot, from_record, replaced, to_record
 from spawnwatch.pipeline import Pipeline
 from streams import BOOT_OFFSET, Stream, host, info
 from workloads import SUPERVISOR_PID, Schedule, run
@@ -83,7 +86,8 @@ def test_containers_left_by_killed_clients_are_charged_to_the_host_within_25_s()
     assert alert.spawner["pid"] == SUPERVISOR_PID
     assert alert.signature == SIGNATURE
     assert alert.orphans == len(alert.containers) >= 8
-    assert alert.containers[0] == {"id": "01" * 32, "name": "sleepy_0", "image": IMAGE, "memory_bytes": None}
+    assert alert.containers[0] == {"id": "01" * 32, "name": "sleepy_0", "image": IMAGE, "memory_bytes": None,
+                                   "ambiguous": False}
     assert IMAGE in alert.message and f"{alert.orphans} containers" in alert.message
     assert "leaves running the containers of" in alert.message
     record = alert.to_record()
@@ -173,7 +177,8 @@ def test_container_events_replay_from_their_records():
     stream = mcp_host("orphan")
     records = [to_record(e) for e in stream.events if isinstance(e, ContainerEvent)]
     assert records[0] == {"kind": "container", "ts": records[0]["ts"], "action": "create", "id": "01" * 32,
-                          "name": "sleepy_0", "image": IMAGE, "compose_project": "", "exit_code": 0, "detached": False}
+                          "name": "sleepy_0", "image": IMAGE, "compose_project": "", "exit_code": 0, "detached": False,
+                          "labels": []}
     assert [from_record(r) for r in records] == [e for e in stream.events if isinstance(e, ContainerEvent)]
 
 
@@ -214,6 +219,148 @@ def test_the_rule_thresholds_come_from_the_config(tmp_path):
     config = load(path)
     assert config.detect.orphaned_containers.min_containers == 30
     assert not firing(run(mcp_host("orphan", count=20), until=START + 50, config=config))
+
+
+# --- clients of other engines, and links another client could have made ---------------------
+
+KEEPER_PID = 210  # another host, whose clients of the local engine stay
+KEEPER = info(KEEPER_PID, 100, 2.0, "node", "keeper.js")
+
+
+def beside_a_keeper(argv: tuple[str, ...], environ: tuple[str, ...] = (), environ_unread: bool = False,
+                    count: int = 16, keeper_options: tuple[str, ...] = (), labels: tuple[str, ...] = ()) -> list:
+    """The supervisor's clients running `argv` (with `environ`), each killed 2 s after its
+    start; 0.1 s after each, a client of the keeper asks the local engine for a container of
+    the same image, created 0.3 s later and in use as long as the test runs."""
+    s = Stream(t=START)
+    for i in range(count):
+        s.at(START + 3 * i)
+        client = s.spawn(SUPERVISOR_PID, *argv)
+        exec_at = max(i for i, e in enumerate(s.events) if isinstance(e, Exec) and e.pid == client)
+        s.events[exec_at] = replaced(s.events[exec_at], environ=environ, environ_unread=environ_unread)
+        s.at(START + 3 * i + 0.1)
+        s.spawn(KEEPER_PID, *docker_run(*keeper_options))
+        s.at(START + 3 * i + 0.4)
+        fields = dict(name=f"kept_{i}", image=IMAGE, labels=labels)
+        s.container("create", f"{i + 1:02x}" * 32, **fields)
+        s.container("start", f"{i + 1:02x}" * 32, **fields)
+        s.at(START + 3 * i + 2)
+        s.exit(client)
+        s.reap(client)
+    return s.events
+
+
+def judged(events: list) -> tuple[Pipeline, list]:
+    pipeline = Pipeline(load())
+    alerts = pipeline.feed(host(5.0, KEEPER))
+    for event in events:
+        alerts += pipeline.feed(event)
+    return pipeline, alerts + pipeline.evaluate(pipeline.now + 20)
+
+
+@pytest.mark.parametrize("argv, environ", [
+    (("docker", "-H", "ssh://other", *docker_run()[1:]), ()),
+    (("docker", "--host=unix:///run/sw-second.sock", *docker_run()[1:]), ()),
+    (("docker", "-H", "tcp://10.0.0.2:2375", "container", *docker_run()[1:]), ("DOCKER_HOST=unix:///var/run/docker.sock",)),
+    (docker_run(), ("DOCKER_HOST=unix:///run/sw-second.sock",)),
+    (("podman", *docker_run()[1:]), ()),
+], ids=["-H ssh", "--host=unix", "-H over DOCKER_HOST", "DOCKER_HOST", "podman"])
+def test_a_client_of_another_engine_is_never_charged_a_local_container(argv, environ):
+    pipeline, alerts = judged(beside_a_keeper(argv, environ))
+    assert not [a for a in alerts if a.rule == "orphaned_containers"]
+    clients = {c.client.ppid for c in pipeline.detector.containers.containers.values()}
+    assert clients == {KEEPER_PID}  # each container to the keeper's client that asked for it
+
+
+@pytest.mark.parametrize("options, environ", [
+    (("-H", "unix:///run/docker.sock"), ()),
+    ((), ("DOCKER_HOST=unix:///var/run/../run/docker.sock",)),
+    (("--context", "default"), ("DOCKER_CONTEXT=remote",)),
+], ids=["-H the local socket", "DOCKER_HOST the local socket", "--context default"])
+def test_a_client_of_the_local_engine_named_any_way_still_claims_its_containers(options, environ):
+    stream = mcp_host("orphan")
+    stream.events = [replaced(e, argv=(e.argv[0], *options, *e.argv[1:]), environ=environ)
+                     if isinstance(e, Exec) and e.argv[:1] == ("docker",) else e for e in stream.events]
+    [(_, alert)] = firing(run(stream, until=START + 40), "orphaned_containers")[:1]
+    assert alert.orphans >= 8 and not any(c["ambiguous"] for c in alert.containers)
+
+
+@pytest.mark.parametrize("argv, environ, unread", [
+    (("docker", "--context", "remote", *docker_run()[1:]), (), False),
+    (docker_run(), ("DOCKER_CONTEXT=remote",), False),
+    (docker_run(), (), True),
+], ids=["--context", "DOCKER_CONTEXT", "environ unread"])
+def test_a_client_whose_engine_cannot_be_told_leaves_its_containers_ambiguous(argv, environ, unread):
+    _, alerts = judged(beside_a_keeper(argv, environ, unread))
+    [alert, *_] = [a for a in alerts if a.rule == "orphaned_containers"]
+    assert alert.spawner["pid"] == SUPERVISOR_PID
+    assert alert.containers and all(c["ambiguous"] for c in alert.containers)
+    assert "may be another client's" in alert.message and "reap leaves those" in alert.message
+
+
+def test_a_container_a_live_rival_could_have_made_is_ambiguous():
+    """Both clients of the local engine wait for a container of the one image; the
+    supervisor's, older, claims the first created: the keeper's (alive) may be its maker."""
+    _, alerts = judged(beside_a_keeper(docker_run()))
+    [alert, *_] = [a for a in alerts if a.rule == "orphaned_containers"]
+    assert all(c["ambiguous"] for c in alert.containers)
+
+
+def test_a_client_is_never_joined_to_a_container_without_the_labels_it_gave():
+    pipeline, alerts = judged(beside_a_keeper(docker_run("--label", "role=host"), keeper_options=("-l", "role=keeper"),
+                                              labels=("role=keeper", "spawnwatch=1")))
+    assert not [a for a in alerts if a.rule == "orphaned_containers"]
+    clients = {c.client.ppid for c in pipeline.detector.containers.containers.values()}
+    assert clients == {KEEPER_PID}  # each container to the keeper's client that asked for it
+
+
+def test_a_label_redaction_replaced_is_not_asked_of_the_container():
+    signer = Pipeline(load()).signer
+    client = signer.container_client(docker_run("--label", "token=<redacted>", "-l", "role", "--label=a=b=c"), ())
+    assert client.labels == {"role=", "a=b=c"}
+
+
+def bursts(kept: int = 0) -> list:
+    """The supervisor starts its clients three at once, four times (their containers
+    created 0.3 s later, in no order a client could be told by), then kills them all but the
+    first `kept`."""
+    s = Stream(t=START)
+    clients = []
+    for burst in range(4):
+        s.at(START + 3 * burst)
+        clients += [s.spawn(SUPERVISOR_PID, *docker_run()) for _ in range(3)]
+        s.at(START + 3 * burst + 0.3)
+        for i in range(3):
+            container_id = f"{3 * burst + i + 1:02x}" * 32
+            s.container("create", container_id, name=f"burst_{burst}_{i}", image=IMAGE)
+            s.container("start", container_id, name=f"burst_{burst}_{i}", image=IMAGE)
+    s.at(START + 15)
+    for client in clients[kept:]:
+        s.exit(client)
+        s.reap(client)
+    return s.events
+
+
+def test_rivals_that_all_exited_in_one_group_leave_no_ambiguity():
+    _, alerts = judged(bursts())
+    [alert, *_] = [a for a in alerts if a.rule == "orphaned_containers"]
+    assert len(alert.containers) == 12 and not any(c["ambiguous"] for c in alert.containers)
+
+
+def test_a_rival_still_running_leaves_its_bursts_containers_ambiguous():
+    _, alerts = judged(bursts(kept=1))
+    [alert, *_] = [a for a in alerts if a.rule == "orphaned_containers"]
+    ambiguous = {c["name"] for c in alert.containers if c["ambiguous"]}
+    # burst_0_0 went to the client still running; either of the other two may be its
+    assert len(alert.containers) == 11 and ambiguous == {"burst_0_1", "burst_0_2"}
+
+
+def test_an_unread_environment_alone_makes_the_link_ambiguous():
+    stream = mcp_host("orphan")
+    stream.events = [replaced(e, environ_unread=True) if isinstance(e, Exec) and e.argv[:1] == ("docker",) else e
+                     for e in stream.events]
+    [(_, alert)] = firing(run(stream, until=START + 40), "orphaned_containers")[:1]
+    assert all(c["ambiguous"] for c in alert.containers)
 
 
 # --- clients and containers already there when the session began ---------------------------
@@ -322,6 +469,25 @@ def test_clients_whose_exec_was_lost_are_joined_once_a_resync_adds_them():
         alerts += pipeline.feed(item)
     alerts += pipeline.evaluate(pipeline.now + 10)
     assert [(a.spawner["pid"], a.orphans) for a in alerts if a.rule == "orphaned_containers"] == [(SUPERVISOR_PID, 10)]
+
+
+def test_clients_of_another_engine_from_a_snapshot_or_a_resync_are_never_matched():
+    first, found = already_there()
+    remote = Snapshot(first.ts, tuple(dataclasses.replace(p, environ=("DOCKER_HOST=ssh://other",))
+                                      if p.argv[:1] == ("docker",) else p for p in first.processes))
+    pipeline = Pipeline(load())
+    for item in [*found, remote, *session([]).events]:
+        pipeline.feed(item)
+    assert not [a for a in pipeline.evaluate(pipeline.now + 10) if a.rule == "orphaned_containers"]
+    pipeline = Pipeline(load())
+    pipeline.feed(host(50.0))  # their forks seen, their execs lost: a resync finds what they run
+    forks = [Fork(p.start, p.pid, SUPERVISOR_PID, "python3", 1) for p in remote.processes if p.argv[:1] == ("docker",)]
+    for item in [*sorted([*forks, *found], key=lambda e: e.ts), Resync(ts=remote.ts, processes=remote.processes),
+                 *session([]).events]:
+        pipeline.feed(item)
+    assert pipeline.lineage.counts["resync_execs"] == len(forks) == 10
+    assert not [a for a in pipeline.evaluate(pipeline.now + 10) if a.rule == "orphaned_containers"]
+    assert all(c.client is None for c in pipeline.detector.containers.containers.values())
 
 
 def test_docker_start_clients_claim_started_containers_in_either_order():

@@ -234,7 +234,8 @@ BOOT_TIME = 1_764_000_000.0  # 2025-11-24T16:00:00Z
 def test_a_container_running_before_the_session_is_its_create_and_start_dated_since_boot() -> None:
     info = info_from_inspect(inspected(ID, "brave_ada", "2025-11-24T16:10:00.5Z", "2025-11-24T16:10:01.25Z",
                                        labels={"com.docker.compose.project": "mcp"}))
-    fields = dict(id=ID, name="brave_ada", image="mcp/github:1.2", compose_project="mcp")
+    fields = dict(id=ID, name="brave_ada", image="mcp/github:1.2", compose_project="mcp",
+                  labels=("com.docker.compose.project=mcp",))
     assert found_running(info, BOOT_TIME) == (ContainerEvent(600.5, "create", **fields),
                                              ContainerEvent(601.25, "start", **fields))
     detached = info_from_inspect(inspected(ID, "d", "2025-11-24T16:10:00Z", "2025-11-24T16:10:00Z", attached=False))

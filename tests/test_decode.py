@@ -383,7 +383,8 @@ def test_the_probe_settles_an_exit_from_proc_by_the_fork_it_saw_and_not_after_a_
 
 def test_json_contract_of_each_kind():
     exec_ = to_record(Exec(1.0, 2, 1, "true", 5, ("/bin/true",), "/bin/true", False))
-    assert list(exec_) == ["kind", "ts", "pid", "ppid", "comm", "cgroup_id", "argv", "filename", "argv_truncated"]
+    assert list(exec_) == ["kind", "ts", "pid", "ppid", "comm", "cgroup_id", "argv", "filename", "argv_truncated",
+                          "environ", "environ_unread"]
     assert to_record(Oom(1.0, 2, 1, "x", 5, 4096))["rss_bytes"] == 4096
     assert list(to_record(Fork(1.0, 2, 1, "x", 5))) == ["kind", "ts", "pid", "ppid", "comm", "cgroup_id"]
     assert from_record(exec_) == Exec(1.0, 2, 1, "true", 5, ("/bin/true",), "/bin/true", False)

@@ -112,7 +112,7 @@ def manifests() -> dict[str, dict]:
 def test_the_kubernetes_objects_hang_together() -> None:
     """No cluster here: what can be checked without one, is."""
     objects = manifests()
-    assert set(objects) == {"Namespace", "DaemonSet", "Service", "ServiceMonitor", "PrometheusRule"}
+    assert set(objects) == {"Namespace", "DaemonSet", "Service", "ServiceMonitor", "PrometheusRule", "NetworkPolicy"}
     namespace = objects["Namespace"]["metadata"]["name"]
     assert all(o["metadata"].get("namespace") == namespace for k, o in objects.items() if k != "Namespace")
     daemonset = objects["DaemonSet"]
@@ -181,3 +181,44 @@ def test_the_unit_and_the_pod_give_watch_its_default_state_dir() -> None:
     assert not mount.get("readOnly")
     (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     assert volume["hostPath"]["path"] == state_dir
+
+
+def test_the_pod_serves_metrics_on_its_pod_ip_alone_and_only_prometheus_may_connect() -> None:
+    """The metrics carry argv-derived labels: not on every interface, not on the node's
+    network (where no NetworkPolicy holds), and behind a policy that admits one peer."""
+    from spawnwatch.sinks.prometheus import parse_address
+
+    objects = manifests()
+    pod = objects["DaemonSet"]["spec"]["template"]
+    assert not pod["spec"].get("hostNetwork"), "a NetworkPolicy does not hold for a pod on the node's network"
+    (container,) = pod["spec"]["containers"]
+    env = [e["name"] for e in container["env"]]
+    values = {e["name"]: e for e in container["env"]}
+    assert values["POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert env.index("POD_IP") < env.index("SPAWNWATCH_WATCH_METRICS_ADDRESS"), "Kubernetes expands only earlier ones"
+    address = values["SPAWNWATCH_WATCH_METRICS_ADDRESS"]["value"]
+    for pod_ip in ("10.244.1.7", "fd00:10:244::7"):
+        host, port = parse_address(address.replace("$(POD_IP)", pod_ip))
+        assert (host, port) == (pod_ip, container["ports"][0]["containerPort"])
+    assert "httpGet" not in container["livenessProbe"], "a GET of /metrics fails under basic auth or TLS"
+    assert container["livenessProbe"]["tcpSocket"]["port"] == "metrics"
+
+    policy = objects["NetworkPolicy"]["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    assert rule["ports"] == [{"protocol": "TCP", "port": "metrics"}]
+    (peer,) = rule["from"]  # one peer holding both selectors: that namespace AND those pods, not either
+    assert peer["namespaceSelector"]["matchLabels"] and peer["podSelector"]["matchLabels"]
+
+
+def test_the_pod_mounts_a_web_config_secret_if_there_is_one() -> None:
+    pod = manifests()["DaemonSet"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "web-config"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "web-config"]
+    assert volume["secret"]["optional"] is True and volume["secret"]["defaultMode"] == 0o400
+    assert mount["readOnly"] is True
+    documented = (KUBERNETES / "daemonset.yaml").read_text()
+    assert f'"--web-config-file", "{mount["mountPath"]}/web-config.yml"' in documented
+    assert f"secret generic {volume['secret']['secretName']}" in documented

@@ -250,7 +250,7 @@ def test_with_the_engine_unreachable_nothing_reads_as_gone_and_reap_fails(docker
     try:
         result = CliRunner().invoke(reap_command, [*select, "--yes", "--json"])
         assert result.exit_code == 1, result.output
-        record = json.loads(result.output.splitlines()[0])
+        record = json.loads(result.stdout.splitlines()[0])
         assert record["ended"] == [] and record["gone"] == []
         ((failed),) = record["failed"]
         assert failed["id"] == leaked_container and failed["reason"].startswith("the engine could not be reached")

@@ -88,9 +88,9 @@ def test_config_overrides_thresholds(tmp_path):
     [
         ("[rules.accumulating]\nmin_lives = 5\n", "unknown key 'rules.accumulating.min_lives'"),
         ("[rules.zombie]\nmin_age_s = 'soon'\n", "'rules.zombie.min_age_s' must be a number"),
-        ("[rules.zombie]\nmin_zombies = -1\n", "must not be negative"),
-        ("[rules.pids]\nshare = 1.5\n", "'rules.pids.share' is a share of the limit: at most 1"),
-        ("[rules.pids]\nsample_every_s = 0\n", "'rules.pids.sample_every_s' must be greater than 0"),
+        ("[rules.zombie]\nmin_zombies = -1\n", "'rules.zombie.min_zombies' must be an integer from 1 to 1000000, not -1"),
+        ("[rules.pids]\nshare = 1.5\n", "'rules.pids.share' must be a number from 0.01 to 1, not 1.5"),
+        ("[rules.pids]\nsample_every_s = 0\n", "'rules.pids.sample_every_s' must be a number from 0.1 to 3600, not 0"),
         ("[detect]\nignore_signatures = ['(']\n", "bad regex"),
         ("[rules\n", "not valid TOML"),
         ("[[signature.masks]]\npattern = 'x'\n", "signature.masks[0]"),

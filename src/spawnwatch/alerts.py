@@ -12,7 +12,7 @@ A rise of severity ("warning" at the rule's threshold, "critical" past its
     {"kind": "alert", "state": "firing" | "resolved", "rule", "severity": "warning" | "critical", "signature",
      "spawner": {"pid", "ppid", "argv", "comm"}, "container": null | {"id", "name", "image"},
      "live", "spawned", "exited", "zombies", "orphans", "rss_bytes", "pids": [<= 20], "message",
-     "containers": [{"id", "name", "image", "memory_bytes": int | null}],
+     "containers": [{"id", "name", "image", "memory_bytes": int | null, "ambiguous": bool}],
      "pids_limit": null | {"cgroup", "current", "limit", "refused_forks"}}
 
 `containers` lists the leaked containers of `orphaned_containers` (empty for the other

@@ -1,14 +1,14 @@
 """Thresholds and signature rules: data/default-config.toml, overridden by `--config FILE`.
 
 A user file only names what it changes: its tables merge into the defaults key
-by key, its lists replace the default list.  Unknown keys, wrong types, negative
-numbers and bad regexes are errors that name the file and the key.
+by key, its lists replace the default list.  Unknown keys, wrong types, numbers
+out of their key's range (RANGES: every number has one) and bad regexes are
+errors that name the file, the key and what it accepts.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 import re
 import sys
 import typing
@@ -27,8 +27,55 @@ from spawnwatch.detect import RULES, DetectSettings
 from spawnwatch.lineage import LineageSettings
 from spawnwatch.redact import RedactRules, Redactor, segments
 from spawnwatch.signature import Interpreter, Launcher, Mask, SignatureRules
+from spawnwatch.text import cut
 
 DEFAULT_CONFIG = "data/default-config.toml"
+HOUR = 3600.0
+DAY = 24 * HOUR
+MANY = 1_000_000  # a count threshold past this never fires on a real host
+# What each number accepts, bounds included.  Counts that would fire on any spawner
+# start above 1, intervals that would make a busy loop start above 0, and nothing
+# goes past what a host can hold, so a typo cannot blind or flood the watcher.
+RANGES: dict[str, tuple[float, float]] = {
+    "lineage.max_processes": (1024, 4_194_304),  # pid_max's ceiling
+    "lineage.retention_s": (0, DAY),
+    "detect.evaluate_every_s": (0.05, HOUR),
+    "detect.max_idle_groups": (0, MANY),
+    "detect.idle_group_s": (0, 7 * DAY),
+    "detect.memory_every_s": (0.1, HOUR),
+    "rules.accumulating.min_live": (2, MANY),
+    "rules.accumulating.min_gap_s": (0, HOUR),
+    "rules.accumulating.min_growth": (1, MANY),
+    "rules.accumulating.critical_live": (2, MANY),
+    "rules.orphaned.min_orphans": (1, MANY),
+    "rules.orphaned.min_leakers": (1, MANY),
+    "rules.orphaned.handoff_s": (0, 60),
+    "rules.orphaned.min_zombie_age_s": (0, DAY),
+    "rules.orphaned.critical_orphans": (1, MANY),
+    "rules.orphaned_containers.min_containers": (1, MANY),
+    "rules.orphaned_containers.grace_s": (0, HOUR),
+    "rules.orphaned_containers.match_window_s": (1, HOUR),
+    "rules.orphaned_containers.critical_containers": (1, MANY),
+    "rules.zombie.min_zombies": (1, MANY),
+    "rules.zombie.min_age_s": (0, DAY),
+    "rules.zombie.critical_zombies": (1, MANY),
+    "rules.spawn_rate.per_minute": (1, 100 * MANY),
+    "rules.spawn_rate.minutes": (1, 60),  # a group keeps a count per minute of this window
+    "rules.spawn_rate.critical_per_minute": (1, 100 * MANY),
+    "rules.oom.hold_s": (0, 7 * DAY),
+    "rules.oom.critical_kills": (1, MANY),
+    "rules.pids.share": (0.01, 1),  # of the limit
+    "rules.pids.min_members": (1, MANY),
+    "rules.pids.hold_s": (0, 7 * DAY),
+    "rules.pids.sample_every_s": (0.1, HOUR),
+    "rules.pids.unlimited_every_s": (0.1, DAY),
+    "alerts.update_every_s": (1, DAY),
+    "alerts.resolve_after_s": (0, DAY),
+    "alerts.max_pids": (0, 1000),
+    "signature.max_args": (0, 64),
+    # Shorter, and signatures cut that short merge groups a launcher and a package tell apart.
+    "signature.max_length": (64, 4096),
+}
 
 
 class ConfigError(ValueError):
@@ -64,7 +111,7 @@ def load(path: str | Path | None = None) -> Config:
                 user = tomllib.load(f)
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-        except tomllib.TOMLDecodeError as exc:
+        except ValueError as exc:  # also an integer too long to read (Python's 4300 digits)
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
         data = _merge(data, user, source, "")
     return _build(data, source)
@@ -82,7 +129,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any], source: str, where: s
         name = f"{where}{key}"
         if key not in base:
             known = ", ".join(sorted(base))
-            raise ConfigError(f"{source}: unknown key {name!r} (known here: {known})")  # repr: one line
+            raise ConfigError(f"{source}: unknown key {_shown(name)} (known here: {known})")  # repr: one line
         if isinstance(base[key], dict):
             if not isinstance(value, dict):
                 raise ConfigError(f"{source}: '{name}' must be a table")
@@ -136,21 +183,6 @@ def _build(data: dict[str, Any], source: str) -> Config:
         redact=_redact_rules(data["redact"], source),
         watch=_make(WatchSettings, data["watch"], source, "watch"),
     )
-    for where, value in (
-        ("lineage.max_processes", config.lineage.max_processes),
-        ("detect.evaluate_every_s", config.detect.evaluate_every_s),
-        ("rules.spawn_rate.minutes", config.detect.spawn_rate.minutes),
-        ("rules.accumulating.min_live", config.detect.accumulating.min_live),
-        ("rules.zombie.min_zombies", config.detect.zombie.min_zombies),
-        ("rules.pids.share", config.detect.pids.share),
-        ("rules.pids.sample_every_s", config.detect.pids.sample_every_s),
-        ("rules.pids.unlimited_every_s", config.detect.pids.unlimited_every_s),
-    ):
-        if value <= 0:
-            raise ConfigError(f"{source}: '{where}' must be greater than 0")
-    if config.detect.pids.share > 1:
-        raise ConfigError(f"{source}: 'rules.pids.share' is a share of the limit: at most 1, "
-                          f"not {config.detect.pids.share}")
     return config
 
 
@@ -175,6 +207,17 @@ def _tables(table: dict[str, Any], key: str, source: str) -> list[dict[str, Any]
     return value
 
 
+def _bound(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
+def _shown(value: Any) -> str:
+    """A bad value in an error, on one short line whatever it is."""
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"an integer of about {value.bit_length() * 0.30103:.0f} digits"  # str() refuses past 4300 digits
+    return cut(repr(value), 60)
+
+
 def _regex(pattern: str, source: str, where: str) -> re.Pattern[str]:
     try:
         return re.compile(pattern)
@@ -189,7 +232,7 @@ def _make(cls: type, table: dict[str, Any], source: str, where: str) -> Any:
     unknown = sorted(set(table) - names)
     if unknown:
         key = f"{where}.{unknown[0]}"
-        raise ConfigError(f"{source}: unknown key {key!r} (known here: {', '.join(sorted(names))})")
+        raise ConfigError(f"{source}: unknown key {_shown(key)} (known here: {', '.join(sorted(names))})")
     missing = sorted(f.name for f in fields(cls) if f.name not in table and f.default is MISSING)
     if missing:
         raise ConfigError(f"{source}: '{where}' lacks the key '{missing[0]}'")
@@ -206,22 +249,25 @@ def _convert(hint: Any, value: Any, source: str, where: str) -> Any:
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{source}: '{where}' must be true or false, not {value!r}")
+        raise ConfigError(f"{source}: '{where}' must be true or false, not {_shown(value)}")
     if hint in (int, float):
+        kind = "an integer" if hint is int else "a number"
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (hint is int and not isinstance(value, int)):
-            raise ConfigError(f"{source}: '{where}' must be a{'n integer' if hint is int else ' number'}, not {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{source}: '{where}' must be a finite number, not {value}")
-        if value < 0:
-            raise ConfigError(f"{source}: '{where}' must not be negative ({value})")
+            raise ConfigError(f"{source}: '{where}' must be {kind}, not {_shown(value)}")
+        if where not in RANGES:
+            raise ConfigError(f"{source}: '{where}': no range declared for this number")  # a bug of ours
+        low, high = RANGES[where]
+        if not low <= value <= high:  # before any conversion: an integer of 400 digits is no float; NaN fails too
+            raise ConfigError(f"{source}: '{where}' must be {kind} from {_bound(low)} to {_bound(high)},"
+                              f" not {_shown(value)}")
         return hint(value)
     if hint is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{source}: '{where}' must be a string, not {value!r}")
+        raise ConfigError(f"{source}: '{where}' must be a string, not {_shown(value)}")
     if origin in (tuple, frozenset):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{source}: '{where}' must be a list, not {value!r}")
+            raise ConfigError(f"{source}: '{where}' must be a list, not {_shown(value)}")
         item = args[0]
         if all(is_dataclass(x) for x in value):
             return tuple(value)

@@ -17,7 +17,6 @@ builds millions, and a frozen one's every field is set through object.__setattr_
 from __future__ import annotations
 
 import enum
-import math
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Callable, Iterable, Iterator
 
@@ -56,6 +55,11 @@ class Exec(Event):
     argv: tuple[str, ...] = ()
     filename: str = ""
     argv_truncated: bool = False
+    # Of a container engine's client only: the variables of its environment that name the
+    # engine it talks to (DOCKER_HOST=..., DOCKER_CONTEXT=...), read from /proc at its exec;
+    # environ_unread when /proc would not tell.
+    environ: tuple[str, ...] = ()
+    environ_unread: bool = False
 
     kind = Kind.EXEC
 
@@ -84,7 +88,8 @@ class Oom(Event):
 @dataclass(slots=True)
 class ContainerEvent:
     """A container's lifecycle as its engine reports it (create, start, die, destroy); no
-    process, so no pid.  Carries no env and no labels but compose's project.  A container
+    process, so no pid.  Carries no env; its labels (bounded) tell which client could have
+    asked for it (the client's --label must be among them).  A container
     already running when a live session began is recorded as the create and start its
     engine sent before the session, dated by the engine's Created and State.StartedAt
     (so `ts` may be earlier than the snapshot they follow)."""
@@ -97,6 +102,7 @@ class ContainerEvent:
     compose_project: str = ""  # its com.docker.compose.project label
     exit_code: int = 0  # of a die
     detached: bool = False  # a start with no client attached to its stdio (`docker run -d`), as inspect tells
+    labels: tuple[str, ...] = ()  # of a create or start: its labels as NAME=value (none: not told)
 
     kind = Kind.CONTAINER
 
@@ -157,6 +163,8 @@ class ProcessInfo:
     cgroup_id: int = 0
     zombie: bool = False
     cgroup_path: str = ""
+    environ: tuple[str, ...] = ()  # as Exec's
+    environ_unread: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +199,9 @@ class RecordError(ValueError):
 
 
 MAX_ID = 2**64 - 1  # pids, cgroup ids and byte counts are at most u64 on the kernel side
+# Seconds since boot, or since 1970 for a boot time (the year 2286): a recording's times past
+# it are forged, and would overflow a date or a count of clock ticks further on.
+MAX_TIME = 1e10
 
 
 def _check(ok: bool, value: Any, what: str, expected: str) -> None:
@@ -200,8 +211,8 @@ def _check(ok: bool, value: Any, what: str, expected: str) -> None:
 
 def time_value(value: Any, what: str) -> float:
     """A time in seconds since boot from a record (RecordError otherwise)."""
-    _check(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0,
-           value, what, "a finite number >= 0")
+    _check(isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_TIME,
+           value, what, f"a finite number from 0 to {MAX_TIME:g}")
     return float(value)
 
 
@@ -253,7 +264,7 @@ def _fields_of(cls: type, record: Any, what: str) -> dict[str, Any]:
 # What a value of the exact type a decoder produces must also satisfy to be taken as it is;
 # anything else goes to its check in _CHECKS, which converts it or raises the RecordError.
 _ACCEPTED_AS_IS = {
-    "float": "type({v}) is float and 0.0 <= {v} < _INFINITY",
+    "float": "type({v}) is float and 0.0 <= {v} <= _MAX_TIME",
     "int": "type({v}) is int and 0 <= {v} <= _MAX_ID",
     "str": "type({v}) is str",
     "bool": "{v} is True or {v} is False",
@@ -268,7 +279,7 @@ class _Codec:
     def __init__(self, cls: type) -> None:
         names = [f.name for f in fields(cls)]
         namespace: dict[str, Any] = {
-            "_cls": cls, "_kind": cls.kind.value, "_ABSENT": _ABSENT, "_INFINITY": math.inf, "_MAX_ID": MAX_ID,
+            "_cls": cls, "_kind": cls.kind.value, "_ABSENT": _ABSENT, "_MAX_TIME": MAX_TIME, "_MAX_ID": MAX_ID,
             "RecordError": RecordError,
         }
         written = []

@@ -73,6 +73,9 @@ class Process:
     # (when, argv, signature): its last exec that changed its signature, and what it ran until
     # then.  A tally of its children comes a second or two after their forks, maybe after it.
     ran_before: tuple[float, tuple[str, ...], str] | None = None
+    # A container engine's client: the variables of its environment that name its engine
+    # (events.Exec.environ); None when they could not be read.
+    environ: tuple[str, ...] | None = ()
 
     @property
     def key(self) -> Key:
@@ -192,6 +195,7 @@ class Lineage:
                 cgroup_id=info.cgroup_id,
                 exited_at=snapshot.ts if info.zombie else None,
                 seeded=True,
+                environ=None if info.environ_unread else info.environ,
             )
             self._by_pid[proc.pid] = proc
             created.append(proc)
@@ -319,6 +323,7 @@ class Lineage:
         proc.execed = True
         proc.argv = tuple(event.argv)
         proc.comm = event.comm
+        proc.environ = None if event.environ_unread else event.environ
         proc.signature = self._sign(proc.argv, event.comm)
         if proc.signature != old:
             proc.ran_before = (event.ts, old_argv, old)
@@ -475,7 +480,8 @@ class Lineage:
             elif proc.alive and info.comm[:COMM_CHARS] != proc.comm[:COMM_CHARS] and info.argv:
                 # An exec renames comm; its event was lost: /proc has the program.
                 self.counts["resync_execs"] += 1
-                self._exec(Exec(snapshot.ts, proc.pid, info.ppid, info.comm, proc.cgroup_id, info.argv), proc)
+                self._exec(Exec(snapshot.ts, proc.pid, info.ppid, info.comm, proc.cgroup_id, info.argv,
+                                environ=info.environ, environ_unread=info.environ_unread), proc)
         known = set(self._by_pid)
         added = self.seed(snapshot)
         self.counts["resync_added"] += len(added)

@@ -2,11 +2,20 @@
 (or read back from JSON lines), so a recorded session replays through exactly
 the code a live one runs.
 
-A recording holds every command line of the host: it is written mode 0600,
-and an existing file is narrowed to 0600 before anything is written to it."""
+A recording holds every command line of the host, and root writes it: it is
+written mode 0600, never through a symlink, never into something else than a
+regular file of this user that has no other name (an existing one is narrowed
+to 0600 and emptied only once it is known to be that).
+
+A recording read back is hostile input like any other (anyone could have
+written it): a record is at most MAX_RECORD_BYTES, nested no deeper than the
+parsers allow (msgpack's stack, Python's recursion limit for JSON), and
+anything else is a RecordingError, never a crash.
+"""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import stat
@@ -21,16 +30,33 @@ class RecordingError(ValueError):
 
 
 PRIVATE = 0o600
+# A snapshot of a busy host is the largest record a session writes (a few MiB); a record
+# past these is refused before it is held whole, which bounds what one costs in memory.
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+MAX_ARRAY_ITEMS = 1 << 20
+MAX_MAP_ITEMS = 1 << 16
 
 
 class RecordingWriter:
     def __init__(self, path: str | Path) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, PRIVATE)
+        """RecordingError when `path` is a symlink, not a regular file, another user's, or has other names."""
+        # O_NONBLOCK: opening a FIFO nobody reads fails at once instead of hanging (and is refused below);
+        # no O_TRUNC: nothing is emptied before it is known to be ours.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
-            mode = os.fstat(fd).st_mode
-            if stat.S_ISREG(mode) and stat.S_IMODE(mode) & ~PRIVATE:  # not a pipe or a tty that we would chmod
-                os.fchmod(fd, PRIVATE)
-        except OSError:
+            fd = os.open(path, flags, PRIVATE)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise RecordingError(f"{path}: is a symlink: a recording is never written through one") from exc
+            if exc.errno == errno.ENXIO:
+                raise RecordingError(f"{path}: is a FIFO or socket, not a regular file") from exc
+            raise RecordingError(f"{path}: cannot write: {exc.strerror}") from exc
+        try:
+            _check_own_regular_file(path, os.fstat(fd))
+            os.ftruncate(fd, 0)
+            os.fchmod(fd, PRIVATE)
+            os.set_blocking(fd, True)
+        except BaseException:
             os.close(fd)
             raise
         self._file: IO[bytes] = os.fdopen(fd, "wb")
@@ -49,32 +75,59 @@ class RecordingWriter:
         self.close()
 
 
+def _check_own_regular_file(path: str | Path, found: os.stat_result) -> None:
+    if not stat.S_ISREG(found.st_mode):
+        raise RecordingError(f"{path}: not a regular file: a recording is only written to one")
+    if found.st_uid != os.geteuid():
+        raise RecordingError(f"{path}: belongs to uid {found.st_uid}, not to this user (uid {os.geteuid()}):"
+                             f" remove it or record elsewhere")
+    if found.st_nlink > 1:
+        raise RecordingError(f"{path}: has {found.st_nlink - 1} other hard link(s): writing would change them too")
+
+
 def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
     """Records of a msgpack recording, or of a JSON-lines file (`trace --json` output).
-    Anything else (not a map, undecodable, cut short) is a RecordingError naming where."""
+    Anything else (not a map, undecodable, cut short, too large, nested too deep) is a
+    RecordingError naming where."""
     path = Path(path)
     with open(path, "rb") as f:
         head = f.read(1)
         f.seek(0)
         if head in (b"{", b""):
-            for number, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        record = json.loads(line)
-                    except ValueError as exc:  # also bytes that are not UTF-8
-                        raise RecordingError(f"{path}:{number}: not JSON: {exc}") from exc
-                    yield _record(record, f"{path}:{number}")
+            yield from _json_lines(f, path)
             return
-        unpacker = msgpack.Unpacker(f, raw=False, strict_map_key=False)
+        unpacker = msgpack.Unpacker(
+            f, raw=False, strict_map_key=False, max_buffer_size=MAX_RECORD_BYTES,
+            max_array_len=MAX_ARRAY_ITEMS, max_map_len=MAX_MAP_ITEMS,
+        )
         try:
             for record in unpacker:
                 yield record if type(record) is dict else _record(record, str(path))
+        except msgpack.StackError as exc:
+            raise RecordingError(f"{path}: corrupt recording: a record nested too deep") from exc
         except (msgpack.UnpackException, ValueError, TypeError) as exc:  # TypeError: a map key that cannot be one
             if isinstance(exc, RecordingError):
                 raise
-            raise RecordingError(f"{path}: corrupt recording: {exc}") from exc
+            raise RecordingError(f"{path}: corrupt recording: {exc or type(exc).__name__}") from exc
         if unpacker.tell() != path.stat().st_size:
             raise RecordingError(f"{path}: cut short after {unpacker.tell()} bytes: its last record is incomplete")
+
+
+def _json_lines(f: IO[bytes], path: Path) -> Iterator[dict[str, Any]]:
+    number = 0
+    while line := f.readline(MAX_RECORD_BYTES + 1):
+        number += 1
+        if len(line) > MAX_RECORD_BYTES:
+            raise RecordingError(f"{path}:{number}: a record longer than {MAX_RECORD_BYTES} bytes")
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except RecursionError as exc:  # the parser stops at Python's recursion limit, before the C stack
+            raise RecordingError(f"{path}:{number}: a record nested too deep") from exc
+        except ValueError as exc:  # also bytes that are not UTF-8, and integers too long to read
+            raise RecordingError(f"{path}:{number}: not JSON: {exc}") from exc
+        yield _record(record, f"{path}:{number}")
 
 
 def _record(record: Any, where: str) -> dict[str, Any]:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import shlex
 from collections import OrderedDict
 
 from spawnwatch.events import Brief, Event, Exec, Exit, Oom, Reap
-from spawnwatch.text import human_bytes, printable
+from spawnwatch.text import command_line, human_bytes, human_duration, printable
 
 EVENT_HEADER = f"{'TIME(s)':>14} {'EVENT':<5} {'PID':>7} {'PPID':>7} {'CONTAINER':<16} {'COMM':<16} DETAIL"
 MAX_REMEMBERED_EXITS = 65536
+MAX_ARGV_SHOWN = 4096  # what the kernel side keeps: an argv read from /proc instead is shown no longer
 
 
 class EventLines:
@@ -23,7 +23,8 @@ class EventLines:
         """`container` names the event's container ("-": the host)."""
         detail = ""
         if isinstance(event, Exec):
-            detail = printable(shlex.join(event.argv)) + (" [argv truncated]" if event.argv_truncated else "")
+            detail = command_line(event.argv, event.comm, MAX_ARGV_SHOWN) + (
+                " [argv truncated]" if event.argv_truncated else "")
         elif isinstance(event, Exit):
             self._exits[event.pid] = event.ts
             if len(self._exits) > MAX_REMEMBERED_EXITS:
@@ -31,14 +32,15 @@ class EventLines:
         elif isinstance(event, Reap):
             exited = self._exits.pop(event.pid, None)
             if exited is not None:
-                detail = f"zombie for {event.ts - exited:.3f}s"
+                detail = f"zombie for {human_duration(event.ts - exited)}"
         elif isinstance(event, Brief) and not event.pid:
             detail = f"{event.count} short lives forked in this second, the last reaped at {event.reaped_at:.6f}"
         elif isinstance(event, Brief):
-            detail = f"exited {event.exited_at - event.ts:.3f}s after its fork, zombie for {event.reaped_at - event.exited_at:.3f}s"
+            detail = (f"exited {human_duration(event.exited_at - event.ts)} after its fork,"
+                      f" zombie for {human_duration(event.reaped_at - event.exited_at)}")
         elif isinstance(event, Oom):
             detail = f"OOM-killed, rss {human_bytes(event.rss_bytes)}"
         return (
             f"{event.ts:14.6f} {event.kind.value:<5} {event.pid:>7} {event.ppid or '?':>7} "
-            f"{printable(container)[:16]:<16} {printable(event.comm):<16} {detail}"
+            f"{printable(container, 16):<16} {printable(event.comm):<16} {detail}"
         ).rstrip()

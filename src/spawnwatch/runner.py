@@ -73,6 +73,7 @@ def open_probe(redact: Redactor | None = None, ring_buffer_kb: int | None = None
     return Probe(
         parent_of=procfs.parent_pid, argv_of=procfs.argv, redact=redact, zombie_start=procfs.zombie_start,
         ring_buffer_kb=ring_buffer_kb, dead_slots=dead_slots, tally_briefs=tally_briefs,
+        environ_of=procfs.engine_environ,
     )
 
 

@@ -31,6 +31,9 @@ import shlex
 from dataclasses import dataclass
 from typing import Sequence
 
+from spawnwatch.redact import REDACTED
+from spawnwatch.text import ELLIPSIS, cut
+
 
 @dataclass(frozen=True, slots=True)
 class Interpreter:
@@ -75,6 +78,11 @@ class ContainerClient:
     image: str  # as given ("" for start)
     names: tuple[str, ...]  # --name of run and create; the containers (names or ids) start names
     attached: bool  # stays attached to the container's stdio: run without -d, start with -a or -i
+    # The address of the engine it talks to, as its argv and environment tell (docker's
+    # precedence: -H, then --context, then DOCKER_HOST, then DOCKER_CONTEXT); None when they
+    # cannot tell (a named context, an environment that could not be read).
+    engine: str | None = None
+    labels: frozenset[str] = frozenset()  # --label of run and create, as NAME=value
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,23 +136,29 @@ class Signer:
             return f"[{comm}]" if comm else "[?]"
         return self._bound(self._split(words)[0])
 
-    def container_client(self, argv: Sequence[str]) -> ContainerClient | None:
-        """What a `docker run` / `docker create` / `docker start` client asks for; None for other programs."""
+    def container_client(self, argv: Sequence[str], environ: Sequence[str] | None = ()) -> ContainerClient | None:
+        """What a `docker run` / `docker create` / `docker start` client asks for, and of which
+        engine (`environ`: its DOCKER_HOST / DOCKER_CONTEXT as NAME=value, None when it could
+        not be read); None for other programs."""
         words = self._strip_wrappers(clean_argv(argv))
         if not words:
             return None
-        launch = self._launcher_of(*self._program(words))
+        program, program_args = self._program(words)
+        launch = self._launcher_of(program, program_args)
         if launch is None or not launch[0].container_client:
             return None
         launcher, sequence, args = launch
+        engine = _engine(sequence[0], self._options(launcher.program_value_options, program_args)[0], environ)
         options, rest = self._options(launcher.options_taking_values, args)
         action = sequence[-1]
         if action == "start":
             attached = any(name in ("-a", "--attach", "-i", "--interactive") and _true(value) for name, value in options)
-            return ContainerClient(action, "", tuple(rest), attached)
+            return ContainerClient(action, "", tuple(rest), attached, engine)
         names = tuple(value for name, value in options if name == "--name" and value)
         detached = any(name in ("-d", "--detach") and _true(value) for name, value in options)
-        return ContainerClient(action, rest[0] if rest else "", names, action == "run" and not detached)
+        labels = frozenset(value if "=" in value else f"{value}=" for name, value in options
+                           if name in ("-l", "--label") and value and REDACTED not in value)  # redacted: unknown
+        return ContainerClient(action, rest[0] if rest else "", names, action == "run" and not detached, engine, labels)
 
     def _sign(self, words: list[str]) -> str:
         return self._render(*self._split(words))
@@ -270,7 +284,7 @@ class Signer:
     def _render(self, program: str, args: list[str]) -> str:
         shown = [self._mask(a) for a in args[: self.rules.max_args]]
         if len(args) > self.rules.max_args:
-            shown.append("…")
+            shown.append(ELLIPSIS)
         return " ".join([program, *shown])
 
     def _mask(self, word: str) -> str:
@@ -280,8 +294,35 @@ class Signer:
 
     def _bound(self, signature: str) -> str:
         signature = _WHITESPACE.sub(" ", signature).strip()  # one line, whatever argv held
-        limit = self.rules.max_length
-        return signature if len(signature) <= limit else signature[: limit - 1] + "…"
+        return cut(signature, self.rules.max_length)
+
+
+ENGINE_VARIABLES = ("DOCKER_HOST", "DOCKER_CONTEXT")  # what of a client's environment names its engine
+DEFAULT_ENGINE = "unix:///var/run/docker.sock"  # docker's, when neither -H nor DOCKER_HOST names another
+PODMAN_ENGINE = "podman"  # podman's engine, whatever its --url or --connection: never docker's
+# The programs (by comm: the name of the file an exec ran) whose environment is read at
+# their exec, for ENGINE_VARIABLES; podman's engine is never docker's, whatever its
+# environment says.
+ENGINE_CLIENTS = frozenset({"docker"})
+
+
+def _engine(program: str, options: list[tuple[str, str]], environ: Sequence[str] | None) -> str | None:
+    """The address of the engine a client talks to (ContainerClient.engine), from its own
+    options before the command words and its environment; the last of an option given
+    twice wins."""
+    if program != "docker":
+        return PODMAN_ENGINE
+    host = next((value for name, value in reversed(options) if name in ("-H", "--host")), None)
+    context = next((value for name, value in reversed(options) if name in ("-c", "--context")), None)
+    if host is None and context in (None, "default"):  # the default context is DOCKER_HOST's engine
+        if environ is None:
+            return None
+        variables = dict(entry.partition("=")[::2] for entry in environ)
+        host = variables.get("DOCKER_HOST") or None
+        context = context or variables.get("DOCKER_CONTEXT") or None
+    if host is not None:
+        return host
+    return DEFAULT_ENGINE if context in (None, "default") else None  # a named context's address is in its owner's files
 
 
 def _true(value: str) -> bool:

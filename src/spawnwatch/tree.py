@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from spawnwatch.alerts import ResolveContainer
-from spawnwatch.text import human_bytes
+from spawnwatch.text import human_bytes, printable
 from spawnwatch.detect import Finding, GroupKey
 from spawnwatch.lineage import Lineage, Process
 
@@ -122,12 +122,12 @@ def render(nodes: list[TreeNode], color: Callable[[str, bool], str] = lambda tex
 
     def walk(node: TreeNode, prefix: str, last: bool, top: bool) -> None:
         branch = "" if top else ("└─ " if last else "├─ ")
-        label = node.signature if len(node.signature) <= MAX_LABEL else node.signature[: MAX_LABEL - 1] + "…"
+        label = printable(node.signature, MAX_LABEL)
         label += f"  x{node.count}" if node.count > 1 else f"  [pid {node.processes[0].pid}]"
         if node.rss_bytes:
             label += f"  {human_bytes(node.rss_bytes)}"
         if node.container:
-            label += f"  (container {node.container.get('name')})"
+            label += f"  (container {printable(str(node.container.get('name')), MAX_LABEL)})"
         if node.rules:
             label += "  !! " + ", ".join(node.rules)
         lines.append(prefix + branch + color(label, bool(node.rules)))

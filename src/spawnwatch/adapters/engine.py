@@ -4,6 +4,7 @@ leftovers, and its event stream; tolerant of there being no engine at all."""
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -12,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from spawnwatch.events import ContainerEvent
+from spawnwatch.signature import DEFAULT_ENGINE
 from spawnwatch.text import cut, printable
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ class ContainerInfo:
     # False when only the cgroup path named it (no engine answered): an engine that
     # comes back later can still give its name and image.
     from_engine: bool = True
+    labels: tuple[str, ...] = ()  # NAME=value, as container_labels keeps them
 
     def as_contract(self) -> dict[str, Any]:
         """The container object of alerts and events."""
@@ -68,7 +71,22 @@ def info_from_inspect(inspect: dict[str, Any]) -> ContainerInfo:
         started=_wall_time(state.get("StartedAt")) if state.get("Running") else None,
         auto_remove=bool(host.get("AutoRemove")),
         attached=any(config.get(key) for key in ("AttachStdin", "AttachStdout", "AttachStderr")),
+        labels=container_labels(labels),
     )
+
+
+MAX_LABELS = 64  # a container with more is taken as telling none
+MAX_LABEL_CHARS = 1024
+EVENT_ATTRIBUTES = frozenset({"image", "name"})  # what a create or start event says besides the labels
+
+
+def container_labels(labels: dict[str, Any]) -> tuple[str, ...]:
+    """A container's labels as NAME=value, sorted; none when there are more than MAX_LABELS
+    or one is longer than MAX_LABEL_CHARS (any user may label a container: bounded)."""
+    if not isinstance(labels, dict) or len(labels) > MAX_LABELS:
+        return ()
+    pairs = [f"{name}={value}" for name, value in labels.items()]
+    return tuple(sorted(pairs)) if all(len(pair) <= MAX_LABEL_CHARS for pair in pairs) else ()
 
 
 LIFECYCLE = ("create", "start", "die", "destroy")
@@ -100,6 +118,8 @@ def container_event(event: dict[str, Any], boot_time: float, info: ContainerInfo
         compose_project=str(attributes.get(COMPOSE_PROJECT, "")),
         exit_code=int(exit_code) if exit_code.isdigit() else 0,
         detached=action == "start" and info is not None and not info.attached,
+        labels=container_labels({k: v for k, v in attributes.items() if k not in EVENT_ATTRIBUTES})
+        if action in ("create", "start") else (),
     )
 
 
@@ -110,7 +130,8 @@ def found_running(info: ContainerInfo, boot_time: float) -> tuple[ContainerEvent
     Nothing for one that does not run, or whose dates the engine did not give."""
     if not info.running or info.created is None or info.started is None:
         return ()
-    fields = dict(id=info.id, name=info.name, image=info.image or "", compose_project=info.compose_project or "")
+    fields = dict(id=info.id, name=info.name, image=info.image or "", compose_project=info.compose_project or "",
+                  labels=info.labels)
     return (ContainerEvent(ts=max(info.created - boot_time, 0.0), action="create", **fields),
             ContainerEvent(ts=max(info.started - boot_time, 0.0), action="start", detached=not info.attached, **fields))
 
@@ -133,6 +154,12 @@ REASON_WIDTH = 300
 def _reason(exc: BaseException) -> str:
     """An engine's error for a log line: its answer may carry what a local user wrote."""
     return cut(printable(str(exc)), REASON_WIDTH)
+
+
+def followed_address() -> str:
+    """The address of the engine DockerEngine() follows: DOCKER_HOST's, else docker's
+    default socket.  Clients of any other engine ask it for nothing (detect/containers.py)."""
+    return os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE
 
 
 class EngineError(Exception):

@@ -13,8 +13,11 @@ from spawnwatch.adapters.cgroups import cgroup2_mount, inode, read_proc_cgroups
 from spawnwatch.config import default_redactor
 from spawnwatch.events import ProcessInfo, Snapshot
 from spawnwatch.redact import Redactor
+from spawnwatch.signature import ENGINE_CLIENTS, ENGINE_VARIABLES
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+ENVIRON_LIMIT = 256 * 1024  # bytes of an environment read; a larger one is taken as unread
+ENVIRON_VALUE_LIMIT = 4096  # characters kept of a variable
 
 
 def boottime_now() -> float:
@@ -51,21 +54,43 @@ def cgroup_id(pid: int, mount: str | None) -> int:
     return (inode(mount, cgroups.v2_path) if cgroups else None) or 0
 
 
+def engine_environ(pid: int) -> tuple[str, ...] | None:
+    """The variables of `pid`'s environment that name a container engine (ENGINE_VARIABLES),
+    as NAME=value; None when /proc would not tell (gone, no access), or shows none at all
+    (an exited process's reads empty), or more than ENVIRON_LIMIT bytes.  Read once, at the
+    exec of an engine client: the only reader of /proc/<pid>/environ."""
+    try:
+        fd = os.open(f"/proc/{pid}/environ", os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(ENVIRON_LIMIT + 1)
+    except OSError:
+        return None
+    if not data or len(data) > ENVIRON_LIMIT:
+        return None
+    prefixes = tuple(f"{name}=".encode() for name in ENGINE_VARIABLES)
+    return tuple(entry.decode("utf-8", "replace")[:ENVIRON_VALUE_LIMIT]
+                 for entry in data.split(b"\0") if entry.startswith(prefixes))
+
+
 def process_info(proc: psutil.Process, mount: str | None, redact: Redactor) -> ProcessInfo | None:
     try:
         with proc.oneshot():
             pid = proc.pid
             cgroups = read_proc_cgroups(pid)
             status = proc.status()
+            argv = proc.cmdline() if status != psutil.STATUS_ZOMBIE else []
+            environ = engine_environ(pid) if proc.name() in ENGINE_CLIENTS and argv else ()
             return ProcessInfo(
                 pid=pid,
                 ppid=proc.ppid(),
                 start=start_time(pid) or 0.0,
                 comm=proc.name(),
-                argv=redact(proc.cmdline()) if status != psutil.STATUS_ZOMBIE else (),
+                argv=redact(argv) if argv else (),
                 cgroup_id=(inode(mount, cgroups.v2_path) if cgroups else None) or 0,
                 zombie=status == psutil.STATUS_ZOMBIE,
                 cgroup_path=cgroups.display_path if cgroups else "",
+                environ=redact(environ) if environ else (),
+                environ_unread=environ is None,
             )
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
         return None

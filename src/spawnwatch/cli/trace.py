@@ -12,6 +12,7 @@ from spawnwatch.adapters import procfs
 from spawnwatch.consumers.trace import EventStream
 from spawnwatch.filters import CommFilter, SubtreeFilter
 from spawnwatch.probe import ProbeError
+from spawnwatch.recording import RecordingError
 from spawnwatch.runner import run_live
 
 
@@ -20,7 +21,8 @@ from spawnwatch.runner import run_live
 @click.option("--pid", type=click.IntRange(min=1), help="Only this process and its descendants.")
 @click.option("--comm", help="Only events whose command name (comm) is this.")
 @click.option("--container", metavar="NAME", help="Only events from this container (name or id prefix).")
-@click.option("--record", type=click.Path(dir_okay=False, writable=True), help="Also save every event to FILE (msgpack, mode 0600) for `watch --replay`.")
+@click.option("--record", type=click.Path(dir_okay=False, writable=True), help="Also save every event to FILE (msgpack, mode 0600) for `watch --replay`; never through a symlink, and an "
+              "existing FILE must be a regular file of this user.")
 @config_option
 @show_secrets_option
 @ring_buffer_option
@@ -64,3 +66,5 @@ def command(
         run_live(config, EventStream(filters, container, as_json), duration, record, ring_buffer_kb)
     except ProbeError as exc:
         raise CannotTrace(str(exc)) from exc
+    except RecordingError as exc:
+        raise click.BadParameter(str(exc), param_hint="--record") from exc

@@ -11,6 +11,7 @@ from typing import Any, Iterable
 
 import click
 
+from spawnwatch.adapters.engine import followed_address
 from spawnwatch.cli.common import (
     CannotTrace, config_option, duration_option, json_option, load_config, log, one_line_errors, require_root,
     ring_buffer_option, show_secrets_option,
@@ -26,6 +27,7 @@ from spawnwatch.runner import run_live
 from spawnwatch.sinks import Fanout, OnlyContainer, Origin, Record, Sink
 from spawnwatch.sinks.human import Human
 from spawnwatch.sinks.jsonl import JsonLines
+from spawnwatch.text import cut, printable
 
 
 
@@ -33,7 +35,8 @@ from spawnwatch.sinks.jsonl import JsonLines
 @duration_option
 @config_option
 @click.option("--record", type=click.Path(dir_okay=False, writable=True), metavar="FILE",
-              help="Also save the snapshot, every event and every alert to FILE (msgpack, mode 0600) for --replay.")
+              help="Also save the snapshot, every event and every alert to FILE (msgpack, mode 0600) for --replay; "
+                   "never through a symlink, and an existing FILE must be a regular file of this user.")
 @click.option("--replay", type=click.Path(exists=True, dir_okay=False), metavar="FILE",
               help="Run detection on a recording (from --record or `trace --record`) instead of the kernel; no root needed.")
 @click.option("--metrics-address", metavar="[HOST]:PORT",
@@ -41,6 +44,9 @@ from spawnwatch.sinks.jsonl import JsonLines
                    ":PORT every interface (for a Prometheus on another host), [::1]:PORT an IPv6 address.")
 @click.option("--metrics-port", type=click.IntRange(0, 65535), metavar="PORT",
               help="Shorthand for --metrics-address 127.0.0.1:PORT.")
+@click.option("--web-config-file", metavar="FILE",
+              help="Serve the metrics over TLS and/or basic auth as FILE says: the exporters' web config "
+                   "(node_exporter's --web.config.file: tls_server_config, basic_auth_users).")
 @click.option("--container", metavar="NAME", help="Only alerts about this container (name or id prefix).")
 @click.option("--webhook", metavar="URL",
               help="POST every alert to URL; an Alertmanager when URL ends in /api/v2/alerts (its API, active "
@@ -56,7 +62,8 @@ from spawnwatch.sinks.jsonl import JsonLines
 @json_option
 @one_line_errors
 def command(duration: float | None, config_path: str | None, record: str | None, replay: str | None,
-            metrics_address: str | None, metrics_port: int | None, container: str | None, webhook: str | None,
+            metrics_address: str | None, metrics_port: int | None, web_config_file: str | None,
+            container: str | None, webhook: str | None,
             resend_every: float, state_dir: str | None, show_secrets: bool, ring_buffer_kb: int | None,
             as_json: bool) -> None:
     """Catch processes that keep spawning identical children and never clean them up.
@@ -91,7 +98,7 @@ def command(duration: float | None, config_path: str | None, record: str | None,
       sudo spawnwatch watch --json --duration 60 --record leak.msgpack
       spawnwatch watch --replay leak.msgpack --json
       sudo spawnwatch watch --metrics-port 9464 --webhook http://127.0.0.1:9093/api/v2/alerts
-      sudo spawnwatch watch --metrics-address :9464
+      sudo spawnwatch watch --metrics-address :9464 --web-config-file /etc/spawnwatch/web-config.yml
       sudo spawnwatch watch --container metamcp
     """
     if replay and (record or duration is not None or ring_buffer_kb is not None or state_dir):
@@ -104,12 +111,14 @@ def command(duration: float | None, config_path: str | None, record: str | None,
         raise click.UsageError("--metrics-port is a shorthand of --metrics-address: give one of them")
     if metrics_port is not None:
         metrics_address = str(metrics_port)
+    if web_config_file is not None and metrics_address is None:
+        raise click.UsageError("--web-config-file says how metrics are served: give --metrics-address too")
     config = load_config(config_path, show_secrets)
     if not replay:
         require_root()  # before anything is served or kept (metrics, the ledger) for a watch that cannot trace
     with ExitStack() as stack:
         sinks: list[Sink] = [JsonLines(sys.stdout) if as_json else Human(sys.stdout, color=sys.stdout.isatty())]
-        metrics = serve_metrics(metrics_address) if metrics_address is not None else None
+        metrics = serve_metrics(metrics_address, web_config_file) if metrics_address is not None else None
         if metrics is not None:
             sinks.append(metrics)
             log(f"metrics on {metrics.url}")
@@ -132,13 +141,21 @@ def command(duration: float | None, config_path: str | None, record: str | None,
                 run_live(config, Detection(config, sink, extra_stats, log), duration, record, ring_buffer_kb)
             except ProbeError as exc:
                 raise CannotTrace(str(exc)) from exc
+            except RecordingError as exc:
+                raise click.BadParameter(str(exc), param_hint="--record") from exc
 
 
-def serve_metrics(address: str) -> Any:
+def serve_metrics(address: str, web_config_file: str | None) -> Any:
+    from spawnwatch.sinks.exporter_web import WebConfigError, load_web_config
     from spawnwatch.sinks.prometheus import Metrics, MetricsAddressError, parse_address
 
     try:
-        return Metrics(parse_address(address))
+        web = load_web_config(web_config_file) if web_config_file is not None else None
+    except WebConfigError as exc:
+        # The file's own text may be quoted (a YAML error, a user's name): one line, no escapes obeyed.
+        raise click.BadParameter(printable(cut(str(exc), 1000)), param_hint="--web-config-file") from exc
+    try:
+        return Metrics(parse_address(address), web)
     except MetricsAddressError as exc:
         raise click.BadParameter(str(exc), param_hint="--metrics-address") from exc
     except OSError as exc:
@@ -184,7 +201,7 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
         raise click.ClickException(str(exc)) from exc
     except RecordError as exc:
         raise click.ClickException(f"{path}: ready record: {exc}") from exc
-    pipeline = Pipeline(config, auto_advance=not ticked)
+    pipeline = Pipeline(config, auto_advance=not ticked, local_engine=followed_address())
     redact = Redactor(config.redact)  # the recording may be an old one, or made with --show-secrets
     counts: Counter[type] = Counter()
     recorded_stats: Record = {"lost": 0}

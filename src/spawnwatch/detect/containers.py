@@ -13,7 +13,8 @@ This book joins the two sides:
               engine sent before it, dated by the engine (the resolver's `found_running`).
 
 A create is claimed by the oldest pending run/create client that names it (`--name`), or,
-when the client gave no name, that asked for its image, and started within `match_window_s`
+when the client gave no name, that asked for its image, whose labels (`--label`) the
+container carries when the engine told them, and started within `match_window_s`
 before it (the engine's event stream may lag, and a pull delays the create); a start, by a
 pending `docker start` client naming the container, started within the window before it.
 Either side may arrive first: a client also claims a container that came before it and
@@ -31,11 +32,22 @@ client whose spawner lives (`sh -c 'docker run ...'` killed with its client).  A
 container whose client exited before the session began is never charged: nothing shows
 who asked for it.
 
+Only a client of the engine spawnwatch follows (`local_engine`) asks for the containers
+it hears of: a client whose -H, --context, DOCKER_HOST or DOCKER_CONTEXT names another
+engine (`docker -H ssh://other run`), or a podman client, is never matched.  The engine
+says nothing of which client asked for a container, so a link is ambiguous when another
+client could have made it: several clients waited for containers of the one image at
+once (rivals), or a client found several of them unclaimed, or its engine cannot be told
+(a named context, an environment that could not be read).  Such a container is still
+listed, marked `ambiguous`, and `reap` leaves it; unless every rival has exited too and
+is charged to the same group (then whichever of them made it, it leaked there).
+
 Pure: argv is read through the injected `client_of`.  Every table is bounded.
 """
 
 from __future__ import annotations
 
+import posixpath
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
@@ -43,14 +55,53 @@ from typing import Callable, Iterable, Sequence
 from spawnwatch.detect.groups import GroupBook, GroupKey, charged_child
 from spawnwatch.events import ContainerEvent
 from spawnwatch.lineage import Process
-from spawnwatch.signature import ContainerClient
+from spawnwatch.signature import DEFAULT_ENGINE, ContainerClient
 
-ClientOf = Callable[[Sequence[str]], "ContainerClient | None"]
+ClientOf = Callable[[Sequence[str], "Sequence[str] | None"], "ContainerClient | None"]
 
 MAX_PENDING_CLIENTS = 1024  # clients waiting for their container's event
 MAX_CONTAINERS = 4096  # containers known from the engine's events
 CLOCK_SKEW_S = 1.0  # engine events are dated by the wall clock, process events by the boot clock
 DEFAULT_IMAGE_PREFIXES = ("docker.io/library/", "docker.io/", "index.docker.io/library/", "index.docker.io/")
+MAX_RIVALS = MAX_PENDING_CLIENTS  # clients kept per set of rivals; beyond, its containers stay ambiguous
+
+
+@dataclass(eq=False)
+class _Rivals:
+    """Clients that could each have asked for the same containers: sets merged as they meet
+    (`merged_into`), the merged set read through `root()`."""
+
+    clients: set[Process] = field(default_factory=set)
+    overflowed: bool = False
+    merged_into: _Rivals | None = None
+
+    def root(self) -> _Rivals:
+        rivals = self
+        while rivals.merged_into is not None:
+            rivals = rivals.merged_into
+        if rivals is not self:
+            self.merged_into = rivals
+        return rivals
+
+    def add(self, client: Process) -> None:
+        if len(self.clients) < MAX_RIVALS:
+            self.clients.add(client)
+        elif client not in self.clients:
+            self.overflowed = True
+
+
+def _merged(*sets: _Rivals | None) -> _Rivals:
+    """One set holding the clients of `sets` (None ones left out)."""
+    roots = list(dict.fromkeys(s.root() for s in sets if s is not None))
+    if not roots:
+        return _Rivals()
+    merged, others = roots[0], roots[1:]
+    for other in others:
+        for client in other.clients:
+            merged.add(client)
+        merged.overflowed |= other.overflowed
+        other.merged_into, other.clients = merged, set()
+    return merged
 
 
 @dataclass(eq=False)
@@ -60,6 +111,7 @@ class Container:
     image: str
     created_at: float
     compose_project: str = ""
+    labels: frozenset[str] = frozenset()  # NAME=value; none when the engine did not tell them
     running: bool = False
     started_at: float | None = None
     detached: bool = False  # the engine said no client attached at its start
@@ -67,6 +119,9 @@ class Container:
     claimed: bool = False  # a client asked for it (attached or not)
     start_claimed: bool = False  # a `docker start` client asked for its last start
     charge: GroupKey | None = None  # where its leak is charged, once found
+    rivals: _Rivals | None = None  # the clients that could have asked for it, when not only its own
+    engine_unknown: bool = False  # its client's engine could not be told
+    ambiguous: bool = False  # another client may have asked for it (as of the last `leaked`)
     memory_bytes: int | None = None
     memory_at: float | None = None
 
@@ -78,6 +133,8 @@ class _Pending:
     at: float  # when it asked: its start (its exec follows its fork within milliseconds)
     until: float  # when it stops waiting for its container
     unmatched: set[str] = field(default_factory=set)  # start: the names it still waits for
+    engine_unknown: bool = False
+    rivals: _Rivals | None = None  # other clients it waited beside for the same containers
 
 
 def same_image(asked: str, reported: str) -> bool:
@@ -94,6 +151,21 @@ def _normal_image(image: str) -> str:
     return image if ":" in last or "@" in last else f"{image}:latest"
 
 
+def same_engine(endpoint: str, other: str) -> bool:
+    """Do the two engine addresses name one engine (`unix:///var/run/docker.sock` is
+    `unix:///run/docker.sock`)?  Told by the words alone: two words for one engine read
+    as two engines, which leaves a container unmatched, never wrongly charged."""
+    return _normal_endpoint(endpoint) == _normal_endpoint(other)
+
+
+def _normal_endpoint(endpoint: str) -> str:
+    endpoint = endpoint.removeprefix("http+")
+    if not endpoint.startswith("unix://"):
+        return endpoint
+    path = posixpath.normpath(endpoint[len("unix://"):])
+    return "unix://" + (path[len("/var"):] if path.startswith("/var/run/") else path)
+
+
 def _names(container: Container, name: str) -> bool:
     """Does `name` (a name, or an id or its prefix, as `docker start` takes them) name the container?"""
     return name == container.name or (len(name) >= 4 and container.id.startswith(name))
@@ -104,9 +176,10 @@ class ContainerBook:
     `dropped`; nothing else: `joined` is called for every fork); `seeded` takes the
     processes a snapshot or a resync added, `apply` the engine's events."""
 
-    def __init__(self, client_of: ClientOf | None, match_window_s: float) -> None:
-        self._client_of = client_of or (lambda argv: None)
+    def __init__(self, client_of: ClientOf | None, match_window_s: float, local_engine: str = DEFAULT_ENGINE) -> None:
+        self._client_of = client_of or (lambda argv, environ: None)
         self._window = match_window_s
+        self._local_engine = local_engine
         self._pending: OrderedDict[Process, _Pending] = OrderedDict()  # in the order they asked
         self.containers: OrderedDict[str, Container] = OrderedDict()  # in creation order
         self.counts: Counter[str] = Counter()
@@ -132,17 +205,25 @@ class ContainerBook:
                 self._asked(proc, now + self._window)
 
     def _asked(self, proc: Process, until: float) -> None:
-        call = self._client_of(proc.argv)
+        call = self._client_of(proc.argv, proc.environ)
         if call is None:
             return
-        pending = _Pending(proc, call, proc.start, until, set(call.names) if call.action == "start" else set())
+        if call.engine is not None and not same_engine(call.engine, self._local_engine):
+            self.counts["container_clients_of_other_engines"] += 1
+            return
+        pending = _Pending(proc, call, proc.start, until, set(call.names) if call.action == "start" else set(),
+                           engine_unknown=call.engine is None)
         # The engine's event may have come first: a container (or, for `docker start`, its
         # start) that no client claimed yet.
         if call.action != "start":
-            for container in self.containers.values():
-                if not container.claimed and self._fits(pending, container):
-                    self._claim(pending, container)
-                    return
+            found = [c for c in self.containers.values() if not c.claimed and self._fits(pending, c)]
+            if len(found) > 1:  # which of them it made, nothing tells
+                pending.rivals = _merged(*(c.rivals for c in found))
+                for container in found:
+                    container.rivals = pending.rivals
+            if found:
+                self._claim(pending, found[0])
+                return
         else:
             for container in self.containers.values():
                 if container.running:
@@ -174,12 +255,16 @@ class ContainerBook:
 
     def _add(self, event: ContainerEvent) -> Container:
         container = Container(id=event.id, name=event.name, image=event.image, created_at=event.ts,
-                              compose_project=event.compose_project)
+                              compose_project=event.compose_project, labels=frozenset(event.labels))
         self.containers[event.id] = container
-        for pending in list(self._pending.values()):
-            if pending.call.action != "start" and self._fits(pending, container):
-                self._claim(pending, container)
-                break
+        fitting = [p for p in self._pending.values() if p.call.action != "start" and self._fits(p, container)]
+        if len(fitting) > 1:  # which of them made it, nothing tells
+            rivals = _merged(*(p.rivals for p in fitting))
+            for pending in fitting:
+                rivals.add(pending.proc)
+                pending.rivals = rivals
+        if fitting:
+            self._claim(fitting[0], container)
         if len(self.containers) > MAX_CONTAINERS:
             # The oldest that no longer runs goes first, else the oldest.
             victim = next((c for c in self.containers.values() if not c.running), next(iter(self.containers.values())))
@@ -190,6 +275,8 @@ class ContainerBook:
     def _fits(self, pending: _Pending, container: Container) -> bool:
         if not -CLOCK_SKEW_S <= container.created_at - pending.at <= self._window:
             return False
+        if pending.call.labels and container.labels and not pending.call.labels <= container.labels:
+            return False  # it would carry every label the client gave
         if pending.call.names:
             return container.name in pending.call.names
         return same_image(pending.call.image, container.image)
@@ -197,8 +284,16 @@ class ContainerBook:
     def _claim(self, pending: _Pending, container: Container) -> None:
         self._pending.pop(pending.proc, None)
         container.claimed = True
+        self._link(pending, container)
+
+    @staticmethod
+    def _link(pending: _Pending, container: Container) -> None:
+        if pending.rivals is not None or container.rivals is not None:
+            container.rivals = pending.rivals = _merged(pending.rivals, container.rivals)
+            container.rivals.add(pending.proc)
         if pending.call.attached:
             container.client = pending.proc
+            container.engine_unknown = pending.engine_unknown
 
     def _claim_by_start(self, container: Container) -> None:
         for pending in list(self._pending.values()):
@@ -217,8 +312,7 @@ class ContainerBook:
         if not pending.unmatched:
             self._pending.pop(pending.proc, None)
         container.claimed = container.start_claimed = True
-        if pending.call.attached:
-            container.client = pending.proc
+        self._link(pending, container)
         return True
 
     # -- evaluation ----------------------------------------------------------------------
@@ -236,6 +330,7 @@ class ContainerBook:
         """Running containers whose attached client is gone, per group they are charged to
         (only groups whose spawner still lives), oldest first."""
         leaked: dict[GroupKey, list[Container]] = {}
+        rivalries: dict[int, _Rivalry] = {}  # per set of rivals, judged once
         for container in self.containers.values():
             client = container.client
             if (not container.running or container.detached or container.compose_project or client is None
@@ -245,10 +340,41 @@ class ContainerBook:
                 container.charge = charge_of(client)
             group = book.groups.get(container.charge) if container.charge is not None else None
             if group is not None and group.spawner.alive:
+                container.ambiguous = self._ambiguous(container, rivalries)
                 leaked.setdefault(group.key, []).append(container)
         for containers in leaked.values():
             containers.sort(key=lambda c: (c.started_at or c.created_at, c.id))
         return leaked
+
+    @staticmethod
+    def _ambiguous(container: Container, rivalries: dict[int, _Rivalry]) -> bool:
+        """Could another client than its own (exited) have asked for the container?  Only one
+        that started before it was created; and not when all those exited and are charged
+        where it is: whichever of them made it, it leaked there."""
+        if container.engine_unknown:
+            return True
+        if container.rivals is None:
+            return False
+        rivals = container.rivals.root()
+        rivalry = rivalries.get(id(rivals))
+        if rivalry is None:
+            rivalry = rivalries[id(rivals)] = _Rivalry(rivals)
+        made_by = container.created_at + CLOCK_SKEW_S  # its maker started before
+        return (rivals.overflowed or rivalry.first_live <= made_by
+                or any(start <= made_by for charge, start in rivalry.first_exited.items() if charge != container.charge))
+
+
+class _Rivalry:
+    """A set of rivals as an evaluation sees it: when the first of those still running
+    started, and per group the exited ones are charged to, when the first of them started."""
+
+    def __init__(self, rivals: _Rivals) -> None:
+        self.first_live = min((r.start for r in rivals.clients if r.alive), default=float("inf"))
+        self.first_exited: dict[GroupKey | None, float] = {}
+        for rival in rivals.clients:
+            if not rival.alive:
+                charge = charge_of(rival)
+                self.first_exited[charge] = min(self.first_exited.get(charge, rival.start), rival.start)
 
 
 def charge_of(client: Process) -> GroupKey | None:

@@ -25,6 +25,7 @@ from spawnwatch.detect.rules.zombie import Zombie
 from spawnwatch.detect.serving import SocketsOf, sampled, serving
 from spawnwatch.events import PidsSample
 from spawnwatch.lineage import Listeners, Process
+from spawnwatch.signature import DEFAULT_ENGINE
 
 MemoryOf = Callable[[list[int]], "tuple[int, int | None]"]
 ContainerMemoryOf = Callable[[str], "int | None"]
@@ -61,7 +62,9 @@ class Finding:
     detail: str  # why, in words
     severity: str = WARNING
     pids_limit: PidsSample | None = None  # the pids limit the group fills (pids rule)
-    containers: tuple[dict[str, Any], ...] = ()  # the leaked containers: {"id", "name", "image", "memory_bytes"}
+    # the leaked containers: {"id", "name", "image", "memory_bytes", "ambiguous"}; `ambiguous`: another
+    # client may have asked for it (detect/containers.py), so `reap` leaves it
+    containers: tuple[dict[str, Any], ...] = ()
 
 
 class Detector:
@@ -70,7 +73,7 @@ class Detector:
 
     def __init__(self, settings: DetectSettings, program_of: ProgramOf, memory_of: MemoryOf | None = None,
                  client_of: ClientOf | None = None, container_memory: ContainerMemoryOf | None = None,
-                 sockets_of: SocketsOf | None = None) -> None:
+                 local_engine: str = DEFAULT_ENGINE, sockets_of: SocketsOf | None = None) -> None:
         self.settings = settings
         self._memory_of = memory_of
         self._sockets_of = sockets_of
@@ -78,7 +81,7 @@ class Detector:
         self._ignore = [re.compile(p) for p in settings.ignore_signatures]
         self.book = GroupBook(max(60, settings.spawn_rate.minutes * 60), program_of, settings.servers)
         self.pids = PidsBook()
-        self.containers = ContainerBook(client_of, settings.orphaned_containers.match_window_s)
+        self.containers = ContainerBook(client_of, settings.orphaned_containers.match_window_s, local_engine)
         self.listener = Listeners(self.book, self.containers)
 
     @property
@@ -149,7 +152,7 @@ class Detector:
             container.memory_bytes = self._container_memory(container.id)
             container.memory_at = now
         return {"id": container.id, "name": container.name, "image": container.image,
-                "memory_bytes": container.memory_bytes}
+                "memory_bytes": container.memory_bytes, "ambiguous": container.ambiguous}
 
     def _serving(self, group: Group, now: float) -> str | None:
         """Why the group's children serve connections, their sockets read at most every `memory_every_s`."""

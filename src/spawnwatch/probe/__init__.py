@@ -33,6 +33,7 @@ from spawnwatch.probe.births import HOLD_S, HeldForks
 from spawnwatch.probe.ring import RingReader
 from spawnwatch.probe.tallies import Tallies
 from spawnwatch.redact import Redactor
+from spawnwatch.signature import ENGINE_CLIENTS
 
 _LOCAL_INCLUDE = re.compile(r'^#include "([^"]+)"\s*$')
 
@@ -147,6 +148,7 @@ def mapped_array(table, value_size: int) -> mmap.mmap:
 
 ParentOf = Callable[[int], "int | None"]
 ArgvOf = Callable[[int], "tuple[str, ...] | None"]
+EnvironOf = Callable[[int], "tuple[str, ...] | None"]  # procfs.engine_environ
 ZombieStart = Callable[[int], "float | None"]  # a pid's start time while it is a zombie, else None
 
 # A sweep copies and scans every held-fork slot: a fixed cost (on a slow host, as
@@ -296,7 +298,9 @@ class Probe:
     `zombie_start`, whether an exited process is still a zombie (SkippedReaps:
     without it no reap is settled from /proc).
     Every exec's argv, from either, leaves through `redact` (by default the
-    default config's rules).  `ring_buffer_kb`, `dead_slots` and `birth_slots`
+    default config's rules); so does, for the exec of a docker client, what
+    `environ_of` reads of its environment (the engine it talks to: unread when
+    it answers None).  `ring_buffer_kb`, `dead_slots` and `birth_slots`
     size the kernel-side tables (default: bpf/spawnwatch.h's).  With
     `tally_briefs`, what would come as Briefs comes counted per spawner and
     second (the pids unsaid), as detection needs it and a fork storm affords."""
@@ -311,8 +315,10 @@ class Probe:
         dead_slots: int | None = None,
         birth_slots: int | None = None,
         tally_briefs: bool = False,
+        environ_of: EnvironOf | None = None,
     ) -> None:
         self._argv_of = argv_of
+        self._environ_of = environ_of
         self._redact = redact if redact is not None else default_redactor()
         self._known = KnownProcesses(parent_of)
         self._skipped_reaps = SkippedReaps(zombie_start) if zombie_start else None
@@ -462,6 +468,10 @@ class Probe:
                 found = self._argv_of(event.pid) if flags & layout.FLAG_ARGV_MISSING and self._argv_of else None
                 event = replaced(event, argv=self._redact(found or event.argv),
                                 argv_truncated=event.argv_truncated and not found)
+                if event.comm in ENGINE_CLIENTS and self._environ_of is not None:
+                    environ = self._environ_of(event.pid)
+                    event = replaced(event, environ=self._redact(environ) if environ else (),
+                                     environ_unread=environ is None)
             for told in kernel_event(event):  # a loop, not a comprehension: no frame made per record
                 append(complete(told, flags if told is event else 0))
             if aside and self._skipped_reaps is not None:  # an exit's evicted pid

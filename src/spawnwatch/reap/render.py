@@ -13,7 +13,7 @@ from spawnwatch.adapters.ledger import LedgerFile
 from spawnwatch.reap.collect import ContainerState
 from spawnwatch.reap.execute import ContainerOutcome, Outcome
 from spawnwatch.reap.plan import AMBIGUOUS, ContainerLeak, Plan
-from spawnwatch.text import command_line, cut, human_age, human_bytes, printable
+from spawnwatch.text import command_line, container_line, cut, human_bytes, printable
 
 COMMAND_WIDTH = 100
 
@@ -140,12 +140,9 @@ def _containers(record: dict[str, Any]) -> tuple[list[str], list[str]]:
         f"{'CONTAINER':<12}  {'NAME':<28} {'IMAGE':<32} {'AGE':>5} {'MEMORY':>10}",
     ]
     for c in record["containers"]:
-        age = human_age(c["age_s"]) if c["age_s"] is not None else "-"
-        memory = human_bytes(c["memory_bytes"]) if c["memory_bytes"] is not None else "-"
         state = (f"  ({c['left_out']})" if c["left_out"] else f"  (unknown: {printable(c['unknown'])})" if c["unknown"]
                  else "" if c["running"] else "  (not running)")
-        out.append(f"{printable(c['id'][:SHORT_ID]):<12}  {cut(printable(c['name']), 28):<28}"
-                   f" {cut(printable(c['image'] or '-'), 32):<32} {age:>5} {memory:>10}{state}")
+        out.append(container_line(c) + state)
     unknown = [c for c in record["containers"] if c["unknown"]]
     err = [f"cannot say which of them run: {printable(unknown[0]['unknown'])}"] if unknown else []
     if record["refused"]:

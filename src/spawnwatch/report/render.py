@@ -1,12 +1,14 @@
 """The report as data (the `--json` output) and as the human table; both from the facts
-and the plan, never from each other.  Pure."""
+and the plan, never from each other.  Pure.  Every text the host gave (argv, comm,
+container names, images, the plan's messages and commands built from them) reaches
+the table through the text module."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from typing import Any
 
-from spawnwatch.text import human_age, human_bytes, printable
+from spawnwatch.text import command_line, container_line, human_bytes, human_duration, printable
 from spawnwatch.report.facts import HOST, Facts, GroupFacts, ReportSettings
 from spawnwatch.report.plan import plan
 
@@ -110,14 +112,14 @@ def render(report: dict[str, Any]) -> str:
         f"  free {human_bytes(memory['free_bytes'])}  cache {human_bytes(memory['cache_bytes'])}"
     )
     if report["traced_seconds"]:
-        out.append(f"(lineage traced for {report['traced_seconds']:g} s)")
+        out.append(f"(lineage traced for {human_duration(report['traced_seconds'])})")
     out.append("")
     header = (f"{'CONTAINER':<24} {'IMAGE':<28} {'MEMORY':>10} {'%HOST':>6} {'LIMIT':>10} {'PROCS':>6} {'RESTARTS':>8}"
               f" {'PIDS/LIMIT':>11} {'REFUSED':>7}")
     out.append(header)
     for c in report["containers"]:
         out.append(
-            f"{_cut(c['name'], 24):<24} {_cut(c['image'] or '-', 28):<28} "
+            f"{printable(c['name'], 24):<24} {printable(c['image'] or '-', 28):<28} "
             f"{_bytes_or_dash(c['memory_bytes']):>10} "
             f"{(str(c['memory_percent']) + '%') if c['memory_percent'] is not None else '-':>6} "
             f"{_bytes_or_dash(c['memory_limit_bytes'], 'none'):>10} {c['processes']:>6} "
@@ -143,23 +145,23 @@ def render(report: dict[str, Any]) -> str:
         out.append("")
         out.append("RECOMMENDED")
         for n, action in enumerate(report["actions"], 1):
-            out.append(f"{n:>3}. {action['message']}")
+            out.append(f"{n:>3}. {printable(action['message'])}")
             if "compose" in action:
-                out.extend("       " + line for line in action["compose"].splitlines())
-                out.append(f"       or now: {action['command']}")
+                out.extend("       " + printable(line) for line in action["compose"].splitlines())
+                out.append(f"       or now: {printable(action['command'])}")
             elif "command" in action:
-                out.append(f"       {action['command']}")
+                out.append(f"       {printable(action['command'])}")
     return "\n".join(out)
 
 
 def _group_lines(groups: list[dict[str, Any]]) -> list[str]:
     lines = []
     for g in groups:
-        leak = "  LEAK: " + "; ".join(f"{f['rule']}: {f['detail']}" for f in g["leak"]) if g["leak"] else ""
+        leak = "  LEAK: " + "; ".join(f"{f['rule']}: {printable(f['detail'])}" for f in g["leak"]) if g["leak"] else ""
         spawner = g["spawner"]
         lines.append(
-            f"    {_cut(g['signature'], 48):<48} x{g['processes']:<4} {human_bytes(g['rss_bytes']):>10}"
-            f"  by {spawner['comm']} ({spawner['pid']}){leak}"
+            f"    {printable(g['signature'], 48):<48} x{g['processes']:<4} {human_bytes(g['rss_bytes']):>10}"
+            f"  by {printable(spawner['comm'])} ({spawner['pid']}){leak}"
         )
     return lines
 
@@ -178,8 +180,9 @@ def _leaked_container_lines(report: dict[str, Any]) -> list[str]:
     if ledger is None:
         return [f"LEAKED CONTAINERS  no ledger of `watch` here: {start_watch}"]
     if ledger["unusable"]:
-        return [f"LEAKED CONTAINERS  the ledger {ledger['path']} cannot be used: {ledger['unusable']}; {start_watch}"]
-    source = f"(ledger {ledger['path']} of `watch` pid {ledger['writer_pid']})"
+        return [f"LEAKED CONTAINERS  the ledger {printable(ledger['path'])} cannot be used:"
+                f" {printable(ledger['unusable'])}; {start_watch}"]
+    source = f"(ledger {printable(ledger['path'])} of `watch` pid {ledger['writer_pid']})"
     if not report["leaked_containers"]:
         return [f"LEAKED CONTAINERS  none {source}"]
     by_client: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
@@ -188,20 +191,14 @@ def _leaked_container_lines(report: dict[str, Any]) -> list[str]:
     lines = [f"LEAKED CONTAINERS  {source}"]
     for (pid, signature), leaked in by_client.items():
         spawner = leaked[0]["spawner"]
-        argv = printable(" ".join(spawner["argv"]) or f"[{spawner['comm']}]")
         memory = sum(c["memory_bytes"] or 0 for c in leaked)
-        lines.append(f"    {_cut(signature, 48):<48} x{len(leaked):<4} {human_bytes(memory):>10}  by {spawner['comm']} ({pid})")
-        lines.append(f"      host process: {_cut(argv, 100)}")
-        for c in leaked:
-            age = human_age(c["age_s"]) if c["age_s"] is not None else "-"
-            lines.append(f"      {c['id'][:12]}  {_cut(printable(c['name']), 28):<28} {_cut(printable(c['image'] or '-'), 32):<32}"
-                         f" {age:>5} {_bytes_or_dash(c['memory_bytes']):>10}")
+        lines.append(f"    {printable(signature, 48):<48} x{len(leaked):<4} {human_bytes(memory):>10}"
+                     f"  by {printable(str(spawner['comm']))} ({pid})")
+        lines.append(f"      host process: {command_line(spawner['argv'] or (), str(spawner['comm']), 100)}")
+        lines.extend(f"      {container_line(c)}" for c in leaked)
     return lines
 
 
 def _bytes_or_dash(n: int | None, none: str = "-") -> str:
     return human_bytes(n) if n is not None else none
 
-
-def _cut(text: str, width: int) -> str:
-    return text if len(text) <= width else text[: width - 1] + "…"

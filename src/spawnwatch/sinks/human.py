@@ -1,4 +1,6 @@
-"""Alerts for a terminal: the same fields as the JSON record, laid out to be read."""
+"""Alerts for a terminal: the same fields as the JSON record, laid out to be read.
+Every field may hold what a local user put in argv or a container's name: each goes
+through the text module, so none reaches the terminal as escapes it would obey."""
 
 from __future__ import annotations
 
@@ -7,11 +9,13 @@ from typing import TextIO
 
 import click
 
-from spawnwatch.text import human_bytes
+from spawnwatch.text import command_line, human_bytes, printable
 from spawnwatch.sinks import Record
 
 _STATE_STYLE = {"firing": {"fg": "red", "bold": True}, "resolved": {"fg": "green", "bold": True}}
 MAX_ARGV_SHOWN = 120
+MAX_SIGNATURE_SHOWN = 160
+MAX_NAME_SHOWN = 80  # a container's name, id or image, as an engine answered
 
 
 def render_alert(record: Record, color: bool = False) -> str:
@@ -21,22 +25,22 @@ def render_alert(record: Record, color: bool = False) -> str:
     else:
         state = f"{state:<8}"
     spawner = record["spawner"]
-    argv = " ".join(spawner["argv"]) or f"[{spawner['comm']}]"
-    if len(argv) > MAX_ARGV_SHOWN:
-        argv = argv[: MAX_ARGV_SHOWN - 1] + "…"
+    argv = command_line(spawner["argv"], spawner["comm"], MAX_ARGV_SHOWN)
     indent = " " * 18
     lines = [
-        f"{time.strftime('%H:%M:%S')} {state} {record['rule']:<13} {record['signature']}",
+        f"{time.strftime('%H:%M:%S')} {state} {record['rule']:<13} {printable(record['signature'], MAX_SIGNATURE_SHOWN)}",
         f"{indent}spawner  pid {spawner['pid']} (ppid {spawner['ppid']}) {argv}",
     ]
     container = record.get("container")
     if container:
-        lines.append(f"{indent}container {container['name']} ({container['id']}, image {container['image']})")
+        lines.append(f"{indent}container {printable(container['name'], MAX_NAME_SHOWN)}"
+                     f" ({printable(container['id'], MAX_NAME_SHOWN)},"
+                     f" image {printable(container['image'] or '-', MAX_NAME_SHOWN)})")
     counts = "  ".join(f"{key} {record[key]}" for key in ("live", "spawned", "exited", "zombies", "orphans"))
     if record["rss_bytes"]:
         counts += f"  rss {human_bytes(record['rss_bytes'])}"
     lines.append(f"{indent}{counts}")
-    lines.append(f"{indent}{record['message']}")
+    lines.append(f"{indent}{printable(record['message'])}")
     if record["pids"]:
         lines.append(f"{indent}pids {' '.join(map(str, record['pids']))}")
     return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""A Prometheus exposition of what `watch` sees, on 127.0.0.1 unless told otherwise.
+"""A Prometheus exposition of what `watch` sees, on 127.0.0.1 unless told otherwise,
+over TLS and basic auth when a web config says so (sinks/exporter_web.py).
 
 Named as Prometheus' naming guide says: counters end in `_total` and are the
 running totals the session reports (the kernel's event and loss counts, the
@@ -31,12 +32,13 @@ import platform
 import threading
 from typing import Any, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from spawnwatch import __version__
 from spawnwatch.sinks import Record
+from spawnwatch.sinks.exporter_web import WebConfig, serve
 
 ALERT_LABELS = ("rule", "signature", "container")
 GROUP_FIELDS = ("live", "zombies", "orphans", "rss_bytes")
@@ -201,7 +203,7 @@ def _container(record: Record) -> str:
 
 
 class Metrics:
-    def __init__(self, address: tuple[str, int] = (DEFAULT_HOST, 0)) -> None:
+    def __init__(self, address: tuple[str, int] = (DEFAULT_HOST, 0), web: WebConfig | None = None) -> None:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         Gauge("spawnwatch_build_info", "spawnwatch's version", ("version", "python"),
@@ -214,14 +216,15 @@ class Metrics:
         self.registry.register(self.pids)
         self.alerts = Counter("spawnwatch_alerts", "Alerts raised (firing for the first time)", ("rule",),
                               registry=self.registry)
-        self._server, self._thread = start_http_server(address[1], addr=address[0], registry=self.registry)
+        self._server = serve(make_wsgi_app(self.registry), address, web)
+        self.scheme = "https" if web is not None and web.tls is not None else "http"
         self.host = address[0]
         self.port = self._server.server_port
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}/metrics"
+        return f"{self.scheme}://{host}:{self.port}/metrics"
 
     def send(self, record: Record) -> None:
         kind = record.get("kind")

@@ -10,6 +10,7 @@ from typing import Any, Callable, Optional
 from spawnwatch.detect.containers import Container
 from spawnwatch.detect.groups import Group, GroupBook, Leak
 from spawnwatch.events import PidsSample
+from spawnwatch.text import human_span as format_span  # the one format of a span, in the text module
 
 WARNING = "warning"
 CRITICAL = "critical"
@@ -66,9 +67,3 @@ def kinds_of_members(group: Group) -> str:
     return ""
 
 
-def format_span(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"

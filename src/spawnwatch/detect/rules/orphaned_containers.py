@@ -28,10 +28,13 @@ def check(rule: OrphanedContainers, group: Group, context: Context) -> Hit | Non
         return None
     images = ", ".join(sorted({f"`{c.image}`" for c in containers}))
     oldest = context.now - (containers[0].started_at or containers[0].created_at)
+    ambiguous = sum(c.ambiguous for c in containers)
     return Hit(
         [],
         f"{len(containers)} containers of {images} still running after their clients exited, "
-        f"the oldest for {format_span(oldest)}",
+        f"the oldest for {format_span(oldest)}"
+        + (f"; {ambiguous} of them may be another client's (the engine does not say which client made it, "
+           "or in which engine a client ran): reap leaves those" if ambiguous else ""),
         severity(len(containers), rule.critical_containers),
         containers=tuple(containers),
     )
