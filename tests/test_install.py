@@ -58,6 +58,14 @@ def installed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     return venv
 
 
+@pytest.mark.slow
+def test_the_installed_package_brings_the_terminal_library_of_top(installed: Path) -> None:
+    """`top` draws with Rich: a dependency of the package, not of the checkout's venv alone."""
+    view = subprocess.run([str(installed / "bin" / "python"), "-c", "import spawnwatch.consumers.top, rich"],
+                          capture_output=True, text=True, timeout=120, cwd="/")
+    assert view.returncode == 0, view.stderr
+
+
 @pytest.mark.root
 @pytest.mark.slow
 def test_the_installed_wheel_traces_with_the_bpf_sources_it_carries(installed: Path) -> None:

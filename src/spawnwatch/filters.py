@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from spawnwatch.events import Brief, Event, Fork, Reap
+from spawnwatch.events import Brief, Event, Fork, Reap, Tally
 
 MAX_TRACKED_DESCENDANTS = 65536
 
@@ -21,7 +21,7 @@ class SubtreeFilter:
         if isinstance(event, Fork) and event.ppid in self._members:
             if len(self._members) < MAX_TRACKED_DESCENDANTS:
                 self._members.add(event.pid)
-        member = event.pid in self._members or (isinstance(event, Brief) and event.ppid in self._members)
+        member = event.pid in self._members or (isinstance(event, (Brief, Tally)) and event.ppid in self._members)
         if isinstance(event, Reap) and event.pid != self.root:
             self._members.discard(event.pid)
         return member
@@ -38,8 +38,12 @@ class CommFilter:
 
 
 def container_matches(container: dict | None, wanted: str) -> bool:
-    """`container` (the {"id", "name", "image"} object, None on the host) is the
-    one a user named: by name (a leading / allowed) or by a prefix of its id."""
+    """`container` (the alert contract's object, None on the host) is the one a user
+    named: by name (a leading / allowed), by a prefix of its id, or for a pod's
+    container by its pod (`POD` or `NAMESPACE/POD`: every container of the pod)."""
     if container is None or not wanted:
         return False
+    pod = container.get("pod")
+    if pod and wanted in (pod, f"{container.get('namespace')}/{pod}"):
+        return True
     return container.get("name") == wanted.lstrip("/") or str(container.get("id", "")).startswith(wanted)

@@ -30,6 +30,7 @@ COMMANDS = {
     "reap": "reap",
     "watch": "watch",
     "tree": "tree",
+    "top": "top",
 }
 
 
@@ -73,5 +74,6 @@ def main(verbose: int, quiet: bool) -> None:
       spawnwatch doctor            can tracing work on this host?
       spawnwatch trace --json      raw fork/exec/exit/reap/oom events
       spawnwatch watch             alerts on leaking spawners
+      spawnwatch top               the leaking groups, live on the terminal
     """
     set_log_level(logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO)

@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spawnwatch.detect.groups import Group
-from spawnwatch.detect.rules.base import Context, Hit, Rule, format_span, severity
+from spawnwatch.detect.rules.base import Context, Hit, Rule, severity
+from spawnwatch.text import human_span
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,7 @@ def check(rule: Accumulating, group: Group, context: Context) -> Hit | None:
               "that came in on its port)") if context.serving_of is not None else ""
     return Hit(
         [p.pid for p in live],
-        f"{len(live)} live, {kind}, spawned one by one over {format_span(span)}, {ended}{looked}",
+        f"{len(live)} live, {kind}, spawned one by one over {human_span(span)}, {ended}{looked}",
         severity(len(live), rule.critical_live),
     )
 
