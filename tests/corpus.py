@@ -304,7 +304,9 @@ def _answers(port: int) -> bool:
 
 class Circus:
     """circusd (PyPI) running a watcher of tests/pool_worker.py on a socket it holds,
-    scaled from 2 to MANAGED_POOL one process every 2 s with `circusctl incr`."""
+    scaled from 2 to MANAGED_POOL one process every 2 s with `incr`, the command `circusctl
+    incr` sends (through circus's client library: a circusctl process takes seconds to
+    start on a loaded machine, and would be an identical child of this test each time)."""
 
     def __enter__(self) -> "Circus":
         self.dir = private_dir("circus")
@@ -325,16 +327,20 @@ class Circus:
         return self
 
     def load(self, stop: threading.Event) -> None:
-        """`circusctl incr web` every 2 s up to MANAGED_POOL, requests to the pool meanwhile."""
-        circusctl = str(Path(sys.executable).with_name("circusctl"))
+        """`incr web` every 2 s up to MANAGED_POOL, requests to the pool meanwhile."""
+        from circus.client import CircusClient
+
+        client = CircusClient(endpoint=self.endpoint, timeout=30)
         self.peak_workers = 0
-        while not stop.wait(2.0):
-            workers = len(children(self.process.pid))
-            self.peak_workers = max(self.peak_workers, workers)
-            if workers < MANAGED_POOL:
-                subprocess.run([circusctl, "--endpoint", self.endpoint, "incr", "web"],
-                               capture_output=True, timeout=60)
-            _answers(self.port)
+        try:
+            while not stop.wait(2.0):
+                workers = len(children(self.process.pid))
+                self.peak_workers = max(self.peak_workers, workers)
+                if workers < MANAGED_POOL:
+                    client.call({"command": "incr", "properties": {"name": "web"}})
+                _answers(self.port)
+        finally:
+            client.stop()
 
     def __exit__(self, *exc: object) -> None:
         stop_process(self.process)
@@ -343,7 +349,8 @@ class Circus:
 
 class Supervisord:
     """supervisord (PyPI) with an fcgi-program group of MANAGED_POOL tests/pool_worker.py
-    processes on one socket supervisord holds, started one by one with `supervisorctl start`."""
+    processes on one socket supervisord holds, started one by one with `startProcess`, the
+    call `supervisorctl start` makes (through XML-RPC from this process, as for circus)."""
 
     def __enter__(self) -> "Supervisord":
         self.dir = private_dir("supervisord")
@@ -372,9 +379,15 @@ class Supervisord:
 
     def load(self, stop: threading.Event) -> None:
         """One more process of the group every 2 s, requests to the pool meanwhile."""
+        import xmlrpc.client
+
+        from supervisor.xmlrpc import SupervisorTransport
+
+        transport = SupervisorTransport(None, None, f"unix://{self.dir}/supervisor.sock")
+        server = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
         self.peak_workers = 0
         for number in range(MANAGED_POOL):
-            self._ctl("start", f"pool:pool_{number:02d}")
+            server.supervisor.startProcess(f"pool:pool_{number:02d}", False)
             _answers(self.port)
             self.peak_workers = max(self.peak_workers, len(children(self.process.pid)))
             if stop.wait(2.0):
