@@ -49,12 +49,14 @@ apt_install debootstrap
 # The healthy corpus (tests/test_healthy_corpus.py): real servers the tests start privately,
 # on 127.0.0.1 or unix sockets with their own config.  Services the install itself starts
 # (Apache on :80, PostgreSQL's main cluster) are stopped and disabled when this script
-# installed them: the tests need the programs, not system-wide servers.
+# installed them: the tests need the programs, not system-wide servers.  Dovecot (IMAP) and
+# xinetd: per-connection servers the managed-pool corpus runs (tests/test_managed_pools.py).
 corpus_services=()
-for service in apache2 postgresql; do
-    dpkg-query -W -f='${Status}' "$service" 2>/dev/null | grep -q "ok installed" || corpus_services+=("$service")
+for package_service in apache2:apache2 postgresql:postgresql dovecot-imapd:dovecot xinetd:xinetd; do
+    package=${package_service%%:*}
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || corpus_services+=("${package_service#*:}")
 done
-apt_install postgresql python3-psycopg2 openssh-server openssh-client apache2 procps
+apt_install postgresql python3-psycopg2 openssh-server openssh-client apache2 procps dovecot-imapd xinetd
 if [ ${#corpus_services[@]} -gt 0 ] && [ -d /run/systemd/system ]; then
     systemctl disable --now "${corpus_services[@]}" >/dev/null 2>&1 || say "WARNING: could not stop ${corpus_services[*]}"
 fi

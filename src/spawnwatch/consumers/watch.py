@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from spawnwatch.adapters import ledger, procfs
+from spawnwatch.adapters import ledger, procfs, sockets
 from spawnwatch.adapters.engine import followed_address
 from spawnwatch.adapters.pids import PidsSampler
 from spawnwatch.alerts import Alert
@@ -60,7 +60,7 @@ class Detection:
         self.run = run
         self.pipeline = Pipeline(self.config, memory_of=_memory, container_memory=run.resolver.memory_of,
                                  resolve_container=run.resolver, reparent_hint=procfs.parent_pid,
-                                 local_engine=followed_address())
+                                 local_engine=followed_address(), sockets_of=sockets.held_sockets)
         self.sampler = PidsSampler(self.config.detect.pids, run.resolver)
         self.origin = Origin(run.ready["host"], run.ready["boot_time"])
         # for the rules: the containers running now (their create and start), then every create/start/die/destroy

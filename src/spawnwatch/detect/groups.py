@@ -107,6 +107,8 @@ class Group:
     oom_victims: deque[int] = field(default_factory=lambda: deque(maxlen=20))
     memory: tuple[int, int | None] = (0, None)
     memory_at: float | None = None
+    serving: str | None = None  # why its children serve connections (detect.serving), None: no evidence
+    serving_at: float | None = None  # when their sockets were last read (suspicious groups only)
 
 
 @dataclass
