@@ -191,3 +191,23 @@ def test_a_bad_token_file_is_a_clear_error(tmp_path, spawnwatch_cmd, content):
                  "--alertmanager", "http://127.0.0.1:9/"], timeout=60)
     assert watch.returncode == 2 and "bearer token file" in watch.stderr, watch.stderr
     assert "Traceback" not in watch.stderr and "two" not in watch.stderr
+
+
+def test_deliveries_are_counted_by_receiver_in_the_metrics():
+    from spawnwatch.sinks.prometheus import Metrics
+
+    metrics = Metrics()
+    try:
+        metrics.send({"kind": "progress", "events": {}, "lost": 0, "table": {},
+                      "notifications": {"sent": 3, "failed": 1, "dropped": 0},
+                      "notifications_by_receiver": {"http://am-0:9093/api/v2/alerts": {"sent": 2, "failed": 0},
+                                                    "http://am-1:9093/api/v2/alerts": {"sent": 1, "failed": 1}}})
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics.port}/metrics", timeout=10) as response:
+            text = response.read().decode()
+        for line in ('spawnwatch_receiver_notifications_total{receiver="http://am-0:9093/api/v2/alerts",'
+                     'result="sent"} 2.0',
+                     'spawnwatch_receiver_notifications_total{receiver="http://am-1:9093/api/v2/alerts",'
+                     'result="failed"} 1.0'):
+            assert line in text, text
+    finally:
+        metrics.close()
