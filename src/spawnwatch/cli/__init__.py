@@ -30,6 +30,7 @@ COMMANDS = {
     "watch": "watch",
     "tree": "tree",
     "top": "top",
+    "completion": "completion",
 }
 
 
