@@ -22,7 +22,7 @@ from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.config import Config
 from spawnwatch.events import Event, Observation, Resync, Snapshot, to_record
 from spawnwatch.probe import SWEEP_INTERVAL_S, Probe
-from spawnwatch.recording import RecordingWriter
+from spawnwatch.recording import FORMAT as RECORDING_FORMAT, RecordingWriter
 from spawnwatch.redact import Redactor
 from spawnwatch.supervise import internal_errors
 
@@ -98,7 +98,7 @@ def live_batches(probe: Probe, stop: Stop) -> Iterator[list[Event | Resync]]:
 def ready_record() -> dict:
     """The first line: who is watching, where, and the wall-clock time of boot that turns
     the events' seconds since boot into dates (recorded, so a replay dates alerts alike)."""
-    return {"kind": "ready", "pid": os.getpid(), "host": socket.gethostname(),
+    return {"kind": "ready", "format": RECORDING_FORMAT, "pid": os.getpid(), "host": socket.gethostname(),
             "boot_time": time.time() - procfs.boottime_now()}
 
 

@@ -13,6 +13,7 @@ the latest totals rather than mirrored into gauges; sizes are gauges of their ow
     spawnwatch_table_events_total{event}                   process-table bookkeeping (evicted, missed_exits, ...)
     spawnwatch_processes, spawnwatch_groups                sizes of the process table and of the groups
     spawnwatch_notifications_total{result}                 webhook / Alertmanager posts: sent, failed, dropped
+    spawnwatch_receiver_notifications_total{receiver,result}  the same by receiver URL (as many as configured)
     spawnwatch_internal_errors_total{component}            background work that failed and was restarted
     spawnwatch_alerts_total{rule}                          alerts raised (firing for the first time)
     spawnwatch_alert_firing{rule,signature,container,namespace,pod}  1 while the alert fires
@@ -106,6 +107,13 @@ class SessionTotals(Collector):
         for result, count in sorted(stats.get("notifications", {}).items()):
             notifications.add_metric([result], count)
         yield notifications
+        by_receiver = CounterMetricFamily("spawnwatch_receiver_notifications", "Alert notifications posted, by "
+                                          "receiver (each --alertmanager replica, the --webhook)",
+                                          labels=["receiver", "result"])
+        for receiver, counts in sorted(stats.get("notifications_by_receiver", {}).items()):
+            for result, count in sorted(counts.items()):
+                by_receiver.add_metric([receiver, result], count)
+        yield by_receiver
         failures = CounterMetricFamily("spawnwatch_internal_errors", "Failures of background work, by component "
                                        "(each logged once; the component is started again)", labels=["component"])
         for component, count in sorted(stats.get("internal_errors", {}).items()):
