@@ -192,16 +192,19 @@ SNAPSHOT_TYPES = (Snapshot, Resync)
 
 
 def watch_recording(config: Config, path: str, sink: Sink) -> None:
-    """The live pipeline on recorded events, evaluated at the recorded ticks (or on the events' clock).
-    Read twice, never held whole: a recording of a storm holds millions of records."""
+    """The live pipeline on recorded events, evaluated at the recorded ticks (or on the events' clock),
+    its alerts naming the containers the live session's did.  Read three times, never held whole:
+    a recording of a storm holds millions of records."""
     try:
         ticked, ready = survey(read_records(path))
         origin = recorded_origin(ready)
+        named = recorded_containers(read_records(path))
     except RecordingError as exc:
         raise click.ClickException(str(exc)) from exc
     except RecordError as exc:
         raise click.ClickException(f"{path}: ready record: {exc}") from exc
-    pipeline = Pipeline(config, auto_advance=not ticked, local_engine=followed_address())
+    pipeline = Pipeline(config, auto_advance=not ticked, local_engine=followed_address(),
+                        resolve_container=lambda cgroup_id, pid: named.get(pid))
     redact = Redactor(config.redact)  # the recording may be an old one, or made with --show-secrets
     counts: Counter[type] = Counter()
     recorded_stats: Record = {"lost": 0}
@@ -234,6 +237,31 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
     stats = {**recorded_stats, "kind": "stats", "events": {cls.kind.value: n for cls, n in counts.items()}}
     sink.send(stats)
     log(summary(stats, pipeline))
+
+
+# Spawners whose container a replay remembers; a session raises alerts for a few groups.
+RECORDED_CONTAINERS_KEPT = 4096
+CONTRACT_FIELDS = ("id", "name", "image", "runtime", "pod", "namespace", "pod_uid")
+
+
+def recorded_containers(records: Iterable[Record]) -> dict[int, Record]:
+    """The container each recorded alert named, by its spawner's pid (the key the alerts
+    ask by): a replay has neither engine nor runtime state to ask.  Only the contract's
+    string fields are kept; a recording made before runtimes were named says no runtime,
+    and only Docker's containers were named then."""
+    named: dict[int, Record] = {}
+    for record in records:
+        container, spawner = record.get("container"), record.get("spawner")
+        if record.get("kind") != "alert" or not isinstance(container, dict) or not isinstance(spawner, dict):
+            continue
+        pid = spawner.get("pid")
+        if not isinstance(pid, int) or pid in named or len(named) >= RECORDED_CONTAINERS_KEPT:
+            continue
+        kept = {key: value for key in CONTRACT_FIELDS
+                if isinstance(value := container.get(key), str) or (value is None and key in container)}
+        if isinstance(kept.get("id"), str) and isinstance(kept.get("name"), str):
+            named[pid] = {"runtime": "docker", "image": None, **kept}
+    return named
 
 
 def survey(records: Iterable[Record]) -> tuple[bool, Record | None]:
