@@ -84,7 +84,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class WatchSettings:
-    state_dir: str = "/run/spawnwatch"  # "" keeps no ledger
+    state_dir: str = "/var/lib/spawnwatch"  # "" keeps no ledger and no state
 
 
 @dataclass(frozen=True, slots=True)
