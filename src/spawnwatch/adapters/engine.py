@@ -258,25 +258,29 @@ class DockerEngine:
             self._said.add(topic)
         log.log(logging.WARNING if first else logging.DEBUG, "%s", message)
 
-    def _act(self, method: str, *args: Any, **kwargs: Any) -> bool:
-        """Have the engine do something: True when done, False when the container is gone;
-        EngineError when the engine refused or did not answer."""
+    def _definite(self, method: str, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
+        """The engine's answer to a call whose outcome decides what is done: (False, None)
+        when it says there is no such container, else (True, its answer); EngineError when
+        it refused or did not answer (never read as "gone")."""
         api = self._api()
         if api is None:
             raise EngineError(f"no {self.name} answers")
         import docker.errors
 
         try:
-            getattr(api, method)(*args, **kwargs)
-            return True
+            return True, getattr(api, method)(*args, **kwargs)
         except docker.errors.NotFound:
-            return False
+            return False, None
         except docker.errors.APIError as exc:
             raise EngineError(str(exc.explanation or exc)) from exc
         except Exception as exc:  # noqa: BLE001 - connection refused, timeouts
             with self._lock:
                 self._mark_down(exc)
             raise EngineError(str(exc)) from exc
+
+    def _act(self, method: str, *args: Any, **kwargs: Any) -> bool:
+        """Have the engine do something: True when done, False when the container is gone."""
+        return self._definite(method, *args, **kwargs)[0]
 
     def kill(self, container_id: str) -> bool:
         """SIGKILL the container's processes; False when it is gone."""
@@ -297,21 +301,8 @@ class DockerEngine:
     def lookup(self, container_id: str) -> ContainerInfo | None:
         """The container as the engine says now, for acting on it: None only when the
         engine says there is no such container; EngineError when none answers or it fails."""
-        api = self._api()
-        if api is None:
-            raise EngineError(f"no {self.name} answers")
-        import docker.errors
-
-        try:
-            return info_from_inspect(api.inspect_container(container_id))
-        except docker.errors.NotFound:
-            return None
-        except docker.errors.APIError as exc:
-            raise EngineError(str(exc.explanation or exc)) from exc
-        except Exception as exc:  # noqa: BLE001 - connection refused, timeouts
-            with self._lock:
-                self._mark_down(exc)
-            raise EngineError(str(exc)) from exc
+        found, data = self._definite("inspect_container", container_id)
+        return info_from_inspect(data) if found else None
 
     def containers(self, all_states: bool = False) -> list[ContainerInfo]:
         listed = self._call("containers", all=all_states) or []
