@@ -81,4 +81,5 @@ def test_a_journal_stream_that_is_not_stderr_adds_no_priorities(tmp_path):
     elsewhere.touch()
     code, _, stderr = spawnwatch("watch", "--replay", str(REPLAY), "--json", stderr_file=tmp_path / "stderr",
                                  env=journal_stream(elsewhere))
-    assert code == 0 and stderr.splitlines() and not any(line.startswith("<") for line in stderr.splitlines())
+    assert code == 0 and stderr.splitlines(), stderr
+    assert all(re.match(rf"{TIME.pattern} info watch: ", line) for line in stderr.splitlines()), stderr
