@@ -39,6 +39,7 @@ demo: setup
 
 bench: setup
 	$(PY) bench/forkstorm.py
+	$(PY) bench/redact.py
 
 include vagrant/vagrant.mk
 

@@ -66,7 +66,7 @@ CONSUMERS = {
 }
 TABLE_CAP = 65536  # the default [lineage] max_processes
 EXECS_PAST_CAP = TABLE_CAP * 5 // 4
-PROCESS_KINDS = ("fork", "exec", "exit", "reap", "oom", "brief")
+PROCESS_KINDS = ("fork", "exec", "exit", "reap", "oom", "brief", "tally")
 LOST = 2
 REPLAY_DIFFERS = 3
 
@@ -387,7 +387,7 @@ def events_and_processes(recording: Path) -> tuple[int, int]:
             kind = record.get("kind")
             if kind in PROCESS_KINDS:
                 events += 1
-                processes += record.get("count", 1) if kind == "brief" else kind == "fork"
+                processes += record.get("count", 1) if kind in ("brief", "tally") else kind == "fork"
     return events, processes
 
 

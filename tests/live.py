@@ -11,12 +11,17 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Callable
+
+import msgpack
 
 
 class LiveCommand:
-    def __init__(self, *args: str, ready_timeout: float = 60.0, env: dict[str, str] | None = None) -> None:
-        self.argv = [sys.executable, "-m", "spawnwatch", *args]
+    def __init__(self, *args: str, ready_timeout: float = 60.0, env: dict[str, str] | None = None,
+                 wrapper: tuple[str, ...] = ()) -> None:
+        # `wrapper`: a command that execs the rest (setpriv ...), so the signals reach spawnwatch.
+        self.argv = [*wrapper, sys.executable, "-m", "spawnwatch", *args]
         self.ready_timeout = ready_timeout
         self.env = env
         self.records: list[dict] = []
@@ -58,6 +63,19 @@ class LiveCommand:
         with self._lock:
             return "".join(self._stderr_lines)[-2000:]
 
+    def stderr_lines(self) -> list[str]:
+        with self._lock:
+            return list(self._stderr_lines)
+
+    def wait_for_stderr(self, predicate: Callable[[list[str]], object], what: str, timeout: float = 30.0) -> None:
+        """Return once predicate(every stderr line so far) holds; fails the test as wait_for does."""
+        deadline = time.monotonic() + timeout
+        while not predicate(self.stderr_lines()):
+            if self.proc.poll() is not None or time.monotonic() >= deadline:
+                raise AssertionError(f"{self.argv[3:]} waiting for {what} on stderr: it ended or {timeout} s passed;"
+                                     f" stderr: {self.stderr}")
+            time.sleep(0.1)
+
     def snapshot(self) -> list[dict]:
         with self._lock:
             return list(self.records)
@@ -97,3 +115,57 @@ class LiveCommand:
         last = self.records[-1] if self.records else {}
         assert last.get("kind") == "stats", f"last line is not stats: {last}; stderr: {self.stderr}"
         return last
+
+
+class Recording:
+    """A recording a live `watch --record` is still writing, read as it grows: watch
+    flushes it after each evaluation, so it holds every record up to the last one."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records: list[dict] = []
+        self._read_to = 0
+        self._unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
+
+    def read(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._read_to)
+                grown = f.read()
+        except FileNotFoundError:
+            grown = b""
+        self._read_to += len(grown)
+        self._unpacker.feed(grown)
+        self.records.extend(self._unpacker)  # whole records only: a cut last one waits for its rest
+        return self.records
+
+    def wait_for(self, predicate: Callable[[list[dict]], object], what: str, timeout: float = 120.0) -> list[dict]:
+        """The records once predicate(records) holds; fails the test when it does not within
+        `timeout` (generous: a deadline, not a timing assertion)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            records = self.read()
+            if predicate(records):
+                return records
+            if time.monotonic() >= deadline:
+                raise AssertionError(f"no {what} in {self.path} within {timeout} s; last records: {records[-5:]}")
+            time.sleep(0.2)
+
+
+def boottime_now() -> float:
+    """Now on the clock of watch's events and evaluations."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def saw_then_evaluated(pids: set[int], after: float) -> Callable[[list[dict]], bool]:
+    """The positive control of a "raises nothing" check: watch recorded an event of one of
+    `pids` (its own or a child's), and evaluated at `after` or later (boot clock)."""
+    def holds(records: list[dict]) -> bool:
+        evaluated = any(r["kind"] == "tick" and r["ts"] >= after for r in reversed(records))
+        return evaluated and any(r["kind"] in ("fork", "exec", "exit", "brief", "tally")
+                                 and (r["pid"] in pids or r["ppid"] in pids) for r in reversed(records))
+    return holds
+
+
+def alerts_of(records: list[dict], spawners: set[int]) -> list[dict]:
+    return [r for r in records if r["kind"] == "alert" and r["spawner"]["pid"] in spawners]

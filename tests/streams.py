@@ -3,7 +3,9 @@ get the events (and snapshots) the probe would have produced."""
 
 from __future__ import annotations
 
-from spawnwatch.events import Brief, ContainerEvent, Event, Exec, Exit, Fork, Observation, Oom, PidsSample, ProcessInfo, Reap, Snapshot
+from spawnwatch.events import (
+    Brief, ContainerEvent, Event, Exec, Exit, Fork, Observation, Oom, PidsSample, ProcessInfo, Reap, Snapshot, Tally,
+)
 
 BOOT_OFFSET = 1000.0  # stream time 0 in seconds since boot
 
@@ -134,10 +136,10 @@ def briefed(events: list, hold_s: float = 0.25) -> list:
 def tallied(events: list, hold_s: float = 0.25) -> list:
     """`events` as the kernel side sends them to `watch`: the Briefs of `briefed` reaped
     within `hold_s` / 2 of their fork are counted per spawner, second of fork, cgroup and
-    comm, and each count comes as one tally (a Brief without a pid) once its second has
+    comm, and each count comes as one Tally once its second has
     been over for `hold_s`, as the probe's sweep tells it; every other event as it was."""
     out: list = []
-    counting: dict[tuple, Brief] = {}
+    counting: dict[tuple, Tally] = {}
 
     def tell_closed(now: float) -> None:
         for key in [key for key in counting if key[1] + 1 + hold_s <= now]:
@@ -151,8 +153,8 @@ def tallied(events: list, hold_s: float = 0.25) -> list:
             continue
         key = (event.ppid, int(event.ts), event.cgroup_id, event.comm)
         tally = counting.get(key)
-        counting[key] = Brief(event.ts, 0, event.ppid, event.comm, event.cgroup_id, event.exited_at, event.reaped_at) \
-            if tally is None else Brief(min(tally.ts, event.ts), 0, event.ppid, event.comm, event.cgroup_id,
+        counting[key] = Tally(event.ts, 0, event.ppid, event.comm, event.cgroup_id, event.exited_at, event.reaped_at) \
+            if tally is None else Tally(min(tally.ts, event.ts), 0, event.ppid, event.comm, event.cgroup_id,
                                         max(tally.exited_at, event.exited_at), max(tally.reaped_at, event.reaped_at),
                                         tally.count + 1)
     return out + sorted(counting.values(), key=lambda tally: tally.ts)

@@ -101,6 +101,7 @@ def test_a_recording_s_processes_count_each_tally_s_children(forkstorm, tmp_path
 
     recording = tmp_path / "storm.msgpack"
     records = [{"kind": "ready", "pid": 1}, {"kind": "fork", "pid": 10}, {"kind": "exit", "pid": 10},
-               {"kind": "brief", "pid": 11}, {"kind": "brief", "pid": 0, "count": 400}, {"kind": "tick", "ts": 1.0}]
+               {"kind": "brief", "pid": 11}, {"kind": "brief", "pid": 0, "count": 400}, {"kind": "tally", "pid": 0, "count": 30},
+               {"kind": "tick", "ts": 1.0}]  # a tally as a brief without a pid: recorded before tallies had their kind
     recording.write_bytes(b"".join(msgpack.packb(record) for record in records))
-    assert forkstorm.events_and_processes(recording) == (4, 402)
+    assert forkstorm.events_and_processes(recording) == (5, 432)

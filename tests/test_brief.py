@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from spawnwatch.config import load
-from spawnwatch.events import Brief, Fork
+from spawnwatch.events import Brief, Fork, Tally
 from spawnwatch.filters import SubtreeFilter
 from spawnwatch.lineage import Lineage
 from spawnwatch.pipeline import Pipeline
@@ -136,7 +136,7 @@ def without_last_spawn(groups: dict) -> dict:
 def test_tallies_count_in_their_group_like_the_briefs_they_stand_for(name):
     stream = WORKLOADS[name]()
     compacted, counted = briefed(stream.events), tallied(stream.events)
-    tallies = [e for e in counted if isinstance(e, Brief) and not e.pid]
+    tallies = [e for e in counted if isinstance(e, Tally)]
     if name not in ("a shell loop of short commands", "forks that live 0.2-0.3 s",
                     "launchers whose helpers init reaps"):
         assert sum(t.count for t in tallies) >= 20 and len(tallies) < sum(t.count for t in tallies)
@@ -264,6 +264,6 @@ def test_trace_follows_a_brief_into_the_subtree_and_prints_its_life():
 
 
 def test_a_tally_prints_how_many_it_counts():
-    tally = Brief(BOOT_OFFSET + 10, 0, SUPERVISOR_PID, "python3", 1, BOOT_OFFSET + 10.5, BOOT_OFFSET + 10.6, 40)
+    tally = Tally(BOOT_OFFSET + 10, 0, SUPERVISOR_PID, "python3", 1, BOOT_OFFSET + 10.5, BOOT_OFFSET + 10.6, 40)
     line = EventLines().line(tally)
-    assert " brief " in line and "40 short lives forked in this second" in line
+    assert " tally " in line and "40 short lives forked in this second" in line

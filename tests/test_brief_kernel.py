@@ -16,7 +16,7 @@ import pytest
 
 from children import FORK_THEN
 from spawnwatch.adapters import procfs
-from spawnwatch.events import Brief, Event
+from spawnwatch.events import Brief, Event, Tally
 from spawnwatch.probe import Probe
 
 pytestmark = pytest.mark.root
@@ -98,7 +98,7 @@ class Stream:
 
     def tallied(self, spawner: int) -> int:
         """Children of `spawner` told in tallies."""
-        return sum(e.count for e in self.of[0] if isinstance(e, Brief) and e.ppid == spawner)
+        return sum(e.count for e in self.of[0] if isinstance(e, Tally) and e.ppid == spawner)
 
     def lives(self, spawner: int) -> int:
         """Children of `spawner` told, tallied or by pid."""
@@ -188,7 +188,7 @@ def test_with_tallies_short_lives_are_counted_per_spawner_and_every_other_proces
     stream, made, family, stats = run_family(tally_briefs=True)
     brief, sleeper = made["brief"], made["sleeper"]
     tallies = [e for e in stream.of[0] if e.ppid == family]
-    assert tallies and all(isinstance(t, Brief) and t.comm == stream.of[sleeper][0].comm for t in tallies)
+    assert tallies and all(isinstance(t, Tally) and t.comm == stream.of[sleeper][0].comm for t in tallies)
     assert all(t.ts <= t.exited_at <= t.reaped_at for t in tallies)
     assert stream.tallied(family) + sum(len(stream.of[pid]) for pid in brief) == BRIEF_CHILDREN
     assert all(stream.kinds(pid) in ([], ["brief"], ["fork", "exit", "reap"]) for pid in brief)

@@ -12,11 +12,11 @@ import pytest
 
 from conftest import wait_for
 
-from spawnwatch.adapters import procfs
 from spawnwatch.adapters.cgroups import (
     CgroupContainer,
     cgroup2_mount,
     container_of_proc,
+    inode,
     parse_cgroup_path,
     parse_proc_cgroup,
     read_proc_cgroups,
@@ -298,6 +298,12 @@ def container_pids(container_id: str) -> list[int]:
     return [pid for pid, of_pid in cgroups.items() if of_pid is not None and container_id in of_pid.display_path]
 
 
+def cgroup_id_of(pid: int, mount: str | None) -> int:
+    """The cgroup v2 id of `pid` (the inode of its cgroup directory), as bpf_get_current_cgroup_id()."""
+    cgroups = read_proc_cgroups(pid)
+    return (inode(mount, cgroups.v2_path) if cgroups else None) or 0
+
+
 
 @pytest.mark.docker
 def test_a_running_containers_processes_resolve_by_cgroup_id_and_by_proc(docker_env) -> None:  # noqa: F811
@@ -307,13 +313,13 @@ def test_a_running_containers_processes_resolve_by_cgroup_id_and_by_proc(docker_
     name = docker_env.cli("inspect", "-f", "{{.Name}}", container_id).lstrip("/")
     expected = {"id": container_id, "name": name, "image": docker_env.image}
     for pid in pids:
-        cgroup_id = procfs.cgroup_id(pid, mount)
-        assert cgroup_id not in (0, procfs.cgroup_id(os.getpid(), mount))
+        cgroup_id = cgroup_id_of(pid, mount)
+        assert cgroup_id not in (0, cgroup_id_of(os.getpid(), mount))
         assert ContainerResolver()(cgroup_id) == expected  # via the cgroup tree
         assert ContainerResolver()(0, pid) == expected  # via /proc/<pid>/cgroup
     info = ContainerResolver().info(0, pids[0])
     assert (info.compose_project, info.compose_service) == ("mcpdemo", "metamcp")
-    assert ContainerResolver()(procfs.cgroup_id(os.getpid(), mount), os.getpid()) is None
+    assert ContainerResolver()(cgroup_id_of(os.getpid(), mount), os.getpid()) is None
     assert ContainerResolver(engine=DockerEngine(base_url=NO_ENGINE))(0, pids[0]) == {
         "id": container_id,
         "name": container_id[:12],
@@ -328,7 +334,7 @@ def test_the_event_stream_announces_new_containers_and_forgets_removed_ones(dock
         container_id = docker_env.run("sleep", "300")
         # known without a single lookup: only the event stream can have told it
         wait_for(lambda: any(c.id == container_id for c in resolver.known()), "the start event")
-        cgroup_id = procfs.cgroup_id(docker_env.pid(container_id), cgroup2_mount())
+        cgroup_id = cgroup_id_of(docker_env.pid(container_id), cgroup2_mount())
         assert resolver(cgroup_id)["id"] == container_id
         docker_env.remove(container_id)
         wait_for(lambda: all(c.id != container_id for c in resolver.known()), "the destroy event")

@@ -9,7 +9,8 @@ from collections import Counter
 
 import pytest
 
-from spawnwatch.events import Brief, Exec, Exit, Fork, Oom, Reap, RecordError, from_record, to_record
+from records import encode
+from spawnwatch.events import Brief, Exec, Exit, Fork, Oom, Reap, RecordError, Tally, from_record, to_record
 from spawnwatch.probe import (
     PAGE_SIZE, KnownProcesses, Probe, ProbeError, SkippedReaps, layout, ring_buffer_pages, table_flags,
 )
@@ -17,7 +18,7 @@ from spawnwatch.probe.births import HeldForks
 
 
 def record(event, flags=0, aside=0):
-    return layout.encode(event, flags, aside)
+    return encode(event, flags, aside)
 
 
 def test_every_kind_round_trips_through_the_kernel_layout():
@@ -31,14 +32,26 @@ def test_every_kind_round_trips_through_the_kernel_layout():
     ]
     for event in events:
         assert layout.decode(record(event)) == (event, 0, 0)
-    assert layout.decode(layout.encode(events[2], aside=65736)) == (events[2], 0, 65736)
+    assert layout.decode(encode(events[2], aside=65736)) == (events[2], 0, 65736)
+    tally = Tally(3.0, 0, 100, "bash", 7, exited_at=3.001, reaped_at=3.0125, count=40)
+    assert layout.decode(encode(tally, aside=layout.Occupancy(5, 9))) == (tally, 0, layout.Occupancy(5, 9))
+
+
+def test_a_tally_is_recorded_as_a_tally_and_one_recorded_as_a_pidless_brief_still_replays_as_one():
+    tally = Tally(3.0, 0, 100, "bash", 7, exited_at=3.001, reaped_at=3.0125, count=40)
+    assert to_record(tally)["kind"] == "tally" and from_record(to_record(tally)) == tally
+    recorded_before = {"kind": "brief", "ts": 3.0, "pid": 0, "ppid": 100, "comm": "bash", "cgroup_id": 7,
+                       "exited_at": 3.001, "reaped_at": 3.0125, "count": 40}
+    assert from_record(recorded_before) == tally
+    brief = Brief(2.0, 400, 100, "bash", 7, exited_at=2.001, reaped_at=2.0125)
+    assert from_record({**to_record(brief), "count": 1}) == brief and brief.count == 1
 
 
 def test_exec_truncation_flag_and_missing_argv():
     event = Exec(2.0, 5, 0, "x", 1, ("a",) * 3, "/x", True)
     decoded, flags, _ = layout.decode(record(event))
     assert decoded.argv_truncated and flags & layout.FLAG_ARGV_TRUNCATED
-    missing = layout.encode(Exec(2.0, 5, 0, "x", 1, (), "/x", False), layout.FLAG_ARGV_MISSING)
+    missing = encode(Exec(2.0, 5, 0, "x", 1, (), "/x", False), layout.FLAG_ARGV_MISSING)
     decoded, flags, _ = layout.decode(missing)
     assert decoded.argv == () and flags & layout.FLAG_ARGV_MISSING
 
@@ -315,7 +328,7 @@ def test_probe_batch_decoding_counts_and_fills_missing_argv():
     probe = Probe(parent_of=lambda pid: 1, argv_of=lambda pid: ("node", "server.js"))
     raws = [
         record(Fork(1.0, 10, 1, "sh", 1)),
-        layout.encode(Exec(1.1, 10, 0, "node", 1, (), "/usr/bin/node", True), layout.FLAG_ARGV_MISSING),
+        encode(Exec(1.1, 10, 0, "node", 1, (), "/usr/bin/node", True), layout.FLAG_ARGV_MISSING),
         b"junk",
     ]
     events = probe.decode_batch(raws)
@@ -331,6 +344,7 @@ def test_probe_batch_decoding_counts_and_fills_missing_argv():
         "reaps_settled_from_proc": 0,
         "reaps_given_up": 0,
         "resyncs": 0,
+        "ring_bytes_taken": 0,
         "swept_forks": 0,
         "swept_exits": 0,
         "swept_tallies": 0,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -12,6 +11,7 @@ import sys
 import pytest
 
 from conftest import REPO, missing_prerequisite
+from live import LiveCommand
 
 RULES = REPO / "deploy" / "prometheus" / "spawnwatch-rules.yml"
 
@@ -76,21 +76,21 @@ def test_the_unit_is_hardened(tmp_path) -> None:
 def test_the_units_capabilities_are_all_that_watch_needs(tmp_path) -> None:
     """watch under exactly the unit's bounding set traces and alerts; with none it cannot load."""
     caps = [c.removeprefix("CAP_").lower() for c in unit_setting("CapabilityBoundingSet").split()]
-    watch = [sys.executable, "-m", "spawnwatch", "watch", "--json", "--duration", "20"]
     shutil.copy("/bin/sleep", tmp_path / "capsleeper")
     leak = subprocess.Popen(["sh", "-c", "while true; do ./capsleeper 1000 & sleep 0.5; done"],
                             cwd=tmp_path, start_new_session=True)
+    bounding_set = ("setpriv", f"--bounding-set=-all,{','.join('+' + c for c in caps)}", "--")
     try:
-        bounded = subprocess.run(["setpriv", f"--bounding-set=-all,{','.join('+' + c for c in caps)}", "--", *watch],
-                                 capture_output=True, text=True, timeout=120)
+        with LiveCommand("watch", "--json", wrapper=bounding_set, ready_timeout=120) as bounded:
+            bounded.wait_for(lambda records: any(r["kind"] == "alert" and r["signature"] == "capsleeper <n>"
+                                                 and r["spawner"]["pid"] == leak.pid for r in records),
+                             "the leak's alert", timeout=120)
     finally:
         os.killpg(leak.pid, signal.SIGKILL)
         leak.wait()
-    assert bounded.returncode == 0, bounded.stderr[-2000:]
-    alerts = [json.loads(line) for line in bounded.stdout.splitlines() if '"kind":"alert"' in line]
-    assert any(a["signature"] == "capsleeper <n>" and a["spawner"]["pid"] == leak.pid for a in alerts), alerts
-    none = subprocess.run(["setpriv", "--bounding-set=-all", "--", *watch[:-2], "--duration", "1"],
-                          capture_output=True, text=True, timeout=120)
+    assert bounded.returncode == 0, bounded.stderr
+    none = subprocess.run(["setpriv", "--bounding-set=-all", "--", sys.executable, "-m", "spawnwatch", "watch",
+                           "--json", "--duration", "1"], capture_output=True, text=True, timeout=120)
     assert none.returncode == 3 and "could not load the BPF programs" in none.stderr
 
 

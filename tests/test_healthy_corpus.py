@@ -20,20 +20,20 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 
 import psutil
 import pytest
 
 from conftest import IN_CI, missing_prerequisite
 from corpus import HTTP_CONNECTIONS, POOL_SIZE, SSH_SESSIONS, Apache, Gunicorn, Postgres, Sshd, run_for
-from live import LiveCommand
+from live import LiveCommand, Recording, boottime_now, saw_then_evaluated
 
 pytestmark = [pytest.mark.root, pytest.mark.docker, pytest.mark.slow]
 
 WORK_S = 65.0  # every server works this long under watch (at least a minute)
 CONTAINERS = 12
 SETTLE_S = 3.0  # three evaluations after the work ends
+RECORDED_S = 120.0  # generous bound on a watch recording the work and evaluating SETTLE_S past its end
 LATE_WATCH_AT_S = 45.0  # the pools are full by then (16 s, 18 s, 24 s of growth)
 
 
@@ -104,21 +104,26 @@ def alerts_of(records: list[dict], ours: Ours) -> list[dict]:
 def test_real_servers_at_work_raise_nothing(prerequisites, docker_env, tmp_path) -> None:
     without_list = tmp_path / "no-servers.toml"
     without_list.write_text("[detect]\nservers = []\n")
-    with LiveCommand("watch", "--json") as defaults, \
-            LiveCommand("watch", "--json", "--config", str(without_list)) as bare, \
+    recordings = [Recording(tmp_path / "defaults.msgpack"), Recording(tmp_path / "bare.msgpack")]
+    with LiveCommand("watch", "--json", "--record", str(recordings[0].path)) as defaults, \
+            LiveCommand("watch", "--json", "--config", str(without_list), "--record", str(recordings[1].path)) as bare, \
             Postgres() as postgres, Sshd() as sshd, Apache() as apache, Gunicorn() as gunicorn:
         ours = Ours()
-        began = time.monotonic()
         containers: list[str] = []
         late: list[dict] = []
         run_for(WORK_S, [postgres.load, sshd.load, apache.load, gunicorn.load,
                          lambda stop: start_containers(docker_env, containers, stop),
                          lambda stop: watch_late(late, stop)])
         sessions = sshd.live_sessions()
-        worked = time.monotonic() - began
-        time.sleep(SETTLE_S)
+        ended = boottime_now()
+        # Each watch saw the work and evaluated SETTLE_S past its end: a lagging or blind one fails here.
+        recorded = [recording.wait_for(saw_then_evaluated(ours.pids, ended + SETTLE_S), timeout=RECORDED_S,
+                                       what="events of the corpus and an evaluation after it")
+                    for recording in recordings]
     ours.stop()
-    assert worked >= 60
+    for records in recorded:  # ...while the corpus worked for a minute at least
+        times = [r["ts"] for r in records if r["kind"] in ("fork", "exec") and r["pid"] in ours.pids]
+        assert max(times) - min(times) >= 60
     # The corpus did what it claims.
     assert postgres.peak_backends >= POOL_SIZE
     assert sessions >= SSH_SESSIONS

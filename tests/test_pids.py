@@ -231,6 +231,7 @@ def wait_until(predicate, what: str, timeout: float = 30.0):
         time.sleep(0.05)
 
 
+@pytest.mark.root  # pids_cgroup: creating a cgroup needs root
 def test_a_limited_cgroup_reads_its_limit_tasks_and_refused_forks(pids_cgroup):
     (pids_cgroup.dir / "pids.max").write_text("5")
     shell = pids_cgroup.start("sleep 1000 & sleep 1000 & sleep 1000 & wait")
@@ -249,6 +250,7 @@ def test_a_limited_cgroup_reads_its_limit_tasks_and_refused_forks(pids_cgroup):
         shell.wait()
 
 
+@pytest.mark.root  # pids_cgroup: creating a cgroup needs root
 def test_a_cgroup_under_a_limited_parent_reads_the_parents_limit(pids_cgroup):
     (pids_cgroup.dir / "pids.max").write_text("40")
     unit = pids_cgroup.child("unit")
@@ -264,6 +266,7 @@ def test_a_cgroup_under_a_limited_parent_reads_the_parents_limit(pids_cgroup):
         shell.wait()
 
 
+@pytest.mark.root  # pids_cgroup: creating a cgroup needs root
 def test_a_removed_cgroup_reads_nothing(pids_cgroup):
     gone = pids_cgroup.child("gone")
     gone.dir.rmdir()
@@ -287,6 +290,7 @@ def test_cgroup_v2_layout_counts_refusals_at_the_limit_and_skips_cgroups_without
     assert read_pids(PidsCgroup(str(tmp_path), "/system.slice")) == PidsReading("/system.slice", 9, None, 0)
 
 
+@pytest.mark.root  # pids_cgroup: creating a cgroup needs root
 def test_the_sampler_emits_a_sample_only_when_a_value_changed(pids_cgroup):
     (pids_cgroup.dir / "pids.max").write_text("20")
     shell = pids_cgroup.start("sleep 1000 & wait")
@@ -319,6 +323,7 @@ def test_the_sampler_emits_a_sample_only_when_a_value_changed(pids_cgroup):
                 proc.wait()
 
 
+@pytest.mark.root  # pids_cgroup: creating a cgroup needs root
 def test_the_sampler_ignores_a_pid_that_is_not_in_the_cgroup_any_more(pids_cgroup):
     sampler = PidsSampler(load().detect.pids)
     assert sampler.poll(lambda: {12345678: os.getpid()}, 1.0) == []

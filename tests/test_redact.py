@@ -15,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import wait_for
+from records import encode
 from spawnwatch.adapters import procfs
 from spawnwatch.cli import main
 from spawnwatch.config import ConfigError, load
@@ -50,6 +51,7 @@ JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_X
         (["curl", "-H", "Authorization:", "Bearer", "abc"], ["curl", "-H", "Authorization:", "Bearer", R]),
         (["curl", "-H", "Authorization: Bearer", "abc"], ["curl", "-H", "Authorization: Bearer", R]),
         (["curl", "-H", "authorization:Basic dXNlcjpwYXNz"], ["curl", "-H", f"authorization:Basic {R}"]),
+        (["curl", "-H", "Authorization: abc"], ["curl", "-H", f"Authorization: {R}"]),
         (["x", "Bearer", "abc", "Basic dXNlcjpwYXNz"], ["x", "Bearer", R, f"Basic {R}"]),
         (["curl", "-H", "X-Api-Key: abc", "-H", "Cookie: sid=1"], ["curl", "-H", f"X-Api-Key: {R}", "-H", f"Cookie: {R}"]),
         # URL userinfo (the password) and query parameters
@@ -88,6 +90,47 @@ def test_each_form_and_shape_is_redacted(argv, expected):
     assert redact(argv) == tuple(expected)
 
 
+AWS4 = ("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/iam/aws4_request, "
+        "SignedHeaders=content-type;host;x-amz-date, Signature=5d672d79c15b13162d9279b0855cfba6789a8edb4c82c400e06b5924a6f2b5d7")
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        # any scheme after Authorization:, and all of the header after it
+        (["curl", "-H", "Authorization: token abc"], ["curl", "-H", f"Authorization: token {R}"]),
+        (["curl", "-H", "Authorization: Bot abc.def"], ["curl", "-H", f"Authorization: Bot {R}"]),
+        (["curl", "-H", f"Authorization: {AWS4}"], ["curl", "-H", f"Authorization: AWS4-HMAC-SHA256 {R}"]),
+        (["curl", "-H", "Proxy-Authorization: Digest username=u, response=abc"], ["curl", "-H", f"Proxy-Authorization: Digest {R}"]),
+        (["curl", "-H", "Authorization:", "token", "abc"], ["curl", "-H", "Authorization:", R, R]),
+        (["sh", "-c", "curl -H 'Authorization: token abc' https://h/x"], ["sh", "-c", f"curl -H 'Authorization: token {R}' https://h/x"]),
+        # names that contain a secret word with no separator
+        (["env", "SSHPASS=abc", "DBPASSWORD=abc", "PGPASSWORD=abc", "myAPIKEY=abc"],
+         ["env", f"SSHPASS={R}", f"DBPASSWORD={R}", f"PGPASSWORD={R}", f"myAPIKEY={R}"]),
+        (["gpg", "--passphrase", "abc", "--passphrase-fd=0"], ["gpg", "--passphrase", R, f"--passphrase-fd={R}"]),
+        # a program's own options, next or glued, after its name (its path, behind sudo)
+        (["redis-cli", "-a", "abc", "ping"], ["redis-cli", "-a", R, "ping"]),
+        (["sudo", "/usr/bin/redis-cli", "-h", "h", "-aabc"], ["sudo", "/usr/bin/redis-cli", "-h", "h", f"-a{R}"]),
+        (["curl", "-u", "user:abc", "https://x"], ["curl", "-u", R, "https://x"]),
+        (["curl", "--user=user:abc"], ["curl", f"--user={R}"]),
+        (["mysql", "-pabc", "-P", "3306", "db"], ["mysql", f"-p{R}", "-P", "3306", "db"]),
+        (["sshpass", "-p", "abc", "ssh", "h"], ["sshpass", "-p", R, "ssh", "h"]),
+        # credentials in a URL: userinfo, query tokens, signed URLs
+        (["curl", "https://b.s3.amazonaws.com/k?X-Amz-Credential=abc%2F2&X-Amz-Signature=abc&x=1"],
+         ["curl", f"https://b.s3.amazonaws.com/k?X-Amz-Credential={R}&X-Amz-Signature={R}&x=1"]),
+        (["curl", "https://a.blob.core.windows.net/c?sv=2020&sig=abc"], ["curl", f"https://a.blob.core.windows.net/c?sv=2020&sig={R}"]),
+        # shapes whatever their name
+        (["x", "ya29.a0AfH6SMBx3abcdefghijklmnop", "pypi-AgEIcHlwaS5vcmc" + "x" * 60],  ["x", R, R]),
+        (["x", "SG.abcdefghijklmnopqr.abcdefghijklmnopqrstuv", "dapi" + "0123456789abcdef" * 2], ["x", R, R]),
+        (["x", "-----BEGIN OPENSSH PRIVATE KEY-----abc-----END OPENSSH PRIVATE KEY-----"],
+         ["x", f"-----BEGIN OPENSSH PRIVATE KEY-----{R}-----END OPENSSH PRIVATE KEY-----"]),
+        (["curl", "https://hooks.slack.com/services/T000/B000/XXXX"], ["curl", f"https://hooks.slack.com/services/{R}"]),
+    ],
+)
+def test_secrets_that_got_through_are_redacted(argv, expected):
+    assert redact(argv) == tuple(expected)
+
+
 @pytest.mark.parametrize(
     "argv",
     [
@@ -100,6 +143,12 @@ def test_each_form_and_shape_is_redacted(argv, expected):
         ["docker", "run", "-i", "--rm", "-e", "GITHUB_PERSONAL_ACCESS_TOKEN", "ghcr.io/github/github-mcp-server"],
         ["node", "--require", "./tokens.js", "keys.js", "author=me", "https://example.com:8443/x"],
         ["bash", "-c", "echo basically; make monkey"],
+        ["docker", "run", "-p", "8080:80", "-a", "stdout", "img"],
+        ["ssh", "-p", "22", "-A", "h"],
+        ["kill", "--signal", "TERM", "1"],
+        ["node", "--passes", "3", "--bypass-cache", "--compass", "n"],
+        ["curl", "-v", "-o", "out", "https://example.com:8443/a?page=2&sort=name"],
+        ["echo", "Authorization", "header", "token", "list"],
     ],
 )
 def test_look_alikes_are_kept(argv):
@@ -165,6 +214,8 @@ def test_user_rules_replace_the_default_lists(tmp_path):
         ("[redact]\nkeys = 'token'\n", "'redact.keys' must be a list"),
         ("[redact]\nschemes = ['Bearer token']\n", "'redact.schemes[0]' must be one word"),
         ("[redact]\nreplacement = 'x'\n", "unknown key 'redact.replacement'"),
+        ("[redact]\noptions = ['curl']\n", "'redact.options': 'curl' is not a program and one of its options"),
+        ("[redact]\ncontains = ['']\n", "'redact.contains[0]' must be a name"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, text, message):
@@ -178,12 +229,12 @@ def test_config_errors_name_the_key(tmp_path, text, message):
 def test_the_probe_redacts_the_kernels_argv_and_the_proc_fallback():
     probe = Probe(parent_of=lambda pid: 1, argv_of=lambda pid: ("node", "--token", "from-proc"))
     events = probe.decode_batch([
-        layout.encode(Exec(1.0, 10, 1, "node", 1, ("node", "--api-key=from-kernel"), "/usr/bin/node")),
-        layout.encode(Exec(1.1, 11, 1, "node", 1, (), "/usr/bin/node", True), layout.FLAG_ARGV_MISSING),
+        encode(Exec(1.0, 10, 1, "node", 1, ("node", "--api-key=from-kernel"), "/usr/bin/node")),
+        encode(Exec(1.1, 11, 1, "node", 1, (), "/usr/bin/node", True), layout.FLAG_ARGV_MISSING),
     ])
     assert [e.argv for e in events] == [("node", f"--api-key={R}"), ("node", "--token", R)]
     shown = Probe(argv_of=lambda pid: None, redact=Redactor(RedactRules()))
-    [raw] = shown.decode_batch([layout.encode(Exec(1.0, 10, 1, "node", 1, ("node", "--api-key=k"), "/usr/bin/node"))])
+    [raw] = shown.decode_batch([encode(Exec(1.0, 10, 1, "node", 1, ("node", "--api-key=k"), "/usr/bin/node"))])
     assert raw.argv == ("node", "--api-key=k")
 
 
@@ -199,6 +250,25 @@ def test_the_proc_snapshot_is_redacted(tmp_path):
         assert process.argv == (sys.executable, str(script), f"--api-key={R}", R)
         shown = next(p for p in procfs.snapshot(Redactor(RedactRules())).processes if p.pid == child.pid)
         assert shown.argv[2:] == ("--api-key=snapshot-secret", GHP)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_proc_argv_is_read_up_to_the_kernels_bound(tmp_path):
+    # 1 MiB of argv (16 words of 64 KiB: one word holds 128 KiB at most) in /proc costs a snapshot
+    # what the kernel side's 4 KiB would, no more.
+    script = tmp_path / "sleeper.py"
+    script.write_text("import time\ntime.sleep(60)\n")
+    child = subprocess.Popen([sys.executable, str(script), "--api-key=abc", *["x" * (1 << 16)] * 16])
+    try:
+        def seen() -> ProcessInfo | None:
+            return next((p for p in procfs.snapshot().processes if p.pid == child.pid and len(p.argv) > 2), None)
+
+        process = wait_for(seen, "the long sleeper in /proc")
+        assert process.argv[:3] == (sys.executable, str(script), f"--api-key={R}")
+        raw = procfs.argv(child.pid)
+        assert len("\0".join(raw).encode()) <= 4096 and raw[3] == "x" * len(raw[3])
     finally:
         child.kill()
         child.wait()

@@ -162,14 +162,20 @@ def test_records_are_cut_from_a_copy_made_after_their_commits_were_seen(ring):
 
     class FirstCopyTorn:
         copies = 0
+        torn = False
 
         def __getitem__(self, span: slice) -> bytes:
             copy = mapping[span]
             self.copies += 1
-            return copy.replace(b"new data", b"old data") if self.copies == 1 else copy
+            if self.copies > 1:
+                return copy
+            torn = copy.replace(b"new data", b"old data")
+            self.torn = torn != copy
+            return torn
 
-    reader._data = FirstCopyTorn()
+    reader._data = copies = FirstCopyTorn()
     try:
         assert reader.take() == [b"new data"]
     finally:
         reader._data = mapping
+    assert copies.torn and copies.copies == 2  # the record's data was stale in the first copy, and read again

@@ -5,7 +5,7 @@ The kernel side is tested live in test_brief_kernel.py."""
 
 from __future__ import annotations
 
-from spawnwatch.events import Brief
+from spawnwatch.events import Tally
 from spawnwatch.probe import layout
 from spawnwatch.probe.tallies import Tallies
 
@@ -28,17 +28,16 @@ class Array:
         start = slot * layout.TALLY.size
         return bytes(self.raw[start : start + layout.TALLY.size])
 
-    def sweep(self, tallies: Tallies, now_s: float | None) -> list[Brief]:
+    def sweep(self, tallies: Tallies, now_s: float | None) -> list[Tally]:
         cutoff = None if now_s is None else int(now_s * NS)
         return [tally for tally, _flags in tallies.sweep(self.words, self.read, cutoff)]
 
 
-def record(ppid: int, second: int, count: int) -> Brief:
-    return Brief(second + 1e-6, 0, ppid, "worker", 7, second + 2e-6, second + 3e-6, count)
+def record(ppid: int, second: int, count: int) -> Tally:
+    return Tally(second + 1e-6, 0, ppid, "worker", 7, second + 2e-6, second + 3e-6, count)
 
 
-def occupancy(slot: int, gen: int) -> int:
-    return slot << 32 | gen
+occupancy = layout.Occupancy
 
 
 def test_a_tally_is_swept_once_its_second_is_over_and_only_once():

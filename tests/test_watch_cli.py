@@ -16,6 +16,7 @@ from spawnwatch.cli import main
 from spawnwatch.events import to_record
 from spawnwatch.recording import read_records
 from test_sinks import Receiver
+from workloads import SUPERVISOR_PID
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 RECORDINGS = sorted(p.stem for p in FIXTURES.glob("*.msgpack"))
@@ -37,6 +38,67 @@ def test_replay_gives_the_reviewed_alerts(name):
     assert out[0]["kind"] == "ready" and out[-1]["kind"] == "stats"
     expected = [json.loads(line) for line in (FIXTURES / f"{name}.expected.jsonl").read_text().splitlines()]
     assert [r for r in out if r["kind"] == "alert"] == expected
+
+
+LEAKED = 15  # children each leak workload of make_recordings.py starts, all ended at its clean-up
+# What each recording must raise, stated from its workload (make_recordings.py) and the rules'
+# thresholds, not from a run of the pipeline: (state, rule, signature) in order.
+STATED = {
+    "accumulate": [("firing", "accumulating", "npm exec fs-server"), ("resolved", "accumulating", "npm exec fs-server")],
+    "orphan": [("firing", "orphaned", "npm exec fs-server"), ("resolved", "orphaned", "npm exec fs-server")],
+    "zombie": [("firing", "zombie", "npm exec fs-server"), ("resolved", "zombie", "npm exec fs-server")],
+    "respawn": [],  # a pool whose workers end and are replaced
+    "snapshot": [("firing", "accumulating", "npm exec magic")],  # 20 servers already there, 30 s apart
+}
+
+
+def recorded_processes(name: str) -> tuple[dict[int, int], set[int], set[int]]:
+    """Of a recording: each process's parent (snapshot and forks), the pids that exited, those reaped."""
+    parent, exited, reaped = {}, set(), set()
+    for record in read_records(FIXTURES / f"{name}.msgpack"):
+        if record["kind"] == "snapshot":
+            parent.update((p["pid"], p["ppid"]) for p in record["processes"])
+        elif record["kind"] == "fork":
+            parent[record["pid"]] = record["ppid"]
+        elif record["kind"] == "exit":
+            exited.add(record["pid"])
+        elif record["kind"] == "reap":
+            reaped.add(record["pid"])
+    return parent, exited, reaped
+
+
+def ancestors(parent: dict[int, int], pid: int) -> list[int]:
+    """`pid`'s parent, its parent's and so on, as the recording tells them."""
+    found: list[int] = []
+    while pid in parent and len(found) < 64:
+        pid = parent[pid]
+        found.append(pid)
+    return found
+
+
+@pytest.mark.parametrize("name", RECORDINGS)
+def test_replay_raises_what_each_workload_states(name):
+    result = watch("--replay", str(FIXTURES / f"{name}.msgpack"), "--json")
+    assert result.exit_code == 0, result.stderr
+    alerts = [r for r in records(result) if r["kind"] == "alert"]
+    assert [(a["state"], a["rule"], a["signature"]) for a in alerts] == STATED[name]
+    parent, exited, _reaped = recorded_processes(name)
+    for alert in alerts:
+        assert alert["spawner"]["pid"] == SUPERVISOR_PID and alert["spawner"]["argv"] == ["python3", "supervisor.py"]
+        if alert["state"] == "resolved":
+            assert alert["live"] == alert["zombies"] == alert["orphans"] == 0 and alert["pids"] == []
+            assert alert["spawned"] == alert["exited"] == LEAKED
+        elif alert["rule"] == "accumulating":
+            assert all(parent[pid] == SUPERVISOR_PID for pid in alert["pids"])
+            assert alert["live"] == alert["spawned"] == len(alert["pids"]) >= 9  # accumulating's min_live
+            assert alert["exited"] == alert["zombies"] == alert["orphans"] == 0
+        elif alert["rule"] == "zombie":
+            assert all(parent[pid] == SUPERVISOR_PID and pid in exited for pid in alert["pids"])
+            assert alert["zombies"] == len(alert["pids"]) >= 8  # zombie's min_zombies
+        else:  # orphaned: what the supervisor's killed children left behind, below them
+            assert all(parent[pid] != SUPERVISOR_PID and SUPERVISOR_PID in ancestors(parent, pid)
+                       for pid in alert["pids"])
+            assert alert["orphans"] == len(alert["pids"]) >= 8  # orphaned's min_orphans
 
 
 def test_replay_stats_count_the_replayed_events():

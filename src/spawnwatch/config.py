@@ -25,7 +25,7 @@ else:  # the same parser, from PyPI
 from spawnwatch.alerts import AlertPolicy
 from spawnwatch.detect import RULES, DetectSettings
 from spawnwatch.lineage import LineageSettings
-from spawnwatch.redact import RedactRules, Redactor, segments
+from spawnwatch.redact import RedactRules, Redactor, program_options, segments
 from spawnwatch.signature import Interpreter, Launcher, Mask, SignatureRules
 from spawnwatch.text import cut
 
@@ -191,6 +191,14 @@ def _redact_rules(table: dict[str, Any], source: str) -> RedactRules:
     for i, key in enumerate(rules.keys):
         if not segments(key):
             raise ConfigError(f"{source}: 'redact.keys[{i}]' must be a name such as api_key, not {key!r}")
+    for field_name in ("contains", "headers"):
+        for i, name in enumerate(getattr(rules, field_name)):
+            if not segments(name):
+                raise ConfigError(f"{source}: 'redact.{field_name}[{i}]' must be a name such as password, not {name!r}")
+    try:
+        program_options(rules.options)
+    except ValueError as error:
+        raise ConfigError(f"{source}: 'redact.options': {error}") from None
     for i, scheme in enumerate(rules.schemes):
         if not re.fullmatch(r"\S+", scheme):
             raise ConfigError(f"{source}: 'redact.schemes[{i}]' must be one word such as Bearer, not {scheme!r}")

@@ -28,6 +28,7 @@ class Kind(str, enum.Enum):
     REAP = "reap"
     OOM = "oom"
     BRIEF = "brief"
+    TALLY = "tally"
     PIDS = "pids"
     CONTAINER = "container"
 
@@ -113,20 +114,30 @@ class Brief(Event):
     of its own in between, in one record: the kernel holds a fork until the process
     does something else, and most processes of a fork storm do nothing else.  `ts`
     is its fork and `ppid` the parent the kernel gave it, as in Fork.  A process
-    already known by then (its fork came on its own) takes this as its exit and reap.
+    already known by then (its fork came on its own) takes this as its exit and reap."""
 
-    Without a pid it is a tally: `count` such children of `ppid`, forked in the
-    second of `ts` (the first of them), the last exited at `exited_at` and reaped at
-    `reaped_at`; the kernel counts a storm's children rather than telling each."""
+    exited_at: float = 0.0
+    reaped_at: float = 0.0
+
+    kind = Kind.BRIEF
+    count = 1  # the processes it tells, as a Tally's count: a class attribute, not a field
+
+
+@dataclass(slots=True)
+class Tally(Event):
+    """`count` processes a Brief would tell one by one, children of `ppid` forked in
+    the second of `ts` (the first of them), the last exited at `exited_at` and reaped
+    at `reaped_at`: the kernel counts a storm's children rather than telling each.
+    No one process, so `pid` is 0."""
 
     exited_at: float = 0.0
     reaped_at: float = 0.0
     count: int = 1
 
-    kind = Kind.BRIEF
+    kind = Kind.TALLY
 
 
-EVENT_TYPES: dict[Kind, type[Event]] = {cls.kind: cls for cls in (Fork, Exec, Exit, Reap, Oom, Brief)}
+EVENT_TYPES: dict[Kind, type[Event]] = {cls.kind: cls for cls in (Fork, Exec, Exit, Reap, Oom, Brief, Tally)}
 
 
 @dataclass(slots=True)
@@ -345,7 +356,24 @@ def replaced(item: Any, **changes: Any) -> Any:
 _ABSENT = object()
 _CHANGERS: dict[type, Callable[..., Any]] = {cls: _changer(cls) for cls in (*EVENT_TYPES.values(), *OBSERVATION_TYPES.values())}
 _CODECS: dict[type, _Codec] = {cls: _Codec(cls) for cls in (*EVENT_TYPES.values(), *OBSERVATION_TYPES.values())}
-_CODEC_OF_KIND: dict[str, _Codec] = {cls.kind.value: codec for cls, codec in _CODECS.items()}
+
+
+class _BriefOrTally:
+    """Reads a brief record, as recordings made before tallies had a kind of their own
+    wrote a tally too: a brief without a pid, with a count (written then for every brief)."""
+
+    def __init__(self) -> None:
+        self._read_brief, self._read_tally = _CODECS[Brief].read, _CODECS[Tally].read
+        self.what = _CODECS[Brief].what
+
+    def read(self, record: dict[str, Any], what: str) -> Event:
+        brief = self._read_brief(record, what)
+        return brief if brief.pid or "count" not in record else self._read_tally(record, what)
+
+
+_CODEC_OF_KIND: dict[str, _Codec | _BriefOrTally] = {
+    **{cls.kind.value: codec for cls, codec in _CODECS.items()}, Kind.BRIEF.value: _BriefOrTally(),
+}
 
 
 def from_record(record: dict[str, Any]) -> Event | Observation | Snapshot | None:

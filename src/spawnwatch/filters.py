@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from spawnwatch.events import Brief, Event, Fork, Reap
+from spawnwatch.events import Brief, Event, Fork, Reap, Tally
 
 MAX_TRACKED_DESCENDANTS = 65536
 
@@ -21,7 +21,7 @@ class SubtreeFilter:
         if isinstance(event, Fork) and event.ppid in self._members:
             if len(self._members) < MAX_TRACKED_DESCENDANTS:
                 self._members.add(event.pid)
-        member = event.pid in self._members or (isinstance(event, Brief) and event.ppid in self._members)
+        member = event.pid in self._members or (isinstance(event, (Brief, Tally)) and event.ppid in self._members)
         if isinstance(event, Reap) and event.pid != self.root:
             self._members.discard(event.pid)
         return member

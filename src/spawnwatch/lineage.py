@@ -13,7 +13,8 @@ to spawners.
 A Brief is a process the kernel saw forked, exited and reaped with nothing in
 between: it never enters the table; its spawner hears of it in one call.  When
 its fork arrived on its own before (it lived long enough for that), the Brief
-is that process's exit and reap.
+is that process's exit and reap.  A Tally, many such processes of one spawner
+counted, reaches the spawner the same way.
 
 Exited processes are zombies until their Reap.  Reaped processes stay for
 `retention_s`, longer while processes they spawned are still in the table (an
@@ -32,10 +33,9 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from typing import AbstractSet, Callable, Iterator, Protocol
 
-from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Oom, Reap, Snapshot
+from spawnwatch.clock import SAME_START_S, same_start, start_tick
+from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Oom, Reap, Snapshot, Tally
 
-TICKS_PER_SECOND = 100  # /proc start times have clock-tick precision (USER_HZ)
-SAME_START_S = 2.0 / TICKS_PER_SECOND  # a fork event and a /proc start time of one process differ by less
 INIT_PID = 1
 COMM_CHARS = 15  # of a program name the kernel keeps (/proc readers may show more)
 
@@ -79,7 +79,7 @@ class Process:
 
     @property
     def key(self) -> Key:
-        return (self.pid, round(self.start * TICKS_PER_SECOND))
+        return (self.pid, start_tick(self.start))
 
     @property
     def alive(self) -> bool:
@@ -98,7 +98,7 @@ class Listener(Protocol):
     """What the detector hears; every change of membership, and every OOM kill, goes through one of these."""
 
     def joined(self, proc: Process) -> None: ...
-    def spawned_briefly(self, spawner: Process, brief: Brief, argv: tuple[str, ...], signature: str) -> None: ...
+    def spawned_briefly(self, spawner: Process, brief: Brief | Tally, argv: tuple[str, ...], signature: str) -> None: ...
     def changed(self, proc: Process, old_signature: str) -> None: ...
     def exited(self, proc: Process) -> None: ...
     def reaped(self, proc: Process) -> None: ...
@@ -216,6 +216,8 @@ class Lineage:
             return self._fork(event)
         if kind is Brief:
             return self._brief(event)
+        if kind is Tally:
+            return self._spawned_briefly(event)
         proc = self._by_pid.get(event.pid)
         if proc is not None and event.ts < proc.start - SAME_START_S:
             self.counts["stale"] += 1  # about an earlier holder of this pid
@@ -239,7 +241,7 @@ class Lineage:
         already, and whether the birth is stale (older than the pid's holder).  A holder
         born earlier, still unreaped, is closed: its exit and reap were missed."""
         held = self._by_pid.get(pid)
-        if held is None or abs(held.start - ts) <= SAME_START_S:
+        if held is None or same_start(held.start, ts):
             return held, False
         if ts < held.start:
             self.counts["stale"] += 1
@@ -283,6 +285,9 @@ class Lineage:
                 self._exit(known, event.exited_at)
                 self._reap(known, event.reaped_at)
                 return known
+        return self._spawned_briefly(event)
+
+    def _spawned_briefly(self, event: Brief | Tally) -> None:
         spawner = self._by_pid.get(event.ppid)
         if spawner is None or spawner.start - SAME_START_S > event.ts:
             spawner = self._reaped_holder_at(event.ppid, event.ts)
@@ -471,7 +476,7 @@ class Lineage:
         in_proc = {info.pid: info for info in snapshot.processes}
         for proc in list(self._by_pid.values()):
             info = in_proc.get(proc.pid)
-            if info is None or abs(info.start - proc.start) > SAME_START_S:
+            if info is None or not same_start(info.start, proc.start):
                 self.counts["resync_closed"] += 1
                 self._close(proc, snapshot.ts)
             elif info.zombie and proc.alive:

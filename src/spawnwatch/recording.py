@@ -65,6 +65,10 @@ class RecordingWriter:
     def write(self, record: dict[str, Any]) -> None:
         self._file.write(self._packer.pack(record))
 
+    def flush(self) -> None:
+        """Hand what was written to the file: a reader, or what is left after a crash, has every record so far."""
+        self._file.flush()
+
     def close(self) -> None:
         self._file.close()
 

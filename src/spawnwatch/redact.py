@@ -11,22 +11,35 @@ Each word is searched for, in this order:
 - secret shapes (`RedactRules.patterns`, regexes such as `ghp_...`, `AKIA...`,
   JWTs, URL userinfo): a match is replaced, or only its groups when it has some;
 - assignments to a secret name, anywhere in a word: `API_KEY=v`, `--api-key=v`,
-  `?token=v&`, `{"apiKey": "v"}`, `Authorization: Bearer v` (the scheme stays);
+  `?token=v&`, `{"apiKey": "v"}`, `SSHPASS=v`; a header named like one of
+  `RedactRules.headers` (`Authorization: <scheme> <credential...>`, any scheme)
+  loses everything after its scheme, up to the end of the word or a quote;
 - options named like a secret and their value: `--token v`, `-password v`
   (one or two dashes, a name of two letters or more; a value that starts with
   `-` is the next option, not a value);
 - an authorization scheme and its credential: `Bearer v`, `Basic v`.
 
+Across words, a program's own options (`RedactRules.options`: `redis-cli -a v`,
+`curl -u user:pw`, `mysql -pv`) take their value, next or glued, after a word
+naming the program (`/usr/bin/redis-cli`, also behind `sudo` or `env`).
+
 A name is a secret's when its segments (split at `-`, `_`, `.` and camelCase)
-contain one of `RedactRules.keys` as a run: with the key `token`, `--x-token`,
-`GITHUB_TOKEN` and `authToken` are secret names, `--tokenizer` is not; the key
-`api_key` matches `--x-api-key`, `API_KEY` and `apiKey`.  What an option, a
-header name or a scheme ends a word with, the next word holds: `["--token",
-"v"]` and `["-H", "Authorization:", "Bearer", "v"]` are redacted too.
+contain one of `RedactRules.keys` as a run, or when it contains one of
+`RedactRules.contains` whatever its separators: with the key `token`,
+`--x-token`, `GITHUB_TOKEN` and `authToken` are secret names, `--tokenizer` is
+not; `password` in `contains` makes `DBPASSWORD` one.  What an option, a header
+name or a scheme ends a word with, the next word holds: `["--token", "v"]` and
+`["-H", "Authorization:", "Bearer", "v"]` are redacted too.
+
+Cost: linear in the size of argv.  Every regex here starts only where a name, an
+option or a scheme can start (a lookbehind says so), so no search restarts inside
+a run it already failed on, and a word is rebuilt once from its pieces, not once
+a secret.  Patterns from the config must keep to that too (`bench/redact.py`).
 """
 
 from __future__ import annotations
 
+import enum
 import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -43,18 +56,32 @@ class RedactRules:
     """The config's [redact] table; empty rules redact nothing (`--show-secrets`)."""
 
     keys: tuple[str, ...] = ()  # name segments that mark a secret: "token", "api_key"
+    contains: tuple[str, ...] = ()  # what a name holds, separators aside, to be a secret's: "password"
+    headers: tuple[str, ...] = ()  # header names whose whole value after a scheme is a credential
     schemes: tuple[str, ...] = ()  # authorization schemes whose next word is a credential: "Bearer"
+    options: tuple[str, ...] = ()  # "program -option": the option's value, next or glued, is a secret
     patterns: tuple[str, ...] = ()  # regexes of secrets anywhere in a word; with groups, only the groups
+
+
+class Pending(enum.Enum):
+    """What the end of a word left for the next one."""
+
+    NOTHING = enum.auto()
+    VALUE = enum.auto()  # `--token`, `Bearer`: the next word is the value
+    HEADER = enum.auto()  # `Authorization:`: the next word is the header's value, scheme first
 
 
 _SEPARATORS = re.compile(r"[-_.]+")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
-# A name followed by `=` (nothing between) or by `:` (spaces around allowed: header style).
-_ASSIGNMENT = re.compile(r"""(?P<name>[A-Za-z_][\w.-]*)["']?(?:=|[ \t]*:[ \t]*)""")
-_OPTION = re.compile(r"(?<!\S)--?(?P<name>[A-Za-z][\w.-]+)(?=[ \t]|$)")
+# A name followed by `=` (nothing between) or by `:` (spaces around allowed: header style).  It starts
+# where no name character precedes it: a search does not try again from inside a name that failed.
+_ASSIGNMENT = re.compile(r"""(?<![\w.-])-*(?P<name>[A-Za-z_][\w.-]*)["']?(?P<sign>=|[ \t]*:[ \t]*)""")
+_OPTION = re.compile(r"-(?<!\S-)-?(?P<name>[A-Za-z][\w.-]+)(?=[ \t]|$)")  # its dash first: the search skips to it
 # A value ends at whitespace or at what closes it in a URL query, a JSON object or a list.
 _VALUE = re.compile(r""""[^"]*"?|'[^']*'?|[^\s"',;&}\]]+""")
 _SPACE = re.compile(r"[ \t]+")
+# A header's value runs to the end of the word, or to the quote or line end that closes it in a shell command.
+_HEADER_VALUE = re.compile(r"""[ \t]*(?P<scheme>[^\s"']+)(?:[ \t]+(?P<credential>[^"'\r\n]*[^\s"']))?""")
 
 
 def segments(name: str) -> tuple[str, ...]:
@@ -62,13 +89,36 @@ def segments(name: str) -> tuple[str, ...]:
     return tuple(s.lower() for part in _SEPARATORS.split(name) for s in _CAMEL.findall(part))
 
 
+def program_options(rules: Sequence[str]) -> dict[str, frozenset[str]]:
+    """["curl -u", "curl --user"] -> {"curl": {"-u", "--user"}}; raises ValueError on anything else."""
+    found: dict[str, set[str]] = {}
+    for rule in rules:
+        program, option = parts if len(parts := rule.split()) == 2 else ("", "")
+        if not re.fullmatch(r"[\w.+-]+", program) or not re.fullmatch(r"-[A-Za-z0-9]|--?[A-Za-z0-9][\w-]+", option):
+            raise ValueError(f"{rule!r} is not a program and one of its options, such as 'curl -u'")
+        found.setdefault(program, set()).add(option)
+    return {program: frozenset(options) for program, options in found.items()}
+
+
 class Redactor:
     """Compiled `RedactRules`; `redactor(argv)` is argv with each secret replaced."""
 
     CACHE_SIZE = 1024  # distinct argv remembered: a shell loop execs the same one again and again
+    # Larger argv (the kernel's and /proc's are cut at 4 KiB, a replayed recording's need not be) are
+    # redacted each time: the cache then holds at most CACHE_SIZE x 2 x this many characters.
+    CACHED_ARGV_CHARS = 8192
 
     def __init__(self, rules: RedactRules) -> None:
-        self._keys = tuple(filter(None, (segments(k) for k in rules.keys)))
+        self._keys = frozenset(filter(None, (segments(k) for k in rules.keys)))
+        self._key_lengths = frozenset(len(k) for k in self._keys)
+        contains = "|".join(re.escape(c.lower()) for c in rules.contains if c)
+        self._contains = re.compile(contains) if contains else None
+        self._headers = tuple(filter(None, (segments(h) for h in rules.headers)))
+        # What any secret or header name holds, separators aside: a name without it is judged at C speed.
+        hints = {*(k[0] for k in self._keys), *(h[0] for h in self._headers), *(c.lower() for c in rules.contains if c)}
+        self._hint = re.compile("|".join(map(re.escape, sorted(hints)))) if hints else None
+        self._name = lru_cache(maxsize=self.CACHE_SIZE)(self._judge_name)
+        self._options = program_options(rules.options)
         self._patterns = tuple(re.compile(p) for p in rules.patterns)
         schemes = "|".join(re.escape(s) for s in rules.schemes)
         # A scheme, then its credential (`value`) or the end of the word (the credential is the next one).
@@ -77,8 +127,10 @@ class Redactor:
 
     def __call__(self, argv: Sequence[str]) -> Argv:
         argv = tuple(argv)
-        if not (self._keys or self._patterns or self._scheme):
+        if not (self._keys or self._contains or self._headers or self._options or self._patterns or self._scheme):
             return argv
+        if sum(map(len, argv)) > self.CACHED_ARGV_CHARS:
+            return self._redact(argv)
         return self._cached(argv)
 
     def event(self, item: Event | Snapshot) -> Event | Snapshot:
@@ -89,31 +141,61 @@ class Redactor:
             return replace(item, processes=tuple(replace(p, argv=self(p.argv)) for p in item.processes))
         return item
 
-    def _is_secret_name(self, name: str) -> bool:
+    def _judge_name(self, name: str) -> tuple[bool, bool]:
+        """Whether `name` is a secret's, and whether it is a header whose whole value is a credential."""
+        compact = _SEPARATORS.sub("", name).lower()
+        if self._hint is None or not self._hint.search(compact):
+            return False, False  # most names: no key, header or contained word in them at all
         found = segments(name)
-        return any(found[i : i + len(key)] == key for key in self._keys for i in range(len(found) - len(key) + 1))
+        header = any(found[-len(h) :] == h for h in self._headers)
+        if header or (self._contains is not None and self._contains.search(compact)):
+            return True, header
+        runs = {found[i : i + length] for length in self._key_lengths for i in range(len(found) - length + 1)}
+        return bool(runs & self._keys), False
 
     def _redact(self, argv: Argv) -> Argv:
         words = []
-        value_next = False  # the previous word ended with an option, a header name or a scheme
+        pending = Pending.NOTHING
+        secret_options: frozenset[str] = frozenset()  # of the last program named so far
         for word in argv:
-            scheme_alone = False
             start = len(word) - len(word.lstrip())
-            if value_next and (not word.startswith("-", start) or word[start:] == "-"):  # `-v`: the next option
-                word, _, scheme_alone = self._redact_value(word, start)
-            word, value_next = self._word(word)  # what follows the value may hold secrets too
-            value_next = value_next or scheme_alone
+            if pending is Pending.HEADER:
+                word, pending = self._header_value(word, start)
+            elif pending is Pending.VALUE and (not word.startswith("-", start) or word[start:] == "-"):  # `-v`: the next option
+                word, pending = self._value(word, start)
+            else:
+                word, pending = self._program_option(word, secret_options)
+            word, found = self._word(word)  # what follows the value may hold secrets too
+            pending = found if found is not Pending.NOTHING else pending
+            if self._options:
+                secret_options = self._options.get(word.rpartition("/")[2], secret_options)
             words.append(word)
         return tuple(words)
 
-    def _word(self, word: str) -> tuple[str, bool]:
-        """The word redacted, and whether its last secret name or scheme waits for the next word."""
+    def _program_option(self, word: str, secret_options: frozenset[str]) -> tuple[str, Pending]:
+        """`-a` (the next word is its value), `-av` and `--pass=v` of the program named before."""
+        if not secret_options or not word.startswith("-"):
+            return word, Pending.NOTHING
+        if word in secret_options:
+            return word, Pending.VALUE
+        option, equals, _ = word.partition("=")
+        if equals and option in secret_options:
+            return self._value(word, len(option) + 1)
+        if word[:2] in secret_options and not word.startswith("--"):  # a short option and its value, glued
+            return self._value(word, 2)
+        return word, Pending.NOTHING
+
+    def _word(self, word: str) -> tuple[str, Pending]:
+        """The word redacted, and what its last secret name or scheme leaves for the next word."""
         for pattern in self._patterns:
             word = pattern.sub(self._replace_match, word)
         word, assigned = self._assignments(word)
-        word, option = self._options(word)
+        word, option = self._options_in(word)
         word, scheme = self._schemes(word)
-        return word, assigned or option or scheme
+        for pending in (assigned, option, scheme):
+            if pending is not Pending.NOTHING:
+                return word, pending
+        return word, Pending.NOTHING
 
     def _replace_match(self, match: re.Match[str]) -> str:
         if not match.re.groups:
@@ -128,63 +210,117 @@ class Redactor:
                 at = right
         return "".join(out) + text[at:]
 
-    def _assignments(self, word: str) -> tuple[str, bool]:
-        pending = False
+    def _assignments(self, word: str) -> tuple[str, Pending]:
+        pieces = _Pieces(word)
+        pending = Pending.NOTHING
         at = 0
         while match := _ASSIGNMENT.search(word, at):
             at = match.end()
-            if not self._is_secret_name(match.group("name")):
+            name = match.group("name")
+            secret, header = self._name(name)
+            if not secret:
                 continue
+            header = header and "=" not in match.group("sign")
             if at == len(word):
-                pending = match.group(0).rstrip().endswith(":")  # `Authorization:` then the value
+                if match.group("sign").strip() == ":":  # `Authorization:` then the value
+                    pending = Pending.HEADER if header else Pending.VALUE
                 break
-            word, at, pending = self._redact_value(word, at)
-        return word, pending
+            at, pending = self._header_span(pieces, at) if header else self._value_span(pieces, at)
+        return pieces.joined(), pending
 
-    def _options(self, word: str) -> tuple[str, bool]:
+    def _options_in(self, word: str) -> tuple[str, Pending]:
         """`--token v` inside one word (a shell command, a process title); at its end, v is the next word."""
-        pending = False
+        pieces = _Pieces(word)
+        pending = Pending.NOTHING
         at = 0
         while match := _OPTION.search(word, at):
             at = match.end()
-            pending = False
-            if not self._is_secret_name(match.group("name")):
+            pending = Pending.NOTHING
+            if not self._name(match.group("name"))[0]:
                 continue
             space = _SPACE.match(word, at)
             if space is None:
-                pending = True  # the option ends the word
+                pending = Pending.VALUE  # the option ends the word
                 break
             if word.startswith("-", space.end()):
                 continue  # a flag: the next option follows
-            word, at, pending = self._redact_value(word, space.end())
-        return word, pending
+            at, pending = self._value_span(pieces, space.end())
+        return pieces.joined(), pending
 
-    def _schemes(self, word: str) -> tuple[str, bool]:
+    def _schemes(self, word: str) -> tuple[str, Pending]:
         if self._scheme is None:
-            return word, False
+            return word, Pending.NOTHING
+        pieces = _Pieces(word)
         at = 0
         while match := self._scheme.search(word, at):
             if match.start("value") < 0:
-                return word, True
-            word, at, _ = self._redact_value(word, match.start("value"))
-        return word, False
+                return pieces.joined(), Pending.VALUE
+            at, _ = self._value_span(pieces, match.start("value"))
+        return pieces.joined(), Pending.NOTHING
 
-    def _redact_value(self, word: str, at: int) -> tuple[str, int, bool]:
-        """`word` with the value starting at `at` replaced (quotes kept), where to go on, and whether
-        a scheme at the end left the credential to the next word."""
+    def _value(self, word: str, at: int) -> tuple[str, Pending]:
+        pieces = _Pieces(word)
+        _, pending = self._value_span(pieces, at)
+        return pieces.joined(), pending
+
+    def _header_value(self, word: str, at: int) -> tuple[str, Pending]:
+        """The word after `Authorization:`.  Alone, it may be a scheme we do not know (`token`) as
+        well as a credential: it goes, and so does the next word."""
+        pieces = _Pieces(word)
+        _, pending = self._header_span(pieces, at)
+        lone = _HEADER_VALUE.fullmatch(word, at)
+        return pieces.joined(), Pending.VALUE if lone is not None and lone.start("credential") < 0 else pending
+
+    def _value_span(self, pieces: _Pieces, at: int) -> tuple[int, Pending]:
+        """The value starting at `at` replaced (quotes kept); where to go on, and whether a scheme
+        at the end of the word left the credential to the next word."""
+        word = pieces.word
         if self._scheme is not None:
             match = self._scheme.match(word, at)
             if match is not None:
                 if match.start("value") < 0:
-                    return word, len(word), True
+                    return len(word), Pending.VALUE
                 at = match.start("value")
         if word.startswith(REDACTED, at):  # a shape's match, in a URL's userinfo say: what follows is no value
-            return word, at + len(REDACTED), False
+            return at + len(REDACTED), Pending.NOTHING
         value = _VALUE.match(word, at)
         if value is None:
-            return word, at, False
+            return at, Pending.NOTHING
         text = value.group(0)
         replacement = REDACTED
         if text[0] in "\"'":  # quotes stay, also an unclosed one (a cut argv)
             replacement = text[0] + replacement + (text[0] if len(text) > 1 and text.endswith(text[0]) else "")
-        return word[:at] + replacement + word[value.end() :], at + len(replacement), False
+        pieces.replace(at, value.end(), replacement)
+        return value.end(), Pending.NOTHING
+
+    def _header_span(self, pieces: _Pieces, at: int) -> tuple[int, Pending]:
+        """`<scheme> <credential...>`: any scheme stays, all after it goes; a lone word is the credential,
+        unless it is one of the schemes, whose credential then is the next word."""
+        word = pieces.word
+        if word.startswith(("'", '"'), at):
+            return self._value_span(pieces, at)
+        value = _HEADER_VALUE.match(word, at)
+        if value is None:
+            return at, Pending.NOTHING
+        if value.start("credential") >= 0:
+            pieces.replace(value.start("credential"), value.end(), REDACTED)
+            return value.end(), Pending.NOTHING
+        return self._value_span(pieces, value.start("scheme"))
+
+
+class _Pieces:
+    """A word rebuilt once from its kept parts and replacements, in order: linear however many secrets."""
+
+    def __init__(self, word: str) -> None:
+        self.word = word
+        self._parts: list[str] = []
+        self._kept_from = 0
+
+    def replace(self, start: int, end: int, replacement: str) -> None:
+        self._parts += [self.word[self._kept_from : start], replacement]
+        self._kept_from = end
+
+    def joined(self) -> str:
+        if not self._parts:
+            return self.word
+        return "".join(self._parts) + self.word[self._kept_from :]

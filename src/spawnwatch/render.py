@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from spawnwatch.events import Brief, Event, Exec, Exit, Oom, Reap
+from spawnwatch.events import Brief, Event, Exec, Exit, Oom, Reap, Tally
 from spawnwatch.text import command_line, human_bytes, human_duration, printable
 
 EVENT_HEADER = f"{'TIME(s)':>14} {'EVENT':<5} {'PID':>7} {'PPID':>7} {'CONTAINER':<16} {'COMM':<16} DETAIL"
@@ -33,7 +33,7 @@ class EventLines:
             exited = self._exits.pop(event.pid, None)
             if exited is not None:
                 detail = f"zombie for {human_duration(event.ts - exited)}"
-        elif isinstance(event, Brief) and not event.pid:
+        elif isinstance(event, Tally):
             detail = f"{event.count} short lives forked in this second, the last reaped at {event.reaped_at:.6f}"
         elif isinstance(event, Brief):
             detail = (f"exited {human_duration(event.exited_at - event.ts)} after its fork,"

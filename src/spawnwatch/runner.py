@@ -143,6 +143,10 @@ class LiveRun:
         if self.recorder is not None:
             self.recorder.write(record)
 
+    def flush_recording(self) -> None:
+        if self.recorder is not None:
+            self.recorder.flush()
+
     def record_item(self, item: Event | Resync | Observation | Snapshot) -> None:
         """An event (or snapshot) into the recording; its record is built only when there is one."""
         if self.recorder is not None:

@@ -10,14 +10,18 @@ from typing import Iterable, Iterator
 import psutil
 
 from spawnwatch.adapters.cgroups import cgroup2_mount, inode, read_proc_cgroups
+from spawnwatch.clock import CLOCK_TICKS, same_start
 from spawnwatch.config import default_redactor
 from spawnwatch.events import ProcessInfo, Snapshot
 from spawnwatch.redact import Redactor
 from spawnwatch.signature import ENGINE_CLIENTS, ENGINE_VARIABLES
 
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 ENVIRON_LIMIT = 256 * 1024  # bytes of an environment read; a larger one is taken as unread
 ENVIRON_VALUE_LIMIT = 4096  # characters kept of a variable
+# What is read of a /proc/<pid>/cmdline: the kernel side's SW_ARGV_BYTES, so an exec's argv costs
+# the same from either.  Any user sets argv (up to ARG_MAX, 2 MiB and more): without a cap, one
+# snapshot or resync would read and redact all of it for every process.
+CMDLINE_BYTES = 4096
 
 
 def boottime_now() -> float:
@@ -48,12 +52,6 @@ def zombie_start(pid: int) -> float | None:
     return int(rest[19]) / CLOCK_TICKS if rest and rest[0] == b"Z" else None
 
 
-def cgroup_id(pid: int, mount: str | None) -> int:
-    """The cgroup v2 id of `pid` (the inode of its cgroup directory), as bpf_get_current_cgroup_id()."""
-    cgroups = read_proc_cgroups(pid)
-    return (inode(mount, cgroups.v2_path) if cgroups else None) or 0
-
-
 def engine_environ(pid: int) -> tuple[str, ...] | None:
     """The variables of `pid`'s environment that name a container engine (ENGINE_VARIABLES),
     as NAME=value; None when /proc would not tell (gone, no access), or shows none at all
@@ -78,7 +76,7 @@ def process_info(proc: psutil.Process, mount: str | None, redact: Redactor) -> P
             pid = proc.pid
             cgroups = read_proc_cgroups(pid)
             status = proc.status()
-            argv = proc.cmdline() if status != psutil.STATUS_ZOMBIE else []
+            argv = read_cmdline(pid) if status != psutil.STATUS_ZOMBIE else ()
             environ = engine_environ(pid) if proc.name() in ENGINE_CLIENTS and argv else ()
             return ProcessInfo(
                 pid=pid,
@@ -92,8 +90,23 @@ def process_info(proc: psutil.Process, mount: str | None, redact: Redactor) -> P
                 environ=redact(environ) if environ else (),
                 environ_unread=environ is None,
             )
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
         return None
+
+
+def read_cmdline(pid: int) -> tuple[str, ...]:
+    """The first CMDLINE_BYTES of `pid`'s argv, split as psutil does (a title rewritten in place
+    may hold spaces for NULs), undecodable bytes replaced as the probe's are; raises OSError."""
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        data = f.read(CMDLINE_BYTES)
+    text = data.decode("utf-8", "replace")
+    if not text:
+        return ()
+    separator = "\0" if "\0" in text else " "
+    words = text.removesuffix(separator).split(separator)
+    if separator == "\0" and len(words) == 1 and " " in text:
+        words = words[0].split(" ")  # one word with spaces and its NUL: a rewritten title
+    return tuple(words)
 
 
 def snapshot(redact: Redactor | None = None) -> Snapshot:
@@ -133,10 +146,10 @@ def memory_of(pids: Iterable[int], with_uss: bool = False) -> Memory:
     return Memory(rss_bytes=rss, uss_bytes=uss)
 
 
-def same_process(pid: int, start: float, tolerance: float = 1.5 / CLOCK_TICKS) -> bool:
+def same_process(pid: int, start: float) -> bool:
     """True when `pid` still is the process that started at `start` (guards against pid reuse)."""
     now = start_time(pid)
-    return now is not None and abs(now - start) <= tolerance
+    return now is not None and same_start(now, start)
 
 
 def descendants(pid: int) -> Iterator[int]:
@@ -157,6 +170,6 @@ def parent_pid(pid: int) -> int | None:
 def argv(pid: int) -> tuple[str, ...] | None:
     """As the process has it, secrets included: the probe redacts what it reads here."""
     try:
-        return tuple(psutil.Process(pid).cmdline()) or None
-    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return read_cmdline(pid) or None
+    except OSError:
         return None

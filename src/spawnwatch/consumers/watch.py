@@ -1,7 +1,9 @@
 """`watch`'s consumer: the pipeline on live events, its alerts to the sinks.
 
 The recording gets the ready record, the snapshot, every event, every alert and a
-`tick` at each evaluation, so a replay evaluates exactly where the live session did.
+`tick` at each evaluation, so a replay evaluates exactly where the live session did;
+it is flushed after each evaluation's alerts, so a read meanwhile finds every record
+up to the last evaluation.
 Each evaluation also sends a `progress` record (the session's counters, the table's
 bookkeeping and the pids limits the groups live under) for the sinks that show running
 totals (Prometheus).  After each batch the pids sampler reads the pids controller of the
@@ -90,12 +92,15 @@ class Detection:
         return stats
 
     def _deliver(self, alerts: list[Alert], evaluations_before: int) -> None:
-        if self.pipeline.evaluations != evaluations_before:
+        evaluated = self.pipeline.evaluations != evaluations_before
+        if evaluated:
             self.run.record({"kind": TICK, "ts": self.pipeline.now})  # replay evaluates exactly here
             self.sink.send({**self.session_stats(), "kind": PROGRESS, "table": self.pipeline.counts(),
                             "pids_limits": self.sampler.limits()})
         for alert in alerts:
             self._out(self.origin.stamp(alert.to_record(), alert.ts))
+        if evaluated:
+            self.run.flush_recording()  # whole up to each evaluation: readable while watch runs, and after a crash
 
     def _out(self, record: Record) -> None:
         self.run.record(record)

@@ -36,7 +36,7 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, NamedTuple, Sequence
 
-from spawnwatch.events import Brief
+from spawnwatch.events import Brief, Tally
 from spawnwatch.lineage import INIT_PID, Key, Process
 
 ProgramOf = Callable[[Sequence[str], str], str]
@@ -147,7 +147,7 @@ class GroupBook:
         if proc.alive and proc.spawner is not None and not proc.spawner.alive:
             self._orphan_roots.add(proc)
 
-    def spawned_briefly(self, spawner: Process, brief: Brief, argv: tuple[str, ...], signature: str) -> None:
+    def spawned_briefly(self, spawner: Process, brief: Brief | Tally, argv: tuple[str, ...], signature: str) -> None:
         """Members that joined, exited and were reaped at once: one, or a tally's count.
         They ran `argv` (`signature`), their spawner's program when they forked."""
         group = self._brief_group.get(spawner)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import struct
 from functools import lru_cache
+from typing import NamedTuple
 
-from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Kind, Oom, Reap
+from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Kind, Oom, Reap, Tally
 
 COMM_LEN = 16
 FILENAME_LEN = 256
@@ -90,8 +91,8 @@ STRUCT_SIZES = {name: max(offset + size for offset, size in fields.values()) for
 
 FORK_TYPE, EXEC_TYPE, EXIT_TYPE, REAP_TYPE, OOM_TYPE, BRIEF_TYPE, TALLY_TYPE = 1, 2, 3, 4, 5, 6, 7  # enum sw_event_type
 TYPE_KINDS = {FORK_TYPE: Kind.FORK, EXEC_TYPE: Kind.EXEC, EXIT_TYPE: Kind.EXIT, REAP_TYPE: Kind.REAP,
-              OOM_TYPE: Kind.OOM, BRIEF_TYPE: Kind.BRIEF, TALLY_TYPE: Kind.BRIEF}
-TYPE_NAMES = {**{number: kind.value for number, kind in TYPE_KINDS.items()}, TALLY_TYPE: "tally"}
+              OOM_TYPE: Kind.OOM, BRIEF_TYPE: Kind.BRIEF, TALLY_TYPE: Kind.TALLY}
+TYPE_NAMES = {number: kind.value for number, kind in TYPE_KINDS.items()}
 # The fewest bytes a record of each type declares (an exec's argv may be empty).
 MIN_SIZES = {
     FORK_TYPE: HEADER.size,
@@ -108,12 +109,20 @@ class DecodeError(ValueError):
     pass
 
 
-# A decoded record: the event, the record's flags, and a number only the probe reads: for
-# an exit, the zombie whose reap the kernel side will not report (its dead slot was
-# taken); for a tally, its occupancy (slot << 32 | gen; see tallies.py); 0 otherwise.  A
-# plain tuple: a storm decodes millions, and a named one costs as much again as the
-# unpacking.
-Decoded = tuple[Event, int, int]
+class Occupancy(NamedTuple):
+    """Which use of a tally slot a tally record tells: the slot, and how many times
+    a spawner's second took it (see tallies.py)."""
+
+    slot: int
+    gen: int
+
+
+EvictedPid = int  # of an exit: the zombie whose reap the kernel will not tell (its dead slot was taken); 0: none
+
+# A decoded record: the event, the record's flags, and what only the probe reads: an
+# exit's EvictedPid, a tally's Occupancy, 0 for the others.  A plain tuple: a storm
+# decodes millions, and a named one costs as much again as the unpacking.
+Decoded = tuple[Event, int, "EvictedPid | Occupancy"]
 
 
 def text(raw: bytes) -> str:
@@ -146,7 +155,7 @@ def decode(raw: bytes) -> Decoded:
         return Brief(ts, pid, ppid, name, cgroup_id, exited_ns / 1e9, reaped_ns / 1e9), flags, 0
     if type_ == TALLY_TYPE:
         slot, gen, count, _reserved, exited_ns, reaped_ns = TALLY_TAIL.unpack_from(raw, HEADER.size)
-        return Brief(ts, pid, ppid, name, cgroup_id, exited_ns / 1e9, reaped_ns / 1e9, count), flags, slot << 32 | gen
+        return Tally(ts, pid, ppid, name, cgroup_id, exited_ns / 1e9, reaped_ns / 1e9, count), flags, Occupancy(slot, gen)
     if type_ == FORK_TYPE:
         return Fork(ts, pid, ppid, name, cgroup_id), flags, 0
     if type_ == EXIT_TYPE:
@@ -164,37 +173,3 @@ def decode(raw: bytes) -> Decoded:
     anon, file, shmem, _total_vm = OOM_TAIL.unpack_from(raw, HEADER.size)
     return Oom(ts, pid, ppid, name, cgroup_id, (anon + file + shmem) * 1024), flags, 0
 
-
-def encode(event: Event, flags: int = 0, aside: int = 0) -> bytes:
-    """The record the kernel would send for `event` (a Brief without a pid is a
-    tally, `aside` its occupancy): lets tests feed the decoder (and the probe's
-    batch path) without BPF."""
-    tally = isinstance(event, Brief) and not event.pid
-    type_ = TALLY_TYPE if tally else {v: k for k, v in TYPE_KINDS.items() if k != TALLY_TYPE}[event.kind]
-    comm = event.comm.encode()[: COMM_LEN - 1]
-
-    def header(size: int, extra_flags: int = 0) -> bytes:
-        return HEADER.pack(
-            type_, size, event.pid, round(event.ts * 1e9), event.cgroup_id, event.ppid, flags | extra_flags, comm
-        )
-
-    if isinstance(event, Exec):
-        blob = b"".join(a.encode() + b"\0" for a in event.argv)[:ARGV_BYTES]
-        size = HEADER.size + EXEC_TAIL.size + len(blob)
-        truncated = FLAG_ARGV_TRUNCATED if event.argv_truncated else 0
-        return (
-            header(size, truncated)
-            + EXEC_TAIL.pack(len(event.argv), len(blob), event.filename.encode()[: FILENAME_LEN - 1])
-            + blob
-        )
-    if isinstance(event, Exit):
-        return header(STRUCT_SIZES["sw_exit_event"]) + EXIT_TAIL.pack(aside, 0)
-    if tally:
-        return header(STRUCT_SIZES["sw_tally_event"]) + TALLY_TAIL.pack(
-            aside >> 32, aside & 0xFFFF_FFFF, event.count, 0, round(event.exited_at * 1e9), round(event.reaped_at * 1e9))
-    if isinstance(event, Brief):
-        return header(STRUCT_SIZES["sw_brief_event"]) + BRIEF_TAIL.pack(
-            round(event.exited_at * 1e9), round(event.reaped_at * 1e9))
-    if isinstance(event, Oom):
-        return header(STRUCT_SIZES["sw_oom_event"]) + OOM_TAIL.pack(event.rss_bytes // 1024, 0, 0, 0)
-    return header(HEADER.size)

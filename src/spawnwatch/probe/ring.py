@@ -70,6 +70,12 @@ class RingReader:
         self._consumer[0] = consumer + committed
         return records
 
+    @property
+    def position(self) -> int:
+        """Bytes taken since the ring was made, headers and padding included (libbpf's
+        ring__consumer_pos): it wrapped once every data_size."""
+        return self._consumer[0]
+
     def close(self) -> None:
         self._consumer.release()
         self._producer.release()

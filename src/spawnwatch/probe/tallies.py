@@ -3,7 +3,7 @@
 When `watch` asks, the kernel counts a child that lived and was reaped with
 nothing in between (what a Brief tells) in its spawner's tally instead of
 sending a record: a slot per spawner on each CPU, holding the children it forked
-in one second.  The kernel sends a tally (a Brief without a pid, with a count)
+in one second.  The kernel sends a Tally (how many, no pids)
 when another second's or another spawner's child takes its slot; one that no
 child comes to take would stay in the slot untold, so the sweep reads the mapped
 array and tells each tally once its second is over.  The kernel may still send
@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from typing import Callable
 
-from spawnwatch.events import Brief, replaced
+from spawnwatch.events import Tally, replaced
 from spawnwatch.probe import layout
+from spawnwatch.probe.layout import Occupancy
 
 TALLY_SLOTS = 256  # SW_TALLY_SLOTS's default: slots per CPU
 _NS_PER_S = 1_000_000_000
@@ -42,9 +43,9 @@ class Tallies:
         self._last_told: dict[int, tuple[int, int]] = {}  # slot -> (gen, count) its sweep last told
         self.swept = 0  # tallies told by the sweep (the kernel's records apart)
 
-    def kernel_tally(self, tally: Brief, occupancy: int) -> Brief | None:
+    def kernel_tally(self, tally: Tally, occupancy: Occupancy) -> Tally | None:
         """What to pass on of a tally the kernel sent: the children the sweep did not tell."""
-        slot, gen = occupancy >> 32, occupancy & _GEN_MASK
+        slot, gen = occupancy
         told = self._told.get(slot)
         already = told.pop(gen, 0) if told else 0
         if told is not None and not told:
@@ -54,7 +55,7 @@ class Tallies:
             return None
         return replaced(tally, count=tally.count - already) if already else tally
 
-    def sweep(self, words: memoryview, read_slot: ReadSlot, cutoff_ns: int | None) -> list[tuple[Brief, int]]:
+    def sweep(self, words: memoryview, read_slot: ReadSlot, cutoff_ns: int | None) -> list[tuple[Tally, int]]:
         """(tally, flags) for each occupied slot with children untold, whose second
         ended by `cutoff_ns` (when None, every one: the session ends).  `words` is
         the array as u32 words, read in place."""
@@ -73,7 +74,7 @@ class Tallies:
             told = self._told.setdefault(slot, {})
             already = told.get(gen, 0)
             if count > already:
-                found.append((Brief(first_ns / 1e9, 0, ppid, layout.text(comm), cgroup_id, exited_ns / 1e9,
+                found.append((Tally(first_ns / 1e9, 0, ppid, layout.text(comm), cgroup_id, exited_ns / 1e9,
                                     reaped_ns / 1e9, count - already), flags))
                 self.swept += 1
             told[gen] = count

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spawnwatch.detect.groups import Group
-from spawnwatch.detect.rules.base import Context, Hit, Rule, format_span, severity
+from spawnwatch.detect.rules.base import Context, Hit, Rule, severity
+from spawnwatch.text import human_span
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +43,7 @@ def check(rule: Accumulating, group: Group, context: Context) -> Hit | None:
     ended = f"{exits_since} ended meanwhile" if exits_since else "none ended"
     return Hit(
         [p.pid for p in live],
-        f"{len(live)} live, {kind}, spawned one by one over {format_span(span)}, {ended}",
+        f"{len(live)} live, {kind}, spawned one by one over {human_span(span)}, {ended}",
         severity(len(live), rule.critical_live),
     )
 

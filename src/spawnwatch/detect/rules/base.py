@@ -10,7 +10,6 @@ from typing import Any, Callable
 from spawnwatch.detect.containers import Container
 from spawnwatch.detect.groups import Group, GroupBook, Leak
 from spawnwatch.events import PidsSample
-from spawnwatch.text import human_span as format_span  # the one format of a span, in the text module
 
 WARNING = "warning"
 CRITICAL = "critical"
