@@ -1,16 +1,18 @@
-# sudo make demo   the leak reproduction under spawnwatch (needs root)
-# sudo make test   the whole test suite on the real kernel (needs root)
+# sudo make demo   the leak reproduction under spawnwatch (needs root; installs only what it needs)
+# sudo make test   the whole test suite on the real kernel (needs root; installs the test corpus)
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help setup test unit demo bench check-root clean
+.PHONY: help setup setup-demo setup-test test unit demo bench check-root clean
 
 help:
 	@echo "sudo make demo    reproduce the MCP child leak and watch spawnwatch catch it"
 	@echo "sudo make test    run every test on the real kernel"
-	@echo "sudo make setup   install what both need (idempotent)"
+	@echo "sudo make setup-demo   install what the demo needs: bcc, kernel headers, node, npm (idempotent)"
+	@echo "sudo make setup-test   install that and the test corpus: container engines, Prometheus, ... (README)"
+	@echo "scripts/setup-host.sh demo|test --dry-run   what either would install, changing nothing"
 	@echo "make unit         the tests that need no root (PYTHON=python3.10 for another interpreter)"
 	@echo "sudo make bench   fork-storm benchmark: consumer overhead, CPU, memory, replay cost, lost events"
 	@echo "sudo make vagrant-demo / vagrant-test / vagrant-destroy   the leak in a throwaway VM"
@@ -19,10 +21,16 @@ check-root:
 	@if [ "$$(id -u)" -ne 0 ]; then \
 	    echo "error: this target traces the kernel and must run as root: sudo make $(MAKECMDGOALS)" >&2; exit 1; fi
 
-setup: check-root
-	@scripts/setup-host.sh
+setup-demo: check-root
+	@scripts/setup-host.sh demo
 
-test: setup
+setup-test: check-root
+	@scripts/setup-host.sh test
+
+# What every engineer and CI ran before the split: the whole set-up.
+setup: setup-test
+
+test: setup-test
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # `make unit PYTHON=/path/to/python3.10`: the same tests under another interpreter,
@@ -34,10 +42,10 @@ unit:
 	@if [ -n "$(PYTHON)" ]; then scripts/unit-venv.sh "$(PYTHON)" "$(UNIT_VENV)"; fi
 	$(UNIT_VENV)/bin/python -m pytest -m "not root and not docker and not npm" $(PYTEST_ARGS)
 
-demo: setup
+demo: setup-demo
 	PY=$(PY) scripts/demo.sh
 
-bench: setup
+bench: setup-test
 	$(PY) bench/forkstorm.py
 	$(PY) bench/redact.py
 

@@ -27,6 +27,9 @@ HERE = Path(__file__).resolve().parent
 POOL_SIZE = 16  # PostgreSQL connections, one more a second
 SSH_SESSIONS = 12  # opened one by one
 HTTP_CONNECTIONS = 24  # keep-alive connections held open: one busy Apache worker each
+MANAGED_POOL = 12  # processes a process manager (circus, supervisord) grows its pool to, one every 2 s
+PER_CONNECTION = 12  # xinetd connections, one per-connection service each, opened one by one
+IMAP_SESSIONS = 15  # Dovecot logins held at once, one `imap` process each
 
 
 def free_port() -> int:
@@ -288,6 +291,237 @@ class Gunicorn:
 
     def __exit__(self, *exc: object) -> None:
         stop_process(self.process)
+
+
+def _answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
+            connection.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            return b"healthy" in connection.recv(1024)
+    except OSError:
+        return False
+
+
+class Circus:
+    """circusd (PyPI) running a watcher of tests/pool_worker.py on a socket it holds,
+    scaled from 2 to MANAGED_POOL one process every 2 s with `incr`, the command `circusctl
+    incr` sends (through circus's client library: a circusctl process takes seconds to
+    start on a loaded machine, and would be an identical child of this test each time)."""
+
+    def __enter__(self) -> "Circus":
+        self.dir = private_dir("circus")
+        self.port = free_port()
+        self.endpoint = f"ipc://{self.dir}/control"
+        config = self.dir / "circus.ini"
+        config.write_text(
+            f"[circus]\nendpoint = {self.endpoint}\npubsub_endpoint = ipc://{self.dir}/pubsub\n"
+            f"statsd = false\n\n[socket:web]\nhost = 127.0.0.1\nport = {self.port}\n\n"
+            f"[watcher:web]\ncmd = {sys.executable} {HERE / 'pool_worker.py'} $(circus.sockets.web)\n"
+            "use_sockets = true\nnumprocesses = 2\nwarmup_delay = 0\n"
+            f"stderr_stream.class = FileStream\nstderr_stream.filename = {self.dir}/workers.log\n"
+        )
+        circusd = Path(sys.executable).with_name("circusd")
+        self.process = subprocess.Popen([str(circusd), str(config)], stdout=subprocess.DEVNULL,
+                                        stderr=open(self.dir / "circusd.log", "w"), start_new_session=True)
+        wait_for(lambda: _answers(self.port), "circus's workers to answer", deadline=60)
+        return self
+
+    def load(self, stop: threading.Event) -> None:
+        """`incr web` every 2 s up to MANAGED_POOL, requests to the pool meanwhile."""
+        from circus.client import CircusClient
+
+        client = CircusClient(endpoint=self.endpoint, timeout=30)
+        self.peak_workers = 0
+        try:
+            while not stop.wait(2.0):
+                workers = len(children(self.process.pid))
+                self.peak_workers = max(self.peak_workers, workers)
+                if workers < MANAGED_POOL:
+                    client.call({"command": "incr", "properties": {"name": "web"}})
+                _answers(self.port)
+        finally:
+            client.stop()
+
+    def __exit__(self, *exc: object) -> None:
+        stop_process(self.process)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Supervisord:
+    """supervisord (PyPI) with an fcgi-program group of MANAGED_POOL tests/pool_worker.py
+    processes on one socket supervisord holds, started one by one with `startProcess`, the
+    call `supervisorctl start` makes (through XML-RPC from this process, as for circus)."""
+
+    def __enter__(self) -> "Supervisord":
+        self.dir = private_dir("supervisord")
+        self.port = free_port()
+        self.config = self.dir / "supervisord.conf"
+        self.config.write_text(
+            f"[unix_http_server]\nfile = {self.dir}/supervisor.sock\n\n"
+            f"[supervisord]\nlogfile = {self.dir}/supervisord.log\npidfile = {self.dir}/supervisord.pid\n"
+            f"childlogdir = {self.dir}\nnodaemon = true\n\n"
+            "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n"
+            f"[supervisorctl]\nserverurl = unix://{self.dir}/supervisor.sock\n\n"
+            f"[fcgi-program:pool]\nsocket = tcp://127.0.0.1:{self.port}\n"
+            f"command = {sys.executable} {HERE / 'pool_worker.py'} 0\nnumprocs = {MANAGED_POOL}\n"
+            "process_name = %(program_name)s_%(process_num)02d\nautostart = false\nstartsecs = 0\n"
+        )
+        supervisord = Path(sys.executable).with_name("supervisord")
+        self.process = subprocess.Popen([str(supervisord), "-c", str(self.config)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for(lambda: self._ctl("pid").stdout.strip().isdigit(), "supervisord to answer", deadline=60)
+        return self
+
+    def _ctl(self, *args: str) -> subprocess.CompletedProcess:
+        supervisorctl = str(Path(sys.executable).with_name("supervisorctl"))
+        return subprocess.run([supervisorctl, "-c", str(self.config), *args], capture_output=True, text=True,
+                              timeout=60)
+
+    def load(self, stop: threading.Event) -> None:
+        """One more process of the group every 2 s, requests to the pool meanwhile."""
+        import xmlrpc.client
+
+        from supervisor.xmlrpc import SupervisorTransport
+
+        transport = SupervisorTransport(None, None, f"unix://{self.dir}/supervisor.sock")
+        server = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+        self.peak_workers = 0
+        for number in range(MANAGED_POOL):
+            server.supervisor.startProcess(f"pool:pool_{number:02d}", False)
+            _answers(self.port)
+            self.peak_workers = max(self.peak_workers, len(children(self.process.pid)))
+            if stop.wait(2.0):
+                return
+        while not stop.wait(2.0):
+            _answers(self.port)
+            self.peak_workers = max(self.peak_workers, len(children(self.process.pid)))
+
+    def __exit__(self, *exc: object) -> None:
+        stop_process(self.process)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Xinetd:
+    """xinetd (Debian) with a private config: a per-connection `cat` echo service on a
+    127.0.0.1 port, PER_CONNECTION connections opened one by one and held."""
+
+    def __enter__(self) -> "Xinetd":
+        self.dir = private_dir("xinetd")
+        self.port = free_port()
+        config = self.dir / "xinetd.conf"
+        config.write_text(
+            "defaults\n{\n    instances = UNLIMITED\n    per_source = UNLIMITED\n    cps = 100 1\n}\n"
+            "service spawnwatch-echo\n{\n    type = UNLISTED\n    socket_type = stream\n    protocol = tcp\n"
+            f"    port = {self.port}\n    bind = 127.0.0.1\n    wait = no\n    user = root\n"
+            f"    server = /bin/cat\n    log_type = FILE {self.dir}/xinetd.log\n}}\n"
+        )
+        self.process = subprocess.Popen(["xinetd", "-dontfork", "-f", str(config), "-pidfile", str(self.dir / "pid")],
+                                        stdout=subprocess.DEVNULL, stderr=open(self.dir / "stderr.log", "w"),
+                                        start_new_session=True)
+        wait_for(lambda: self._echo(), "xinetd to answer", deadline=30)
+        return self
+
+    def _echo(self, connection: socket.socket | None = None) -> bool:
+        try:
+            own = connection is None
+            connection = connection or socket.create_connection(("127.0.0.1", self.port), timeout=10)
+            try:
+                connection.sendall(b"healthy\n")
+                return connection.recv(64) == b"healthy\n"
+            finally:
+                if own:
+                    connection.close()
+        except OSError:
+            return False
+
+    def load(self, stop: threading.Event) -> None:
+        """A connection more every 2 s up to PER_CONNECTION, each echoing every 2 s."""
+        connections: list[socket.socket] = []
+        self.peak_services = 0
+        try:
+            while not stop.wait(2.0):
+                if len(connections) < PER_CONNECTION:
+                    connections.append(socket.create_connection(("127.0.0.1", self.port), timeout=10))
+                for connection in connections:
+                    self._echo(connection)
+                self.peak_services = max(self.peak_services, len(children(self.process.pid)))
+        finally:
+            for connection in connections:
+                connection.close()
+
+    def __exit__(self, *exc: object) -> None:
+        stop_process(self.process)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Dovecot:
+    """Dovecot (Debian's dovecot-imapd) with a private config: IMAP on a 127.0.0.1 port,
+    one test user in a passwd-file, mail as nobody in a temp directory; IMAP_SESSIONS
+    logged-in sessions opened one by one, each an `imap` process of the master."""
+
+    def __enter__(self) -> "Dovecot":
+        self.dir = private_dir("dovecot")
+        self.port = free_port()
+        home = self.dir / "home"
+        home.mkdir()
+        shutil.chown(home, "nobody", "nogroup")
+        (self.dir / "passwd").write_text("pool:{PLAIN}healthy\n")
+        self.config = self.dir / "dovecot.conf"
+        self.config.write_text(
+            f"base_dir = {self.dir}/run\nstate_dir = {self.dir}/state\nlog_path = {self.dir}/dovecot.log\n"
+            "protocols = imap\nlisten = 127.0.0.1\nssl = no\ndisable_plaintext_auth = no\n"
+            f"passdb {{\n  driver = passwd-file\n  args = {self.dir}/passwd\n}}\n"
+            f"userdb {{\n  driver = static\n  args = uid=nobody gid=nogroup home={home}/%u\n}}\n"
+            "mail_location = maildir:~/Maildir\nmail_max_userip_connections = 50\n"
+            f"service imap-login {{\n  inet_listener imap {{\n    address = 127.0.0.1\n    port = {self.port}\n  }}\n"
+            "  inet_listener imaps {\n    port = 0\n  }\n}\n"
+        )
+        self.process = subprocess.Popen(["dovecot", "-F", "-c", str(self.config)], stdout=subprocess.DEVNULL,
+                                        stderr=open(self.dir / "stderr.log", "w"), start_new_session=True)
+        wait_for(lambda: self._login(), "dovecot to log a user in", deadline=60)
+        return self
+
+    def _login(self):
+        import imaplib
+
+        try:
+            session = imaplib.IMAP4("127.0.0.1", self.port, timeout=10)
+            session.login("pool", "healthy")
+            session.select("INBOX")
+            return session
+        except (OSError, imaplib.IMAP4.error):
+            return None
+
+    def sessions(self) -> list[int]:
+        """The master's `imap` processes: one per logged-in session."""
+        return [pid for pid in children(self.process.pid) if cmdline(pid).split(" ")[0] == "dovecot/imap"]
+
+    def load(self, stop: threading.Event) -> None:
+        """A login more every 2 s up to IMAP_SESSIONS, each session polled (NOOP) every 2 s."""
+        sessions = []
+        self.peak_sessions = 0
+        try:
+            while not stop.wait(2.0):
+                if len(sessions) < IMAP_SESSIONS:
+                    session = self._login()
+                    if session is not None:
+                        sessions.append(session)
+                for session in sessions:
+                    try:
+                        session.noop()
+                    except (OSError, EOFError):
+                        pass
+                self.peak_sessions = max(self.peak_sessions, len(self.sessions()))
+        finally:
+            for session in sessions:
+                try:
+                    session.logout()
+                except (OSError, EOFError):
+                    pass
+
+    def __exit__(self, *exc: object) -> None:
+        stop_process(self.process)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def run_for(seconds: float, loads: list) -> None:

@@ -104,8 +104,12 @@ def test_a_leak_resolves_when_its_children_are_ended():
         ("polling loop: sleep 1 for 10 minutes", shell_loop(600, period=1.0, argv=("sleep", "1"))),
     ],
 )
-def test_healthy_workloads_raise_nothing(name, stream):
-    assert run(stream) == []
+@pytest.mark.parametrize("servers", ["listed", "emptied"])
+def test_healthy_workloads_raise_nothing(name, stream, servers):
+    config = load()
+    if servers == "emptied":
+        config = replace(config, detect=replace(config.detect, servers=()))
+    assert run(stream, config=config) == []
 
 
 def test_a_snapshot_with_20_live_children_started_over_minutes_alerts_at_once():

@@ -58,6 +58,26 @@ def installed(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathF
     return venv
 
 
+@pytest.mark.slow
+def test_the_installed_package_brings_the_terminal_library_of_top(installed: Path) -> None:
+    """`top` draws with Rich: a dependency of the package, not of the checkout's venv alone."""
+    view = subprocess.run([str(installed / "bin" / "python"), "-c", "import spawnwatch.consumers.top, rich"],
+                          capture_output=True, text=True, timeout=120, cwd="/")
+    assert view.returncode == 0, view.stderr
+
+
+@pytest.mark.slow
+def test_the_installed_package_brings_its_man_page_and_completions(installed: Path) -> None:
+    """Under the install's PREFIX/share, where man (beside PREFIX/bin on PATH) and the shells look."""
+    for path in ("man/man1/spawnwatch.1", "bash-completion/completions/spawnwatch", "zsh/site-functions/_spawnwatch",
+                 "fish/vendor_completions.d/spawnwatch.fish"):
+        assert (installed / "share" / path).read_text() == (REPO / "share" / path).read_text(), path
+    shell = "source <(spawnwatch completion bash) && complete -p spawnwatch"
+    done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=120, cwd="/",
+                          env={**os.environ, "PATH": f"{installed / 'bin'}:{os.environ['PATH']}"})
+    assert done.returncode == 0 and "_spawnwatch_completion spawnwatch" in done.stdout, done.stderr
+
+
 @pytest.mark.root
 @pytest.mark.slow
 def test_the_installed_wheel_traces_with_the_bpf_sources_it_carries(installed: Path) -> None:

@@ -174,7 +174,14 @@ def invoke(cmd, *args: str) -> dict:
 
 
 def live_children(pid: int) -> list[int]:
-    return [c.pid for c in psutil.Process(pid).children() if c.status() != psutil.STATUS_ZOMBIE]
+    live = []
+    for child in psutil.Process(pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                live.append(child.pid)
+        except psutil.NoSuchProcess:  # ended and reaped between the listing and the look
+            pass
+    return live
 
 
 def test_a_leak_found_from_proc_alone_ends_with_the_recommended_command() -> None:

@@ -68,7 +68,7 @@ def test_prometheus_exposes_alerts_with_low_cardinality_labels():
     try:
         metrics.send(alert())
         text = scrape(metrics.port)
-        labels = 'container="metamcp",rule="accumulating",signature="npm exec magic"'
+        labels = 'container="metamcp",namespace="",pod="",rule="accumulating",signature="npm exec magic"'
         assert f"spawnwatch_alert_firing{{{labels}}} 1.0" in text
         assert f"spawnwatch_alert_live{{{labels}}} 20.0" in text
         assert 'spawnwatch_alerts_total{rule="accumulating"} 1.0' in text
@@ -88,7 +88,7 @@ def test_two_spawners_of_one_signature_are_one_series_until_both_resolve():
         other = {"pid": 777, "ppid": 1, "argv": ["node", "other.js"], "comm": "node"}
         metrics.send(alert(live=20))
         metrics.send(alert(live=5, spawner=other))
-        labels = 'container="metamcp",rule="accumulating",signature="npm exec magic"'
+        labels = 'container="metamcp",namespace="",pod="",rule="accumulating",signature="npm exec magic"'
         text = scrape(metrics.port)
         assert f"spawnwatch_alert_live{{{labels}}} 25.0" in text
         assert 'spawnwatch_alerts_total{rule="accumulating"} 2.0' in text
@@ -138,10 +138,10 @@ def test_prometheus_shows_the_pids_limits_by_container_or_host_cgroup():
         ]})
         text = scrape(metrics.port)
         for line in (
-            'spawnwatch_pids_current{cgroup="",container="metamcp"} 52.0',
-            'spawnwatch_pids_limit{cgroup="",container="metamcp"} 64.0',
-            'spawnwatch_pids_refused_forks_total{cgroup="",container="metamcp"} 0.0',
-            'spawnwatch_pids_refused_forks_total{cgroup="/system.slice/mcp.service",container=""} 37.0',
+            'spawnwatch_pids_current{cgroup="",container="metamcp",namespace="",pod=""} 52.0',
+            'spawnwatch_pids_limit{cgroup="",container="metamcp",namespace="",pod=""} 64.0',
+            'spawnwatch_pids_refused_forks_total{cgroup="",container="metamcp",namespace="",pod=""} 0.0',
+            'spawnwatch_pids_refused_forks_total{cgroup="/system.slice/mcp.service",container="",namespace="",pod=""} 37.0',
             "# TYPE spawnwatch_pids_refused_forks_total counter", "# TYPE spawnwatch_pids_current gauge",
         ):
             assert line in text, line

@@ -39,13 +39,14 @@ Record = dict
 class Watcher:
     """`spawnwatch watch --json --record FILE` in the background, its records collected."""
 
-    def __init__(self, recording: Path, stderr: Path) -> None:
+    def __init__(self, recording: Path, stderr: Path, config: Path | None = None) -> None:
         self.recording = recording
         self.recorded = Recording(recording)
         self._stderr = open(stderr, "w")
         self.stderr_path = stderr
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "spawnwatch", "watch", "--json", "--record", str(recording)],
+            [sys.executable, "-m", "spawnwatch", "watch", "--json", "--record", str(recording),
+             *(["--config", str(config)] if config is not None else [])],
             stdout=subprocess.PIPE, stderr=self._stderr, text=True,
         )
         self.records: list[Record] = []
@@ -101,16 +102,37 @@ class Watcher:
         return alerts_of(records, pids)
 
 
-@pytest.fixture(scope="module")
-def watcher(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("watch")
-    watcher = Watcher(tmp / "live.msgpack", tmp / "watch.stderr")
+def started(tmp: Path, config: Path | None = None) -> Watcher:
+    watcher = Watcher(tmp / "live.msgpack", tmp / "watch.stderr", config)
     try:
         watcher.wait_for(lambda records: records, timeout=300, what="the ready line")
         assert watcher.records[0]["kind"] == "ready"
+    except BaseException:
+        watcher.stop()
+        raise
+    return watcher
+
+
+@pytest.fixture(scope="module")
+def watcher(tmp_path_factory):
+    watcher = started(tmp_path_factory.mktemp("watch"))
+    try:
         yield watcher
     finally:
         watcher.stop()
+
+
+@pytest.fixture(scope="module")
+def watchers(watcher, tmp_path_factory):
+    """The default watch and one without the [detect] servers list, side by side: what is
+    healthy must be told apart without the list too."""
+    tmp = tmp_path_factory.mktemp("watch-no-servers")
+    (tmp / "no-servers.toml").write_text("[detect]\nservers = []\n")
+    bare = started(tmp, tmp / "no-servers.toml")
+    try:
+        yield (watcher, bare)
+    finally:
+        bare.stop()
 
 
 def firing(rule: str, spawner: int) -> Callable[[list[Record]], Record | None]:
@@ -178,20 +200,23 @@ def test_a_leak_already_there_is_reported_from_the_snapshot(watcher):
     assert alert["live"] == alert["spawned"] == 10 and set(alert["pids"]) == spawned
 
 
-def test_a_fixed_pool_raises_nothing(watcher):
+def test_a_fixed_pool_raises_nothing(watchers):
     with Simulation("pool", memory_mb=10) as sim:
         sim.wait_for(lambda records: len(of_kind(records, "up")) >= 8, timeout=120)
         full = boottime_now()
         # the pool at full size, over many evaluations
-        watcher.recorded.wait_for(saw_then_evaluated({sim.pid}, full + 10), timeout=RECORDED_S,
-                                  what="evaluations of the full pool for 10 s")
-    assert watcher.alerts_once_settled({sim.pid}, boottime_now()) == []
+        for watcher in watchers:
+            watcher.recorded.wait_for(saw_then_evaluated({sim.pid}, full + 10), timeout=RECORDED_S,
+                                      what="evaluations of the full pool for 10 s")
+    ended = boottime_now()
+    assert [w.alerts_once_settled({sim.pid}, ended) for w in watchers] == [[], []]
 
 
-def test_a_respawning_pool_raises_nothing(watcher):
+def test_a_respawning_pool_raises_nothing(watchers):
     with Simulation("respawn", memory_mb=10) as sim:
         sim.wait_for(lambda records: len(of_kind(records, "exit")) >= 24, timeout=180)
-    assert watcher.alerts_once_settled({sim.pid}, boottime_now()) == []
+    ended = boottime_now()
+    assert [w.alerts_once_settled({sim.pid}, ended) for w in watchers] == [[], []]
 
 
 class Tracker:
@@ -245,13 +270,14 @@ build:
         ("shell loop", "for i in $(seq 400); do /bin/true; done"),
     ],
 )
-def test_ordinary_parallel_work_raises_nothing(watcher, tmp_path, name, script):
+def test_ordinary_parallel_work_raises_nothing(watchers, tmp_path, name, script):
     (tmp_path / "src").mkdir()
     for i in range(40):
         (tmp_path / "src" / f"unit{i}.c").write_text(f"int unit{i}(int x) {{ return x * {i}; }}\n")
     (tmp_path / "Makefile").write_text(MAKEFILE)
     pids = run_tracked(script, tmp_path)
-    assert watcher.alerts_once_settled(pids, boottime_now()) == []
+    ended = boottime_now()
+    assert [w.alerts_once_settled(pids, ended) for w in watchers] == [[], []]
 
 
 def comparable(alert: Record) -> tuple:

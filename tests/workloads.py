@@ -11,6 +11,7 @@ from typing import Callable
 
 from spawnwatch.alerts import Alert
 from spawnwatch.config import Config, load
+from spawnwatch.detect import SocketsOf
 from spawnwatch.events import Snapshot
 from spawnwatch.pipeline import Pipeline
 from streams import BOOT_OFFSET, Stream, host
@@ -162,9 +163,10 @@ def shell_loop(commands: int, period: float, argv: tuple[str, ...] = ("true",), 
 
 
 def run(stream: Stream, snapshot: Snapshot | None = None, until: float | None = None,
-        config: Config | None = None) -> list[tuple[float, Alert]]:
-    """(stream time, alert) for every alert `watch` would have sent, evaluating every second."""
-    pipeline = Pipeline(config or load())
+        config: Config | None = None, sockets_of: SocketsOf | None = None) -> list[tuple[float, Alert]]:
+    """(stream time, alert) for every alert `watch` would have sent, evaluating every second;
+    the sockets of suspicious groups' processes read through `sockets_of` (None: not read)."""
+    pipeline = Pipeline(config or load(), sockets_of=sockets_of)
     alerts: list[tuple[float, Alert]] = []
     first = snapshot or host()
     alerts += [(first.ts - BOOT_OFFSET, a) for a in pipeline.feed(first)]

@@ -14,7 +14,7 @@ from typing import Any
 
 from spawnwatch.alerts import Alert, AlertBook, ResolveContainer
 from spawnwatch.config import Config
-from spawnwatch.detect import ContainerMemoryOf, Detector, MemoryOf
+from spawnwatch.detect import ContainerMemoryOf, Detector, MemoryOf, SocketsOf
 from spawnwatch.events import EVENT_TYPES, ContainerEvent, Event, Observation, Oom, PidsSample, Resync, Snapshot
 from spawnwatch.lineage import Lineage, ReparentHint
 from spawnwatch.signature import DEFAULT_ENGINE, Signer
@@ -37,12 +37,13 @@ class Pipeline:
         reparent_hint: ReparentHint | None = None,
         auto_advance: bool = True,
         local_engine: str = DEFAULT_ENGINE,
+        sockets_of: SocketsOf | None = None,
     ) -> None:
         self.config = config
         self.signer = Signer(config.signature)
         self.detector = Detector(config.detect, self.signer.program, memory_of,
                                  lru_cache(maxsize=SIGNATURES_KEPT)(self.signer.container_client), container_memory,
-                                 local_engine)
+                                 local_engine, sockets_of)
         self.lineage = Lineage(lru_cache(maxsize=SIGNATURES_KEPT)(self.signer), config.lineage, reparent_hint,
                                listener=self.detector.listener)
         self.alerts = AlertBook(config.alerts, resolve_container)

@@ -11,6 +11,11 @@ A recording read back is hostile input like any other (anyone could have
 written it): a record is at most MAX_RECORD_BYTES, nested no deeper than the
 parsers allow (msgpack's stack, Python's recursion limit for JSON), and
 anything else is a RecordingError, never a crash.
+
+A recording says its format in its first record, the ready one (`"format": N`).  Records
+only gain fields within a format; a change an older reader would misread is a new N, and
+a reader refuses a recording newer than it knows rather than replay it wrong.  The
+recordings from before formats were numbered have none: they are format 1.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ import msgpack
 
 class RecordingError(ValueError):
     pass
+
+
+FORMAT = 1  # of the recordings this version writes, and the newest it reads
 
 
 PRIVATE = 0o600
@@ -97,24 +105,43 @@ def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
     with open(path, "rb") as f:
         head = f.read(1)
         f.seek(0)
-        if head in (b"{", b""):
-            yield from _json_lines(f, path)
-            return
-        unpacker = msgpack.Unpacker(
-            f, raw=False, strict_map_key=False, max_buffer_size=MAX_RECORD_BYTES,
-            max_array_len=MAX_ARRAY_ITEMS, max_map_len=MAX_MAP_ITEMS,
-        )
-        try:
-            for record in unpacker:
-                yield record if type(record) is dict else _record(record, str(path))
-        except msgpack.StackError as exc:
-            raise RecordingError(f"{path}: corrupt recording: a record nested too deep") from exc
-        except (msgpack.UnpackException, ValueError, TypeError) as exc:  # TypeError: a map key that cannot be one
-            if isinstance(exc, RecordingError):
-                raise
-            raise RecordingError(f"{path}: corrupt recording: {exc or type(exc).__name__}") from exc
-        if unpacker.tell() != path.stat().st_size:
-            raise RecordingError(f"{path}: cut short after {unpacker.tell()} bytes: its last record is incomplete")
+        records = _json_lines(f, path) if head in (b"{", b"") else _msgpack_records(f, path)
+        for first in records:
+            check_format(first, path)
+            yield first
+            break
+        yield from records
+
+
+def check_format(record: dict[str, Any], path: Path) -> None:
+    """RecordingError when `record` is a ready record of a format this version cannot read."""
+    if record.get("kind") != "ready":
+        return
+    found = record.get("format", 1)
+    if type(found) is not int or found < 1:
+        raise RecordingError(f"{path}: ready record: 'format' must be a positive integer")
+    if found > FORMAT:
+        raise RecordingError(f"{path}: recording format {found} is newer than this spawnwatch reads "
+                             f"(format {FORMAT} and older): replay it with the spawnwatch that recorded it, "
+                             f"or a newer one")
+
+
+def _msgpack_records(f: IO[bytes], path: Path) -> Iterator[dict[str, Any]]:
+    unpacker = msgpack.Unpacker(
+        f, raw=False, strict_map_key=False, max_buffer_size=MAX_RECORD_BYTES,
+        max_array_len=MAX_ARRAY_ITEMS, max_map_len=MAX_MAP_ITEMS,
+    )
+    try:
+        for record in unpacker:
+            yield record if type(record) is dict else _record(record, str(path))
+    except msgpack.StackError as exc:
+        raise RecordingError(f"{path}: corrupt recording: a record nested too deep") from exc
+    except (msgpack.UnpackException, ValueError, TypeError) as exc:  # TypeError: a map key that cannot be one
+        if isinstance(exc, RecordingError):
+            raise
+        raise RecordingError(f"{path}: corrupt recording: {exc or type(exc).__name__}") from exc
+    if unpacker.tell() != path.stat().st_size:
+        raise RecordingError(f"{path}: cut short after {unpacker.tell()} bytes: its last record is incomplete")
 
 
 def _json_lines(f: IO[bytes], path: Path) -> Iterator[dict[str, Any]]:

@@ -13,15 +13,16 @@ import signal
 import socket
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
 from spawnwatch.adapters import procfs
+from spawnwatch.adapters.podman_events import PodmanEvents
 from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.config import Config
 from spawnwatch.events import Event, Observation, Resync, Snapshot, to_record
 from spawnwatch.probe import SWEEP_INTERVAL_S, Probe
-from spawnwatch.recording import RecordingWriter
+from spawnwatch.recording import FORMAT as RECORDING_FORMAT, RecordingWriter
 from spawnwatch.redact import Redactor
 from spawnwatch.supervise import internal_errors
 
@@ -97,7 +98,7 @@ def live_batches(probe: Probe, stop: Stop) -> Iterator[list[Event | Resync]]:
 def ready_record() -> dict:
     """The first line: who is watching, where, and the wall-clock time of boot that turns
     the events' seconds since boot into dates (recorded, so a replay dates alerts alike)."""
-    return {"kind": "ready", "pid": os.getpid(), "host": socket.gethostname(),
+    return {"kind": "ready", "format": RECORDING_FORMAT, "pid": os.getpid(), "host": socket.gethostname(),
             "boot_time": time.time() - procfs.boottime_now()}
 
 
@@ -138,6 +139,7 @@ class LiveRun:
     resolver: ContainerResolver  # the program's one cache of cgroup -> container
     ready: dict  # the first record: who watches, where, since when
     recorder: RecordingWriter | None
+    podman: PodmanEvents = field(default_factory=PodmanEvents)  # Podman's container lifecycle (no daemon)
 
     def record(self, record: dict) -> None:
         if self.recorder is not None:
@@ -153,7 +155,7 @@ class LiveRun:
             self.recorder.write(to_record(item))
 
     def stats(self) -> dict:
-        return {**stats_record(self.probe), **self.resolver.counts}
+        return {**stats_record(self.probe), **self.resolver.counts, **self.podman.counts}
 
 
 class Consumer(Protocol):
@@ -181,12 +183,14 @@ def run_live(config: Config, consumer: Consumer, duration: float | None, record:
     stop = Stop(duration)
     redact = Redactor(config.redact)
     with ExitStack() as stack:
-        resolver = stack.enter_context(ContainerResolver())
+        resolver = stack.enter_context(ContainerResolver(host_root=config.runtimes.host_root,
+                                                            containerd_state=config.runtimes.containerd_state))
+        podman = stack.enter_context(PodmanEvents())
         recorder = stack.enter_context(RecordingWriter(record)) if record else None
         probe = stack.enter_context(open_probe(redact, ring_buffer_kb, tally_briefs=not consumer.wants_every_process))
         return_freed_heap()
         stack.enter_context(stop.on_signals())
-        run = LiveRun(probe, resolver, ready_record(), recorder)
+        run = LiveRun(probe, resolver, ready_record(), recorder, podman)
         consumer.begin(run, procfs.snapshot(redact) if consumer.wants_snapshot else None)
         settle_collector()
         for batch in live_batches(probe, stop):

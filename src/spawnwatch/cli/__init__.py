@@ -15,7 +15,6 @@ import logging
 
 import click
 
-from spawnwatch import __version__
 from spawnwatch.cli.common import LOGGER, configure_logging, errors_are_log_lines
 from spawnwatch.sinks.log import FORMATS
 
@@ -31,6 +30,8 @@ COMMANDS = {
     "reap": "reap",
     "watch": "watch",
     "tree": "tree",
+    "top": "top",
+    "completion": "completion",
 }
 
 
@@ -69,8 +70,18 @@ def name_env_after_flags(command: click.Command, prefix: str) -> None:
             param.show_envvar = True
 
 
+def show_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from spawnwatch.adapters.build import version_lines
+
+    click.echo("\n".join(version_lines()))
+    ctx.exit()
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="spawnwatch")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=show_version,
+              help="Show the version, the commit it was built from, bcc's version and the kernel's, and exit.")
 @click.option("-v", "--verbose", count=True, help="Say more on stderr (-vv: debugging details).")
 @click.option("-q", "--quiet", is_flag=True, help="Say only warnings and errors on stderr.")
 @click.option("--log-format", type=click.Choice(FORMATS), default="text", show_default=True,
@@ -90,6 +101,7 @@ def main(ctx: click.Context, verbose: int, quiet: bool, log_format: str) -> None
       spawnwatch doctor            can tracing work on this host?
       spawnwatch trace --json      raw fork/exec/exit/reap/oom events
       spawnwatch watch             alerts on leaking spawners
+      spawnwatch top               the leaking groups, live on the terminal
     """
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
     configure_logging(level, log_format, ctx.invoked_subcommand or "spawnwatch")

@@ -51,19 +51,34 @@ from spawnwatch.text import cut, printable
 @click.option("--webhook", metavar="URL",
               help="POST every alert to URL; an Alertmanager when URL ends in /api/v2/alerts (its API, active "
                    "alerts re-sent every --resend-every seconds).")
+@click.option("--alertmanager", "alertmanagers", multiple=True, metavar="URL",
+              help="Send alerts to the Alertmanager at URL (http://HOST:9093 or its /api/v2/alerts); repeat it for "
+                   "each replica of an HA pair: replicas do not share alerts, so each gets every alert, and one "
+                   "that is down delays none of the others.")
+@click.option("--bearer-token-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Send the token in FILE as `Authorization: Bearer` to the Alertmanagers and the webhook.")
+@click.option("--ca-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Check the Alertmanagers' and the webhook's certificates with the CAs in FILE (PEM) instead of "
+                   "the system's.")
+@click.option("--cert-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Present this client certificate (PEM) to the Alertmanagers and the webhook.")
+@click.option("--key-file", type=click.Path(dir_okay=False), metavar="FILE",
+              help="The key of --cert-file (PEM), when it is not in that file.")
 @click.option("--resend-every", type=click.FloatRange(min=1), default=60.0, show_default=True, metavar="SECONDS",
               help="How often an Alertmanager is told again of every active alert (keep it below its "
                    "resolve_timeout, 5 min by default).")
 @click.option("--state-dir", metavar="DIR",
-              help="Keep the firing alerts in DIR/alerts.json for `report` and `reap` (default: the config's "
-                   "[watch] state_dir, /run/spawnwatch); '' keeps none.")
+              help="Keep the firing alerts in DIR/alerts.json for `report` and `reap`, and in "
+                   "DIR/containers.json which client asked for each running container, read back at the "
+                   "next start (default: the config's [watch] state_dir, /var/lib/spawnwatch); '' keeps none.")
 @show_secrets_option
 @ring_buffer_option
 @json_option
 @one_line_errors
 def command(duration: float | None, config_path: str | None, record: str | None, replay: str | None,
             metrics_address: str | None, metrics_port: int | None, web_config_file: str | None,
-            container: str | None, webhook: str | None,
+            container: str | None, webhook: str | None, alertmanagers: tuple[str, ...],
+            bearer_token_file: str | None, ca_file: str | None, cert_file: str | None, key_file: str | None,
             resend_every: float, state_dir: str | None, show_secrets: bool, ring_buffer_kb: int | None,
             as_json: bool) -> None:
     """Catch processes that keep spawning identical children and never clean them up.
@@ -88,9 +103,11 @@ def command(duration: float | None, config_path: str | None, record: str | None,
     before detection, so alerts, webhooks, metrics and recordings never carry
     them, and a replay redacts a recording made with --show-secrets.
 
-    A live watch keeps its firing alerts in /run/spawnwatch/alerts.json
+    A live watch keeps its firing alerts in /var/lib/spawnwatch/alerts.json
     (--state-dir) for `report` and `reap`: containers that exited `docker run`
-    clients left running are known only from what it saw.
+    clients left running are known only from what it saw.  Which client asked
+    for each running container is kept there too (containers.json) and read
+    back at the next start, so a restart still charges a host its leaks.
 
     \b
     Examples:
@@ -98,6 +115,8 @@ def command(duration: float | None, config_path: str | None, record: str | None,
       sudo spawnwatch watch --json --duration 60 --record leak.msgpack
       spawnwatch watch --replay leak.msgpack --json
       sudo spawnwatch watch --metrics-port 9464 --webhook http://127.0.0.1:9093/api/v2/alerts
+      sudo spawnwatch watch --alertmanager https://am-0:9093 --alertmanager https://am-1:9093 \\
+          --ca-file /etc/spawnwatch/ca.pem --bearer-token-file /etc/spawnwatch/am-token
       sudo spawnwatch watch --metrics-address :9464 --web-config-file /etc/spawnwatch/web-config.yml
       sudo spawnwatch watch --container metamcp
     """
@@ -105,8 +124,13 @@ def command(duration: float | None, config_path: str | None, record: str | None,
         raise click.UsageError(
             "--replay reads a finished recording: --record, --duration, --ring-buffer-kb and --state-dir do not apply"
         )
-    if webhook and not webhook.startswith(("http://", "https://")):
-        raise click.BadParameter("must be an http:// or https:// URL", param_hint="--webhook")
+    for url, option in [(webhook, "--webhook"), *((url, "--alertmanager") for url in alertmanagers)]:
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise click.BadParameter("must be an http:// or https:// URL", param_hint=option)
+    credentials = http_credentials(bearer_token_file, ca_file, cert_file, key_file)
+    if credentials is not None and not (webhook or alertmanagers):
+        raise click.UsageError("--bearer-token-file, --ca-file, --cert-file and --key-file are for "
+                               "--alertmanager and --webhook: give one of them")
     if metrics_address is not None and metrics_port is not None:
         raise click.UsageError("--metrics-port is a shorthand of --metrics-address: give one of them")
     if metrics_port is not None:
@@ -122,9 +146,8 @@ def command(duration: float | None, config_path: str | None, record: str | None,
         if metrics is not None:
             sinks.append(metrics)
             log(f"metrics on {metrics.url}")
-        notifier = webhook_sink(webhook, resend_every, metrics) if webhook else None
-        if notifier is not None:
-            sinks.append(notifier)
+        notifiers = notifier_sinks(webhook, alertmanagers, resend_every, metrics, credentials)
+        sinks.extend(notifiers)
         sink: Sink = Fanout(sinks)
         if container is not None:
             sink = OnlyContainer(sink, container)
@@ -136,9 +159,10 @@ def command(duration: float | None, config_path: str | None, record: str | None,
         if replay:
             watch_recording(config, replay, sink)
         else:
-            extra_stats = (lambda: {"notifications": notifier.counts()}) if notifier is not None else None
+            extra_stats = (lambda: notification_stats(notifiers)) if notifiers else None
             try:
-                run_live(config, Detection(config, sink, extra_stats, log), duration, record, ring_buffer_kb)
+                detection = Detection(config, sink, extra_stats, log, state_dir=state_dir if kept is not None else None)
+                run_live(config, detection, duration, record, ring_buffer_kb)
             except ProbeError as exc:
                 raise CannotTrace(str(exc)) from exc
             except RecordingError as exc:
@@ -176,32 +200,67 @@ def ledger_sink(state_dir: str) -> Any:
     return None
 
 
-def webhook_sink(url: str, resend_every: float, metrics: Any) -> Any:
-    from spawnwatch.sinks.alertmanager import Alertmanager, is_alertmanager_url
+def http_credentials(token_file: str | None, ca_file: str | None, cert_file: str | None,
+                     key_file: str | None) -> Any:
+    """The notifiers' credentials, None when no option gives any."""
+    from spawnwatch.sinks.http import CredentialsError, load_credentials
+
+    if token_file is None and ca_file is None and cert_file is None and key_file is None:
+        return None
+    try:
+        return load_credentials(token_file, ca_file, cert_file, key_file)
+    except CredentialsError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def notifier_sinks(webhook: str | None, alertmanagers: tuple[str, ...], resend_every: float, metrics: Any,
+                   credentials: Any) -> list[Any]:
+    """One sink for every Alertmanager (a --webhook ending in /api/v2/alerts is one more), one for a webhook."""
+    from spawnwatch.sinks.alertmanager import API_PATH, Alertmanager, is_alertmanager_url
     from spawnwatch.sinks.webhook import Webhook
 
-    if not is_alertmanager_url(url):
-        return Webhook(url, on_error=log)
-    host = socket.gethostname()
-    # Alertmanager shows it as the alert's source: this watcher's metrics when it serves them.
-    generator = metrics.url.replace(metrics.host, host, 1) if metrics is not None else f"urn:spawnwatch:{host}"
-    return Alertmanager(url, generator_url=generator, resend_every_s=resend_every, host=host, on_error=log)
+    delivery: dict[str, Any] = {"on_error": log}
+    if credentials is not None:
+        delivery["credentials"] = credentials
+    urls = [url if is_alertmanager_url(url) else url.rstrip("/") + API_PATH for url in alertmanagers]
+    sinks: list[Any] = []
+    if webhook and is_alertmanager_url(webhook):
+        urls.append(webhook)
+    elif webhook:
+        sinks.append(Webhook(webhook, **delivery))
+    if urls:
+        host = socket.gethostname()
+        # Alertmanager shows it as the alert's source: this watcher's metrics when it serves them.
+        generator = metrics.url.replace(metrics.host, host, 1) if metrics is not None else f"urn:spawnwatch:{host}"
+        sinks.append(Alertmanager(*urls, generator_url=generator, resend_every_s=resend_every, host=host, **delivery))
+    return sinks
+
+
+def notification_stats(notifiers: list[Any]) -> Record:
+    """The posts of every notifier: in all, and by receiver."""
+    from spawnwatch.sinks.http import counts_by_receiver, summed_counts
+
+    deliveries = [delivery for notifier in notifiers for delivery in notifier.deliveries]
+    return {"notifications": summed_counts(deliveries), "notifications_by_receiver": counts_by_receiver(deliveries)}
 
 
 SNAPSHOT_TYPES = (Snapshot, Resync)
 
 
 def watch_recording(config: Config, path: str, sink: Sink) -> None:
-    """The live pipeline on recorded events, evaluated at the recorded ticks (or on the events' clock).
-    Read twice, never held whole: a recording of a storm holds millions of records."""
+    """The live pipeline on recorded events, evaluated at the recorded ticks (or on the events' clock),
+    its alerts naming the containers the live session's did.  Read three times, never held whole:
+    a recording of a storm holds millions of records."""
     try:
         ticked, ready = survey(read_records(path))
         origin = recorded_origin(ready)
+        named = recorded_containers(read_records(path))
     except RecordingError as exc:
         raise click.ClickException(str(exc)) from exc
     except RecordError as exc:
         raise click.ClickException(f"{path}: ready record: {exc}") from exc
-    pipeline = Pipeline(config, auto_advance=not ticked, local_engine=followed_address())
+    pipeline = Pipeline(config, auto_advance=not ticked, local_engine=followed_address(),
+                        resolve_container=lambda cgroup_id, pid: named.get(pid))
     redact = Redactor(config.redact)  # the recording may be an old one, or made with --show-secrets
     counts: Counter[type] = Counter()
     recorded_stats: Record = {"lost": 0}
@@ -234,6 +293,31 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
     stats = {**recorded_stats, "kind": "stats", "events": {cls.kind.value: n for cls, n in counts.items()}}
     sink.send(stats)
     log(summary(stats, pipeline))
+
+
+# Spawners whose container a replay remembers; a session raises alerts for a few groups.
+RECORDED_CONTAINERS_KEPT = 4096
+CONTRACT_FIELDS = ("id", "name", "image", "runtime", "pod", "namespace", "pod_uid")
+
+
+def recorded_containers(records: Iterable[Record]) -> dict[int, Record]:
+    """The container each recorded alert named, by its spawner's pid (the key the alerts
+    ask by): a replay has neither engine nor runtime state to ask.  Only the contract's
+    string fields are kept; a recording made before runtimes were named says no runtime,
+    and only Docker's containers were named then."""
+    named: dict[int, Record] = {}
+    for record in records:
+        container, spawner = record.get("container"), record.get("spawner")
+        if record.get("kind") != "alert" or not isinstance(container, dict) or not isinstance(spawner, dict):
+            continue
+        pid = spawner.get("pid")
+        if not isinstance(pid, int) or pid in named or len(named) >= RECORDED_CONTAINERS_KEPT:
+            continue
+        kept = {key: value for key in CONTRACT_FIELDS
+                if isinstance(value := container.get(key), str) or (value is None and key in container)}
+        if isinstance(kept.get("id"), str) and isinstance(kept.get("name"), str):
+            named[pid] = {"runtime": "docker", "image": None, **kept}
+    return named
 
 
 def survey(records: Iterable[Record]) -> tuple[bool, Record | None]:

@@ -4,7 +4,8 @@
                    orphans and hand-offs)
     containers.py  the container book: engine events joined to the clients that asked for them
     rules/         one module per rule; rules.RULES names them
-    detector.py    the rules over the groups, with memory for the suspicious ones
+    serving.py     children that serve connections their spawner passes them: a pool, not a leak
+    detector.py    the rules over the groups, with memory and sockets read for the suspicious ones
 
 Rules (thresholds from the config's [rules] tables):
   accumulating  identical launched children keep growing with no matching exits
@@ -27,9 +28,10 @@ from spawnwatch.detect.rules.pids import PidsRule
 from spawnwatch.detect.rules.orphaned_containers import OrphanedContainers
 from spawnwatch.detect.rules.spawn_rate import SpawnRate
 from spawnwatch.detect.rules.zombie import Zombie
+from spawnwatch.detect.serving import HeldSockets, SocketsOf
 
 __all__ = [
     "CRITICAL", "RULES", "WARNING", "Accumulating", "Container", "ContainerBook", "ContainerMemoryOf", "DetectSettings",
-    "Detector", "Finding", "Group", "GroupKey", "MemoryOf", "OomRule", "Orphaned", "OrphanedContainers", "PidsRule",
-    "SpawnHistory", "SpawnRate", "Zombie", "charged_child", "handed_off", "live_subtree", "spawn_moments",
+    "Detector", "Finding", "Group", "GroupKey", "HeldSockets", "MemoryOf", "OomRule", "Orphaned", "OrphanedContainers", "PidsRule",
+    "SocketsOf", "SpawnHistory", "SpawnRate", "Zombie", "charged_child", "handed_off", "live_subtree", "spawn_moments",
 ]

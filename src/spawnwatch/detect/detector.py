@@ -22,6 +22,7 @@ from spawnwatch.detect.rules.orphaned_containers import OrphanedContainers
 from spawnwatch.detect.rules.pids import PidsBook, PidsRule
 from spawnwatch.detect.rules.spawn_rate import SpawnRate
 from spawnwatch.detect.rules.zombie import Zombie
+from spawnwatch.detect.serving import SocketsOf, sampled, serving
 from spawnwatch.events import PidsSample
 from spawnwatch.lineage import Listeners, Process
 from spawnwatch.signature import DEFAULT_ENGINE
@@ -61,7 +62,7 @@ class Finding:
     detail: str  # why, in words
     severity: str = WARNING
     pids_limit: PidsSample | None = None  # the pids limit the group fills (pids rule)
-    # the leaked containers: {"id", "name", "image", "memory_bytes", "ambiguous"}; `ambiguous`: another
+    # the leaked containers: {"id", "name", "image", "runtime", "memory_bytes", "ambiguous"}; `ambiguous`: another
     # client may have asked for it (detect/containers.py), so `reap` leaves it
     containers: tuple[dict[str, Any], ...] = ()
 
@@ -72,9 +73,10 @@ class Detector:
 
     def __init__(self, settings: DetectSettings, program_of: ProgramOf, memory_of: MemoryOf | None = None,
                  client_of: ClientOf | None = None, container_memory: ContainerMemoryOf | None = None,
-                 local_engine: str = DEFAULT_ENGINE) -> None:
+                 local_engine: str = DEFAULT_ENGINE, sockets_of: SocketsOf | None = None) -> None:
         self.settings = settings
         self._memory_of = memory_of
+        self._sockets_of = sockets_of
         self._container_memory = container_memory
         self._ignore = [re.compile(p) for p in settings.ignore_signatures]
         self.book = GroupBook(max(60, settings.spawn_rate.minutes * 60), program_of, settings.servers)
@@ -109,13 +111,14 @@ class Detector:
         rules = [(rule, getattr(self.settings, name)) for name, rule in RULES.items()]
         limits = self.pids.leaders(self.book.groups.values(), leaks)
         findings = []
+        serving_of = None if self._sockets_of is None else (lambda group: self._serving(group, now))
         for group in list(self.book.groups.values()):
             group.history.prune(now)
             if any(p.search(group.key.signature) for p in self._ignore):
                 continue
             leak = leaks.get(group.key)
             context = Context(now=now, book=self.book, leak=leak, pids=limits.get(group.key),
-                              containers=tuple(leaked_containers.get(group.key, ())))
+                              containers=tuple(leaked_containers.get(group.key, ())), serving_of=serving_of)
             for rule, settings in rules:
                 if not settings.enabled:
                     continue
@@ -149,7 +152,18 @@ class Detector:
             container.memory_bytes = self._container_memory(container.id)
             container.memory_at = now
         return {"id": container.id, "name": container.name, "image": container.image,
-                "memory_bytes": container.memory_bytes, "ambiguous": container.ambiguous}
+                "runtime": container.engine or "docker", "memory_bytes": container.memory_bytes,
+                "ambiguous": container.ambiguous}
+
+    def _serving(self, group: Group, now: float) -> str | None:
+        """Why the group's children serve connections, their sockets read at most every `memory_every_s`."""
+        assert self._sockets_of is not None
+        if group.serving_at is None or now - group.serving_at >= self.settings.memory_every_s:
+            members = sampled(group.members)
+            held = self._sockets_of([group.spawner.pid] + [p.pid for p in members])
+            group.serving = serving(group.spawner, members, held)
+            group.serving_at = now
+        return group.serving
 
     def _memory(self, group: Group, now: float, leak: Leak | None) -> tuple[int, int | None]:
         if self._memory_of is None:

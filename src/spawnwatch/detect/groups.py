@@ -107,6 +107,8 @@ class Group:
     oom_victims: deque[int] = field(default_factory=lambda: deque(maxlen=20))
     memory: tuple[int, int | None] = (0, None)
     memory_at: float | None = None
+    serving: str | None = None  # why its children serve connections (detect.serving), None: no evidence
+    serving_at: float | None = None  # when their sockets were last read (suspicious groups only)
 
 
 @dataclass
@@ -211,6 +213,13 @@ class GroupBook:
             group.oom_victims.appendleft(proc.pid)
 
     # -- queries -------------------------------------------------------------------------
+
+    def restored(self, key: GroupKey, spawner: Process, now: float) -> Group:
+        """The group of `key`, which a former `watch` knew, for the containers it charged there:
+        without members, so idle (expired like any other once nothing refers to it)."""
+        group = self._group(key, spawner, tuple(key.signature.split()), "", now)
+        self._mark_idle(group, now)
+        return group
 
     def group_of(self, proc: Process) -> Group | None:
         return self._group_of.get(proc)

@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 
 from spawnwatch.adapters import ledger, procfs
 from spawnwatch.adapters.cgroups import pids_of_process
-from spawnwatch.adapters.engine import ContainerInfo, DockerEngine
+from spawnwatch.adapters.engine import ContainerInfo, DockerEngine, Engines
 from spawnwatch.adapters.memory import cgroup_memory, host_memory
 from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.config import Config
@@ -47,7 +47,9 @@ def collect(config: Config, trace_seconds: float | None = None, settings: Report
     else:
         pipeline.feed(procfs.snapshot(redact))
     findings = pipeline.detector.evaluate(procfs.boottime_now())
-    facts = _facts(pipeline.lineage, pipeline.detector, findings, engine, settings, trace_seconds)
+    resolver = ContainerResolver(engine, host_root=config.runtimes.host_root,
+                                 containerd_state=config.runtimes.containerd_state)
+    facts = _facts(pipeline.lineage, pipeline.detector, findings, engine, resolver, settings, trace_seconds)
     return replace(facts, ledger=ledger_facts, leaked_containers=leaked)
 
 
@@ -69,7 +71,7 @@ def _leaked_containers(engine: DockerEngine, state_dir: str) -> tuple[LedgerFact
     leaked = tuple(
         LeakedContainerFacts(leak.signature, leak.spawner, state.info, state.memory_bytes, state.age_s(now))
         for leak in leaks
-        for state in survey(leak, engine)
+        for state in survey(leak, Engines(engine))
         if state.running and state.info is not None
     )
     return facts, leaked
@@ -80,10 +82,10 @@ def _facts(
     detector: Detector,
     findings: list[Finding],
     engine: DockerEngine,
+    resolver: ContainerResolver,
     settings: ReportSettings,
     trace_seconds: float | None,
 ) -> Facts:
-    resolver = ContainerResolver(engine)
     container_of: dict[int, ContainerInfo | None] = {}
 
     def container(proc: Process) -> ContainerInfo | None:

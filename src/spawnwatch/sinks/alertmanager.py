@@ -13,6 +13,10 @@ Labels are chosen to group well and stay few: alertname (one per rule), rule,
 signature, container, host, severity, and the spawner (comm and pid: two spawners
 leaking the same signature are two alerts).  Counts, memory and the message are
 annotations.
+
+Alertmanager replicas of an HA pair do not pass alerts to each other: like Prometheus,
+this client sends every alert to every URL it is given, each from a thread and queue of
+its own, so a replica that is down or slow delays and drops only its own deliveries.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from spawnwatch.sinks import Record, rfc3339
-from spawnwatch.sinks.http import Delivery
+from spawnwatch.sinks.http import Delivery, summed_counts
 
 RESEND_EVERY_S = 60.0
 ENDS_AFTER_RESENDS = 3  # endsAt is this many re-send intervals ahead
@@ -46,6 +50,8 @@ def alert_labels(record: Record, host: str) -> dict[str, str]:
         "severity": record.get("severity") or "warning",
         "spawner_comm": spawner["comm"],
         "spawner_pid": str(spawner["pid"]),
+        # A pod's container: kube-state-metrics' label names, so alerts join with its series.
+        **{key: str(container[key]) for key in ("namespace", "pod") if container.get(key)},
     }
 
 
@@ -62,7 +68,7 @@ def alert_annotations(record: Record) -> dict[str, str]:
 class Alertmanager:
     def __init__(
         self,
-        url: str,
+        *urls: str,
         generator_url: str,
         resend_every_s: float = RESEND_EVERY_S,
         host: str | None = None,
@@ -75,7 +81,8 @@ class Alertmanager:
         # The firing alerts, by their identity (the label set minus severity, which may
         # rise while the alert holds): (labels, annotations, startsAt).
         self._active: dict[tuple, tuple[dict[str, str], dict[str, str], datetime]] = {}
-        self.delivery = Delivery(url, every_s=resend_every_s, on_timer=self._resend, **delivery)
+        # Each replica re-sends on its own timer: one that is down delays nobody else's re-sends.
+        self.deliveries = [Delivery(url, every_s=resend_every_s, on_timer=self._resend, **delivery) for url in urls]
 
     def send(self, record: Record) -> None:
         if record.get("kind") != "alert":
@@ -94,13 +101,16 @@ class Alertmanager:
                 ends = now + self._ahead
                 if known and known[0]["severity"] != labels["severity"]:
                     ended.append(self._alert(*known, now))  # the old label set ends
-        self.delivery.submit([*ended, self._alert(labels, notes, started, ends)])
+        body = [*ended, self._alert(labels, notes, started, ends)]
+        for delivery in self.deliveries:
+            delivery.submit(body)
 
     def counts(self) -> dict[str, int]:
-        return self.delivery.counts()
+        return summed_counts(self.deliveries)
 
     def close(self) -> None:
-        self.delivery.close()
+        for delivery in self.deliveries:
+            delivery.close()
 
     @property
     def _ahead(self) -> timedelta:

@@ -15,15 +15,21 @@ The queue is bounded: when the receiver cannot keep up, bodies are dropped and
 counted, never buffered without end.  An optional timer asks its owner for a body
 every `every_s` seconds (Alertmanager's re-sends), on the same thread, which runs
 supervised: if it fails it is logged, counted and started again.
+
+`Credentials` say how to prove who we are and whom we talk to, as Prometheus' own
+http_config does: a bearer token (read once from a file), a CA bundle to check the
+receiver's certificate with, a client certificate and key for receivers that require one.
 """
 
 from __future__ import annotations
 
 import queue
 import socket
+import ssl
 import threading
 import time
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -44,9 +50,60 @@ RETRY_MAX_S = 5.0  # ...and never longer, whatever Retry-After asks
 RETRIED_STATUSES = frozenset({429, 500, 502, 503, 504})
 BODY_CAP = 64 << 10
 REASON_WIDTH = 200
+TOKEN_CAP = 16 << 10  # a bearer token file larger than this is not one
 _STOP = object()
 
 Body = Any  # anything json-serialisable
+
+
+class CredentialsError(ValueError):
+    """A token, CA or certificate file that cannot be used; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    bearer_token: str | None = None
+    ca_file: str | None = None  # None: the system's CAs
+    cert_file: str | None = None
+    key_file: str | None = None  # None: the key is in cert_file
+
+    def secrets(self) -> tuple[str, ...]:
+        return (self.bearer_token,) if self.bearer_token else ()
+
+
+def load_credentials(token_file: str | None, ca_file: str | None, cert_file: str | None,
+                     key_file: str | None) -> Credentials:
+    """Credentials from the operator's files, each checked now so a bad one is said at start,
+    not at the first alert: the token is printable ASCII with no spaces (a header value), the
+    CA bundle and the certificate with its key load as TLS would load them."""
+    if key_file is not None and cert_file is None:
+        raise CredentialsError("a client key needs its certificate (--cert-file)")
+    token = _read_token(token_file) if token_file is not None else None
+    try:
+        context = ssl.create_default_context()
+        if ca_file is not None:
+            context.load_verify_locations(cafile=ca_file)
+        if cert_file is not None:
+            context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        shown = cut(printable(str(exc)), REASON_WIDTH)
+        raise CredentialsError(f"cannot load the CA file or client certificate/key: {shown}") from exc
+    return Credentials(token, ca_file, cert_file, key_file)
+
+
+def _read_token(path: str) -> str:
+    try:
+        with open(path, "rb") as file:
+            raw = file.read(TOKEN_CAP + 1)
+    except OSError as exc:
+        raise CredentialsError(f"cannot read the bearer token file: {exc.strerror or exc}") from exc
+    if len(raw) > TOKEN_CAP:
+        raise CredentialsError(f"the bearer token file is larger than {TOKEN_CAP} bytes")
+    token = raw.strip()
+    if not token or any(byte <= 0x20 or byte >= 0x7F for byte in token):
+        # A newline inside would start a header of its own; say nothing of the token itself.
+        raise CredentialsError("the bearer token file must hold one token of printable ASCII, without spaces")
+    return token.decode("ascii")
 
 
 class Delivery:
@@ -60,6 +117,7 @@ class Delivery:
         every_s: float | None = None,
         on_timer: Callable[[], Body | None] | None = None,
         deadline: float = DEADLINE_S,
+        credentials: Credentials = Credentials(),
     ) -> None:
         self.url = url
         self.shown_url = redacted_url(url)
@@ -77,6 +135,17 @@ class Delivery:
         self._session.mount("http://", self._adapter)
         self._session.mount("https://", self._adapter)
         self._session.headers["User-Agent"] = "spawnwatch"
+        self._secrets = credentials.secrets()
+        if credentials.bearer_token:
+            self._session.headers["Authorization"] = f"Bearer {credentials.bearer_token}"
+        # Given with each request: a session's `verify` loses to REQUESTS_CA_BUNDLE and
+        # CURL_CA_BUNDLE in the environment (psf/requests#3829), a request's does not.
+        self._tls: dict[str, Any] = {}
+        if credentials.ca_file:
+            self._tls["verify"] = credentials.ca_file
+        if credentials.cert_file:
+            self._tls["cert"] = (credentials.cert_file, credentials.key_file) if credentials.key_file \
+                else credentials.cert_file
         self._queue: queue.Queue[object] = queue.Queue(maxsize=queue_size)
         self._closing = threading.Event()
         self._worker = Supervised(ALERT_DELIVERY, self._run, self._closing)
@@ -134,7 +203,7 @@ class Delivery:
                     or time.monotonic() + wait >= give_up_at or self._closing.wait(wait)):
                 break
         self.failed += 1
-        self._on_error(f"POST {self.shown_url}: {_scrub(reason, self.url)}")
+        self._on_error(f"POST {self.shown_url}: {_scrub(reason, self.url, self._secrets)}")
 
     def _attempt(self, body: Body, within_s: float) -> tuple[int, float | None, str]:
         """(status, Retry-After in seconds or None, the body's start) of one POST, cut after `within_s`."""
@@ -148,7 +217,7 @@ class Delivery:
         watchdog.daemon = True
         watchdog.start()
         try:
-            with self._session.post(self.url, json=body, timeout=self.timeout, stream=True) as response:
+            with self._session.post(self.url, json=body, timeout=self.timeout, stream=True, **self._tls) as response:
                 head = _read_capped(response)
                 answer = response.status_code, _retry_after(response.headers.get("Retry-After")), head
         finally:
@@ -156,6 +225,25 @@ class Delivery:
         if late.is_set():  # what was read before the cut may look whole (a status, a body ended early)
             raise requests.Timeout(f"no whole answer within the deadline of {self.deadline:g} s")
         return answer
+
+
+def summed_counts(deliveries: list[Delivery]) -> dict[str, int]:
+    totals = {"sent": 0, "failed": 0, "dropped": 0}
+    for delivery in deliveries:
+        for result, count in delivery.counts().items():
+            totals[result] += count
+    return totals
+
+
+def counts_by_receiver(deliveries: list[Delivery]) -> dict[str, dict[str, int]]:
+    """Each receiver's counts, by its URL as a log line shows it (no secrets); receivers
+    given twice are counted together."""
+    table: dict[str, dict[str, int]] = {}
+    for delivery in deliveries:
+        counts = table.setdefault(delivery.shown_url, {"sent": 0, "failed": 0, "dropped": 0})
+        for result, count in delivery.counts().items():
+            counts[result] += count
+    return table
 
 
 def _read_capped(response: requests.Response) -> str:
@@ -226,11 +314,11 @@ def redacted_url(url: str) -> str:
     return printable(urlunsplit((parts.scheme, host + port, parts.path, query, "")))
 
 
-def _scrub(message: str, url: str) -> str:
-    """`message` with the URL's secrets taken out, should a library have quoted the URL."""
+def _scrub(message: str, url: str, others: tuple[str, ...] = ()) -> str:
+    """`message` with the URL's secrets (and `others`, the token) taken out, should a library have quoted them."""
     parts = urlsplit(url)
     values = [pair.partition("=")[2] for pair in parts.query.split("&")]
-    secrets = [s for s in (parts.query, parts.username, parts.password, parts.fragment, *values) if s]
+    secrets = [s for s in (parts.query, parts.username, parts.password, parts.fragment, *values, *others) if s]
     for secret in sorted(secrets, key=len, reverse=True):
         message = message.replace(secret, "REDACTED")
     return message

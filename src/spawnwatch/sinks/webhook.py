@@ -20,5 +20,9 @@ class Webhook:
     def counts(self) -> dict[str, int]:
         return self.delivery.counts()
 
+    @property
+    def deliveries(self) -> list[Delivery]:
+        return [self.delivery]
+
     def close(self) -> None:
         self.delivery.close()

@@ -4,7 +4,12 @@ Only launched children count (`count_workers = false`): a server's workers (fork
 without exec, or re-exec'd into the server's own program) come and stay with its
 clients, and a pool that grows with its load is healthy.  Children of a spawner in
 [detect] servers are exempt: they are per-connection by design, whatever they run; so
-are init's (pid 1), which adopts every orphan on the host."""
+are init's (pid 1), which adopts every orphan on the host.
+
+Growth alone does not make a leak: a spawner that ends or replaces its children manages
+them (their exits are subtracted from the growth), and children that serve connections
+their spawner passes them are a pool (detect.serving; their sockets are read only once the
+rest of the rule holds)."""
 
 from __future__ import annotations
 
@@ -38,12 +43,16 @@ def check(rule: Accumulating, group: Group, context: Context) -> Hit | None:
     exits_since = context.book.exits_since_join(group, live[0])
     if moments - exits_since < rule.min_growth:
         return None
+    if context.serving_of is not None and context.serving_of(group) is not None:
+        return None  # a pool: its children take connections their spawner passes them
     span = live[-1].start - live[0].start
     kind = f"each a new program (`{group.program}`)" if group.launched else "workers counted (count_workers)"
     ended = f"{exits_since} ended meanwhile" if exits_since else "none ended"
+    looked = ("; none serves connections of its spawner (no listening socket passed down, no connection "
+              "that came in on its port)") if context.serving_of is not None else ""
     return Hit(
         [p.pid for p in live],
-        f"{len(live)} live, {kind}, spawned one by one over {human_span(span)}, {ended}",
+        f"{len(live)} live, {kind}, spawned one by one over {human_span(span)}, {ended}{looked}",
         severity(len(live), rule.critical_live),
     )
 

@@ -5,7 +5,7 @@ past the rule's `critical_*` count)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 from spawnwatch.detect.containers import Container
 from spawnwatch.detect.groups import Group, GroupBook, Leak
@@ -39,6 +39,9 @@ class Context:
     leak: Leak | None  # the orphans charged to the group, if any
     pids: PidsState | None = None  # the pids limit of the group's cgroup, when the group holds most of it
     containers: tuple[Container, ...] = ()  # the leaked containers charged to the group, oldest first
+    # Why the group's children serve connections (detect.serving), read from the host only when
+    # asked: a rule asks once it would fire.  None: nothing to read them with (a snapshot's judge).
+    serving_of: Optional[Callable[[Group], "str | None"]] = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,8 @@ def kinds_of_members(group: Group) -> str:
     """Why a group is spared by accumulating, for the messages of the rules that still apply."""
     if group.exempt is not None:
         return f"; exempt from accumulating: {group.exempt}"
+    if group.serving is not None:
+        return f"; spared by accumulating: {group.serving}"
     if not group.launched and group.members:
         return f"; these are workers of {group.spawner.comm} (no program of their own), not counted by accumulating"
     return ""
