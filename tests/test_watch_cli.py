@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -134,7 +135,7 @@ def test_the_human_view_of_a_replay():
     assert result.exit_code == 0
     assert "FIRING" in result.stdout and "RESOLVED" in result.stdout and "does not reap" in result.stdout
     assert "{" not in result.stdout  # records are JSON only with --json
-    assert result.stderr.rstrip().splitlines()[-1].startswith("-- ")
+    assert re.match(r"\S+Z info watch: -- ", result.stderr.rstrip().splitlines()[-1])
 
 
 def test_config_overrides_thresholds(tmp_path):
@@ -225,7 +226,7 @@ def test_every_option_can_come_from_the_environment_named_after_its_flag():
 def test_quiet_and_verbose_set_what_goes_to_stderr():
     replay = str(FIXTURES / "accumulate.msgpack")
     normal = spawnwatch("watch", "--replay", replay, "--json")
-    assert normal.stderr.startswith("-- ")  # the session's summary
+    assert re.match(r"\S+Z info watch: -- ", normal.stderr)  # the session's summary, time, level, component
     quiet = spawnwatch("-q", "watch", "--replay", replay, "--json")
     assert quiet.returncode == 0 and quiet.stderr == "" and quiet.stdout == normal.stdout.replace(
         str(json.loads(normal.stdout.splitlines()[0])["pid"]), str(json.loads(quiet.stdout.splitlines()[0])["pid"]), 1)

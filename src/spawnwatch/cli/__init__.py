@@ -15,7 +15,8 @@ import logging
 
 import click
 
-from spawnwatch.cli.common import set_log_level
+from spawnwatch.cli.common import LOGGER, configure_logging, errors_are_log_lines
+from spawnwatch.sinks.log import FORMATS
 
 ENV_PREFIX = "SPAWNWATCH"
 
@@ -46,6 +47,17 @@ class LazyGroup(click.Group):
         name_env_after_flags(command, f"{ENV_PREFIX}_{name.upper()}")
         return command
 
+    def invoke(self, ctx: click.Context) -> object:
+        """A failure as one log line when logs go to a collector (json, the journal); click's
+        `Error: ...` otherwise.  Same exit code either way."""
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as exc:
+            if not errors_are_log_lines():
+                raise
+            LOGGER.error(exc.format_message())
+            raise click.exceptions.Exit(exc.exit_code) from exc
+
 
 def name_env_after_flags(command: click.Command, prefix: str) -> None:
     """Each option's environment variable is named after its long flag (--json:
@@ -72,7 +84,12 @@ def show_version(ctx: click.Context, param: click.Parameter, value: bool) -> Non
               help="Show the version, the commit it was built from, bcc's version and the kernel's, and exit.")
 @click.option("-v", "--verbose", count=True, help="Say more on stderr (-vv: debugging details).")
 @click.option("-q", "--quiet", is_flag=True, help="Say only warnings and errors on stderr.")
-def main(verbose: int, quiet: bool) -> None:
+@click.option("--log-format", type=click.Choice(FORMATS), default="text", show_default=True,
+              envvar=f"{ENV_PREFIX}_LOG_FORMAT", show_envvar=True,
+              help="Log lines on stderr as text or JSON, each with time, level and component "
+              "(alerts stay on stdout). Under systemd, lines carry journald priorities.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool, log_format: str) -> None:
     """Catch processes that keep spawning identical children and never clean them up.
 
     Every option can also come from the environment, as
@@ -86,4 +103,5 @@ def main(verbose: int, quiet: bool) -> None:
       spawnwatch watch             alerts on leaking spawners
       spawnwatch top               the leaking groups, live on the terminal
     """
-    set_log_level(logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO)
+    level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
+    configure_logging(level, log_format, ctx.invoked_subcommand or "spawnwatch")

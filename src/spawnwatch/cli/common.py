@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from dataclasses import replace
 from typing import Any, Callable
@@ -14,6 +15,7 @@ from spawnwatch.config import Config, ConfigError, load
 from spawnwatch.redact import RedactRules
 from spawnwatch.probe.preflight import check_root
 from spawnwatch.sinks.jsonl import write_json_line
+from spawnwatch.sinks.log import ROOT, LineFormatter, stderr_is_journal
 
 EXIT_RUNTIME = 1
 EXIT_CANNOT_TRACE = 3
@@ -110,15 +112,35 @@ class _Stderr(logging.Handler):
         click.echo(self.format(record), err=True)
 
 
-LOGGER = logging.getLogger("spawnwatch")
-LOGGER.addHandler(_Stderr())
+LOGGER = logging.getLogger(ROOT)
+_STDERR = _Stderr()
+LOGGER.addHandler(_STDERR)
 LOGGER.setLevel(logging.INFO)
 LOGGER.propagate = False
+_structured = False
 
 
-def set_log_level(level: int) -> None:
-    """-q: warnings and errors only; default: what the session does; -vv: debugging details."""
+def configure_logging(level: int, log_format: str, command: str) -> None:
+    """`level` -q: warnings and errors only; default: what the session does; -vv: debugging
+    details.  `log_format` text or json; journald priorities when stderr is the journal."""
+    global _structured
+    journal = stderr_is_journal(os.environ, _stderr_fd())
+    _STDERR.setFormatter(LineFormatter(log_format, command, journal))
     LOGGER.setLevel(level)
+    _structured = journal or log_format != "text"
+
+
+def errors_are_log_lines() -> bool:
+    """True when a failure must reach a log collector as a log line (json, the journal),
+    not as click's bare `Error: ...` for a person at a terminal."""
+    return _structured
+
+
+def _stderr_fd() -> int:
+    try:
+        return sys.stderr.fileno()
+    except (OSError, ValueError, AttributeError):  # a test runner's capture has no descriptor
+        return -1
 
 
 def log(message: str) -> None:
