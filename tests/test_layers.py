@@ -83,3 +83,27 @@ def test_psutil_and_docker_stay_in_adapters():
             continue
         found = {i.split(".")[0] for i in imports_of(path)} & {"psutil", "docker"}
         assert not found, f"{path.relative_to(PACKAGE)} imports {found}: put it in an adapter"
+
+
+def test_the_cli_replays_through_the_one_replay():
+    # cli/ parses, calls and renders: reading a recording into the pipeline is consumers/replay.py's alone.
+    replay_internals = {"spawnwatch.recording.read_records", "spawnwatch.events.from_record",
+                        "spawnwatch.consumers.watch.TICK"}
+    for path in [*(PACKAGE / "cli").rglob("*.py"), PACKAGE / "consumers" / "top.py"]:
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.update(f"{node.module}.{alias.name}" for alias in node.names)
+        assert not imported & replay_internals, f"{path.relative_to(PACKAGE)} replays by hand: use consumers.replay"
+
+
+def test_one_live_loop():
+    # Every live command is a consumer of runner.run_live: a loop of its own would skip what watch feeds.
+    for path in PACKAGE.rglob("*.py"):
+        if path.relative_to(PACKAGE).parts[0] in ("runner.py", "probe"):
+            continue
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "spawnwatch.runner":
+                imported.update(alias.name for alias in node.names)
+        assert not imported & {"live_batches", "open_probe", "Stop"}, f"{path.relative_to(PACKAGE)} drives the probe by hand"

@@ -146,7 +146,7 @@ def test_container_filter_for_alerts():
 def test_a_trace_recording_says_at_its_head_that_no_tick_will_come_so_a_replay_reads_it_once(tmp_path):
     import io
 
-    from spawnwatch.cli.watch import survey
+    from spawnwatch.consumers.replay import survey
     from spawnwatch.consumers.trace import EventStream
     from spawnwatch.runner import LiveRun
 
