@@ -1,8 +1,7 @@
 """The one live loop: the probe attached (then, for a consumer that wants it, the /proc
 snapshot: no process can fall between the two), the ring drained on a timer until a
 duration, SIGINT or SIGTERM ends it, every item handed to the command's consumer and
-recorded when the consumer keeps it.  `trace` and `watch` run it; `report --trace`
-drains batches with `live_batches` alone."""
+recorded when the consumer keeps it.  `trace`, `watch`, `top` and `report --trace` run it."""
 
 from __future__ import annotations
 

@@ -34,18 +34,18 @@ def collect(config: Config, trace_seconds: float | None = None, settings: Report
     from the ledger `watch` keeps in `state_dir` (by default the config's)."""
     engine = DockerEngine()
     ledger_facts, leaked = _leaked_containers(engine, config.watch.state_dir if state_dir is None else state_dir)
-    pipeline = Pipeline(config, reparent_hint=procfs.parent_pid)
-    redact = Redactor(config.redact)
     if trace_seconds:
-        from spawnwatch.runner import Stop, live_batches, open_probe
+        # watch's detection on watch's live loop: the same events, container lifecycle and pids samples
+        from spawnwatch.consumers.watch import Detection
+        from spawnwatch.runner import run_live
+        from spawnwatch.sinks import Fanout
 
-        with open_probe(redact, tally_briefs=True) as probe:  # attached before the snapshot: no process falls in between
-            pipeline.feed(procfs.snapshot(redact))
-            for batch in live_batches(probe, Stop(trace_seconds)):
-                for event in batch:
-                    pipeline.feed(event)
+        detection = Detection(config, Fanout([]))
+        run_live(config, detection, trace_seconds)
+        pipeline = detection.pipeline
     else:
-        pipeline.feed(procfs.snapshot(redact))
+        pipeline = Pipeline(config, reparent_hint=procfs.parent_pid)
+        pipeline.feed(procfs.snapshot(Redactor(config.redact)))
     findings = pipeline.detector.evaluate(procfs.boottime_now())
     facts = _facts(pipeline.lineage, pipeline.detector, findings, engine, settings, trace_seconds)
     return replace(facts, ledger=ledger_facts, leaked_containers=leaked)
