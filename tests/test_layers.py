@@ -107,3 +107,12 @@ def test_one_live_loop():
             if isinstance(node, ast.ImportFrom) and node.module == "spawnwatch.runner":
                 imported.update(alias.name for alias in node.names)
         assert not imported & {"live_batches", "open_probe", "Stop"}, f"{path.relative_to(PACKAGE)} drives the probe by hand"
+
+
+def test_one_judge_of_proc():
+    # tree, report and reap judge a snapshot with pipeline.judge: a Pipeline of their own would read the verdict
+    # its own way (one once forgot the reparent hint). Only the live and the replayed stream build one.
+    builders = {path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py") if "Pipeline(" in path.read_text()}
+    assert builders == {"pipeline.py", "consumers/watch.py", "consumers/replay.py"}
+    for path in PACKAGE.rglob("*.py"):
+        assert "REAPABLE = " not in path.read_text() or path == PACKAGE / "detect" / "rules" / "__init__.py", path

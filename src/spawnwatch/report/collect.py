@@ -20,7 +20,7 @@ from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.config import Config
 from spawnwatch.detect import Detector, Finding, Group, live_subtree
 from spawnwatch.lineage import Lineage, Process
-from spawnwatch.pipeline import Pipeline
+from spawnwatch.pipeline import judge
 from spawnwatch.redact import Redactor
 from spawnwatch.reap import container_leaks, survey
 from spawnwatch.report.facts import (
@@ -43,10 +43,10 @@ def collect(config: Config, trace_seconds: float | None = None, settings: Report
         detection = Detection(config, Fanout([]))
         run_live(config, detection, trace_seconds)
         pipeline = detection.pipeline
+        findings = pipeline.findings(procfs.boottime_now())
     else:
-        pipeline = Pipeline(config, reparent_hint=procfs.parent_pid)
-        pipeline.feed(procfs.snapshot(Redactor(config.redact)))
-    findings = pipeline.detector.evaluate(procfs.boottime_now())
+        judged = judge(config, procfs.snapshot(Redactor(config.redact)), reparent_hint=procfs.parent_pid)
+        pipeline, findings = judged.pipeline, judged.findings
     facts = _facts(pipeline.lineage, pipeline.detector, findings, engine, settings, trace_seconds)
     return replace(facts, ledger=ledger_facts, leaked_containers=leaked)
 
