@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "spawnwatch"
 
 # Modules that must run without root on recorded events: no kernel, /proc,
 # Docker, network, terminal or subprocess access.
-PURE = ("clock", "events", "redact", "signature", "lineage", "detect", "alerts", "tree", "pipeline", "config", "filters", "render", "text", "top")
+PURE = ("clock", "events", "records", "redact", "signature", "lineage", "detect", "alerts", "tree", "pipeline", "config", "filters", "render", "text", "top")
 IO_MODULES = {"bcc", "psutil", "docker", "click", "socket", "subprocess", "http", "urllib", "requests",
               "prometheus_client", "msgpack", "threading", "ctypes"}
 # Our layers that the pure ones may never reach up or out to.
@@ -116,3 +116,18 @@ def test_one_judge_of_proc():
     assert builders == {"pipeline.py", "consumers/watch.py", "consumers/replay.py"}
     for path in PACKAGE.rglob("*.py"):
         assert "REAPABLE = " not in path.read_text() or path == PACKAGE / "detect" / "rules" / "__init__.py", path
+
+
+RECORD_KINDS = {"ready", "alert", "tick", "progress", "stats"}
+
+
+def test_record_kinds_are_declared_once():
+    # A kind spelled out at each use is a place where a rename lands in one copy only: records.py names them.
+    for path in PACKAGE.rglob("*.py"):
+        if path == PACKAGE / "records.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare) or (isinstance(node, ast.Dict) and any(
+                    isinstance(k, ast.Constant) and k.value == "kind" for k in node.keys)):
+                literals = {n.value for n in ast.walk(node) if isinstance(n, ast.Constant)} & RECORD_KINDS
+                assert not literals, f"{path.relative_to(PACKAGE)}:{node.lineno} spells the record kind {literals}"

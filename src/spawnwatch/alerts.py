@@ -31,6 +31,7 @@ from typing import Any, Callable
 
 from spawnwatch.detect import CRITICAL, WARNING, Finding, Group, GroupKey
 from spawnwatch.events import PidsSample
+from spawnwatch.records import ALERT
 from spawnwatch.text import human_bytes
 
 ResolveContainer = Callable[[int, "int | None"], "dict[str, Any] | None"]
@@ -73,7 +74,7 @@ class Alert:
 
     def to_record(self) -> dict[str, Any]:
         record = {
-            "kind": "alert",
+            "kind": ALERT,
             "state": self.state,
             "rule": self.rule,
             "severity": self.severity,

@@ -15,6 +15,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Protocol
 
+from spawnwatch import records
 from spawnwatch.adapters import procfs
 from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.config import Config
@@ -96,14 +97,13 @@ def live_batches(probe: Probe, stop: Stop) -> Iterator[list[Event | Resync]]:
 def ready_record() -> dict:
     """The first line: who is watching, where, and the wall-clock time of boot that turns
     the events' seconds since boot into dates (recorded, so a replay dates alerts alike)."""
-    return {"kind": "ready", "pid": os.getpid(), "host": socket.gethostname(),
-            "boot_time": time.time() - procfs.boottime_now()}
+    return records.ready(os.getpid(), socket.gethostname(), time.time() - procfs.boottime_now())
 
 
 def stats_record(probe: Probe) -> dict:
     """The session's counters; `internal_errors`: failures of background work, by component
     (each logged once, and the work started again)."""
-    return {"kind": "stats", **probe.stats(), "internal_errors": internal_errors()}
+    return records.stats({**probe.stats(), "internal_errors": internal_errors()})
 
 
 def stats_line(stats: dict) -> str:

@@ -190,7 +190,7 @@ def watch_recording(config: Config, path: str, sink: Sink) -> None:
     try:
         replay = Replay(config, path)
         origin = replay.origin
-        sink.send({"kind": "ready", "pid": os.getpid(), "host": origin.host, "boot_time": origin.boot_time})
+        sink.send(replay.ready())
         for alerts in replay.steps():
             for alert in alerts:
                 sink.send(origin.stamp(alert.to_record(), alert.ts))

@@ -7,13 +7,14 @@ traceback of its own."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from typing import Iterable, Iterator
 
+from spawnwatch import records
 from spawnwatch.adapters.engine import followed_address
 from spawnwatch.alerts import Alert
 from spawnwatch.config import Config
-from spawnwatch.consumers.watch import TICK
 from spawnwatch.events import Exec, RecordError, Resync, Snapshot, count_value, from_record, time_value
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.recording import read_records
@@ -38,15 +39,19 @@ class Replay:
         self.counts: Counter[type] = Counter()
         self.recorded_stats: Record = {"lost": 0}
 
+    def ready(self) -> Record:
+        """The replay's first record: this process, dated as the recorded session."""
+        return records.ready(os.getpid(), self.origin.host, self.origin.boot_time)
+
     def steps(self) -> Iterator[list[Alert]]:
         """The alerts of each record fed or tick evaluated, in the recording's order."""
         pipeline, redact, counts = self.pipeline, self.redact, self.counts
         for number, record in enumerate(read_records(self.path), 1):
             kind = record.get("kind")
             try:
-                if kind == TICK:
+                if kind == records.TICK:
                     yield pipeline.evaluate(time_value(record.get("ts"), "tick: 'ts'"))
-                elif kind == "stats":
+                elif kind == records.STATS:
                     self.recorded_stats = recorded_counters(record)  # what the live session could not see
                 else:
                     item = from_record(record)
@@ -63,19 +68,18 @@ class Replay:
 
     def stats(self) -> Record:
         """The stats record of the replay: the live session's losses, this pass's event counts."""
-        return {**self.recorded_stats, "kind": "stats",
-                "events": {cls.kind.value: n for cls, n in self.counts.items()}}
+        return records.stats({**self.recorded_stats, "events": {cls.kind.value: n for cls, n in self.counts.items()}})
 
 
-def survey(records: Iterable[Record]) -> tuple[bool, Record | None]:
+def survey(stream: Iterable[Record]) -> tuple[bool, Record | None]:
     """Whether a recording has evaluation ticks (a `watch --record` one), and its first ready
     record that dates it; stops reading once both are known."""
     ticked, ready = False, None
-    for record in records:
+    for record in stream:
         kind = record.get("kind")
-        if kind == TICK:
+        if kind == records.TICK:
             ticked = True
-        elif kind == "ready" and ready is None and "boot_time" in record:
+        elif kind == records.READY and ready is None and "boot_time" in record:
             ready = record
             if record.get("ticks") is False:  # a trace's: none will come
                 break

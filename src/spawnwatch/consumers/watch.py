@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from spawnwatch import records
 from spawnwatch.adapters import procfs
 from spawnwatch.adapters.engine import followed_address
 from spawnwatch.adapters.pids import PidsSampler
@@ -22,9 +23,6 @@ from spawnwatch.events import Event, Observation, Resync, Snapshot
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.runner import LiveRun, stats_line
 from spawnwatch.sinks import Origin, Record, Sink
-
-TICK = "tick"  # a recording's record of when the live session evaluated
-PROGRESS = "progress"
 
 
 def _memory(pids: list[int]) -> tuple[int, int | None]:
@@ -94,9 +92,8 @@ class Detection:
     def _deliver(self, alerts: list[Alert], evaluations_before: int) -> None:
         evaluated = self.pipeline.evaluations != evaluations_before
         if evaluated:
-            self.run.record({"kind": TICK, "ts": self.pipeline.now})  # replay evaluates exactly here
-            self.sink.send({**self.session_stats(), "kind": PROGRESS, "table": self.pipeline.counts(),
-                            "pids_limits": self.sampler.limits()})
+            self.run.record(records.tick(self.pipeline.now))  # replay evaluates exactly here
+            self.sink.send(records.progress(self.session_stats(), self.pipeline.counts(), self.sampler.limits()))
         for alert in alerts:
             self._out(self.origin.stamp(alert.to_record(), alert.ts))
         if evaluated:

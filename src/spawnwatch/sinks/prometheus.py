@@ -37,6 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from spawnwatch import __version__
+from spawnwatch.records import ALERT, PROGRESS
 from spawnwatch.sinks import Record
 from spawnwatch.sinks.exporter_web import WebConfig, serve
 
@@ -228,9 +229,9 @@ class Metrics:
 
     def send(self, record: Record) -> None:
         kind = record.get("kind")
-        if kind == "alert" and self.active.update(record):
+        if kind == ALERT and self.active.update(record):
             self.alerts.labels(record["rule"]).inc()
-        elif kind == "progress":  # the session's totals so far, and its table's bookkeeping
+        elif kind == PROGRESS:  # the session's totals so far, and its table's bookkeeping
             self.totals.update(record, record.get("table") or {})
             self.pids.update(record.get("pids_limits") or ())
 
