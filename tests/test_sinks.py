@@ -149,6 +149,18 @@ def test_prometheus_counters_are_the_sessions_totals_and_sizes_are_gauges():
         metrics.close()
 
 
+def test_prometheus_counts_each_bounded_tables_evictions():
+    metrics = Metrics()
+    try:
+        metrics.send({"kind": "progress", "events": {}, "lost": 0, "table": {},
+                      "evicted_by_table": {"known_processes": 3, "awaited_exits": 0}})
+        assert value(metrics, "spawnwatch_evicted_total", table="known_processes") == 3
+        assert value(metrics, "spawnwatch_evicted_total", table="awaited_exits") == 0
+        assert served(metrics)["spawnwatch_evicted"].type == "counter"
+    finally:
+        metrics.close()
+
+
 def test_prometheus_shows_the_pids_limits_by_container_or_host_cgroup():
     metrics = Metrics()
     try:

@@ -105,7 +105,7 @@ def recorded_origin(ready: Record | None) -> Origin:
 # Others (such as the per-cause reap counts of older recordings) are left out.
 RECORDED_COUNTS = ("decode_errors", "dead_slot_collisions", "reaps_settled_from_proc", "reaps_given_up", "resyncs",
                    "container_events_dropped")
-RECORDED_BY_KIND = ("lost_by_kind", "missed_by_kind", "notifications")
+RECORDED_BY_KIND = ("lost_by_kind", "missed_by_kind", "notifications", "evicted_by_table")
 
 
 def recorded_counters(record: Record) -> Record:

@@ -101,6 +101,11 @@ class SessionTotals(Collector):
             if isinstance(value, int) and not isinstance(value, bool) and name != "lost":
                 yield CounterMetricFamily(f"spawnwatch_{name}", f"{name.replace('_', ' ')} in this session",
                                           value=value)
+        evicted = CounterMetricFamily("spawnwatch_evicted", "Entries a bounded table let go past its limit",
+                                      labels=["table"])
+        for table_name, count in sorted(stats.get("evicted_by_table", {}).items()):
+            evicted.add_metric([table_name], count)
+        yield evicted
         notifications = CounterMetricFamily("spawnwatch_notifications", "Alert notifications posted",
                                             labels=["result"])
         for result, count in sorted(stats.get("notifications", {}).items()):
