@@ -166,8 +166,9 @@ class ContainerdNode:
             time.sleep(0.2)
 
     def run_pod_container(self, *, pod: str, namespace: str, container: str, image: str,
-                          layout: str, qos: str = "besteffort") -> PodContainer:
-        """Start `sleep` as the CRI plugin starts a pod's container; `layout`: cgroupfs or systemd."""
+                          layout: str, qos: str = "besteffort",
+                          command: tuple[str, ...] = ("/bin/sleep", "600")) -> PodContainer:
+        """Start `command` as the CRI plugin starts a pod's container; `layout`: cgroupfs or systemd."""
         container_id = uuid.uuid4().hex + uuid.uuid4().hex
         pod_uid = str(uuid.uuid4())
         slice_uid = pod_uid.replace("-", "_")
@@ -208,8 +209,7 @@ class ContainerdNode:
         for key, value in labels.items():
             options += ["--label", f"{key}={value}"]
         # --rootfs: the container runs on a directory, not an image (none can be pulled here).
-        self.ctr("run", "--detach", "--null-io", "--rootfs", *options, str(self.rootfs), container_id,
-                 "/bin/sleep", "600")
+        self.ctr("run", "--detach", "--null-io", "--rootfs", *options, str(self.rootfs), container_id, *command)
         pid = wait_for(lambda: self._pid(container_id), f"the task of {container_id}")
         return PodContainer(container_id, pid, pod_uid, cgroup)
 

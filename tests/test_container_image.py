@@ -69,11 +69,11 @@ def test_the_containerised_watch_sees_host_and_container_leaks_and_serves_metric
             assert time.monotonic() < deadline, f"alerts so far: {alerts[-6:]}"
             time.sleep(1)
         assert on_host[0]["signature"] == "imgsleeper <n>" and on_host[0]["container"] is None
-        assert in_container[0]["container"] == {"id": leaky, "name": name, "image": docker_env.image}
+        assert in_container[0]["container"] == {"id": leaky, "name": name, "image": docker_env.image, "runtime": "docker"}
         assert in_container[0]["spawner"]["pid"] == docker_env.pid(leaky), "host pids, not the container's"
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
             metrics = response.read().decode()
-        assert f'spawnwatch_alert_firing{{container="{name}",rule="accumulating",signature="sleep <n>"}} 1.0' in metrics
+        assert f'spawnwatch_alert_firing{{container="{name}",namespace="",pod="",rule="accumulating",signature="sleep <n>"}} 1.0' in metrics
         assert 'signature="imgsleeper <n>"' in metrics
     finally:
         os.killpg(host_leak.pid, signal.SIGKILL)

@@ -13,12 +13,12 @@ from click.testing import CliRunner
 
 from spawnwatch.cli import main
 from spawnwatch.config import load
-from spawnwatch.detect.containers import MAX_PENDING_CLIENTS, same_image
+from spawnwatch.detect.containers import MAX_PENDING_CLIENTS, Link, same_image
 import pytest
 
 from spawnwatch.events import ContainerEvent, Exec, Fork, Resync, Snapshot, from_record, replaced, to_record
 from spawnwatch.pipeline import Pipeline
-from streams import BOOT_OFFSET, Stream, host, info
+from streams import BOOT_OFFSET, INIT, SHELL, Stream, host, info, snapshot
 from workloads import SUPERVISOR_PID, Schedule, run
 
 IMAGE = "ghcr.io/github/github-mcp-server:1.2"
@@ -556,3 +556,47 @@ def test_a_replay_of_the_recording_raises_the_same_alerts(tmp_path):
                 [(c["id"], c["name"], c["image"]) for c in alert["containers"]], alert["message"])
 
     assert [essence(r) for r in replayed] == [essence(r) for r in live]
+
+
+# -- a restart of `watch`: the links it kept, taken back ----------------------------------
+
+def links_after_a_leak() -> list[dict]:
+    """The links `watch` keeps once the host's clients were killed, as written to its state
+    file (records, through JSON)."""
+    pipeline = Pipeline(load())
+    pipeline.feed(host())
+    for event in mcp_host("orphan", count=10).events:
+        pipeline.feed(event)
+    pipeline.advance(BOOT_OFFSET + START + 40)
+    return json.loads(json.dumps([link.as_record() for link in pipeline.detector.containers.links()]))
+
+
+def restarted(records: list[dict], supervisor_start: float = 2.0, at: float = START + 120) -> list:
+    """A new `watch`: its snapshot shows the host (started at `supervisor_start`), the links are
+    taken back, and it evaluates: the alerts it sends."""
+    pipeline = Pipeline(load())
+    pipeline.feed(snapshot(at, INIT, SHELL, info(SUPERVISOR_PID, 100, supervisor_start, "python3", "supervisor.py")))
+    links = [Link.from_record(record) for record in records]
+    pipeline.detector.containers.restore(links, BOOT_OFFSET + at, pipeline.lineage.get, pipeline.detector.book)
+    return [a for a in pipeline.advance(BOOT_OFFSET + at + 1) if a.state == "firing"]
+
+
+def test_a_restarted_watch_still_charges_the_host_its_containers():
+    records = links_after_a_leak()
+    assert len(records) == 10 and {r["client"]["exited_at"] is not None for r in records} == {True}
+    [alert] = restarted(records)
+    assert alert.rule == "orphaned_containers" and alert.spawner["pid"] == SUPERVISOR_PID
+    assert alert.signature == SIGNATURE
+    assert [c["name"] for c in alert.containers] == [f"sleepy_{i}" for i in range(10)]
+
+
+def test_a_restarted_watch_never_charges_a_process_that_got_the_hosts_pid():
+    assert restarted(links_after_a_leak(), supervisor_start=90.0) == []
+
+
+def test_a_container_judged_ambiguous_before_a_restart_stays_ambiguous_after_it():
+    records = links_after_a_leak()
+    for record in records:
+        record["container"]["ambiguous"] = True
+    [alert] = restarted(records)
+    assert all(c["ambiguous"] for c in alert.containers) and "reap leaves those" in alert.message

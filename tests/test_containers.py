@@ -124,7 +124,7 @@ def test_without_an_engine_containers_show_by_short_id(host: FakeHost) -> None:
     host.process(100, f"0::/docker/{ID}\n")
     host.process(200, "0::/user.slice\n")
     resolve = host.resolver()
-    expected = {"id": ID, "name": ID[:12], "image": None}
+    expected = {"id": ID, "name": ID[:12], "image": None, "runtime": "docker"}
     assert resolve(container_cgroup, 100) == expected
     assert resolve(host.cgroup("/user.slice"), 200) is None
     # the process is gone: the cached cgroup id still answers
@@ -311,7 +311,7 @@ def test_a_running_containers_processes_resolve_by_cgroup_id_and_by_proc(docker_
     pids = wait_for(lambda: len(container_pids(container_id)) >= 3 and container_pids(container_id), "3 processes")
     mount = cgroup2_mount()
     name = docker_env.cli("inspect", "-f", "{{.Name}}", container_id).lstrip("/")
-    expected = {"id": container_id, "name": name, "image": docker_env.image}
+    expected = {"id": container_id, "name": name, "image": docker_env.image, "runtime": "docker"}
     for pid in pids:
         cgroup_id = cgroup_id_of(pid, mount)
         assert cgroup_id not in (0, cgroup_id_of(os.getpid(), mount))
@@ -324,6 +324,7 @@ def test_a_running_containers_processes_resolve_by_cgroup_id_and_by_proc(docker_
         "id": container_id,
         "name": container_id[:12],
         "image": None,
+        "runtime": "docker",
     }
 
 

@@ -169,12 +169,14 @@ def test_a_sandbox_that_hides_the_headers_from_root_is_named_as_such(tmp_path) -
 
 
 def test_the_unit_and_the_pod_give_watch_its_default_state_dir() -> None:
-    """The ledger `report` and `reap` read: /run/spawnwatch, writable under the unit's
-    ProtectSystem=strict, and on the node's filesystem for the DaemonSet."""
+    """The ledger `report` and `reap` read and the links a restart reads back: /var/lib/spawnwatch,
+    writable under the unit's ProtectSystem=strict and kept when it stops (StateDirectory=, not
+    RuntimeDirectory=), and on the node's disk for the DaemonSet."""
     from spawnwatch.config import load
 
     state_dir = load().watch.state_dir
-    assert state_dir == f"/run/{unit_setting('RuntimeDirectory')}" and unit_setting("RuntimeDirectoryMode") == "0700"
+    assert state_dir == f"/var/lib/{unit_setting('StateDirectory')}" and unit_setting("StateDirectoryMode") == "0700"
+    assert not [line for line in UNIT.read_text().splitlines() if line.startswith("RuntimeDirectory")]
     pod = manifests()["DaemonSet"]["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == state_dir]

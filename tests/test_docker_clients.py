@@ -315,3 +315,53 @@ def test_detached_and_self_stopped_containers_from_before_watch_raise_nothing(do
     ours = [r for r in watch.records if r.get("kind") == "alert" and (
         r["spawner"]["pid"] == stopping.pid or {c["id"] for c in r["containers"]} & (detached | attached))]
     assert ours == [], ours
+
+
+def report_json(state_dir: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "spawnwatch", "report", "--state-dir", state_dir, "--json"],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return json.loads(done.stdout)
+
+
+def test_a_restarted_watch_still_charges_the_host_its_leaked_containers(docker_env, label, tmp_path) -> None:
+    """`watch` stopped (SIGTERM), started again, crashed (SIGKILL), started again: each new
+    one names the host and its containers, but for one removed while none watched; then
+    `report` lists them and `reap --yes` ends them.  About 3 watch starts and one leak."""
+    state_dir = str(tmp_path / "state")
+    start_watch = ("watch", "--json", "--state-dir", state_dir)
+    host = None
+    try:
+        with LiveCommand(*start_watch) as first:
+            host = start_host(docker_env, label, "orphan", "--session", "1")
+            records = first.wait_for(lambda rs: firing(rs, "orphaned_containers", host.pid),
+                                     "an orphaned_containers alert for the host", timeout=ALERT_TIMEOUT)
+        leaked = {c["id"] for c in firing(records, "orphaned_containers", host.pid)[0]["containers"]}
+        assert first.returncode == 0, first.stderr
+
+        with LiveCommand(*start_watch) as second:
+            records = second.wait_for(lambda rs: firing(rs, "orphaned_containers", host.pid),
+                                      "the alert again after a restart", timeout=ALERT_TIMEOUT)
+            again = firing(records, "orphaned_containers", host.pid)[0]
+            assert leaked <= {c["id"] for c in again["containers"]}, second.stderr
+            assert again["signature"] == f"docker run {image_name(docker_env.image)} node /pkg/bin/{SERVER}.js"
+            second.proc.kill()  # a crash: nothing is cleaned up
+        assert second.returncode == -signal.SIGKILL
+
+        removed = sorted(leaked)[0]  # while no watch runs
+        docker_env.cli("rm", "-f", removed)
+        with LiveCommand(*start_watch) as third:
+            records = third.wait_for(lambda rs: firing(rs, "orphaned_containers", host.pid),
+                                     "the alert again after a crash", timeout=ALERT_TIMEOUT)
+            listed = {c["id"] for c in firing(records, "orphaned_containers", host.pid)[0]["containers"]}
+            assert leaked - {removed} <= listed and removed not in listed, third.stderr
+            reported = {c["id"] for c in report_json(state_dir)["leaked_containers"]
+                        if c["spawner"]["pid"] == host.pid}
+            assert leaked - {removed} <= reported and removed not in reported
+            select = ("--signature", again["signature"], "--spawner", str(host.pid), "--state-dir", state_dir)
+            ended = set(reap(*select, "--yes")["ended"])
+            assert leaked - {removed} <= ended and removed not in ended
+            assert not ended & containers_of(docker_env, label)
+    finally:
+        if host is not None:
+            stop_host(host)

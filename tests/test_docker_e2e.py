@@ -60,7 +60,7 @@ def test_watch_names_the_container_of_a_leaky_supervisor(docker_env, package) ->
     alerts = alerts_in(records, container_id, "accumulating")
     assert alerts, f"no accumulating alert for the container; stderr: {watch.stderr[-2000:]}"
     alert = alerts[0]
-    assert alert["container"] == {"id": container_id, "name": name, "image": docker_env.image}
+    assert alert["container"] == {"id": container_id, "name": name, "image": docker_env.image, "runtime": "docker"}
     assert alert["signature"] == "npm exec magic"
     assert alert["spawner"]["pid"] == supervisor_pid  # host pids, not the container's
     assert alert["spawner"]["argv"][:2] == ["node", "/pkg/supervisor.js"]
@@ -79,7 +79,7 @@ def test_an_oom_kill_in_a_limited_container_names_the_container_and_the_group(do
     alerts = alerts_in(records, container_id, "oom")
     assert alerts, f"no oom alert for the container; stderr: {watch.stderr[-2000:]}"
     alert = alerts[0]
-    assert alert["container"] == {"id": container_id, "name": name, "image": docker_env.image}
+    assert alert["container"] == {"id": container_id, "name": name, "image": docker_env.image, "runtime": "docker"}
     # the victim is one of the leaked children: an `npm exec` or the server it runs
     assert alert["signature"] in ("npm exec magic", "node magic")
     assert "OOM" in alert["message"]
@@ -97,7 +97,7 @@ def test_orphans_adopted_by_an_entrypoint_shell_are_charged_to_the_node_host(doc
         alert = alerts_in(records, container_id, "orphaned")[0]
         adopters = {psutil.Process(pid).ppid() for pid in alert["pids"]}
     assert adopters == {shell_pid}
-    assert alert["container"] == {"id": container_id, "name": name, "image": docker_env.image}
+    assert alert["container"] == {"id": container_id, "name": name, "image": docker_env.image, "runtime": "docker"}
     assert alert["signature"] == "npm exec magic"
     host = alert["spawner"]
     assert host["argv"][:2] == ["node", "/pkg/supervisor.js"] and host["ppid"] == shell_pid  # host pids
@@ -119,7 +119,7 @@ def test_orphans_that_exit_under_a_pid_1_that_never_reaps_stay_in_the_leak_as_zo
         records = watch.wait_for(with_zombies, "an orphaned alert counting zombies", timeout=ALERT_TIMEOUT)
         supervisor_pid = docker_env.pid(container_id)
     alert = with_zombies(records)[0]
-    assert alert["container"] == {"id": container_id, "name": name, "image": docker_env.image}
+    assert alert["container"] == {"id": container_id, "name": name, "image": docker_env.image, "runtime": "docker"}
     assert alert["signature"] == "npm exec magic" and alert["spawner"]["pid"] == supervisor_pid
     alive, zombies = (int(n) for n in re.search(r"(\d+) alive, (\d+) zombies", alert["message"]).groups())
     assert alive + zombies == alert["orphans"] >= 8 and zombies >= 1

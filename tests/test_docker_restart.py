@@ -42,4 +42,4 @@ def test_containers_started_after_an_engine_restart_are_named(private_engine):
     alerts = [r for r in records if r["kind"] == "alert" and r["spawner"]["argv"][-1:] == [script]]
     assert alerts, f"no alert for the container's leak; stderr: {watch.stderr[-2000:]}"
     assert alerts[0]["rule"] == "accumulating"
-    assert alerts[0]["container"] == {"id": container_id, "name": name, "image": image}
+    assert alerts[0]["container"] == {"id": container_id, "name": name, "image": image, "runtime": "docker"}

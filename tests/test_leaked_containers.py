@@ -41,13 +41,13 @@ def leaked(number: int, spawner: dict = HOST, signature: str = SIGNATURE) -> Lea
     return LeakedContainerFacts(signature, spawner, info, memory_bytes=100 * MIB, age_s=3600.0 * number)
 
 
-def with_leaks(*containers: LeakedContainerFacts, state_dir: str = "/run/spawnwatch"):
+def with_leaks(*containers: LeakedContainerFacts, state_dir: str = "/var/lib/spawnwatch"):
     return replace(facts(), ledger=LedgerFacts(f"{state_dir}/alerts.json", 900), leaked_containers=containers)
 
 
 def test_the_report_lists_leaked_containers_with_their_host_and_the_reap_that_ends_them() -> None:
     report = build(with_leaks(leaked(1), leaked(2)))
-    assert report["ledger"] == {"path": "/run/spawnwatch/alerts.json", "writer_pid": 900, "unusable": None}
+    assert report["ledger"] == {"path": "/var/lib/spawnwatch/alerts.json", "writer_pid": 900, "unusable": None}
     assert [(c["id"], c["name"], c["image"], c["memory_bytes"], c["age_s"]) for c in report["leaked_containers"]] == [
         ("1" * 64, "brave_1", "mcp/github", 100 * MIB, 3600.0), ("2" * 64, "brave_2", "mcp/github", 100 * MIB, 7200.0),
     ]
@@ -58,7 +58,7 @@ def test_the_report_lists_leaked_containers_with_their_host_and_the_reap_that_en
 
     text = render(report)
     section = text[text.index("LEAKED CONTAINERS"):text.index("DOCKER DISK")].splitlines()
-    assert section[0] == "LEAKED CONTAINERS  (ledger /run/spawnwatch/alerts.json of `watch` pid 900)"
+    assert section[0] == "LEAKED CONTAINERS  (ledger /var/lib/spawnwatch/alerts.json of `watch` pid 900)"
     assert section[1].split() == [*SIGNATURE.split(), "x2", "200.0", "MiB", "by", "node", "(4242)"]
     assert section[2].strip() == "host process: node /opt/mcp/host.js --stdio"
     assert section[3].split() == ["1" * 12, "brave_1", "mcp/github", "1h", "100.0", "MiB"]
@@ -87,10 +87,10 @@ def test_without_a_usable_ledger_the_report_says_how_to_get_one() -> None:
     report = build(facts())
     assert report["ledger"] is None and report["leaked_containers"] == []
     assert f"LEAKED CONTAINERS  no ledger of `watch` here: {start}" in render(report).splitlines()
-    stale = replace(facts(), ledger=LedgerFacts("/run/spawnwatch/alerts.json", 900, "its `watch` (pid 900) has ended"))
-    assert (f"LEAKED CONTAINERS  the ledger /run/spawnwatch/alerts.json cannot be used: its `watch` (pid 900) has "
+    stale = replace(facts(), ledger=LedgerFacts("/var/lib/spawnwatch/alerts.json", 900, "its `watch` (pid 900) has ended"))
+    assert (f"LEAKED CONTAINERS  the ledger /var/lib/spawnwatch/alerts.json cannot be used: its `watch` (pid 900) has "
             f"ended; {start}") in render(build(stale)).splitlines()
-    assert "LEAKED CONTAINERS  none (ledger /run/spawnwatch/alerts.json of `watch` pid 900)" in render(build(with_leaks()))
+    assert "LEAKED CONTAINERS  none (ledger /var/lib/spawnwatch/alerts.json of `watch` pid 900)" in render(build(with_leaks()))
 
 
 def leak(spawner: int = 4242, signature: str = SIGNATURE, container: dict | None = None) -> ContainerLeak:

@@ -298,3 +298,49 @@ def test_a_state_dir_others_may_write_and_links_in_it_are_refused(shared_dir, sp
     with pytest.raises(ledger.UntrustedLedger, match="alerts.lock: a symbolic link"):
         Ledger(linked)
     assert not os.path.exists(followed)
+
+
+# -- containers.json: what a restart reads back ------------------------------------------
+
+def kept_state(state_dir: str, **document) -> None:
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    path = os.path.join(state_dir, ledger.STATE_FILE)
+    with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        json.dump({"kind": "state", "format": ledger.STATE_FORMAT, "boot_id": ledger.boot_id(), "written_at": 0.0,
+                   "links": [], **document}, f)
+
+
+def test_the_container_links_come_back_as_written_and_outlive_a_clean_stop(state_dir) -> None:
+    links = [{"container": {"id": "ab" * 32}, "client": {"pid": 1}, "charge": {"signature": "docker run x"}}]
+    sink = Ledger(state_dir)
+    ledger.write_state(state_dir, links)
+    sink.close()  # the ledger of alerts goes, the links stay
+    assert not os.path.exists(ledger.ledger_path(state_dir))
+    assert ledger.read_state(state_dir) == links
+    assert stat.S_IMODE(os.stat(os.path.join(state_dir, ledger.STATE_FILE)).st_mode) == 0o600
+
+
+def test_links_of_an_earlier_boot_are_not_taken_back(state_dir) -> None:
+    kept_state(state_dir, boot_id="another boot", links=[{"container": {}}])
+    assert ledger.read_state(state_dir) == []
+
+
+def test_state_of_a_newer_spawnwatch_is_refused_saying_so(state_dir) -> None:
+    kept_state(state_dir, format=ledger.STATE_FORMAT + 1)
+    with pytest.raises(ledger.LedgerError, match="written by a newer spawnwatch"):
+        ledger.read_state(state_dir)
+
+
+def test_state_beyond_the_size_cap_is_refused(state_dir) -> None:
+    kept_state(state_dir, links=[{"pad": "x" * ledger.MAX_STATE_BYTES}])
+    with pytest.raises(ledger.LedgerError, match="larger than"):
+        ledger.read_state(state_dir)
+
+
+def test_a_linked_state_file_is_not_trusted(state_dir, tmp_path) -> None:
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text("{}")
+    os.makedirs(state_dir, mode=0o700)
+    os.symlink(elsewhere, os.path.join(state_dir, ledger.STATE_FILE))
+    with pytest.raises(ledger.UntrustedLedger):
+        ledger.read_state(state_dir)

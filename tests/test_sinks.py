@@ -85,7 +85,7 @@ def test_prometheus_exposes_alerts_with_low_cardinality_labels():
     metrics = Metrics()
     try:
         metrics.send(alert())
-        labels = {"container": "metamcp", "rule": "accumulating", "signature": "npm exec magic"}
+        labels = {"container": "metamcp", "namespace": "", "pod": "", "rule": "accumulating", "signature": "npm exec magic"}
         assert value(metrics, "spawnwatch_alert_firing", **labels) == 1
         assert value(metrics, "spawnwatch_alert_live", **labels) == 20
         assert value(metrics, "spawnwatch_alerts_total", rule="accumulating") == 1
@@ -106,7 +106,7 @@ def test_two_spawners_of_one_signature_are_one_series_until_both_resolve():
         other = {"pid": 777, "ppid": 1, "argv": ["node", "other.js"], "comm": "node"}
         metrics.send(alert(live=20))
         metrics.send(alert(live=5, spawner=other))
-        labels = {"container": "metamcp", "rule": "accumulating", "signature": "npm exec magic"}
+        labels = {"container": "metamcp", "namespace": "", "pod": "", "rule": "accumulating", "signature": "npm exec magic"}
         assert series(metrics, "spawnwatch_alert_live") == [labels]
         assert value(metrics, "spawnwatch_alert_live", **labels) == 25
         assert value(metrics, "spawnwatch_alerts_total", rule="accumulating") == 2
@@ -168,11 +168,12 @@ def test_prometheus_shows_the_pids_limits_by_container_or_host_cgroup():
             {"container": "metamcp", "cgroup": "", "current": 52, "limit": 64, "refused": 0},
             {"container": "", "cgroup": "/system.slice/mcp.service", "current": 4915, "limit": 4915, "refused": 37},
         ]})
-        box = {"cgroup": "", "container": "metamcp"}
+        box = {"cgroup": "", "container": "metamcp", "namespace": "", "pod": ""}
         assert value(metrics, "spawnwatch_pids_current", **box) == 52
         assert value(metrics, "spawnwatch_pids_limit", **box) == 64
         assert value(metrics, "spawnwatch_pids_refused_forks_total", **box) == 0
-        assert value(metrics, "spawnwatch_pids_refused_forks_total", cgroup="/system.slice/mcp.service", container="") == 37
+        assert value(metrics, "spawnwatch_pids_refused_forks_total", cgroup="/system.slice/mcp.service", container="",
+                     namespace="", pod="") == 37
         families = served(metrics)
         assert families["spawnwatch_pids_refused_forks"].type == "counter"
         assert families["spawnwatch_pids_current"].type == "gauge"

@@ -20,7 +20,7 @@ def test_trace_names_the_container_and_filters_by_it(docker_env):
                        "the exec of `sleep 30` in the container")
     events = [r for r in trace.records if r["kind"] not in ("ready", "stats")]
     assert events, trace.stderr
-    expected = {"id": container_id, "name": name, "image": docker_env.image}
+    expected = {"id": container_id, "name": name, "image": docker_env.image, "runtime": "docker"}
     assert all(r["container"] == expected for r in events)
     assert any(r["kind"] == "exec" and r["argv"] == ["sh", "-c", f"sleep 0.3; echo {marker} >/dev/null; exec sleep 30"]
                for r in events)
@@ -36,7 +36,7 @@ def test_tree_shows_only_the_named_container(docker_env):
     out = subprocess.run([sys.executable, "-m", "spawnwatch", "tree", "--json", "--container", name],
                          capture_output=True, text=True, check=True)
     (root,) = json.loads(out.stdout)["roots"]
-    assert root["container"] == {"id": container_id, "name": name, "image": docker_env.image}
+    assert root["container"] == {"id": container_id, "name": name, "image": docker_env.image, "runtime": "docker"}
     assert root["pids"] == [docker_env.pid(container_id)]
     (sleeps,) = root["children"]
     assert sleeps["count"] == 3 and sleeps["signature"].startswith("sleep")

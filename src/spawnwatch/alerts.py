@@ -10,7 +10,8 @@ A rise of severity ("warning" at the rule's threshold, "critical" past its
 
 `Alert.to_record()` is the contract of `watch --json`:
     {"kind": "alert", "state": "firing" | "resolved", "rule", "severity": "warning" | "critical", "signature",
-     "spawner": {"pid", "ppid", "argv", "comm"}, "container": null | {"id", "name", "image"},
+     "spawner": {"pid", "ppid", "argv", "comm"},
+     "container": null | {"id", "name", "image", "runtime", and for a pod's: "pod", "namespace", "pod_uid"},
      "live", "spawned", "exited", "zombies", "orphans", "rss_bytes", "pids": [<= 20], "message",
      "containers": [{"id", "name", "image", "memory_bytes": int | null, "ambiguous": bool}],
      "pids_limit": null | {"cgroup", "current", "limit", "refused_forks"}}
@@ -21,7 +22,9 @@ rules); for that rule `orphans` counts them and `rss_bytes` sums their memory, a
 limit a group of the pids rule fills (null for the other rules).
 
 Containers come from an injected resolver, `resolve_container(cgroup_id, pid)`
--> {"id", "name", "image"} or None.
+-> the `container` object above, or None.  A pod's container is named by its
+Kubernetes container name; its pod and namespace say whose it is.  Recordings made
+before runtimes carry no "runtime": it is read as Docker's, the only one then named.
 """
 
 from __future__ import annotations
@@ -219,5 +222,12 @@ def describe(group: Group, rule: str, place: str = "its cgroup") -> str:
 def where(container: dict[str, Any] | None, limit: PidsSample | None) -> str:
     """The container (or, on the host, the cgroup: a systemd unit or slice) a pids limit is on."""
     if container is not None:
-        return f"container {container['name']}"
+        return container_place(container)
     return f"cgroup {limit.path}" if limit is not None and limit.path else "its cgroup"
+
+
+def container_place(container: dict[str, Any]) -> str:
+    """`container NAME`, or for a pod's container `container NAME of pod NAMESPACE/POD`."""
+    if container.get("pod"):
+        return f"container {container['name']} of pod {container.get('namespace') or '?'}/{container['pod']}"
+    return f"container {container['name']}"

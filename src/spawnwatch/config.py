@@ -84,7 +84,13 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class WatchSettings:
-    state_dir: str = "/run/spawnwatch"  # "" keeps no ledger
+    state_dir: str = "/var/lib/spawnwatch"  # "" keeps no ledger and no state
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    host_root: str = "/"  # where the host's root is mounted (a DaemonSet's pod mounts it elsewhere)
+    containerd_state: str = "/run/containerd"  # containerd's --state directory, on that host
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +101,7 @@ class Config:
     signature: SignatureRules
     redact: RedactRules
     watch: WatchSettings
+    runtimes: RuntimeSettings
 
 
 def default_text() -> str:
@@ -182,6 +189,7 @@ def _build(data: dict[str, Any], source: str) -> Config:
         signature=rules_,
         redact=_redact_rules(data["redact"], source),
         watch=_make(WatchSettings, data["watch"], source, "watch"),
+        runtimes=_make(RuntimeSettings, data["runtimes"], source, "runtimes"),
     )
     return config
 

@@ -38,8 +38,12 @@ class CommFilter:
 
 
 def container_matches(container: dict | None, wanted: str) -> bool:
-    """`container` (the {"id", "name", "image"} object, None on the host) is the
-    one a user named: by name (a leading / allowed) or by a prefix of its id."""
+    """`container` (the alert contract's object, None on the host) is the one a user
+    named: by name (a leading / allowed), by a prefix of its id, or for a pod's
+    container by its pod (`POD` or `NAMESPACE/POD`: every container of the pod)."""
     if container is None or not wanted:
         return False
+    pod = container.get("pod")
+    if pod and wanted in (pod, f"{container.get('namespace')}/{pod}"):
+        return True
     return container.get("name") == wanted.lstrip("/") or str(container.get("id", "")).startswith(wanted)

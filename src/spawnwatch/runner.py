@@ -180,7 +180,8 @@ def run_live(config: Config, consumer: Consumer, duration: float | None, record:
     stop = Stop(duration)
     redact = Redactor(config.redact)
     with ExitStack() as stack:
-        resolver = stack.enter_context(ContainerResolver())
+        resolver = stack.enter_context(ContainerResolver(host_root=config.runtimes.host_root,
+                                                            containerd_state=config.runtimes.containerd_state))
         recorder = stack.enter_context(RecordingWriter(record)) if record else None
         probe = stack.enter_context(open_probe(redact, ring_buffer_kb, tally_briefs=not consumer.wants_every_process))
         return_freed_heap()

@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from spawnwatch.alerts import ResolveContainer
+from spawnwatch.alerts import ResolveContainer, container_place
 from spawnwatch.text import human_bytes, printable
 from spawnwatch.detect import Finding, GroupKey
 from spawnwatch.lineage import Lineage, Process
@@ -127,7 +127,7 @@ def render(nodes: list[TreeNode], color: Callable[[str, bool], str] = lambda tex
         if node.rss_bytes:
             label += f"  {human_bytes(node.rss_bytes)}"
         if node.container:
-            label += f"  (container {printable(str(node.container.get('name')), MAX_LABEL)})"
+            label += f"  ({printable(container_place(node.container), MAX_LABEL)})"
         if node.rules:
             label += "  !! " + ", ".join(node.rules)
         lines.append(prefix + branch + color(label, bool(node.rules)))

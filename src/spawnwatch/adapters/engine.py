@@ -28,7 +28,12 @@ class ContainerInfo:
     id: str
     name: str
     image: str | None = None
-    runtime: str = "docker"
+    runtime: str = "docker"  # docker, podman, containerd, cri-o; "kubernetes" when only the pod's cgroup tells
+    # A pod's container (containerd's CRI plugin, CRI-O): `name` is then its Kubernetes
+    # container name, unique within the pod only; these say whose it is.
+    pod: str | None = None
+    namespace: str | None = None  # the pod's Kubernetes namespace
+    pod_uid: str | None = None
     compose_project: str | None = None
     compose_service: str | None = None
     restart_count: int | None = None
@@ -40,14 +45,18 @@ class ContainerInfo:
     started: float | None = None  # wall-clock time of its last start, when running
     auto_remove: bool = False  # `docker run --rm`: the engine removes it once it stops
     attached: bool = True  # a client attached to its stdio (False: `docker run -d`)
-    # False when only the cgroup path named it (no engine answered): an engine that
-    # comes back later can still give its name and image.
+    # False when only the cgroup path named it (neither the engine nor the runtime's state
+    # answered): one that answers later can still give its name and image.
     from_engine: bool = True
     labels: tuple[str, ...] = ()  # NAME=value, as container_labels keeps them
 
     def as_contract(self) -> dict[str, Any]:
-        """The container object of alerts and events."""
-        return {"id": self.id, "name": self.name, "image": self.image}
+        """The container object of alerts and events: a pod's container adds its pod,
+        namespace and pod uid (`name` being its Kubernetes container name)."""
+        contract: dict[str, Any] = {"id": self.id, "name": self.name, "image": self.image, "runtime": self.runtime}
+        if self.pod is not None:
+            contract.update(pod=self.pod, namespace=self.namespace, pod_uid=self.pod_uid)
+        return contract
 
 
 def info_from_inspect(inspect: dict[str, Any]) -> ContainerInfo:

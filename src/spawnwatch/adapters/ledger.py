@@ -17,6 +17,12 @@ no other user could have written it: the state directory and its files must belo
 to this process's user (or root) and be writable by no group or other user, and
 none of them may be a symbolic link (opened with O_NOFOLLOW, the files relative to
 the directory's fd).  Anything else is refused with `UntrustedLedger`.
+
+Beside it, `containers.json` keeps what must outlive the `watch` that wrote it (its
+links of running containers to their clients and charges, detect/containers.py): a
+restart (an upgrade, a crash) reads it back.  Written the same way, kept when `watch`
+stops, valid within the boot it was written in, versioned (`format`: an older one is
+read, a newer one refused with a message saying so) and at most MAX_STATE_BYTES.
 """
 
 from __future__ import annotations
@@ -35,7 +41,10 @@ from spawnwatch.adapters import procfs
 
 LEDGER_FILE = "alerts.json"
 LOCK_FILE = "alerts.lock"
+STATE_FILE = "containers.json"
 FORMAT = 1
+STATE_FORMAT = 1
+MAX_STATE_BYTES = 4 << 20  # 4,096 links (the container book's bound) of ~600 bytes, and room
 BOOT_ID = "/proc/sys/kernel/random/boot_id"
 
 
@@ -135,6 +144,52 @@ def read(state_dir: str) -> LedgerFile | None:
         raise LedgerError(f"{path}: not a ledger: {exc!r}") from exc
 
 
+def read_state(state_dir: str) -> list[dict[str, Any]]:
+    """The links kept in `state_dir` by a `watch` of this boot ([] when none, or from an
+    earlier boot: its pids and times mean nothing now).  LedgerError (UntrustedLedger)
+    when the file cannot be read, is not one, is too large or is of a newer format."""
+    path = os.path.join(state_dir, STATE_FILE)
+    try:
+        directory = _open_state_dir(state_dir)
+        try:
+            fd = _open_in(directory, state_dir, STATE_FILE, os.O_RDONLY | os.O_NONBLOCK)
+        finally:
+            os.close(directory)
+        with open(fd, "rb") as f:
+            text = f.read(MAX_STATE_BYTES + 1)
+    except FileNotFoundError:
+        return []
+    except UntrustedLedger:
+        raise
+    except OSError as exc:
+        raise LedgerError(f"{path}: cannot read: {exc.strerror}") from exc
+    if len(text) > MAX_STATE_BYTES:
+        raise LedgerError(f"{path}: larger than {MAX_STATE_BYTES} bytes: not spawnwatch's state")
+    try:
+        document = json.loads(text)
+        version = document["format"]
+        if type(version) is not int or version < 1:
+            raise ValueError(f"format {version!r}")
+        if version > STATE_FORMAT:
+            raise LedgerError(f"{path}: written by a newer spawnwatch (state format {version}; this one reads up "
+                              f"to {STATE_FORMAT}): run that version, or remove the file to start afresh")
+        if document["boot_id"] != boot_id():
+            return []
+        links = document["links"]
+        if not isinstance(links, list) or not all(isinstance(link, dict) for link in links):
+            raise TypeError("links must be a list of objects")
+        return links
+    except (KeyError, TypeError, ValueError) as exc:
+        raise LedgerError(f"{path}: not spawnwatch's state: {exc!r}") from exc
+
+
+def write_state(state_dir: str, links: list[dict[str, Any]]) -> None:
+    """Replace the kept links atomically (mode 0600), fsynced: they must survive a crash."""
+    document = {"kind": "state", "format": STATE_FORMAT, "boot_id": boot_id(), "written_at": time.time(),
+                "links": links}
+    _replace(state_dir, STATE_FILE, document, durable=True)
+
+
 def claim(state_dir: str) -> int | None:
     """Make `state_dir` (0700) and lock it for this process: the lock's fd, held until
     `release`; None when another live process holds it.  UntrustedLedger when the
@@ -206,11 +261,19 @@ def write(state_dir: str, writer: Writer, alerts: list[dict[str, Any]]) -> None:
     is stale whatever it holds."""
     document = {"kind": "ledger", "format": FORMAT, "writer": writer.as_record(), "updated_at": time.time(),
                 "alerts": alerts}
-    fd, temporary = tempfile.mkstemp(dir=state_dir, prefix=".alerts.", suffix=".tmp")  # 0600
+    _replace(state_dir, LEDGER_FILE, document, durable=False)
+
+
+def _replace(state_dir: str, name: str, document: dict[str, Any], durable: bool) -> None:
+    """Write `document` to a temporary file (0600) in `state_dir` and rename it over `name`."""
+    fd, temporary = tempfile.mkstemp(dir=state_dir, prefix=f".{name}.", suffix=".tmp")  # 0600
     try:
         with os.fdopen(fd, "w") as f:
             json.dump(document, f, separators=(",", ":"))
-        os.replace(temporary, ledger_path(state_dir))
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(temporary, os.path.join(state_dir, name))
     except BaseException:
         os.unlink(temporary)
         raise

@@ -71,15 +71,17 @@ class PidsSampler:
             if reading.limit is not None:
                 container = self._name_of(cgroup_id, watched.pid) if self._name_of is not None else None
                 name = container["name"] if container else ""
-                limits.append({"container": name, "cgroup": "" if name else reading.path,
+                # A pod's container is named within its pod only: the pod and namespace say whose.
+                pod = {key: (container or {}).get(key) or "" for key in ("namespace", "pod")}
+                limits.append({"container": name, **pod, "cgroup": "" if name else reading.path,
                                "current": reading.current, "limit": reading.limit, "refused": reading.refused})
-        self._limits = sorted({(x["container"], x["cgroup"]): x for x in limits}.values(),
-                              key=lambda x: (x["container"], x["cgroup"]))
+        by_place = {(x["namespace"], x["pod"], x["container"], x["cgroup"]): x for x in limits}
+        self._limits = [by_place[place] for place in sorted(by_place)]
         return samples
 
     def limits(self) -> list[dict[str, Any]]:
         """The limited cgroups of the last sweep, once each, as the metrics show them: by
-        container name, or by cgroup path on the host."""
+        container name (and pod, namespace), or by cgroup path on the host."""
         return self._limits
 
     def _watch(self, cgroup_id: int, pid: int) -> _Watched | None:

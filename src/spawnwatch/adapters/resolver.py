@@ -1,17 +1,20 @@
-"""Which container a process runs in: cgroup id -> container id -> name, image, compose
-service; the program's one cache of cgroup -> container.
+"""Which container a process runs in, on any runtime: cgroup id -> container id -> name,
+image, and for a pod's container its pod and namespace; the program's one cache of
+cgroup -> container.
 
   cgroup id --(/proc/<pid>/cgroup, or a walk of the cgroup2 tree)--> cgroup path
-            --(parse_cgroup_path)--> container id
+            --(parse_cgroup_path)--> container id and runtime
             --(Docker engine, when one answers)--> name, image, compose project/service
+            --(else the runtime's state on disk: runtimes.find)--> name, image, pod, namespace
 
-Without a Docker engine everything still works: containers are named by their short id.
-With one, a background thread follows the engine's event stream, so a container
-started later is known before its first process is seen and a removed one is
-forgotten.  Every table here is bounded.
+Without an engine or state that names it, a container is named by its short id, and
+asked about again later.  With a Docker engine, a background thread follows its event
+stream, so a container started later is known before its first process is seen and a
+removed one is forgotten.  Every table here is bounded.
 
 The pure layers get a plain callable, `ContainerResolver.__call__(cgroup_id, pid)`,
-returning the alert contract's `{"id", "name", "image"}` or None (not in a container).
+returning the alert contract's `{"id", "name", "image", "runtime"}` (with "pod",
+"namespace", "pod_uid" for a pod's container) or None (not in a container).
 Once told the session's boot time (`queue_lifecycle`), the follower also queues the
 containers' create/start/die/destroy as ContainerEvents, which the live loop drains
 (`lifecycle()`) and feeds to the pipeline; the containers already running then come
@@ -37,6 +40,7 @@ from spawnwatch.adapters.cgroups import (
 )
 from spawnwatch.adapters.engine import SHORT_ID, ContainerInfo, DockerEngine, container_event, found_running
 from spawnwatch.adapters.memory import cgroup_memory
+from spawnwatch.adapters.runtimes import RuntimeNames, containerd, find
 from spawnwatch.events import ContainerEvent
 from spawnwatch.supervise import DOCKER_EVENTS, Supervised
 
@@ -45,7 +49,15 @@ log = logging.getLogger(__name__)
 
 def info_from_cgroup(ref: CgroupContainer) -> ContainerInfo:
     """What is known without an engine: the id, and a name made from it."""
-    return ContainerInfo(id=ref.id, name=ref.id[:SHORT_ID], runtime=ref.runtime, from_engine=False)
+    return ContainerInfo(id=ref.id, name=ref.id[:SHORT_ID], runtime=ref.runtime, pod_uid=ref.pod_uid,
+                         from_engine=False)
+
+
+def info_from_state(names: RuntimeNames) -> ContainerInfo:
+    """What a runtime's state on disk says of a container (runtimes.find)."""
+    return ContainerInfo(id=names.id, name=names.name or names.id[:SHORT_ID], image=names.image,
+                         runtime=names.runtime, pod=names.pod, namespace=names.namespace,
+                         pod_uid=names.pod_uid)
 
 
 # --- the resolver -----------------------------------------------------------------------------
@@ -89,8 +101,12 @@ class ContainerResolver:
         containers_capacity: int = 1024,
         rescan_interval: float = 1.0,
         lifecycle_capacity: int = 4096,
+        host_root: str = "/",
+        containerd_state: str = containerd.STATE,
     ) -> None:
         self._engine = engine if engine is not None else DockerEngine()
+        self._host_root = host_root  # where the runtimes' state is: / on the host, /host in a pod
+        self._containerd_state = containerd_state
         self._mount = cgroup2_mount() if cgroup_mount is _UNKNOWN else cgroup_mount
         self._proc = proc_root
         self._rescan_interval = rescan_interval
@@ -262,12 +278,23 @@ class ContainerResolver:
             asked = self._asked_engine.get_fresh(ref.id, float("-inf"))
         if known and (known.from_engine or now - asked < self.ASK_ENGINE_AGAIN_AFTER):
             return known
-        # Docker also runs containers under custom cgroup parents: always ask it.
-        info = self._engine.inspect(ref.id) or known or info_from_cgroup(ref)
+        info = self._ask_engine(ref) or self._ask_state(ref) or known or info_from_cgroup(ref)
         with self._lock:
             self._asked_engine.put(ref.id, now)
             self._containers.put(ref.id, info)
         return info
+
+    def _ask_engine(self, ref: CgroupContainer) -> ContainerInfo | None:
+        # Docker also runs containers under custom cgroup parents (`/<parent>/<id>`, read
+        # as containerd's own layout) and a node's pods under cri-dockerd: ask it of every
+        # container but those Podman's or CRI-O's scopes name, and a user's own cgroups.
+        if ref.runtime in ("podman", "cri-o") or (ref.owner_uid is not None and ref.runtime != "docker"):
+            return None
+        return self._engine.inspect(ref.id)
+
+    def _ask_state(self, ref: CgroupContainer) -> ContainerInfo | None:
+        names = find(ref, self._host_root, self._containerd_state)
+        return info_from_state(names) if names is not None else None
 
     # --- following the engine ---
 

@@ -7,22 +7,30 @@ from dataclasses import asdict
 
 import click
 
+from spawnwatch.adapters import runtimes
+from spawnwatch.adapters.cgroups import cgroup2_mount, parse_cgroup_path, walk_cgroup2
 from spawnwatch.adapters.resolver import ContainerResolver
-from spawnwatch.cli.common import EXIT_CANNOT_TRACE, emit_json, json_option
+from spawnwatch.cli.common import EXIT_CANNOT_TRACE, config_option, emit_json, json_option, load_config
+from spawnwatch.config import RuntimeSettings
 from spawnwatch.probe import preflight
 from spawnwatch.probe.preflight import Check
 from spawnwatch.supervise import DOCKER_EVENTS, internal_errors, last_failure
 
 FOLLOW_WAIT_S = 5.0
+CGROUPS_WALKED = 65536  # a node's cgroups: a few per container
 
 
 @click.command("doctor")
+@config_option
 @json_option
-def command(as_json: bool) -> None:
-    """Check root, tracefs, tracepoints, bcc, kernel headers, BPF ring buffer, BTF, Docker.
+def command(config_path: str | None, as_json: bool) -> None:
+    """Check root, tracefs, tracepoints, bcc, kernel headers, BPF ring buffer, BTF, Docker,
+    and every other container runtime found here (Podman, containerd, CRI-O).
 
     Prints each result and, for each failure, the fix.  Exits 0 only when
-    tracing can work (BTF and Docker are optional); 3 otherwise.
+    tracing can work (BTF and the runtimes are optional); 3 otherwise.  A runtime
+    is found by its state directory or by a running container's cgroup; its
+    names resolve when its state on disk names its running containers.
 
     \b
     Examples:
@@ -32,6 +40,7 @@ def command(as_json: bool) -> None:
     results = [check() for check in preflight.DOCTOR]
     if any(r.name == "docker" and r.ok for r in results):
         results.append(check_docker_events())
+    results.extend(check_runtimes(load_config(config_path).runtimes))
     for result in results:
         if as_json:
             emit_json({"kind": "check", **asdict(result)})
@@ -67,3 +76,30 @@ def check_docker_events(wait_s: float = FOLLOW_WAIT_S) -> Check:
         return Check("docker events", False, f"the engine's event stream did not open within {wait_s:g} s",
                      "check that dockerd answers (docker events)", required=False)
     return Check("docker events", True, "the engine's containers and events can be followed", required=False)
+
+
+def check_runtimes(settings: RuntimeSettings) -> list[Check]:
+    """One check per runtime found besides Docker: whether its running containers are named."""
+    mount = cgroup2_mount()
+    refs = {}
+    for _, path in walk_cgroup2(mount, CGROUPS_WALKED) if mount else ():
+        ref = parse_cgroup_path(path)
+        if ref is not None:
+            refs.setdefault(ref.id, ref)  # a container's nested cgroups name it again
+    checks = []
+    for found in runtimes.survey(refs.values(), settings.host_root, settings.containerd_state):
+        where = f"state in {found.where}" if found.where else "no state directory"
+        if not found.containers:
+            checks.append(Check(found.runtime, True, f"{where}; no container of it runs now", required=False))
+        elif found.named == found.containers:
+            checks.append(Check(found.runtime, True, f"{where}; its {found.containers} running containers "
+                                f"are named from its state", required=False))
+        else:
+            checks.append(Check(
+                found.runtime, False,
+                f"{where}; {found.containers - found.named} of its {found.containers} running containers "
+                "have no name in its state (shown by id)",
+                "let spawnwatch read the runtime's state ([runtimes] host_root and containerd_state in "
+                "--config; in a pod, mount the host's directories read-only); see README: Container runtimes",
+                required=False))
+    return checks

@@ -90,7 +90,8 @@ def command(
         raise click.ClickException(str(exc)) from exc
     signer = Signer(config.signature)
     redact = Redactor(config.redact)
-    resolver = ContainerResolver(DockerEngine())
+    resolver = ContainerResolver(DockerEngine(), host_root=config.runtimes.host_root,
+                                 containerd_state=config.runtimes.containerd_state)
     container_id = None
     if container is not None:
         named = resolver.container(container)  # the engine also finds containers by name

@@ -43,7 +43,7 @@ def command(
 
     CONTAINER is the Docker (or containerd, podman, Kubernetes) container the
     process runs in, "-" on the host; in --json, "container" is {"id", "name",
-    "image"} or null.  With --json the first line is {"kind": "ready", "pid": ...}
+    "image", "runtime"} (a pod's also "pod", "namespace", "pod_uid") or null.  With --json the first line is {"kind": "ready", "pid": ...}
     once every probe is attached, then one object per event, then
     {"kind": "stats", ...} last.  Secrets in argv (API keys, tokens, passwords)
     show as <redacted>, in the output and in the recording.

@@ -15,7 +15,8 @@ from spawnwatch.redact import Redactor
 
 @click.command("tree")
 @click.option("--pid", type=click.IntRange(min=1), help="Only this process and what is below it.")
-@click.option("--container", metavar="NAME", help="Only the processes of this container (name or id prefix).")
+@click.option("--container", metavar="NAME",
+              help="Only the processes of this container (name or id prefix), or of a pod (POD or NAMESPACE/POD).")
 @config_option
 @json_option
 @one_line_errors
@@ -43,7 +44,8 @@ def command(pid: int | None, container: str | None, config_path: str | None, as_
     pipeline, findings = judged.pipeline, judged.findings
     if pid is not None and pipeline.lineage.get(pid) is None:
         raise click.BadParameter(f"no process {pid}", param_hint="--pid")
-    with ContainerResolver() as resolver:
+    with ContainerResolver(host_root=config.runtimes.host_root,
+                           containerd_state=config.runtimes.containerd_state) as resolver:
         if container is None:
             roots = [pid]
         else:

@@ -52,8 +52,9 @@ from spawnwatch.text import cut, printable
               help="How often an Alertmanager is told again of every active alert (keep it below its "
                    "resolve_timeout, 5 min by default).")
 @click.option("--state-dir", metavar="DIR",
-              help="Keep the firing alerts in DIR/alerts.json for `report` and `reap` (default: the config's "
-                   "[watch] state_dir, /run/spawnwatch); '' keeps none.")
+              help="Keep the firing alerts in DIR/alerts.json for `report` and `reap`, and in "
+                   "DIR/containers.json which client asked for each running container, read back at the "
+                   "next start (default: the config's [watch] state_dir, /var/lib/spawnwatch); '' keeps none.")
 @show_secrets_option
 @ring_buffer_option
 @json_option
@@ -85,9 +86,11 @@ def command(duration: float | None, config_path: str | None, record: str | None,
     before detection, so alerts, webhooks, metrics and recordings never carry
     them, and a replay redacts a recording made with --show-secrets.
 
-    A live watch keeps its firing alerts in /run/spawnwatch/alerts.json
+    A live watch keeps its firing alerts in /var/lib/spawnwatch/alerts.json
     (--state-dir) for `report` and `reap`: containers that exited `docker run`
-    clients left running are known only from what it saw.
+    clients left running are known only from what it saw.  Which client asked
+    for each running container is kept there too (containers.json) and read
+    back at the next start, so a restart still charges a host its leaks.
 
     \b
     Examples:
@@ -135,7 +138,8 @@ def command(duration: float | None, config_path: str | None, record: str | None,
         else:
             extra_stats = (lambda: {"notifications": notifier.counts()}) if notifier is not None else None
             try:
-                run_live(config, Detection(config, sink, extra_stats, log), duration, record, ring_buffer_kb)
+                detection = Detection(config, sink, extra_stats, log, state_dir=state_dir if kept is not None else None)
+                run_live(config, detection, duration, record, ring_buffer_kb)
             except ProbeError as exc:
                 raise CannotTrace(str(exc)) from exc
             except RecordingError as exc:

@@ -1,7 +1,8 @@
 """Replay: the live pipeline on a recording, evaluated at the recorded ticks (or on the
 events' clock when it has none), for `watch --replay` and `top --replay` alike.
 
-A recording is read twice, never held whole (one of a storm holds millions of records),
+Its alerts name the containers the live session's did.  A recording is read three
+times, never held whole (one of a storm holds millions of records),
 and is input like any other: a bad one raises RecordError or RecordingError, never a
 traceback of its own."""
 
@@ -34,7 +35,9 @@ class Replay:
             self.origin = recorded_origin(ready)
         except RecordError as exc:
             raise RecordError(f"{path}: ready record: {exc}") from exc
-        self.pipeline = Pipeline(config, auto_advance=not ticked, local_engine=followed_address())
+        named = recorded_containers(read_records(path))
+        self.pipeline = Pipeline(config, auto_advance=not ticked, local_engine=followed_address(),
+                                 resolve_container=lambda cgroup_id, pid: named.get(pid))
         self.redact = Redactor(config.redact)  # the recording may be an old one, or made with --show-secrets
         self.counts: Counter[type] = Counter()
         self.recorded_stats: Record = {"lost": 0}
@@ -69,6 +72,31 @@ class Replay:
     def stats(self) -> Record:
         """The stats record of the replay: the live session's losses, this pass's event counts."""
         return records.stats({**self.recorded_stats, "events": {cls.kind.value: n for cls, n in self.counts.items()}})
+
+
+# Spawners whose container a replay remembers; a session raises alerts for a few groups.
+RECORDED_CONTAINERS_KEPT = 4096
+CONTRACT_FIELDS = ("id", "name", "image", "runtime", "pod", "namespace", "pod_uid")
+
+
+def recorded_containers(stream: Iterable[Record]) -> dict[int, Record]:
+    """The container each recorded alert named, by its spawner's pid (the key the alerts
+    ask by): a replay has neither engine nor runtime state to ask.  Only the contract's
+    string fields are kept; a recording made before runtimes were named says no runtime,
+    and only Docker's containers were named then."""
+    named: dict[int, Record] = {}
+    for record in stream:
+        container, spawner = record.get("container"), record.get("spawner")
+        if record.get("kind") != records.ALERT or not isinstance(container, dict) or not isinstance(spawner, dict):
+            continue
+        pid = spawner.get("pid")
+        if not isinstance(pid, int) or pid in named or len(named) >= RECORDED_CONTAINERS_KEPT:
+            continue
+        kept = {key: value for key in CONTRACT_FIELDS
+                if isinstance(value := container.get(key), str) or (value is None and key in container)}
+        if isinstance(kept.get("id"), str) and isinstance(kept.get("name"), str):
+            named[pid] = {"runtime": "docker", "image": None, **kept}
+    return named
 
 
 def survey(stream: Iterable[Record]) -> tuple[bool, Record | None]:

@@ -7,18 +7,25 @@ up to the last evaluation.
 Each evaluation also sends a `progress` record (the session's counters, the table's
 bookkeeping and the pids limits the groups live under) for the sinks that show running
 totals (Prometheus).  After each batch the pids sampler reads the pids controller of the
-groups' cgroups when due; the samples that changed are fed and recorded like events."""
+groups' cgroups when due; the samples that changed are fed and recorded like events.
+
+With a state directory, the links of running containers to the clients that asked for
+them are written there whenever they change, and read back at the start (after the
+snapshot): each container the engine no longer runs is dropped, so is each link whose
+spawner is not the very process (pid and start) any more.  A replay knows none of this:
+its recording begins with this session's snapshot."""
 
 from __future__ import annotations
 
 from typing import Callable
 
 from spawnwatch import records
-from spawnwatch.adapters import procfs
+from spawnwatch.adapters import ledger, procfs
 from spawnwatch.adapters.engine import followed_address
 from spawnwatch.adapters.pids import PidsSampler
 from spawnwatch.alerts import Alert
 from spawnwatch.config import Config
+from spawnwatch.detect.containers import Link
 from spawnwatch.events import Event, Observation, Resync, Snapshot
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.runner import LiveRun, stats_line
@@ -35,8 +42,11 @@ class Detection:
     wants_every_process = False  # detection counts a storm's short lives, it need not see each
 
     def __init__(self, config: Config, sink: Sink, extra_stats: Callable[[], Record] | None = None,
-                 log: Callable[[str], None] = lambda message: None) -> None:
+                 log: Callable[[str], None] = lambda message: None, state_dir: str | None = None) -> None:
         self.config = config
+        self.state_dir = state_dir  # where the links are kept (this process holds its lock); None: nowhere
+        self._kept_links: list[Link] | None = None  # as last written
+        self._last_error: str | None = None
         self.sink = sink
         self.extra_stats = extra_stats  # counters of the sinks themselves (notifications)
         self.log = log
@@ -56,7 +66,10 @@ class Detection:
         self._out(run.ready)
         run.record_item(snapshot)
         self.log(f"watching {len(snapshot.processes)} processes (Ctrl-C to stop)")
-        self._deliver(self.pipeline.feed(snapshot), 0)
+        alerts = self.pipeline.feed(snapshot)
+        if self.state_dir:
+            self._restore(snapshot.ts)  # before the first evaluation keeps the links anew
+        self._deliver(alerts, 0)
 
     def items(self, batch: list[Event | Resync | Observation]) -> None:
         pipeline, feed, record = self.pipeline, self.pipeline.feed, self.run.record_item
@@ -89,8 +102,48 @@ class Detection:
             stats.update(self.extra_stats())
         return stats
 
+    def _restore(self, now: float) -> None:
+        try:
+            records = ledger.read_state(self.state_dir)
+        except ledger.LedgerError as exc:
+            # Left as it is (a newer spawnwatch's may be wanted back): none kept this session.
+            self.log(f"the state of the last `watch` is not used, nor overwritten: {exc}")
+            self.state_dir = None
+            return
+        links = []
+        for record in records:
+            try:
+                links.append(Link.from_record(record))
+            except (KeyError, TypeError, ValueError) as exc:
+                self.log(f"a container link of the last `watch` is not one, left out: {exc!r:.200}")
+        running = [link for link in links if self._runs(link.container_id)]
+        restored = self.pipeline.detector.containers.restore(running, now, self.pipeline.lineage.get,
+                                                             self.pipeline.detector.book)
+        if links:
+            self.log(f"{restored} of the {len(links)} containers the last `watch` linked to their clients taken back"
+                     f" ({len(links) - len(running)} no longer run)")
+
+    def _runs(self, container_id: str) -> bool:
+        info = self.run.resolver.container(container_id)
+        return info is not None and bool(info.running)
+
+    def _keep_links(self) -> None:
+        links = self.pipeline.detector.containers.links()
+        if links == self._kept_links:
+            return
+        try:
+            ledger.write_state(self.state_dir, [link.as_record() for link in links])
+            self._kept_links, self._last_error = links, None
+        except OSError as exc:
+            message = f"cannot keep the container links in {self.state_dir}: {exc.strerror or exc}"
+            if message != self._last_error:  # once per kind of failure, not once per evaluation
+                self.log(message)
+            self._last_error = message
+
     def _deliver(self, alerts: list[Alert], evaluations_before: int) -> None:
         evaluated = self.pipeline.evaluations != evaluations_before
+        if evaluated and self.state_dir:
+            self._keep_links()
         if evaluated:
             self.run.record(records.tick(self.pipeline.now))  # replay evaluates exactly here
             self.sink.send(records.progress(self.session_stats(), self.pipeline.counts(), self.sampler.limits()))

@@ -42,6 +42,13 @@ once (rivals), or a client found several of them unclaimed, or its engine cannot
 listed, marked `ambiguous`, and `reap` leaves it; unless every rival has exited too and
 is charged to the same group (then whichever of them made it, it leaked there).
 
+What must outlive a restart of `watch` (an upgrade, a crash) is the link of a running
+container to its client and to the group it is charged to (`links`): a new `watch`
+cannot learn it again, its client is gone.  `restore` takes such links back, each
+already checked against the engine (the container runs) and against the lineage (the
+spawner charged is the very process, by pid and start, so a reused pid is never charged;
+a client still alive is the snapshot's to link again).
+
 Pure: argv is read through the injected `client_of`.  Every table is bounded.
 """
 
@@ -52,9 +59,10 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
+from spawnwatch.clock import start_tick
 from spawnwatch.detect.groups import GroupBook, GroupKey, charged_child
 from spawnwatch.events import ContainerEvent
-from spawnwatch.lineage import Process
+from spawnwatch.lineage import Key, Process
 from spawnwatch.signature import DEFAULT_ENGINE, ContainerClient
 
 ClientOf = Callable[[Sequence[str], "Sequence[str] | None"], "ContainerClient | None"]
@@ -122,6 +130,7 @@ class Container:
     rivals: _Rivals | None = None  # the clients that could have asked for it, when not only its own
     engine_unknown: bool = False  # its client's engine could not be told
     ambiguous: bool = False  # another client may have asked for it (as of the last `leaked`)
+    judged_ambiguous: bool = False  # so the `watch` before a restart judged it (its rivals are not known now)
     memory_bytes: int | None = None
     memory_at: float | None = None
 
@@ -135,6 +144,59 @@ class _Pending:
     unmatched: set[str] = field(default_factory=set)  # start: the names it still waits for
     engine_unknown: bool = False
     rivals: _Rivals | None = None  # other clients it waited beside for the same containers
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A running container, the client attached to it, and the group its leak is charged
+    to (its client exited) or would be (its client runs): what a restart must not forget.
+    Times are seconds since boot (valid within one boot)."""
+
+    container_id: str
+    name: str
+    image: str
+    created_at: float
+    started_at: float | None
+    client: Key  # (pid, start in ticks)
+    client_start: float
+    client_exited_at: float | None  # None: it ran when the link was taken
+    charge: GroupKey
+    ambiguous: bool  # another client may have asked for it: `reap` leaves it, after a restart too
+
+    def as_record(self) -> dict[str, object]:
+        return {"container": {"id": self.container_id, "name": self.name, "image": self.image,
+                              "created_at": self.created_at, "started_at": self.started_at,
+                              "ambiguous": self.ambiguous},
+                "client": {"pid": self.client[0], "start": self.client_start, "exited_at": self.client_exited_at},
+                "charge": {"cgroup_id": self.charge.cgroup_id, "spawner_pid": self.charge.spawner[0],
+                           "spawner_start_ticks": self.charge.spawner[1], "signature": self.charge.signature}}
+
+    @classmethod
+    def from_record(cls, record: dict) -> "Link":
+        """KeyError, TypeError or ValueError when `record` is not one."""
+        container, client, charge = record["container"], record["client"], record["charge"]
+        started_at, exited_at = container["started_at"], client["exited_at"]
+        client_start = float(client["start"])
+        return cls(
+            container_id=_text(container["id"]), name=_text(container["name"]), image=_text(container["image"]),
+            created_at=float(container["created_at"]), started_at=None if started_at is None else float(started_at),
+            client=(int(client["pid"]), start_tick(client_start)), client_start=client_start,
+            client_exited_at=None if exited_at is None else float(exited_at),
+            charge=GroupKey(int(charge["cgroup_id"]), (int(charge["spawner_pid"]), int(charge["spawner_start_ticks"])),
+                            _text(charge["signature"])),
+            ambiguous=_flag(container["ambiguous"]))
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"not true or false: {value!r:.80}")
+    return value
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"not a string: {value!r:.80}")
+    return value
 
 
 def same_image(asked: str, reported: str) -> bool:
@@ -346,12 +408,62 @@ class ContainerBook:
             containers.sort(key=lambda c: (c.started_at or c.created_at, c.id))
         return leaked
 
+    def links(self) -> list[Link]:
+        """The running containers with an attached client whose charge is known, oldest first."""
+        links = []
+        rivalries: dict[int, _Rivalry] = {}
+        for container in self.containers.values():
+            client = container.client
+            if not container.running or container.detached or container.compose_project or client is None:
+                continue
+            charge = container.charge or charge_of(client)
+            if charge is not None:
+                links.append(Link(container.id, container.name, container.image, container.created_at,
+                                  container.started_at, client.key, client.start, client.exited_at, charge,
+                                  self._ambiguous(container, rivalries)))
+        return links
+
+    def restore(self, links: Iterable[Link], now: float, process_of: Callable[[int], "Process | None"],
+                book: GroupBook) -> int:
+        """Take back the links a former `watch` kept, their containers known to run now;
+        `process_of` gives the lineage's process holding a pid.  A link whose spawner is not
+        that very process any more (pid and start), or whose client still runs (the snapshot
+        links it again), is dropped.  How many were taken back."""
+
+        def live(key: Key) -> Process | None:
+            proc = process_of(key[0])
+            return proc if proc is not None and proc.alive and proc.key == key else None
+
+        restored = 0
+        for link in links:
+            spawner = live(link.charge.spawner)
+            if spawner is None:
+                self.counts["container_links_stale"] += 1
+                continue
+            if live(link.client) is not None or link.container_id in self.containers:
+                continue
+            exited_at = now if link.client_exited_at is None else link.client_exited_at  # gone while none watched
+            # The client as far as it matters now: who spawned it, and when it ended.
+            client = Process(pid=link.client[0], start=link.client_start, ppid=spawner.pid, comm="", argv=(),
+                             signature=link.charge.signature, cgroup_id=link.charge.cgroup_id, spawner=spawner,
+                             exited_at=exited_at, reaped_at=exited_at)
+            self.containers[link.container_id] = Container(
+                id=link.container_id, name=link.name, image=link.image, created_at=link.created_at, running=True,
+                started_at=link.started_at, client=client, claimed=True, charge=link.charge,
+                judged_ambiguous=link.ambiguous)
+            book.restored(link.charge, spawner, now)
+            restored += 1
+            if len(self.containers) > MAX_CONTAINERS:
+                del self.containers[next(iter(self.containers))]
+                self.counts["containers_dropped"] += 1
+        return restored
+
     @staticmethod
     def _ambiguous(container: Container, rivalries: dict[int, _Rivalry]) -> bool:
         """Could another client than its own (exited) have asked for the container?  Only one
         that started before it was created; and not when all those exited and are charged
         where it is: whichever of them made it, it leaked there."""
-        if container.engine_unknown:
+        if container.engine_unknown or container.judged_ambiguous:
             return True
         if container.rivals is None:
             return False

@@ -212,6 +212,13 @@ class GroupBook:
 
     # -- queries -------------------------------------------------------------------------
 
+    def restored(self, key: GroupKey, spawner: Process, now: float) -> Group:
+        """The group of `key`, which a former `watch` knew, for the containers it charged there:
+        without members, so idle (expired like any other once nothing refers to it)."""
+        group = self._group(key, spawner, tuple(key.signature.split()), "", now)
+        self._mark_idle(group, now)
+        return group
+
     def group_of(self, proc: Process) -> Group | None:
         return self._group_of.get(proc)
 

@@ -246,7 +246,8 @@ def check_docker() -> Check:
             "docker",
             False,
             f"no Docker engine at {path} ({exc.strerror or exc})",
-            "optional: without it containers show by cgroup id only (start dockerd for names)",
+            "optional: without it Docker's containers show by cgroup id only (start dockerd for their names); "
+            "Podman's, containerd's and CRI-O's are named from their own state, checked below when found",
             required=False,
         )
     ok = b" 200 " in answer

@@ -47,7 +47,9 @@ def collect(config: Config, trace_seconds: float | None = None, settings: Report
     else:
         judged = judge(config, procfs.snapshot(Redactor(config.redact)), reparent_hint=procfs.parent_pid)
         pipeline, findings = judged.pipeline, judged.findings
-    facts = _facts(pipeline.lineage, pipeline.detector, findings, engine, settings, trace_seconds)
+    resolver = ContainerResolver(engine, host_root=config.runtimes.host_root,
+                                 containerd_state=config.runtimes.containerd_state)
+    facts = _facts(pipeline.lineage, pipeline.detector, findings, engine, resolver, settings, trace_seconds)
     return replace(facts, ledger=ledger_facts, leaked_containers=leaked)
 
 
@@ -80,10 +82,10 @@ def _facts(
     detector: Detector,
     findings: list[Finding],
     engine: DockerEngine,
+    resolver: ContainerResolver,
     settings: ReportSettings,
     trace_seconds: float | None,
 ) -> Facts:
-    resolver = ContainerResolver(engine)
     container_of: dict[int, ContainerInfo | None] = {}
 
     def container(proc: Process) -> ContainerInfo | None:

@@ -35,6 +35,10 @@ def build(facts: Facts, settings: ReportSettings = ReportSettings()) -> dict[str
             "id": c.info.id,
             "name": c.info.name,
             "image": c.info.image,
+            "runtime": c.info.runtime,
+            "pod": c.info.pod,
+            "namespace": c.info.namespace,
+            "pod_uid": c.info.pod_uid,
             "compose_project": c.info.compose_project,
             "compose_service": c.info.compose_service,
             "memory_bytes": c.memory.used if c.memory else None,
@@ -50,7 +54,7 @@ def build(facts: Facts, settings: ReportSettings = ReportSettings()) -> dict[str
         for c in sorted(facts.containers, key=lambda c: -(c.memory.used if c.memory else 0))
     ]
     memory = facts.host_memory
-    report = {
+    report: dict[str, Any] = {
         "kind": "report",
         "traced_seconds": facts.traced_seconds,
         "host": {
@@ -59,6 +63,7 @@ def build(facts: Facts, settings: ReportSettings = ReportSettings()) -> dict[str
             "groups": groups_of(HOST),
         },
         "containers": containers,
+        "pods": _pods(containers),
         "docker": {
             "available": facts.docker_available,
             "dangling_images": list(facts.dangling_images),
@@ -85,6 +90,27 @@ def build(facts: Facts, settings: ReportSettings = ReportSettings()) -> dict[str
     ]
     report["actions"] = [action.as_record() for action in plan(facts)]
     return report
+
+
+def _pods(containers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The containers of Kubernetes pods, by pod: what a pod's containers hold together."""
+    by_pod: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for c in containers:
+        if c["pod"] is not None:
+            by_pod[(c["namespace"] or "", c["pod"], c["pod_uid"] or "")].append(c)
+    pods = [
+        {
+            "namespace": namespace,
+            "pod": pod,
+            "pod_uid": pod_uid or None,
+            "containers": sorted(c["name"] for c in members),
+            "memory_bytes": sum(c["memory_bytes"] or 0 for c in members),
+            "processes": sum(c["processes"] for c in members),
+            "leaks": sum(len(g["leak"]) for c in members for g in c["groups"]),
+        }
+        for (namespace, pod, pod_uid), members in by_pod.items()
+    ]
+    return sorted(pods, key=lambda p: (-p["memory_bytes"], p["namespace"], p["pod"]))
 
 
 def _group_record(group: GroupFacts, names: dict[str, str]) -> dict[str, Any]:
@@ -131,6 +157,9 @@ def render(report: dict[str, Any]) -> str:
     out.append(f"{'(host)':<24} {'-':<28} {'':>10} {'':>6} {'':>10} {report['host']['processes']:>6} {'':>8}")
     out.extend(_group_lines(report["host"]["groups"]))
     out.append("")
+    if report.get("pods"):
+        out.extend(_pod_lines(report["pods"]))
+        out.append("")
     out.extend(_leaked_container_lines(report))
     docker = report["docker"]
     out.append("")
@@ -163,6 +192,15 @@ def _group_lines(groups: list[dict[str, Any]]) -> list[str]:
             f"    {printable(g['signature'], 48):<48} x{g['processes']:<4} {human_bytes(g['rss_bytes']):>10}"
             f"  by {printable(spawner['comm'])} ({spawner['pid']}){leak}"
         )
+    return lines
+
+
+def _pod_lines(pods: list[dict[str, Any]]) -> list[str]:
+    lines = [f"{'POD (NAMESPACE/NAME)':<48} {'MEMORY':>10} {'PROCS':>6} {'LEAKS':>5}  CONTAINERS"]
+    for pod in pods:
+        name = printable(f"{pod['namespace']}/{pod['pod']}", 48)
+        lines.append(f"{name:<48} {human_bytes(pod['memory_bytes']):>10} {pod['processes']:>6}"
+                     f" {pod['leaks']:>5}  {printable(' '.join(pod['containers']), 60)}")
     return lines
 
 

@@ -47,6 +47,8 @@ def alert_labels(record: Record, host: str) -> dict[str, str]:
         "severity": record.get("severity") or "warning",
         "spawner_comm": spawner["comm"],
         "spawner_pid": str(spawner["pid"]),
+        # A pod's container: kube-state-metrics' label names, so alerts join with its series.
+        **{key: str(container[key]) for key in ("namespace", "pod") if container.get(key)},
     }
 
 

@@ -34,9 +34,14 @@ def render_alert(record: Record, color: bool = False) -> str:
     ]
     container = record.get("container")
     if container:
-        lines.append(f"{indent}container {printable(container['name'], MAX_NAME_SHOWN)}"
-                     f" ({printable(container['id'], MAX_NAME_SHOWN)},"
-                     f" image {printable(container['image'] or '-', MAX_NAME_SHOWN)})")
+        # A recording made before runtimes were named says no runtime: only Docker's were then.
+        where = (f"{printable(container.get('runtime') or 'docker', MAX_NAME_SHOWN)}"
+                 f" {printable(container['id'], MAX_NAME_SHOWN)},"
+                 f" image {printable(container['image'] or '-', MAX_NAME_SHOWN)}")
+        if container.get("pod"):
+            pod = f"{container.get('namespace')}/{container['pod']}"
+            where = f"pod {printable(pod, MAX_NAME_SHOWN)}, {where}"
+        lines.append(f"{indent}container {printable(container['name'], MAX_NAME_SHOWN)} ({where})")
     counts = "  ".join(f"{key} {record[key]}" for key in ("live", "spawned", "exited", "zombies", "orphans"))
     if record["rss_bytes"]:
         counts += f"  rss {human_bytes(record['rss_bytes'])}"

@@ -15,14 +15,15 @@ the latest totals rather than mirrored into gauges; sizes are gauges of their ow
     spawnwatch_notifications_total{result}                 webhook / Alertmanager posts: sent, failed, dropped
     spawnwatch_internal_errors_total{component}            background work that failed and was restarted
     spawnwatch_alerts_total{rule}                          alerts raised (firing for the first time)
-    spawnwatch_alert_firing{rule,signature,container}      1 while the alert fires
+    spawnwatch_alert_firing{rule,signature,container,namespace,pod}  1 while the alert fires
     spawnwatch_alert_{live,zombies,orphans,rss_bytes}{...} the group an alert is about
-    spawnwatch_pids_{current,limit}{container,cgroup}      the cgroups under a pids limit that groups are in
-    spawnwatch_pids_refused_forks_total{container,cgroup}  forks those limits refused
+    spawnwatch_pids_{current,limit}{container,namespace,pod,cgroup}  the cgroups under a pids limit that groups are in
+    spawnwatch_pids_refused_forks_total{...}               forks those limits refused
     process_*                                              the watcher's own CPU, memory, open files
 
 Labels are low-cardinality by design: rule, signature (normalised, bounded, and only
-for groups with an alert), container name, and for a pids limit on the host its
+for groups with an alert), container name (a pod's: its Kubernetes container name), the
+pod and its namespace (empty outside Kubernetes), and for a pids limit on the host its
 cgroup's path (a systemd unit or slice; empty for a container).  No pids, no argv.
 """
 
@@ -41,7 +42,7 @@ from spawnwatch.records import ALERT, PROGRESS
 from spawnwatch.sinks import Record
 from spawnwatch.sinks.exporter_web import WebConfig, serve
 
-ALERT_LABELS = ("rule", "signature", "container")
+ALERT_LABELS = ("rule", "signature", "container", "namespace", "pod")
 GROUP_FIELDS = ("live", "zombies", "orphans", "rss_bytes")
 SIGNATURE_LABEL_MAX = 120
 SIZES = {"processes": "Processes in the table (live, zombie, and recently reaped)", "groups": "Groups of identical children"}
@@ -127,7 +128,7 @@ class SessionTotals(Collector):
 
 
 class ActiveAlerts(Collector):
-    """The alerts firing now, as gauges per (rule, signature, container).  Two spawners
+    """The alerts firing now, as gauges per (rule, signature, container, namespace, pod).  Two spawners
     leaking one signature in one container share a label set (pids are no labels), so
     each series aggregates the alerts behind it: the alert ends in Prometheus only when
     the last of them resolves, and the counts are their sums."""
@@ -138,7 +139,7 @@ class ActiveAlerts(Collector):
 
     def update(self, record: Record) -> bool:
         """Take a firing or resolved alert; True when it fires for the first time."""
-        key = (record["rule"], record["signature"], _container(record), record["spawner"]["pid"])
+        key = (record["rule"], record["signature"], *_container(record), record["spawner"]["pid"])
         with self._lock:
             if record["state"] == "firing":
                 new = key not in self._firing
@@ -150,9 +151,9 @@ class ActiveAlerts(Collector):
     def collect(self) -> Iterator[Any]:
         with self._lock:
             records = list(self._firing.values())
-        sums: dict[tuple[str, str, str], dict[str, int]] = {}
+        sums: dict[tuple[str, ...], dict[str, int]] = {}
         for record in records:
-            labels = (record["rule"], record["signature"][:SIGNATURE_LABEL_MAX], _container(record))
+            labels = (record["rule"], record["signature"][:SIGNATURE_LABEL_MAX], *_container(record))
             totals = sums.setdefault(labels, dict.fromkeys(GROUP_FIELDS, 0))
             for name in GROUP_FIELDS:
                 totals[name] += record[name]
@@ -174,9 +175,10 @@ class ActiveAlerts(Collector):
 class PidsLimits(Collector):
     """The pids limits the groups live under, as of the last sweep of the sampler: the
     `pids_limits` of a progress record, each {"container" (name, or "" on the host),
+    "namespace" and "pod" (a pod's container; "" otherwise, and in older records),
     "cgroup" (path on the host, "" for a container), "current", "limit", "refused"}."""
 
-    LABELS = ("container", "cgroup")
+    LABELS = ("container", "namespace", "pod", "cgroup")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -195,7 +197,7 @@ class PidsLimits(Collector):
         refused = CounterMetricFamily("spawnwatch_pids_refused_forks", "Forks a cgroup's pids limit refused",
                                       labels=self.LABELS)
         for row in limits:
-            labels = (row["container"], row["cgroup"])
+            labels = (row["container"], row.get("namespace", ""), row.get("pod", ""), row["cgroup"])
             current.add_metric(labels, row["current"])
             limit.add_metric(labels, row["limit"])
             refused.add_metric(labels, row["refused"])
@@ -204,8 +206,11 @@ class PidsLimits(Collector):
         yield refused
 
 
-def _container(record: Record) -> str:
-    return record["container"]["name"] if record.get("container") else ""
+def _container(record: Record) -> tuple[str, str, str]:
+    """(container name, namespace, pod) of an alert; "" for what it does not say (the
+    host, a container outside Kubernetes, a recording older than pods)."""
+    container = record.get("container") or {}
+    return container.get("name") or "", container.get("namespace") or "", container.get("pod") or ""
 
 
 class Metrics:

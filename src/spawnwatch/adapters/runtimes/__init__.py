@@ -9,11 +9,16 @@ with the runtime's daemon stopped or restarting, and are read as untrusted input
 
 from __future__ import annotations
 
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Iterable
+
 from spawnwatch.adapters.cgroups import CgroupContainer
 from spawnwatch.adapters.runtimes import containerd, crio, docker, podman
 from spawnwatch.adapters.runtimes.state import RuntimeNames
 
-__all__ = ["RuntimeNames", "find"]
+__all__ = ["RuntimeFound", "RuntimeNames", "find", "survey"]
 
 
 def find(ref: CgroupContainer, host: str = "/", containerd_state: str = containerd.STATE) -> RuntimeNames | None:
@@ -30,3 +35,47 @@ def find(ref: CgroupContainer, host: str = "/", containerd_state: str = containe
     if ref.runtime == crio.RUNTIME:
         return crio.names(ref, host)
     return containerd.names(ref, host, containerd_state) or crio.names(ref, host)
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeFound:
+    """A runtime on this host, for `doctor`: where it shows, and whether its containers are named."""
+
+    runtime: str  # podman, containerd, cri-o; "kubernetes" for pods' containers no runtime's state names
+    where: str  # the state directory that shows it is installed, "" when only cgroups show it
+    containers: int  # its running containers among those asked about (cgroups name them)
+    named: int  # ...of which its state on disk names
+
+
+# Asked about per runtime: each answer reads a file or two of state.
+SURVEY_SAMPLE = 32
+
+
+def survey(refs: Iterable[CgroupContainer], host: str = "/",
+           containerd_state: str = containerd.STATE) -> list[RuntimeFound]:
+    """Every runtime but Docker (whose engine `doctor` asks itself) that has state on this
+    host or a container in `refs` (the containers the cgroup tree shows), and how many of
+    its containers (up to SURVEY_SAMPLE) its state names."""
+    marks = {
+        podman.RUNTIME: podman.ROOTFUL_STORAGE,
+        containerd.RUNTIME: os.path.join(containerd_state, containerd.TASKS),
+        crio.RUNTIME: crio.STATE,
+    }
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    asked: dict[str, int] = defaultdict(int)
+    for ref in refs:
+        if ref.runtime == docker.RUNTIME or asked[ref.runtime] >= SURVEY_SAMPLE:
+            continue
+        asked[ref.runtime] += 1
+        names = find(ref, host, containerd_state)
+        tally = counts[names.runtime if names is not None else ref.runtime]
+        tally[0] += 1
+        tally[1] += names is not None
+    found = []
+    for runtime in (podman.RUNTIME, containerd.RUNTIME, crio.RUNTIME, "kubernetes"):
+        mark = marks.get(runtime)
+        present = mark is not None and os.path.isdir(os.path.join(host, mark.lstrip("/")))
+        if present or runtime in counts:
+            containers, named = counts.get(runtime, (0, 0))
+            found.append(RuntimeFound(runtime, mark if present else "", containers, named))
+    return found

@@ -16,6 +16,7 @@ from spawnwatch.adapters.cgroups import CgroupContainer
 from spawnwatch.adapters.runtimes.state import RuntimeNames, field, read_json
 
 RUNTIME = "cri-o"
+STATE = "/run/crio"  # CRI-O's own run directory (its socket): present where it is installed
 ROOTS = ("/run/containers/storage", "/var/lib/containers/storage")
 DRIVERS = ("overlay", "vfs", "btrfs", "zfs")
 SPEC_LIMIT = 1 << 20  # Kubernetes caps a pod's annotations at 256 KiB in all
