@@ -98,6 +98,7 @@ class Detection:
         return self._with_extra(self.run.stats())
 
     def _with_extra(self, stats: Record) -> Record:
+        stats["evicted_by_table"] = {**stats.get("evicted_by_table", {}), "pids_cgroups": self.sampler.evicted}
         if self.extra_stats is not None:
             stats.update(self.extra_stats())
         return stats
