@@ -29,3 +29,21 @@ class BoundedMap(OrderedDict[K, V]):
     def touch(self, key: K) -> None:
         """`key` was used: the last to be evicted."""
         self.move_to_end(key)
+
+
+class RecentMap(BoundedMap[K, V]):
+    """A BoundedMap that evicts the least recently used: `put` and `recent` use an entry."""
+
+    def put(self, key: K, value: V) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        if len(self) > self.limit:
+            self.popitem(last=False)
+            self.evicted += 1
+
+    def recent(self, key: K, default: V | None = None) -> V | None:
+        """The entry of `key` (`default` without one), used now."""
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return default

@@ -152,7 +152,9 @@ class LiveRun:
             self.recorder.write(to_record(item))
 
     def stats(self) -> dict:
-        return {**stats_record(self.probe), **self.resolver.counts}
+        stats = {**stats_record(self.probe), **self.resolver.counts}
+        stats["evicted_by_table"] = {**stats["evicted_by_table"], **self.resolver.evicted_by_table()}
+        return stats
 
 
 class Consumer(Protocol):
