@@ -87,7 +87,7 @@ def test_containers_left_by_killed_clients_are_charged_to_the_host_within_25_s()
     assert alert.signature == SIGNATURE
     assert alert.orphans == len(alert.containers) >= 8
     assert alert.containers[0] == {"id": "01" * 32, "name": "sleepy_0", "image": IMAGE, "memory_bytes": None,
-                                   "ambiguous": False}
+                                   "runtime": "docker", "ambiguous": False}
     assert IMAGE in alert.message and f"{alert.orphans} containers" in alert.message
     assert "leaves running the containers of" in alert.message
     record = alert.to_record()
@@ -178,7 +178,7 @@ def test_container_events_replay_from_their_records():
     records = [to_record(e) for e in stream.events if isinstance(e, ContainerEvent)]
     assert records[0] == {"kind": "container", "ts": records[0]["ts"], "action": "create", "id": "01" * 32,
                           "name": "sleepy_0", "image": IMAGE, "compose_project": "", "exit_code": 0, "detached": False,
-                          "labels": []}
+                          "labels": [], "engine": ""}
     assert [from_record(r) for r in records] == [e for e in stream.events if isinstance(e, ContainerEvent)]
 
 

@@ -95,13 +95,15 @@ def test_the_units_capabilities_are_all_that_watch_needs(tmp_path) -> None:
 
 
 KUBERNETES = REPO / "deploy" / "kubernetes"
+KUSTOMIZATION = KUBERNETES / "kustomization.yaml"
 
 
 def manifests() -> dict[str, dict]:
     """Every Kubernetes object shipped, by kind (one of each)."""
     import yaml
 
-    objects = [doc for path in sorted(KUBERNETES.glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text())]
+    objects = [doc for path in sorted(KUBERNETES.glob("*.yaml")) if path != KUSTOMIZATION
+               for doc in yaml.safe_load_all(path.read_text())]
     for obj in objects:
         assert {"apiVersion", "kind", "metadata"} <= set(obj) and obj["metadata"].get("name"), obj
     by_kind = {obj["kind"]: obj for obj in objects}
@@ -224,3 +226,78 @@ def test_the_pod_mounts_a_web_config_secret_if_there_is_one() -> None:
     documented = (KUBERNETES / "daemonset.yaml").read_text()
     assert f'"--web-config-file", "{mount["mountPath"]}/web-config.yml"' in documented
     assert f"secret generic {volume['secret']['secretName']}" in documented
+
+
+def test_the_namespace_admits_the_privileged_pod() -> None:
+    labels = manifests()["Namespace"]["metadata"]["labels"]
+    assert labels["pod-security.kubernetes.io/enforce"] == "privileged"
+
+
+def test_the_pod_mounts_the_state_of_every_runtime_read_only_and_no_runtime_socket() -> None:
+    """Where adapters/runtimes read it, with the default host_root ("/"): the same paths."""
+    from spawnwatch.adapters.runtimes import containerd, crio, podman
+
+    pod = manifests()["DaemonSet"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    for path in (f"{containerd.STATE}/{containerd.TASKS}", *crio.ROOTS, podman.ROOTFUL_STORAGE):
+        assert mounts[path]["readOnly"] is True and volumes[mounts[path]["name"]]["hostPath"]["path"] == path, path
+    assert containerd.STATE not in mounts, "containerd's state dir holds its socket: only its tasks are mounted"
+    assert all(m["readOnly"] for m in container["volumeMounts"] if m["name"] not in ("state", "tmp"))
+
+
+def test_the_servicemonitor_and_the_rule_carry_the_label_kube_prometheus_stack_selects_by() -> None:
+    import yaml
+
+    kustomization = yaml.safe_load(KUSTOMIZATION.read_text())
+    assert sorted(kustomization["resources"]) == sorted(p.name for p in KUBERNETES.glob("*.yaml") if p != KUSTOMIZATION)
+    if shutil.which("kubectl") is None:
+        missing_prerequisite("kubectl is not installed (it builds the kustomization offline)")
+    built = subprocess.run(["kubectl", "kustomize", str(KUBERNETES)], capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr
+    objects = {o["kind"]: o for o in yaml.safe_load_all(built.stdout)}
+    shipped = manifests()
+    assert set(objects) == set(shipped)
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        assert objects[kind]["metadata"]["labels"].pop("release") == "kube-prometheus-stack"
+    assert objects == shipped  # nothing else changed
+
+
+def startup_probe() -> list[str]:
+    (container,) = manifests()["DaemonSet"]["spec"]["template"]["spec"]["containers"]
+    probe = container["startupProbe"]
+    assert probe["failureThreshold"] * probe["periodSeconds"] >= 300, "bcc may compile for minutes on a busy node"
+    return probe["exec"]["command"]
+
+
+def test_the_startup_probe_reads_the_ledger_that_watch_writes_in_its_state_dir() -> None:
+    from spawnwatch.config import load
+
+    command = startup_probe()
+    assert command[0] == "/opt/spawnwatch/bin/python"  # deploy/container/Dockerfile's venv
+    assert f"ledger.read('{load().watch.state_dir}')" in command[-1]
+    pod = manifests()["DaemonSet"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert load().watch.state_dir in {m["mountPath"] for m in container["volumeMounts"]}
+
+
+@pytest.mark.root
+def test_the_startup_probe_passes_only_while_an_attached_watch_keeps_the_ledger(tmp_path) -> None:
+    """Before `watch`: no ledger; once it printed ready (after attaching): passes; once it
+    ended: its ledger is stale, as a previous pod's on the node's /run."""
+    from conftest import wait_for
+    from live import LiveCommand
+    from spawnwatch.config import load
+
+    state_dir = str(tmp_path / "state")
+    command = [sys.executable, *startup_probe()[1:-1],
+               startup_probe()[-1].replace(f"'{load().watch.state_dir}'", repr(state_dir))]
+
+    def probe() -> int:
+        return subprocess.run(command, capture_output=True, timeout=60).returncode
+
+    assert probe() != 0
+    with LiveCommand("watch", "--json", "--state-dir", state_dir):
+        wait_for(lambda: probe() == 0, "the startup probe to pass", deadline=60.0)
+    assert probe() != 0

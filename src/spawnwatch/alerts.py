@@ -13,7 +13,7 @@ A rise of severity ("warning" at the rule's threshold, "critical" past its
      "spawner": {"pid", "ppid", "argv", "comm"},
      "container": null | {"id", "name", "image", "runtime", and for a pod's: "pod", "namespace", "pod_uid"},
      "live", "spawned", "exited", "zombies", "orphans", "rss_bytes", "pids": [<= 20], "message",
-     "containers": [{"id", "name", "image", "memory_bytes": int | null, "ambiguous": bool}],
+     "containers": [{"id", "name", "image", "runtime": "docker" | "podman", "memory_bytes": int | null, "ambiguous": bool}],
      "pids_limit": null | {"cgroup", "current", "limit", "refused_forks"}}
 
 `containers` lists the leaked containers of `orphaned_containers` (empty for the other

@@ -104,6 +104,7 @@ class ContainerEvent:
     exit_code: int = 0  # of a die
     detached: bool = False  # a start with no client attached to its stdio (`docker run -d`), as inspect tells
     labels: tuple[str, ...] = ()  # of a create or start: its labels as NAME=value (none: not told)
+    engine: str = ""  # "podman" for Podman's; "" for the Docker engine followed (and older recordings)
 
     kind = Kind.CONTAINER
 

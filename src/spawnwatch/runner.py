@@ -12,11 +12,12 @@ import signal
 import socket
 import time
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
 from spawnwatch import records
 from spawnwatch.adapters import procfs
+from spawnwatch.adapters.podman_events import PodmanEvents
 from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.config import Config
 from spawnwatch.events import Event, Observation, Resync, Snapshot, to_record
@@ -137,6 +138,7 @@ class LiveRun:
     resolver: ContainerResolver  # the program's one cache of cgroup -> container
     ready: dict  # the first record: who watches, where, since when
     recorder: RecordingWriter | None
+    podman: PodmanEvents = field(default_factory=PodmanEvents)  # Podman's container lifecycle (no daemon)
 
     def record(self, record: dict) -> None:
         if self.recorder is not None:
@@ -152,7 +154,7 @@ class LiveRun:
             self.recorder.write(to_record(item))
 
     def stats(self) -> dict:
-        stats = {**stats_record(self.probe), **self.resolver.counts}
+        stats = {**stats_record(self.probe), **self.resolver.counts, **self.podman.counts}
         stats["evicted_by_table"] = {**stats["evicted_by_table"], **self.resolver.evicted_by_table()}
         return stats
 
@@ -184,11 +186,12 @@ def run_live(config: Config, consumer: Consumer, duration: float | None, record:
     with ExitStack() as stack:
         resolver = stack.enter_context(ContainerResolver(host_root=config.runtimes.host_root,
                                                             containerd_state=config.runtimes.containerd_state))
+        podman = stack.enter_context(PodmanEvents())
         recorder = stack.enter_context(RecordingWriter(record)) if record else None
         probe = stack.enter_context(open_probe(redact, ring_buffer_kb, tally_briefs=not consumer.wants_every_process))
         return_freed_heap()
         stack.enter_context(stop.on_signals())
-        run = LiveRun(probe, resolver, ready_record(), recorder)
+        run = LiveRun(probe, resolver, ready_record(), recorder, podman)
         consumer.begin(run, procfs.snapshot(redact) if consumer.wants_snapshot else None)
         settle_collector()
         for batch in live_batches(probe, stop):

@@ -22,8 +22,9 @@ log = logging.getLogger(__name__)
 
 # Every supervised component: the label values of spawnwatch_internal_errors_total, a fixed set.
 DOCKER_EVENTS = "docker_events"
+PODMAN_EVENTS = "podman_events"
 ALERT_DELIVERY = "alert_delivery"
-COMPONENTS = (DOCKER_EVENTS, ALERT_DELIVERY)
+COMPONENTS = (DOCKER_EVENTS, PODMAN_EVENTS, ALERT_DELIVERY)
 
 RESTART_MIN_S = 0.5
 RESTART_MAX_S = 30.0

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from spawnwatch.events import ContainerEvent
-from spawnwatch.signature import DEFAULT_ENGINE
+from spawnwatch.signature import DEFAULT_ENGINE, PODMAN_ENGINE
 from spawnwatch.text import cut, printable
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,8 @@ def info_from_inspect(inspect: dict[str, Any]) -> ContainerInfo:
         pids_limit=host.get("PidsLimit") or None,  # 0 and -1 both mean unlimited
         pid=state.get("Pid") or None,
         running=state.get("Running"),
-        created=_wall_time(inspect.get("Created")),
-        started=_wall_time(state.get("StartedAt")) if state.get("Running") else None,
+        created=wall_time(inspect.get("Created")),
+        started=wall_time(state.get("StartedAt")) if state.get("Running") else None,
         auto_remove=bool(host.get("AutoRemove")),
         attached=any(config.get(key) for key in ("AttachStdin", "AttachStdout", "AttachStderr")),
         labels=container_labels(labels),
@@ -145,7 +145,7 @@ def found_running(info: ContainerInfo, boot_time: float) -> tuple[ContainerEvent
             ContainerEvent(ts=max(info.started - boot_time, 0.0), action="start", detached=not info.attached, **fields))
 
 
-def _wall_time(rfc3339: str | None) -> float | None:
+def wall_time(rfc3339: str | None) -> float | None:
     """Docker's `2026-11-29T23:20:29.123456789Z` as a unix time; None when missing or odd."""
     if not rfc3339:
         return None
@@ -171,6 +171,15 @@ def followed_address() -> str:
     return os.environ.get("DOCKER_HOST") or DEFAULT_ENGINE
 
 
+PODMAN_SOCKET = "unix:///run/podman/podman.sock"  # rootful `podman system service`'s
+
+
+def podman_address() -> str:
+    """Where Podman serves its Docker-compatible API: CONTAINER_HOST's (podman's own
+    variable for it), else rootful Podman's socket."""
+    return os.environ.get("CONTAINER_HOST") or PODMAN_SOCKET
+
+
 class EngineError(Exception):
     """The engine could not do what it was asked; the message says why."""
 
@@ -182,8 +191,10 @@ class DockerEngine:
     not asked again for `retry_after` seconds, so a host without Docker pays nothing.
     """
 
-    def __init__(self, base_url: str | None = None, retry_after: float = 30.0, timeout: float = 5.0) -> None:
+    def __init__(self, base_url: str | None = None, retry_after: float = 30.0, timeout: float = 5.0,
+                 name: str = "Docker engine") -> None:
         self._base_url = base_url  # None: DOCKER_HOST, else the default socket
+        self.name = name  # what its errors call it
         self._retry_after = retry_after
         self._timeout = timeout
         self._client: Any = None
@@ -212,13 +223,13 @@ class DockerEngine:
 
     def _mark_down(self, exc: BaseException) -> None:
         if self._client is not None:  # it answered until now: an outage, said each time it begins
-            log.warning("the Docker engine stopped answering: %s (asked again in %g s)",
-                        _reason(exc), self._retry_after)
+            log.warning("the %s stopped answering: %s (asked again in %g s)",
+                        self.name, _reason(exc), self._retry_after)
         elif "no engine" not in self._said:  # a host without Docker: normal, said once
             self._said.add("no engine")
-            log.info("no Docker engine: %s (containers show by cgroup id)", _reason(exc))
+            log.info("no %s: %s (containers show by cgroup id)", self.name, _reason(exc))
         else:
-            log.debug("no Docker engine: %s", _reason(exc))
+            log.debug("no %s: %s", self.name, _reason(exc))
         self._client = None
         self._down_until = time.monotonic() + self._retry_after
 
@@ -233,7 +244,7 @@ class DockerEngine:
         except docker.errors.NotFound:
             return None
         except docker.errors.APIError as exc:  # the engine answered: it is up
-            self._say_once(method, f"the Docker engine refused {method}: {_reason(exc)}")
+            self._say_once(method, f"the {self.name} refused {method}: {_reason(exc)}")
             return None
         except Exception as exc:  # noqa: BLE001 - connection refused, timeouts, API errors
             with self._lock:
@@ -252,7 +263,7 @@ class DockerEngine:
         EngineError when the engine refused or did not answer."""
         api = self._api()
         if api is None:
-            raise EngineError("no Docker engine answers")
+            raise EngineError(f"no {self.name} answers")
         import docker.errors
 
         try:
@@ -288,7 +299,7 @@ class DockerEngine:
         engine says there is no such container; EngineError when none answers or it fails."""
         api = self._api()
         if api is None:
-            raise EngineError("no Docker engine answers")
+            raise EngineError(f"no {self.name} answers")
         import docker.errors
 
         try:
@@ -340,3 +351,23 @@ class DockerEngine:
         with self._lock:
             self._down_until = 0.0
         return stream
+
+
+class Engines:
+    """The engine to ask about a container of each runtime `reap` can end: Docker's, and
+    Podman's through the Docker-compatible API that `podman system service` serves (Podman
+    has no daemon of its own; its events come from its events file, adapters/podman_events.py)."""
+
+    def __init__(self, docker: DockerEngine | None = None) -> None:
+        self._docker = docker
+        self._podman: DockerEngine | None = None
+
+    def of(self, runtime: str) -> DockerEngine:
+        if runtime == PODMAN_ENGINE:
+            if self._podman is None:
+                self._podman = DockerEngine(podman_address(), name=f"Podman API (podman system service --time=0) "
+                                            f"at {podman_address()}")
+            return self._podman
+        if self._docker is None:
+            self._docker = DockerEngine()
+        return self._docker

@@ -8,7 +8,7 @@ import click
 
 from spawnwatch import reap
 from spawnwatch.adapters import procfs
-from spawnwatch.adapters.engine import DockerEngine
+from spawnwatch.adapters.engine import DockerEngine, Engines
 from spawnwatch.adapters.ledger import LedgerError, LedgerFile
 from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.cli.common import EXIT_RUNTIME, emit_json, json_option, one_line_errors, require_root
@@ -163,18 +163,18 @@ def _without_containers(kept: LedgerFile | None) -> str:
 
 
 def _reap_containers(kept: LedgerFile, leak: reap.ContainerLeak, yes: bool, force: bool, as_json: bool) -> None:
-    engine = DockerEngine()
+    engines = Engines()
     refused = reap.container_refusal(leak, kept.stale, reap.spawner_is_alive(leak), reap.self_and_ancestors(), force)
     if refused and yes:
         raise click.ClickException(f"refused: {refused}")
-    states = reap.survey(leak, engine)
+    states = reap.survey(leak, engines)
     record = reap.containers_record(kept, leak, states, time.time(), dry_run=not yes, refused=refused)
     if not yes:
         _show(record, as_json)
         if any(state.unknown for state in states):
             raise SystemExit(EXIT_RUNTIME)
         return
-    outcome = reap.end_containers(leak, engine)
+    outcome = reap.end_containers(leak, engines)
     record.update(reap.containers_outcome_record(outcome))
     _show(record, as_json)
     if outcome.failed:

@@ -63,6 +63,7 @@ class Detection:
         self.origin = Origin(run.ready["host"], run.ready["boot_time"])
         # for the rules: the containers running now (their create and start), then every create/start/die/destroy
         run.resolver.queue_lifecycle(run.ready["boot_time"])
+        run.podman.queue_lifecycle(run.ready["boot_time"])
         self._out(run.ready)
         run.record_item(snapshot)
         self.log(f"watching {len(snapshot.processes)} processes (Ctrl-C to stop)")
@@ -85,6 +86,7 @@ class Detection:
 
     def batch_done(self, now: float) -> None:
         self.items(self.run.resolver.lifecycle())  # the engine's container events, since the last poll
+        self.items(self.run.podman.lifecycle())  # Podman's
         self.items(self.sampler.poll(self.pipeline.detector.cgroups, now))  # the pids limits that changed
         before = self.pipeline.evaluations
         self._deliver(self.pipeline.advance(now), before)

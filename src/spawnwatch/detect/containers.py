@@ -32,9 +32,11 @@ client whose spawner lives (`sh -c 'docker run ...'` killed with its client).  A
 container whose client exited before the session began is never charged: nothing shows
 who asked for it.
 
-Only a client of the engine spawnwatch follows (`local_engine`) asks for the containers
-it hears of: a client whose -H, --context, DOCKER_HOST or DOCKER_CONTEXT names another
-engine (`docker -H ssh://other run`), or a podman client, is never matched.  The engine
+Two engines are followed: the Docker engine (`local_engine`) and Podman (events of engine
+PODMAN_ENGINE).  A client asks only for containers of its own engine: a podman client for
+Podman's, a docker client of the followed engine for Docker's; one whose -H, --context,
+DOCKER_HOST or DOCKER_CONTEXT names another engine (`docker -H ssh://other run`) is never
+matched.  The engine
 says nothing of which client asked for a container, so a link is ambiguous when another
 client could have made it: several clients waited for containers of the one image at
 once (rivals), or a client found several of them unclaimed, or its engine cannot be told
@@ -63,7 +65,7 @@ from spawnwatch.clock import start_tick
 from spawnwatch.detect.groups import GroupBook, GroupKey, charged_child
 from spawnwatch.events import ContainerEvent
 from spawnwatch.lineage import Key, Process
-from spawnwatch.signature import DEFAULT_ENGINE, ContainerClient
+from spawnwatch.signature import DEFAULT_ENGINE, PODMAN_ENGINE, ContainerClient
 
 ClientOf = Callable[[Sequence[str], "Sequence[str] | None"], "ContainerClient | None"]
 
@@ -120,6 +122,7 @@ class Container:
     created_at: float
     compose_project: str = ""
     labels: frozenset[str] = frozenset()  # NAME=value; none when the engine did not tell them
+    engine: str = ""  # as ContainerEvent.engine
     running: bool = False
     started_at: float | None = None
     detached: bool = False  # the engine said no client attached at its start
@@ -141,6 +144,7 @@ class _Pending:
     call: ContainerClient
     at: float  # when it asked: its start (its exec follows its fork within milliseconds)
     until: float  # when it stops waiting for its container
+    engine: str  # of the containers it may ask for, as ContainerEvent.engine
     unmatched: set[str] = field(default_factory=set)  # start: the names it still waits for
     engine_unknown: bool = False
     rivals: _Rivals | None = None  # other clients it waited beside for the same containers
@@ -270,10 +274,14 @@ class ContainerBook:
         call = self._client_of(proc.argv, proc.environ)
         if call is None:
             return
-        if call.engine is not None and not same_engine(call.engine, self._local_engine):
+        if call.engine == PODMAN_ENGINE:
+            engine = PODMAN_ENGINE
+        elif call.engine is None or same_engine(call.engine, self._local_engine):
+            engine = ""
+        else:
             self.counts["container_clients_of_other_engines"] += 1
             return
-        pending = _Pending(proc, call, proc.start, until, set(call.names) if call.action == "start" else set(),
+        pending = _Pending(proc, call, proc.start, until, engine, set(call.names) if call.action == "start" else set(),
                            engine_unknown=call.engine is None)
         # The engine's event may have come first: a container (or, for `docker start`, its
         # start) that no client claimed yet.
@@ -317,7 +325,8 @@ class ContainerBook:
 
     def _add(self, event: ContainerEvent) -> Container:
         container = Container(id=event.id, name=event.name, image=event.image, created_at=event.ts,
-                              compose_project=event.compose_project, labels=frozenset(event.labels))
+                              compose_project=event.compose_project, labels=frozenset(event.labels),
+                              engine=event.engine)
         self.containers[event.id] = container
         fitting = [p for p in self._pending.values() if p.call.action != "start" and self._fits(p, container)]
         if len(fitting) > 1:  # which of them made it, nothing tells
@@ -335,6 +344,8 @@ class ContainerBook:
         return container
 
     def _fits(self, pending: _Pending, container: Container) -> bool:
+        if pending.engine != container.engine:
+            return False
         if not -CLOCK_SKEW_S <= container.created_at - pending.at <= self._window:
             return False
         if pending.call.labels and container.labels and not pending.call.labels <= container.labels:
@@ -365,7 +376,8 @@ class ContainerBook:
     def _started_for(self, pending: _Pending, container: Container) -> bool:
         """Claim a container for the `docker start` client that named it, when it started
         within the window after the client: True when claimed."""
-        if container.start_claimed or not -CLOCK_SKEW_S <= container.started_at - pending.at <= self._window:
+        if (container.start_claimed or pending.engine != container.engine
+                or not -CLOCK_SKEW_S <= container.started_at - pending.at <= self._window):
             return False
         name = next((n for n in pending.unmatched if _names(container, n)), None)
         if name is None:

@@ -61,7 +61,7 @@ class Finding:
     detail: str  # why, in words
     severity: str = WARNING
     pids_limit: PidsSample | None = None  # the pids limit the group fills (pids rule)
-    # the leaked containers: {"id", "name", "image", "memory_bytes", "ambiguous"}; `ambiguous`: another
+    # the leaked containers: {"id", "name", "image", "runtime", "memory_bytes", "ambiguous"}; `ambiguous`: another
     # client may have asked for it (detect/containers.py), so `reap` leaves it
     containers: tuple[dict[str, Any], ...] = ()
 
@@ -149,7 +149,8 @@ class Detector:
             container.memory_bytes = self._container_memory(container.id)
             container.memory_at = now
         return {"id": container.id, "name": container.name, "image": container.image,
-                "memory_bytes": container.memory_bytes, "ambiguous": container.ambiguous}
+                "runtime": container.engine or "docker", "memory_bytes": container.memory_bytes,
+                "ambiguous": container.ambiguous}
 
     def _memory(self, group: Group, now: float, leak: Leak | None) -> tuple[int, int | None]:
         if self._memory_of is None:

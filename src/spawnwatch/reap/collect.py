@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass
 
 from spawnwatch.adapters import procfs
-from spawnwatch.adapters.engine import ContainerInfo, DockerEngine, EngineError
+from spawnwatch.adapters.engine import ContainerInfo, EngineError, Engines
 from spawnwatch.adapters.ledger import LedgerFile
 from spawnwatch.adapters.ledger import read as read_ledger
 from spawnwatch.adapters.memory import cgroup_memory
@@ -56,11 +56,11 @@ def container_memory(info: ContainerInfo) -> int | None:
     return memory.used if memory else None
 
 
-def survey(leak: ContainerLeak, engine: DockerEngine) -> list[ContainerState]:
+def survey(leak: ContainerLeak, engines: Engines) -> list[ContainerState]:
     states = []
     for listed in leak.containers:
         try:
-            info = engine.lookup(listed.id)
+            info = engines.of(listed.runtime).lookup(listed.id)
         except EngineError as exc:
             states.append(ContainerState(listed, None, None, unknown=f"the engine could not be reached: {exc}"))
             continue

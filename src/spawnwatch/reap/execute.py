@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 from spawnwatch.adapters import procfs
-from spawnwatch.adapters.engine import DockerEngine, EngineError
+from spawnwatch.adapters.engine import EngineError, Engines
 from spawnwatch.adapters.signals import Handle, allow_open_files, open_files_left, wait_exited
 from spawnwatch.events import ProcessInfo
 from spawnwatch.reap.collect import container_memory, self_and_ancestors
@@ -170,12 +170,13 @@ class ContainerOutcome:
     memory_freed: int = 0
 
 
-def end_containers(leak: ContainerLeak, engine: DockerEngine) -> ContainerOutcome:
+def end_containers(leak: ContainerLeak, engines: Engines) -> ContainerOutcome:
     outcome = ContainerOutcome()
     for listed in leak.containers:
         if listed.ambiguous:
             outcome.skipped.append((listed, AMBIGUOUS))
             continue
+        engine = engines.of(listed.runtime)
         try:
             info = engine.lookup(listed.id)
         except EngineError as exc:

@@ -174,6 +174,7 @@ class ListedContainer:
     name: str
     image: str | None
     ambiguous: bool = False  # the link to the client that started it is uncertain: never ended
+    runtime: str = "docker"  # whose container: "docker" or "podman" (an older ledger's are Docker's)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +192,18 @@ class ContainerLeak:
         return self.spawner["pid"]
 
 
+# Runtimes that run containers for the kubelet: a container of a pod that ends is started
+# again by it, so `reap` ends the processes in it and leaves the pod to the cluster.
+KUBELET_RUNTIMES = frozenset({"containerd", "cri-o", "kubernetes"})
+PROCESSES_ONLY = ("only the processes are ended, not their container: the kubelet starts a pod's container again "
+                  "(containerd and CRI-O run them for it); to end it for good, delete the pod (kubectl delete pod)")
+
+
+def processes_only(container: ContainerInfo | None) -> str | None:
+    """Why `reap` leaves the container of the processes it ends to the cluster, when it does."""
+    return PROCESSES_ONLY if container is not None and container.runtime in KUBELET_RUNTIMES else None
+
+
 AMBIGUOUS = "which client started it is ambiguous (another engine's client may have): left out"
 
 
@@ -202,7 +215,8 @@ def container_leaks(alerts: Iterable[dict[str, Any]]) -> list[ContainerLeak]:
             spawner=alert["spawner"],
             container=alert.get("container"),
             containers=tuple(
-                ListedContainer(c["id"], c["name"], c.get("image"), bool(alert.get("ambiguous") or c.get("ambiguous")))
+                ListedContainer(c["id"], c["name"], c.get("image"), bool(alert.get("ambiguous") or c.get("ambiguous")),
+                                str(c.get("runtime") or "docker"))
                 for c in alert["containers"]
             ),
             listed_at=float(alert["listed_at"]),
@@ -213,8 +227,8 @@ def container_leaks(alerts: Iterable[dict[str, Any]]) -> list[ContainerLeak]:
 
 
 def names_docker_client(selection: Selection, signature_of: SignatureOf) -> bool:
-    """Whether the selection's signature is a `docker` client's (`docker run IMAGE ...`)."""
-    return any(s.split()[:1] == ["docker"] for s in wanted_signatures(selection.signature, signature_of))
+    """Whether the selection's signature is a `docker` or `podman` client's (`docker run IMAGE ...`)."""
+    return any(s.split()[:1] in (["docker"], ["podman"]) for s in wanted_signatures(selection.signature, signature_of))
 
 
 def pick(leaks: Iterable[ContainerLeak], selection: Selection, signature_of: SignatureOf) -> ContainerLeak | None:

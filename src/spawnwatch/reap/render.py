@@ -12,7 +12,7 @@ from spawnwatch.adapters.engine import SHORT_ID, ContainerInfo
 from spawnwatch.adapters.ledger import LedgerFile
 from spawnwatch.reap.collect import ContainerState
 from spawnwatch.reap.execute import ContainerOutcome, Outcome
-from spawnwatch.reap.plan import AMBIGUOUS, ContainerLeak, Plan
+from spawnwatch.reap.plan import AMBIGUOUS, ContainerLeak, Plan, processes_only
 from spawnwatch.text import command_line, container_line, cut, human_bytes, printable
 
 COMMAND_WIDTH = 100
@@ -30,6 +30,7 @@ def plan_record(chosen: Plan, rss: dict[int, int], container: ContainerInfo | No
         if spawner
         else None,
         "container": container.as_contract() if container else None,
+        "processes_only": processes_only(container),  # why the container itself is left, when it is
         "kept": [p.pid for p in chosen.kept],
         "targets": [
             {
@@ -114,6 +115,8 @@ def _processes(record: dict[str, Any]) -> tuple[list[str], list[str]]:
     for t in record["targets"]:
         command = cut(command_line(t["argv"], t["comm"]), COMMAND_WIDTH)
         out.append(f"{t['pid']:>8} {t['member']:>8} {human_bytes(t['rss_bytes']):>10}  {command}")
+    if record["processes_only"]:
+        out.append(f"note: {record['processes_only']}")
     if record["refused"]:
         return [*out, f"refused: {record['refused']}; nothing ended"], []
     if record["dry_run"]:

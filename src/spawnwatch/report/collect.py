@@ -14,7 +14,7 @@ from typing import Any, Iterable, Sequence
 
 from spawnwatch.adapters import ledger, procfs
 from spawnwatch.adapters.cgroups import pids_of_process
-from spawnwatch.adapters.engine import ContainerInfo, DockerEngine
+from spawnwatch.adapters.engine import ContainerInfo, DockerEngine, Engines
 from spawnwatch.adapters.memory import cgroup_memory, host_memory
 from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.config import Config
@@ -71,7 +71,7 @@ def _leaked_containers(engine: DockerEngine, state_dir: str) -> tuple[LedgerFact
     leaked = tuple(
         LeakedContainerFacts(leak.signature, leak.spawner, state.info, state.memory_bytes, state.age_s(now))
         for leak in leaks
-        for state in survey(leak, engine)
+        for state in survey(leak, Engines(engine))
         if state.running and state.info is not None
     )
     return facts, leaked
