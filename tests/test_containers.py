@@ -218,6 +218,7 @@ def test_the_cgroup_cache_is_bounded(host: FakeHost) -> None:
         host.process(pid, f"0::/user.slice/session-{pid}.scope\n")
         assert resolve(cgroup, pid) is None
     assert resolve.cache_sizes()["cgroups"] <= 8
+    assert resolve.evicted_by_table()["container_cgroups"] == 49 - 8  # each one let go is counted
 
 
 def inspected(container_id: str, name: str, created: str, started: str, running: bool = True,

@@ -316,10 +316,11 @@ def test_oom_keeps_the_victims_own_cgroup():
     assert (oom.cgroup_id, oom.comm, oom.ppid) == (42, "node", 100)
 
 
-def test_known_processes_are_bounded():
+def test_known_processes_are_bounded_and_each_eviction_counted():
     known = KnownProcesses(parent_of=lambda pid: None, limit=10)
     for pid in range(1, 100):
         known.complete(Fork(1.0, pid, 1, "x", 1), 0)
+    assert known.evicted == 89
     assert known.complete(Exec(2.0, 5, 0, "x", 1), 0).ppid == 0  # evicted, /proc knows nothing
     assert known.complete(Exec(2.0, 99, 0, "x", 1), 0).ppid == 1
 
@@ -348,6 +349,7 @@ def test_probe_batch_decoding_counts_and_fills_missing_argv():
         "swept_forks": 0,
         "swept_exits": 0,
         "swept_tallies": 0,
+        "evicted_by_table": {"known_processes": 0},
     }
 
 

@@ -329,6 +329,26 @@ def test_the_sampler_ignores_a_pid_that_is_not_in_the_cgroup_any_more(pids_cgrou
     assert sampler.poll(lambda: {12345678: os.getpid()}, 1.0) == []
 
 
+@pytest.mark.root  # pids_cgroup: creating a cgroup needs root
+def test_the_sampler_watches_a_bounded_number_of_cgroups_and_counts_those_let_go(pids_cgroup):
+    # Two cgroups of distinct ids need cgroup2 paths apart (a hybrid host puts both at /): a
+    # sampler that may keep none lets each cgroup go as soon as it is read, and counts it.
+    (pids_cgroup.dir / "pids.max").write_text("20")
+    shell = pids_cgroup.start("sleep 1000 & wait")
+    try:
+        cgroup = PidsCgroup(pids_cgroup.mount, pids_cgroup.path)
+        wait_until(lambda: (r := read_pids(cgroup)) and r.current == 2, "the shell and its sleep")
+        cgroup_id = inode(cgroup2_mount(), read_proc_cgroups(shell.pid).v2_path)
+        sampler = PidsSampler(load().detect.pids, capacity=0)
+        [sample] = sampler.poll(lambda: {cgroup_id: shell.pid}, 100.0)
+        assert sample.limit == 20 and sampler.evicted == 1
+        sampler.poll(lambda: {cgroup_id: shell.pid}, 101.0)
+        assert sampler.evicted == 2
+    finally:
+        shell.kill()
+        shell.wait()
+
+
 # --- a container with --pids-limit 64 -----------------------------------------------------------
 
 # Node (7 or so tasks of its own: threads count) starting a `sleep 1000` every 0.5 s that

@@ -21,6 +21,7 @@ from spawnwatch.adapters import procfs
 from spawnwatch.cli.reap import command as reap_command
 from spawnwatch.config import load
 from spawnwatch.events import ProcessInfo, Snapshot
+from spawnwatch.pipeline import judge
 from spawnwatch.reap import GroupId, Interrupted, Selection, SelectionError, end_processes, flagged, plan, refusal
 from spawnwatch.signature import Signer
 
@@ -109,12 +110,12 @@ def no_container(cgroup_id: int, pid: int | None) -> None:
 
 
 def test_the_rules_of_watch_flag_the_accumulating_group_and_not_the_pool() -> None:
-    groups = flagged(load(), Snapshot(ts=40.0, processes=tuple(LEAKING)), no_container)
+    groups = flagged(judge(load(), Snapshot(ts=40.0, processes=tuple(LEAKING)), resolve_container=no_container))
     assert groups == {GroupId(400, "npm exec magic", None)}
 
 
 def test_only_a_flagged_group_passes_the_gate_unless_forced() -> None:
-    groups = flagged(load(), Snapshot(ts=40.0, processes=tuple(LEAKING)), no_container)
+    groups = flagged(judge(load(), Snapshot(ts=40.0, processes=tuple(LEAKING)), resolve_container=no_container))
     leak = plan(LEAKING, Selection("npm exec magic", spawner=400, keep=1), sign, container_of)
     pool = plan(LEAKING, Selection("gunicorn app:main", spawner=500), sign, container_of)
     assert refusal(leak, groups, protected={os.getpid()}, force=False) is None

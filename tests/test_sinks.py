@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import threading
 import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.parser import text_string_to_metric_families
 
 from spawnwatch.sinks import Fanout
 from spawnwatch.sinks.human import Human, render_alert
@@ -63,21 +66,38 @@ def scrape(port: int) -> str:
         return response.read().decode()
 
 
+def served(metrics: Metrics) -> dict[str, Metric]:
+    """The metric families a scrape of `metrics` serves, parsed by prometheus_client, by name."""
+    return {family.name: family for family in text_string_to_metric_families(scrape(metrics.port))}
+
+
+def value(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def series(metrics: Metrics, name: str) -> list[dict[str, str]]:
+    """The label sets of the samples of the family `name` a scrape serves."""
+    family = served(metrics).get(name)
+    return [sample.labels for sample in family.samples] if family is not None else []
+
+
 def test_prometheus_exposes_alerts_with_low_cardinality_labels():
     metrics = Metrics()
     try:
         metrics.send(alert())
-        text = scrape(metrics.port)
-        labels = 'container="metamcp",namespace="",pod="",rule="accumulating",signature="npm exec magic"'
-        assert f"spawnwatch_alert_firing{{{labels}}} 1.0" in text
-        assert f"spawnwatch_alert_live{{{labels}}} 20.0" in text
-        assert 'spawnwatch_alerts_total{rule="accumulating"} 1.0' in text
-        assert "4242" not in text and "supervisor.js" not in text and "5001" not in text
+        labels = {"container": "metamcp", "namespace": "", "pod": "", "rule": "accumulating", "signature": "npm exec magic"}
+        assert value(metrics, "spawnwatch_alert_firing", **labels) == 1
+        assert value(metrics, "spawnwatch_alert_live", **labels) == 20
+        assert value(metrics, "spawnwatch_alerts_total", rule="accumulating") == 1
+        assert series(metrics, "spawnwatch_alert_firing") == [labels]  # no pid, argv or child in a label
+        # In no label of any series (a number may hold the digits: process_start_time_seconds 1.79662424283e+09).
+        served_labels = [value for family in served(metrics).values() for sample in family.samples
+                         for value in sample.labels.values()]
+        assert not [v for v in served_labels if "4242" in v or "supervisor.js" in v or "5001" in v]
         metrics.send(alert(live=25))  # an update is not a new alert
         metrics.send(alert("resolved"))
-        text = scrape(metrics.port)
-        assert "spawnwatch_alert_firing{" not in text
-        assert 'spawnwatch_alerts_total{rule="accumulating"} 1.0' in text
+        assert series(metrics, "spawnwatch_alert_firing") == []
+        assert value(metrics, "spawnwatch_alerts_total", rule="accumulating") == 1
     finally:
         metrics.close()
 
@@ -88,16 +108,15 @@ def test_two_spawners_of_one_signature_are_one_series_until_both_resolve():
         other = {"pid": 777, "ppid": 1, "argv": ["node", "other.js"], "comm": "node"}
         metrics.send(alert(live=20))
         metrics.send(alert(live=5, spawner=other))
-        labels = 'container="metamcp",namespace="",pod="",rule="accumulating",signature="npm exec magic"'
-        text = scrape(metrics.port)
-        assert f"spawnwatch_alert_live{{{labels}}} 25.0" in text
-        assert 'spawnwatch_alerts_total{rule="accumulating"} 2.0' in text
+        labels = {"container": "metamcp", "namespace": "", "pod": "", "rule": "accumulating", "signature": "npm exec magic"}
+        assert series(metrics, "spawnwatch_alert_live") == [labels]
+        assert value(metrics, "spawnwatch_alert_live", **labels) == 25
+        assert value(metrics, "spawnwatch_alerts_total", rule="accumulating") == 2
         metrics.send(alert("resolved", spawner=other))
-        text = scrape(metrics.port)
-        assert f"spawnwatch_alert_firing{{{labels}}} 1.0" in text, "the first spawner still leaks"
-        assert f"spawnwatch_alert_live{{{labels}}} 20.0" in text
+        assert value(metrics, "spawnwatch_alert_firing", **labels) == 1, "the first spawner still leaks"
+        assert value(metrics, "spawnwatch_alert_live", **labels) == 20
         metrics.send(alert("resolved"))
-        assert "spawnwatch_alert_firing{" not in scrape(metrics.port)
+        assert series(metrics, "spawnwatch_alert_firing") == []
     finally:
         metrics.close()
 
@@ -110,21 +129,36 @@ def test_prometheus_counters_are_the_sessions_totals_and_sizes_are_gauges():
              "decode_errors": 4, "notifications": {"sent": 6, "failed": 1, "dropped": 0},
              "table": {"processes": 120, "groups": 7, "evicted": 3, "missed_exits": 1}},
         )
-        text = scrape(metrics.port)
-        for line in (
-            'spawnwatch_events_total{kind="fork"} 9.0', 'spawnwatch_events_total{kind="exec"} 5.0',
-            'spawnwatch_events_lost_total{kind="fork"} 2.0', 'spawnwatch_events_lost_total{kind="exit"} 1.0',
-            "spawnwatch_decode_errors_total 4.0",
-            'spawnwatch_notifications_total{result="sent"} 6.0', 'spawnwatch_notifications_total{result="failed"} 1.0',
-            "spawnwatch_processes 120.0", "spawnwatch_groups 7.0",
-            'spawnwatch_table_events_total{event="evicted"} 3.0', 'spawnwatch_table_events_total{event="missed_exits"} 1.0',
-            "# TYPE spawnwatch_events_total counter", "# TYPE spawnwatch_processes gauge",
+        for name, labels, expected in (
+            ("spawnwatch_events_total", {"kind": "fork"}, 9), ("spawnwatch_events_total", {"kind": "exec"}, 5),
+            ("spawnwatch_events_lost_total", {"kind": "fork"}, 2), ("spawnwatch_events_lost_total", {"kind": "exit"}, 1),
+            ("spawnwatch_decode_errors_total", {}, 4),
+            ("spawnwatch_notifications_total", {"result": "sent"}, 6),
+            ("spawnwatch_notifications_total", {"result": "failed"}, 1),
+            ("spawnwatch_processes", {}, 120), ("spawnwatch_groups", {}, 7),
+            ("spawnwatch_table_events_total", {"event": "evicted"}, 3),
+            ("spawnwatch_table_events_total", {"event": "missed_exits"}, 1),
         ):
-            assert line in text, line
-        assert 'spawnwatch_build_info{python="' in text and "process_cpu_seconds_total" in text
+            assert value(metrics, name, **labels) == expected, (name, labels)
+        families = served(metrics)
+        assert families["spawnwatch_events"].type == "counter" and families["spawnwatch_processes"].type == "gauge"
+        assert "spawnwatch_build_info" in families and "process_cpu_seconds" in families
+        assert set(families["spawnwatch_build_info"].samples[0].labels) == {"version", "python"}
         metrics.send({"kind": "progress", "events": {"fork": 12}, "lost": 0, "table": {"processes": 80}})
-        text = scrape(metrics.port)
-        assert 'spawnwatch_events_total{kind="fork"} 12.0' in text and "spawnwatch_processes 80.0" in text
+        assert value(metrics, "spawnwatch_events_total", kind="fork") == 12
+        assert value(metrics, "spawnwatch_processes") == 80
+    finally:
+        metrics.close()
+
+
+def test_prometheus_counts_each_bounded_tables_evictions():
+    metrics = Metrics()
+    try:
+        metrics.send({"kind": "progress", "events": {}, "lost": 0, "table": {},
+                      "evicted_by_table": {"known_processes": 3, "awaited_exits": 0}})
+        assert value(metrics, "spawnwatch_evicted_total", table="known_processes") == 3
+        assert value(metrics, "spawnwatch_evicted_total", table="awaited_exits") == 0
+        assert served(metrics)["spawnwatch_evicted"].type == "counter"
     finally:
         metrics.close()
 
@@ -136,31 +170,40 @@ def test_prometheus_shows_the_pids_limits_by_container_or_host_cgroup():
             {"container": "metamcp", "cgroup": "", "current": 52, "limit": 64, "refused": 0},
             {"container": "", "cgroup": "/system.slice/mcp.service", "current": 4915, "limit": 4915, "refused": 37},
         ]})
-        text = scrape(metrics.port)
-        for line in (
-            'spawnwatch_pids_current{cgroup="",container="metamcp",namespace="",pod=""} 52.0',
-            'spawnwatch_pids_limit{cgroup="",container="metamcp",namespace="",pod=""} 64.0',
-            'spawnwatch_pids_refused_forks_total{cgroup="",container="metamcp",namespace="",pod=""} 0.0',
-            'spawnwatch_pids_refused_forks_total{cgroup="/system.slice/mcp.service",container="",namespace="",pod=""} 37.0',
-            "# TYPE spawnwatch_pids_refused_forks_total counter", "# TYPE spawnwatch_pids_current gauge",
-        ):
-            assert line in text, line
+        box = {"cgroup": "", "container": "metamcp", "namespace": "", "pod": ""}
+        assert value(metrics, "spawnwatch_pids_current", **box) == 52
+        assert value(metrics, "spawnwatch_pids_limit", **box) == 64
+        assert value(metrics, "spawnwatch_pids_refused_forks_total", **box) == 0
+        assert value(metrics, "spawnwatch_pids_refused_forks_total", cgroup="/system.slice/mcp.service", container="",
+                     namespace="", pod="") == 37
+        families = served(metrics)
+        assert families["spawnwatch_pids_refused_forks"].type == "counter"
+        assert families["spawnwatch_pids_current"].type == "gauge"
         metrics.send({"kind": "progress", "events": {}, "lost": 0, "table": {}, "pids_limits": []})
-        assert "spawnwatch_pids_current{" not in scrape(metrics.port), "a limit gone from the sweep is gone here"
+        assert series(metrics, "spawnwatch_pids_current") == [], "a limit gone from the sweep is gone here"
     finally:
         metrics.close()
 
 
+def reachable(port: int, host: str) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=5).close()
+    except ConnectionRefusedError:
+        return False
+    return True
+
+
 def test_prometheus_listens_on_loopback_unless_told_otherwise():
+    # 127.0.0.2 is this host too, but not the address 127.0.0.1: a server bound to the latter refuses it.
     metrics = Metrics()
     try:
-        assert metrics._server.server_address[0] == "127.0.0.1"
+        assert reachable(metrics.port, "127.0.0.1") and not reachable(metrics.port, "127.0.0.2")
     finally:
         metrics.close()
     everywhere = Metrics(parse_address(":0"))
     try:
-        assert everywhere._server.server_address[0] == "0.0.0.0"
-        assert "spawnwatch_build_info" in scrape(everywhere.port)  # reached through 127.0.0.1 too
+        assert reachable(everywhere.port, "127.0.0.2")
+        assert "spawnwatch_build_info" in served(everywhere)  # reached through 127.0.0.1 too
     finally:
         everywhere.close()
 

@@ -41,6 +41,15 @@ def test_human_lines_show_argv_and_zombie_time():
     assert human_bytes(1536 * 1024 * 1024) == "1.5 GiB"
 
 
+def test_exit_times_are_bounded_and_those_let_go_counted():
+    lines = EventLines(limit=2)
+    for pid in (5, 6, 7):
+        lines.line(Exit(2.0, pid, 1, "true", 1))
+    assert lines.evicted == 1
+    assert "zombie for" not in lines.line(Reap(3.0, 5, 1, "true", 1))  # the oldest went
+    assert "zombie for 1.000s" in lines.line(Reap(3.0, 7, 1, "true", 1))
+
+
 def test_control_characters_are_escaped_not_obeyed():
     line = EventLines().line(Exec(1.0, 5, 1, "evil\x1b[2J", 1, ("x\nfake line", "\x1b]0;title\x07"), "/x"))
     assert "\n" not in line and "\x1b" not in line and "\x07" not in line
@@ -147,7 +156,7 @@ def test_container_filter_for_alerts():
 def test_a_trace_recording_says_at_its_head_that_no_tick_will_come_so_a_replay_reads_it_once(tmp_path):
     import io
 
-    from spawnwatch.cli.watch import survey
+    from spawnwatch.consumers.replay import survey
     from spawnwatch.consumers.trace import EventStream
     from spawnwatch.runner import LiveRun
 

@@ -16,7 +16,8 @@ from click.testing import CliRunner, Result
 from conftest import run
 
 from spawnwatch.cli import main
-from spawnwatch.recording import FORMAT, read_records
+from spawnwatch.recording import read_records
+from spawnwatch.records import FORMAT
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CHECKOUT = Path(__file__).resolve().parents[1]

@@ -118,7 +118,7 @@ def test_a_replay_reports_the_recorded_reap_counters_and_passes_over_names_older
     lines = tmp_path / "events.jsonl"
     events = [r for r in read_records(FIXTURES / "orphan.msgpack") if r["kind"] != "stats"]
     stats = {"kind": "stats", "events": {}, "lost": 0, "dead_slot_collisions": 3, "reaps_settled_from_proc": 5,
-             "reaps_given_up": 1,
+             "reaps_given_up": 1, "evicted_by_table": {"known_processes": 2},
              # names of the same counts before they were one (still in older recordings)
              "dead_slot_settled": 2, "dead_slot_given_up": 1, "skipped_reaps_settled": 3, "swept_reaps": 4}
     lines.write_text("".join(json.dumps(r) + "\n" for r in events + [stats]))
@@ -126,6 +126,7 @@ def test_a_replay_reports_the_recorded_reap_counters_and_passes_over_names_older
     assert result.exit_code == 0, result.stderr
     replayed = records(result)[-1]
     assert (replayed["dead_slot_collisions"], replayed["reaps_settled_from_proc"], replayed["reaps_given_up"]) == (3, 5, 1)
+    assert replayed["evicted_by_table"] == {"known_processes": 2}
     assert not {"dead_slot_settled", "dead_slot_given_up", "skipped_reaps_settled", "swept_reaps"} & set(replayed)
     assert "dead-slot collisions 3, reaps settled from /proc 5 (given up 1)" in result.stderr
 

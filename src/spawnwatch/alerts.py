@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 from spawnwatch.detect import CRITICAL, WARNING, Finding, Group, GroupKey
 from spawnwatch.events import PidsSample
+from spawnwatch.records import ALERT
 from spawnwatch.text import human_bytes
 
 ResolveContainer = Callable[[int, "int | None"], "dict[str, Any] | None"]
@@ -76,7 +77,7 @@ class Alert:
 
     def to_record(self) -> dict[str, Any]:
         record = {
-            "kind": "alert",
+            "kind": ALERT,
             "state": self.state,
             "rule": self.rule,
             "severity": self.severity,

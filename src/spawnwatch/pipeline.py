@@ -9,12 +9,13 @@ recording without ticks (`trace --record`) is evaluated on its events' clock.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from spawnwatch.alerts import Alert, AlertBook, ResolveContainer
+from spawnwatch.alerts import FIRING, Alert, AlertBook, ResolveContainer
 from spawnwatch.config import Config
-from spawnwatch.detect import ContainerMemoryOf, Detector, MemoryOf, SocketsOf
+from spawnwatch.detect import REAPABLE, ContainerMemoryOf, Detector, Finding, MemoryOf, SocketsOf
 from spawnwatch.events import EVENT_TYPES, ContainerEvent, Event, Observation, Oom, PidsSample, Resync, Snapshot
 from spawnwatch.lineage import Lineage, ReparentHint
 from spawnwatch.signature import DEFAULT_ENGINE, Signer
@@ -88,11 +89,15 @@ class Pipeline:
 
     def evaluate(self, now: float) -> list[Alert]:
         """Evaluate now, due or not: the alerts to send."""
+        return self.alerts.update(self.findings(now), self.now)
+
+    def findings(self, now: float) -> list[Finding]:
+        """Evaluate now, due or not: what the rules find, before the alert book."""
         self.now = max(self.now, now)
         self._next_evaluation = self.now + self.config.detect.evaluate_every_s
         self.evaluations += 1
         self.lineage.expire(self.now)
-        return self.alerts.update(self.detector.evaluate(self.now), self.now)
+        return self.detector.evaluate(self.now)
 
     def counts(self) -> dict[str, Any]:
         """Bookkeeping for the end-of-session summary."""
@@ -102,3 +107,25 @@ class Pipeline:
             **self.lineage.counts,
             **self.detector.counts,
         }
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """A snapshot judged as `watch` judges it at its first evaluation."""
+
+    pipeline: Pipeline  # the table judged: its lineage, groups and charged orphans
+    findings: list[Finding]
+    alerts: list[Alert]  # one firing alert per finding, its container named
+
+    def reapable(self) -> list[Alert]:
+        """The firing alerts whose processes a signal can end (`reap`'s gate)."""
+        return [alert for alert in self.alerts if alert.state == FIRING and alert.rule in REAPABLE]
+
+
+def judge(config: Config, snapshot: Snapshot, reparent_hint: ReparentHint | None = None,
+          resolve_container: ResolveContainer | None = None) -> Judgement:
+    """/proc judged once, as `tree`, `report` and `reap` show and act on it."""
+    pipeline = Pipeline(config, resolve_container=resolve_container, reparent_hint=reparent_hint, auto_advance=False)
+    pipeline.feed(snapshot)
+    findings = pipeline.findings(snapshot.ts)
+    return Judgement(pipeline, findings, pipeline.alerts.update(findings, pipeline.now))

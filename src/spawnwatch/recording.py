@@ -29,12 +29,13 @@ from typing import IO, Any, Iterator
 
 import msgpack
 
+from spawnwatch.records import FORMAT
+
 
 class RecordingError(ValueError):
     pass
 
 
-FORMAT = 1  # of the recordings this version writes, and the newest it reads
 
 
 PRIVATE = 0o600

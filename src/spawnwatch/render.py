@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
-
+from spawnwatch.bounded import BoundedMap
 from spawnwatch.events import Brief, Event, Exec, Exit, Oom, Reap, Tally
 from spawnwatch.text import command_line, human_bytes, human_duration, printable
 
@@ -16,8 +15,13 @@ class EventLines:
     """One line per event.  Remembers exit times (bounded) to show, on reap,
     how long the process stayed a zombie."""
 
-    def __init__(self) -> None:
-        self._exits: OrderedDict[int, float] = OrderedDict()
+    def __init__(self, limit: int = MAX_REMEMBERED_EXITS) -> None:
+        self._exits: BoundedMap[int, float] = BoundedMap(limit)
+
+    @property
+    def evicted(self) -> int:
+        """Exit times let go past the limit: their reaps show no zombie time."""
+        return self._exits.evicted
 
     def line(self, event: Event, container: str = "-") -> str:
         """`container` names the event's container ("-": the host)."""
@@ -26,9 +30,7 @@ class EventLines:
             detail = command_line(event.argv, event.comm, MAX_ARGV_SHOWN) + (
                 " [argv truncated]" if event.argv_truncated else "")
         elif isinstance(event, Exit):
-            self._exits[event.pid] = event.ts
-            if len(self._exits) > MAX_REMEMBERED_EXITS:
-                self._exits.popitem(last=False)
+            self._exits.put(event.pid, event.ts)
         elif isinstance(event, Reap):
             exited = self._exits.pop(event.pid, None)
             if exited is not None:

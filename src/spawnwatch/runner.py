@@ -1,8 +1,7 @@
 """The one live loop: the probe attached (then, for a consumer that wants it, the /proc
 snapshot: no process can fall between the two), the ring drained on a timer until a
 duration, SIGINT or SIGTERM ends it, every item handed to the command's consumer and
-recorded when the consumer keeps it.  `trace` and `watch` run it; `report --trace`
-drains batches with `live_batches` alone."""
+recorded when the consumer keeps it.  `trace`, `watch`, `top` and `report --trace` run it."""
 
 from __future__ import annotations
 
@@ -16,13 +15,14 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator, Protocol
 
+from spawnwatch import records
 from spawnwatch.adapters import procfs
 from spawnwatch.adapters.podman_events import PodmanEvents
 from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.config import Config
 from spawnwatch.events import Event, Observation, Resync, Snapshot, to_record
 from spawnwatch.probe import SWEEP_INTERVAL_S, Probe
-from spawnwatch.recording import FORMAT as RECORDING_FORMAT, RecordingWriter
+from spawnwatch.recording import RecordingWriter
 from spawnwatch.redact import Redactor
 from spawnwatch.supervise import internal_errors
 
@@ -98,14 +98,13 @@ def live_batches(probe: Probe, stop: Stop) -> Iterator[list[Event | Resync]]:
 def ready_record() -> dict:
     """The first line: who is watching, where, and the wall-clock time of boot that turns
     the events' seconds since boot into dates (recorded, so a replay dates alerts alike)."""
-    return {"kind": "ready", "format": RECORDING_FORMAT, "pid": os.getpid(), "host": socket.gethostname(),
-            "boot_time": time.time() - procfs.boottime_now()}
+    return records.ready(os.getpid(), socket.gethostname(), time.time() - procfs.boottime_now())
 
 
 def stats_record(probe: Probe) -> dict:
     """The session's counters; `internal_errors`: failures of background work, by component
     (each logged once, and the work started again)."""
-    return {"kind": "stats", **probe.stats(), "internal_errors": internal_errors()}
+    return records.stats({**probe.stats(), "internal_errors": internal_errors()})
 
 
 def stats_line(stats: dict) -> str:
@@ -155,7 +154,9 @@ class LiveRun:
             self.recorder.write(to_record(item))
 
     def stats(self) -> dict:
-        return {**stats_record(self.probe), **self.resolver.counts, **self.podman.counts}
+        stats = {**stats_record(self.probe), **self.resolver.counts, **self.podman.counts}
+        stats["evicted_by_table"] = {**stats["evicted_by_table"], **self.resolver.evicted_by_table()}
+        return stats
 
 
 class Consumer(Protocol):

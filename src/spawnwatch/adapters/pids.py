@@ -12,13 +12,13 @@ cgroup is read every `sample_every_s`, one without a limit every `unlimited_ever
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from spawnwatch.adapters.cgroups import (
     PidsCgroup, PidsReading, cgroup2_mount, inode, pids_cgroup, pids_mounts, read_pids, read_proc_cgroups,
 )
+from spawnwatch.bounded import BoundedMap
 from spawnwatch.detect import PidsRule
 from spawnwatch.events import PidsSample
 
@@ -39,10 +39,9 @@ class PidsSampler:
         self._rule = rule
         self._name_of = name_of
         self._proc = proc_root
-        self._capacity = capacity
         self._v1, self._v2 = pids_mounts() if rule.enabled else (None, None)
         self._cgroup2 = cgroup2_mount()
-        self._watched: OrderedDict[int, _Watched] = OrderedDict()
+        self._watched: BoundedMap[int, _Watched] = BoundedMap(capacity)
         self._swept_at = -math.inf
         self._limits: list[dict[str, Any]] = []
 
@@ -79,6 +78,11 @@ class PidsSampler:
         self._limits = [by_place[place] for place in sorted(by_place)]
         return samples
 
+    @property
+    def evicted(self) -> int:
+        """The cgroups let go past the capacity, the least recently sampled first."""
+        return self._watched.evicted
+
     def limits(self) -> list[dict[str, Any]]:
         """The limited cgroups of the last sweep, once each, as the metrics show them: by
         container name (and pod, namespace), or by cgroup path on the host."""
@@ -87,12 +91,11 @@ class PidsSampler:
     def _watch(self, cgroup_id: int, pid: int) -> _Watched | None:
         watched = self._watched.get(cgroup_id)
         if watched is not None:
-            self._watched.move_to_end(cgroup_id)
+            self._watched.touch(cgroup_id)
             return watched
         cgroups = read_proc_cgroups(pid, self._proc)
         if cgroups is None or (self._cgroup2 is not None and inode(self._cgroup2, cgroups.v2_path) != cgroup_id):
             return None  # the member exited or moved since: another one tells next time
-        watched = self._watched[cgroup_id] = _Watched(pids_cgroup(cgroups, self._v1, self._v2), pid)
-        while len(self._watched) > self._capacity:
-            self._watched.popitem(last=False)
+        watched = _Watched(pids_cgroup(cgroups, self._v1, self._v2), pid)
+        self._watched.put(cgroup_id, watched)
         return watched

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from typing import Any
 
 from spawnwatch.adapters.cgroups import (
@@ -41,6 +41,7 @@ from spawnwatch.adapters.cgroups import (
 from spawnwatch.adapters.engine import SHORT_ID, ContainerInfo, DockerEngine, container_event, found_running
 from spawnwatch.adapters.memory import cgroup_memory
 from spawnwatch.adapters.runtimes import RuntimeNames, containerd, find
+from spawnwatch.bounded import RecentMap
 from spawnwatch.events import ContainerEvent
 from spawnwatch.supervise import DOCKER_EVENTS, Supervised
 
@@ -61,24 +62,6 @@ def info_from_state(names: RuntimeNames) -> ContainerInfo:
 
 
 # --- the resolver -----------------------------------------------------------------------------
-
-
-class _Lru(OrderedDict):
-    def __init__(self, capacity: int) -> None:
-        super().__init__()
-        self.capacity = capacity
-
-    def get_fresh(self, key: Any, default: Any = None) -> Any:
-        if key in self:
-            self.move_to_end(key)
-            return self[key]
-        return default
-
-    def put(self, key: Any, value: Any) -> None:
-        self[key] = value
-        self.move_to_end(key)
-        while len(self) > self.capacity:
-            self.popitem(last=False)
 
 
 _UNKNOWN = object()
@@ -112,10 +95,10 @@ class ContainerResolver:
         self._rescan_interval = rescan_interval
         self._lock = threading.RLock()
         # cgroup id -> the container its path names, or None for a host cgroup
-        self._by_cgroup = _Lru(cgroups_capacity)
-        self._containers = _Lru(containers_capacity)  # container id -> ContainerInfo
-        self._asked_engine = _Lru(containers_capacity)  # container id -> when the engine was last asked
-        self._contracts = _Lru(cgroups_capacity)  # cgroup id -> (its container's contract, ask again at)
+        self._by_cgroup = RecentMap(cgroups_capacity)
+        self._containers = RecentMap(containers_capacity)  # container id -> ContainerInfo
+        self._asked_engine = RecentMap(containers_capacity)  # container id -> when the engine was last asked
+        self._contracts = RecentMap(cgroups_capacity)  # cgroup id -> (its container's contract, ask again at)
         # Does a container's cgroup v2 path name it?  Yes with any current runtime; no with
         # old ones on hybrid hosts, where containers share the v2 cgroup of the daemon and
         # so a cgroup id must never be taken for a container.  None: not seen yet.
@@ -148,7 +131,7 @@ class ContainerResolver:
             return info.as_contract() if info else None
         now = time.monotonic()
         with self._lock:
-            memo = self._contracts.get_fresh(cgroup_id)
+            memo = self._contracts.recent(cgroup_id)
         if memo is not None and now < memo[1]:
             return memo[0]
         settled, info = self.lookup(cgroup_id, pid)
@@ -167,7 +150,7 @@ class ContainerResolver:
         only the cgroup path named the container (no engine answered: it may be
         restarting), so a caller that memoizes answers knows to ask again."""
         with self._lock:
-            ref = self._by_cgroup.get_fresh(cgroup_id, _UNKNOWN) if cgroup_id else _UNKNOWN
+            ref = self._by_cgroup.recent(cgroup_id, _UNKNOWN) if cgroup_id else _UNKNOWN
         if ref is _UNKNOWN and pid:
             ref = self._from_pid(cgroup_id, pid)
         if ref is _UNKNOWN and cgroup_id:
@@ -182,13 +165,19 @@ class ContainerResolver:
     def container(self, container_id: str) -> ContainerInfo | None:
         """A container by (full) id, from the cache or the engine."""
         with self._lock:
-            known = self._containers.get_fresh(container_id)
+            known = self._containers.recent(container_id)
         return known or self._engine.inspect(container_id)
 
     def known(self) -> list[ContainerInfo]:
         """The containers it knows now: from lookups and the event stream."""
         with self._lock:
             return list(self._containers.values())
+
+    def evicted_by_table(self) -> dict[str, int]:
+        """Entries the caches let go past their capacities, the least recently used first."""
+        with self._lock:
+            return {"container_cgroups": self._by_cgroup.evicted, "containers": self._containers.evicted,
+                    "engine_asks": self._asked_engine.evicted, "container_contracts": self._contracts.evicted}
 
     def memory_of(self, container_id: str) -> int | None:
         """Memory of a running container (its cgroup's, as `docker stats` counts it), None when unknown."""
@@ -256,7 +245,7 @@ class ContainerResolver:
                 return _UNKNOWN
             self._last_walk = now
         found: CgroupContainer | None | object = _UNKNOWN
-        for cgroup_id_of_path, path in walk_cgroup2(self._mount, limit=self._by_cgroup.capacity):
+        for cgroup_id_of_path, path in walk_cgroup2(self._mount, limit=self._by_cgroup.limit):
             ref = parse_cgroup_path(path)
             if ref is None:
                 continue
@@ -274,8 +263,8 @@ class ContainerResolver:
     def _describe(self, ref: CgroupContainer) -> ContainerInfo:
         now = time.monotonic()
         with self._lock:
-            known = self._containers.get_fresh(ref.id)
-            asked = self._asked_engine.get_fresh(ref.id, float("-inf"))
+            known = self._containers.recent(ref.id)
+            asked = self._asked_engine.recent(ref.id, float("-inf"))
         if known and (known.from_engine or now - asked < self.ASK_ENGINE_AGAIN_AFTER):
             return known
         info = self._ask_engine(ref) or self._ask_state(ref) or known or info_from_cgroup(ref)

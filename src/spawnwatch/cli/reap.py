@@ -14,6 +14,7 @@ from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.cli.common import EXIT_RUNTIME, emit_json, json_option, one_line_errors, require_root
 from spawnwatch.config import ConfigError, load
 from spawnwatch.events import ProcessInfo
+from spawnwatch.pipeline import judge
 from spawnwatch.redact import Redactor
 from spawnwatch.signature import Signer
 
@@ -120,7 +121,7 @@ def command(
         chosen = reap.plan(snapshot.processes, selection, signature_of, container_of)
     except reap.SelectionError as exc:
         raise click.ClickException(str(exc) + (_without_containers(kept) if docker_client else "")) from exc
-    refused = reap.refusal(chosen, reap.flagged(config, snapshot, resolver), reap.self_and_ancestors(), force)
+    refused = reap.refusal(chosen, reap.flagged(judge(config, snapshot, procfs.parent_pid, resolver)), reap.self_and_ancestors(), force)
     if refused and yes:
         raise click.ClickException(f"refused: {refused}")
     rss = {t.process.pid: procfs.memory_of([t.process.pid]).rss_bytes for t in chosen.targets}

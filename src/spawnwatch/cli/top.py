@@ -82,7 +82,5 @@ def command(duration: float | None, config_path: str | None, replay: str | None,
                 run_live(config, consumer, duration, ring_buffer_kb=ring_buffer_kb)
         except ProbeError as exc:
             raise CannotTrace(str(exc)) from exc
-        except RecordingError as exc:
+        except (RecordingError, RecordError) as exc:
             raise click.ClickException(str(exc)) from exc
-        except RecordError as exc:
-            raise click.ClickException(f"{replay}: {exc}") from exc

@@ -9,7 +9,7 @@ import click
 from spawnwatch import tree
 from spawnwatch.cli.common import config_option, emit_json, json_option, load_config, one_line_errors
 from spawnwatch.filters import container_matches
-from spawnwatch.pipeline import Pipeline
+from spawnwatch.pipeline import judge
 from spawnwatch.redact import Redactor
 
 
@@ -40,10 +40,8 @@ def command(pid: int | None, container: str | None, config_path: str | None, as_
     from spawnwatch.adapters.resolver import ContainerResolver
 
     config = load_config(config_path)
-    pipeline = Pipeline(config, reparent_hint=procfs.parent_pid)
-    snapshot = procfs.snapshot(Redactor(config.redact))
-    pipeline.feed(snapshot)
-    findings = pipeline.detector.evaluate(snapshot.ts)
+    judged = judge(config, procfs.snapshot(Redactor(config.redact)), reparent_hint=procfs.parent_pid)
+    pipeline, findings = judged.pipeline, judged.findings
     if pid is not None and pipeline.lineage.get(pid) is None:
         raise click.BadParameter(f"no process {pid}", param_hint="--pid")
     with ContainerResolver(host_root=config.runtimes.host_root,

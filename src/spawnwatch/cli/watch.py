@@ -2,33 +2,37 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import sys
-from collections import Counter
 from contextlib import ExitStack
-from typing import Any, Iterable
+from typing import Any
 
 import click
 
-from spawnwatch.adapters.engine import followed_address
 from spawnwatch.cli.common import (
-    CannotTrace, config_option, duration_option, json_option, load_config, log, one_line_errors, require_root,
-    ring_buffer_option, show_secrets_option,
+    CannotTrace,
+    config_option,
+    duration_option,
+    json_option,
+    load_config,
+    log,
+    one_line_errors,
+    require_root,
+    ring_buffer_option,
+    show_secrets_option,
 )
 from spawnwatch.config import Config
-from spawnwatch.events import Exec, RecordError, Resync, Snapshot, count_value, from_record, time_value
-from spawnwatch.pipeline import Pipeline
-from spawnwatch.recording import RecordingError, read_records
-from spawnwatch.redact import Redactor
-from spawnwatch.consumers.watch import TICK, Detection, summary
+from spawnwatch.consumers.replay import Replay
+from spawnwatch.consumers.watch import Detection, summary
+from spawnwatch.events import RecordError
 from spawnwatch.probe import ProbeError
+from spawnwatch.recording import RecordingError
+from spawnwatch.records import Record
 from spawnwatch.runner import run_live
-from spawnwatch.sinks import Fanout, OnlyContainer, Origin, Record, Sink
+from spawnwatch.sinks import Fanout, OnlyContainer, Sink
 from spawnwatch.sinks.human import Human
 from spawnwatch.sinks.jsonl import JsonLines
 from spawnwatch.text import cut, printable
-
 
 
 @click.command("watch")
@@ -216,7 +220,11 @@ def http_credentials(token_file: str | None, ca_file: str | None, cert_file: str
 def notifier_sinks(webhook: str | None, alertmanagers: tuple[str, ...], resend_every: float, metrics: Any,
                    credentials: Any) -> list[Any]:
     """One sink for every Alertmanager (a --webhook ending in /api/v2/alerts is one more), one for a webhook."""
-    from spawnwatch.sinks.alertmanager import API_PATH, Alertmanager, is_alertmanager_url
+    from spawnwatch.sinks.alertmanager import (
+        API_PATH,
+        Alertmanager,
+        is_alertmanager_url,
+    )
     from spawnwatch.sinks.webhook import Webhook
 
     delivery: dict[str, Any] = {"on_error": log}
@@ -244,130 +252,17 @@ def notification_stats(notifiers: list[Any]) -> Record:
     return {"notifications": summed_counts(deliveries), "notifications_by_receiver": counts_by_receiver(deliveries)}
 
 
-SNAPSHOT_TYPES = (Snapshot, Resync)
-
-
 def watch_recording(config: Config, path: str, sink: Sink) -> None:
-    """The live pipeline on recorded events, evaluated at the recorded ticks (or on the events' clock),
-    its alerts naming the containers the live session's did.  Read three times, never held whole:
-    a recording of a storm holds millions of records."""
+    """The live pipeline on a recording (consumers.replay), its alerts to the sink."""
     try:
-        ticked, ready = survey(read_records(path))
-        origin = recorded_origin(ready)
-        named = recorded_containers(read_records(path))
-    except RecordingError as exc:
-        raise click.ClickException(str(exc)) from exc
-    except RecordError as exc:
-        raise click.ClickException(f"{path}: ready record: {exc}") from exc
-    pipeline = Pipeline(config, auto_advance=not ticked, local_engine=followed_address(),
-                        resolve_container=lambda cgroup_id, pid: named.get(pid))
-    redact = Redactor(config.redact)  # the recording may be an old one, or made with --show-secrets
-    counts: Counter[type] = Counter()
-    recorded_stats: Record = {"lost": 0}
-    sink.send({"kind": "ready", "pid": os.getpid(), "host": origin.host, "boot_time": origin.boot_time})
-    try:
-        for number, record in enumerate(read_records(path), 1):
-            kind = record.get("kind")
-            try:
-                if kind == TICK:
-                    alerts = pipeline.evaluate(time_value(record.get("ts"), "tick: 'ts'"))
-                elif kind == "stats":
-                    recorded_stats = recorded_counters(record)  # what the live session could not see
-                    continue
-                else:
-                    item = from_record(record)
-                    if item is None:
-                        continue
-                    item_type = type(item)
-                    if item_type is Exec or item_type in SNAPSHOT_TYPES:
-                        item = redact.event(item)
-                    if item_type not in SNAPSHOT_TYPES:
-                        counts[item_type] += 1  # by class: hashing an enum member runs Python code
-                    alerts = pipeline.feed(item)
-            except RecordError as exc:
-                raise click.ClickException(f"{path}: record {number}: {exc}") from exc
+        replay = Replay(config, path)
+        origin = replay.origin
+        sink.send(replay.ready())
+        for alerts in replay.steps():
             for alert in alerts:
                 sink.send(origin.stamp(alert.to_record(), alert.ts))
-    except RecordingError as exc:
+    except (RecordingError, RecordError) as exc:
         raise click.ClickException(str(exc)) from exc
-    stats = {**recorded_stats, "kind": "stats", "events": {cls.kind.value: n for cls, n in counts.items()}}
+    stats = replay.stats()
     sink.send(stats)
-    log(summary(stats, pipeline))
-
-
-# Spawners whose container a replay remembers; a session raises alerts for a few groups.
-RECORDED_CONTAINERS_KEPT = 4096
-CONTRACT_FIELDS = ("id", "name", "image", "runtime", "pod", "namespace", "pod_uid")
-
-
-def recorded_containers(records: Iterable[Record]) -> dict[int, Record]:
-    """The container each recorded alert named, by its spawner's pid (the key the alerts
-    ask by): a replay has neither engine nor runtime state to ask.  Only the contract's
-    string fields are kept; a recording made before runtimes were named says no runtime,
-    and only Docker's containers were named then."""
-    named: dict[int, Record] = {}
-    for record in records:
-        container, spawner = record.get("container"), record.get("spawner")
-        if record.get("kind") != "alert" or not isinstance(container, dict) or not isinstance(spawner, dict):
-            continue
-        pid = spawner.get("pid")
-        if not isinstance(pid, int) or pid in named or len(named) >= RECORDED_CONTAINERS_KEPT:
-            continue
-        kept = {key: value for key in CONTRACT_FIELDS
-                if isinstance(value := container.get(key), str) or (value is None and key in container)}
-        if isinstance(kept.get("id"), str) and isinstance(kept.get("name"), str):
-            named[pid] = {"runtime": "docker", "image": None, **kept}
-    return named
-
-
-def survey(records: Iterable[Record]) -> tuple[bool, Record | None]:
-    """Whether a recording has evaluation ticks (a `watch --record` one), and its first ready
-    record that dates it; stops reading once both are known."""
-    ticked, ready = False, None
-    for record in records:
-        kind = record.get("kind")
-        if kind == TICK:
-            ticked = True
-        elif kind == "ready" and ready is None and "boot_time" in record:
-            ready = record
-            if record.get("ticks") is False:  # a trace's: none will come
-                break
-        if ticked and ready is not None:
-            break
-    return ticked, ready
-
-
-def recorded_origin(ready: Record | None) -> Origin:
-    """Where the recorded session ran and when its host booted, from its ready record, so
-    a replay dates alerts as the live session did; a recording without one (`trace
-    --record` before it wrote one) is dated by this host."""
-    from spawnwatch.runner import ready_record
-
-    ready = ready or ready_record()
-    host = ready.get("host")
-    if not isinstance(host, str):
-        raise RecordError(f"'host' must be a string, not {type(host).__name__}")
-    return Origin(host, time_value(ready["boot_time"], "'boot_time'"))
-
-
-# The counters of a live session's stats record that a replay reports as they were.
-# Others (such as the per-cause reap counts of older recordings) are left out.
-RECORDED_COUNTS = ("decode_errors", "dead_slot_collisions", "reaps_settled_from_proc", "reaps_given_up", "resyncs",
-                   "container_events_dropped")
-RECORDED_BY_KIND = ("lost_by_kind", "missed_by_kind", "notifications")
-
-
-def recorded_counters(record: Record) -> Record:
-    """The live session's losses, resyncs, ... from its stats record, each checked: a
-    recording is input like any other (RecordError for a bad one)."""
-    counters: Record = {"lost": count_value(record.get("lost", 0), "stats: 'lost'")}
-    for name in RECORDED_COUNTS:
-        if name in record:
-            counters[name] = count_value(record[name], f"stats: '{name}'")
-    for name in RECORDED_BY_KIND:
-        if name in record:
-            table = record[name]
-            if not isinstance(table, dict):
-                raise RecordError(f"stats: '{name}' must be a map, not {type(table).__name__}")
-            counters[name] = {str(k): count_value(v, f"stats: '{name}.{k}'") for k, v in table.items()}
-    return counters
+    log(summary(stats, replay.pipeline))

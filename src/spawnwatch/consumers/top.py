@@ -26,11 +26,10 @@ from rich.text import Text
 
 from spawnwatch import reap, top, tree
 from spawnwatch.config import Config
-from spawnwatch.consumers.watch import TICK, Detection
-from spawnwatch.events import Exec, ProcessInfo, Resync, Snapshot, from_record, time_value
+from spawnwatch.consumers.replay import Replay
+from spawnwatch.consumers.watch import Detection
+from spawnwatch.events import ProcessInfo, Snapshot
 from spawnwatch.pipeline import Pipeline
-from spawnwatch.recording import read_records
-from spawnwatch.redact import Redactor
 from spawnwatch.runner import LiveRun
 from spawnwatch.sinks import Fanout
 from spawnwatch.text import printable
@@ -262,29 +261,17 @@ def screen(stdout: object = None) -> Live:
 
 
 def replay(config: Config, path: str, consumer: Top, speed: float) -> None:
-    """The recording through the same view, at `speed` times its pace, evaluated at its ticks
-    (or on its events' clock when it has none); then held until the operator quits."""
-    ticked = any(r.get("kind") == TICK for r in read_records(path))
-    pipeline = Pipeline(config, auto_advance=not ticked)
-    consumer.detection.pipeline = pipeline
-    redact = Redactor(config.redact)
+    """The recording through the same view (consumers.replay), at `speed` times its pace;
+    then held until the operator quits."""
+    recording = Replay(config, path)
+    pipeline = consumer.detection.pipeline = recording.pipeline
+    consumer.view.host = recording.origin.host
     started_at = first = None
-    for record in read_records(path):
-        kind = record.get("kind")
-        if kind == "ready" and isinstance(record.get("host"), str):
-            consumer.view.host = record["host"]
-        if kind == TICK:
-            pipeline.evaluate(time_value(record.get("ts"), "tick: 'ts'"))
-        else:
-            item = from_record(record)
-            if item is None:
-                continue
-            if isinstance(item, (Exec, Snapshot, Resync)):
-                item = redact.event(item)
-            before = pipeline.evaluations
-            pipeline.feed(item)
-            if pipeline.evaluations == before:
-                continue
+    evaluations = pipeline.evaluations
+    for _ in recording.steps():
+        if pipeline.evaluations == evaluations:
+            continue
+        evaluations = pipeline.evaluations
         if first is None:
             first, started_at = pipeline.now, time.monotonic()
         if pace(consumer, started_at + (pipeline.now - first) / speed):

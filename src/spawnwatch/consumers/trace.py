@@ -57,6 +57,7 @@ class EventStream:
         self.out.flush()
 
     def end(self, stats: dict) -> None:
+        stats["evicted_by_table"] = {**stats.get("evicted_by_table", {}), "exit_times": self.lines.evicted}
         if self.as_json:
             write_json_line(stats, self.out)
         print(stats_line(stats), file=self.err)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from spawnwatch import records
 from spawnwatch.adapters import ledger, procfs, sockets
 from spawnwatch.adapters.engine import followed_address
 from spawnwatch.adapters.pids import PidsSampler
@@ -29,9 +30,6 @@ from spawnwatch.events import Event, Observation, Resync, Snapshot
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.runner import LiveRun, stats_line
 from spawnwatch.sinks import Origin, Record, Sink
-
-TICK = "tick"  # a recording's record of when the live session evaluated
-PROGRESS = "progress"
 
 
 def _memory(pids: list[int]) -> tuple[int, int | None]:
@@ -102,6 +100,7 @@ class Detection:
         return self._with_extra(self.run.stats())
 
     def _with_extra(self, stats: Record) -> Record:
+        stats["evicted_by_table"] = {**stats.get("evicted_by_table", {}), "pids_cgroups": self.sampler.evicted}
         if self.extra_stats is not None:
             stats.update(self.extra_stats())
         return stats
@@ -149,9 +148,8 @@ class Detection:
         if evaluated and self.state_dir:
             self._keep_links()
         if evaluated:
-            self.run.record({"kind": TICK, "ts": self.pipeline.now})  # replay evaluates exactly here
-            self.sink.send({**self.session_stats(), "kind": PROGRESS, "table": self.pipeline.counts(),
-                            "pids_limits": self.sampler.limits()})
+            self.run.record(records.tick(self.pipeline.now))  # replay evaluates exactly here
+            self.sink.send(records.progress(self.session_stats(), self.pipeline.counts(), self.sampler.limits()))
         for alert in alerts:
             self._out(self.origin.stamp(alert.to_record(), alert.ts))
         if evaluated:

@@ -20,7 +20,7 @@ Rules (thresholds from the config's [rules] tables):
 from spawnwatch.detect.containers import Container, ContainerBook
 from spawnwatch.detect.detector import ContainerMemoryOf, DetectSettings, Detector, Finding, MemoryOf
 from spawnwatch.detect.groups import Group, GroupKey, SpawnHistory, charged_child, handed_off, live_subtree
-from spawnwatch.detect.rules import CRITICAL, RULES, WARNING
+from spawnwatch.detect.rules import CRITICAL, REAPABLE, RULES, WARNING
 from spawnwatch.detect.rules.accumulating import Accumulating, spawn_moments
 from spawnwatch.detect.rules.oom import OomRule
 from spawnwatch.detect.rules.orphaned import Orphaned
@@ -33,5 +33,5 @@ from spawnwatch.detect.serving import HeldSockets, SocketsOf
 __all__ = [
     "CRITICAL", "RULES", "WARNING", "Accumulating", "Container", "ContainerBook", "ContainerMemoryOf", "DetectSettings",
     "Detector", "Finding", "Group", "GroupKey", "HeldSockets", "MemoryOf", "OomRule", "Orphaned", "OrphanedContainers", "PidsRule",
-    "SocketsOf", "SpawnHistory", "SpawnRate", "Zombie", "charged_child", "handed_off", "live_subtree", "spawn_moments",
+    "REAPABLE", "SocketsOf", "SpawnHistory", "SpawnRate", "Zombie", "charged_child", "handed_off", "live_subtree", "spawn_moments",
 ]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Callable
+
+from spawnwatch.bounded import BoundedMap
 
 from spawnwatch.events import Brief, Event, Fork, Oom, Reap, Tally, replaced
 from spawnwatch.probe import layout
@@ -20,8 +21,12 @@ class KnownProcesses:
 
     def __init__(self, parent_of: ParentOf | None, limit: int = MAX_KNOWN_PROCESSES) -> None:
         self._parent_of = parent_of or (lambda pid: None)
-        self._entries: OrderedDict[int, tuple[int, str, int, float | None]] = OrderedDict()  # pid -> (ppid, comm, cgroup, fork time)
-        self._limit = limit
+        # pid -> (ppid, comm, cgroup, fork time)
+        self._entries: BoundedMap[int, tuple[int, str, int, float | None]] = BoundedMap(limit)
+
+    @property
+    def evicted(self) -> int:
+        return self._entries.evicted
 
     def parent(self, pid: int) -> int:
         entry = self._entries.get(pid)
@@ -33,9 +38,7 @@ class KnownProcesses:
         return entry[3] if entry else None
 
     def remember(self, pid: int, ppid: int, comm: str, cgroup_id: int, start: float | None) -> None:
-        self._entries[pid] = (ppid, comm, cgroup_id, start)
-        if len(self._entries) > self._limit:
-            self._entries.popitem(last=False)
+        self._entries.put(pid, (ppid, comm, cgroup_id, start))
 
     def complete(self, event: Event, flags: int) -> Event:
         """`event` with the parent (and for reaps, comm and cgroup) filled in."""

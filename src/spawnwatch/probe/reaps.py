@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import heapq
-from collections import OrderedDict
 from typing import Callable
 
+from spawnwatch.bounded import BoundedMap
 from spawnwatch.events import Reap
 from spawnwatch.clock import same_start
 from spawnwatch.probe.births import HOLD_S
@@ -43,11 +43,14 @@ class SkippedReaps:
     def __init__(self, zombie_start: ZombieStart, limit: int = MAX_AWAITED_EXITS) -> None:
         self._zombie_start = zombie_start
         # pid -> (exited, start or None, next look), oldest exit first
-        self._exits: OrderedDict[int, tuple[float, float | None, float]] = OrderedDict()
+        self._exits: BoundedMap[int, tuple[float, float | None, float]] = BoundedMap(limit)
         self._looks: list[tuple[float, int]] = []  # heap of (next look, pid); stale once the entry says otherwise
-        self._limit = limit
         self.settled = 0
-        self.given_up = 0
+
+    @property
+    def given_up(self) -> int:
+        """The exits evicted past the limit: their reaps never looked for."""
+        return self._exits.evicted
 
     def exited(self, pid: int, ts: float, start: float | None) -> None:
         """`pid`, forked at `start` when known, exited at `ts`."""
@@ -64,11 +67,8 @@ class SkippedReaps:
 
     def _await(self, pid: int, exited: float, start: float | None, look: float) -> None:
         exits = self._exits
-        exits[pid] = (exited, start, look)
+        exits.put(pid, (exited, start, look))
         heapq.heappush(self._looks, (look, pid))
-        if len(exits) > self._limit:
-            exits.popitem(last=False)
-            self.given_up += 1
         if len(self._looks) > 2 * len(exits) + 1024:  # stale looks: rebuilt, amortised over as many pushes
             self._looks = [(look, pid) for pid, (_exited, _start, look) in exits.items()]
             heapq.heapify(self._looks)

@@ -314,4 +314,12 @@ class Probe:
             "swept_forks": self._held.swept_forks,
             "swept_exits": self._held.swept_exits,
             "swept_tallies": self._tallies.swept if self._tallies else 0,
+            "evicted_by_table": self.evicted_by_table(),
         }
+
+    def evicted_by_table(self) -> dict[str, int]:
+        """Entries the bounded tables of user space let go past their limits."""
+        evicted = {"known_processes": self._known.evicted}
+        if self._skipped_reaps:
+            evicted["awaited_exits"] = self._skipped_reaps.given_up
+        return evicted

@@ -23,15 +23,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, Collection, Iterable, Mapping, Sequence
 
 from spawnwatch.adapters.engine import SHORT_ID, ContainerInfo
-from spawnwatch.alerts import FIRING, ResolveContainer
-from spawnwatch.config import Config
-from spawnwatch.events import ProcessInfo, Snapshot
-from spawnwatch.pipeline import Pipeline
+from spawnwatch.events import ProcessInfo
+from spawnwatch.detect import REAPABLE
+from spawnwatch.pipeline import Judgement
 
 INIT = 1
-# Rules whose leaked processes a signal can end (zombies are dead already: only
-# their parent, by waiting, or its end, clears them; an OOM kill ended its victim).
-REAPABLE = ("accumulating", "orphaned", "spawn_rate")
 ORPHANED_CONTAINERS = "orphaned_containers"
 
 SignatureOf = Callable[[ProcessInfo], str]
@@ -144,13 +140,11 @@ def wanted_signatures(signature: str, signature_of: SignatureOf) -> set[str]:
     return wanted
 
 
-def flagged(config: Config, snapshot: Snapshot, resolve_container: ResolveContainer) -> frozenset[GroupId]:
-    """The groups a rule of `watch` (one a signal can remedy) fires on in this snapshot."""
-    pipeline = Pipeline(config, resolve_container=resolve_container)
+def flagged(judged: Judgement) -> frozenset[GroupId]:
+    """The groups a rule of `watch` (one a signal can remedy) fires on in the judged snapshot."""
     return frozenset(
         GroupId(alert.spawner["pid"], alert.signature, alert.container["id"] if alert.container else None)
-        for alert in pipeline.feed(snapshot)
-        if alert.state == FIRING and alert.rule in REAPABLE
+        for alert in judged.reapable()
     )
 
 

@@ -20,7 +20,7 @@ from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.config import Config
 from spawnwatch.detect import Detector, Finding, Group, live_subtree
 from spawnwatch.lineage import Lineage, Process
-from spawnwatch.pipeline import Pipeline
+from spawnwatch.pipeline import judge
 from spawnwatch.redact import Redactor
 from spawnwatch.reap import container_leaks, survey
 from spawnwatch.report.facts import (
@@ -34,19 +34,19 @@ def collect(config: Config, trace_seconds: float | None = None, settings: Report
     from the ledger `watch` keeps in `state_dir` (by default the config's)."""
     engine = DockerEngine()
     ledger_facts, leaked = _leaked_containers(engine, config.watch.state_dir if state_dir is None else state_dir)
-    pipeline = Pipeline(config, reparent_hint=procfs.parent_pid)
-    redact = Redactor(config.redact)
     if trace_seconds:
-        from spawnwatch.runner import Stop, live_batches, open_probe
+        # watch's detection on watch's live loop: the same events, container lifecycle and pids samples
+        from spawnwatch.consumers.watch import Detection
+        from spawnwatch.runner import run_live
+        from spawnwatch.sinks import Fanout
 
-        with open_probe(redact, tally_briefs=True) as probe:  # attached before the snapshot: no process falls in between
-            pipeline.feed(procfs.snapshot(redact))
-            for batch in live_batches(probe, Stop(trace_seconds)):
-                for event in batch:
-                    pipeline.feed(event)
+        detection = Detection(config, Fanout([]))
+        run_live(config, detection, trace_seconds)
+        pipeline = detection.pipeline
+        findings = pipeline.findings(procfs.boottime_now())
     else:
-        pipeline.feed(procfs.snapshot(redact))
-    findings = pipeline.detector.evaluate(procfs.boottime_now())
+        judged = judge(config, procfs.snapshot(Redactor(config.redact)), reparent_hint=procfs.parent_pid)
+        pipeline, findings = judged.pipeline, judged.findings
     resolver = ContainerResolver(engine, host_root=config.runtimes.host_root,
                                  containerd_state=config.runtimes.containerd_state)
     facts = _facts(pipeline.lineage, pipeline.detector, findings, engine, resolver, settings, trace_seconds)

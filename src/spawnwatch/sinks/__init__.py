@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from spawnwatch.filters import container_matches
+from spawnwatch.records import ALERT
 
 Record = dict[str, Any]
 
@@ -44,7 +45,7 @@ class OnlyContainer:
         self.wanted = wanted
 
     def send(self, record: Record) -> None:
-        if record.get("kind") != "alert" or container_matches(record.get("container"), self.wanted):
+        if record.get("kind") != ALERT or container_matches(record.get("container"), self.wanted):
             self.sink.send(record)
 
     def close(self) -> None:

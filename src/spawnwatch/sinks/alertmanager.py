@@ -26,6 +26,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from spawnwatch.records import ALERT
 from spawnwatch.sinks import Record, rfc3339
 from spawnwatch.sinks.http import Delivery, summed_counts
 
@@ -85,7 +86,7 @@ class Alertmanager:
         self.deliveries = [Delivery(url, every_s=resend_every_s, on_timer=self._resend, **delivery) for url in urls]
 
     def send(self, record: Record) -> None:
-        if record.get("kind") != "alert":
+        if record.get("kind") != ALERT:
             return
         now = datetime.now(timezone.utc)
         labels = alert_labels(record, self.host)

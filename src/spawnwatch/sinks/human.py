@@ -9,6 +9,7 @@ from typing import TextIO
 
 import click
 
+from spawnwatch.records import ALERT
 from spawnwatch.text import command_line, human_bytes, printable
 from spawnwatch.sinks import Record
 
@@ -59,7 +60,7 @@ class Human:
         self.color = color
 
     def send(self, record: Record) -> None:
-        if record.get("kind") != "alert":
+        if record.get("kind") != ALERT:
             return
         self.stream.write(render_alert(record, self.color) + "\n\n")
         self.stream.flush()

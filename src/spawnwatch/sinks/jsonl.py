@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import TextIO
 
+from spawnwatch.records import PROGRESS
 from spawnwatch.sinks import Record
 
 
@@ -18,7 +19,7 @@ class JsonLines:
         self.stream = stream
 
     def send(self, record: Record) -> None:
-        if record.get("kind") == "progress":
+        if record.get("kind") == PROGRESS:
             return  # running totals, for sinks that serve them (metrics): not part of the --json stream
         write_json_line(record, self.stream)
         self.stream.flush()

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from spawnwatch.adapters import ledger, procfs
 from spawnwatch.alerts import FIRING
+from spawnwatch.records import ALERT, READY
 from spawnwatch.sinks import Record
 
 VOLATILE = ("time",)  # changes with every re-send, says nothing new
@@ -48,10 +49,10 @@ class Ledger:
 
     def send(self, record: Record) -> None:
         kind = record.get("kind")
-        if kind == "ready":
+        if kind == READY:
             self._writer = ledger.Writer.running(record["pid"], record["host"], record["boot_time"])
             self._write(self._writer)
-        elif kind == "alert" and self._writer is not None:
+        elif kind == ALERT and self._writer is not None:
             if self._update(record):
                 self._write(self._writer)
 

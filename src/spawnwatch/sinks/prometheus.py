@@ -39,6 +39,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from spawnwatch import __version__
+from spawnwatch.records import ALERT, PROGRESS
 from spawnwatch.sinks import Record
 from spawnwatch.sinks.exporter_web import WebConfig, serve
 
@@ -102,6 +103,11 @@ class SessionTotals(Collector):
             if isinstance(value, int) and not isinstance(value, bool) and name != "lost":
                 yield CounterMetricFamily(f"spawnwatch_{name}", f"{name.replace('_', ' ')} in this session",
                                           value=value)
+        evicted = CounterMetricFamily("spawnwatch_evicted", "Entries a bounded table let go past its limit",
+                                      labels=["table"])
+        for table_name, count in sorted(stats.get("evicted_by_table", {}).items()):
+            evicted.add_metric([table_name], count)
+        yield evicted
         notifications = CounterMetricFamily("spawnwatch_notifications", "Alert notifications posted",
                                             labels=["result"])
         for result, count in sorted(stats.get("notifications", {}).items()):
@@ -241,9 +247,9 @@ class Metrics:
 
     def send(self, record: Record) -> None:
         kind = record.get("kind")
-        if kind == "alert" and self.active.update(record):
+        if kind == ALERT and self.active.update(record):
             self.alerts.labels(record["rule"]).inc()
-        elif kind == "progress":  # the session's totals so far, and its table's bookkeeping
+        elif kind == PROGRESS:  # the session's totals so far, and its table's bookkeeping
             self.totals.update(record, record.get("table") or {})
             self.pids.update(record.get("pids_limits") or ())
 

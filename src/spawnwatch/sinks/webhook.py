@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from spawnwatch.records import ALERT
 from spawnwatch.sinks import Record
 from spawnwatch.sinks.http import Delivery
 
@@ -14,7 +15,7 @@ class Webhook:
         self.delivery = Delivery(url, **delivery)
 
     def send(self, record: Record) -> None:
-        if record.get("kind") == "alert":
+        if record.get("kind") == ALERT:
             self.delivery.submit(record)
 
     def counts(self) -> dict[str, int]:

@@ -9,5 +9,6 @@ from spawnwatch.detect.rules.base import CRITICAL, WARNING, Context, Hit, Rule
 RULES: dict[str, Rule] = {
     m.RULE.name: m.RULE for m in (accumulating, orphaned, orphaned_containers, zombie, spawn_rate, oom, pids)
 }
+REAPABLE = tuple(name for name, rule in RULES.items() if rule.reapable)
 
-__all__ = ["CRITICAL", "RULES", "WARNING", "Context", "Hit", "Rule"]
+__all__ = ["CRITICAL", "REAPABLE", "RULES", "WARNING", "Context", "Hit", "Rule"]

@@ -68,4 +68,4 @@ def spawn_moments(starts: list[float], min_gap_s: float) -> int:
     return moments
 
 
-RULE = Rule("accumulating", Accumulating, check)
+RULE = Rule("accumulating", Accumulating, check, reapable=True)

@@ -49,6 +49,9 @@ class Rule:
     name: str
     settings: type  # the dataclass of its [rules.<name>] table; every one has `enabled`
     check: Callable[[Any, Group, Context], "Hit | None"]
+    # A signal can end the processes it flags (`reap`): not zombies, dead already (only their
+    # parent, by waiting, or its end clears them), nor an OOM kill's victim.
+    reapable: bool = False
 
 
 def severity(count: int, critical_at: int) -> str:

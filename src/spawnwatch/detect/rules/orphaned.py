@@ -52,4 +52,4 @@ def check(rule: Orphaned, group: Group, context: Context) -> Hit | None:
     )
 
 
-RULE = Rule("orphaned", Orphaned, check)
+RULE = Rule("orphaned", Orphaned, check, reapable=True)

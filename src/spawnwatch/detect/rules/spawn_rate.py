@@ -35,4 +35,4 @@ def check(rule: SpawnRate, group: Group, context: Context) -> Hit | None:
     )
 
 
-RULE = Rule("spawn_rate", SpawnRate, check)
+RULE = Rule("spawn_rate", SpawnRate, check, reapable=True)

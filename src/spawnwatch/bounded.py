@@ -1,0 +1,49 @@
+"""The one bounded map: every table that grows with what the host does is one, so each
+has a limit and its evictions are counted (in `stats` and the metrics), never silent."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import TypeVar
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class BoundedMap(OrderedDict[K, V]):
+    """At most `limit` entries; `put` past it evicts the oldest (in insertion order, or
+    in use order for a table that `touch`es its entries) and counts it in `evicted`.
+    Plain item assignment is the dict's own, for reads and updates in place."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+        self.evicted = 0
+
+    def put(self, key: K, value: V) -> None:
+        self[key] = value
+        if len(self) > self.limit:
+            self.popitem(last=False)
+            self.evicted += 1
+
+    def touch(self, key: K) -> None:
+        """`key` was used: the last to be evicted."""
+        self.move_to_end(key)
+
+
+class RecentMap(BoundedMap[K, V]):
+    """A BoundedMap that evicts the least recently used: `put` and `recent` use an entry."""
+
+    def put(self, key: K, value: V) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        if len(self) > self.limit:
+            self.popitem(last=False)
+            self.evicted += 1
+
+    def recent(self, key: K, default: V | None = None) -> V | None:
+        """The entry of `key` (`default` without one), used now."""
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        return default
