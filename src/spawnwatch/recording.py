@@ -29,7 +29,7 @@ from typing import IO, Any, Iterator
 
 import msgpack
 
-from spawnwatch.records import FORMAT
+from spawnwatch.records import FORMAT, READY
 
 
 class RecordingError(ValueError):
@@ -116,7 +116,7 @@ def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
 
 def check_format(record: dict[str, Any], path: Path) -> None:
     """RecordingError when `record` is a ready record of a format this version cannot read."""
-    if record.get("kind") != "ready":
+    if record.get("kind") != READY:
         return
     found = record.get("format", 1)
     if type(found) is not int or found < 1:
