@@ -14,7 +14,7 @@ help:
 	@echo "sudo make setup-test   install that and the test corpus: container engines, Prometheus, ... (README)"
 	@echo "scripts/setup-host.sh demo|test --dry-run   what either would install, changing nothing"
 	@echo "make unit         the tests that need no root (PYTHON=python3.10 for another interpreter)"
-	@echo "sudo make bench   fork-storm benchmark: consumer overhead, CPU, memory, replay cost, lost events"
+	@echo "sudo make bench   fork-storm benchmark: consumer overhead, CPU, memory, replay cost, lost events; time to alert"
 	@echo "sudo make vagrant-demo / vagrant-test / vagrant-destroy   the leak in a throwaway VM"
 
 check-root:
@@ -48,6 +48,7 @@ demo: setup-demo
 bench: setup-test
 	$(PY) bench/forkstorm.py
 	$(PY) bench/redact.py
+	$(PY) bench/time_to_alert.py
 
 include vagrant/vagrant.mk
 

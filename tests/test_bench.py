@@ -105,3 +105,42 @@ def test_a_recording_s_processes_count_each_tally_s_children(forkstorm, tmp_path
                {"kind": "tick", "ts": 1.0}]  # a tally as a brief without a pid: recorded before tallies had their kind
     recording.write_bytes(b"".join(msgpack.packb(record) for record in records))
     assert forkstorm.events_and_processes(recording) == (5, 432)
+
+
+@pytest.fixture(scope="module")
+def time_to_alert():
+    spec = importlib.util.spec_from_file_location("time_to_alert", BENCH.with_name("time_to_alert.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[spec.name]
+
+
+def test_time_to_alert_runs_every_leak_shape_within_two_minutes_by_default(time_to_alert, capsys) -> None:
+    options = time_to_alert.parse_args([])
+    assert (options.shapes, options.timeout) == (["accumulate", "orphan", "zombie"], 120.0)
+    assert time_to_alert.parse_args(["--shapes", "zombie", "--timeout", "30"]).shapes == ["zombie"]
+    with pytest.raises(SystemExit) as exited:
+        time_to_alert.parse_args(["--timeout", "0"])
+    assert exited.value.code == 2
+    assert "--timeout: must be above 0" in capsys.readouterr().err
+
+
+def test_time_to_alert_prints_the_target_beside_each_measurement_and_fails_on_a_silent_shape(time_to_alert) -> None:
+    caught = time_to_alert.Measurement("accumulate", "accumulating", 17.94)
+    silent = time_to_alert.Measurement("zombie", "zombie", None)
+    assert time_to_alert.table([caught, silent]).splitlines()[2:] == [
+        "| accumulate | accumulating | 17.9 s | 20 s |",
+        "| zombie | zombie | never | 20 s |",
+    ]
+    assert time_to_alert.exit_code([caught]) == 0
+    assert time_to_alert.exit_code([caught, silent]) == time_to_alert.NEVER != 0
+
+
+def test_time_to_alert_without_root_says_so_and_exits_1(time_to_alert, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(time_to_alert.os, "geteuid", lambda: 1000)
+    assert time_to_alert.main([]) == 1
+    assert "run it as root" in capsys.readouterr().err
