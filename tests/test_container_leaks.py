@@ -590,6 +590,17 @@ def test_a_restarted_watch_still_charges_the_host_its_containers():
     assert [c["name"] for c in alert.containers] == [f"sleepy_{i}" for i in range(10)]
 
 
+def test_a_restarted_watch_charges_the_host_whose_start_it_read_from_a_fork_event_before():
+    """The last `watch` saw the host forked (a start in nanoseconds, just before a tick's
+    edge, so it rounds up); this one reads the host's start from /proc (the tick below)."""
+    records = links_after_a_leak()
+    for record in records:
+        record["charge"]["spawner_start_ticks"] += 1
+    [alert] = restarted(records)
+    assert alert.rule == "orphaned_containers" and alert.spawner["pid"] == SUPERVISOR_PID
+    assert len(alert.containers) == 10
+
+
 def test_a_restarted_watch_never_charges_a_process_that_got_the_hosts_pid():
     assert restarted(links_after_a_leak(), supervisor_start=90.0) == []
 

@@ -18,6 +18,7 @@ import pytest
 
 from conftest import wait_for
 
+from spawnwatch.adapters.runtimes import containerd, crio, podman
 from spawnwatch.events import ProcessInfo, Snapshot, to_record
 from spawnwatch.probe import preflight
 from spawnwatch.recording import RecordingWriter
@@ -25,6 +26,7 @@ from spawnwatch.recording import RecordingWriter
 pytestmark = pytest.mark.root  # to become nobody
 
 EXIT_CANNOT_TRACE = 3
+RUNTIMES = {podman.RUNTIME, containerd.RUNTIME, crio.RUNTIME, "kubernetes"}  # doctor's checks after preflight's
 
 
 def assert_no_traceback(result) -> None:
@@ -43,14 +45,19 @@ def test_doctor_gives_every_checks_result_and_fix_and_exits_3(unprivileged) -> N
     assert_no_traceback(result)
     assert result.returncode == EXIT_CANNOT_TRACE and result.stderr == ""
     lines = result.stdout.splitlines()
-    assert len([line for line in lines if line.split()[0] in ("ok", "FAIL", "warn")]) == len(preflight.DOCTOR)
+    # After the preflight checks, one line per container runtime found on this host.
+    results = [line.split()[1] for line in lines if line.split()[0] in ("ok", "FAIL", "warn")]
+    assert len(results) >= len(preflight.DOCTOR)
+    assert set(results[len(preflight.DOCTOR):]) <= RUNTIMES, results
     assert "fix: run as root: sudo spawnwatch ..." in result.stdout
     assert lines[-1] == "tracing cannot work here yet"
 
     result = unprivileged.run("doctor", "--json")
     assert result.returncode == EXIT_CANNOT_TRACE and result.stderr == ""
     checks = {check["name"]: check for check in map(json.loads, result.stdout.splitlines())}
-    assert list(checks) == ["root", "tracefs", "tracepoints", "bcc", "kernel headers", "BPF sources", "BPF ring buffer", "BTF", "docker"]
+    preflight_checks = ["root", "tracefs", "tracepoints", "bcc", "kernel headers", "BPF sources", "BPF ring buffer", "BTF", "docker"]
+    assert list(checks)[:len(preflight_checks)] == preflight_checks
+    assert set(list(checks)[len(preflight_checks):]) <= RUNTIMES, list(checks)
     for name in ("root", "tracefs", "tracepoints", "BPF ring buffer"):  # root's alone to look at or do
         assert checks[name]["ok"] is False and "sudo spawnwatch" in checks[name]["fix"], checks[name]
 

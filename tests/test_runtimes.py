@@ -8,13 +8,27 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
 
-from spawnwatch.adapters.cgroups import CgroupContainer, container_of_proc, parse_cgroup_path, read_proc_cgroups
+from conftest import wait_for
+from runtimes_env import SESSION
+
+from spawnwatch.adapters.cgroups import (
+    CgroupContainer,
+    cgroup2_mount,
+    container_of_proc,
+    parse_cgroup_path,
+    populated,
+    read_proc_cgroups,
+)
 from spawnwatch.adapters.runtimes import RuntimeNames, containerd, crio, find, podman
+from spawnwatch.cli.doctor import check_runtimes
+from spawnwatch.config import RuntimeSettings
 
 FIXTURES = Path(__file__).parent / "fixtures" / "runtimes"
 PODMAN_ID = "01b8ecd5fb7f7ee1116f094993f11d7b62ca3bd64025b34955d80f2ceb4fb610"
@@ -232,11 +246,12 @@ def ref_of(pid: int) -> CgroupContainer:
 @pytest.mark.root
 @pytest.mark.slow
 def test_a_real_podman_container_is_named_from_podmans_state(podman_env) -> None:
-    container_id = podman_env.run("sleep", "600", name="spawnwatch-test-podman-names")
+    # Unique: a run killed before its clean-up leaves its container, and its name taken, behind.
+    name = f"spawnwatch-test-podman-names-{SESSION}"
+    container_id = podman_env.run("sleep", "600", name=name)
     ref = ref_of(podman_env.pid(container_id))
     assert (ref.id, ref.runtime) == (container_id, "podman")
-    assert find(ref) == RuntimeNames("podman", container_id, name="spawnwatch-test-podman-names",
-                                     image=podman_env.image)
+    assert find(ref) == RuntimeNames("podman", container_id, name=name, image=podman_env.image)
 
 
 @pytest.mark.root
@@ -253,3 +268,33 @@ def test_a_real_pods_container_on_containerd_is_named(containerd_node, layout: s
     assert find(ref, containerd_state=str(containerd_node.state)) == RuntimeNames(
         "containerd", started.id, name="gateway", image="ghcr.io/example/mcp-gateway:1.4.2",
         pod="mcp-gateway-7c9f-abcde", namespace="agents", pod_uid=started.pod_uid, runtime_namespace="k8s.io")
+
+
+@pytest.mark.root
+def test_doctor_counts_a_pods_cgroup_as_a_running_container_only_while_a_process_is_in_it() -> None:
+    """A runtime killed before its clean-up leaves its containers' cgroups behind, empty:
+    `doctor` must not report them as running containers it cannot name."""
+    mount = cgroup2_mount()
+    assert mount is not None
+    pod_uid = str(uuid.uuid4())
+    pod = f"{mount}/kubepods/besteffort/pod{pod_uid}"
+    leaf = f"{pod}/{uuid.uuid4().hex}{uuid.uuid4().hex}"
+    os.makedirs(leaf)
+    sleeper = None
+    try:
+        assert "kubernetes" not in kubernetes_checks(), "an empty cgroup counted as a running container"
+        sleeper = subprocess.Popen(["sleep", "600"])
+        with open(f"{leaf}/cgroup.procs", "w") as procs:
+            procs.write(str(sleeper.pid))
+        assert "1 of its 1 running containers have no name" in kubernetes_checks()["kubernetes"]
+    finally:
+        if sleeper is not None:
+            sleeper.kill()
+            sleeper.wait()
+        wait_for(lambda: not populated(mount, leaf[len(mount):]), "the sleeper to leave its cgroup")
+        os.rmdir(leaf)
+        os.rmdir(pod)
+
+
+def kubernetes_checks() -> dict[str, str]:
+    return {check.name: check.detail for check in check_runtimes(RuntimeSettings())}

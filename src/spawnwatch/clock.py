@@ -19,6 +19,11 @@ def start_tick(start: float) -> int:
     return round(start * CLOCK_TICKS)
 
 
+def tick_start(tick: int) -> float:
+    """A `start_tick` back in seconds since boot."""
+    return tick / CLOCK_TICKS
+
+
 def same_start(start: float, other: float) -> bool:
     """True when two start times of one pid, from /proc or from BPF, are one process's."""
     return abs(start - other) <= SAME_START_S

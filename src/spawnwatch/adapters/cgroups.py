@@ -176,6 +176,16 @@ def walk_cgroup2(mount: str, limit: int) -> Iterator[tuple[int, str]]:
             continue
 
 
+
+def populated(mount: str, path: str) -> bool:
+    """Whether a process lives in the cgroup at `path` or below: a container's cgroup left
+    behind empty (its runtime killed before it cleaned up) is no running container."""
+    for line in (_read(mount, path, "cgroup.events") or "").splitlines():
+        key, _, value = line.partition(" ")
+        if key == "populated":
+            return value == "1"
+    return False
+
 # --- the pids controller ----------------------------------------------------------------------
 
 

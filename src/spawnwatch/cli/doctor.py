@@ -8,7 +8,7 @@ from dataclasses import asdict
 import click
 
 from spawnwatch.adapters import runtimes
-from spawnwatch.adapters.cgroups import cgroup2_mount, parse_cgroup_path, walk_cgroup2
+from spawnwatch.adapters.cgroups import cgroup2_mount, parse_cgroup_path, populated, walk_cgroup2
 from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.cli.common import EXIT_CANNOT_TRACE, config_option, emit_json, json_option, load_config
 from spawnwatch.config import RuntimeSettings
@@ -84,7 +84,7 @@ def check_runtimes(settings: RuntimeSettings) -> list[Check]:
     refs = {}
     for _, path in walk_cgroup2(mount, CGROUPS_WALKED) if mount else ():
         ref = parse_cgroup_path(path)
-        if ref is not None:
+        if ref is not None and populated(mount, path):
             refs.setdefault(ref.id, ref)  # a container's nested cgroups name it again
     checks = []
     for found in runtimes.survey(refs.values(), settings.host_root, settings.containerd_state):

@@ -61,7 +61,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-from spawnwatch.clock import start_tick
+from spawnwatch.clock import same_start, start_tick, tick_start
 from spawnwatch.detect.groups import GroupBook, GroupKey, charged_child
 from spawnwatch.events import ContainerEvent
 from spawnwatch.lineage import Key, Process
@@ -443,8 +443,10 @@ class ContainerBook:
         links it again), is dropped.  How many were taken back."""
 
         def live(key: Key) -> Process | None:
+            # Not proc.key == key: a start the last `watch` had from a fork event (nanoseconds)
+            # and this one from /proc (ticks) can round to neighbouring ticks.
             proc = process_of(key[0])
-            return proc if proc is not None and proc.alive and proc.key == key else None
+            return proc if proc is not None and proc.alive and same_start(proc.start, tick_start(key[1])) else None
 
         restored = 0
         for link in links:
@@ -454,16 +456,17 @@ class ContainerBook:
                 continue
             if live(link.client) is not None or link.container_id in self.containers:
                 continue
+            charge = link.charge._replace(spawner=spawner.key)  # as this `watch` keys its groups
             exited_at = now if link.client_exited_at is None else link.client_exited_at  # gone while none watched
             # The client as far as it matters now: who spawned it, and when it ended.
             client = Process(pid=link.client[0], start=link.client_start, ppid=spawner.pid, comm="", argv=(),
-                             signature=link.charge.signature, cgroup_id=link.charge.cgroup_id, spawner=spawner,
+                             signature=charge.signature, cgroup_id=charge.cgroup_id, spawner=spawner,
                              exited_at=exited_at, reaped_at=exited_at)
             self.containers[link.container_id] = Container(
                 id=link.container_id, name=link.name, image=link.image, created_at=link.created_at, running=True,
-                started_at=link.started_at, client=client, claimed=True, charge=link.charge,
+                started_at=link.started_at, client=client, claimed=True, charge=charge,
                 judged_ambiguous=link.ambiguous)
-            book.restored(link.charge, spawner, now)
+            book.restored(charge, spawner, now)
             restored += 1
             if len(self.containers) > MAX_CONTAINERS:
                 del self.containers[next(iter(self.containers))]
