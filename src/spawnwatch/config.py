@@ -109,19 +109,23 @@ def default_text() -> str:
 
 
 def load(path: str | Path | None = None) -> Config:
-    data = tomllib.loads(default_text())
-    source = "default config"
-    if path is not None:
-        source = str(path)
-        try:
-            with open(path, "rb") as f:
-                user = tomllib.load(f)
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
-        except ValueError as exc:  # also an integer too long to read (Python's 4300 digits)
-            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-        data = _merge(data, user, source, "")
-    return _build(data, source)
+    if path is None:
+        return _default()
+    source = str(path)
+    try:
+        with open(path, "rb") as f:
+            user = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    except ValueError as exc:  # also an integer too long to read (Python's 4300 digits)
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return _build(_merge(tomllib.loads(default_text()), user, source, ""), source)
+
+
+@functools.cache
+def _default() -> Config:
+    """Parsed once: a Config is frozen, and its parse is most of a short command's start-up."""
+    return _build(tomllib.loads(default_text()), "default config")
 
 
 @functools.cache
