@@ -27,8 +27,7 @@ from spawnwatch.adapters.cgroups import (
     read_proc_cgroups,
 )
 from spawnwatch.adapters.runtimes import RuntimeNames, containerd, crio, find, podman
-from spawnwatch.cli.doctor import check_runtimes
-from spawnwatch.config import RuntimeSettings
+from spawnwatch.cli.doctor import running_containers
 
 FIXTURES = Path(__file__).parent / "fixtures" / "runtimes"
 PODMAN_ID = "01b8ecd5fb7f7ee1116f094993f11d7b62ca3bd64025b34955d80f2ceb4fb610"
@@ -277,24 +276,24 @@ def test_doctor_counts_a_pods_cgroup_as_a_running_container_only_while_a_process
     mount = cgroup2_mount()
     assert mount is not None
     pod_uid = str(uuid.uuid4())
+    container_id = uuid.uuid4().hex + uuid.uuid4().hex
     pod = f"{mount}/kubepods/besteffort/pod{pod_uid}"
-    leaf = f"{pod}/{uuid.uuid4().hex}{uuid.uuid4().hex}"
-    os.makedirs(leaf)
+    os.makedirs(f"{pod}/{container_id}")
     sleeper = None
     try:
-        assert "kubernetes" not in kubernetes_checks(), "an empty cgroup counted as a running container"
+        assert container_id not in running_ids(), "an empty cgroup counted as a running container"
         sleeper = subprocess.Popen(["sleep", "600"])
-        with open(f"{leaf}/cgroup.procs", "w") as procs:
+        with open(f"{pod}/{container_id}/cgroup.procs", "w") as procs:
             procs.write(str(sleeper.pid))
-        assert "1 of its 1 running containers have no name" in kubernetes_checks()["kubernetes"]
+        assert container_id in running_ids()
     finally:
         if sleeper is not None:
             sleeper.kill()
             sleeper.wait()
-        wait_for(lambda: not populated(mount, leaf[len(mount):]), "the sleeper to leave its cgroup")
-        os.rmdir(leaf)
+        wait_for(lambda: not populated(mount, f"{pod[len(mount):]}/{container_id}"), "the sleeper to leave its cgroup")
+        os.rmdir(f"{pod}/{container_id}")
         os.rmdir(pod)
 
 
-def kubernetes_checks() -> dict[str, str]:
-    return {check.name: check.detail for check in check_runtimes(RuntimeSettings())}
+def running_ids() -> set[str]:
+    return {ref.id for ref in running_containers()}

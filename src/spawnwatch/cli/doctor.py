@@ -8,7 +8,7 @@ from dataclasses import asdict
 import click
 
 from spawnwatch.adapters import runtimes
-from spawnwatch.adapters.cgroups import cgroup2_mount, parse_cgroup_path, populated, walk_cgroup2
+from spawnwatch.adapters.cgroups import CgroupContainer, cgroup2_mount, parse_cgroup_path, populated, walk_cgroup2
 from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.cli.common import EXIT_CANNOT_TRACE, config_option, emit_json, json_option, load_config
 from spawnwatch.config import RuntimeSettings
@@ -80,14 +80,8 @@ def check_docker_events(wait_s: float = FOLLOW_WAIT_S) -> Check:
 
 def check_runtimes(settings: RuntimeSettings) -> list[Check]:
     """One check per runtime found besides Docker: whether its running containers are named."""
-    mount = cgroup2_mount()
-    refs = {}
-    for _, path in walk_cgroup2(mount, CGROUPS_WALKED) if mount else ():
-        ref = parse_cgroup_path(path)
-        if ref is not None and populated(mount, path):
-            refs.setdefault(ref.id, ref)  # a container's nested cgroups name it again
     checks = []
-    for found in runtimes.survey(refs.values(), settings.host_root, settings.containerd_state):
+    for found in runtimes.survey(running_containers(), settings.host_root, settings.containerd_state):
         where = f"state in {found.where}" if found.where else "no state directory"
         if not found.containers:
             checks.append(Check(found.runtime, True, f"{where}; no container of it runs now", required=False))
@@ -103,3 +97,14 @@ def check_runtimes(settings: RuntimeSettings) -> list[Check]:
                 "--config; in a pod, mount the host's directories read-only); see README: Container runtimes",
                 required=False))
     return checks
+
+
+def running_containers() -> list[CgroupContainer]:
+    """The containers the cgroup tree shows a process in, each once."""
+    mount = cgroup2_mount()
+    refs: dict[str, CgroupContainer] = {}
+    for _, path in walk_cgroup2(mount, CGROUPS_WALKED) if mount else ():
+        ref = parse_cgroup_path(path)
+        if ref is not None and populated(mount, path):
+            refs.setdefault(ref.id, ref)  # a container's nested cgroups name it again
+    return list(refs.values())
