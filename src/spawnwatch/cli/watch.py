@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import sys
 from contextlib import ExitStack
+from functools import partial
 from typing import Any
 
 import click
@@ -163,9 +164,9 @@ def command(duration: float | None, config_path: str | None, record: str | None,
         if replay:
             watch_recording(config, replay, sink)
         else:
-            extra_stats = (lambda: notification_stats(notifiers)) if notifiers else None
             try:
-                detection = Detection(config, sink, extra_stats, log, state_dir=state_dir if kept is not None else None)
+                detection = Detection(config, sink, partial(sink_stats, notifiers, metrics), log,
+                                      state_dir=state_dir if kept is not None else None)
                 run_live(config, detection, duration, record, ring_buffer_kb)
             except ProbeError as exc:
                 raise CannotTrace(str(exc)) from exc
@@ -242,6 +243,14 @@ def notifier_sinks(webhook: str | None, alertmanagers: tuple[str, ...], resend_e
         generator = metrics.url.replace(metrics.host, host, 1) if metrics is not None else f"urn:spawnwatch:{host}"
         sinks.append(Alertmanager(*urls, generator_url=generator, resend_every_s=resend_every, host=host, **delivery))
     return sinks
+
+
+def sink_stats(notifiers: list[Any], metrics: Any) -> Record:
+    """The counters of the sinks themselves: the notifiers' posts, the metrics endpoint's evictions."""
+    counters = notification_stats(notifiers) if notifiers else {}
+    if metrics is not None:
+        counters["evicted_by_table"] = metrics.evicted_by_table()
+    return counters
 
 
 def notification_stats(notifiers: list[Any]) -> Record:

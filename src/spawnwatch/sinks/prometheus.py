@@ -240,6 +240,10 @@ class Metrics:
         self.host = address[0]
         self.port = self._server.server_port
 
+    def evicted_by_table(self) -> dict[str, int]:
+        """Evictions of the endpoint's own bounded tables (sinks' counters: the session's stats take them)."""
+        return self._server.evicted_by_table()
+
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
