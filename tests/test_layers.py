@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "spawnwatch"
 
 # Modules that must run without root on recorded events: no kernel, /proc,
 # Docker, network, terminal or subprocess access.
-PURE = ("clock", "events", "records", "bounded", "redact", "signature", "lineage", "detect", "alerts", "tree", "pipeline", "config", "filters", "render", "text", "top")
+PURE = ("clock", "events", "records", "bounded", "redact", "signature", "lineage", "detect", "alerts", "tree", "pipeline", "config", "filters", "event_lines", "text", "top")
 IO_MODULES = {"bcc", "psutil", "docker", "click", "socket", "subprocess", "http", "urllib", "requests",
               "prometheus_client", "msgpack", "threading", "ctypes"}
 # Our layers that the pure ones may never reach up or out to.
