@@ -33,7 +33,7 @@ from spawnwatch.runner import run_live
 from spawnwatch.sinks import Fanout, OnlyContainer, Sink
 from spawnwatch.sinks.human import Human
 from spawnwatch.sinks.jsonl import JsonLines
-from spawnwatch.text import cut, printable
+from spawnwatch.text import printable
 
 
 @click.command("watch")
@@ -182,7 +182,7 @@ def serve_metrics(address: str, web_config_file: str | None) -> Any:
         web = load_web_config(web_config_file) if web_config_file is not None else None
     except WebConfigError as exc:
         # The file's own text may be quoted (a YAML error, a user's name): one line, no escapes obeyed.
-        raise click.BadParameter(printable(cut(str(exc), 1000)), param_hint="--web-config-file") from exc
+        raise click.BadParameter(printable(str(exc), 1000), param_hint="--web-config-file") from exc
     try:
         return Metrics(parse_address(address), web)
     except MetricsAddressError as exc:
