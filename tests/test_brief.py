@@ -15,7 +15,7 @@ from spawnwatch.events import Brief, Fork, Tally
 from spawnwatch.filters import SubtreeFilter
 from spawnwatch.lineage import Lineage
 from spawnwatch.pipeline import Pipeline
-from spawnwatch.render import EventLines
+from spawnwatch.event_lines import EventLines
 from spawnwatch.signature import Signer
 from streams import BOOT_OFFSET, Stream, briefed, host, tallied
 from workloads import SUPERVISOR_PID, Schedule, leak, run, shell_loop

@@ -202,6 +202,7 @@ def test_pending_clients_are_bounded_and_expire():
         pipeline.feed(event)
     book = pipeline.detector.containers
     assert book.counts["container_clients_dropped"] == 10
+    assert pipeline.counts()["container_clients_dropped"] == 10  # the table's bookkeeping: the summary, the metrics
     pipeline.evaluate(pipeline.now + 1000)
     assert book.counts["container_clients_unmatched"] == MAX_PENDING_CLIENTS
 

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 from conftest import wait_for
+from spawnwatch.adapters import podman_events
 from spawnwatch.adapters.podman_events import MAX_LINE, EventsFile, PodmanEvents, decoded, podman_event, still_running
+from spawnwatch.bounded import BoundedMap
 from spawnwatch.events import ContainerEvent, replaced
 from test_container_leaks import IMAGE, START, docker_run, firing, mcp_host
 from workloads import run
@@ -73,7 +75,28 @@ def test_containers_left_running_by_the_backlog_come_as_their_create_and_start()
     a, b, c = "a" * 64, "b" * 64, "c" * 64
     events = [podman_event(decoded(line(s, i)), BOOT) for s, i in [
         ("create", a), ("start", a), ("create", b), ("start", b), ("died", b), ("create", c), ("start", a)]]
-    assert [(e.action, e.id) for e in still_running(events)] == [("create", a), ("start", a)]
+    assert [(e.action, e.id) for e in still_running(events, BoundedMap(16))] == [("create", a), ("start", a)]
+
+
+def test_the_backlogs_running_containers_past_the_limit_are_counted_evictions() -> None:
+    a, b, c = "a" * 64, "b" * 64, "c" * 64
+    events = [podman_event(decoded(line(s, i)), BOOT) for s, i in [
+        ("create", a), ("start", a), ("create", b), ("start", b), ("create", c), ("start", c)]]
+    running = BoundedMap(2)
+    assert [(e.action, e.id) for e in still_running(events, running)] == [
+        ("create", b), ("start", b), ("create", c), ("start", c)]
+    assert running.evicted == 1 and not running
+
+
+def test_the_follower_counts_the_backlogs_evictions_in_its_table(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(podman_events, "MAX_RUNNING", 1)
+    path = tmp_path / "events.log"
+    path.write_bytes(b"".join(line(status, i * 64) + b"\n" for i in "ab" for status in ("create", "start")))
+    with PodmanEvents(str(path), poll_s=0.05) as follower:
+        follower.queue_lifecycle(BOOT)
+        wait_for(follower.following.is_set, "the backlog read")
+        assert [(e.action, e.id[0]) for e in follower.lifecycle()] == [("create", "b"), ("start", "b")]
+        assert follower.evicted_by_table() == {"podman_backlog_containers": 1}  # the session's stats take it
 
 
 @pytest.mark.root

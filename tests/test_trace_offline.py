@@ -12,7 +12,7 @@ from spawnwatch.events import Exec, Exit, Fork, Oom, Reap, Snapshot, ProcessInfo
 from spawnwatch.filters import CommFilter, SubtreeFilter
 from spawnwatch.probe import preflight
 from spawnwatch.recording import RecordingError, RecordingWriter, read_records
-from spawnwatch.render import EventLines
+from spawnwatch.event_lines import EventLines
 from spawnwatch.text import human_bytes
 
 

@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 from spawnwatch.cli import main
+from spawnwatch.cli.watch import sink_stats
 from spawnwatch.sinks import exporter_web
 from spawnwatch.sinks.exporter_web import BasicAuth, WebConfigError, load_web_config
 from spawnwatch.sinks.prometheus import Metrics
@@ -227,9 +228,30 @@ def test_verified_credentials_are_remembered_briefly_and_in_a_bounded_cache(monk
     calls = checkpw.calls
     assert auth.allows(basic("user1")) and checkpw.calls == calls, "a recent one is still remembered"
     assert auth.allows(basic("user0")) and checkpw.calls == calls + 1, "the oldest was let go"
+    assert auth.evicted == 2, "each one let go is counted (user0, then user1 to make room for it again)"
     for header in ("", "Bearer abc", "Basic !!!", "Basic " + base64.b64encode(b"no colon").decode(),
                    "Basic " + "A" * exporter_web.AUTHORIZATION_MAX):
         assert not auth.allows(header)
+
+
+def test_the_endpoints_credential_evictions_reach_the_sessions_stats_and_metrics(monkeypatch):
+    monkeypatch.setattr(exporter_web, "VERIFIED_MAX", 1)
+    metrics = Metrics(web=exporter_web.WebConfig(users={b"a": hashed().encode(), b"b": hashed().encode()}))
+    try:
+        assert sink_stats([], metrics) == {"evicted_by_table": {"verified_credentials": 0}}
+        for user in ("a", "b"):  # b's credentials push a's out of the cache
+            assert get(metrics.url, user=user)[0] == 200
+        stats = sink_stats([], metrics)
+        assert stats == {"evicted_by_table": {"verified_credentials": 1}}
+        metrics.send({"kind": "progress", "events": {}, "lost": 0, "table": {}, **stats})
+        assert metrics.registry.get_sample_value("spawnwatch_evicted_total", {"table": "verified_credentials"}) == 1
+    finally:
+        metrics.close()
+    without_auth = Metrics()
+    try:
+        assert sink_stats([], without_auth) == {"evicted_by_table": {}}, "no cache, no table"
+    finally:
+        without_auth.close()
 
 
 def watch(*args: str):

@@ -155,7 +155,8 @@ class LiveRun:
 
     def stats(self) -> dict:
         stats = {**stats_record(self.probe), **self.resolver.counts, **self.podman.counts}
-        stats["evicted_by_table"] = {**stats["evicted_by_table"], **self.resolver.evicted_by_table()}
+        stats["evicted_by_table"] = {**stats["evicted_by_table"], **self.resolver.evicted_by_table(),
+                                     **self.podman.evicted_by_table()}
         return stats
 
 

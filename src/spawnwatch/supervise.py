@@ -16,7 +16,7 @@ import time
 from collections import Counter
 from typing import Callable
 
-from spawnwatch.text import cut, printable
+from spawnwatch.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class Supervised:
 
     def _failed(self, exc: Exception, backoff: float) -> None:
         self.failures += 1
-        reason = cut(printable(f"{type(exc).__name__}: {exc}"), REASON_WIDTH)
+        reason = printable(f"{type(exc).__name__}: {exc}", REASON_WIDTH)
         with _lock:
             _errors[self.component] += 1
             _last_reasons[self.component] = reason

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from spawnwatch.alerts import Alert
 from spawnwatch.detect.groups import Group, GroupKey
 from spawnwatch.filters import container_matches
-from spawnwatch.text import cut, human_bytes, printable
+from spawnwatch.text import human_bytes, printable
 
 QUIET, WARNING, CRITICAL = "quiet", "warning", "critical"
 STATE_RANK = {QUIET: 0, WARNING: 1, CRITICAL: 2}
@@ -178,7 +178,7 @@ def next_container(current: str | None, shown: Iterable[Row]) -> str | None:
 
 def title(host: str, sort: str, container: str | None, shown: int, source: str) -> str:
     """The first line of the view (`source`: live, or the recording's name, a user's file name)."""
-    where = printable(cut(container, CONTAINER_WIDTH)) if container is not None else "all"
+    where = printable(container, CONTAINER_WIDTH) if container is not None else "all"
     return (f"spawnwatch top  {printable(host, 40)}  {printable(source, 80)}  {shown} group{'s' if shown != 1 else ''}"
             f"  sort: {sort}  container: {where}")
 

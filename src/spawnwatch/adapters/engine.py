@@ -14,7 +14,7 @@ from typing import Any
 
 from spawnwatch.events import ContainerEvent
 from spawnwatch.signature import DEFAULT_ENGINE, PODMAN_ENGINE
-from spawnwatch.text import cut, printable
+from spawnwatch.text import printable
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ REASON_WIDTH = 300
 
 def _reason(exc: BaseException) -> str:
     """An engine's error for a log line: its answer may carry what a local user wrote."""
-    return cut(printable(str(exc)), REASON_WIDTH)
+    return printable(str(exc), REASON_WIDTH)
 
 
 def followed_address() -> str:

@@ -27,10 +27,11 @@ import logging
 import os
 import stat
 import threading
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
 from typing import Any, Iterator
 
 from spawnwatch.adapters.engine import wall_time, container_labels
+from spawnwatch.bounded import BoundedMap
 from spawnwatch.events import ContainerEvent
 from spawnwatch.signature import PODMAN_ENGINE
 from spawnwatch.supervise import PODMAN_EVENTS, Supervised
@@ -78,19 +79,19 @@ def decoded(line: bytes) -> Any:
         return None
 
 
-def still_running(events: list[ContainerEvent]) -> list[ContainerEvent]:
-    """The create and start of each container that `events` (in file order) leave running."""
-    running: OrderedDict[str, list[ContainerEvent]] = OrderedDict()
+def still_running(events: list[ContainerEvent], running: BoundedMap[str, list[ContainerEvent]]) -> list[ContainerEvent]:
+    """The create and start of each container that `events` (in file order) leave running.
+    `running` holds them meanwhile (empty again after): the oldest past its limit are its evictions."""
     for event in events:
         if event.action == "create":
-            running[event.id] = [event]
+            running.put(event.id, [event])
         elif event.action == "start" and event.id in running:
             running[event.id] = [running[event.id][0], event]
         elif event.action in ("die", "destroy"):
             running.pop(event.id, None)
-        while len(running) > MAX_RUNNING:
-            running.popitem(last=False)
-    return [event for pair in running.values() if len(pair) == 2 for event in pair]
+    left_running = [event for pair in running.values() if len(pair) == 2 for event in pair]
+    running.clear()
+    return left_running
 
 
 class EventsFile:
@@ -171,6 +172,7 @@ class PodmanEvents:
         self._follower: Supervised | None = None
         self.following = threading.Event()  # set once the file is open and its backlog read
         self.counts: Counter[str] = Counter()  # podman_events_dropped: the consumer fell behind
+        self._backlog_running: BoundedMap[str, list[ContainerEvent]] = BoundedMap(MAX_RUNNING)
 
     def __enter__(self) -> "PodmanEvents":
         return self
@@ -186,6 +188,10 @@ class PodmanEvents:
             self._stop.clear()
             self._follower = Supervised(PODMAN_EVENTS, self._follow, self._stop)
             self._follower.start()
+
+    def evicted_by_table(self) -> dict[str, int]:
+        """Containers the backlog's running ones let go past MAX_RUNNING: their create and start never come."""
+        return {"podman_backlog_containers": self._backlog_running.evicted}
 
     def lifecycle(self) -> list[ContainerEvent]:
         """The lifecycle events queued since the last call, oldest first."""
@@ -206,7 +212,7 @@ class PodmanEvents:
                 if self._stop.wait(self._poll_s):
                     return
             events = self._events()
-            self._queue(still_running(events))
+            self._queue(still_running(events, self._backlog_running))
             newest = max((event.ts for event in events), default=0.0)
             self.following.set()
             while not self._stop.wait(self._poll_s):

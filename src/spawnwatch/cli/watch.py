@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import sys
 from contextlib import ExitStack
+from functools import partial
 from typing import Any
 
 import click
@@ -32,7 +33,7 @@ from spawnwatch.runner import run_live
 from spawnwatch.sinks import Fanout, OnlyContainer, Sink
 from spawnwatch.sinks.human import Human
 from spawnwatch.sinks.jsonl import JsonLines
-from spawnwatch.text import cut, printable
+from spawnwatch.text import printable
 
 
 @click.command("watch")
@@ -163,9 +164,9 @@ def command(duration: float | None, config_path: str | None, record: str | None,
         if replay:
             watch_recording(config, replay, sink)
         else:
-            extra_stats = (lambda: notification_stats(notifiers)) if notifiers else None
             try:
-                detection = Detection(config, sink, extra_stats, log, state_dir=state_dir if kept is not None else None)
+                detection = Detection(config, sink, partial(sink_stats, notifiers, metrics), log,
+                                      state_dir=state_dir if kept is not None else None)
                 run_live(config, detection, duration, record, ring_buffer_kb)
             except ProbeError as exc:
                 raise CannotTrace(str(exc)) from exc
@@ -181,7 +182,7 @@ def serve_metrics(address: str, web_config_file: str | None) -> Any:
         web = load_web_config(web_config_file) if web_config_file is not None else None
     except WebConfigError as exc:
         # The file's own text may be quoted (a YAML error, a user's name): one line, no escapes obeyed.
-        raise click.BadParameter(printable(cut(str(exc), 1000)), param_hint="--web-config-file") from exc
+        raise click.BadParameter(printable(str(exc), 1000), param_hint="--web-config-file") from exc
     try:
         return Metrics(parse_address(address), web)
     except MetricsAddressError as exc:
@@ -242,6 +243,14 @@ def notifier_sinks(webhook: str | None, alertmanagers: tuple[str, ...], resend_e
         generator = metrics.url.replace(metrics.host, host, 1) if metrics is not None else f"urn:spawnwatch:{host}"
         sinks.append(Alertmanager(*urls, generator_url=generator, resend_every_s=resend_every, host=host, **delivery))
     return sinks
+
+
+def sink_stats(notifiers: list[Any], metrics: Any) -> Record:
+    """The counters of the sinks themselves: the notifiers' posts, the metrics endpoint's evictions."""
+    counters = notification_stats(notifiers) if notifiers else {}
+    if metrics is not None:
+        counters["evicted_by_table"] = metrics.evicted_by_table()
+    return counters
 
 
 def notification_stats(notifiers: list[Any]) -> Record:

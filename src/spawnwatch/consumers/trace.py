@@ -7,7 +7,7 @@ from typing import Callable, TextIO
 
 from spawnwatch.events import Event, Resync, Snapshot, to_record
 from spawnwatch.filters import container_matches
-from spawnwatch.render import EVENT_HEADER, EventLines
+from spawnwatch.event_lines import EVENT_HEADER, EventLines
 from spawnwatch.runner import LiveRun, stats_line
 from spawnwatch.sinks.jsonl import write_json_line
 

@@ -48,7 +48,7 @@ class Detection:
         self._kept_links: list[Link] | None = None  # as last written
         self._last_error: str | None = None
         self.sink = sink
-        self.extra_stats = extra_stats  # counters of the sinks themselves (notifications)
+        self.extra_stats = extra_stats  # counters of the sinks themselves (notifications, evicted_by_table)
         self.log = log
         self.pipeline: Pipeline | None = None
         self.run: LiveRun | None = None
@@ -100,9 +100,11 @@ class Detection:
         return self._with_extra(self.run.stats())
 
     def _with_extra(self, stats: Record) -> Record:
-        stats["evicted_by_table"] = {**stats.get("evicted_by_table", {}), "pids_cgroups": self.sampler.evicted}
-        if self.extra_stats is not None:
-            stats.update(self.extra_stats())
+        extra = self.extra_stats() if self.extra_stats is not None else {}
+        evicted = {**stats.get("evicted_by_table", {}), "pids_cgroups": self.sampler.evicted,
+                   **extra.get("evicted_by_table", {})}
+        stats.update(extra)
+        stats["evicted_by_table"] = evicted
         return stats
 
     def _restore(self, now: float) -> None:

@@ -61,6 +61,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
+from spawnwatch.bounded import BoundedMap
 from spawnwatch.clock import same_start, start_tick, tick_start
 from spawnwatch.detect.groups import GroupBook, GroupKey, charged_child
 from spawnwatch.events import ContainerEvent
@@ -246,9 +247,15 @@ class ContainerBook:
         self._client_of = client_of or (lambda argv, environ: None)
         self._window = match_window_s
         self._local_engine = local_engine
-        self._pending: OrderedDict[Process, _Pending] = OrderedDict()  # in the order they asked
+        self._pending: BoundedMap[Process, _Pending] = BoundedMap(MAX_PENDING_CLIENTS)  # in the order they asked
         self.containers: OrderedDict[str, Container] = OrderedDict()  # in creation order
-        self.counts: Counter[str] = Counter()
+        self._counts: Counter[str] = Counter()
+
+    @property
+    def counts(self) -> Counter[str]:
+        """The book's bookkeeping; `container_clients_dropped` are the waiting clients let go
+        past MAX_PENDING_CLIENTS (the oldest first)."""
+        return self._counts + Counter(container_clients_dropped=self._pending.evicted)
 
     # -- lineage.Listener ----------------------------------------------------------------
 
@@ -279,7 +286,7 @@ class ContainerBook:
         elif call.engine is None or same_engine(call.engine, self._local_engine):
             engine = ""
         else:
-            self.counts["container_clients_of_other_engines"] += 1
+            self._counts["container_clients_of_other_engines"] += 1
             return
         pending = _Pending(proc, call, proc.start, until, engine, set(call.names) if call.action == "start" else set(),
                            engine_unknown=call.engine is None)
@@ -300,10 +307,7 @@ class ContainerBook:
                     self._started_for(pending, container)
             if not pending.unmatched:
                 return
-        self._pending[proc] = pending
-        while len(self._pending) > MAX_PENDING_CLIENTS:
-            self._pending.popitem(last=False)
-            self.counts["container_clients_dropped"] += 1
+        self._pending.put(proc, pending)
 
     # -- the engine's events -------------------------------------------------------------
 
@@ -340,7 +344,7 @@ class ContainerBook:
             # The oldest that no longer runs goes first, else the oldest.
             victim = next((c for c in self.containers.values() if not c.running), next(iter(self.containers.values())))
             del self.containers[victim.id]
-            self.counts["containers_dropped"] += 1
+            self._counts["containers_dropped"] += 1
         return container
 
     def _fits(self, pending: _Pending, container: Container) -> bool:
@@ -398,7 +402,7 @@ class ContainerBook:
             if now <= pending.until:
                 break
             del self._pending[pending.proc]
-            self.counts["container_clients_unmatched"] += 1
+            self._counts["container_clients_unmatched"] += 1
 
     def leaked(self, now: float, grace_s: float, book: GroupBook) -> dict[GroupKey, list[Container]]:
         """Running containers whose attached client is gone, per group they are charged to
@@ -452,7 +456,7 @@ class ContainerBook:
         for link in links:
             spawner = live(link.charge.spawner)
             if spawner is None:
-                self.counts["container_links_stale"] += 1
+                self._counts["container_links_stale"] += 1
                 continue
             if live(link.client) is not None or link.container_id in self.containers:
                 continue
@@ -470,7 +474,7 @@ class ContainerBook:
             restored += 1
             if len(self.containers) > MAX_CONTAINERS:
                 del self.containers[next(iter(self.containers))]
-                self.counts["containers_dropped"] += 1
+                self._counts["containers_dropped"] += 1
         return restored
 
     @staticmethod

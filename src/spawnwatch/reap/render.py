@@ -13,7 +13,7 @@ from spawnwatch.adapters.ledger import LedgerFile
 from spawnwatch.reap.collect import ContainerState
 from spawnwatch.reap.execute import ContainerOutcome, Outcome
 from spawnwatch.reap.plan import AMBIGUOUS, ContainerLeak, Plan, processes_only
-from spawnwatch.text import command_line, container_line, cut, human_bytes, printable
+from spawnwatch.text import command_line, container_line, human_bytes, printable
 
 COMMAND_WIDTH = 100
 
@@ -113,7 +113,7 @@ def _processes(record: dict[str, Any]) -> tuple[list[str], list[str]]:
         f"{'PID':>8} {'MEMBER':>8} {'RSS':>10}  COMMAND",
     ]
     for t in record["targets"]:
-        command = cut(command_line(t["argv"], t["comm"]), COMMAND_WIDTH)
+        command = command_line(t["argv"], t["comm"], COMMAND_WIDTH)
         out.append(f"{t['pid']:>8} {t['member']:>8} {human_bytes(t['rss_bytes']):>10}  {command}")
     if record["processes_only"]:
         out.append(f"note: {record['processes_only']}")

@@ -35,7 +35,6 @@ import ssl
 import sys
 import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from socketserver import ThreadingMixIn
@@ -44,6 +43,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import bcrypt
 import yaml
+
+from spawnwatch.bounded import RecentMap
 
 WEB_CONFIG_MAX_BYTES = 64 << 10
 CONNECTIONS_MAX = 16
@@ -201,7 +202,12 @@ class BasicAuth:
         self._clock = clock
         self._key = os.urandom(32)
         self._lock = threading.Lock()
-        self._verified: OrderedDict[bytes, float] = OrderedDict()  # digest -> expiry, oldest first
+        self._verified: RecentMap[bytes, float] = RecentMap(VERIFIED_MAX)  # digest -> expiry, oldest first
+
+    @property
+    def evicted(self) -> int:
+        """Verified credentials let go past VERIFIED_MAX: their next request costs a bcrypt again."""
+        return self._verified.evicted
 
     def allows(self, header: str) -> bool:
         scheme, _, encoded = header.partition(" ")
@@ -231,10 +237,7 @@ class BasicAuth:
         if not matches or hashed is None:
             return False
         with self._lock:
-            self._verified[digest] = now + VERIFIED_TTL_S
-            self._verified.move_to_end(digest)
-            while len(self._verified) > VERIFIED_MAX:
-                self._verified.popitem(last=False)
+            self._verified.put(digest, now + VERIFIED_TTL_S)
         return True
 
 
@@ -259,18 +262,24 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 class WebServer(ThreadingMixIn, WSGIServer):
-    """A WSGI server on (host, port), TLS when given a context, a thread per connection,
-    at most CONNECTIONS_MAX at once."""
+    """A WSGI server on (host, port), TLS when given a context, basic auth when given one,
+    a thread per connection, at most CONNECTIONS_MAX at once."""
 
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], app: Callable, tls: ssl.SSLContext | None) -> None:
+    def __init__(self, address: tuple[str, int], app: Callable, tls: ssl.SSLContext | None,
+                 auth: BasicAuth | None = None) -> None:
         self.address_family = socket.getaddrinfo(address[0], address[1], type=socket.SOCK_STREAM,
                                                  flags=socket.AI_PASSIVE)[0][0]
         self._tls = tls
+        self._auth = auth
         self._slots = threading.BoundedSemaphore(CONNECTIONS_MAX)
         super().__init__(address, _QuietHandler)
-        self.set_app(app)
+        self.set_app(guarded(app, auth) if auth is not None else app)
+
+    def evicted_by_table(self) -> dict[str, int]:
+        """The server's bounded tables' evictions: its cache of verified credentials, when it has one."""
+        return {"verified_credentials": self._auth.evicted} if self._auth is not None else {}
 
     def process_request(self, request: socket.socket, client_address: Any) -> None:
         if not self._slots.acquire(blocking=False):
@@ -310,6 +319,6 @@ class WebServer(ThreadingMixIn, WSGIServer):
 def serve(app: Callable, address: tuple[str, int], web: WebConfig | None) -> WebServer:
     """`app` served on `address` as `web` says (plain HTTP without one), in the background."""
     web = web or WebConfig()
-    server = WebServer(address, guarded(app, BasicAuth(web.users)) if web.users else app, web.tls)
+    server = WebServer(address, app, web.tls, BasicAuth(web.users) if web.users else None)
     server.serve_in_background()
     return server

@@ -39,7 +39,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import MaxRetryError
 
 from spawnwatch.supervise import ALERT_DELIVERY, Supervised
-from spawnwatch.text import cut, printable
+from spawnwatch.text import printable
 
 QUEUE_SIZE = 256
 TIMEOUT_S = 5.0  # each socket operation: connect, one read, one write
@@ -86,7 +86,7 @@ def load_credentials(token_file: str | None, ca_file: str | None, cert_file: str
         if cert_file is not None:
             context.load_cert_chain(cert_file, key_file)
     except (OSError, ssl.SSLError) as exc:
-        shown = cut(printable(str(exc)), REASON_WIDTH)
+        shown = printable(str(exc), REASON_WIDTH)
         raise CredentialsError(f"cannot load the CA file or client certificate/key: {shown}") from exc
     return Credentials(token, ca_file, cert_file, key_file)
 
@@ -256,7 +256,7 @@ def _read_capped(response: requests.Response) -> str:
             taken += chunk
             if len(taken) >= BODY_CAP:
                 break
-    return cut(printable(taken[:REASON_WIDTH * 4].decode("utf-8", "replace").strip()), REASON_WIDTH)
+    return printable(taken[:REASON_WIDTH * 4].decode("utf-8", "replace").strip(), REASON_WIDTH)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -329,4 +329,4 @@ def _reason(exc: requests.RequestException) -> str:
     cause: BaseException = exc
     if exc.args and isinstance(exc.args[0], MaxRetryError) and exc.args[0].reason is not None:
         cause = exc.args[0].reason
-    return cut(printable(str(cause)), REASON_WIDTH)
+    return printable(str(cause), REASON_WIDTH)

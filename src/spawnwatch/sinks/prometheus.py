@@ -11,6 +11,7 @@ the latest totals rather than mirrored into gauges; sizes are gauges of their ow
     spawnwatch_events_lost_total{kind}                     events the kernel side could not deliver
     spawnwatch_<name>_total                                other counts of the session (decode errors, ...)
     spawnwatch_table_events_total{event}                   process-table bookkeeping (evicted, missed_exits, ...)
+    spawnwatch_evicted_total{table}                        entries a bounded table let go past its limit, by table
     spawnwatch_processes, spawnwatch_groups                sizes of the process table and of the groups
     spawnwatch_notifications_total{result}                 webhook / Alertmanager posts: sent, failed, dropped
     spawnwatch_receiver_notifications_total{receiver,result}  the same by receiver URL (as many as configured)
@@ -239,6 +240,10 @@ class Metrics:
         self.scheme = "https" if web is not None and web.tls is not None else "http"
         self.host = address[0]
         self.port = self._server.server_port
+
+    def evicted_by_table(self) -> dict[str, int]:
+        """Evictions of the endpoint's own bounded tables (sinks' counters: the session's stats take them)."""
+        return self._server.evicted_by_table()
 
     @property
     def url(self) -> str:

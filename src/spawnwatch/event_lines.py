@@ -1,4 +1,4 @@
-"""Human-readable rendering of events, shared by the commands that print them."""
+"""`trace`'s human view: one line per event, under EVENT_HEADER."""
 
 from __future__ import annotations
 
