@@ -185,12 +185,13 @@ def run_live(config: Config, consumer: Consumer, duration: float | None, record:
     stop = Stop(duration)
     redact = Redactor(config.redact)
     with ExitStack() as stack:
+        recorder = stack.enter_context(RecordingWriter(record)) if record else None
+        # The probe before the engines: a host that cannot trace is told so, and only so.
+        probe = stack.enter_context(open_probe(redact, ring_buffer_kb, tally_briefs=not consumer.wants_every_process))
+        return_freed_heap()
         resolver = stack.enter_context(ContainerResolver(host_root=config.runtimes.host_root,
                                                             containerd_state=config.runtimes.containerd_state))
         podman = stack.enter_context(PodmanEvents())
-        recorder = stack.enter_context(RecordingWriter(record)) if record else None
-        probe = stack.enter_context(open_probe(redact, ring_buffer_kb, tally_briefs=not consumer.wants_every_process))
-        return_freed_heap()
         stack.enter_context(stop.on_signals())
         run = LiveRun(probe, resolver, ready_record(), recorder, podman)
         consumer.begin(run, procfs.snapshot(redact) if consumer.wants_snapshot else None)
