@@ -30,8 +30,10 @@ setup-test: check-root
 # What every engineer and CI ran before the split: the whole set-up.
 setup: setup-test
 
+# Two workers: the tests that trace the host (root, docker, npm) on one, in order, as
+# each expects the host to itself; modules of pure tests beside them (tests/conftest.py).
 test: setup-test
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 # `make unit PYTHON=/path/to/python3.10`: the same tests under another interpreter,
 # in a venv of its own (no bcc there: these tests need none).

@@ -55,6 +55,20 @@ def _npm_problem() -> str | None:
     return None
 
 
+LIVE_MARKERS = ("root", "docker", "npm")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Groups for pytest-xdist's loadgroup (make test): every module with a test that traces
+    the host, drives an engine or npm runs on one worker, one test at a time, as if alone
+    (a "raises nothing" check in CI counts every alert on the host); each module of pure
+    tests is a group of its own (its fixtures are module-scoped), run on the other worker."""
+    live = {item.module.__name__ for item in items if any(item.get_closest_marker(m) for m in LIVE_MARKERS)}
+    for item in items:
+        module = item.module.__name__
+        item.add_marker(pytest.mark.xdist_group("live" if module in live else module))
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("root"):
         problem = _root_problem()

@@ -140,7 +140,7 @@ def test_each_container_is_checked_again_before_it_is_ended() -> None:
 def invoke(cmd, *args: str, code: int = 0) -> dict:
     result = CliRunner().invoke(cmd, [*args, "--json"], catch_exceptions=False)
     assert result.exit_code == code, result.output
-    return json.loads(result.output) if code == 0 else result.output
+    return json.loads(result.stdout) if code == 0 else result.output
 
 
 def keep_ledger(state_dir: str, spawner: subprocess.Popen, containers: list[str], writer: dict | None = None) -> Ledger:

@@ -170,7 +170,7 @@ def test_every_leak_is_listed_and_healthy_groups_fill_up_to_the_cap() -> None:
 def invoke(cmd, *args: str) -> dict:
     result = CliRunner().invoke(cmd, [*args, "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    return json.loads(result.output)
+    return json.loads(result.stdout)
 
 
 def live_children(pid: int) -> list[int]:

@@ -32,6 +32,12 @@ RAW = (b"\x1b]0;PWNED", b"\x1b[2J", "\u202e".encode(), "\x9b".encode())
 ROWS, COLUMNS = 40, 200
 
 
+def pty_env() -> dict[str, str]:
+    """Without COLUMNS and LINES (pytest-xdist's workers set 80x24): top sizes itself from the pty."""
+    env = {name: value for name, value in os.environ.items() if name not in ("COLUMNS", "LINES")}
+    return {**env, "TERM": "xterm-256color"}
+
+
 def leaking_stream(children: int = 10, gap_s: float = 2.0) -> Stream:
     """The supervisor keeps spawning `node server.js <hostile>` and never ends one;
     a pool of 3 workers spawned at once stays as it is."""
@@ -118,7 +124,7 @@ class Terminal:
         self.screen = pyte.Screen(COLUMNS, ROWS)
         self.stream = pyte.ByteStream(self.screen)
         self.raw = bytearray()
-        self.child = pexpect.spawn(args[0], list(args[1:]), dimensions=(ROWS, COLUMNS), env={**os.environ, "TERM": "xterm-256color"})
+        self.child = pexpect.spawn(args[0], list(args[1:]), dimensions=(ROWS, COLUMNS), env=pty_env())
 
     def text(self) -> str:
         return "\n".join(line.rstrip() for line in self.screen.display)

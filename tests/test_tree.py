@@ -120,7 +120,7 @@ def test_spawnwatch_tree_on_real_processes_flags_accumulated_children():
         assert helper.stdout.readline().strip() == "ready"
         result = CliRunner().invoke(main, ["tree", "--json", "--pid", str(helper.pid)])
         assert result.exit_code == 0, result.output
-        [root] = json.loads(result.output)["roots"]
+        [root] = json.loads(result.stdout)["roots"]
         assert root["pids"] == [helper.pid]
         [sleeps] = root["children"]
         assert sleeps["signature"] == "sleep <n>" and sleeps["count"] == 10
