@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from spawnwatch.config import load
@@ -131,6 +131,8 @@ def test_any_text_redacts_without_raising_and_twice_is_once(argv):
 @given(secret=SECRET, form=st.sampled_from(FORMS), before=st.lists(st.sampled_from(FILLER), max_size=3),
        after=st.lists(st.sampled_from(FILLER), max_size=3), joined=st.booleans())
 def test_a_planted_secret_never_comes_out(secret, form, before, after, joined):
+    # A secret drawn inside the form's own text ("Authorizatio") would be found in what must stay.
+    assume(not any(secret in word for word in [*form(""), *FILLER]))
     words = [*before, *form(secret), *after]
     program_bound = form(secret)[0] in ("redis-cli", "/usr/bin/curl", "mysql", "sshpass")
     argv = [" ".join(words)] if joined and not program_bound else words  # a program's options: its own words
