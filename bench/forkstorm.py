@@ -227,7 +227,8 @@ def stop(running: Consumer) -> Session:
     running.process.wait(timeout=300)
     running.stderr.seek(0)
     summary = running.stderr.read()
-    match = re.search(r"^-- (.*?); lost (\d+)", summary, re.MULTILINE)
+    # The stats line is a log line: time, level and component before its "-- ".
+    match = re.search(r"(?:^|: )-- (.*?); lost (\d+)", summary, re.MULTILINE)
     if not match:
         raise RuntimeError(f"no stats from {running.name}: {summary.strip()}")
     events = {k: int(v) for k, v in (item.rsplit(" ", 1) for item in match.group(1).split(", ")) if k != "no"}
