@@ -8,9 +8,9 @@ from spawnwatch.probe.layout import Argv, argv_words
 from spawnwatch.redact import Redactor
 
 # The most recently used command lines kept, and the bytes of argv they may hold in all:
-# a key is at most the kernel's 4 KiB of argv, so hostile command lines (distinct, long,
-# of many one-character words, each a string of its own) hold a few MiB at most, where
-# the usual ones (a few hundred bytes) fill the entries first.
+# the usual ones (a few hundred bytes) fill the entries first; hostile ones (distinct,
+# the kernel's whole 4 KiB, each of 1,023 three-byte words, a string each) hold 5.6 MiB
+# (measured: 64 of them fit).
 ARGVS_KEPT = 1024
 ARGV_BYTES_KEPT = 256 * 1024
 
