@@ -14,13 +14,17 @@ One `forkloop` per core (`fork(); _exit(0)`, bench/forkloop.c) in every phase:
    either side of it (the machine's speed drifts); the median of each consumer's
    is reported, with its CPU (utime + stime, storm and drain) per traced process
    and per event;
-2. `watch` attached while the storm forks PROCESSES processes (1,000,000 by
+2. ALTERNATIONS rounds of an exec storm (children that exec /bin/true) with `watch
+   --json` attached and without after each, once with every child's command line
+   the same (a leak's children: `exec`) and once with each its own (`exec-distinct`):
+   the throughput ratio and watch's CPU per exec'd process, medians, as in 1;
+3. `watch` attached while the storm forks PROCESSES processes (1,000,000 by
    default) in DURATION-second chunks, then while children exec /bin/true until
    more than the process table's cap have (an exec'd child enters the table; a
    fork-only one that ends at once comes as one brief record and does not): its
    anonymous RSS after each chunk, and the ns/event of every BPF program
    (kernel.bpf_stats_enabled) in the fork storm and in the exec storm;
-3. `watch --record` over one run, then `watch --replay` of its recording: whether
+4. `watch --record` over one run, then `watch --replay` of its recording: whether
    the replay raises the alerts the live session raised; and `trace --record` over
    another (every process by pid: `watch` records a storm's short lives as a few
    tallies), whose `watch --replay` gives the CPU per recorded event (decode +
@@ -64,6 +68,7 @@ CONSUMERS = {
     "watch": ["-m", "spawnwatch", "watch", "--json"],
     "trace": ["-m", "spawnwatch", "trace", "--json"],
 }
+EXEC_MODES = ("exec", "exec-distinct")  # bench/forkloop.c's: argv the same in every child, or each its own
 TABLE_CAP = 65536  # the default [lineage] max_processes
 EXECS_PAST_CAP = TABLE_CAP * 5 // 4
 PROCESS_KINDS = ("fork", "exec", "exit", "reap", "oom", "brief", "tally")
@@ -227,7 +232,8 @@ def stop(running: Consumer) -> Session:
     running.process.wait(timeout=300)
     running.stderr.seek(0)
     summary = running.stderr.read()
-    match = re.search(r"^-- (.*?); lost (\d+)", summary, re.MULTILINE)
+    # The stats line is a log line: time, level and component before its "-- ".
+    match = re.search(r"(?:^|: )-- (.*?); lost (\d+)", summary, re.MULTILINE)
     if not match:
         raise RuntimeError(f"no stats from {running.name}: {summary.strip()}")
     events = {k: int(v) for k, v in (item.rsplit(" ", 1) for item in match.group(1).split(", ")) if k != "no"}
@@ -270,19 +276,43 @@ def alternate(options: argparse.Namespace) -> dict[str, tuple[list[Alternation],
     return results
 
 
-def traced_storm(name: str, options: argparse.Namespace,
-                 env: dict[str, str] | None = None) -> tuple[tuple[int, float], float, Session]:
-    """One storm with `name` attached: (forks, seconds), the consumer's CPU seconds
-    over the storm and the drain of its backlog, and what it reported."""
+def traced_storm(name: str, options: argparse.Namespace, env: dict[str, str] | None = None,
+                 mode: str = "fork") -> tuple[tuple[int, float], float, Session]:
+    """One storm (forkloop's `mode`) with `name` attached: (forks, seconds), the consumer's
+    CPU seconds over the storm and the drain of its backlog, and what it reported."""
     with consumer(name, env=env) as running:
         cpu_before = cpu_seconds(running.pid)
-        traced = fork_storm(options.duration, options.loops)
+        traced = fork_storm(options.duration, options.loops, mode)
         cpu = settled_cpu(running.pid) - cpu_before
         return traced, cpu, stop(running)
 
 
 def rate(run: tuple[int, float]) -> float:
     return run[0] / run[1]
+
+
+def exec_storms(options: argparse.Namespace) -> dict[str, tuple[list[Alternation], int]]:
+    """Rounds of an exec storm with `watch` attached and one without after each, for each
+    of EXEC_MODES: its runs (CPU per exec'd process) and the events its sessions lost."""
+    results: dict[str, tuple[list[Alternation], int]] = {}
+    for mode in EXEC_MODES:
+        print(f"{options.alternations} rounds of {options.duration:.0f} s of `forkloop {mode}` with watch,"
+              f" each followed by {options.duration:.0f} s without", flush=True)
+        without = [fork_storm(options.duration, options.loops, mode)]
+        runs, lost = [], 0
+        for _ in range(options.alternations):
+            (execs, seconds), cpu, session = traced_storm("watch", options, mode=mode)
+            without.append(fork_storm(options.duration, options.loops, mode))
+            events = sum(session.events.values())
+            baseline = (rate(without[-2]) + rate(without[-1])) / 2
+            runs.append(Alternation(rate((execs, seconds)) / baseline, cpu / execs * 1e6,
+                                    cpu / events * 1e6 if events else 0.0))
+            lost += session.lost
+            print(f"  {mode}: without {baseline:6.0f}/s, with {rate((execs, seconds)):6.0f}/s:"
+                  f" ratio {runs[-1].ratio:.3f}; watch CPU {cpu:5.2f} s = {runs[-1].cpu_per_process_us:5.1f} us"
+                  f" per exec'd process ({events} events)", flush=True)
+        results[mode] = (runs, lost)
+    return results
 
 
 @dataclass
@@ -414,12 +444,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"fork storm: {options.loops} loops; {os.cpu_count()} cores", flush=True)
     try:
         alternations = alternate(options)
+        execs = exec_storms(options)
         long_run = long_watch(options)
         replayed = replay(options)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    lost = sum(lost for _, lost in alternations.values()) + long_run.lost + replayed.lost
+    lost = (sum(lost for _, lost in alternations.values()) + sum(lost for _, lost in execs.values())
+            + long_run.lost + replayed.lost)
 
     print("\nsummary (medians of the alternations; attach, kernel and probe are the floor under watch)")
     for name, (runs, _) in alternations.items():
@@ -427,12 +459,18 @@ def main(argv: Sequence[str] | None = None) -> int:
               f" ({', '.join(f'{r.ratio:.3f}' for r in runs)});"
               f" consumer CPU {statistics.median(r.cpu_per_process_us for r in runs):5.1f} us/process,"
               f" {statistics.median(r.cpu_per_event_us for r in runs):5.2f} us/event")
-    forks, execs = long_run.forks, long_run.execs
-    at_cap = [rss for processes, rss in execs if processes >= TABLE_CAP]
+    for mode, (runs, _) in execs.items():
+        print(f"  watch, {mode} storm ({'argv the same in every child' if mode == 'exec' else 'argv each its own'}):"
+              f" throughput with / without {statistics.median(r.ratio for r in runs):.3f}"
+              f" ({', '.join(f'{r.ratio:.3f}' for r in runs)});"
+              f" CPU {statistics.median(r.cpu_per_process_us for r in runs):5.1f} us per exec'd process"
+              f" ({', '.join(f'{r.cpu_per_process_us:.1f}' for r in runs)})")
+    forks, exec_samples = long_run.forks, long_run.execs
+    at_cap = [rss for processes, rss in exec_samples if processes >= TABLE_CAP]
     print(f"  watch anon RSS: {forks[0][1] / 2**20:.0f} MiB at start, {forks[-1][1] / 2**20:.0f} MiB after"
           f" {forks[-1][0]} forked processes (most {max(rss for _, rss in forks) / 2**20:.0f}),"
-          f" {at_cap[0] / 2**20 if at_cap else 0:.0f} MiB with the table at its cap ({execs[-1][0]} exec'd:"
-          f" {execs[-1][1] / 2**20:.0f} MiB)")
+          f" {at_cap[0] / 2**20 if at_cap else 0:.0f} MiB with the table at its cap ({exec_samples[-1][0]} exec'd:"
+          f" {exec_samples[-1][1] / 2**20:.0f} MiB)")
     print(f"  watch CPU per exec'd process (exec storm): {long_run.cpu_per_exec_us:.1f} us")
     print(f"  watch --replay: {replayed.cpu_per_event_us:.2f} us CPU per recorded event,"
           f" {replayed.cpu_per_process_us:.2f} per process ({replayed.events} events, every process by pid);"

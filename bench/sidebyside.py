@@ -6,6 +6,7 @@ touches each alike: compare code with this, not with figures of another hour.
 
     git worktree add /tmp/before HEAD~3
     sudo .venv/bin/python bench/sidebyside.py /tmp/before .      # 5 rounds of 10 s
+    sudo .venv/bin/python bench/sidebyside.py /tmp/before . --mode exec   # an exec storm
 
 Exits 2 when any session lost an event.
 """
@@ -18,7 +19,7 @@ import statistics
 from pathlib import Path
 from typing import Sequence
 
-from forkstorm import LOST, fork_storm, rate, ready_to_storm, traced_storm
+from forkstorm import EXEC_MODES, LOST, fork_storm, rate, ready_to_storm, traced_storm
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -27,6 +28,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds of each run with watch (default 10)")
     parser.add_argument("--rounds", type=int, default=5, help="runs of each tree (default 5)")
     parser.add_argument("--loops", type=int, default=os.cpu_count() or 2, help="fork loops (default: one per core)")
+    parser.add_argument("--mode", choices=("fork", *EXEC_MODES), default="fork",
+                        help="what each child does (bench/forkloop.c): exit at once (default), or exec /bin/true"
+                             " with the same argv as every other child, or with its own")
     options = parser.parse_args(argv)
     for tree in options.trees:
         if not (tree / "src" / "spawnwatch").is_dir() or not (tree / "bpf").is_dir():
@@ -45,9 +49,9 @@ def tree_env(tree: Path) -> dict[str, str]:
 def one_run(tree: Path, options: argparse.Namespace) -> tuple[float, float, int]:
     """(throughput ratio, watch's CPU per process in us, events lost) of one run:
     half a run without watch either side of the run with it."""
-    before = fork_storm(options.duration / 2, options.loops)
-    traced, cpu, session = traced_storm("watch", options, env=tree_env(tree))
-    after = fork_storm(options.duration / 2, options.loops)
+    before = fork_storm(options.duration / 2, options.loops, options.mode)
+    traced, cpu, session = traced_storm("watch", options, env=tree_env(tree), mode=options.mode)
+    after = fork_storm(options.duration / 2, options.loops, options.mode)
     return rate(traced) / ((rate(before) + rate(after)) / 2), cpu / traced[0] * 1e6, session.lost
 
 

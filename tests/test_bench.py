@@ -75,6 +75,15 @@ def test_side_by_side_takes_source_trees_and_refuses_anything_else(sidebyside, t
     assert f"{tmp_path} is not a spawnwatch source tree" in capsys.readouterr().err
 
 
+def test_side_by_side_runs_a_fork_storm_by_default_or_either_exec_storm(sidebyside, capsys) -> None:
+    project = str(BENCH.parent.parent)
+    assert sidebyside.parse_args([project]).mode == "fork"
+    assert [sidebyside.parse_args([project, "--mode", mode]).mode for mode in ("exec", "exec-distinct")] == [
+        "exec", "exec-distinct"]
+    with pytest.raises(SystemExit):
+        sidebyside.parse_args([project, "--mode", "clone"])
+
+
 def test_side_by_side_without_root_says_so_and_exits_1(sidebyside, monkeypatch, capsys) -> None:
     monkeypatch.setattr(sidebyside.os, "geteuid", lambda: 1000)
     assert sidebyside.main([str(BENCH.parent.parent)]) == 1

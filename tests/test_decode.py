@@ -349,7 +349,7 @@ def test_probe_batch_decoding_counts_and_fills_missing_argv():
         "swept_forks": 0,
         "swept_exits": 0,
         "swept_tallies": 0,
-        "evicted_by_table": {"known_processes": 0},
+        "evicted_by_table": {"known_processes": 0, "exec_argvs": 0},
     }
 
 
@@ -465,3 +465,40 @@ def test_ten_thousand_mangled_records_decode_or_raise_decode_error_only():
         except layout.DecodeError:
             outcomes["rejected"] += 1
     assert outcomes["decoded"] > 1000 and outcomes["rejected"] > 1000  # both paths were exercised
+
+
+def test_a_repeated_command_line_is_decoded_and_redacted_once_and_comes_out_the_same():
+    from spawnwatch.config import default_redactor
+
+    redact = default_redactor()
+    redacted: list[tuple[str, ...]] = []
+    probe = Probe(redact=lambda argv: redacted.append(tuple(argv)) or redact(argv))
+    argv = ("curl", "-H", "Authorization: Bearer s3cr3t", "https://example.com")
+    execs = [Exec(1.0 + pid, pid, 1, "curl", 1, argv, "/usr/bin/curl") for pid in range(10, 15)]
+    events = probe.decode_batch([record(e) for e in execs])
+    assert [e.argv for e in events] == [redact(argv)] * 5 and "s3cr3t" not in str(events[0].argv)
+    assert [e.filename for e in events] == ["/usr/bin/curl"] * 5
+    assert redacted == [argv]  # once for the five
+    assert probe.stats()["evicted_by_table"]["exec_argvs"] == 0
+
+
+def test_the_same_argv_bytes_with_another_argc_are_another_argv():
+    probe = Probe(redact=lambda argv: tuple(argv))
+    full = record(Exec(1.0, 10, 1, "sh", 1, ("sh", "-c", "x"), "/bin/sh"))
+    # The same bytes, argc cut to 2 (the kernel counts argc and copies argv apart).
+    argc_at = layout.HEADER.size
+    cut = full[:argc_at] + struct.pack("<I", 2) + full[argc_at + 4:]
+    assert [e.argv for e in probe.decode_batch([full, cut, full])] == [("sh", "-c", "x"), ("sh", "-c"), ("sh", "-c", "x")]
+
+
+def test_command_lines_kept_are_bounded_in_entries_and_key_bytes_and_each_eviction_counted():
+    from spawnwatch.probe.argvs import RedactedArgvs
+
+    by_entries = RedactedArgvs(lambda argv: tuple(argv), limit=8, key_bytes=1 << 20)
+    for n in range(100):
+        assert by_entries(f"prog\0{n}\0".encode(), 2) == ("prog", str(n))
+    assert by_entries.evicted == 92
+    by_bytes = RedactedArgvs(lambda argv: tuple(argv), limit=1000, key_bytes=4096)
+    for n in range(100):
+        by_bytes(f"{n:0>1000}\0".encode(), 1)  # 1,001 bytes each: four fit
+    assert by_bytes.evicted == 96 and by_bytes._argvs.held_key_bytes <= 4096

@@ -47,3 +47,23 @@ class RecentMap(BoundedMap[K, V]):
             self.move_to_end(key)
             return self[key]
         return default
+
+
+class RecentBytesMap(RecentMap[bytes, V]):
+    """A RecentMap keyed by bytes that also holds at most `key_bytes` bytes of keys: keys
+    anyone can choose (every local user's argv) cannot grow it past either limit."""
+
+    def __init__(self, limit: int, key_bytes: int) -> None:
+        super().__init__(limit)
+        self.key_bytes = key_bytes
+        self.held_key_bytes = 0
+
+    def put(self, key: bytes, value: V) -> None:
+        if key not in self:
+            self.held_key_bytes += len(key)
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.limit or self.held_key_bytes > self.key_bytes:
+            oldest, _ = self.popitem(last=False)
+            self.held_key_bytes -= len(oldest)
+            self.evicted += 1

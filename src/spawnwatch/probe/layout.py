@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import struct
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Kind, Oom, Reap, Tally
 
@@ -130,14 +130,25 @@ def text(raw: bytes) -> str:
     return raw.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-# The comm of nearly every record is one of a few: decoded once each.
+# The comm of nearly every record is one of a few: decoded once each; so is an exec's filename.
 _comm_text = lru_cache(maxsize=1024)(text)
+_filename_text = lru_cache(maxsize=1024)(text)
+
+Argv = tuple[str, ...]
+ArgvOfBlob = Callable[[bytes, int], Argv]  # an exec record's argv bytes and argc -> its argv
 
 
-def decode(raw: bytes) -> Decoded:
+def argv_words(blob: bytes, argc: int) -> Argv:
+    """The first `argc` NUL-ended words of an exec record's argv bytes, as text."""
+    return tuple(a.decode("utf-8", "replace") for a in blob.split(b"\0")[:argc])
+
+
+def decode(raw: bytes, argv_of_blob: ArgvOfBlob = argv_words) -> Decoded:
     """One ring-buffer record, as the kernel sent it: the probe completes what
-    the kernel leaves to user space (parents, a reaped pid's comm).  Anything
-    malformed raises DecodeError, nothing else."""
+    the kernel leaves to user space (parents, a reaped pid's comm).  An exec's
+    argv is what `argv_of_blob` makes of its bytes (the probe's: decoded and
+    redacted once per distinct command line).  Anything malformed raises
+    DecodeError, nothing else."""
     if len(raw) < HEADER.size:
         raise DecodeError(f"record of {len(raw)} bytes is shorter than the header")
     type_, size, pid, ts_ns, cgroup_id, ppid, flags, comm = HEADER.unpack_from(raw)
@@ -167,8 +178,8 @@ def decode(raw: bytes) -> Decoded:
         argc, argv_size, filename = EXEC_TAIL.unpack_from(raw, HEADER.size)
         start = HEADER.size + EXEC_TAIL.size
         blob = raw[start : start + min(argv_size, size - start)]
-        argv = tuple(a.decode("utf-8", "replace") for a in blob.split(b"\0")[:argc])
-        exec_ = Exec(ts, pid, ppid, name, cgroup_id, argv, text(filename), bool(flags & FLAG_ARGV_TRUNCATED))
+        exec_ = Exec(ts, pid, ppid, name, cgroup_id, argv_of_blob(blob, argc), _filename_text(filename),
+                     bool(flags & FLAG_ARGV_TRUNCATED))
         return exec_, flags, 0
     anon, file, shmem, _total_vm = OOM_TAIL.unpack_from(raw, HEADER.size)
     return Oom(ts, pid, ppid, name, cgroup_id, (anon + file + shmem) * 1024), flags, 0

@@ -12,6 +12,7 @@ from typing import Callable
 from spawnwatch.config import default_redactor
 from spawnwatch.events import Brief, Event, Exec, Exit, Tally, replaced
 from spawnwatch.probe import layout, preflight
+from spawnwatch.probe.argvs import RedactedArgvs
 from spawnwatch.probe.births import HOLD_S, HeldForks
 from spawnwatch.probe.known import KnownProcesses, ParentOf
 from spawnwatch.probe.program import (
@@ -73,6 +74,7 @@ class Probe:
         self._argv_of = argv_of
         self._environ_of = environ_of
         self._redact = redact if redact is not None else default_redactor()
+        self._argvs = RedactedArgvs(self._redact)
         self._known = KnownProcesses(parent_of)
         self._skipped_reaps = SkippedReaps(zombie_start) if zombie_start else None
         self._table_flags = table_flags(ring_buffer_kb, dead_slots, birth_slots)
@@ -207,10 +209,11 @@ class Probe:
         Undecodable records are counted and skipped."""
         events: list[Event] = []
         append, decode, kernel_event, complete = events.append, layout.decode, self._held.kernel_event, self._complete
+        argvs = self._argvs
         now = time.clock_gettime(time.CLOCK_BOOTTIME)
         for raw in records:
             try:
-                event, flags, aside = decode(raw)
+                event, flags, aside = decode(raw, argvs)
             except layout.DecodeError:
                 self._decode_errors += 1
                 continue
@@ -219,10 +222,10 @@ class Probe:
                 if event is not None:
                     append(complete(event, flags))
                 continue
-            if isinstance(event, Exec):
+            if isinstance(event, Exec):  # its argv decoded and redacted already
                 found = self._argv_of(event.pid) if flags & layout.FLAG_ARGV_MISSING and self._argv_of else None
-                event = replaced(event, argv=self._redact(found or event.argv),
-                                argv_truncated=event.argv_truncated and not found)
+                if found:
+                    event = replaced(event, argv=self._redact(found), argv_truncated=False)
                 if event.comm in ENGINE_CLIENTS and self._environ_of is not None:
                     environ = self._environ_of(event.pid)
                     event = replaced(event, environ=self._redact(environ) if environ else (),
@@ -319,7 +322,7 @@ class Probe:
 
     def evicted_by_table(self) -> dict[str, int]:
         """Entries the bounded tables of user space let go past their limits."""
-        evicted = {"known_processes": self._known.evicted}
+        evicted = {"known_processes": self._known.evicted, "exec_argvs": self._argvs.evicted}
         if self._skipped_reaps:
             evicted["awaited_exits"] = self._skipped_reaps.given_up
         return evicted
