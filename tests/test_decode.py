@@ -501,4 +501,4 @@ def test_command_lines_kept_are_bounded_in_entries_and_key_bytes_and_each_evicti
     by_bytes = RedactedArgvs(lambda argv: tuple(argv), limit=1000, key_bytes=4096)
     for n in range(100):
         by_bytes(f"{n:0>1000}\0".encode(), 1)  # 1,001 bytes each: four fit
-    assert by_bytes.evicted == 96 and by_bytes._argvs.held_key_bytes <= 4096
+    assert by_bytes.evicted == 96 and by_bytes._argvs.held <= 4096

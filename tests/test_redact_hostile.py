@@ -139,3 +139,16 @@ def test_a_planted_secret_never_comes_out(secret, form, before, after, joined):
     once = Redactor(RULES)(argv)
     assert not any(secret in word for word in once), (argv, once)
     assert Redactor(RULES)(once) == once
+
+
+def test_the_argv_cache_is_bounded_by_what_its_argv_weigh_and_counts_each_eviction():
+    """Distinct hostile argv of 4 KiB of one-letter words (each a string object): the cache
+    keeps what fits its weight, not CACHE_SIZE of them."""
+    redact = Redactor(RULES)
+    words = 2048
+    per_argv = words * (1 + Redactor.WORD_WEIGHT)
+    for n in range(Redactor.CACHE_SIZE):
+        redact([f"{n}", *"x" * (words - 1)])
+    fits = Redactor.CACHE_WEIGHT // per_argv
+    assert fits < Redactor.CACHE_SIZE and Redactor.CACHE_SIZE - redact.evicted <= fits
+    assert redact.evicted >= Redactor.CACHE_SIZE - fits

@@ -4,7 +4,7 @@ has a limit and its evictions are counted (in `stats` and the metrics), never si
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TypeVar
+from typing import Callable, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -49,21 +49,22 @@ class RecentMap(BoundedMap[K, V]):
         return default
 
 
-class RecentBytesMap(RecentMap[bytes, V]):
-    """A RecentMap keyed by bytes that also holds at most `key_bytes` bytes of keys: keys
+class RecentWeighedMap(RecentMap[K, V]):
+    """A RecentMap whose keys also weigh at most `budget` in all (`weigh(key)` each): keys
     anyone can choose (every local user's argv) cannot grow it past either limit."""
 
-    def __init__(self, limit: int, key_bytes: int) -> None:
+    def __init__(self, limit: int, budget: int, weigh: Callable[[K], int]) -> None:
         super().__init__(limit)
-        self.key_bytes = key_bytes
-        self.held_key_bytes = 0
+        self.budget = budget
+        self.weigh = weigh
+        self.held = 0
 
-    def put(self, key: bytes, value: V) -> None:
+    def put(self, key: K, value: V) -> None:
         if key not in self:
-            self.held_key_bytes += len(key)
+            self.held += self.weigh(key)
         self[key] = value
         self.move_to_end(key)
-        while len(self) > self.limit or self.held_key_bytes > self.key_bytes:
+        while len(self) > self.limit or self.held > self.budget:
             oldest, _ = self.popitem(last=False)
-            self.held_key_bytes -= len(oldest)
+            self.held -= self.weigh(oldest)
             self.evicted += 1

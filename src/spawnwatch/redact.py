@@ -45,6 +45,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Sequence
 
+from spawnwatch.bounded import RecentWeighedMap
 from spawnwatch.events import Event, Exec, Snapshot, replaced
 
 Argv = tuple[str, ...]
@@ -104,8 +105,13 @@ class Redactor:
     """Compiled `RedactRules`; `redactor(argv)` is argv with each secret replaced."""
 
     CACHE_SIZE = 1024  # distinct argv remembered: a shell loop execs the same one again and again
-    # Larger argv (the kernel's and /proc's are cut at 4 KiB, a replayed recording's need not be) are
-    # redacted each time: the cache then holds at most CACHE_SIZE x 2 x this many characters.
+    # ...and what they weigh in all: a word its characters and its string object.  Usual argv (a few
+    # words, a few hundred characters) fill the entries first; hostile ones (distinct, 4 KiB of
+    # one-letter words) the weight, about 2 x 4 MiB held with their redacted copies.
+    CACHE_WEIGHT = 4 << 20
+    WORD_WEIGHT = 64
+    # Larger argv (the kernel's and /proc's are cut at 4 KiB, a replayed recording's need not be)
+    # are redacted each time rather than flush the cache.
     CACHED_ARGV_CHARS = 8192
 
     def __init__(self, rules: RedactRules) -> None:
@@ -123,7 +129,12 @@ class Redactor:
         schemes = "|".join(re.escape(s) for s in rules.schemes)
         # A scheme, then its credential (`value`) or the end of the word (the credential is the next one).
         self._scheme = re.compile(rf"\b(?:{schemes})(?:[ \t]+(?=(?P<value>\S))|$)", re.IGNORECASE) if schemes else None
-        self._cached = lru_cache(maxsize=self.CACHE_SIZE)(self._redact)
+        self._argvs: RecentWeighedMap[Argv, Argv] = RecentWeighedMap(self.CACHE_SIZE, self.CACHE_WEIGHT, self._weigh)
+
+    @property
+    def evicted(self) -> int:
+        """Argv the cache let go past its limits."""
+        return self._argvs.evicted
 
     def __call__(self, argv: Sequence[str]) -> Argv:
         argv = tuple(argv)
@@ -131,7 +142,15 @@ class Redactor:
             return argv
         if sum(map(len, argv)) > self.CACHED_ARGV_CHARS:
             return self._redact(argv)
-        return self._cached(argv)
+        redacted = self._argvs.recent(argv)
+        if redacted is None:
+            redacted = self._redact(argv)
+            self._argvs.put(argv, redacted)
+        return redacted
+
+    @classmethod
+    def _weigh(cls, argv: Argv) -> int:
+        return sum(map(len, argv)) + cls.WORD_WEIGHT * len(argv)
 
     def event(self, item: Event | Snapshot) -> Event | Snapshot:
         """An exec with its argv redacted, a snapshot with every process's; other events as they are."""

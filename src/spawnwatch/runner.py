@@ -156,7 +156,7 @@ class LiveRun:
     def stats(self) -> dict:
         stats = {**stats_record(self.probe), **self.resolver.counts, **self.podman.counts}
         stats["evicted_by_table"] = {**stats["evicted_by_table"], **self.resolver.evicted_by_table(),
-                                     **self.podman.evicted_by_table()}
+                                     **self.podman.evicted_by_table(), "redacted_argvs": self.probe.redact.evicted}
         return stats
 
 

@@ -3,7 +3,7 @@ hundreds of identical children, sends the same argv bytes again and again."""
 
 from __future__ import annotations
 
-from spawnwatch.bounded import RecentBytesMap
+from spawnwatch.bounded import RecentWeighedMap
 from spawnwatch.probe.layout import Argv, argv_words
 from spawnwatch.redact import Redactor
 
@@ -22,7 +22,7 @@ class RedactedArgvs:
 
     def __init__(self, redact: Redactor, limit: int = ARGVS_KEPT, key_bytes: int = ARGV_BYTES_KEPT) -> None:
         self._redact = redact
-        self._argvs: RecentBytesMap[tuple[int, Argv]] = RecentBytesMap(limit, key_bytes)
+        self._argvs: RecentWeighedMap[bytes, tuple[int, Argv]] = RecentWeighedMap(limit, key_bytes, len)
 
     @property
     def evicted(self) -> int:
