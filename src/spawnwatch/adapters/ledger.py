@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from spawnwatch.adapters import procfs
+from spawnwatch.adapters.files import TooLarge, read_capped
 
 LEDGER_FILE = "alerts.json"
 LOCK_FILE = "alerts.lock"
@@ -155,16 +156,15 @@ def read_state(state_dir: str) -> list[dict[str, Any]]:
             fd = _open_in(directory, state_dir, STATE_FILE, os.O_RDONLY | os.O_NONBLOCK)
         finally:
             os.close(directory)
-        with open(fd, "rb") as f:
-            text = f.read(MAX_STATE_BYTES + 1)
+        text = read_capped(fd, MAX_STATE_BYTES)
     except FileNotFoundError:
         return []
     except UntrustedLedger:
         raise
     except OSError as exc:
         raise LedgerError(f"{path}: cannot read: {exc.strerror}") from exc
-    if len(text) > MAX_STATE_BYTES:
-        raise LedgerError(f"{path}: larger than {MAX_STATE_BYTES} bytes: not spawnwatch's state")
+    except TooLarge:
+        raise LedgerError(f"{path}: larger than {MAX_STATE_BYTES} bytes: not spawnwatch's state") from None
     try:
         document = json.loads(text)
         version = document["format"]

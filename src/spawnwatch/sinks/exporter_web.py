@@ -44,6 +44,7 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 import bcrypt
 import yaml
 
+from spawnwatch.adapters.files import TooLarge, read_capped
 from spawnwatch.bounded import RecentMap
 
 WEB_CONFIG_MAX_BYTES = 64 << 10
@@ -84,12 +85,11 @@ class WebConfig:
 def load_web_config(path: str) -> WebConfig:
     """The web config at `path`, checked whole (its certificates and keys loaded)."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read(WEB_CONFIG_MAX_BYTES + 1)
+        raw = read_capped(path, WEB_CONFIG_MAX_BYTES)
     except OSError as exc:
         raise WebConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if len(raw) > WEB_CONFIG_MAX_BYTES:
-        raise WebConfigError(f"{path}: larger than {WEB_CONFIG_MAX_BYTES >> 10} KiB")
+    except TooLarge:
+        raise WebConfigError(f"{path}: larger than {WEB_CONFIG_MAX_BYTES >> 10} KiB") from None
     try:
         document = yaml.safe_load(raw)
     except yaml.YAMLError as exc:

@@ -38,6 +38,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import MaxRetryError
 
+from spawnwatch.adapters.files import TooLarge, read_capped
 from spawnwatch.supervise import ALERT_DELIVERY, Supervised
 from spawnwatch.text import printable
 
@@ -93,12 +94,11 @@ def load_credentials(token_file: str | None, ca_file: str | None, cert_file: str
 
 def _read_token(path: str) -> str:
     try:
-        with open(path, "rb") as file:
-            raw = file.read(TOKEN_CAP + 1)
+        raw = read_capped(path, TOKEN_CAP)
     except OSError as exc:
         raise CredentialsError(f"cannot read the bearer token file: {exc.strerror or exc}") from exc
-    if len(raw) > TOKEN_CAP:
-        raise CredentialsError(f"the bearer token file is larger than {TOKEN_CAP} bytes")
+    except TooLarge:
+        raise CredentialsError(f"the bearer token file is larger than {TOKEN_CAP} bytes") from None
     token = raw.strip()
     if not token or any(byte <= 0x20 or byte >= 0x7F for byte in token):
         # A newline inside would start a header of its own; say nothing of the token itself.
