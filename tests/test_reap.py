@@ -10,6 +10,7 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
 
 import psutil
 import pytest
@@ -339,11 +340,18 @@ def test_an_interruption_while_targets_are_stopped_resumes_them_all(leaky_parent
 
     monkeypatch.setattr(procfs, "snapshot", interrupted_sweep)
     previous = signal.signal(interruption, raise_if_delivered if interruption != signal.SIGINT else signal.default_int_handler)
+    # Another thread, as a library may start: the kernel hands the signal to it when the main
+    # thread holds it back.
+    idle = threading.Event()
+    other = threading.Thread(target=idle.wait, daemon=True)
+    other.start()
     try:
         with pytest.raises(Interrupted) as raised:
             end_processes(chosen, grace=10)
     finally:
         signal.signal(interruption, previous)
+        idle.set()
+        other.join()
     assert raised.value.signal == interruption
     wait_for(lambda: none_stopped(pids), "every target to run again")
     assert all(alive(pid) for pid in pids)  # nothing ended

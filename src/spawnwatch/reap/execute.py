@@ -16,10 +16,9 @@ says does not exist is gone; an engine that does not answer is a failure.
 
 from __future__ import annotations
 
-import contextlib
 import signal
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
+from typing import Any, Iterable
 
 from spawnwatch.adapters import procfs
 from spawnwatch.adapters.engine import EngineError, Engines
@@ -97,21 +96,21 @@ def end_processes(target_plan: Plan, grace: float = 5.0) -> Outcome:
             handle.send(signal.SIGSTOP)
 
     try:
-        with _interruptions_held():
+        with _HeldInterruptions() as interruptions:
             try:
                 for target in target_plan.targets:
-                    _raise_if_interrupted()
+                    interruptions.raise_if_interrupted()
                     pin(target.process)
                 # Frozen, they spawn nothing more; children forked between the snapshot and the
                 # freeze are in the table now (and may have forked before their own freeze).
                 for _ in range(MAX_SWEEPS):
-                    _raise_if_interrupted()
+                    interruptions.raise_if_interrupted()
                     new = [p for p in _descendants_of(set(handles), procfs.snapshot().processes) if p.pid not in tried]
                     if not new:
                         break
                     for p in new:
                         pin(p)
-                _raise_if_interrupted()
+                interruptions.raise_if_interrupted()
                 for handle in handles.values():
                     handle.send(signal.SIGTERM)
                     handle.send(signal.SIGCONT)
@@ -133,23 +132,36 @@ def end_processes(target_plan: Plan, grace: float = 5.0) -> Outcome:
     return outcome
 
 
-@contextlib.contextmanager
-def _interruptions_held() -> Iterator[None]:
+class _HeldInterruptions:
     """SIGINT, SIGTERM and SIGHUP wait while targets are stopped, to be taken at the next
-    `_raise_if_interrupted`: delivered at once, SIGTERM's and SIGHUP's default would end
-    this process with its targets still frozen, and a Python handler could fire inside
-    the very cleanup that resumes them."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTIONS)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+    `raise_if_interrupted`: acted on at once, SIGTERM's and SIGHUP's default would end this
+    process with its targets still frozen, and a handler that raises could do so inside the
+    very cleanup that resumes them.  Each is only noted, by a handler harmless wherever it
+    runs; not blocked, which holds a signal back from the blocking thread alone (the kernel
+    hands a process's signal to any thread that takes it)."""
 
+    def __init__(self) -> None:
+        self.pending: int | None = None
+        self._previous: dict[int, Any] = {}
 
-def _raise_if_interrupted() -> None:
-    caught = signal.sigtimedwait(INTERRUPTIONS, 0)
-    if caught is not None:
-        raise Interrupted(caught.si_signo)
+    def __enter__(self) -> "_HeldInterruptions":
+        self._previous = {signum: signal.signal(signum, self._note) for signum in INTERRUPTIONS}
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        if self.pending is not None:  # came after the last look: acted on as it would have been
+            signal.raise_signal(self.pending)
+
+    def _note(self, signum: int, _frame: object) -> None:
+        if self.pending is None:
+            self.pending = signum
+
+    def raise_if_interrupted(self) -> None:
+        if self.pending is not None:
+            signum, self.pending = self.pending, None
+            raise Interrupted(signum)
 
 
 def _descendants_of(roots: set[int], processes: Iterable[ProcessInfo]) -> list[ProcessInfo]:
