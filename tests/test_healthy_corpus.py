@@ -167,7 +167,7 @@ def test_real_servers_and_process_managers_at_work_raise_nothing(prerequisites, 
     assert xinetd.peak_services >= PER_CONNECTION
     for watch in (defaults, bare):
         assert watch.returncode == 0, watch.stderr[-2000:]
-        assert watch.stats["lost"] == 0
+        assert watch.stats["lost"] == 0, watch.stats
     # ...and neither watch found anything to say about it.
     assert late and late[0]["kind"] == "ready" and late[-1]["kind"] == "stats"
     for records in (defaults.records, bare.records, late):

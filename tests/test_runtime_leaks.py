@@ -171,5 +171,5 @@ def test_the_recording_replays_to_alerts_naming_the_same_containers(session: Ses
 def test_doctor_lists_each_runtime_found_and_that_its_containers_are_named(session: Session) -> None:
     podman, containerd = session.doctor["podman"], session.doctor["containerd"]
     assert podman["ok"] and "/var/lib/containers/storage" in podman["detail"]
-    assert containerd["ok"] and "are named from its state" in containerd["detail"]
+    assert containerd["ok"] and "are named from its state" in containerd["detail"], containerd
     assert "are named from its state" in podman["detail"]

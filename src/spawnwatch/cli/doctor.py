@@ -92,7 +92,7 @@ def check_runtimes(settings: RuntimeSettings) -> list[Check]:
             checks.append(Check(
                 found.runtime, False,
                 f"{where}; {found.containers - found.named} of its {found.containers} running containers "
-                "have no name in its state (shown by id)",
+                f"have no name in its state (shown by id: {', '.join(i[:12] for i in found.unnamed)})",
                 "let spawnwatch read the runtime's state ([runtimes] host_root and containerd_state in "
                 "--config; in a pod, mount the host's directories read-only); see README: Container runtimes",
                 required=False))

@@ -45,10 +45,12 @@ class RuntimeFound:
     where: str  # the state directory that shows it is installed, "" when only cgroups show it
     containers: int  # its running containers among those asked about (cgroups name them)
     named: int  # ...of which its state on disk names
+    unnamed: tuple[str, ...] = ()  # the first few ids of the others, to look them up by
 
 
 # Asked about per runtime: each answer reads a file or two of state.
 SURVEY_SAMPLE = 32
+UNNAMED_SHOWN = 3
 
 
 def survey(refs: Iterable[CgroupContainer], host: str = "/",
@@ -62,6 +64,7 @@ def survey(refs: Iterable[CgroupContainer], host: str = "/",
         crio.RUNTIME: crio.STATE,
     }
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    unnamed: dict[str, list[str]] = defaultdict(list)
     asked: dict[str, int] = defaultdict(int)
     for ref in refs:
         if ref.runtime == docker.RUNTIME or asked[ref.runtime] >= SURVEY_SAMPLE:
@@ -71,11 +74,13 @@ def survey(refs: Iterable[CgroupContainer], host: str = "/",
         tally = counts[names.runtime if names is not None else ref.runtime]
         tally[0] += 1
         tally[1] += names is not None
+        if names is None and len(unnamed[ref.runtime]) < UNNAMED_SHOWN:
+            unnamed[ref.runtime].append(ref.id)
     found = []
     for runtime in (podman.RUNTIME, containerd.RUNTIME, crio.RUNTIME, "kubernetes"):
         mark = marks.get(runtime)
         present = mark is not None and os.path.isdir(os.path.join(host, mark.lstrip("/")))
         if present or runtime in counts:
             containers, named = counts.get(runtime, (0, 0))
-            found.append(RuntimeFound(runtime, mark if present else "", containers, named))
+            found.append(RuntimeFound(runtime, mark if present else "", containers, named, tuple(unnamed.get(runtime, ()))))
     return found
