@@ -68,7 +68,7 @@ def test_managed_pools_and_per_connection_servers_at_work_raise_nothing(prerequi
     assert xinetd.peak_services >= PER_CONNECTION
     for watch in (defaults, bare):
         assert watch.returncode == 0, watch.stderr[-2000:]
-        assert watch.stats["lost"] == 0
+        assert watch.stats["lost"] == 0, watch.stats
     # ...and neither watch found anything to say about it.
     for records in (defaults.records, bare.records):
         alerts = alerts_of(records, ours)
