@@ -132,7 +132,7 @@ def test_doctors_survey_finds_each_runtime_and_counts_the_containers_its_state_n
     assert survey(refs, str(tmp_path)) == [
         RuntimeFound("podman", "/var/lib/containers/storage", 0, 0),
         RuntimeFound("containerd", "/run/containerd/io.containerd.runtime.v2.task", 1, 1),
-        RuntimeFound("kubernetes", "", 1, 0),
+        RuntimeFound("kubernetes", "", 1, 0, unnamed=("e" * 64,)),  # its id, to look it up by
     ]
 
 
