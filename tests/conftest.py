@@ -58,6 +58,14 @@ def _npm_problem() -> str | None:
 LIVE_MARKERS = ("root", "docker", "npm")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if getattr(config.option, "dist", "no") == "loadgroup" and int(pytest.__version__.split(".")[0]) >= 9:
+        # xdist would then spread the live modules over both workers, side by side: refuse.
+        raise pytest.UsageError("make test's groups need pytest < 9 (pytest-xdist's loadgroup cannot tag "
+                                "pytest 9's node ids): sudo make setup-test")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups off the markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Groups for pytest-xdist's loadgroup (make test): every module with a test that traces
     the host, drives an engine or npm runs on one worker, one test at a time, as if alone
