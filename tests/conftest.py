@@ -56,6 +56,9 @@ def _npm_problem() -> str | None:
 
 
 LIVE_MARKERS = ("root", "docker", "npm")
+# Root's, yet safe beside the live tests: the installs trace for two seconds and look only
+# for their own marker exec, drive no engine and raise nothing a "raises nothing" check sees.
+BESIDE_THE_LIVE = {"test_install"}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -70,8 +73,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Groups for pytest-xdist's loadgroup (make test): every module with a test that traces
     the host, drives an engine or npm runs on one worker, one test at a time, as if alone
     (a "raises nothing" check in CI counts every alert on the host); each module of pure
-    tests is a group of its own (its fixtures are module-scoped), run on the other worker."""
+    tests is a group of its own (its fixtures are module-scoped), run on the other worker,
+    and so is each module of BESIDE_THE_LIVE ones."""
     live = {item.module.__name__ for item in items if any(item.get_closest_marker(m) for m in LIVE_MARKERS)}
+    live -= BESIDE_THE_LIVE
     for item in items:
         module = item.module.__name__
         item.add_marker(pytest.mark.xdist_group("live" if module in live else module))
