@@ -18,10 +18,17 @@ docker_cli() {
 DOCKER_HOST=${DOCKER_HOST:-$("$here/start-dockerd.sh")}
 export DOCKER_HOST
 
-if docker_cli image inspect "$image" >/dev/null 2>&1; then
-    echo "$image"
-    exit 0
-fi
+reuse_built() {
+    if docker_cli image inspect "$image" >/dev/null 2>&1; then
+        echo "$image"
+        exit 0
+    fi
+}
+reuse_built
+# One build at a time: a second caller (make test runs two workers) waits, then reuses it.
+exec 9>/run/spawnwatch-base-image.lock
+flock 9
+reuse_built
 if ! command -v debootstrap >/dev/null; then
     say "debootstrap is not installed (sudo make setup)"
     exit 1

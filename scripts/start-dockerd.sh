@@ -68,6 +68,10 @@ if ! command -v dockerd >/dev/null; then
     exit 1
 fi
 
+# One starter at a time (make test's two workers may both get here): a second one waits,
+# then finds the first's engine running rather than start another on the same socket.
+exec 9>/run/spawnwatch-dockerd.lock
+flock 9
 if ! ours_running; then
     mkdir -p "$data_root" "$(dirname "$logfile")"
     say "starting dockerd (data root $data_root, log $logfile)"
@@ -77,7 +81,7 @@ if ! ours_running; then
         --data-root "$data_root" \
         --pidfile "$pidfile" \
         --iptables=false --ip-masq=false --bridge=none \
-        >>"$logfile" 2>&1 </dev/null &
+        >>"$logfile" 2>&1 </dev/null 9>&- &  # the engine must not hold the starters' lock
 fi
 
 for _ in $(seq 1 "$wait_seconds"); do

@@ -3,7 +3,7 @@
 conftest.py loads this module as a plugin: a test takes the `docker_env` fixture.
 Once per session it starts dockerd with
 scripts/start-dockerd.sh when none answers (stopping it again at the end of the
-session) and builds the busybox+node image with scripts/build-test-image.sh; after
+session; under pytest-xdist, once every worker is done) and builds the busybox+node image with scripts/build-test-image.sh; after
 each test it removes the containers the test started, even when the test failed.
 A missing prerequisite skips (fails in CI) via conftest.
 """
@@ -88,6 +88,24 @@ def _script(name: str, *args: str, env: dict[str, str] | None = None) -> subproc
     )
 
 
+ENGINE_ANSWERED_AT_START = pytest.StashKey[bool]()
+
+
+def _is_xdist_controller(config: pytest.Config) -> bool:
+    return bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if _is_xdist_controller(session.config):
+        session.config.stash[ENGINE_ANSWERED_AT_START] = _engine_answers()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The controller stops the engine a worker started (start-dockerd.sh stops only its own)."""
+    if _is_xdist_controller(session.config) and not session.config.stash.get(ENGINE_ANSWERED_AT_START, True):
+        _script("start-dockerd.sh", "--stop")
+
+
 @pytest.fixture(scope="session")
 def docker_session() -> Iterator[DockerEnv]:
     for tool in ("dockerd", "node", "npm"):
@@ -103,7 +121,10 @@ def docker_session() -> Iterator[DockerEnv]:
     built = _script("build-test-image.sh", env={**os.environ, "DOCKER_HOST": host})
     if built.returncode != 0:
         missing_prerequisite(f"cannot build the test image: {built.stderr.strip()}")
-    env = DockerEnv(host=host, image=built.stdout.strip(), started_here=not already_running)
+    # Under pytest-xdist another worker may still use the engine when this one ends: the
+    # controller stops it, once every worker is done (pytest_sessionfinish below).
+    own_engine = not already_running and not os.environ.get("PYTEST_XDIST_WORKER")
+    env = DockerEnv(host=host, image=built.stdout.strip(), started_here=own_engine)
     try:
         yield env
     finally:

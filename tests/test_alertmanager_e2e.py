@@ -14,11 +14,16 @@ import pytest
 
 from prometheus_env import AlertmanagerServer
 from live import LiveCommand
+from spawnwatch.sinks.alertmanager import ENDS_AFTER_RESENDS
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
-RESOLVE_TIMEOUT_S = 20
-RESEND_EVERY_S = 5  # endsAt is 15 s ahead: only re-sends keep the alert alive past that
+RESOLVE_TIMEOUT_S = 10
+RESEND_EVERY_S = 2.5
+ENDS_AT_LEAD_S = ENDS_AFTER_RESENDS * RESEND_EVERY_S  # only re-sends keep the alert alive past it
+# Three resolve_timeouts, and more than four times endsAt's lead: either alone would end an
+# alert nobody re-sent.
+HOLD_S = max(3 * RESOLVE_TIMEOUT_S, 4 * ENDS_AT_LEAD_S) + 5
 # One `sleep` a little more than a second apart, never ended: accumulating.
 LEAK = "while true; do sleep 1000 & sleep 1.1; done"
 
@@ -47,9 +52,8 @@ def test_a_steady_leak_stays_active_in_alertmanager_and_resolves_when_ended(aler
             assert first["labels"]["alertname"] == "spawnwatch_accumulating"
             assert first["labels"]["signature"] == "sleep <n>" and first["labels"]["host"] == os.uname().nodename
             assert first["status"]["state"] == "active"
-            # Three resolve_timeouts, and more than four times endsAt's lead, with no change of counts
-            # needed: the leak grows, but a steady one must hold just the same.
-            held_until = time.monotonic() + 3 * RESOLVE_TIMEOUT_S + 5
+            # No change of counts needed: the leak grows, but a steady one must hold just the same.
+            held_until = time.monotonic() + HOLD_S
             while time.monotonic() < held_until:
                 held = leak_alerts(alertmanager, leak.pid)
                 assert len(held) == 1, f"Alertmanager let the alert of a lasting leak go: {held}"

@@ -7,12 +7,11 @@ follows both the processes and the engine's events.
   ignores the end of stdin): `orphaned_containers` charged to the host's pid, with the
   image and the containers, and `watch --replay` of the recording raises it again;
   `reap --yes`, on the ledger of that `watch`, removes exactly the containers it lists;
-- `docker run -d` from a script that exits, compose-labelled containers, and a host that
-  stops its containers itself: nothing;
 - clients and their containers already running when `watch` starts (the clients from its
   /proc snapshot, the containers listed from the engine): the same alert once the host's
-  clients are killed, and the same from the replay; a `-d` script's containers and a host
-  stopping its containers itself, both from before `watch`: nothing.
+  clients are killed, and the same from the replay;
+- `docker run -d` from a script that exits, compose-labelled containers, and a host that
+  stops its containers itself, both from before `watch` and while it runs: nothing.
 
 Every container carries this session's label and a label of its own test, by which the
 test removes them, whatever happened."""
@@ -194,30 +193,6 @@ sleep {quiet}
 """
 
 
-def test_detached_compose_and_self_stopped_containers_raise_nothing(docker_env, label) -> None:
-    run = f"--network none --label {docker_env_module.SESSION_LABEL} --label {label}"
-    env = {**os.environ, "DOCKER_HOST": docker_env.host}
-    with LiveCommand("watch", "--json") as watch:
-        script = subprocess.run(["sh", "-c", HEALTHY_SCRIPT.format(run=run, image=docker_env.image)],
-                                capture_output=True, text=True, timeout=300, env=env)
-        assert script.returncode == 0, script.stderr
-        started = containers_of(docker_env, label)
-        stopping = subprocess.Popen(
-            ["sh", "-c", STOPPING_HOST.format(run=run, image=docker_env.image, label=label, quiet=QUIET_S)],
-            env=env, stderr=subprocess.PIPE, text=True,
-        )
-        try:
-            assert stopping.wait(timeout=300) == 0, stopping.stderr.read()
-        finally:
-            if stopping.poll() is None:
-                stopping.kill()
-        still_running = containers_of(docker_env, label)
-    assert len(started) == 11 and still_running == started  # the stopping host's own are gone
-    ours = [r for r in watch.records if r.get("kind") == "alert" and (
-        r["spawner"]["pid"] == stopping.pid or {c["id"] for c in r["containers"]} & started)]
-    assert ours == [], ours
-
-
 # --- clients and containers already running when `watch` starts ----------------------------
 
 BEFORE = 9  # clients the host starts before `watch` (min_containers is 8)
@@ -288,32 +263,50 @@ sleep {quiet}
 """
 
 
-def test_detached_and_self_stopped_containers_from_before_watch_raise_nothing(docker_env, label, tmp_path) -> None:
+def test_detached_compose_and_self_stopped_containers_before_and_during_watch_raise_nothing(
+        docker_env, label, tmp_path) -> None:
+    """Both halves at once, under one quiet time: a `-d` script's containers and a host that
+    stops its containers itself, from before `watch` (its /proc snapshot, the engine's list)
+    and while it runs (the engine's events)."""
     run = f"--network none --label {docker_env_module.SESSION_LABEL} --label {label}"
     env = {**os.environ, "DOCKER_HOST": docker_env.host}
-    script = subprocess.run(["sh", "-c", HEALTHY_SCRIPT.format(run=run, image=docker_env.image)],
-                            capture_output=True, text=True, timeout=300, env=env)
-    assert script.returncode == 0, script.stderr
-    detached = containers_of(docker_env, label)
+
+    def detach() -> set[str]:
+        before = containers_of(docker_env, label)
+        script = subprocess.run(["sh", "-c", HEALTHY_SCRIPT.format(run=run, image=docker_env.image)],
+                                capture_output=True, text=True, timeout=300, env=env)
+        assert script.returncode == 0, script.stderr
+        return containers_of(docker_env, label) - before
+
+    detached = detach()
     go = tmp_path / "go"
-    stopping = subprocess.Popen(
+    stopping_before = subprocess.Popen(
         ["sh", "-c", STOPPING_BEFORE.format(run=run, image=docker_env.image, label=label, go=go, quiet=QUIET_S)],
         env=env, stderr=subprocess.PIPE, text=True,
     )
+    stopping_during = None
     try:
         attached = wait_for(lambda: len(found := containers_of(docker_env, label) - detached) == 10 and found,
-                            "the stopping host's 10 containers", deadline=240)
+                            "the first stopping host's 10 containers", deadline=240)
         with LiveCommand("watch", "--json") as watch:
+            detached |= detach()
             go.touch()
-            # its last `sleep` is the quiet time in which a wrong alert would come
-            assert stopping.wait(timeout=300) == 0, stopping.stderr.read()
-        still_running = containers_of(docker_env, label)
+            stopping_during = subprocess.Popen(
+                ["sh", "-c", STOPPING_HOST.format(run=run, image=docker_env.image, label=label, quiet=QUIET_S)],
+                env=env, stderr=subprocess.PIPE, text=True,
+            )
+            # each host's last `sleep` is the quiet time in which a wrong alert would come
+            for host in (stopping_before, stopping_during):
+                assert host.wait(timeout=300) == 0, host.stderr.read()
+            still_running = containers_of(docker_env, label)
     finally:
-        if stopping.poll() is None:
-            stopping.kill()
-    assert len(detached) == 11 and still_running == detached  # the stopping host's own are gone
+        for host in (stopping_before, stopping_during):
+            if host is not None and host.poll() is None:
+                host.kill()
+    assert len(detached) == 22 and still_running == detached  # the stopping hosts' own are gone
+    hosts = {stopping_before.pid, stopping_during.pid}
     ours = [r for r in watch.records if r.get("kind") == "alert" and (
-        r["spawner"]["pid"] == stopping.pid or {c["id"] for c in r["containers"]} & (detached | attached))]
+        r["spawner"]["pid"] in hosts or {c["id"] for c in r["containers"]} & (detached | attached))]
     assert ours == [], ours
 
 
