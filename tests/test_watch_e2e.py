@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable
 
@@ -154,11 +155,11 @@ def of_kind(records: list[Record], kind: str) -> list[Record]:
 
 
 
-@pytest.mark.parametrize("mode, rule", [("accumulate", "accumulating"), ("orphan", "orphaned"), ("zombie", "zombie")])
-def test_each_leak_mode_raises_its_rule_against_the_supervisor(watcher, mode, rule):
-    with Simulation(mode, max_spawns=12, memory_mb=10) as sim:
-        alert = watcher.wait_for(firing(rule, sim.pid), timeout=180, what=f"{rule} alert for {sim.pid}")
-        records = sim.records
+LEAK_RULES = {"accumulate": "accumulating", "orphan": "orphaned", "zombie": "zombie"}
+
+
+def check_leak_alert(mode: str, alert: Record, records: list[Record]) -> None:
+    """`alert` counts what the supervisor leaking in `mode` reported in `records`."""
     spawned = {r["pid"] for r in of_kind(records, "spawn")}
     assert alert["signature"] == SIGNATURE
     assert alert["spawner"]["comm"] == "node" and any(a.endswith("supervisor.js") for a in alert["spawner"]["argv"])
@@ -178,12 +179,25 @@ def test_each_leak_mode_raises_its_rule_against_the_supervisor(watcher, mode, ru
     else:
         assert alert["zombies"] >= 8 and alert["exited"] >= alert["zombies"] and alert["live"] <= 2
         assert set(alert["pids"]) <= spawned and len(alert["pids"]) == alert["zombies"]
-    # Only this rule: each shape is told apart from the others.
-    assert {a["rule"] for a in watcher.alerts({sim.pid})} == {rule}
-    # The simulation cleaned up on exit: the condition cleared.
-    done = watcher.wait_for(resolved(rule, sim.pid), timeout=60, what=f"resolved {rule}")
-    assert done["signature"] == SIGNATURE
-    assert {(a["rule"], a["signature"]) for a in watcher.alerts({sim.pid})} == {(rule, SIGNATURE)}
+
+
+def test_each_leak_mode_raises_its_rule_against_the_supervisor(watcher):
+    """The three leaks side by side, each against its own supervisor."""
+    with ExitStack() as stack:
+        sims = {mode: stack.enter_context(Simulation(mode, max_spawns=12, memory_mb=10)) for mode in LEAK_RULES}
+        alerts = {mode: watcher.wait_for(firing(rule, sims[mode].pid), timeout=180,
+                                         what=f"{rule} alert for {sims[mode].pid}")
+                  for mode, rule in LEAK_RULES.items()}
+        records = {mode: sim.records for mode, sim in sims.items()}
+    for mode, rule in LEAK_RULES.items():
+        check_leak_alert(mode, alerts[mode], records[mode])
+        # Only this rule: each shape is told apart from the others.
+        assert {a["rule"] for a in watcher.alerts({sims[mode].pid})} == {rule}, mode
+    # The simulations cleaned up on exit: each condition cleared.
+    for mode, rule in LEAK_RULES.items():
+        done = watcher.wait_for(resolved(rule, sims[mode].pid), timeout=60, what=f"resolved {rule}")
+        assert done["signature"] == SIGNATURE
+        assert {(a["rule"], a["signature"]) for a in watcher.alerts({sims[mode].pid})} == {(rule, SIGNATURE)}
 
 
 def test_a_leak_already_there_is_reported_from_the_snapshot(watcher):
