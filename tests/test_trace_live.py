@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -14,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import REPO
 from live import LiveCommand
+from spawnwatch.probe.program import feature_flags, program_text, tally_flags
 
 pytestmark = pytest.mark.root
 
@@ -94,6 +97,40 @@ def test_forty_arguments_are_truncated_without_crash():
     assert exec_["argv"][0] == "/bin/true" and exec_["argv"][1:] == args[: len(exec_["argv"]) - 1]
     assert 16 <= len(exec_["argv"]) < 41
     assert trace.stats["lost"] == 0
+
+
+def test_an_argument_longer_than_a_read_is_cut_and_flagged_and_one_that_fits_is_not():
+    header = (REPO / "bpf" / "spawnwatch.h").read_text()
+    cap = int(re.search(r"#define SW_ARG_MAX_BYTES (\d+)", header).group(1)) - 1  # one read holds its NUL too
+    with LiveCommand("trace", "--json") as trace:
+        procs = {size: subprocess.Popen(["/bin/true", "x" * size]) for size in (cap - 1, cap + 100)}
+        for proc in procs.values():
+            proc.wait()
+        trace.wait_for(lambda rs: {r["pid"] for r in rs if r["kind"] == "exec"} >= {p.pid for p in procs.values()},
+                       "both execs")
+    fits, cut = ([r for r in events_of(trace.records, procs[size].pid) if r["kind"] == "exec"][0]
+                 for size in (cap - 1, cap + 100))
+    assert fits["argv"] == ["/bin/true", "x" * (cap - 1)] and fits["argv_truncated"] is False
+    assert cut["argv"] == ["/bin/true", "x" * cap] and cut["argv_truncated"] is True
+
+
+@pytest.mark.parametrize("tallies", [False, True], ids=["trace", "watch"])
+def test_every_program_passes_the_verifier_in_few_steps(tallies):
+    """At load the verifier walks each path of a program: the argv loop, with a path it
+    could not merge, took it 445,000 steps of its 1,000,000 and over a second of every
+    start-up.  The kernel counts them (fdinfo's verified_insns, since 5.16)."""
+    from bcc import BPF
+
+    flags = feature_flags() + (tally_flags() if tallies else []) + ["-Wno-macro-redefined"]
+    bpf = BPF(text=program_text().encode(), cflags=flags)
+    try:
+        steps = {}
+        for name, function in bpf.funcs.items():
+            info = Path(f"/proc/self/fdinfo/{function.fd}").read_text()
+            steps[name.decode()] = int(info.split("verified_insns:", 1)[1].split()[0])
+    finally:
+        bpf.cleanup()
+    assert len(steps) == 7 and max(steps.values()) < 20_000, steps
 
 
 def memory_cgroup_of_this_test(tmp_name: str) -> tuple[Path, str]:
