@@ -62,6 +62,21 @@ def test_a_leak_of_stdio_servers_still_fires_and_says_it_looked():
     assert asked  # read only once the rest of the rule held: the group was suspicious
 
 
+def test_children_gone_from_proc_before_their_exits_are_heard_are_judged_again_not_taken_for_a_leak():
+    # A pool's sessions all ended at once and /proc no longer has them; the lineage, a moment
+    # behind, still counts them live.  Only the spawner can be read.
+    asked: list[list[int]] = []
+
+    def sockets_of(pids):
+        asked.append(list(pids))
+        return {SUPERVISOR_PID: LISTENER}
+
+    alerts = run(leak("accumulate", count=15, start=LEAK_START), until=LEAK_START + 40, sockets_of=sockets_of)
+    assert accumulating(alerts) == []
+    # Read again at each evaluation once suspicious (every second), not held for memory_every_s.
+    assert len(asked) >= 20
+
+
 def test_children_that_listen_on_sockets_of_their_own_are_no_pool():
     # A leaked HTTP server binds its own port: the socket is not its spawner's.
     sockets_of, _ = holding(LISTENER, HeldSockets(frozenset({PASSED_DOWN + 1}), frozenset({("0100007F", 8080)}),
