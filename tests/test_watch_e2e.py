@@ -177,7 +177,10 @@ def check_leak_alert(mode: str, alert: Record, records: list[Record]) -> None:
         assert leaked_servers and leaked_servers <= killed_servers
         assert not set(alert["pids"]) & spawned  # the killed npm exec children are gone, not leaked
     else:
-        assert alert["zombies"] >= 8 and alert["exited"] >= alert["zombies"] and alert["live"] <= 2
+        # Each child counted once: live, or exited (a zombie among those). How many are still
+        # starting up when the alert fires is the workload's pace, not a count of ours.
+        assert alert["zombies"] >= 8 and alert["exited"] >= alert["zombies"] > alert["live"]
+        assert alert["spawned"] == alert["live"] + alert["exited"]
         assert set(alert["pids"]) <= spawned and len(alert["pids"]) == alert["zombies"]
 
 
