@@ -61,7 +61,7 @@ def test_the_report_lists_leaked_containers_with_their_host_and_the_reap_that_en
     assert section[0] == "LEAKED CONTAINERS  (ledger /var/lib/spawnwatch/alerts.json of `watch` pid 900)"
     assert section[1].split() == [*SIGNATURE.split(), "x2", "200.0", "MiB", "by", "node", "(4242)"]
     assert section[2].strip() == "host process: node /opt/mcp/host.js --stdio"
-    assert section[3].split() == ["1" * 12, "brave_1", "mcp/github", "1h", "100.0", "MiB"]
+    assert section[3].split() == ["1" * 12, "brave_1", "mcp/github", "1.0h", "100.0", "MiB"]
     assert f"spawnwatch reap --signature '{SIGNATURE}' --spawner 4242" in text
 
 
