@@ -191,6 +191,16 @@ def spawnwatch_cmd() -> list[str]:
     return [sys.executable, "-m", "spawnwatch"]
 
 
+def removing_what_the_test_starts(engine):
+    """A per-test fixture's body over a session's engine (DockerEnv, PodmanEnv): the engine, then
+    the containers the test started (what its `containers` list gained) removed."""
+    started_before = len(engine.containers)
+    yield engine
+    for container_id in engine.containers[started_before:]:
+        engine.remove(container_id)
+    del engine.containers[started_before:]
+
+
 def wait_for(condition, what: str, deadline: float = 30.0, interval: float = 0.05):
     """Poll `condition` until it returns something truthy (returned); a generous
     deadline, never a timing assertion."""
