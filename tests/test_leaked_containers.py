@@ -6,7 +6,6 @@ and on a real engine ends exactly the listed containers."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 from dataclasses import replace
@@ -15,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import wait_for
+from ledgers import alert_container, keep_ledger
 from spawnwatch.adapters.engine import ContainerInfo
 from spawnwatch.cli.reap import command as reap_command
 from spawnwatch.cli.report import command as report_command
@@ -143,22 +143,6 @@ def invoke(cmd, *args: str, code: int = 0) -> dict:
     return json.loads(result.stdout) if code == 0 else result.output
 
 
-def keep_ledger(state_dir: str, spawner: subprocess.Popen, containers: list[str], writer: dict | None = None) -> Ledger:
-    """The ledger `watch` keeps when its orphaned_containers alert fires for `spawner` (closing
-    it removes the file)."""
-    sink = Ledger(state_dir)
-    sink.send(writer or ready_record())
-    sink.send({
-        "kind": "alert", "state": "firing", "rule": "orphaned_containers", "severity": "warning",
-        "signature": "docker run <image> sleep <n>",
-        "spawner": {"pid": spawner.pid, "ppid": os.getpid(), "argv": list(spawner.args), "comm": "sleep"},
-        "container": None, "live": 0, "spawned": len(containers), "exited": len(containers), "zombies": 0,
-        "orphans": len(containers), "rss_bytes": 0, "pids": [], "message": "left running",
-        "containers": [{"id": c, "name": c[:12], "image": "spawnwatch-test", "memory_bytes": 0} for c in containers],
-    })
-    return sink
-
-
 def running(docker_env, container_id: str) -> bool:
     return docker_env.cli("inspect", "-f", "{{.State.Running}}", container_id, check=False) == "true"
 
@@ -171,7 +155,7 @@ def test_reap_ends_exactly_the_containers_the_ledger_lists(docker_env, tmp_path,
     unlisted = docker_env.run("sleep", "1000")
     host = subprocess.Popen(["sleep", "1000"])  # the host process the containers are charged to
     state_dir = str(tmp_path / "state")
-    kept = keep_ledger(state_dir, host, listed)
+    kept = keep_ledger(state_dir, host, [alert_container(c) for c in listed])
     try:
         select = ["--signature", "docker run <image> sleep <n>", "--spawner", str(host.pid), "--state-dir", state_dir]
 
@@ -211,7 +195,7 @@ def test_reap_refuses_a_stale_ledger_and_a_spawner_that_is_gone(docker_env, tmp_
     writer = {**ready_record(), "pid": ended_watch.pid}
     state_dir = str(tmp_path / "state")
     select = ["--signature", "docker run <image> sleep <n>", "--spawner", str(host.pid), "--state-dir", state_dir]
-    kept = keep_ledger(state_dir, host, [leaked_container], writer)
+    kept = keep_ledger(state_dir, host, [alert_container(leaked_container)], writer=writer)
     try:
         ended_watch.kill()
         ended_watch.wait()
@@ -222,7 +206,8 @@ def test_reap_refuses_a_stale_ledger_and_a_spawner_that_is_gone(docker_env, tmp_
         assert report["leaked_containers"] == [] and "has ended" in report["ledger"]["unusable"]
 
         kept.close()
-        kept = keep_ledger(state_dir, host, [leaked_container])  # a live watch's, but the host has ended
+        # A live watch's ledger, but the host has ended.
+        kept = keep_ledger(state_dir, host, [alert_container(leaked_container)])
         host.kill()
         host.wait()
         out = invoke(reap_command, *select, "--yes", code=1)
@@ -243,7 +228,7 @@ def test_with_the_engine_unreachable_nothing_reads_as_gone_and_reap_fails(docker
     leaked_container = docker_env.run("sleep", "1000")
     host = subprocess.Popen(["sleep", "1000"])
     state_dir = str(tmp_path / "state")
-    kept = keep_ledger(state_dir, host, [leaked_container])
+    kept = keep_ledger(state_dir, host, [alert_container(leaked_container)])
     select = ["--signature", "docker run <image> sleep <n>", "--spawner", str(host.pid), "--state-dir", state_dir]
     # An engine socket nobody listens on: the engine is down, or DOCKER_HOST points elsewhere.
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
@@ -271,18 +256,7 @@ def test_a_container_whose_link_to_its_client_is_ambiguous_is_left_out(docker_en
     linked, ambiguous = docker_env.run("sleep", "1000"), docker_env.run("sleep", "1000")
     host = subprocess.Popen(["sleep", "1000"])
     state_dir = str(tmp_path / "state")
-    kept = Ledger(state_dir)
-    kept.send(ready_record())
-    kept.send({
-        "kind": "alert", "state": "firing", "rule": "orphaned_containers", "severity": "warning",
-        "signature": "docker run <image> sleep <n>",
-        "spawner": {"pid": host.pid, "ppid": os.getpid(), "argv": list(host.args), "comm": "sleep"},
-        "container": None, "live": 0, "spawned": 2, "exited": 2, "zombies": 0, "orphans": 2, "rss_bytes": 0,
-        "pids": [], "message": "left running",
-        "containers": [{"id": linked, "name": "linked", "image": "spawnwatch-test", "memory_bytes": 0},
-                       {"id": ambiguous, "name": "ambiguous", "image": "spawnwatch-test", "memory_bytes": 0,
-                        "ambiguous": True}],
-    })
+    kept = keep_ledger(state_dir, host, [alert_container(linked), alert_container(ambiguous, ambiguous=True)])
     select = ["--signature", "docker run <image> sleep <n>", "--spawner", str(host.pid), "--state-dir", state_dir]
     try:
         dry = invoke(reap_command, *select)
