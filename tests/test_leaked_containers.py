@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import wait_for
-from ledgers import alert_container, keep_ledger
+from ledgers import DOCKER_SIGNATURE, alert_container, keep_ledger
 from spawnwatch.adapters.engine import ContainerInfo
 from spawnwatch.cli.reap import command as reap_command
 from spawnwatch.cli.report import command as report_command
@@ -143,22 +143,34 @@ def invoke(cmd, *args: str, code: int = 0) -> dict:
     return json.loads(result.stdout) if code == 0 else result.output
 
 
+@pytest.fixture
+def host():
+    """The host process the leaked containers are charged to (their clients' spawner)."""
+    process = subprocess.Popen(["sleep", "1000"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def reap_selection(host: subprocess.Popen, state_dir: str) -> list[str]:
+    """`reap`'s options for the containers the ledger in `state_dir` lists as `host`'s."""
+    return ["--signature", DOCKER_SIGNATURE, "--spawner", str(host.pid), "--state-dir", state_dir]
+
+
 def running(docker_env, container_id: str) -> bool:
     return docker_env.cli("inspect", "-f", "{{.State.Running}}", container_id, check=False) == "true"
 
 
 @pytest.mark.docker
 @pytest.mark.root
-def test_reap_ends_exactly_the_containers_the_ledger_lists(docker_env, tmp_path, monkeypatch) -> None:
+def test_reap_ends_exactly_the_containers_the_ledger_lists(docker_env, host, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", docker_env.host)
     listed = [docker_env.run("sleep", "1000"), docker_env.run("sleep", "1000", options=("--rm",))]
     unlisted = docker_env.run("sleep", "1000")
-    host = subprocess.Popen(["sleep", "1000"])  # the host process the containers are charged to
     state_dir = str(tmp_path / "state")
     kept = keep_ledger(state_dir, host, [alert_container(c) for c in listed])
+    select = reap_selection(host, state_dir)
     try:
-        select = ["--signature", "docker run <image> sleep <n>", "--spawner", str(host.pid), "--state-dir", state_dir]
-
         dry = invoke(reap_command, *select)
         assert dry["dry_run"] and dry["refused"] is None and "ended" not in dry
         assert [c["id"] for c in dry["containers"]] == listed
@@ -181,20 +193,17 @@ def test_reap_ends_exactly_the_containers_the_ledger_lists(docker_env, tmp_path,
         assert again["ended"] == [] and sorted(again["gone"]) == sorted(listed)
     finally:
         kept.close()
-        host.kill()
-        host.wait()
 
 
 @pytest.mark.docker
 @pytest.mark.root
-def test_reap_refuses_a_stale_ledger_and_a_spawner_that_is_gone(docker_env, tmp_path, monkeypatch) -> None:
+def test_reap_refuses_a_stale_ledger_and_a_spawner_that_is_gone(docker_env, host, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", docker_env.host)
     leaked_container = docker_env.run("sleep", "1000")
-    host = subprocess.Popen(["sleep", "1000"])
     ended_watch = subprocess.Popen(["sleep", "1000"])
     writer = {**ready_record(), "pid": ended_watch.pid}
     state_dir = str(tmp_path / "state")
-    select = ["--signature", "docker run <image> sleep <n>", "--spawner", str(host.pid), "--state-dir", state_dir]
+    select = reap_selection(host, state_dir)
     kept = keep_ledger(state_dir, host, [alert_container(leaked_container)], writer=writer)
     try:
         ended_watch.kill()
@@ -217,19 +226,18 @@ def test_reap_refuses_a_stale_ledger_and_a_spawner_that_is_gone(docker_env, tmp_
         assert forced["ended"] == [leaked_container] and not running(docker_env, leaked_container)
     finally:
         kept.close()
-        for process in (host, ended_watch):
-            process.kill()
-            process.wait()
+        ended_watch.kill()
+        ended_watch.wait()
 
 
 @pytest.mark.docker
 @pytest.mark.root
-def test_with_the_engine_unreachable_nothing_reads_as_gone_and_reap_fails(docker_env, tmp_path, monkeypatch) -> None:
+def test_with_the_engine_unreachable_nothing_reads_as_gone_and_reap_fails(docker_env, host, tmp_path,
+                                                                          monkeypatch) -> None:
     leaked_container = docker_env.run("sleep", "1000")
-    host = subprocess.Popen(["sleep", "1000"])
     state_dir = str(tmp_path / "state")
     kept = keep_ledger(state_dir, host, [alert_container(leaked_container)])
-    select = ["--signature", "docker run <image> sleep <n>", "--spawner", str(host.pid), "--state-dir", state_dir]
+    select = reap_selection(host, state_dir)
     # An engine socket nobody listens on: the engine is down, or DOCKER_HOST points elsewhere.
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     try:
@@ -245,19 +253,16 @@ def test_with_the_engine_unreachable_nothing_reads_as_gone_and_reap_fails(docker
         assert running(docker_env, leaked_container)
     finally:
         kept.close()
-        host.kill()
-        host.wait()
 
 
 @pytest.mark.docker
 @pytest.mark.root
-def test_a_container_whose_link_to_its_client_is_ambiguous_is_left_out(docker_env, tmp_path, monkeypatch) -> None:
+def test_a_container_whose_link_to_its_client_is_ambiguous_is_left_out(docker_env, host, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", docker_env.host)
     linked, ambiguous = docker_env.run("sleep", "1000"), docker_env.run("sleep", "1000")
-    host = subprocess.Popen(["sleep", "1000"])
     state_dir = str(tmp_path / "state")
     kept = keep_ledger(state_dir, host, [alert_container(linked), alert_container(ambiguous, ambiguous=True)])
-    select = ["--signature", "docker run <image> sleep <n>", "--spawner", str(host.pid), "--state-dir", state_dir]
+    select = reap_selection(host, state_dir)
     try:
         dry = invoke(reap_command, *select)
         assert [c["left_out"] for c in dry["containers"]] == [None, AMBIGUOUS]
@@ -266,8 +271,6 @@ def test_a_container_whose_link_to_its_client_is_ambiguous_is_left_out(docker_en
         assert running(docker_env, ambiguous)
     finally:
         kept.close()
-        host.kill()
-        host.wait()
 
 
 def test_a_docker_signature_matching_nothing_says_where_leaked_containers_come_from(tmp_path) -> None:
