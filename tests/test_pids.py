@@ -18,7 +18,7 @@ from typing import Iterator
 import pytest
 from click.testing import CliRunner
 
-from conftest import missing_prerequisite
+from conftest import missing_prerequisite, wait_for
 from live import LiveCommand
 from spawnwatch.adapters.cgroups import (
     PidsCgroup, PidsReading, cgroup2_mount, inode, pids_mounts, pids_of_process, read_pids, read_proc_cgroups,
@@ -221,28 +221,18 @@ def remove_cgroup(top: Path) -> None:
                 time.sleep(0.1)
 
 
-def wait_until(predicate, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 @pytest.mark.root  # pids_cgroup: creating a cgroup needs root
 def test_a_limited_cgroup_reads_its_limit_tasks_and_refused_forks(pids_cgroup):
     (pids_cgroup.dir / "pids.max").write_text("5")
     shell = pids_cgroup.start("sleep 1000 & sleep 1000 & sleep 1000 & wait")
     try:
         cgroup = PidsCgroup(pids_cgroup.mount, pids_cgroup.path)
-        reading = wait_until(lambda: (r := read_pids(cgroup)) and r.current == 4 and r, "the shell and 3 sleeps")
+        reading = wait_for(lambda: (r := read_pids(cgroup)) and r.current == 4 and r, "the shell and 3 sleeps")
         assert reading == PidsReading(pids_cgroup.path, 4, 5, 0)
         assert pids_of_process(shell.pid) == reading
         # The fifth task fits, the sixth is refused: counted in pids.events.
         filler = pids_cgroup.start("sleep 1000 & sleep 1000 & wait")
-        reading = wait_until(lambda: (r := read_pids(cgroup)) and r.refused and r, "a refused fork")
+        reading = wait_for(lambda: (r := read_pids(cgroup)) and r.refused and r, "a refused fork")
         assert reading.current == 5 and reading.limit == 5 and reading.refused >= 1
         filler.wait(timeout=30)
     finally:
@@ -256,8 +246,8 @@ def test_a_cgroup_under_a_limited_parent_reads_the_parents_limit(pids_cgroup):
     unit = pids_cgroup.child("unit")
     shell = unit.start("sleep 1000 & wait")
     try:
-        reading = wait_until(lambda: (r := read_pids(PidsCgroup(unit.mount, unit.path))) and r.current == 2 and r,
-                             "the shell and its sleep")
+        reading = wait_for(lambda: (r := read_pids(PidsCgroup(unit.mount, unit.path))) and r.current == 2 and r,
+                           "the shell and its sleep")
         assert reading == PidsReading(pids_cgroup.path, 2, 40, 0)
         (pids_cgroup.dir / "pids.max").write_text("max")
         assert read_pids(PidsCgroup(unit.mount, unit.path)) == PidsReading(unit.path, 2, None, 0)
@@ -297,7 +287,7 @@ def test_the_sampler_emits_a_sample_only_when_a_value_changed(pids_cgroup):
     more: subprocess.Popen | None = None
     try:
         cgroup = PidsCgroup(pids_cgroup.mount, pids_cgroup.path)
-        wait_until(lambda: (r := read_pids(cgroup)) and r.current == 2, "the shell and its sleep")
+        wait_for(lambda: (r := read_pids(cgroup)) and r.current == 2, "the shell and its sleep")
         cgroup_id = inode(cgroup2_mount(), read_proc_cgroups(shell.pid).v2_path)
         sampler = PidsSampler(load().detect.pids, lambda cgroup_id, pid: None)
         members = lambda: {cgroup_id: shell.pid}  # noqa: E731 - the pipeline's cgroups
@@ -309,7 +299,7 @@ def test_the_sampler_emits_a_sample_only_when_a_value_changed(pids_cgroup):
         assert sampler.limits() == [{"container": "", "namespace": "", "pod": "", "cgroup": pids_cgroup.path,
                                      "current": 2, "limit": 20, "refused": 0}]
         more = pids_cgroup.start("sleep 1000 & wait")
-        wait_until(lambda: read_pids(cgroup).current == 4, "two more tasks")
+        wait_for(lambda: read_pids(cgroup).current == 4, "two more tasks")
         [sample] = sampler.poll(members, 102.0)
         assert sample.current == 4 and sample.ts == 102.0
         (pids_cgroup.dir / "pids.max").write_text("max")
@@ -337,7 +327,7 @@ def test_the_sampler_watches_a_bounded_number_of_cgroups_and_counts_those_let_go
     shell = pids_cgroup.start("sleep 1000 & wait")
     try:
         cgroup = PidsCgroup(pids_cgroup.mount, pids_cgroup.path)
-        wait_until(lambda: (r := read_pids(cgroup)) and r.current == 2, "the shell and its sleep")
+        wait_for(lambda: (r := read_pids(cgroup)) and r.current == 2, "the shell and its sleep")
         cgroup_id = inode(cgroup2_mount(), read_proc_cgroups(shell.pid).v2_path)
         sampler = PidsSampler(load().detect.pids, capacity=0)
         [sample] = sampler.poll(lambda: {cgroup_id: shell.pid}, 100.0)
