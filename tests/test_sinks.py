@@ -14,6 +14,7 @@ import pytest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import wait_for
 from spawnwatch.sinks import Fanout
 from spawnwatch.sinks.human import Human, render_alert
 from spawnwatch.sinks.jsonl import JsonLines
@@ -32,13 +33,6 @@ def alert(state: str = "firing", **changes) -> dict:
     }
     record.update(changes)
     return record
-
-
-def wait_until(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def test_json_lines_one_compact_object_per_line():
@@ -288,7 +282,7 @@ def test_a_slow_receiver_never_blocks_the_sender_and_drops_are_counted():
         assert hook.counts()["dropped"] >= 50 - 4 - 1
         slow.release.set()
         hook.close()
-        wait_until(lambda: hook.counts()["sent"] == 50 - hook.counts()["dropped"])
+        wait_for(lambda: hook.counts()["sent"] == 50 - hook.counts()["dropped"], "every alert kept sent")
     finally:
         slow.close()
 
@@ -326,7 +320,8 @@ def test_alertmanager_gets_every_active_alert_again_on_a_timer(receiver):
     am = Alertmanager(receiver.url("/api/v2/alerts"), generator_url="http://node-1:9464/metrics",
                       resend_every_s=0.2, host="node-1")
     am.send(alert())
-    wait_until(lambda: len(am_alerts(receiver)) >= 4)  # the first send, then re-sends without a new record
+    # The first send, then re-sends without a new record.
+    wait_for(lambda: len(am_alerts(receiver)) >= 4, "three re-sends")
     am.send(alert("resolved"))
     am.close()
     sent = am_alerts(receiver)
