@@ -204,6 +204,21 @@ def pids_cgroup() -> Iterator[ScratchCgroup]:
         remove_cgroup(cgroup.dir)
 
 
+@pytest.fixture
+def shell_limited_to_20(pids_cgroup) -> Iterator[tuple[subprocess.Popen, int]]:
+    """A shell and its sleep in `pids_cgroup`, limited to 20 tasks: the shell and the cgroup's id
+    once both run; both killed afterwards."""
+    (pids_cgroup.dir / "pids.max").write_text("20")
+    shell = pids_cgroup.start("sleep 1000 & wait")
+    try:
+        cgroup = PidsCgroup(pids_cgroup.mount, pids_cgroup.path)
+        wait_for(lambda: (r := read_pids(cgroup)) and r.current == 2, "the shell and its sleep")
+        yield shell, inode(cgroup2_mount(), read_proc_cgroups(shell.pid).v2_path)
+    finally:
+        shell.kill()
+        shell.wait()
+
+
 def remove_cgroup(top: Path) -> None:
     deadline = time.monotonic() + 30
     for directory in sorted((p for p in [top, *top.rglob("*")] if p.is_dir()), key=lambda p: -len(p.parts)):
@@ -281,14 +296,11 @@ def test_cgroup_v2_layout_counts_refusals_at_the_limit_and_skips_cgroups_without
 
 
 @pytest.mark.root  # pids_cgroup: creating a cgroup needs root
-def test_the_sampler_emits_a_sample_only_when_a_value_changed(pids_cgroup):
-    (pids_cgroup.dir / "pids.max").write_text("20")
-    shell = pids_cgroup.start("sleep 1000 & wait")
+def test_the_sampler_emits_a_sample_only_when_a_value_changed(pids_cgroup, shell_limited_to_20):
+    shell, cgroup_id = shell_limited_to_20
     more: subprocess.Popen | None = None
     try:
         cgroup = PidsCgroup(pids_cgroup.mount, pids_cgroup.path)
-        wait_for(lambda: (r := read_pids(cgroup)) and r.current == 2, "the shell and its sleep")
-        cgroup_id = inode(cgroup2_mount(), read_proc_cgroups(shell.pid).v2_path)
         sampler = PidsSampler(load().detect.pids, lambda cgroup_id, pid: None)
         members = lambda: {cgroup_id: shell.pid}  # noqa: E731 - the pipeline's cgroups
         [sample] = sampler.poll(members, 100.0)
@@ -307,10 +319,9 @@ def test_the_sampler_emits_a_sample_only_when_a_value_changed(pids_cgroup):
         assert sample.limit is None and sampler.limits() == []
         assert sampler.poll(members, 104.0) == []  # a cgroup without a limit is looked at again in 30 s
     finally:
-        for proc in (shell, more):
-            if proc is not None:
-                proc.kill()
-                proc.wait()
+        if more is not None:
+            more.kill()
+            more.wait()
 
 
 @pytest.mark.root  # pids_cgroup: creating a cgroup needs root
@@ -320,23 +331,15 @@ def test_the_sampler_ignores_a_pid_that_is_not_in_the_cgroup_any_more(pids_cgrou
 
 
 @pytest.mark.root  # pids_cgroup: creating a cgroup needs root
-def test_the_sampler_watches_a_bounded_number_of_cgroups_and_counts_those_let_go(pids_cgroup):
+def test_the_sampler_watches_a_bounded_number_of_cgroups_and_counts_those_let_go(shell_limited_to_20):
     # Two cgroups of distinct ids need cgroup2 paths apart (a hybrid host puts both at /): a
     # sampler that may keep none lets each cgroup go as soon as it is read, and counts it.
-    (pids_cgroup.dir / "pids.max").write_text("20")
-    shell = pids_cgroup.start("sleep 1000 & wait")
-    try:
-        cgroup = PidsCgroup(pids_cgroup.mount, pids_cgroup.path)
-        wait_for(lambda: (r := read_pids(cgroup)) and r.current == 2, "the shell and its sleep")
-        cgroup_id = inode(cgroup2_mount(), read_proc_cgroups(shell.pid).v2_path)
-        sampler = PidsSampler(load().detect.pids, capacity=0)
-        [sample] = sampler.poll(lambda: {cgroup_id: shell.pid}, 100.0)
-        assert sample.limit == 20 and sampler.evicted == 1
-        sampler.poll(lambda: {cgroup_id: shell.pid}, 101.0)
-        assert sampler.evicted == 2
-    finally:
-        shell.kill()
-        shell.wait()
+    shell, cgroup_id = shell_limited_to_20
+    sampler = PidsSampler(load().detect.pids, capacity=0)
+    [sample] = sampler.poll(lambda: {cgroup_id: shell.pid}, 100.0)
+    assert sample.limit == 20 and sampler.evicted == 1
+    sampler.poll(lambda: {cgroup_id: shell.pid}, 101.0)
+    assert sampler.evicted == 2
 
 
 # --- a container with --pids-limit 64 -----------------------------------------------------------
