@@ -143,18 +143,9 @@ def invoke(cmd, *args: str, code: int = 0) -> dict:
     return json.loads(result.stdout) if code == 0 else result.output
 
 
-@pytest.fixture
-def host():
-    """The host process the leaked containers are charged to (their clients' spawner)."""
-    process = subprocess.Popen(["sleep", "1000"])
-    yield process
-    process.kill()
-    process.wait()
-
-
-def reap_selection(host: subprocess.Popen, state_dir: str) -> list[str]:
-    """`reap`'s options for the containers the ledger in `state_dir` lists as `host`'s."""
-    return ["--signature", DOCKER_SIGNATURE, "--spawner", str(host.pid), "--state-dir", state_dir]
+def reap_selection(spawner: subprocess.Popen, state_dir: str) -> list[str]:
+    """`reap`'s options for the containers the ledger in `state_dir` lists as `spawner`'s."""
+    return ["--signature", DOCKER_SIGNATURE, "--spawner", str(spawner.pid), "--state-dir", state_dir]
 
 
 def running(docker_env, container_id: str) -> bool:
@@ -163,13 +154,13 @@ def running(docker_env, container_id: str) -> bool:
 
 @pytest.mark.docker
 @pytest.mark.root
-def test_reap_ends_exactly_the_containers_the_ledger_lists(docker_env, host, tmp_path, monkeypatch) -> None:
+def test_reap_ends_exactly_the_containers_the_ledger_lists(docker_env, spawner, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", docker_env.host)
     listed = [docker_env.run("sleep", "1000"), docker_env.run("sleep", "1000", options=("--rm",))]
     unlisted = docker_env.run("sleep", "1000")
     state_dir = str(tmp_path / "state")
-    kept = keep_ledger(state_dir, host, [alert_container(c) for c in listed])
-    select = reap_selection(host, state_dir)
+    kept = keep_ledger(state_dir, spawner, [alert_container(c) for c in listed])
+    select = reap_selection(spawner, state_dir)
     try:
         dry = invoke(reap_command, *select)
         assert dry["dry_run"] and dry["refused"] is None and "ended" not in dry
@@ -179,8 +170,8 @@ def test_reap_ends_exactly_the_containers_the_ledger_lists(docker_env, host, tmp
 
         report = invoke(report_command, "--state-dir", state_dir)
         assert sorted(c["id"] for c in report["leaked_containers"]) == sorted(listed)
-        assert all(c["spawner"]["pid"] == host.pid and c["memory_bytes"] > 0 for c in report["leaked_containers"])
-        (action,) = [a for a in report["actions"] if a["kind"] == "reap" and f"--spawner {host.pid}" in a["command"]]
+        assert all(c["spawner"]["pid"] == spawner.pid and c["memory_bytes"] > 0 for c in report["leaked_containers"])
+        (action,) = [a for a in report["actions"] if a["kind"] == "reap" and f"--spawner {spawner.pid}" in a["command"]]
 
         ended = invoke(reap_command, *shlex.split(action["command"])[2:], "--yes")
         assert sorted(ended["ended"]) == sorted(listed) and ended["memory_freed_bytes"] > 0
@@ -197,14 +188,14 @@ def test_reap_ends_exactly_the_containers_the_ledger_lists(docker_env, host, tmp
 
 @pytest.mark.docker
 @pytest.mark.root
-def test_reap_refuses_a_stale_ledger_and_a_spawner_that_is_gone(docker_env, host, tmp_path, monkeypatch) -> None:
+def test_reap_refuses_a_stale_ledger_and_a_spawner_that_is_gone(docker_env, spawner, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", docker_env.host)
     leaked_container = docker_env.run("sleep", "1000")
     ended_watch = subprocess.Popen(["sleep", "1000"])
     writer = {**ready_record(), "pid": ended_watch.pid}
     state_dir = str(tmp_path / "state")
-    select = reap_selection(host, state_dir)
-    kept = keep_ledger(state_dir, host, [alert_container(leaked_container)], writer=writer)
+    select = reap_selection(spawner, state_dir)
+    kept = keep_ledger(state_dir, spawner, [alert_container(leaked_container)], writer=writer)
     try:
         ended_watch.kill()
         ended_watch.wait()
@@ -216,11 +207,11 @@ def test_reap_refuses_a_stale_ledger_and_a_spawner_that_is_gone(docker_env, host
 
         kept.close()
         # A live watch's ledger, but the host has ended.
-        kept = keep_ledger(state_dir, host, [alert_container(leaked_container)])
-        host.kill()
-        host.wait()
+        kept = keep_ledger(state_dir, spawner, [alert_container(leaked_container)])
+        spawner.kill()
+        spawner.wait()
         out = invoke(reap_command, *select, "--yes", code=1)
-        assert f"refused: pid {host.pid} is no longer the process the alert named" in out
+        assert f"refused: pid {spawner.pid} is no longer the process the alert named" in out
         assert running(docker_env, leaked_container)
         forced = invoke(reap_command, *select, "--yes", "--force")
         assert forced["ended"] == [leaked_container] and not running(docker_env, leaked_container)
@@ -232,12 +223,12 @@ def test_reap_refuses_a_stale_ledger_and_a_spawner_that_is_gone(docker_env, host
 
 @pytest.mark.docker
 @pytest.mark.root
-def test_with_the_engine_unreachable_nothing_reads_as_gone_and_reap_fails(docker_env, host, tmp_path,
+def test_with_the_engine_unreachable_nothing_reads_as_gone_and_reap_fails(docker_env, spawner, tmp_path,
                                                                           monkeypatch) -> None:
     leaked_container = docker_env.run("sleep", "1000")
     state_dir = str(tmp_path / "state")
-    kept = keep_ledger(state_dir, host, [alert_container(leaked_container)])
-    select = reap_selection(host, state_dir)
+    kept = keep_ledger(state_dir, spawner, [alert_container(leaked_container)])
+    select = reap_selection(spawner, state_dir)
     # An engine socket nobody listens on: the engine is down, or DOCKER_HOST points elsewhere.
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     try:
@@ -257,12 +248,13 @@ def test_with_the_engine_unreachable_nothing_reads_as_gone_and_reap_fails(docker
 
 @pytest.mark.docker
 @pytest.mark.root
-def test_a_container_whose_link_to_its_client_is_ambiguous_is_left_out(docker_env, host, tmp_path, monkeypatch) -> None:
+def test_a_container_whose_link_to_its_client_is_ambiguous_is_left_out(docker_env, spawner, tmp_path,
+                                                                       monkeypatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", docker_env.host)
     linked, ambiguous = docker_env.run("sleep", "1000"), docker_env.run("sleep", "1000")
     state_dir = str(tmp_path / "state")
-    kept = keep_ledger(state_dir, host, [alert_container(linked), alert_container(ambiguous, ambiguous=True)])
-    select = reap_selection(host, state_dir)
+    kept = keep_ledger(state_dir, spawner, [alert_container(linked), alert_container(ambiguous, ambiguous=True)])
+    select = reap_selection(spawner, state_dir)
     try:
         dry = invoke(reap_command, *select)
         assert [c["left_out"] for c in dry["containers"]] == [None, AMBIGUOUS]
