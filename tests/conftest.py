@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from packaging.requirements import Requirement
@@ -189,6 +190,25 @@ def unprivileged():
 def spawnwatch_cmd() -> list[str]:
     """argv prefix that runs this checkout's CLI with the test interpreter."""
     return [sys.executable, "-m", "spawnwatch"]
+
+
+@pytest.fixture
+def spawner() -> Iterator[subprocess.Popen]:
+    """A process asleep until the test ends: the live spawner an alert or a ledger names."""
+    process = subprocess.Popen(["sleep", "1000"])
+    yield process
+    process.kill()
+    process.wait()
+
+
+def removing_what_the_test_starts(engine):
+    """A per-test fixture's body over a session's engine (DockerEnv, PodmanEnv): the engine, then
+    the containers the test started (what its `containers` list gained) removed."""
+    started_before = len(engine.containers)
+    yield engine
+    for container_id in engine.containers[started_before:]:
+        engine.remove(container_id)
+    del engine.containers[started_before:]
 
 
 def wait_for(condition, what: str, deadline: float = 30.0, interval: float = 0.05):

@@ -20,10 +20,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from conftest import wait_for
 
 HERE = Path(__file__).resolve().parent
+Connection = TypeVar("Connection", http.client.HTTPConnection, socket.socket)
 POOL_SIZE = 16  # PostgreSQL connections, one more a second
 SSH_SESSIONS = 12  # opened one by one
 HTTP_CONNECTIONS = 24  # keep-alive connections held open: one busy Apache worker each
@@ -85,6 +87,25 @@ def launch_detached(argv: list[str]) -> int:
 
 def children(pid: int) -> list[int]:
     return [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
+
+
+def hold_connections(stop: threading.Event, period_s: float, most: int, connect: Callable[[], Connection],
+                     use: Callable[[Connection], object], server: subprocess.Popen) -> int:
+    """Until `stop`: a connection more every `period_s` up to `most`, each used every period and
+    held open; then all closed.  The most children `server` had at once."""
+    connections: list[Connection] = []
+    peak = 0
+    try:
+        while not stop.wait(period_s):
+            if len(connections) < most:
+                connections.append(connect())
+            for connection in connections:
+                use(connection)
+            peak = max(peak, len(children(server.pid)))
+    finally:
+        for connection in connections:
+            connection.close()
+    return peak
 
 
 def cmdline(pid: int) -> str:
@@ -247,18 +268,9 @@ class Apache:
 
     def load(self, stop: threading.Event) -> None:
         """Keep-alive connections added one by one, each holding a worker, each re-used every second."""
-        connections: list[http.client.HTTPConnection] = []
-        self.peak_workers = 0
-        try:
-            while not stop.wait(1.0):
-                if len(connections) < HTTP_CONNECTIONS:
-                    connections.append(http.client.HTTPConnection("127.0.0.1", self.port, timeout=10))
-                for connection in connections:
-                    self._get(connection)
-                self.peak_workers = max(self.peak_workers, len(children(self.process.pid)))
-        finally:
-            for connection in connections:
-                connection.close()
+        self.peak_workers = hold_connections(
+            stop, 1.0, HTTP_CONNECTIONS, lambda: http.client.HTTPConnection("127.0.0.1", self.port, timeout=10),
+            self._get, self.process)
 
     def __exit__(self, *exc: object) -> None:
         stop_process(self.process)
@@ -436,18 +448,9 @@ class Xinetd:
 
     def load(self, stop: threading.Event) -> None:
         """A connection more every 2 s up to PER_CONNECTION, each echoing every 2 s."""
-        connections: list[socket.socket] = []
-        self.peak_services = 0
-        try:
-            while not stop.wait(2.0):
-                if len(connections) < PER_CONNECTION:
-                    connections.append(socket.create_connection(("127.0.0.1", self.port), timeout=10))
-                for connection in connections:
-                    self._echo(connection)
-                self.peak_services = max(self.peak_services, len(children(self.process.pid)))
-        finally:
-            for connection in connections:
-                connection.close()
+        self.peak_services = hold_connections(
+            stop, 2.0, PER_CONNECTION, lambda: socket.create_connection(("127.0.0.1", self.port), timeout=10),
+            self._echo, self.process)
 
     def __exit__(self, *exc: object) -> None:
         stop_process(self.process)

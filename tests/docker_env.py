@@ -22,7 +22,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import REPO, missing_prerequisite
+from conftest import REPO, missing_prerequisite, removing_what_the_test_starts
 
 LABEL = "spawnwatch.test"
 # This session's value of LABEL: a session removes only its own leftovers, never those of
@@ -135,11 +135,7 @@ def docker_session() -> Iterator[DockerEnv]:
 
 @pytest.fixture
 def docker_env(docker_session: DockerEnv) -> Iterator[DockerEnv]:
-    started_before = len(docker_session.containers)
-    yield docker_session
-    for container_id in docker_session.containers[started_before:]:
-        docker_session.remove(container_id)
-    del docker_session.containers[started_before:]
+    yield from removing_what_the_test_starts(docker_session)
 
 
 class PrivateEngine:

@@ -29,7 +29,7 @@ from typing import Iterator
 
 import pytest
 
-from conftest import REPO, missing_prerequisite, wait_for
+from conftest import REPO, missing_prerequisite, removing_what_the_test_starts, wait_for
 
 SESSION = uuid.uuid4().hex[:12]
 LABEL = "spawnwatch.test"
@@ -107,11 +107,7 @@ def podman_session() -> Iterator[PodmanEnv]:
 
 @pytest.fixture
 def podman_env(podman_session: PodmanEnv) -> Iterator[PodmanEnv]:
-    started_before = len(podman_session.containers)
-    yield podman_session
-    for container_id in podman_session.containers[started_before:]:
-        podman_session.remove(container_id)
-    del podman_session.containers[started_before:]
+    yield from removing_what_the_test_starts(podman_session)
 
 
 # --- containerd as on a Kubernetes node ---------------------------------------------------------

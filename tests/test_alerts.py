@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from spawnwatch.alerts import AlertBook, AlertPolicy
-from spawnwatch.text import human_bytes
+from spawnwatch.text import human_bytes, human_duration
 from spawnwatch.detect import CRITICAL, WARNING, Finding, Group, GroupKey, SpawnHistory
 from spawnwatch.lineage import Process
 
@@ -112,3 +112,12 @@ def test_one_byte_formatter_serves_alerts_and_reports():
     assert human_bytes(1536 * 1024 * 1024) == "1.5 GiB"
     assert human_bytes(5 << 40) == "5.0 TiB"
     assert "; 5.0 TiB RSS" in AlertBook().update([finding(group(), rss=5 << 40)], 1.0)[0].message
+
+
+def test_one_duration_formatter_cuts_to_the_largest_unit_reached_in_words_or_in_a_cell():
+    spans = (0.023, 0.25, 1.5, 16.9, 59.99, 60, 570, 3599.9, 9000, 3 * 86400)
+    assert [human_duration(s) for s in spans] == [
+        "23 ms", "250 ms", "1.5 s", "16 s", "59 s", "1.0 min", "9.5 min", "59 min", "2.5 h", "3.0 d"]
+    assert [human_duration(s, compact=True) for s in spans] == [
+        "23ms", "250ms", "1.5s", "16s", "59s", "1.0m", "9.5m", "59m", "2.5h", "3.0d"]
+    assert human_duration(-1.0) == human_duration(0.0) == "0.0 ms"  # a clock stepped back is no negative span

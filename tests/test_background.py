@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import pytest
 from click.testing import CliRunner
 
+from conftest import wait_for
 from spawnwatch.adapters.engine import DockerEngine
 from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.cli import main
@@ -27,7 +28,7 @@ from spawnwatch.sinks.http import Delivery
 from spawnwatch.sinks.prometheus import Metrics
 from spawnwatch.sinks.webhook import Webhook
 from spawnwatch.supervise import internal_errors
-from tests.test_sinks import alert, wait_until
+from tests.test_sinks import alert
 
 
 class Stub:
@@ -89,7 +90,7 @@ def test_a_retry_after_of_hours_does_not_hold_later_alerts(stubs):
     hook = Webhook(stub.url())
     hook.send(alert(live=20))
     hook.send(alert(live=21))
-    wait_until(lambda: [b["live"] for b in stub.bodies] == [20, 21], timeout=20)
+    wait_for(lambda: [b["live"] for b in stub.bodies] == [20, 21], "both alerts delivered in order", deadline=20)
     hook.close()
     assert hook.counts() == {"sent": 2, "failed": 0, "dropped": 0}
 
@@ -113,7 +114,7 @@ def test_a_receiver_that_drips_its_answer_is_cut_at_the_deadline(stubs):
     began = time.monotonic()
     hook.send(alert())
     try:
-        wait_until(lambda: hook.counts()["failed"] == 1, timeout=15)
+        wait_for(lambda: hook.counts()["failed"] == 1, "the delivery counted failed", deadline=15)
     finally:
         stop.set()
     assert time.monotonic() - began < 2 + 3, "cut at the deadline, not held"
@@ -142,7 +143,7 @@ def test_a_huge_answer_is_not_read_whole(stubs):
     stub = stubs(answer)
     hook = Webhook(stub.url())
     hook.send(alert())
-    wait_until(lambda: written, timeout=20)
+    wait_for(lambda: written, "the stub to stop sending its answer", deadline=20)
     hook.close()
     assert hook.counts()["sent"] == 1
     # The client reads 64 KiB; the kernel's socket buffers on loopback hold a few MiB more.
@@ -213,9 +214,9 @@ def test_a_delivery_thread_that_raises_is_restarted_logged_once_and_counted(stub
     with Caught("spawnwatch") as caught:
         before = internal_errors()["alert_delivery"]
         delivery = Delivery(stub.url(), every_s=0.05, on_timer=resend)
-        wait_until(lambda: len(raised) == 2, timeout=10)
+        wait_for(lambda: len(raised) == 2, "two failed re-sends", deadline=10)
         delivery.submit({"after": "the failures"})
-        wait_until(lambda: stub.bodies == [{"after": "the failures"}], timeout=10)
+        wait_for(lambda: stub.bodies == [{"after": "the failures"}], "the delivery after the failures", deadline=10)
         delivery.close()
     assert internal_errors()["alert_delivery"] - before == 2
     logged = caught.errors()
@@ -318,9 +319,9 @@ def test_the_engine_follower_fed_a_malformed_answer_is_restarted_counted_and_fol
         with Caught("spawnwatch") as caught:
             before = internal_errors()["docker_events"]
             resolver.start()
-            wait_until(lambda: docker_api.inspected >= 1, timeout=10)
+            wait_for(lambda: docker_api.inspected >= 1, "a container inspected", deadline=10)
             # The follower lists the running containers again and follows the stream...
-            wait_until(resolver.following.is_set, timeout=10)
+            wait_for(resolver.following.is_set, "the follower following again", deadline=10)
             assert [info.name for info in resolver.known()] == ["mcp-leaked"]
             # ... and the container rules (orphaned_containers) get their lifecycle events again.
             resolver.queue_lifecycle(boot_time=0.0)
@@ -329,7 +330,8 @@ def test_the_engine_follower_fed_a_malformed_answer_is_restarted_counted_and_fol
                                                                                 "exitCode": "0"}},
                                    "time": int(time.time()), "timeNano": time.time_ns()})
             seen: list = []
-            wait_until(lambda: seen.extend(resolver.lifecycle()) or any(e.action == "die" for e in seen), timeout=10)
+            wait_for(lambda: seen.extend(resolver.lifecycle()) or any(e.action == "die" for e in seen), "the die event",
+                     deadline=10)
         assert [e.action for e in seen] == ["create", "start", "die"] and seen[-1].id == container_id
         assert internal_errors()["docker_events"] - before == 1
         logged = caught.errors()
@@ -358,7 +360,7 @@ def test_the_stats_record_and_the_metrics_count_internal_errors_by_component(stu
         raise RuntimeError("the re-send failed")
 
     delivery = Delivery(stub.url(), every_s=0.05, on_timer=resend)
-    wait_until(lambda: internal_errors()["alert_delivery"] >= 1)
+    wait_for(lambda: internal_errors()["alert_delivery"] >= 1, "the failure counted")
     delivery.close()
     stats = stats_record(SimpleNamespace(stats=lambda: {"events": {}, "lost": 0}))
     assert stats["internal_errors"]["alert_delivery"] >= 1 and stats["internal_errors"]["docker_events"] >= 0

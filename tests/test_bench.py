@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "forkstorm.py"
+PROJECT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def forkstorm():
-    spec = importlib.util.spec_from_file_location("forkstorm", BENCH)
+def bench_module(name: str):
+    """A fixture's body: bench/<name>.py imported as the module `name`, for as long as it is used."""
+    spec = importlib.util.spec_from_file_location(name, PROJECT / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # its dataclasses look their module up there
     try:
@@ -22,6 +22,11 @@ def forkstorm():
         yield module
     finally:
         del sys.modules[spec.name]
+
+
+@pytest.fixture(scope="module")
+def forkstorm():
+    yield from bench_module("forkstorm")
 
 
 def test_defaults_take_five_alternations_against_this_vm_s_drift(forkstorm) -> None:
@@ -58,25 +63,21 @@ def test_without_root_it_says_so_and_exits_1(forkstorm, monkeypatch, capsys) -> 
 
 @pytest.fixture(scope="module")
 def sidebyside(forkstorm):
-    spec = importlib.util.spec_from_file_location("sidebyside", BENCH.with_name("sidebyside.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)  # imports forkstorm, which the fixture above registered
-    return module
+    yield from bench_module("sidebyside")  # it imports forkstorm, which the fixture above registered
 
 
 def test_side_by_side_takes_source_trees_and_refuses_anything_else(sidebyside, tmp_path, capsys) -> None:
-    project = BENCH.parent.parent
-    options = sidebyside.parse_args([str(project), str(project), "--rounds", "2"])
-    assert options.trees == [project, project] and (options.rounds, options.duration) == (2, 10.0)
-    assert sidebyside.tree_env(project)["PYTHONPATH"] == str(project / "src")
+    options = sidebyside.parse_args([str(PROJECT), str(PROJECT), "--rounds", "2"])
+    assert options.trees == [PROJECT, PROJECT] and (options.rounds, options.duration) == (2, 10.0)
+    assert sidebyside.tree_env(PROJECT)["PYTHONPATH"] == str(PROJECT / "src")
     with pytest.raises(SystemExit) as exited:
-        sidebyside.parse_args([str(project), str(tmp_path)])
+        sidebyside.parse_args([str(PROJECT), str(tmp_path)])
     assert exited.value.code == 2
     assert f"{tmp_path} is not a spawnwatch source tree" in capsys.readouterr().err
 
 
 def test_side_by_side_runs_a_fork_storm_by_default_or_either_exec_storm(sidebyside, capsys) -> None:
-    project = str(BENCH.parent.parent)
+    project = str(PROJECT)
     assert sidebyside.parse_args([project]).mode == "fork"
     assert [sidebyside.parse_args([project, "--mode", mode]).mode for mode in ("exec", "exec-distinct")] == [
         "exec", "exec-distinct"]
@@ -86,7 +87,7 @@ def test_side_by_side_runs_a_fork_storm_by_default_or_either_exec_storm(sidebysi
 
 def test_side_by_side_without_root_says_so_and_exits_1(sidebyside, monkeypatch, capsys) -> None:
     monkeypatch.setattr(sidebyside.os, "geteuid", lambda: 1000)
-    assert sidebyside.main([str(BENCH.parent.parent)]) == 1
+    assert sidebyside.main([str(PROJECT)]) == 1
     assert "run it as root" in capsys.readouterr().err
 
 
@@ -118,14 +119,7 @@ def test_a_recording_s_processes_count_each_tally_s_children(forkstorm, tmp_path
 
 @pytest.fixture(scope="module")
 def time_to_alert():
-    spec = importlib.util.spec_from_file_location("time_to_alert", BENCH.with_name("time_to_alert.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up there
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        del sys.modules[spec.name]
+    yield from bench_module("time_to_alert")
 
 
 def test_time_to_alert_runs_every_leak_shape_within_two_minutes_by_default(time_to_alert, capsys) -> None:

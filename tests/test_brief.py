@@ -260,7 +260,7 @@ def test_trace_follows_a_brief_into_the_subtree_and_prints_its_life():
     follow = SubtreeFilter(SUPERVISOR_PID)
     assert follow(brief(5000, SUPERVISOR_PID, 10)) and not follow(brief(5001, 4242, 10))
     line = EventLines().line(brief(5000, SUPERVISOR_PID, 10, exited=0.25, reaped=0.5))
-    assert " brief " in line and "exited 0.250s after its fork, zombie for 0.250s" in line
+    assert " brief " in line and "exited 250 ms after its fork, zombie for 250 ms" in line
 
 
 def test_a_tally_prints_how_many_it_counts():

@@ -6,7 +6,6 @@ and on a real engine ends exactly the listed containers."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
 from dataclasses import replace
@@ -15,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import wait_for
+from ledgers import DOCKER_SIGNATURE, alert_container, keep_ledger
 from spawnwatch.adapters.engine import ContainerInfo
 from spawnwatch.cli.reap import command as reap_command
 from spawnwatch.cli.report import command as report_command
@@ -61,7 +61,7 @@ def test_the_report_lists_leaked_containers_with_their_host_and_the_reap_that_en
     assert section[0] == "LEAKED CONTAINERS  (ledger /var/lib/spawnwatch/alerts.json of `watch` pid 900)"
     assert section[1].split() == [*SIGNATURE.split(), "x2", "200.0", "MiB", "by", "node", "(4242)"]
     assert section[2].strip() == "host process: node /opt/mcp/host.js --stdio"
-    assert section[3].split() == ["1" * 12, "brave_1", "mcp/github", "1h", "100.0", "MiB"]
+    assert section[3].split() == ["1" * 12, "brave_1", "mcp/github", "1.0h", "100.0", "MiB"]
     assert f"spawnwatch reap --signature '{SIGNATURE}' --spawner 4242" in text
 
 
@@ -143,20 +143,9 @@ def invoke(cmd, *args: str, code: int = 0) -> dict:
     return json.loads(result.stdout) if code == 0 else result.output
 
 
-def keep_ledger(state_dir: str, spawner: subprocess.Popen, containers: list[str], writer: dict | None = None) -> Ledger:
-    """The ledger `watch` keeps when its orphaned_containers alert fires for `spawner` (closing
-    it removes the file)."""
-    sink = Ledger(state_dir)
-    sink.send(writer or ready_record())
-    sink.send({
-        "kind": "alert", "state": "firing", "rule": "orphaned_containers", "severity": "warning",
-        "signature": "docker run <image> sleep <n>",
-        "spawner": {"pid": spawner.pid, "ppid": os.getpid(), "argv": list(spawner.args), "comm": "sleep"},
-        "container": None, "live": 0, "spawned": len(containers), "exited": len(containers), "zombies": 0,
-        "orphans": len(containers), "rss_bytes": 0, "pids": [], "message": "left running",
-        "containers": [{"id": c, "name": c[:12], "image": "spawnwatch-test", "memory_bytes": 0} for c in containers],
-    })
-    return sink
+def reap_selection(spawner: subprocess.Popen, state_dir: str) -> list[str]:
+    """`reap`'s options for the containers the ledger in `state_dir` lists as `spawner`'s."""
+    return ["--signature", DOCKER_SIGNATURE, "--spawner", str(spawner.pid), "--state-dir", state_dir]
 
 
 def running(docker_env, container_id: str) -> bool:
@@ -165,16 +154,14 @@ def running(docker_env, container_id: str) -> bool:
 
 @pytest.mark.docker
 @pytest.mark.root
-def test_reap_ends_exactly_the_containers_the_ledger_lists(docker_env, tmp_path, monkeypatch) -> None:
+def test_reap_ends_exactly_the_containers_the_ledger_lists(docker_env, spawner, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", docker_env.host)
     listed = [docker_env.run("sleep", "1000"), docker_env.run("sleep", "1000", options=("--rm",))]
     unlisted = docker_env.run("sleep", "1000")
-    host = subprocess.Popen(["sleep", "1000"])  # the host process the containers are charged to
     state_dir = str(tmp_path / "state")
-    kept = keep_ledger(state_dir, host, listed)
+    kept = keep_ledger(state_dir, spawner, [alert_container(c) for c in listed])
+    select = reap_selection(spawner, state_dir)
     try:
-        select = ["--signature", "docker run <image> sleep <n>", "--spawner", str(host.pid), "--state-dir", state_dir]
-
         dry = invoke(reap_command, *select)
         assert dry["dry_run"] and dry["refused"] is None and "ended" not in dry
         assert [c["id"] for c in dry["containers"]] == listed
@@ -183,8 +170,8 @@ def test_reap_ends_exactly_the_containers_the_ledger_lists(docker_env, tmp_path,
 
         report = invoke(report_command, "--state-dir", state_dir)
         assert sorted(c["id"] for c in report["leaked_containers"]) == sorted(listed)
-        assert all(c["spawner"]["pid"] == host.pid and c["memory_bytes"] > 0 for c in report["leaked_containers"])
-        (action,) = [a for a in report["actions"] if a["kind"] == "reap" and f"--spawner {host.pid}" in a["command"]]
+        assert all(c["spawner"]["pid"] == spawner.pid and c["memory_bytes"] > 0 for c in report["leaked_containers"])
+        (action,) = [a for a in report["actions"] if a["kind"] == "reap" and f"--spawner {spawner.pid}" in a["command"]]
 
         ended = invoke(reap_command, *shlex.split(action["command"])[2:], "--yes")
         assert sorted(ended["ended"]) == sorted(listed) and ended["memory_freed_bytes"] > 0
@@ -197,21 +184,18 @@ def test_reap_ends_exactly_the_containers_the_ledger_lists(docker_env, tmp_path,
         assert again["ended"] == [] and sorted(again["gone"]) == sorted(listed)
     finally:
         kept.close()
-        host.kill()
-        host.wait()
 
 
 @pytest.mark.docker
 @pytest.mark.root
-def test_reap_refuses_a_stale_ledger_and_a_spawner_that_is_gone(docker_env, tmp_path, monkeypatch) -> None:
+def test_reap_refuses_a_stale_ledger_and_a_spawner_that_is_gone(docker_env, spawner, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", docker_env.host)
     leaked_container = docker_env.run("sleep", "1000")
-    host = subprocess.Popen(["sleep", "1000"])
     ended_watch = subprocess.Popen(["sleep", "1000"])
     writer = {**ready_record(), "pid": ended_watch.pid}
     state_dir = str(tmp_path / "state")
-    select = ["--signature", "docker run <image> sleep <n>", "--spawner", str(host.pid), "--state-dir", state_dir]
-    kept = keep_ledger(state_dir, host, [leaked_container], writer)
+    select = reap_selection(spawner, state_dir)
+    kept = keep_ledger(state_dir, spawner, [alert_container(leaked_container)], writer=writer)
     try:
         ended_watch.kill()
         ended_watch.wait()
@@ -222,29 +206,29 @@ def test_reap_refuses_a_stale_ledger_and_a_spawner_that_is_gone(docker_env, tmp_
         assert report["leaked_containers"] == [] and "has ended" in report["ledger"]["unusable"]
 
         kept.close()
-        kept = keep_ledger(state_dir, host, [leaked_container])  # a live watch's, but the host has ended
-        host.kill()
-        host.wait()
+        # A live watch's ledger, but the host has ended.
+        kept = keep_ledger(state_dir, spawner, [alert_container(leaked_container)])
+        spawner.kill()
+        spawner.wait()
         out = invoke(reap_command, *select, "--yes", code=1)
-        assert f"refused: pid {host.pid} is no longer the process the alert named" in out
+        assert f"refused: pid {spawner.pid} is no longer the process the alert named" in out
         assert running(docker_env, leaked_container)
         forced = invoke(reap_command, *select, "--yes", "--force")
         assert forced["ended"] == [leaked_container] and not running(docker_env, leaked_container)
     finally:
         kept.close()
-        for process in (host, ended_watch):
-            process.kill()
-            process.wait()
+        ended_watch.kill()
+        ended_watch.wait()
 
 
 @pytest.mark.docker
 @pytest.mark.root
-def test_with_the_engine_unreachable_nothing_reads_as_gone_and_reap_fails(docker_env, tmp_path, monkeypatch) -> None:
+def test_with_the_engine_unreachable_nothing_reads_as_gone_and_reap_fails(docker_env, spawner, tmp_path,
+                                                                          monkeypatch) -> None:
     leaked_container = docker_env.run("sleep", "1000")
-    host = subprocess.Popen(["sleep", "1000"])
     state_dir = str(tmp_path / "state")
-    kept = keep_ledger(state_dir, host, [leaked_container])
-    select = ["--signature", "docker run <image> sleep <n>", "--spawner", str(host.pid), "--state-dir", state_dir]
+    kept = keep_ledger(state_dir, spawner, [alert_container(leaked_container)])
+    select = reap_selection(spawner, state_dir)
     # An engine socket nobody listens on: the engine is down, or DOCKER_HOST points elsewhere.
     monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-engine.sock")
     try:
@@ -260,30 +244,17 @@ def test_with_the_engine_unreachable_nothing_reads_as_gone_and_reap_fails(docker
         assert running(docker_env, leaked_container)
     finally:
         kept.close()
-        host.kill()
-        host.wait()
 
 
 @pytest.mark.docker
 @pytest.mark.root
-def test_a_container_whose_link_to_its_client_is_ambiguous_is_left_out(docker_env, tmp_path, monkeypatch) -> None:
+def test_a_container_whose_link_to_its_client_is_ambiguous_is_left_out(docker_env, spawner, tmp_path,
+                                                                       monkeypatch) -> None:
     monkeypatch.setenv("DOCKER_HOST", docker_env.host)
     linked, ambiguous = docker_env.run("sleep", "1000"), docker_env.run("sleep", "1000")
-    host = subprocess.Popen(["sleep", "1000"])
     state_dir = str(tmp_path / "state")
-    kept = Ledger(state_dir)
-    kept.send(ready_record())
-    kept.send({
-        "kind": "alert", "state": "firing", "rule": "orphaned_containers", "severity": "warning",
-        "signature": "docker run <image> sleep <n>",
-        "spawner": {"pid": host.pid, "ppid": os.getpid(), "argv": list(host.args), "comm": "sleep"},
-        "container": None, "live": 0, "spawned": 2, "exited": 2, "zombies": 0, "orphans": 2, "rss_bytes": 0,
-        "pids": [], "message": "left running",
-        "containers": [{"id": linked, "name": "linked", "image": "spawnwatch-test", "memory_bytes": 0},
-                       {"id": ambiguous, "name": "ambiguous", "image": "spawnwatch-test", "memory_bytes": 0,
-                        "ambiguous": True}],
-    })
-    select = ["--signature", "docker run <image> sleep <n>", "--spawner", str(host.pid), "--state-dir", state_dir]
+    kept = keep_ledger(state_dir, spawner, [alert_container(linked), alert_container(ambiguous, ambiguous=True)])
+    select = reap_selection(spawner, state_dir)
     try:
         dry = invoke(reap_command, *select)
         assert [c["left_out"] for c in dry["containers"]] == [None, AMBIGUOUS]
@@ -292,8 +263,6 @@ def test_a_container_whose_link_to_its_client_is_ambiguous_is_left_out(docker_en
         assert running(docker_env, ambiguous)
     finally:
         kept.close()
-        host.kill()
-        host.wait()
 
 
 def test_a_docker_signature_matching_nothing_says_where_leaked_containers_come_from(tmp_path) -> None:

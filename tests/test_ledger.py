@@ -230,14 +230,6 @@ def shared_dir():
     shutil.rmtree(path)
 
 
-@pytest.fixture
-def spawner():
-    process = subprocess.Popen(["sleep", "1000"])
-    yield process
-    process.kill()
-    process.wait()
-
-
 @pytest.mark.root
 def test_a_ledger_another_user_wrote_is_refused_and_reap_ends_nothing_it_names(shared_dir, spawner) -> None:
     state_dir = os.path.join(shared_dir, "state")

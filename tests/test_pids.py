@@ -18,7 +18,7 @@ from typing import Iterator
 import pytest
 from click.testing import CliRunner
 
-from conftest import missing_prerequisite
+from conftest import missing_prerequisite, wait_for
 from live import LiveCommand
 from spawnwatch.adapters.cgroups import (
     PidsCgroup, PidsReading, cgroup2_mount, inode, pids_mounts, pids_of_process, read_pids, read_proc_cgroups,
@@ -204,6 +204,21 @@ def pids_cgroup() -> Iterator[ScratchCgroup]:
         remove_cgroup(cgroup.dir)
 
 
+@pytest.fixture
+def shell_limited_to_20(pids_cgroup) -> Iterator[tuple[subprocess.Popen, int]]:
+    """A shell and its sleep in `pids_cgroup`, limited to 20 tasks: the shell and the cgroup's id
+    once both run; both killed afterwards."""
+    (pids_cgroup.dir / "pids.max").write_text("20")
+    shell = pids_cgroup.start("sleep 1000 & wait")
+    try:
+        cgroup = PidsCgroup(pids_cgroup.mount, pids_cgroup.path)
+        wait_for(lambda: (r := read_pids(cgroup)) and r.current == 2, "the shell and its sleep")
+        yield shell, inode(cgroup2_mount(), read_proc_cgroups(shell.pid).v2_path)
+    finally:
+        shell.kill()
+        shell.wait()
+
+
 def remove_cgroup(top: Path) -> None:
     deadline = time.monotonic() + 30
     for directory in sorted((p for p in [top, *top.rglob("*")] if p.is_dir()), key=lambda p: -len(p.parts)):
@@ -221,28 +236,18 @@ def remove_cgroup(top: Path) -> None:
                 time.sleep(0.1)
 
 
-def wait_until(predicate, what: str, timeout: float = 30.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 @pytest.mark.root  # pids_cgroup: creating a cgroup needs root
 def test_a_limited_cgroup_reads_its_limit_tasks_and_refused_forks(pids_cgroup):
     (pids_cgroup.dir / "pids.max").write_text("5")
     shell = pids_cgroup.start("sleep 1000 & sleep 1000 & sleep 1000 & wait")
     try:
         cgroup = PidsCgroup(pids_cgroup.mount, pids_cgroup.path)
-        reading = wait_until(lambda: (r := read_pids(cgroup)) and r.current == 4 and r, "the shell and 3 sleeps")
+        reading = wait_for(lambda: (r := read_pids(cgroup)) and r.current == 4 and r, "the shell and 3 sleeps")
         assert reading == PidsReading(pids_cgroup.path, 4, 5, 0)
         assert pids_of_process(shell.pid) == reading
         # The fifth task fits, the sixth is refused: counted in pids.events.
         filler = pids_cgroup.start("sleep 1000 & sleep 1000 & wait")
-        reading = wait_until(lambda: (r := read_pids(cgroup)) and r.refused and r, "a refused fork")
+        reading = wait_for(lambda: (r := read_pids(cgroup)) and r.refused and r, "a refused fork")
         assert reading.current == 5 and reading.limit == 5 and reading.refused >= 1
         filler.wait(timeout=30)
     finally:
@@ -256,8 +261,8 @@ def test_a_cgroup_under_a_limited_parent_reads_the_parents_limit(pids_cgroup):
     unit = pids_cgroup.child("unit")
     shell = unit.start("sleep 1000 & wait")
     try:
-        reading = wait_until(lambda: (r := read_pids(PidsCgroup(unit.mount, unit.path))) and r.current == 2 and r,
-                             "the shell and its sleep")
+        reading = wait_for(lambda: (r := read_pids(PidsCgroup(unit.mount, unit.path))) and r.current == 2 and r,
+                           "the shell and its sleep")
         assert reading == PidsReading(pids_cgroup.path, 2, 40, 0)
         (pids_cgroup.dir / "pids.max").write_text("max")
         assert read_pids(PidsCgroup(unit.mount, unit.path)) == PidsReading(unit.path, 2, None, 0)
@@ -291,14 +296,11 @@ def test_cgroup_v2_layout_counts_refusals_at_the_limit_and_skips_cgroups_without
 
 
 @pytest.mark.root  # pids_cgroup: creating a cgroup needs root
-def test_the_sampler_emits_a_sample_only_when_a_value_changed(pids_cgroup):
-    (pids_cgroup.dir / "pids.max").write_text("20")
-    shell = pids_cgroup.start("sleep 1000 & wait")
+def test_the_sampler_emits_a_sample_only_when_a_value_changed(pids_cgroup, shell_limited_to_20):
+    shell, cgroup_id = shell_limited_to_20
     more: subprocess.Popen | None = None
     try:
         cgroup = PidsCgroup(pids_cgroup.mount, pids_cgroup.path)
-        wait_until(lambda: (r := read_pids(cgroup)) and r.current == 2, "the shell and its sleep")
-        cgroup_id = inode(cgroup2_mount(), read_proc_cgroups(shell.pid).v2_path)
         sampler = PidsSampler(load().detect.pids, lambda cgroup_id, pid: None)
         members = lambda: {cgroup_id: shell.pid}  # noqa: E731 - the pipeline's cgroups
         [sample] = sampler.poll(members, 100.0)
@@ -309,7 +311,7 @@ def test_the_sampler_emits_a_sample_only_when_a_value_changed(pids_cgroup):
         assert sampler.limits() == [{"container": "", "namespace": "", "pod": "", "cgroup": pids_cgroup.path,
                                      "current": 2, "limit": 20, "refused": 0}]
         more = pids_cgroup.start("sleep 1000 & wait")
-        wait_until(lambda: read_pids(cgroup).current == 4, "two more tasks")
+        wait_for(lambda: read_pids(cgroup).current == 4, "two more tasks")
         [sample] = sampler.poll(members, 102.0)
         assert sample.current == 4 and sample.ts == 102.0
         (pids_cgroup.dir / "pids.max").write_text("max")
@@ -317,10 +319,9 @@ def test_the_sampler_emits_a_sample_only_when_a_value_changed(pids_cgroup):
         assert sample.limit is None and sampler.limits() == []
         assert sampler.poll(members, 104.0) == []  # a cgroup without a limit is looked at again in 30 s
     finally:
-        for proc in (shell, more):
-            if proc is not None:
-                proc.kill()
-                proc.wait()
+        if more is not None:
+            more.kill()
+            more.wait()
 
 
 @pytest.mark.root  # pids_cgroup: creating a cgroup needs root
@@ -330,23 +331,15 @@ def test_the_sampler_ignores_a_pid_that_is_not_in_the_cgroup_any_more(pids_cgrou
 
 
 @pytest.mark.root  # pids_cgroup: creating a cgroup needs root
-def test_the_sampler_watches_a_bounded_number_of_cgroups_and_counts_those_let_go(pids_cgroup):
+def test_the_sampler_watches_a_bounded_number_of_cgroups_and_counts_those_let_go(shell_limited_to_20):
     # Two cgroups of distinct ids need cgroup2 paths apart (a hybrid host puts both at /): a
     # sampler that may keep none lets each cgroup go as soon as it is read, and counts it.
-    (pids_cgroup.dir / "pids.max").write_text("20")
-    shell = pids_cgroup.start("sleep 1000 & wait")
-    try:
-        cgroup = PidsCgroup(pids_cgroup.mount, pids_cgroup.path)
-        wait_until(lambda: (r := read_pids(cgroup)) and r.current == 2, "the shell and its sleep")
-        cgroup_id = inode(cgroup2_mount(), read_proc_cgroups(shell.pid).v2_path)
-        sampler = PidsSampler(load().detect.pids, capacity=0)
-        [sample] = sampler.poll(lambda: {cgroup_id: shell.pid}, 100.0)
-        assert sample.limit == 20 and sampler.evicted == 1
-        sampler.poll(lambda: {cgroup_id: shell.pid}, 101.0)
-        assert sampler.evicted == 2
-    finally:
-        shell.kill()
-        shell.wait()
+    shell, cgroup_id = shell_limited_to_20
+    sampler = PidsSampler(load().detect.pids, capacity=0)
+    [sample] = sampler.poll(lambda: {cgroup_id: shell.pid}, 100.0)
+    assert sample.limit == 20 and sampler.evicted == 1
+    sampler.poll(lambda: {cgroup_id: shell.pid}, 101.0)
+    assert sampler.evicted == 2
 
 
 # --- a container with --pids-limit 64 -----------------------------------------------------------

@@ -148,24 +148,14 @@ def test_reap_asks_podmans_api_for_podmans_containers_and_fails_plainly_without_
 
     from click.testing import CliRunner
 
+    from ledgers import alert_container, keep_ledger
     from spawnwatch.cli.reap import command as reap_command
-    from spawnwatch.runner import ready_record
-    from spawnwatch.sinks.ledger import Ledger
 
     socket = f"unix://{tmp_path}/no-podman.sock"
     monkeypatch.setenv("CONTAINER_HOST", socket)
     host = subprocess.Popen(["sleep", "1000"])
-    kept = Ledger(str(tmp_path / "state"))
-    kept.send(ready_record())
-    kept.send({
-        "kind": "alert", "state": "firing", "rule": "orphaned_containers", "severity": "warning",
-        "signature": "podman run <image> sleep <n>",
-        "spawner": {"pid": host.pid, "ppid": os.getpid(), "argv": list(host.args), "comm": "sleep"},
-        "container": None, "live": 0, "spawned": 1, "exited": 1, "zombies": 0, "orphans": 1, "rss_bytes": 0,
-        "pids": [], "message": "left running",
-        "containers": [{"id": ID, "name": "sw-leak-1", "image": "localhost/busybox:1", "runtime": "podman",
-                        "memory_bytes": 0}],
-    })
+    kept = keep_ledger(str(tmp_path / "state"), host, [alert_container(ID, runtime="podman")],
+                       "podman run <image> sleep <n>")
     try:
         result = CliRunner().invoke(reap_command, ["--signature", "podman run <image> sleep <n>", "--spawner",
                                                    str(host.pid), "--state-dir", str(tmp_path / "state"), "--json"])

@@ -6,7 +6,6 @@ import io
 import json
 import socket
 import threading
-import time
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -14,6 +13,7 @@ import pytest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from conftest import wait_for
 from spawnwatch.sinks import Fanout
 from spawnwatch.sinks.human import Human, render_alert
 from spawnwatch.sinks.jsonl import JsonLines
@@ -32,13 +32,6 @@ def alert(state: str = "firing", **changes) -> dict:
     }
     record.update(changes)
     return record
-
-
-def wait_until(predicate, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def test_json_lines_one_compact_object_per_line():
@@ -288,7 +281,7 @@ def test_a_slow_receiver_never_blocks_the_sender_and_drops_are_counted():
         assert hook.counts()["dropped"] >= 50 - 4 - 1
         slow.release.set()
         hook.close()
-        wait_until(lambda: hook.counts()["sent"] == 50 - hook.counts()["dropped"])
+        wait_for(lambda: hook.counts()["sent"] == 50 - hook.counts()["dropped"], "every alert kept sent")
     finally:
         slow.close()
 
@@ -326,27 +319,33 @@ def test_alertmanager_gets_every_active_alert_again_on_a_timer(receiver):
     am = Alertmanager(receiver.url("/api/v2/alerts"), generator_url="http://node-1:9464/metrics",
                       resend_every_s=0.2, host="node-1")
     am.send(alert())
-    wait_until(lambda: len(am_alerts(receiver)) >= 4)  # the first send, then re-sends without a new record
+    # The first send, then re-sends without a new record.
+    wait_for(lambda: len(am_alerts(receiver)) >= 4, "three re-sends")
     am.send(alert("resolved"))
-    am.close()
+    # Another alert, still firing: the timer it is re-sent by runs on while the resolved one must stay quiet.
+    am.send(alert(signature="npm exec other"))
+    wait_for(lambda: sum(a["labels"]["signature"] == "npm exec other" for a in am_alerts(receiver)) >= 4,
+             "three re-sends of the alert still firing")
     sent = am_alerts(receiver)
-    firing, resolved = sent[:-1], sent[-1]
+    am.close()
+    magic = [a for a in sent if a["labels"]["signature"] == "npm exec magic"]
+    firing, resolved = magic[:-1], magic[-1]
     assert firing[0]["labels"] == {
         "alertname": "spawnwatch_accumulating", "rule": "accumulating", "signature": "npm exec magic",
         "container": "metamcp", "host": "node-1", "severity": "warning", "spawner_comm": "node",
         "spawner_pid": "4242",
     }
-    assert all(a["labels"] == firing[0]["labels"] for a in sent)
+    assert all(a["labels"] == firing[0]["labels"] for a in magic)
     assert all(a["generatorURL"] == "http://node-1:9464/metrics" for a in sent)
-    assert len({a["startsAt"] for a in sent}) == 1, "startsAt is when it first fired, every time"
+    assert len({a["startsAt"] for a in magic}) == 1, "startsAt is when it first fired, every time"
     ends = [a["endsAt"] for a in firing]
     assert ends == sorted(ends) and len(set(ends)) == len(ends), "each re-send moves endsAt ahead"
     assert all(a["endsAt"] > a["startsAt"] for a in firing)
     assert resolved["endsAt"] < firing[-1]["endsAt"], "resolved: endsAt is now, not ahead"
     assert firing[-1]["annotations"]["summary"] == alert()["message"]
-    count = len(am_alerts(receiver))
-    time.sleep(0.6)
-    assert len(am_alerts(receiver)) == count, "a resolved alert is not re-sent"
+    after = sent[sent.index(resolved) + 1:]
+    assert len(after) >= 4 and all(a["labels"]["signature"] == "npm exec other" for a in after), (
+        "a resolved alert is not re-sent")
 
 
 def test_a_rising_severity_ends_the_alert_of_the_old_severity(receiver):

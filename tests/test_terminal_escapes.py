@@ -19,44 +19,21 @@ import time
 
 import pytest
 
+from hostile_leak import hostile_leak
 from spawnwatch.text import printable
 
 HOSTILE_ARGV = ["\x1b]0;PWNED\x07", "\x1b[2J\x1b[H", "fake\rline", "\u202eevil", "\x1b[8mhidden", "\x9b31m"]
 HOSTILE_COMM = b"\x1b[2Jspawn\x1b]0;"  # 15 bytes: comm's limit
 LEAKED = 6
 
-SPAWNER = f"""
-import ctypes, os, sys, time
-libc = ctypes.CDLL(None)
-libc.prctl(15, {HOSTILE_COMM!r}, 0, 0, 0)  # PR_SET_NAME
-for _ in range({LEAKED}):
-    if os.fork() == 0:
-        os.execv(sys.executable, [sys.executable, sys.argv[1], *sys.argv[2:]])
-    time.sleep(0.03)  # each child its own spawn moment
-print("ready", flush=True)
-time.sleep(300)
-"""
-CHILD = "import time\ntime.sleep(300)\n"
-# The leak is there before any command starts: one evaluation on the /proc snapshot flags it.
-CONFIG = "[rules.accumulating]\nmin_live = 2\nmin_gap_s = 0\nmin_growth = 1\n"
 # What click.style writes (state, flagged tree lines): the only escapes allowed through.
 OUR_STYLES = re.compile(rb"\x1b\[(?:0|1|31|32)m")
 
 
 @pytest.fixture(scope="module")
 def hostile(tmp_path_factory):
-    scratch = tmp_path_factory.mktemp("hostile")
-    (scratch / "spawner.py").write_text(SPAWNER)
-    (scratch / "child.py").write_text(CHILD)
-    (scratch / "config.toml").write_text(CONFIG)
-    spawner = subprocess.Popen([sys.executable, str(scratch / "spawner.py"), str(scratch / "child.py"), *HOSTILE_ARGV],
-                               stdout=subprocess.PIPE, start_new_session=True)
-    try:
-        assert spawner.stdout.readline() == b"ready\n"
-        yield spawner.pid, str(scratch / "config.toml")
-    finally:
-        os.killpg(spawner.pid, signal.SIGKILL)
-        spawner.wait()
+    with hostile_leak(tmp_path_factory.mktemp("hostile"), HOSTILE_ARGV, LEAKED, 0.03, comm=HOSTILE_COMM) as leak:
+        yield leak
 
 
 def in_a_terminal(args: list[str], until: bytes | None = None, timeout: float = 90.0) -> bytes:

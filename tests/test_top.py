@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +18,7 @@ from spawnwatch.events import to_record
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.recording import RecordingWriter
 from spawnwatch import top
+from hostile_leak import hostile_leak
 from streams import BOOT_OFFSET, SUPERVISOR, Stream, host
 
 pexpect = pytest.importorskip("pexpect")
@@ -228,33 +227,10 @@ def test_top_plays_a_recording_in_a_pty(recording):
         terminal.close()
 
 
-SPAWNER = f"""
-import os, sys, time
-for _ in range(4):
-    if os.fork() == 0:
-        os.execv(sys.executable, [sys.executable, sys.argv[1], *sys.argv[2:]])
-    time.sleep(0.05)
-print("ready", flush=True)
-time.sleep(300)
-"""
-CHILD = "import time\ntime.sleep(300)\n"
-# The leak is there before top starts: its first evaluation, on the /proc snapshot, flags it.
-CONFIG = "[rules.accumulating]\nmin_live = 2\nmin_gap_s = 0\nmin_growth = 1\n"
-
-
 @pytest.fixture
 def live_leak(tmp_path):
-    (tmp_path / "spawner.py").write_text(SPAWNER)
-    (tmp_path / "child.py").write_text(CHILD)
-    (tmp_path / "config.toml").write_text(CONFIG)
-    spawner = subprocess.Popen([sys.executable, str(tmp_path / "spawner.py"), str(tmp_path / "child.py"), *HOSTILE_ARGV],
-                               stdout=subprocess.PIPE, start_new_session=True)
-    try:
-        assert spawner.stdout.readline() == b"ready\n"
-        yield spawner.pid, str(tmp_path / "config.toml")
-    finally:
-        os.killpg(spawner.pid, signal.SIGKILL)
-        spawner.wait()
+    with hostile_leak(tmp_path, HOSTILE_ARGV, 4, 0.05) as leak:
+        yield leak
 
 
 @pytest.mark.root

@@ -36,7 +36,7 @@ def test_human_lines_show_argv_and_zombie_time():
     lines = EventLines()
     assert "/bin/true 'a b'" in lines.line(Exec(1.0, 5, 1, "true", 1, ("/bin/true", "a b"), "/bin/true"))
     lines.line(Exit(2.0, 5, 1, "true", 1))
-    assert "zombie for 1.500s" in lines.line(Reap(3.5, 5, 1, "true", 1))
+    assert "zombie for 1.5 s" in lines.line(Reap(3.5, 5, 1, "true", 1))
     assert "OOM-killed, rss 64.0 MiB" in lines.line(Oom(4.0, 6, 1, "node", 1, 64 << 20))
     assert human_bytes(1536 * 1024 * 1024) == "1.5 GiB"
 
@@ -47,7 +47,7 @@ def test_exit_times_are_bounded_and_those_let_go_counted():
         lines.line(Exit(2.0, pid, 1, "true", 1))
     assert lines.evicted == 1
     assert "zombie for" not in lines.line(Reap(3.0, 5, 1, "true", 1))  # the oldest went
-    assert "zombie for 1.000s" in lines.line(Reap(3.0, 7, 1, "true", 1))
+    assert "zombie for 1.0 s" in lines.line(Reap(3.0, 7, 1, "true", 1))
 
 
 def test_control_characters_are_escaped_not_obeyed():

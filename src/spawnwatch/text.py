@@ -3,11 +3,12 @@
 Everything shown to a person may come from a hostile local user (argv, comm,
 container names, engine answers), so every human view builds its lines from
 these helpers: control characters are shown as escapes, never obeyed; long text
-is cut with one mark; bytes, ages and durations have one format each.
+is cut with one mark; bytes and durations have one format each.
 """
 
 from __future__ import annotations
 
+import math
 import shlex
 from typing import Any, Mapping, Sequence
 
@@ -40,7 +41,7 @@ def command_line(argv: Sequence[str], comm: str = "", width: int | None = None) 
 def container_line(container: Mapping[str, Any]) -> str:
     """A container's row as the leaked-container lists show it (id, name, image, age, memory),
     from its record (id, name, image, age_s, memory_bytes)."""
-    age = human_age(container["age_s"]) if container["age_s"] is not None else "-"
+    age = human_duration(container["age_s"], compact=True) if container["age_s"] is not None else "-"
     memory = human_bytes(container["memory_bytes"]) if container["memory_bytes"] is not None else "-"
     return (f"{printable(container['id'][:SHORT_ID]):<12}  {printable(container['name'], 28):<28}"
             f" {printable(container['image'] or '-', 32):<32} {age:>5} {memory:>10}")
@@ -54,23 +55,17 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def human_age(seconds: float) -> str:
-    """The largest whole unit: 45s, 12m, 5h, 19d."""
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{int(seconds // size)}{unit}"
-    return f"{max(int(seconds), 0)}s"
+# A span's units, largest first: (in a sentence, in a table's cell, seconds).
+DURATION_UNITS = (("d", "d", 86400), ("h", "h", 3600), ("min", "m", 60), ("s", "s", 1), ("ms", "ms", 0.001))
 
 
-def human_span(seconds: float) -> str:
-    """A span a rule measured, in a sentence: 45 s, 12 min, 2.5 h."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def human_duration(seconds: float) -> str:
-    """A span measured to the millisecond (0.004s, 12.500s); from a minute on, as an age (3m)."""
-    return f"{seconds:.3f}s" if seconds < 60 else human_age(seconds)
+def human_duration(seconds: float, compact: bool = False) -> str:
+    """A span in the largest unit it reaches, one decimal below 10 of it: 23 ms, 1.5 s, 17 s,
+    9.5 min, 2.5 h, 3.0 d; `compact` for a table's cell (23ms, 16m, 2.5h).  Cut, not rounded:
+    the span shown is not longer than the one measured (59.9 s is 59 s, never 60 s)."""
+    seconds = max(seconds, 0.0)
+    sentence, cell, size = next((unit for unit in DURATION_UNITS if seconds >= unit[2]), DURATION_UNITS[-1])
+    # Counted in tenths as integers: a quotient's float error (0.023 / 0.001 is 22.999...) is no part of the span.
+    tenths = math.floor(round(seconds / size * 10, 6))
+    value = f"{tenths // 10}.{tenths % 10}" if tenths < 100 else f"{tenths // 10}"
+    return f"{value}{cell}" if compact else f"{value} {sentence}"

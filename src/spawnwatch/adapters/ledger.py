@@ -111,29 +111,11 @@ def read(state_dir: str) -> LedgerFile | None:
     """The ledger in `state_dir`, None when there is none; UntrustedLedger when another
     user could have written it."""
     path = ledger_path(state_dir)
-    try:
-        directory = _open_state_dir(state_dir)
-    except FileNotFoundError:
+    raw = _read_kept(state_dir, LEDGER_FILE)  # no cap: nothing bounds how many alerts fire at once
+    if raw is None:
         return None
-    except UntrustedLedger:
-        raise
-    except OSError as exc:
-        raise LedgerError(f"{path}: cannot read: {exc.strerror}") from exc
     try:
-        fd = _open_in(directory, state_dir, LEDGER_FILE, os.O_RDONLY | os.O_NONBLOCK)
-        with open(fd, "rb") as f:
-            document = json.load(f)
-    except FileNotFoundError:
-        return None
-    except UntrustedLedger:
-        raise
-    except OSError as exc:
-        raise LedgerError(f"{path}: cannot read: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise LedgerError(f"{path}: not a ledger: {exc}") from exc
-    finally:
-        os.close(directory)
-    try:
+        document = json.loads(raw)
         if document["format"] != FORMAT:
             raise LedgerError(f"{path}: ledger format {document['format']!r}, this spawnwatch reads {FORMAT}")
         writer = Writer(**document["writer"])
@@ -150,21 +132,9 @@ def read_state(state_dir: str) -> list[dict[str, Any]]:
     earlier boot: its pids and times mean nothing now).  LedgerError (UntrustedLedger)
     when the file cannot be read, is not one, is too large or is of a newer format."""
     path = os.path.join(state_dir, STATE_FILE)
-    try:
-        directory = _open_state_dir(state_dir)
-        try:
-            fd = _open_in(directory, state_dir, STATE_FILE, os.O_RDONLY | os.O_NONBLOCK)
-        finally:
-            os.close(directory)
-        text = read_capped(fd, MAX_STATE_BYTES)
-    except FileNotFoundError:
+    text = _read_kept(state_dir, STATE_FILE, MAX_STATE_BYTES)
+    if text is None:
         return []
-    except UntrustedLedger:
-        raise
-    except OSError as exc:
-        raise LedgerError(f"{path}: cannot read: {exc.strerror}") from exc
-    except TooLarge:
-        raise LedgerError(f"{path}: larger than {MAX_STATE_BYTES} bytes: not spawnwatch's state") from None
     try:
         document = json.loads(text)
         version = document["format"]
@@ -181,6 +151,31 @@ def read_state(state_dir: str) -> list[dict[str, Any]]:
         return links
     except (KeyError, TypeError, ValueError) as exc:
         raise LedgerError(f"{path}: not spawnwatch's state: {exc!r}") from exc
+
+
+def _read_kept(state_dir: str, name: str, cap: int | None = None) -> bytes | None:
+    """The whole of the state directory's file `name`, None when there is none; UntrustedLedger
+    when another user could have written it, LedgerError when it cannot be read or holds
+    more than `cap` bytes."""
+    path = os.path.join(state_dir, name)
+    try:
+        directory = _open_state_dir(state_dir)
+        try:
+            fd = _open_in(directory, state_dir, name, os.O_RDONLY | os.O_NONBLOCK)
+        finally:
+            os.close(directory)
+        if cap is not None:
+            return read_capped(fd, cap)
+        with open(fd, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+    except UntrustedLedger:
+        raise
+    except OSError as exc:
+        raise LedgerError(f"{path}: cannot read: {exc.strerror}") from exc
+    except TooLarge:
+        raise LedgerError(f"{path}: larger than {cap} bytes: not written by spawnwatch") from None
 
 
 def write_state(state_dir: str, links: list[dict[str, Any]]) -> None:

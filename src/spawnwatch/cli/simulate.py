@@ -8,6 +8,7 @@ import click
 
 from spawnwatch.cli.common import EXIT_RUNTIME, duration_option, emit_json, json_option, log, one_line_errors
 from spawnwatch.simulate import MODES, SERVERS, Record, Settings, SimulationError, run
+from spawnwatch.text import human_duration
 
 
 def describe(record: Record) -> str:
@@ -23,7 +24,7 @@ def describe(record: Record) -> str:
         return f"{head}  pid {record['pid']}  {' '.join(record['argv'])}"
     if kind == "up":
         return (
-            f"{head}  pid {record['pid']}  {record['server']} answered after {record['startup_seconds']:.1f} s, "
+            f"{head}  pid {record['pid']}  {record['server']} answered after {human_duration(record['startup_seconds'])}, "
             f"server pid {record['server_pid']}"
         )
     if kind == "kill":

@@ -18,14 +18,16 @@ from spawnwatch.text import command_line, container_line, human_bytes, printable
 COMMAND_WIDTH = 100
 
 
+def _head(signature: str, dry_run: bool, refused: str | None) -> dict[str, Any]:
+    """What a reap record opens with, of processes and of containers alike."""
+    return {"kind": "reap", "dry_run": dry_run, "refused": refused, "signature": signature}
+
+
 def plan_record(chosen: Plan, rss: dict[int, int], container: ContainerInfo | None, dry_run: bool,
                 refused: str | None) -> dict[str, Any]:
     spawner = chosen.spawner
     return {
-        "kind": "reap",
-        "dry_run": dry_run,
-        "refused": refused,
-        "signature": chosen.signature,
+        **_head(chosen.signature, dry_run, refused),
         "spawner": {"pid": spawner.pid, "ppid": spawner.ppid, "argv": list(spawner.argv), "comm": spawner.comm}
         if spawner
         else None,
@@ -62,10 +64,7 @@ def containers_record(kept: LedgerFile, leak: ContainerLeak, states: list[Contai
                       dry_run: bool, refused: str | None) -> dict[str, Any]:
     spawner = leak.spawner
     return {
-        "kind": "reap",
-        "dry_run": dry_run,
-        "refused": refused,
-        "signature": leak.signature,
+        **_head(leak.signature, dry_run, refused),
         "spawner": {key: spawner.get(key) for key in ("pid", "ppid", "argv", "comm")},
         "container": leak.container,
         "ledger": {"path": kept.path, "writer_pid": kept.writer.pid, "stale": kept.stale},

@@ -86,34 +86,20 @@ class SessionTotals(Collector):
     def collect(self) -> Iterator[Any]:
         with self._lock:
             stats, table = dict(self._stats), dict(self._table)
-        events = CounterMetricFamily("spawnwatch_events", "Events received from the kernel", labels=["kind"])
-        for kind, count in sorted(stats.get("events", {}).items()):
-            events.add_metric([kind], count)
-        yield events
-        lost = CounterMetricFamily("spawnwatch_events_lost", "Events the kernel side could not deliver",
-                                   labels=["kind"])
-        for kind, count in sorted(stats.get("lost_by_kind", {}).items()):
-            lost.add_metric([kind], count)
-        yield lost
-        missed = CounterMetricFamily("spawnwatch_events_missed", "Events whose BPF program the kernel skipped "
-                                     "(it fired while another BPF program ran on the CPU)", labels=["kind"])
-        for kind, count in sorted(stats.get("missed_by_kind", {}).items()):
-            missed.add_metric([kind], count)
-        yield missed
+        yield _counted_by("spawnwatch_events", "Events received from the kernel", "kind", stats.get("events", {}))
+        yield _counted_by("spawnwatch_events_lost", "Events the kernel side could not deliver", "kind",
+                          stats.get("lost_by_kind", {}))
+        yield _counted_by("spawnwatch_events_missed", "Events whose BPF program the kernel skipped "
+                          "(it fired while another BPF program ran on the CPU)", "kind",
+                          stats.get("missed_by_kind", {}))
         for name, value in sorted(stats.items()):
             if isinstance(value, int) and not isinstance(value, bool) and name != "lost":
                 yield CounterMetricFamily(f"spawnwatch_{name}", f"{name.replace('_', ' ')} in this session",
                                           value=value)
-        evicted = CounterMetricFamily("spawnwatch_evicted", "Entries a bounded table let go past its limit",
-                                      labels=["table"])
-        for table_name, count in sorted(stats.get("evicted_by_table", {}).items()):
-            evicted.add_metric([table_name], count)
-        yield evicted
-        notifications = CounterMetricFamily("spawnwatch_notifications", "Alert notifications posted",
-                                            labels=["result"])
-        for result, count in sorted(stats.get("notifications", {}).items()):
-            notifications.add_metric([result], count)
-        yield notifications
+        yield _counted_by("spawnwatch_evicted", "Entries a bounded table let go past its limit", "table",
+                          stats.get("evicted_by_table", {}))
+        yield _counted_by("spawnwatch_notifications", "Alert notifications posted", "result",
+                          stats.get("notifications", {}))
         by_receiver = CounterMetricFamily("spawnwatch_receiver_notifications", "Alert notifications posted, by "
                                           "receiver (each --alertmanager replica, the --webhook)",
                                           labels=["receiver", "result"])
@@ -121,11 +107,9 @@ class SessionTotals(Collector):
             for result, count in sorted(counts.items()):
                 by_receiver.add_metric([receiver, result], count)
         yield by_receiver
-        failures = CounterMetricFamily("spawnwatch_internal_errors", "Failures of background work, by component "
-                                       "(each logged once; the component is started again)", labels=["component"])
-        for component, count in sorted(stats.get("internal_errors", {}).items()):
-            failures.add_metric([component], count)
-        yield failures
+        yield _counted_by("spawnwatch_internal_errors", "Failures of background work, by component "
+                          "(each logged once; the component is started again)", "component",
+                          stats.get("internal_errors", {}))
         bookkeeping = CounterMetricFamily("spawnwatch_table_events", "Process table and group bookkeeping",
                                           labels=["event"])
         for name, value in sorted(table.items()):
@@ -134,6 +118,14 @@ class SessionTotals(Collector):
             else:
                 bookkeeping.add_metric([name], value)
         yield bookkeeping
+
+
+def _counted_by(name: str, documentation: str, label: str, counts: dict[str, int]) -> CounterMetricFamily:
+    """A counter with one sample per key of `counts`, the key its one label."""
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([value], count)
+    return family
 
 
 class ActiveAlerts(Collector):

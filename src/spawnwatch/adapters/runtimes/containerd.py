@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 
 from spawnwatch.adapters.cgroups import CgroupContainer
-from spawnwatch.adapters.runtimes.state import RuntimeNames, field, list_dirs, read_json
+from spawnwatch.adapters.runtimes.state import PodAnnotations, RuntimeNames, field, list_dirs, read_json
 
 RUNTIME = "containerd"
 STATE = "/run/containerd"
@@ -25,12 +25,11 @@ SPEC_LIMIT = 1 << 20
 NAMESPACES_LIMIT = 64
 
 # The CRI plugin's annotations (containerd pkg/cri/annotations; sandbox-uid since 1.6.11).
-CONTAINER_TYPE = "io.kubernetes.cri.container-type"
-CONTAINER_NAME = "io.kubernetes.cri.container-name"
-IMAGE_NAME = "io.kubernetes.cri.image-name"
-SANDBOX_NAME = "io.kubernetes.cri.sandbox-name"
-SANDBOX_NAMESPACE = "io.kubernetes.cri.sandbox-namespace"
-SANDBOX_UID = "io.kubernetes.cri.sandbox-uid"
+ANNOTATIONS = PodAnnotations(
+    container_name="io.kubernetes.cri.container-name", image_name="io.kubernetes.cri.image-name",
+    pod_name="io.kubernetes.cri.sandbox-name", pod_namespace="io.kubernetes.cri.sandbox-namespace",
+    pod_uid="io.kubernetes.cri.sandbox-uid", container_type="io.kubernetes.cri.container-type",
+)
 
 
 def names(ref: CgroupContainer, host: str = "/", state: str = STATE) -> RuntimeNames | None:
@@ -52,17 +51,7 @@ def names(ref: CgroupContainer, host: str = "/", state: str = STATE) -> RuntimeN
 
 def _named(ref: CgroupContainer, namespace: str, spec: object) -> RuntimeNames:
     annotations = spec.get("annotations") if isinstance(spec, dict) else None
-    if not isinstance(annotations, dict) or field(annotations.get(SANDBOX_NAME)) is None:
+    if not isinstance(annotations, dict) or field(annotations.get(ANNOTATIONS.pod_name)) is None:
         # Not the CRI's: all containerd says is which namespace it runs in.
         return RuntimeNames(RUNTIME, ref.id, pod_uid=ref.pod_uid, runtime_namespace=field(namespace))
-    return RuntimeNames(
-        RUNTIME,
-        ref.id,
-        name=field(annotations.get(CONTAINER_NAME)),
-        image=field(annotations.get(IMAGE_NAME)),
-        pod=field(annotations.get(SANDBOX_NAME)),
-        namespace=field(annotations.get(SANDBOX_NAMESPACE)),
-        pod_uid=field(annotations.get(SANDBOX_UID)) or ref.pod_uid,
-        sandbox=annotations.get(CONTAINER_TYPE) == "sandbox",
-        runtime_namespace=field(namespace),
-    )
+    return ANNOTATIONS.names(RUNTIME, ref, annotations, runtime_namespace=field(namespace))

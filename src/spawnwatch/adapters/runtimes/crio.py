@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 
 from spawnwatch.adapters.cgroups import CgroupContainer
-from spawnwatch.adapters.runtimes.state import RuntimeNames, field, read_json
+from spawnwatch.adapters.runtimes.state import PodAnnotations, RuntimeNames, field, read_json
 
 RUNTIME = "cri-o"
 STATE = "/run/crio"  # CRI-O's own run directory (its socket): present where it is installed
@@ -23,12 +23,11 @@ SPEC_LIMIT = 1 << 20  # Kubernetes caps a pod's annotations at 256 KiB in all
 
 # kubelet's labels (pkg/kubelet/types/labels.go), copied into the spec by CRI-O,
 # and CRI-O's own (pkg/annotations).
-POD_NAME = "io.kubernetes.pod.name"
-POD_NAMESPACE = "io.kubernetes.pod.namespace"
-POD_UID = "io.kubernetes.pod.uid"
-CONTAINER_NAME = "io.kubernetes.container.name"
-CONTAINER_TYPE = "io.kubernetes.cri-o.ContainerType"
-IMAGE_NAME = "io.kubernetes.cri-o.ImageName"
+ANNOTATIONS = PodAnnotations(
+    container_name="io.kubernetes.container.name", image_name="io.kubernetes.cri-o.ImageName",
+    pod_name="io.kubernetes.pod.name", pod_namespace="io.kubernetes.pod.namespace",
+    pod_uid="io.kubernetes.pod.uid", container_type="io.kubernetes.cri-o.ContainerType",
+)
 CONTAINER_MANAGER = "io.container.manager"  # "libpod": Podman's, which shares the storage
 
 
@@ -46,22 +45,10 @@ def names(ref: CgroupContainer, host: str = "/", roots: tuple[str, ...] = ROOTS)
             spec = read_json(top, f"{driver}-containers/{ref.id}/userdata/config.json", SPEC_LIMIT)
             annotations = spec.get("annotations") if isinstance(spec, dict) else None
             if isinstance(annotations, dict) and _is_crio(annotations):
-                return _named(ref, annotations)
+                return ANNOTATIONS.names(RUNTIME, ref, annotations)
     return None
 
 
 def _is_crio(annotations: dict) -> bool:
-    return annotations.get(CONTAINER_MANAGER) != "libpod" and field(annotations.get(CONTAINER_TYPE)) is not None
-
-
-def _named(ref: CgroupContainer, annotations: dict) -> RuntimeNames:
-    return RuntimeNames(
-        RUNTIME,
-        ref.id,
-        name=field(annotations.get(CONTAINER_NAME)),
-        image=field(annotations.get(IMAGE_NAME)),
-        pod=field(annotations.get(POD_NAME)),
-        namespace=field(annotations.get(POD_NAMESPACE)),
-        pod_uid=field(annotations.get(POD_UID)) or ref.pod_uid,
-        sandbox=annotations.get(CONTAINER_TYPE) == "sandbox",
-    )
+    return (annotations.get(CONTAINER_MANAGER) != "libpod"
+            and field(annotations.get(ANNOTATIONS.container_type)) is not None)

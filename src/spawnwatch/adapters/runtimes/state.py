@@ -18,6 +18,8 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
+from spawnwatch.adapters.cgroups import CgroupContainer
+
 # One name, image or Kubernetes name: Kubernetes caps names at 253 bytes and an image
 # reference is rarely longer; a longer value is cut rather than carried whole.
 FIELD_LIMIT = 512
@@ -41,6 +43,33 @@ class RuntimeNames:
     pod_uid: str | None = None
     sandbox: bool = False
     runtime_namespace: str | None = None  # containerd's own namespace: k8s.io, moby, default, ...
+
+
+@dataclass(frozen=True, slots=True)
+class PodAnnotations:
+    """The keys under which a runtime writes a pod container's names into its OCI spec's
+    annotations (containerd's CRI plugin and CRI-O each have their own)."""
+
+    container_name: str
+    image_name: str
+    pod_name: str
+    pod_namespace: str
+    pod_uid: str
+    container_type: str  # "sandbox" for the pod's own pause container
+
+    def names(self, runtime: str, ref: CgroupContainer, annotations: dict, **more: Any) -> RuntimeNames:
+        """The pod container `ref` as `annotations` name it (`more`: what the runtime adds)."""
+        return RuntimeNames(
+            runtime,
+            ref.id,
+            name=field(annotations.get(self.container_name)),
+            image=field(annotations.get(self.image_name)),
+            pod=field(annotations.get(self.pod_name)),
+            namespace=field(annotations.get(self.pod_namespace)),
+            pod_uid=field(annotations.get(self.pod_uid)) or ref.pod_uid,
+            sandbox=annotations.get(self.container_type) == "sandbox",
+            **more,
+        )
 
 
 def field(value: Any) -> str | None:

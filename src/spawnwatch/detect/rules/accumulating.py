@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from spawnwatch.detect.groups import Group
 from spawnwatch.detect.rules.base import Context, Hit, Rule, severity
-from spawnwatch.text import human_span
+from spawnwatch.text import human_duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ def check(rule: Accumulating, group: Group, context: Context) -> Hit | None:
               "that came in on its port)") if context.serving_of is not None else ""
     return Hit(
         [p.pid for p in live],
-        f"{len(live)} live, {kind}, spawned one by one over {human_span(span)}, {ended}{looked}",
+        f"{len(live)} live, {kind}, spawned one by one over {human_duration(span)}, {ended}{looked}",
         severity(len(live), rule.critical_live),
     )
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from spawnwatch.detect.groups import Group
 from spawnwatch.detect.rules.base import Context, Hit, Rule, kinds_of_members, severity
-from spawnwatch.text import human_span
+from spawnwatch.text import human_duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,7 @@ def check(rule: Orphaned, group: Group, context: Context) -> Hit | None:
     if leak.zombies:
         oldest = context.now - leak.zombies[0].exited_at
         left = (f"{leaked} processes left by {beside}: {len(leak.processes)} alive, {len(leak.zombies)} zombies "
-                f"under their adopter, which has not reaped them (the oldest for {human_span(oldest)})")
+                f"under their adopter, which has not reaped them (the oldest for {human_duration(oldest)})")
     else:
         left = f"{leaked} processes left alive by {beside}"
     return Hit(

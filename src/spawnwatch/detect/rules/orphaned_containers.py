@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from spawnwatch.detect.groups import Group
 from spawnwatch.detect.rules.base import Context, Hit, Rule, severity
-from spawnwatch.text import human_span
+from spawnwatch.text import human_duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,7 @@ def check(rule: OrphanedContainers, group: Group, context: Context) -> Hit | Non
     return Hit(
         [],
         f"{len(containers)} containers of {images} still running after their clients exited, "
-        f"the oldest for {human_span(oldest)}"
+        f"the oldest for {human_duration(oldest)}"
         + (f"; {ambiguous} of them may be another client's (the engine does not say which client made it, "
            "or in which engine a client ran): reap leaves those" if ambiguous else ""),
         severity(len(containers), rule.critical_containers),

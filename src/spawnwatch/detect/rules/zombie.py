@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from spawnwatch.detect.groups import Group
 from spawnwatch.detect.rules.base import Context, Hit, Rule, kinds_of_members, severity
 from spawnwatch.lineage import INIT_PID, Process
-from spawnwatch.text import human_span
+from spawnwatch.text import human_duration
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +33,7 @@ def check(rule: Zombie, group: Group, context: Context) -> Hit | None:
     oldest = context.now - old[0].exited_at
     return Hit(
         [p.pid for p in zombies],
-        f"{len(zombies)} exited children not reaped, the oldest for {human_span(oldest)}{kinds_of_members(group)}",
+        f"{len(zombies)} exited children not reaped, the oldest for {human_duration(oldest)}{kinds_of_members(group)}",
         severity(len(zombies), rule.critical_zombies),
     )
 
