@@ -18,7 +18,7 @@ from spawnwatch.adapters.engine import ContainerInfo, DockerEngine, Engines
 from spawnwatch.adapters.memory import cgroup_memory, host_memory
 from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.config import Config
-from spawnwatch.detect import Detector, Finding, Group, live_subtree
+from spawnwatch.detect import RULES, Detector, Finding, Group, live_subtree
 from spawnwatch.lineage import Lineage, Process
 from spawnwatch.pipeline import judge
 from spawnwatch.redact import Redactor
@@ -151,14 +151,11 @@ def _facts(
 
 
 def _reap_targets(group: Group, leaked: Sequence[Process], findings: Iterable[Finding]) -> tuple[tuple[int, str, int], ...]:
-    rules = {f.rule for f in findings}
-    leaking: list[Process] = []
-    if rules & {"accumulating", "spawn_rate"}:
-        leaking += [m for m in group.members if m.alive]
-    if "orphaned" in rules:
-        # only the tops of the orphaned subtrees: reap takes each one's subtree with it
-        leaked_set = set(leaked)
-        leaking += [p for p in leaked if p.parent not in leaked_set]
+    leaking: dict[Process, None] = {}  # once each, though two rules flag it (accumulating, spawn_rate)
+    for finding in findings:
+        reaped = RULES[finding.rule].reaped
+        if reaped is not None:
+            leaking.update(dict.fromkeys(reaped(group, leaked)))
     counts: dict[tuple[int, str], int] = defaultdict(int)
     for proc in leaking:
         # /proc, not the lineage, for the parent: `reap` selects by what /proc says now.

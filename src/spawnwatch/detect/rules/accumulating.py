@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spawnwatch.detect.groups import Group
-from spawnwatch.detect.rules.base import Context, Hit, Rule, severity
+from spawnwatch.detect.rules.base import Context, Hit, Rule, live_members, severity
 from spawnwatch.text import human_duration
 
 
@@ -69,4 +69,4 @@ def spawn_moments(starts: list[float], min_gap_s: float) -> int:
     return moments
 
 
-RULE = Rule("accumulating", Accumulating, check, reapable=True)
+RULE = Rule("accumulating", Accumulating, check, reaped=live_members)

@@ -5,11 +5,12 @@ past the rule's `critical_*` count)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 from spawnwatch.detect.containers import Container
 from spawnwatch.detect.groups import Group, GroupBook, Leak
 from spawnwatch.events import PidsSample
+from spawnwatch.lineage import Process
 
 WARNING = "warning"
 CRITICAL = "critical"
@@ -50,9 +51,26 @@ class Rule:
     name: str
     settings: type  # the dataclass of its [rules.<name>] table; every one has `enabled`
     check: Callable[[Any, Group, Context], "Hit | None"]
-    # A signal can end the processes it flags (`reap`): not zombies, dead already (only their
-    # parent, by waiting, or its end clears them), nor an OOM kill's victim.
-    reapable: bool = False
+    # What `reap` ends of a group this rule flags (from the group and the orphans charged to it),
+    # each process with its subtree. None: no signal remedies what it flags, neither zombies, dead
+    # already (only their parent, by waiting, or its end clears them), nor an OOM kill's victim.
+    reaped: Callable[[Group, Sequence[Process]], list[Process]] | None = None
+
+    @property
+    def reapable(self) -> bool:
+        return self.reaped is not None
+
+
+def live_members(group: Group, orphans: Sequence[Process]) -> list[Process]:
+    """What `reap` ends of a group that keeps too many children: each live one."""
+    return [m for m in group.members if m.alive]
+
+
+def orphan_tops(group: Group, orphans: Sequence[Process]) -> list[Process]:
+    """What `reap` ends of a group's orphans: only the tops of the orphaned subtrees, each
+    taken with its subtree."""
+    orphaned = set(orphans)
+    return [p for p in orphans if p.parent not in orphaned]
 
 
 def severity(count: int, critical_at: int) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spawnwatch.detect.groups import Group
-from spawnwatch.detect.rules.base import Context, Hit, Rule, kinds_of_members, severity
+from spawnwatch.detect.rules.base import Context, Hit, Rule, kinds_of_members, orphan_tops, severity
 from spawnwatch.text import human_duration
 
 
@@ -52,4 +52,4 @@ def check(rule: Orphaned, group: Group, context: Context) -> Hit | None:
     )
 
 
-RULE = Rule("orphaned", Orphaned, check, reapable=True)
+RULE = Rule("orphaned", Orphaned, check, reaped=orphan_tops)

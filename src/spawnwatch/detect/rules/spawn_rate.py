@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from spawnwatch.detect.groups import Group
-from spawnwatch.detect.rules.base import Context, Hit, Rule, kinds_of_members, severity
+from spawnwatch.detect.rules.base import Context, Hit, Rule, kinds_of_members, live_members, severity
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,4 +35,4 @@ def check(rule: SpawnRate, group: Group, context: Context) -> Hit | None:
     )
 
 
-RULE = Rule("spawn_rate", SpawnRate, check, reapable=True)
+RULE = Rule("spawn_rate", SpawnRate, check, reaped=live_members)
