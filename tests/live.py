@@ -99,7 +99,9 @@ class LiveCommand:
                 )
             time.sleep(0.1)
 
-    def __exit__(self, *exc_info: object) -> None:
+    def stop(self) -> int:
+        """Its exit status after SIGTERM (SIGKILL after 60 s), once every line it printed is
+        read; a command a fixture holds may be stopped by a test before the fixture ends."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
@@ -109,6 +111,10 @@ class LiveCommand:
             self.returncode = self.proc.wait()
         self._reader.join(timeout=10)
         self._stderr_reader.join(timeout=10)
+        return self.returncode
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     @property
     def stats(self) -> dict:

@@ -14,14 +14,13 @@ alerts whose spawner is one of its workload's processes.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 import threading
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator, NamedTuple
 
 import psutil
 import pytest
@@ -37,90 +36,39 @@ RECORDED_S = 120.0  # generous bound on watch recording a workload and evaluatin
 Record = dict
 
 
-class Watcher:
-    """`spawnwatch watch --json --record FILE` in the background, its records collected."""
+class Watch(NamedTuple):
+    """A `spawnwatch watch --json --record FILE` of the module: what it prints, and what it records."""
 
-    def __init__(self, recording: Path, stderr: Path, config: Path | None = None) -> None:
-        self.recording = recording
-        self.recorded = Recording(recording)
-        self._stderr = open(stderr, "w")
-        self.stderr_path = stderr
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "spawnwatch", "watch", "--json", "--record", str(recording),
-             *(["--config", str(config)] if config is not None else [])],
-            stdout=subprocess.PIPE, stderr=self._stderr, text=True,
-        )
-        self.records: list[Record] = []
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        self.returncode: int | None = None
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            with self._changed:
-                self.records.append(json.loads(line))
-                self._changed.notify_all()
-        with self._changed:
-            self._changed.notify_all()
-
-    def wait_for(self, predicate: Callable[[list[Record]], object], timeout: float, what: str) -> object:
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                found = predicate(self.records)
-                if found:
-                    return found
-                if self.process.poll() is not None and not self._reader.is_alive():
-                    pytest.fail(f"watch ended ({self.process.returncode}) before {what}: {self.stderr()}")
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    pytest.fail(f"no {what} within {timeout} s; alerts: {self.alerts()[-5:]}")
-                self._changed.wait(min(remaining, 0.5))
-
-    def alerts(self, spawners: set[int] | None = None) -> list[Record]:
-        with self._changed:
-            alerts = [r for r in self.records if r["kind"] == "alert"]
-        return [a for a in alerts if spawners is None or a["spawner"]["pid"] in spawners]
-
-    def stop(self) -> int:
-        if self.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.returncode = self.process.wait(timeout=60)
-            self._reader.join(timeout=10)
-            self._stderr.close()
-        return self.returncode
-
-    def stderr(self) -> str:
-        self._stderr.flush()
-        return self.stderr_path.read_text()[-2000:]
-
-    def alerts_once_settled(self, pids: set[int], ended: float) -> list[Record]:
-        """The alerts against `pids` once the recording shows watch saw them and evaluated
-        SETTLE_S after `ended`: a lagging or dropping watch fails here, not passes."""
-        records = self.recorded.wait_for(saw_then_evaluated(pids, ended + SETTLE_S), timeout=RECORDED_S,
-                                         what=f"event of {sorted(pids)[:5]} and an evaluation {SETTLE_S} s after")
-        return alerts_of(records, pids)
+    live: LiveCommand
+    recorded: Recording
 
 
-def started(tmp: Path, config: Path | None = None) -> Watcher:
-    watcher = Watcher(tmp / "live.msgpack", tmp / "watch.stderr", config)
-    try:
-        watcher.wait_for(lambda records: records, timeout=300, what="the ready line")
-        assert watcher.records[0]["kind"] == "ready"
-    except BaseException:
-        watcher.stop()
-        raise
-    return watcher
+@contextmanager
+def watching(tmp: Path, config: Path | None = None) -> Iterator[Watch]:
+    recording = tmp / "live.msgpack"
+    with LiveCommand("watch", "--json", "--record", str(recording),
+                     *(["--config", str(config)] if config is not None else []), ready_timeout=300) as live:
+        assert live.records[0]["kind"] == "ready"
+        yield Watch(live, Recording(recording))
+
+
+def alerts_once_settled(watch: Watch, pids: set[int], ended: float) -> list[Record]:
+    """The alerts against `pids` once the recording shows watch saw them and evaluated
+    SETTLE_S after `ended`: a lagging or dropping watch fails here, not passes."""
+    records = watch.recorded.wait_for(saw_then_evaluated(pids, ended + SETTLE_S), timeout=RECORDED_S,
+                                      what=f"event of {sorted(pids)[:5]} and an evaluation {SETTLE_S} s after")
+    return alerts_of(records, pids)
+
+
+def waited(watch: Watch, find: Callable[[list[Record]], Record | None], what: str, timeout: float) -> Record:
+    """The record `find` picks, once watch printed it."""
+    return find(watch.live.wait_for(find, what, timeout))
 
 
 @pytest.fixture(scope="module")
 def watcher(tmp_path_factory):
-    watcher = started(tmp_path_factory.mktemp("watch"))
-    try:
-        yield watcher
-    finally:
-        watcher.stop()
+    with watching(tmp_path_factory.mktemp("watch")) as watch:
+        yield watch
 
 
 @pytest.fixture(scope="module")
@@ -129,11 +77,8 @@ def watchers(watcher, tmp_path_factory):
     healthy must be told apart without the list too."""
     tmp = tmp_path_factory.mktemp("watch-no-servers")
     (tmp / "no-servers.toml").write_text("[detect]\nservers = []\n")
-    bare = started(tmp, tmp / "no-servers.toml")
-    try:
+    with watching(tmp, tmp / "no-servers.toml") as bare:
         yield (watcher, bare)
-    finally:
-        bare.stop()
 
 
 def firing(rule: str, spawner: int) -> Callable[[list[Record]], Record | None]:
@@ -188,19 +133,18 @@ def test_each_leak_mode_raises_its_rule_against_the_supervisor(watcher):
     """The three leaks side by side, each against its own supervisor."""
     with ExitStack() as stack:
         sims = {mode: stack.enter_context(Simulation(mode, max_spawns=12, memory_mb=10)) for mode in LEAK_RULES}
-        alerts = {mode: watcher.wait_for(firing(rule, sims[mode].pid), timeout=180,
-                                         what=f"{rule} alert for {sims[mode].pid}")
+        alerts = {mode: waited(watcher, firing(rule, sims[mode].pid), f"{rule} alert for {sims[mode].pid}", timeout=180)
                   for mode, rule in LEAK_RULES.items()}
         records = {mode: sim.records for mode, sim in sims.items()}
     for mode, rule in LEAK_RULES.items():
         check_leak_alert(mode, alerts[mode], records[mode])
         # Only this rule: each shape is told apart from the others.
-        assert {a["rule"] for a in watcher.alerts({sims[mode].pid})} == {rule}, mode
+        assert {a["rule"] for a in alerts_of(watcher.live.snapshot(), {sims[mode].pid})} == {rule}, mode
     # The simulations cleaned up on exit: each condition cleared.
     for mode, rule in LEAK_RULES.items():
-        done = watcher.wait_for(resolved(rule, sims[mode].pid), timeout=60, what=f"resolved {rule}")
+        done = waited(watcher, resolved(rule, sims[mode].pid), f"resolved {rule}", timeout=60)
         assert done["signature"] == SIGNATURE
-        assert {(a["rule"], a["signature"]) for a in watcher.alerts({sims[mode].pid})} == {(rule, SIGNATURE)}
+        assert {(a["rule"], a["signature"]) for a in alerts_of(watcher.live.snapshot(), {sims[mode].pid})} == {(rule, SIGNATURE)}
 
 
 def test_a_leak_already_there_is_reported_from_the_snapshot(watcher):
@@ -230,7 +174,7 @@ def test_a_fixed_pool_and_a_respawning_pool_raise_nothing(watchers):
         respawn.wait_for(lambda records: len(of_kind(records, "exit")) >= 24, timeout=180)
     ended = boottime_now()
     for sim in (pool, respawn):  # each one's own positive control: seen, then evaluated past its end
-        assert [w.alerts_once_settled({sim.pid}, ended) for w in watchers] == [[], []], sim.settings.mode
+        assert [alerts_once_settled(w, {sim.pid}, ended) for w in watchers] == [[], []], sim.settings.mode
 
 
 class Tracker:
@@ -291,7 +235,7 @@ def test_ordinary_parallel_work_raises_nothing(watchers, tmp_path, name, script)
     (tmp_path / "Makefile").write_text(MAKEFILE)
     pids = run_tracked(script, tmp_path)
     ended = boottime_now()
-    assert [w.alerts_once_settled(pids, ended) for w in watchers] == [[], []]
+    assert [alerts_once_settled(w, pids, ended) for w in watchers] == [[], []]
 
 
 def comparable(alert: Record) -> tuple:
@@ -302,16 +246,16 @@ def comparable(alert: Record) -> tuple:
 
 def test_the_live_recording_replays_to_the_same_alerts(watcher):
     with Simulation("accumulate", max_spawns=12, memory_mb=10) as sim:  # an alert of its own to replay
-        leak = watcher.wait_for(firing("accumulating", sim.pid), timeout=180, what=f"accumulating alert for {sim.pid}")
-    assert watcher.stop() == 0
-    assert watcher.records[-1]["kind"] == "stats" and watcher.records[-1]["lost"] == 0
+        leak = waited(watcher, firing("accumulating", sim.pid), f"accumulating alert for {sim.pid}", timeout=180)
+    assert watcher.live.stop() == 0
+    assert watcher.live.records[-1]["kind"] == "stats" and watcher.live.records[-1]["lost"] == 0
     replay = subprocess.run(
-        [sys.executable, "-m", "spawnwatch", "watch", "--replay", str(watcher.recording), "--json"],
+        [sys.executable, "-m", "spawnwatch", "watch", "--replay", str(watcher.recorded.path), "--json"],
         capture_output=True, text=True, timeout=300,
     )
     assert replay.returncode == 0, replay.stderr
     replayed = [json.loads(line) for line in replay.stdout.splitlines()]
     assert replayed[-1]["kind"] == "stats"
     # Every alert of the session, the leak modes' and any other process's on this host alike.
-    assert [comparable(a) for a in replayed if a["kind"] == "alert"] == [comparable(a) for a in watcher.alerts()]
+    assert [comparable(a) for a in replayed if a["kind"] == "alert"] == [comparable(a) for a in of_kind(watcher.live.records, "alert")]
     assert comparable(leak) in [comparable(a) for a in replayed if a["kind"] == "alert"]
