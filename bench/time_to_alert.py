@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from spawnwatch.simulate import Simulation
+from spawnwatch.simulate import SPAWN, Simulation
 
 SHAPES = {"accumulate": "accumulating", "orphan": "orphaned", "zombie": "zombie"}
 TARGET_SECONDS = 20.0
@@ -113,8 +113,8 @@ def measure(watch: Watch, shape: str, timeout: float) -> Measurement:
     rule = SHAPES[shape]
     # Enough children for the whole timeout at the default 2 s; 10 MiB each keeps RSS modest.
     with Simulation(shape, max_spawns=int(timeout / 2) + 5, memory_mb=10) as sim:
-        first_spawn = min(r["time"] for r in sim.wait_for(lambda rs: any(r["kind"] == "spawn" for r in rs))
-                          if r["kind"] == "spawn")
+        first_spawn = min(r["time"] for r in sim.wait_for(lambda rs: any(r["kind"] == SPAWN for r in rs))
+                          if r["kind"] == SPAWN)
         alerted = watch.wait_for(firing(rule, sim.pid), timeout)
     return Measurement(shape, rule, None if alerted is None else alerted - first_spawn)
 

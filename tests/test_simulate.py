@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 
@@ -12,7 +13,8 @@ import psutil
 import pytest
 
 from conftest import run
-from spawnwatch.simulate import Settings, Simulation, group_members
+from spawnwatch import simulate
+from spawnwatch.simulate import PACKAGE, SUPERVISOR, Settings, Simulation, group_members
 
 MIB = 1024 * 1024
 
@@ -45,6 +47,12 @@ def test_settings_give_the_supervisor_only_the_options_set() -> None:
     assert Settings("pool", children=3, memory_mb=5).args() == ["pool", "--memory", "5", "--children", "3"]
     with pytest.raises(ValueError, match="mode must be one of"):
         Settings("leak")
+
+
+def test_the_supervisor_writes_the_kinds_declared_in_python() -> None:
+    written = set(re.findall(r'kind: "(\w+)"', (PACKAGE / SUPERVISOR).read_text()))
+    assert written == {simulate.SIMULATE, simulate.SPAWN, simulate.UP, simulate.KILL, simulate.HANGUP,
+                       simulate.EXIT, simulate.ERROR, simulate.STOP}
 
 
 def test_cli_rejects_a_bad_mode_and_a_server_count_beyond_the_package(spawnwatch_cmd) -> None:

@@ -43,6 +43,16 @@ CLEANUP_TIMEOUT = 10.0
 
 Record = dict[str, Any]
 
+# The supervisor's records (supervisor.js writes them, one JSON object a line), by kind:
+SIMULATE = "simulate"  # the first: the supervisor's pid, mode, servers and memory per server
+SPAWN = "spawn"  # a child started, leading its own process group
+UP = "up"  # a child's server answered (its pid, how long it took)
+KILL = "kill"  # orphan mode: only a child's launcher killed, its server left orphaned
+HANGUP = "hangup"  # orphan mode: the orphaned server's stdin closed, so it ends under its adopter
+EXIT = "exit"  # a child ended: its status, or never waited for (a zombie)
+ERROR = "error"  # the supervisor failed: why (a stop follows)
+STOP = "stop"  # the supervisor ends everything it started: why, and how many it spawned
+
 
 class SimulationError(RuntimeError):
     """The supervisor could not run, failed, or left processes behind."""
@@ -189,7 +199,7 @@ def run(settings: Settings, on_record: Callable[[Record], None]) -> int:
             assert supervisor.stdout is not None
             for line in supervisor.stdout:
                 record = json.loads(line)
-                if record["kind"] == "spawn":
+                if record["kind"] == SPAWN:
                     groups.add(record["pid"])  # each child leads its own process group
                 on_record(record)
         finally:
@@ -206,7 +216,7 @@ class Simulation:
 
         with Simulation("accumulate", interval=0.5, memory_mb=5) as sim:
             sim.pid                                   # the supervisor: the leaking spawner
-            sim.wait_for(lambda records: sum(r["kind"] == "up" for r in records) >= 3)
+            sim.wait_for(lambda records: sum(r["kind"] == UP for r in records) >= 3)
 
     Entering returns once the first server answered; leaving stops the simulation and
     raises SimulationError if it failed or if any process it started is still there.
@@ -227,7 +237,7 @@ class Simulation:
             return list(self._records)
 
     def spawned_groups(self) -> set[int]:
-        return {record["pid"] for record in self.records if record["kind"] == "spawn"}
+        return {record["pid"] for record in self.records if record["kind"] == SPAWN}
 
     def __enter__(self) -> Simulation:
         node_executable()
@@ -240,11 +250,11 @@ class Simulation:
         self._reader = threading.Thread(target=self._read, name="simulation-reader", daemon=True)
         self._reader.start()
         try:
-            first = self.wait_for(lambda records: any(r["kind"] == "up" for r in records), self.startup_timeout)
+            first = self.wait_for(lambda records: any(r["kind"] == UP for r in records), self.startup_timeout)
         except BaseException:
             self._stop()
             raise
-        self.pid = next(r["pid"] for r in first if r["kind"] == "simulate")
+        self.pid = next(r["pid"] for r in first if r["kind"] == SIMULATE)
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:

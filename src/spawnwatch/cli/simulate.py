@@ -7,30 +7,32 @@ import sys
 import click
 
 from spawnwatch.cli.common import EXIT_RUNTIME, duration_option, emit_json, json_option, log, one_line_errors
-from spawnwatch.simulate import MODES, SERVERS, Record, Settings, SimulationError, run
+from spawnwatch.simulate import (
+    EXIT, KILL, MODES, SERVERS, SIMULATE, SPAWN, STOP, UP, Record, Settings, SimulationError, run,
+)
 from spawnwatch.text import human_duration
 
 
 def describe(record: Record) -> str:
     """One human line per supervisor record."""
     kind = record["kind"]
-    if kind == "simulate":
+    if kind == SIMULATE:
         return (
             f"supervisor pid {record['pid']}: {record['mode']}, servers {', '.join(record['servers'])}, "
             f"{record['memory_mb']} MiB each; Ctrl-C ends it and everything it started"
         )
     head = f"{record['time']:10.2f}  {kind:<5}"
-    if kind == "spawn":
+    if kind == SPAWN:
         return f"{head}  pid {record['pid']}  {' '.join(record['argv'])}"
-    if kind == "up":
+    if kind == UP:
         return (
             f"{head}  pid {record['pid']}  {record['server']} answered after {human_duration(record['startup_seconds'])}, "
             f"server pid {record['server_pid']}"
         )
-    if kind == "kill":
+    if kind == KILL:
         orphans = ", ".join(map(str, record["orphaned"]))
         return f"{head}  pid {record['pid']}  {record['signal']}, leaving its server {orphans} orphaned"
-    if kind == "exit":
+    if kind == EXIT:
         if not record["reaped"]:
             how = "never waited for: a zombie"
         elif record["signal"]:
@@ -38,7 +40,7 @@ def describe(record: Record) -> str:
         else:
             how = f"exit status {record['code']}"
         return f"{head}  pid {record['pid']}  {record['server']}, {how}"
-    if kind == "stop":
+    if kind == STOP:
         return f"{head}  {record['reason']}: {record['spawned']} children spawned, ending them all"
     return f"{head}  {record.get('message', record)}"
 

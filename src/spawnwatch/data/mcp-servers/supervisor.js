@@ -8,8 +8,8 @@
 // and in a minimal busybox+node container.
 //
 // Output: one JSON object per line on stdout (kinds: simulate, spawn, up, kill, hangup,
-// exit, stop, error); diagnostics on stderr.  Exit status 0 after a clean stop, 1 on failure,
-// 2 on bad usage.
+// exit, stop, error, declared for Python in spawnwatch/simulate.py); diagnostics on stderr.
+// Exit status 0 after a clean stop, 1 on failure, 2 on bad usage.
 //
 // Cleanup: every child is started in its own process group (detached: setsid), which its
 // `sh -c` and node server grandchildren stay in, so on SIGINT, SIGTERM or --duration the
