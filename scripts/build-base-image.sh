@@ -10,25 +10,15 @@ image=${SPAWNWATCH_BASE_IMAGE:-spawnwatch-debian:12}
 mirror=${SPAWNWATCH_BASE_MIRROR:-http://deb.debian.org/debian}
 cache=${SPAWNWATCH_BASE_CACHE:-/var/cache/spawnwatch-base}
 
-say() { printf 'build-base-image: %s\n' "$*" >&2; }
-docker_cli() {
-    if [ -x /usr/bin/docker ]; then /usr/bin/docker "$@"; else docker "$@"; fi
-}
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$here/lib.sh"
 
-DOCKER_HOST=${DOCKER_HOST:-$("$here/start-dockerd.sh")}
-export DOCKER_HOST
-
-reuse_built() {
-    if docker_cli image inspect "$image" >/dev/null 2>&1; then
-        echo "$image"
-        exit 0
-    fi
-}
-reuse_built
+use_engine
+reuse_image "$image"
 # One build at a time: a second caller (make test runs two workers) waits, then reuses it.
 exec 9>/run/spawnwatch-base-image.lock
 flock 9
-reuse_built
+reuse_image "$image"
 if ! command -v debootstrap >/dev/null; then
     say "debootstrap is not installed (sudo make setup)"
     exit 1

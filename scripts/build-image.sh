@@ -10,13 +10,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 python=${PYTHON:-$repo/.venv/bin/python}
 
-say() { printf 'build-image: %s\n' "$*" >&2; }
-docker_cli() {
-    if [ -x /usr/bin/docker ]; then /usr/bin/docker "$@"; else docker "$@"; fi
-}
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$here/lib.sh"
 
-DOCKER_HOST=${DOCKER_HOST:-$("$here/start-dockerd.sh")}
-export DOCKER_HOST
+use_engine
 base=${BASE:-$("$here/build-base-image.sh")}
 version=$("$python" -c 'import spawnwatch; print(spawnwatch.__version__)')
 digest=$(
@@ -27,11 +24,7 @@ digest=$(
     } | sha256sum | cut -c1-12
 )
 image="spawnwatch:$version-$digest"
-if docker_cli image inspect "$image" >/dev/null 2>&1; then
-    docker_cli tag "$image" "spawnwatch:$version"
-    echo "$image"
-    exit 0
-fi
+reuse_image "$image" "spawnwatch:$version"
 
 context=$(mktemp -d)
 trap 'rm -rf "$context"' EXIT

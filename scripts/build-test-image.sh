@@ -13,13 +13,10 @@ here=$(cd "$(dirname "$0")" && pwd)
 repository=${SPAWNWATCH_IMAGE_REPOSITORY:-spawnwatch-sim}
 image_path=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-say() { printf 'build-test-image: %s\n' "$*" >&2; }
-docker_cli() {
-    if [ -x /usr/bin/docker ]; then /usr/bin/docker "$@"; else docker "$@"; fi
-}
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$here/lib.sh"
 
-DOCKER_HOST=${DOCKER_HOST:-$("$here/start-dockerd.sh")}
-export DOCKER_HOST
+use_engine
 
 busybox=/bin/busybox  # from busybox-static: the image has no libc of its own for it
 node=$(command -v node || true)
@@ -42,17 +39,13 @@ mapfile -t libs < <(ldd "$node" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 
 
 inputs_digest=$(
     {
-        sha256sum "$0" "$busybox" "$node" "${libs[@]}"
+        sha256sum "$0" "$here/lib.sh" "$busybox" "$node" "${libs[@]}"
         find "$npm_dir" "${debian_node_dirs[@]}" -type f -printf '%p %s %T@\n' | sort
     } | sha256sum | cut -c1-16
 )
 image="$repository:$inputs_digest"
 
-if docker_cli image inspect "$image" >/dev/null 2>&1; then
-    docker_cli tag "$image" "$repository:latest"
-    echo "$image"
-    exit 0
-fi
+reuse_image "$image" "$repository:latest"
 
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT

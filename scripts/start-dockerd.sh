@@ -17,13 +17,9 @@ pidfile=/run/spawnwatch-dockerd.pid
 logfile=/var/log/spawnwatch-dockerd.log
 wait_seconds=60
 
-say() { printf 'start-dockerd: %s\n' "$*" >&2; }
-
-# Debian's 20.10 client speaks the engine's API version; a newer client elsewhere
-# on PATH negotiates down too, but the matching one avoids surprises.
-docker_cli() {
-    if [ -x /usr/bin/docker ]; then /usr/bin/docker "$@"; else docker "$@"; fi
-}
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$here/lib.sh"
 
 answers() {
     DOCKER_HOST="$1" docker_cli info --format '{{.ServerVersion}}' >/dev/null 2>&1

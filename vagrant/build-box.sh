@@ -135,7 +135,7 @@ install -m 0600 -o 1000 -g 1000 "$insecure_key" "$root/home/vagrant/.ssh/authori
 say "building the reproduction's container image"
 docker_run="$work/docker"
 mkdir -p "$docker_run" "$root$guest_repo/scripts"
-cp "$repo/scripts/build-test-image.sh" "$root$guest_repo/scripts/"
+cp "$repo/scripts/build-test-image.sh" "$repo/scripts/lib.sh" "$root$guest_repo/scripts/"
 mount_at "$root/run/spawnwatch-box" --bind "$docker_run"
 dockerd --data-root "$root/var/lib/docker" --exec-root "$docker_run/exec" --pidfile "$docker_run/dockerd.pid" \
     --host "unix://$docker_run/docker.sock" --iptables=false --bridge=none >"$work/dockerd.log" 2>&1 &

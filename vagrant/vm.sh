@@ -16,7 +16,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(dirname "$here")
 guest_repo=/srv/spawnwatch  # as in the Vagrantfile
 wheels="$here/.cache/wheels"
-local_box="spawnwatch-bookworm-$(cat "$here/build-box.sh" "$here/guest-packages.txt" "$repo/scripts/build-test-image.sh" |
+local_box="spawnwatch-bookworm-$(cat "$here/build-box.sh" "$here/guest-packages.txt" "$repo/scripts/build-test-image.sh" \
+    "$repo/scripts/lib.sh" |
     sha256sum | cut -c1-12)"
 export SPAWNWATCH_BOX=${SPAWNWATCH_BOX:-$local_box}
 export VAGRANT_CWD=$here
