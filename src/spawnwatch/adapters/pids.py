@@ -58,7 +58,7 @@ class PidsSampler:
                 continue
             reading = read_pids(watched.cgroup)
             if reading is None:  # the cgroup is gone (or moved): resolved again through a member
-                del self._watched[cgroup_id]
+                self._watched.pop(cgroup_id, None)  # a capacity of 0 kept nothing to forget
                 continue
             limited = reading.limit is not None
             watched.due = now + (self._rule.sample_every_s if limited else self._rule.unlimited_every_s)
