@@ -17,14 +17,11 @@ from spawnwatch import records
 from spawnwatch.adapters.engine import followed_address
 from spawnwatch.alerts import Alert
 from spawnwatch.config import Config
-from spawnwatch.events import Exec, RecordError, Resync, Snapshot, count_value, from_record, time_value
+from spawnwatch.events import RECORD_READERS, Exec, RecordError, count_value, from_record, time_value
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.recording import read_records
 from spawnwatch.redact import Redactor
 from spawnwatch.sinks import Origin, Record
-
-SNAPSHOT_TYPES = (Snapshot, Resync)
-
 
 class Replay:
     """One pass over a recording: `steps()` feeds it to the pipeline, `stats()` after it."""
@@ -48,27 +45,37 @@ class Replay:
         return records.ready(os.getpid(), self.origin.host, self.origin.boot_time)
 
     def steps(self) -> Iterator[list[Alert]]:
-        """The alerts of each record fed or tick evaluated, in the recording's order."""
+        """The alerts of each evaluation, in the recording's order (an evaluation may raise none)."""
         pipeline, redact, counts = self.pipeline, self.redact, self.counts
+        feed, readers = pipeline.feed, RECORD_READERS
+        evaluations = pipeline.evaluations
         for number, record in enumerate(read_records(self.path), 1):
             kind = record.get("kind")
+            read = readers.get(kind) if type(kind) is str else None
             try:
-                if kind == records.TICK:
-                    yield pipeline.evaluate(time_value(record.get("ts"), "tick: 'ts'"))
+                if read is not None:  # an event or observation: nearly every record
+                    item = read(record)
+                    item_type = type(item)
+                    if item_type is Exec:
+                        item = redact.event(item)
+                    counts[item_type] += 1  # by class: hashing an enum member runs Python code
+                    alerts = feed(item)
+                elif kind == records.TICK:
+                    alerts = pipeline.evaluate(time_value(record.get("ts"), "tick: 'ts'"))
                 elif kind == records.STATS:
                     self.recorded_stats = recorded_counters(record)  # what the live session could not see
+                    continue
                 else:
-                    item = from_record(record)
-                    if item is None:
+                    snapshot = from_record(record)
+                    if snapshot is None:
                         continue
-                    item_type = type(item)
-                    if item_type is Exec or item_type in SNAPSHOT_TYPES:
-                        item = redact.event(item)
-                    if item_type not in SNAPSHOT_TYPES:
-                        counts[item_type] += 1  # by class: hashing an enum member runs Python code
-                    yield pipeline.feed(item)
+                    alerts = feed(redact.event(snapshot))
             except RecordError as exc:
                 raise RecordError(f"{self.path}: record {number}: {exc}") from exc
+            # Told per evaluation, not per record (a generator's step each was 1% of a replayed event).
+            if pipeline.evaluations != evaluations:
+                evaluations = pipeline.evaluations
+                yield alerts
 
     def _recorded_container(self, cgroup_id: int, spawner_pid: int) -> Record | None:
         # Read at the first alert, not before: a recording that raises none (a trace's, of
