@@ -288,11 +288,14 @@ class _Codec:
     dataclasses compiles `__init__`): a replay reads millions of records, and walking
     `dataclasses.fields` for each cost more than the lineage they feed."""
 
-    def __init__(self, cls: type) -> None:
+    def __init__(self, cls: type, read_pidless: Callable[..., Event] | None = None) -> None:
+        """`read_pidless`: the reader of a record of this kind without a pid but with a
+        count (a brief's, as recordings made before tallies had a kind of their own wrote a
+        tally)."""
         names = [f.name for f in fields(cls)]
         namespace: dict[str, Any] = {
             "_cls": cls, "_kind": cls.kind.value, "_ABSENT": _ABSENT, "_MAX_TIME": MAX_TIME, "_MAX_ID": MAX_ID,
-            "RecordError": RecordError, "_what": f"{cls.kind.value} event",
+            "RecordError": RecordError, "_what": f"{cls.kind.value} event", "_read_pidless": read_pidless,
         }
         written = []
         # A record as written has every field, of its exact type: one test of them all and
@@ -327,7 +330,17 @@ class _Codec:
                 fast.append(f"    {name} = _check_{name}({name}, what + \": '{name}'\")")
         namespace["_build"] = cls
         build = f"    return _build({', '.join(names)})"
-        fast += [f"    if not ({' and '.join(accepted_all)}):", "        return read_each(record, what)", build]
+        # The item's slots set here rather than by its __init__: a call less, a third of
+        # what building it cost (the class has no __post_init__, nothing __init__ would add).
+        assigned = ["    item = _new(_cls)", *(f"    item.{name} = {name}" for name in names), "    return item"]
+        namespace["_new"] = object.__new__
+        if read_pidless is not None:
+            pidless = ["    if not pid and 'count' in record:", "        return _read_pidless(record, what)"]
+            read += pidless
+            fast += [f"    if not ({' and '.join(accepted_all)}):", "        return read_each(record, what)", *pidless]
+        else:
+            fast += [f"    if not ({' and '.join(accepted_all)}):", "        return read_each(record, what)"]
+        fast += assigned
         read.append(build)
         source = "\n".join([f"def write(item):\n    return {{'kind': _kind, {', '.join(written)}}}", *read, *fast])
         exec(compile(source, f"<codec of {cls.__name__}>", "exec"), namespace)
@@ -358,23 +371,14 @@ _CHANGERS: dict[type, Callable[..., Any]] = {cls: _changer(cls) for cls in (*EVE
 _CODECS: dict[type, _Codec] = {cls: _Codec(cls) for cls in (*EVENT_TYPES.values(), *OBSERVATION_TYPES.values())}
 
 
-def _brief_or_tally(read_brief: Callable[..., Event], read_tally: Callable[..., Event]) -> Callable[..., Event]:
-    """The reader of a brief record, as recordings made before tallies had a kind of their
-    own wrote a tally too: a brief without a pid, with a count (written then for every brief)."""
-
-    def read(record: dict[str, Any]) -> Event:
-        brief = read_brief(record)
-        return brief if brief.pid or "count" not in record else read_tally(record)
-
-    return read
-
-
+# An older recording's tally is a brief record without a pid, with a count (written then
+# for every brief): the brief's reader hands it to the tally's.
+_CODECS[Brief] = _Codec(Brief, _CODECS[Tally].read)
 # The reader of each event's and observation's record kind: given a map, the item or a
 # RecordError.  A replay hands each record to its kind's reader itself: from_record's
 # checks (a map? which kind?) and its codec's method were 6% of a replayed event.
 RECORD_READERS: dict[str, Callable[[dict[str, Any]], Event | Observation]] = {
-    **{cls.kind.value: codec.read for cls, codec in _CODECS.items()},
-    Kind.BRIEF.value: _brief_or_tally(_CODECS[Brief].read, _CODECS[Tally].read),
+    cls.kind.value: codec.read for cls, codec in _CODECS.items()
 }
 
 
