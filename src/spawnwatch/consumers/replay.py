@@ -50,8 +50,10 @@ class Replay:
         feed, readers = pipeline.feed, RECORD_READERS
         evaluations = pipeline.evaluations
         for number, record in enumerate(read_records(self.path), 1):
-            kind = record.get("kind")
-            read = readers.get(kind) if type(kind) is str else None
+            try:  # subscripts, not get(): nearly every record has a kind that names its reader
+                read = readers[record["kind"]]
+            except (KeyError, TypeError):  # no kind, another kind, or a kind that is no key (a list)
+                read = None
             try:
                 if read is not None:  # an event or observation: nearly every record
                     item = read(record)
@@ -60,7 +62,7 @@ class Replay:
                         item = redact.event(item)
                     counts[item_type] += 1  # by class: hashing an enum member runs Python code
                     alerts = feed(item)
-                elif kind == records.TICK:
+                elif (kind := record.get("kind")) == records.TICK:
                     alerts = pipeline.evaluate(time_value(record.get("ts"), "tick: 'ts'"))
                 elif kind == records.STATS:
                     self.recorded_stats = recorded_counters(record)  # what the live session could not see
