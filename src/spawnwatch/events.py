@@ -352,11 +352,12 @@ def _changer(cls: type) -> Callable[..., Any]:
     """`dataclasses.replace` for the slots dataclass `cls`, compiled: that one looks up the
     class's fields and checks each change by name at every call, twice the cost."""
     names = [f.name for f in fields(cls)]
-    namespace: dict[str, Any] = {"_build": cls, "_SAME": _ABSENT}
+    namespace: dict[str, Any] = {"_cls": cls, "_new": object.__new__, "_SAME": _ABSENT}
     keywords = ", ".join(f"{name}=_SAME" for name in names)
-    values = ", ".join(f"item.{name} if {name} is _SAME else {name}" for name in names)
-    exec(compile(f"def change(item, *, {keywords}):\n    return _build({values})", f"<changer of {cls.__name__}>",
-                 "exec"), namespace)
+    # The copy's slots set here, as a codec's reader sets them: no __init__ call.
+    assigned = "".join(f"    changed.{name} = item.{name} if {name} is _SAME else {name}\n" for name in names)
+    exec(compile(f"def change(item, *, {keywords}):\n    changed = _new(_cls)\n{assigned}    return changed",
+                 f"<changer of {cls.__name__}>", "exec"), namespace)
     return namespace["change"]
 
 
