@@ -23,6 +23,7 @@ from spawnwatch.recording import read_records
 from spawnwatch.redact import Redactor
 from spawnwatch.sinks import Origin, Record
 
+
 class Replay:
     """One pass over a recording: `steps()` feeds it to the pipeline, `stats()` after it."""
 
