@@ -389,12 +389,7 @@ def replay(options: argparse.Namespace) -> Replay:
         _, replayed = replay_cpu(recordings["watch"])
         watch_events, watch_processes = events_and_processes(recordings["watch"])
         events, processes = events_and_processes(recordings["trace"])
-        head = Path(directory) / "head.msgpack"
-        with open(recordings["trace"], "rb") as f, open(head, "wb") as out:
-            for record in msgpack.Unpacker(f, raw=False, strict_map_key=False):
-                if record.get("kind") in PROCESS_KINDS:
-                    break
-                out.write(msgpack.packb(record))
+        head = recording_head(recordings["trace"], Path(directory) / "head.msgpack")
         startup_s, _ = replay_cpu(head)
         spent_s, _ = replay_cpu(recordings["trace"])
     live = sessions["watch"]
@@ -421,11 +416,22 @@ def events_and_processes(recording: Path) -> tuple[int, int]:
     return events, processes
 
 
-def replay_cpu(recording: Path) -> tuple[float, str]:
+def recording_head(recording: Path, head: Path) -> Path:
+    """`head`, written with the records of `recording` before its first process event: its
+    replay is the interpreter's and the replay's start-up alone."""
+    with open(recording, "rb") as f, open(head, "wb") as out:
+        for record in msgpack.Unpacker(f, raw=False, strict_map_key=False):
+            if record.get("kind") in PROCESS_KINDS:
+                break
+            out.write(msgpack.packb(record))
+    return head
+
+
+def replay_cpu(recording: Path, env: dict[str, str] | None = None) -> tuple[float, str]:
     """CPU seconds of `watch --replay` (user + system) and its output."""
     before = os.times()
     done = subprocess.run([sys.executable, "-m", "spawnwatch", "watch", "--replay", str(recording), "--json"],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True, check=True, env=env)
     after = os.times()
     return (after.children_user - before.children_user) + (after.children_system - before.children_system), done.stdout
 

@@ -8,7 +8,14 @@ touches each alike: compare code with this, not with figures of another hour.
     sudo .venv/bin/python bench/sidebyside.py /tmp/before .      # 5 rounds of 10 s
     sudo .venv/bin/python bench/sidebyside.py /tmp/before . --mode exec   # an exec storm
 
-Exits 2 when any session lost an event.
+With `--replay RECORDING` (no root, no storm) the trees take turns replaying one
+recording with `watch --replay --json`, as bench/forkstorm.py's replay row measures it:
+CPU per recorded event, start-up (the recording's head alone) taken off; and whether
+every tree raised the same alerts.
+
+    .venv/bin/python bench/sidebyside.py /tmp/before . --replay trace.msgpack
+
+Exits 2 when any session lost an event, 3 when the trees' replays raise different alerts.
 """
 
 from __future__ import annotations
@@ -16,10 +23,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from forkstorm import EXEC_MODES, LOST, fork_storm, rate, ready_to_storm, traced_storm
+from forkstorm import (EXEC_MODES, LOST, REPLAY_DIFFERS, alerts_of, events_and_processes, fork_storm, rate,
+                       ready_to_storm, recording_head, replay_cpu, traced_storm)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -31,7 +41,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", choices=("fork", *EXEC_MODES), default="fork",
                         help="what each child does (bench/forkloop.c): exit at once (default), or exec /bin/true"
                              " with the same argv as every other child, or with its own")
+    parser.add_argument("--replay", type=Path, metavar="RECORDING",
+                        help="replay this recording with each tree instead of running storms (no root)")
     options = parser.parse_args(argv)
+    if options.replay is not None and not options.replay.is_file():
+        parser.error(f"--replay: {options.replay} is not a file")
     for tree in options.trees:
         if not (tree / "src" / "spawnwatch").is_dir() or not (tree / "bpf").is_dir():
             parser.error(f"{tree} is not a spawnwatch source tree (no src/spawnwatch or bpf/)")
@@ -55,8 +69,35 @@ def one_run(tree: Path, options: argparse.Namespace) -> tuple[float, float, int]
     return rate(traced) / ((rate(before) + rate(after)) / 2), cpu / traced[0] * 1e6, session.lost
 
 
+def replays(options: argparse.Namespace) -> int:
+    """Each tree's `watch --replay` of one recording, in turns: CPU per recorded event."""
+    events, _ = events_and_processes(options.replay)
+    if not events:
+        print(f"error: {options.replay} holds no process event to measure", file=sys.stderr)
+        return 1
+    runs: dict[Path, list[float]] = {tree: [] for tree in options.trees}
+    alerts: dict[Path, list[tuple]] = {}
+    with tempfile.TemporaryDirectory(prefix="spawnwatch-bench-") as directory:
+        head = recording_head(options.replay, Path(directory) / "head.msgpack")
+        for round_ in range(1, options.rounds + 1):
+            for tree in options.trees:
+                startup_s, _ = replay_cpu(head, tree_env(tree))
+                spent_s, output = replay_cpu(options.replay, tree_env(tree))
+                runs[tree].append((spent_s - startup_s) / events * 1e6)
+                alerts.setdefault(tree, alerts_of(output))
+                print(f"round {round_} {tree}: {runs[tree][-1]:.2f} us/event", flush=True)
+    for tree, results in runs.items():
+        print(f"{tree}: replay median {statistics.median(results):.2f} us/event"
+              f" ({', '.join(f'{r:.2f}' for r in results)}) of {events} events, {len(alerts[tree])} alert records")
+    same = len({tuple(found) for found in alerts.values()}) == 1
+    print(f"the same alerts from every tree: {'yes' if same else 'NO'}")
+    return 0 if same else REPLAY_DIFFERS
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
+    if options.replay is not None:
+        return replays(options)
     if not ready_to_storm():
         return 1
     runs: dict[Path, list[tuple[float, float, int]]] = {tree: [] for tree in options.trees}

@@ -288,17 +288,20 @@ class _Codec:
     dataclasses compiles `__init__`): a replay reads millions of records, and walking
     `dataclasses.fields` for each cost more than the lineage they feed."""
 
-    def __init__(self, cls: type) -> None:
+    def __init__(self, cls: type, read_pidless: Callable[..., Event] | None = None) -> None:
+        """`read_pidless`: the reader of a record of this kind without a pid but with a
+        count (a brief's, as recordings made before tallies had a kind of their own wrote a
+        tally)."""
         names = [f.name for f in fields(cls)]
         namespace: dict[str, Any] = {
             "_cls": cls, "_kind": cls.kind.value, "_ABSENT": _ABSENT, "_MAX_TIME": MAX_TIME, "_MAX_ID": MAX_ID,
-            "RecordError": RecordError,
+            "RecordError": RecordError, "_what": f"{cls.kind.value} event", "_read_pidless": read_pidless,
         }
         written = []
         # A record as written has every field, of its exact type: one test of them all and
         # no call per field.  Anything else is read field by field (defaults, conversions,
         # the error naming the field).
-        fast = ["def read(record, what):", "    try:",
+        fast = ["def read(record, what=_what):", "    try:",
                 *(f"        {name} = record[{name!r}]" for name in names),
                 "    except KeyError:", "        return read_each(record, what)"]
         accepted_all = []
@@ -327,24 +330,34 @@ class _Codec:
                 fast.append(f"    {name} = _check_{name}({name}, what + \": '{name}'\")")
         namespace["_build"] = cls
         build = f"    return _build({', '.join(names)})"
-        fast += [f"    if not ({' and '.join(accepted_all)}):", "        return read_each(record, what)", build]
+        # The item's slots set here rather than by its __init__: a call less, a third of
+        # what building it cost (the class has no __post_init__, nothing __init__ would add).
+        assigned = ["    item = _new(_cls)", *(f"    item.{name} = {name}" for name in names), "    return item"]
+        namespace["_new"] = object.__new__
+        if read_pidless is not None:
+            pidless = ["    if not pid and 'count' in record:", "        return _read_pidless(record, what)"]
+            read += pidless
+            fast += [f"    if not ({' and '.join(accepted_all)}):", "        return read_each(record, what)", *pidless]
+        else:
+            fast += [f"    if not ({' and '.join(accepted_all)}):", "        return read_each(record, what)"]
+        fast += assigned
         read.append(build)
         source = "\n".join([f"def write(item):\n    return {{'kind': _kind, {', '.join(written)}}}", *read, *fast])
         exec(compile(source, f"<codec of {cls.__name__}>", "exec"), namespace)
         self.write: Callable[[Event], dict[str, Any]] = namespace["write"]
-        self.read: Callable[[dict[str, Any], str], Event] = namespace["read"]
-        self.what = f"{cls.kind.value} event"
+        self.read: Callable[..., Event] = namespace["read"]
 
 
 def _changer(cls: type) -> Callable[..., Any]:
     """`dataclasses.replace` for the slots dataclass `cls`, compiled: that one looks up the
     class's fields and checks each change by name at every call, twice the cost."""
     names = [f.name for f in fields(cls)]
-    namespace: dict[str, Any] = {"_build": cls, "_SAME": _ABSENT}
+    namespace: dict[str, Any] = {"_cls": cls, "_new": object.__new__, "_SAME": _ABSENT}
     keywords = ", ".join(f"{name}=_SAME" for name in names)
-    values = ", ".join(f"item.{name} if {name} is _SAME else {name}" for name in names)
-    exec(compile(f"def change(item, *, {keywords}):\n    return _build({values})", f"<changer of {cls.__name__}>",
-                 "exec"), namespace)
+    # The copy's slots set here, as a codec's reader sets them: no __init__ call.
+    assigned = "".join(f"    changed.{name} = item.{name} if {name} is _SAME else {name}\n" for name in names)
+    exec(compile(f"def change(item, *, {keywords}):\n    changed = _new(_cls)\n{assigned}    return changed",
+                 f"<changer of {cls.__name__}>", "exec"), namespace)
     return namespace["change"]
 
 
@@ -359,21 +372,14 @@ _CHANGERS: dict[type, Callable[..., Any]] = {cls: _changer(cls) for cls in (*EVE
 _CODECS: dict[type, _Codec] = {cls: _Codec(cls) for cls in (*EVENT_TYPES.values(), *OBSERVATION_TYPES.values())}
 
 
-class _BriefOrTally:
-    """Reads a brief record, as recordings made before tallies had a kind of their own
-    wrote a tally too: a brief without a pid, with a count (written then for every brief)."""
-
-    def __init__(self) -> None:
-        self._read_brief, self._read_tally = _CODECS[Brief].read, _CODECS[Tally].read
-        self.what = _CODECS[Brief].what
-
-    def read(self, record: dict[str, Any], what: str) -> Event:
-        brief = self._read_brief(record, what)
-        return brief if brief.pid or "count" not in record else self._read_tally(record, what)
-
-
-_CODEC_OF_KIND: dict[str, _Codec | _BriefOrTally] = {
-    **{cls.kind.value: codec for cls, codec in _CODECS.items()}, Kind.BRIEF.value: _BriefOrTally(),
+# An older recording's tally is a brief record without a pid, with a count (written then
+# for every brief): the brief's reader hands it to the tally's.
+_CODECS[Brief] = _Codec(Brief, _CODECS[Tally].read)
+# The reader of each event's and observation's record kind: given a map, the item or a
+# RecordError.  A replay hands each record to its kind's reader itself: from_record's
+# checks (a map? which kind?) and its codec's method were 6% of a replayed event.
+RECORD_READERS: dict[str, Callable[[dict[str, Any]], Event | Observation]] = {
+    cls.kind.value: codec.read for cls, codec in _CODECS.items()
 }
 
 
@@ -383,9 +389,9 @@ def from_record(record: dict[str, Any]) -> Event | Observation | Snapshot | None
     if not isinstance(record, dict):
         raise RecordError(f"a record must be a map, not {type(record).__name__}")
     kind = record.get("kind")
-    codec = _CODEC_OF_KIND.get(kind) if type(kind) is str else None
-    if codec is not None:
-        return codec.read(record, codec.what)
+    read = RECORD_READERS.get(kind) if type(kind) is str else None
+    if read is not None:
+        return read(record)
     if kind in ("snapshot", "resync"):
         processes = record.get("processes", [])
         if not isinstance(processes, list):

@@ -212,10 +212,12 @@ class Lineage:
     def apply(self, event: Event) -> Process | None:
         """Update the table; the process the event is about (None when it could not be placed)."""
         kind = type(event)
+        if kind is Brief:  # nearly every record of a fork storm
+            if event.pid in self._by_pid:  # seldom: nearly every Brief's pid is free in the table
+                return self._brief_of_held_pid(event)
+            return self._spawned_briefly(event)
         if kind is Fork:
             return self._fork(event)
-        if kind is Brief:
-            return self._brief(event)
         if kind is Tally:
             return self._spawned_briefly(event)
         proc = self._by_pid.get(event.pid)
@@ -275,16 +277,15 @@ class Lineage:
         self._add(proc)
         return proc
 
-    def _brief(self, event: Brief) -> Process | None:
-        if event.pid in self._by_pid:  # seldom: nearly every Brief's pid is free in the table
-            known, stale = self._birth(event.pid, event.ts)
-            if stale:
-                return None
-            if known is not None:
-                self._touch(known)  # its fork came on its own while it lived: this is its end
-                self._exit(known, event.exited_at)
-                self._reap(known, event.reaped_at)
-                return known
+    def _brief_of_held_pid(self, event: Brief) -> Process | None:
+        known, stale = self._birth(event.pid, event.ts)
+        if stale:
+            return None
+        if known is not None:
+            self._touch(known)  # its fork came on its own while it lived: this is its end
+            self._exit(known, event.exited_at)
+            self._reap(known, event.reaped_at)
+            return known
         return self._spawned_briefly(event)
 
     def _spawned_briefly(self, event: Brief | Tally) -> None:
@@ -294,12 +295,16 @@ class Lineage:
             if spawner is None:
                 self.counts["missing_parent"] += 1
                 return None
-        self._touch(spawner)
-        argv, signature = spawner.argv, spawner.signature
+        try:  # _touch, inlined: this runs for nearly every record of a fork storm
+            self._recent.move_to_end(spawner)
+        except KeyError:  # evicted
+            pass
         ran_before = spawner.ran_before
         if ran_before is not None and event.ts < ran_before[0]:
             _exec_ts, argv, signature = ran_before  # forked before that exec: under the program it ran then
-        self.listener.spawned_briefly(spawner, event, argv, signature)
+            self.listener.spawned_briefly(spawner, event, argv, signature)
+        else:
+            self.listener.spawned_briefly(spawner, event, spawner.argv, spawner.signature)
         return None
 
     def _reaped_holder_at(self, pid: int, ts: float) -> Process | None:

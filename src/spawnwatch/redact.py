@@ -130,6 +130,8 @@ class Redactor:
         # A scheme, then its credential (`value`) or the end of the word (the credential is the next one).
         self._scheme = re.compile(rf"\b(?:{schemes})(?:[ \t]+(?=(?P<value>\S))|$)", re.IGNORECASE) if schemes else None
         self._argvs: RecentWeighedMap[Argv, Argv] = RecentWeighedMap(self.CACHE_SIZE, self.CACHE_WEIGHT, self._weigh)
+        self._has_rules = bool(self._keys or self._contains or self._headers or self._options or self._patterns
+                               or self._scheme)
 
     @property
     def evicted(self) -> int:
@@ -138,7 +140,7 @@ class Redactor:
 
     def __call__(self, argv: Sequence[str]) -> Argv:
         argv = tuple(argv)
-        if not (self._keys or self._contains or self._headers or self._options or self._patterns or self._scheme):
+        if not self._has_rules:
             return argv
         if sum(map(len, argv)) > self.CACHED_ARGV_CHARS:
             return self._redact(argv)
@@ -147,6 +149,11 @@ class Redactor:
             redacted = self._redact(argv)
             self._argvs.put(argv, redacted)
         return redacted
+
+    def uncached(self, argv: Argv) -> Argv:
+        """`argv` redacted and not kept: for a caller that keeps what it redacts itself (the
+        probe's command lines, by their bytes), so no argv is held twice."""
+        return self._redact(argv) if self._has_rules else argv
 
     @classmethod
     def _weigh(cls, argv: Argv) -> int:

@@ -55,13 +55,21 @@ class SpawnHistory:
     def __init__(self, horizon_s: int) -> None:
         self.horizon_s = horizon_s
         self._buckets: deque[list[int]] = deque()  # [second, count], ascending
+        # The newest bucket, where nearly every spawn lands: a deque's [-1] is no
+        # specialised subscript, and it was taken twice a spawn of a fork storm.
+        self._newest: list[int] | None = None
 
     def add(self, ts: float, delta: int = 1) -> None:
         second = int(ts)
-        buckets = self._buckets
-        if buckets and buckets[-1][0] == second:  # nearly always
-            buckets[-1][1] += delta
+        newest = self._newest
+        if newest is not None and newest[0] == second:  # nearly always
+            newest[1] += delta
             return
+        self._add_elsewhere(second, delta)
+        self._newest = self._buckets[-1] if self._buckets else None
+
+    def _add_elsewhere(self, second: int, delta: int) -> None:
+        buckets = self._buckets
         for i in range(len(buckets) - 1, -1, -1):
             if buckets[i][0] == second:
                 buckets[i][1] += delta
@@ -76,6 +84,8 @@ class SpawnHistory:
     def prune(self, now: float) -> None:
         while self._buckets and self._buckets[0][0] <= now - self.horizon_s:
             self._buckets.popleft()
+        if not self._buckets:
+            self._newest = None
 
     def count(self, start: float, end: float) -> int:
         """Spawns in [start, end)."""
@@ -133,10 +143,12 @@ class GroupBook:
         # Empty groups, by when they emptied.  Every group without members is in it, but for
         # a Brief's new group, for the moment it takes to be marked.
         self._idle: OrderedDict[GroupKey, float] = OrderedDict()
-        # The group of each spawner's Briefs (children that ran its program): the one lookup
-        # made for nearly every record of a fork storm, without building a GroupKey.  Bounded
-        # by the lineage (dropped spawners leave) and by the groups (expired ones leave).
-        self._brief_group: dict[Process, Group] = {}
+        # The group of each spawner's Briefs (children that ran its program), with the cgroup
+        # and signature of its key: the one lookup made for nearly every record of a fork
+        # storm, without building a GroupKey (or reading one: a named tuple's field is a
+        # descriptor call).  Bounded by the lineage (dropped spawners leave) and by the groups
+        # (expired ones leave).
+        self._brief_group: dict[Process, tuple[int, str, Group]] = {}
         self._orphan_roots: set[Process] = set()  # live processes whose spawner has exited
         self._orphan_zombies: set[Process] = set()  # orphan roots that exited, not yet reaped by their adopter
         self._exits_at_join: dict[Process, int] = {}  # group.exited when the member joined
@@ -152,16 +164,26 @@ class GroupBook:
     def spawned_briefly(self, spawner: Process, brief: Brief | Tally, argv: tuple[str, ...], signature: str) -> None:
         """Members that joined, exited and were reaped at once: one, or a tally's count.
         They ran `argv` (`signature`), their spawner's program when they forked."""
-        group = self._brief_group.get(spawner)
-        if group is None or group.key.cgroup_id != brief.cgroup_id or group.key.signature != signature:
-            key = GroupKey(brief.cgroup_id, spawner.key, signature)
+        cgroup_id = brief.cgroup_id
+        cached = self._brief_group.get(spawner)
+        if cached is not None and cached[0] == cgroup_id and cached[1] == signature:
+            group = cached[2]
+        else:
+            key = GroupKey(cgroup_id, spawner.key, signature)
             group = self.groups.get(key)
             if group is None:
                 group = self._group(key, spawner, argv, brief.comm, brief.ts)
                 self._mark_idle(group, brief.reaped_at)
-            self._brief_group[spawner] = group
-        self._count_spawn(group, brief.ts, brief.count)
-        group.exited += brief.count
+            self._brief_group[spawner] = (cgroup_id, signature, group)
+        count, ts = brief.count, brief.ts
+        # _count_spawn, inlined: this runs for nearly every record of a fork storm.
+        group.spawned += count
+        if ts < group.first_spawn:
+            group.first_spawn = ts
+        if ts > group.last_spawn:
+            group.last_spawn = ts
+        group.history.add(ts, count)
+        group.exited += count
         # An empty group is in _idle already: expire reads this rather than the group
         # being moved to the end of _idle at every Brief.
         if brief.reaped_at > group.last_brief_reaped:
@@ -356,7 +378,8 @@ class GroupBook:
                 continue
             del self._idle[key]
             del self.groups[key]
-            if self._brief_group.get(group.spawner) is group:
+            cached = self._brief_group.get(group.spawner)
+            if cached is not None and cached[2] is group:
                 del self._brief_group[group.spawner]
             self.counts["groups_dropped"] += 1
 

@@ -3,9 +3,10 @@ hundreds of identical children, sends the same argv bytes again and again."""
 
 from __future__ import annotations
 
+from typing import Callable
+
 from spawnwatch.bounded import RecentWeighedMap
 from spawnwatch.probe.layout import Argv, argv_words
-from spawnwatch.redact import Redactor
 
 # The most recently used command lines kept, and the bytes of argv they may hold in all:
 # the usual ones (a few hundred bytes) fill the entries first; hostile ones (distinct,
@@ -20,7 +21,9 @@ class RedactedArgvs:
     themselves, compared whole on a hit (no hash stands for them): two command lines
     never share an entry, however chosen; argc, which cuts the words, is kept beside."""
 
-    def __init__(self, redact: Redactor, limit: int = ARGVS_KEPT, key_bytes: int = ARGV_BYTES_KEPT) -> None:
+    def __init__(self, redact: Callable[[Argv], Argv], limit: int = ARGVS_KEPT,
+                 key_bytes: int = ARGV_BYTES_KEPT) -> None:
+        """`redact`: an argv -> its redacted copy, not kept (this keeps it)."""
         self._redact = redact
         self._argvs: RecentWeighedMap[bytes, tuple[int, Argv]] = RecentWeighedMap(limit, key_bytes, len)
 

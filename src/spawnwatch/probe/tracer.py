@@ -74,7 +74,7 @@ class Probe:
         self._argv_of = argv_of
         self._environ_of = environ_of
         self._redact = redact if redact is not None else default_redactor()
-        self._argvs = RedactedArgvs(self._redact)
+        self._argvs = RedactedArgvs(self._redact.uncached)
         self._known = KnownProcesses(parent_of)
         self._skipped_reaps = SkippedReaps(zombie_start) if zombie_start else None
         self._table_flags = table_flags(ring_buffer_kb, dead_slots, birth_slots)
