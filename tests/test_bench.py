@@ -93,8 +93,8 @@ def test_side_by_side_without_root_says_so_and_exits_1(sidebyside, monkeypatch, 
 
 def test_side_by_side_replays_a_recording_with_each_tree_without_root(sidebyside, monkeypatch, capsys) -> None:
     monkeypatch.setattr(sidebyside.os, "geteuid", lambda: 1000)
-    project = str(BENCH.parent.parent)
-    recording = BENCH.parent.parent / "tests" / "fixtures" / "accumulate.msgpack"
+    project = str(PROJECT)
+    recording = PROJECT / "tests" / "fixtures" / "accumulate.msgpack"
     assert sidebyside.main([project, "--replay", str(recording), "--rounds", "2"]) == 0
     out = capsys.readouterr().out
     assert f"{project}: replay median " in out and "the same alerts from every tree: yes" in out
@@ -102,7 +102,7 @@ def test_side_by_side_replays_a_recording_with_each_tree_without_root(sidebyside
 
 def test_side_by_side_refuses_a_replay_of_no_file(sidebyside, tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as exited:
-        sidebyside.parse_args([str(BENCH.parent.parent), "--replay", str(tmp_path / "none.msgpack")])
+        sidebyside.parse_args([str(PROJECT), "--replay", str(tmp_path / "none.msgpack")])
     assert exited.value.code == 2 and "is not a file" in capsys.readouterr().err
 
 
