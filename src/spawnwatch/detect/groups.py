@@ -175,14 +175,8 @@ class GroupBook:
                 group = self._group(key, spawner, argv, brief.comm, brief.ts)
                 self._mark_idle(group, brief.reaped_at)
             self._brief_group[spawner] = (cgroup_id, signature, group)
-        count, ts = brief.count, brief.ts
-        # _count_spawn, inlined: this runs for nearly every record of a fork storm.
-        group.spawned += count
-        if ts < group.first_spawn:
-            group.first_spawn = ts
-        if ts > group.last_spawn:
-            group.last_spawn = ts
-        group.history.add(ts, count)
+        count = brief.count
+        self._count_spawn(group, brief.ts, count)
         group.exited += count
         # An empty group is in _idle already: expire reads this rather than the group
         # being moved to the end of _idle at every Brief.
