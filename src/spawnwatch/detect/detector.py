@@ -22,7 +22,7 @@ from spawnwatch.detect.rules.orphaned_containers import OrphanedContainers
 from spawnwatch.detect.rules.pids import PidsBook, PidsRule
 from spawnwatch.detect.rules.spawn_rate import SpawnRate
 from spawnwatch.detect.rules.zombie import Zombie
-from spawnwatch.detect.serving import NOT_JUDGED, SocketsOf, gone, sampled, serving
+from spawnwatch.detect.serving import SocketsOf, gone, sampled, serving
 from spawnwatch.events import PidsSample
 from spawnwatch.lineage import Listeners, Process
 from spawnwatch.signature import DEFAULT_ENGINE
@@ -156,14 +156,15 @@ class Detector:
                 "ambiguous": container.ambiguous}
 
     def _serving(self, group: Group, now: float) -> str | None:
-        """Why the group's children serve connections (or NOT_JUDGED), their sockets read at most
-        every `memory_every_s`."""
+        """Why the group's children serve connections, their sockets read at most every `memory_every_s`."""
         assert self._sockets_of is not None
         if group.serving_at is None or now - group.serving_at >= self.settings.memory_every_s:
             members = sampled(group.members)
             held = self._sockets_of([group.spawner.pid] + [p.pid for p in members])
             if gone(members, held):
-                return NOT_JUDGED  # not kept: read again at the next evaluation
+                # The last verdict stands, read again at the next evaluation: a pool stays
+                # spared, and a leak fires on, as its replay (which reads no sockets) does.
+                return group.serving
             group.serving = serving(group.spawner, members, held)
             group.serving_at = now
         return group.serving

@@ -48,13 +48,10 @@ def sampled(members: Iterable[Process]) -> list[Process]:
     return live[-SAMPLED_MEMBERS:]
 
 
-# Most of the members looked at could not be read: gone from /proc while their exits were
-# still on the way to the lineage (a reader a moment behind, as a pool's sessions all end at
-# once).  What is gone is no evidence either way: no verdict, and the next evaluation reads again.
-NOT_JUDGED = "not judged: most of its children looked at are gone, their exits not heard yet"
-
-
 def gone(members: Sequence[Process], held: dict[int, HeldSockets]) -> bool:
+    """Most of `members` could not be read: gone from /proc while their exits were still on
+    the way to the lineage (a reader a moment behind, as a pool's sessions all end at once).
+    What is gone is no evidence either way: the last verdict stands until the next read."""
     return 2 * sum(1 for p in members if p.pid in held) <= len(members)
 
 

@@ -10,7 +10,7 @@ Growth alone does not make a leak: a spawner that ends or replaces its children 
 them (their exits are subtracted from the growth), and children that serve connections
 their spawner passes them are a pool (detect.serving; their sockets are read only once the
 rest of the rule holds).  Children gone from /proc before their exits reach the lineage are
-judged at the next evaluation, not taken for a leak."""
+no evidence: the last verdict stands until the next read."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def check(rule: Accumulating, group: Group, context: Context) -> Hit | None:
     if moments - exits_since < rule.min_growth:
         return None
     if context.serving_of is not None and context.serving_of(group) is not None:
-        return None  # a pool (its children take connections their spawner passes them), or not judged now
+        return None  # a pool: its children take connections their spawner passes them
     span = live[-1].start - live[0].start
     kind = f"each a new program (`{group.program}`)" if group.launched else "workers counted (count_workers)"
     ended = f"{exits_since} ended meanwhile" if exits_since else "none ended"

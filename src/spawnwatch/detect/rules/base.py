@@ -40,9 +40,8 @@ class Context:
     leak: Leak | None  # the orphans charged to the group, if any
     pids: PidsState | None = None  # the pids limit of the group's cgroup, when the group holds most of it
     containers: tuple[Container, ...] = ()  # the leaked containers charged to the group, oldest first
-    # Why the group's children serve connections (detect.serving), or that most of those looked
-    # at are gone before their exits were heard (NOT_JUDGED), read from the host only when asked:
-    # a rule asks once it would fire.  None: nothing to read them with (a snapshot's judge).
+    # Why the group's children serve connections (detect.serving), read from the host only when
+    # asked: a rule asks once it would fire.  None: nothing to read them with (a snapshot's judge).
     serving_of: Optional[Callable[[Group], "str | None"]] = None
 
 
