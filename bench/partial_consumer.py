@@ -61,7 +61,7 @@ def main(argv: list[str]) -> int:
             print(stats_line(attach_only(stop)), file=sys.stderr, flush=True)
         return 0
     records = 0
-    with open_probe(tally_briefs=True) as probe, stop.on_signals():  # as `watch` opens it
+    with open_probe(compact_lives=True) as probe, stop.on_signals():  # as `watch` opens it
         if level == "kernel":
             def hand_back(taken: list[bytes]) -> list:
                 nonlocal records

@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* argv lives in user memory only until the exec replaces the address space:
  * copy it at syscall entry into the thread's slot, emit it once
- * sched_process_exec confirms the exec succeeded.  A failed exec leaves its
- * slot to be overwritten. */
+ * sched_process_exec confirms the exec succeeded, or hold it there with the
+ * process's held fork (births.h).  A failed exec leaves its slot to be
+ * overwritten. */
 
 static __always_inline int sw_capture_argv(const char *const *argv)
 {
@@ -18,6 +19,12 @@ static __always_inline int sw_capture_argv(const char *const *argv)
 
 	if (!event)
 		return 0;
+	if (event->holder) {
+		/* A held exec goes out before its slot is written over. */
+		sw_flush_held(event->holder);
+		if (event->holder)
+			return 0; /* another CPU is sending it: this exec's argv is read from /proc */
+	}
 
 	/* One read for the whole pointer array: each user-memory read costs
 	 * ~150 ns here.  It fails (zeroing the array) only when the array ends
@@ -72,6 +79,26 @@ TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
 	return sw_capture_argv((const char *const *)args->argv);
 }
 
+#ifdef SW_HOLD_EXECS
+/* Keeps the exec captured in `event`, exec slot `index`, held with the fork
+ * `birth` holds for `pid` (births.h); false when that fork went out meanwhile
+ * (the exec then goes out as any other). */
+static __always_inline bool sw_hold_exec(struct sw_birth *birth, struct sw_exec_event *event, __u32 index, __u32 pid)
+{
+	__u64 alive = SW_BIRTH_TAG(pid, SW_BIRTH_ALIVE);
+
+	if (*(volatile __u64 *)sw_birth_tag(birth) != alive)
+		return false;
+	birth->exec_slot = index;
+	event->holder = pid;
+	sw_compiler_barrier(); /* both before the state that points at them */
+	if (__sync_val_compare_and_swap(sw_birth_tag(birth), alive, SW_BIRTH_TAG(pid, SW_BIRTH_EXECED)) == alive)
+		return true;
+	event->holder = 0;
+	return false;
+}
+#endif
+
 TRACEPOINT_PROBE(sched, sched_process_exec)
 {
 	/* A non-leader thread that execs takes over the leader's pid: the
@@ -79,12 +106,19 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	__u32 old_tid = args->old_pid;
 	__u32 slot = old_tid % SW_EXEC_SLOTS;
 	struct sw_exec_event *event = sw_exec_slots.lookup(&slot);
+	struct sw_birth *birth = sw_held_birth(args->pid);
 	__u32 flags, argv_size;
 
-	/* A held fork goes out before the exec that ends its hold (births.h). */
-	sw_flush_held(args->pid);
-	if (!event)
+	if (event && event->holder)
+		sw_flush_held(event->holder); /* another process's held exec goes first */
+	if (!event || event->holder) {
+		/* none, or being sent on another CPU: this exec cannot be told */
+		if (birth)
+			sw_flush_birth(birth);
+		if (event)
+			sw_count_lost(SW_EVENT_EXEC);
 		return 0;
+	}
 	if (event->hdr.pid == old_tid) {
 		flags = event->hdr.flags;
 		argv_size = event->argv_size;
@@ -101,9 +135,19 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	sw_fill_header(&event->hdr, SW_EVENT_EXEC, offsetof(struct sw_exec_event, argv) + argv_size,
 		       args->pid);
 	event->hdr.flags = flags;
+	event->forked_ns = 0;
+	event->exited_ns = 0;
+	event->reaped_ns = 0;
+	event->reserved = 0;
 	bpf_get_current_comm(event->hdr.comm, SW_COMM_LEN);
 	TP_DATA_LOC_READ_STR(event->filename, filename, SW_FILENAME_LEN);
-
+#ifdef SW_HOLD_EXECS
+	if (birth && sw_hold_exec(birth, event, slot, args->pid))
+		return 0;
+#endif
+	/* A held fork goes out before the exec that ends its hold (births.h). */
+	if (birth)
+		sw_flush_birth(birth);
 	if (sw_events.ringbuf_output(event, offsetof(struct sw_exec_event, argv) + argv_size,
 				     SW_SUBMIT_FLAGS))
 		sw_count_lost(SW_EVENT_EXEC);

@@ -4,7 +4,7 @@
  * it; older ones: the leader's exit stands for the group, as exitsnoop does).
  * After this the process is a zombie until sched_process_free (free.bpf.c).
  * A process whose fork is still held keeps its exit time in its slot instead
- * of a record (births.h). */
+ * of a record (births.h): the state after its own. */
 
 TRACEPOINT_PROBE(sched, sched_process_exit)
 {
@@ -22,13 +22,17 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 		return 0;
 #endif
 	birth = sw_birth_slot(pid);
-	if (birth && birth->pid == pid && birth->state == SW_BIRTH_ALIVE) {
-		birth->exited_ns = bpf_ktime_get_boot_ns();
-		sw_compiler_barrier(); /* the state last, as the reader expects */
-		if (__sync_val_compare_and_swap(sw_birth_tag(birth), SW_BIRTH_TAG(pid, SW_BIRTH_ALIVE),
-						SW_BIRTH_TAG(pid, SW_BIRTH_EXITED)) == SW_BIRTH_TAG(pid, SW_BIRTH_ALIVE))
-			return 0;
-		/* its fork was flushed meanwhile: it exits as any other process */
+	if (birth) {
+		__u64 tag = *(volatile __u64 *)sw_birth_tag(birth);
+		__u32 state = tag >> 32;
+
+		if ((__u32)tag == pid && (state == SW_BIRTH_ALIVE || state == SW_BIRTH_EXECED)) {
+			birth->exited_ns = bpf_ktime_get_boot_ns();
+			sw_compiler_barrier(); /* the state last, as the reader expects */
+			if (__sync_val_compare_and_swap(sw_birth_tag(birth), tag, SW_BIRTH_TAG(pid, state + 1)) == tag)
+				return 0;
+			/* its fork was flushed meanwhile: it exits as any other process */
+		}
 	}
 	evicted = sw_take_dead_slot(pid);
 

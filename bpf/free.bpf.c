@@ -7,7 +7,8 @@
  * reap from /proc).  It runs in an RCU callback where current
  * is unrelated, so the event carries no cgroup: user space knows it.
  * A process that exited with its fork held is told whole here, in one BRIEF
- * record (births.h), or counted in its spawner's tally (tallies.h). */
+ * record (births.h), or counted in its spawner's tally (tallies.h); one that
+ * exec'd held too, in one EXEC_BRIEF. */
 
 /* Sends the BRIEF of `pid`, held and exited in `birth`, and frees the slot;
  * false when another program took the slot first (it sent the fork and exit,
@@ -56,6 +57,37 @@ static __always_inline bool sw_end_held(struct sw_birth *birth, __u32 pid)
 	return sw_send_brief(birth, pid);
 }
 
+/* Sends the EXEC_BRIEF of `pid`, held, exec'd and exited in `birth`, from its
+ * exec's slot, and frees both; false when another program took the birth
+ * first (as for sw_send_brief). */
+static __always_inline bool sw_send_exec_brief(struct sw_birth *birth, __u32 pid)
+{
+	struct sw_exec_event *event;
+	struct sw_birth held;
+	__u32 index;
+
+	__builtin_memcpy(&held, birth, sizeof(held));
+	if (!sw_take_birth(birth, SW_BIRTH_TAG(pid, SW_BIRTH_EXECED_EXITED)))
+		return false;
+	index = held.exec_slot;
+	event = sw_exec_slots.lookup(&index);
+	if (!event || event->holder != pid) {
+		sw_count_lost(SW_EVENT_EXEC_BRIEF);
+		return true;
+	}
+	event->hdr.type = SW_EVENT_EXEC_BRIEF;
+	event->hdr.cgroup_id = held.cgroup_id;
+	event->hdr.ppid = held.ppid;
+	event->hdr.flags |= held.flags;
+	event->forked_ns = held.forked_ns;
+	event->exited_ns = held.exited_ns;
+	event->reaped_ns = bpf_ktime_get_boot_ns();
+	if (sw_events.ringbuf_output(event, sw_exec_size(event), SW_SUBMIT_FLAGS))
+		sw_count_lost(SW_EVENT_EXEC_BRIEF);
+	sw_release_exec(event);
+	return true;
+}
+
 TRACEPOINT_PROBE(sched, sched_process_free)
 {
 	__u32 pid = args->pid;
@@ -64,8 +96,14 @@ TRACEPOINT_PROBE(sched, sched_process_free)
 	struct sw_header *event;
 	struct sw_birth *birth = sw_birth_slot(pid);
 
-	if (birth && *sw_birth_tag(birth) == SW_BIRTH_TAG(pid, SW_BIRTH_EXITED) && sw_end_held(birth, pid))
-		return 0;
+	if (birth) {
+		__u64 tag = *sw_birth_tag(birth);
+
+		if (tag == SW_BIRTH_TAG(pid, SW_BIRTH_EXITED) && sw_end_held(birth, pid))
+			return 0;
+		if (tag == SW_BIRTH_TAG(pid, SW_BIRTH_EXECED_EXITED) && sw_send_exec_brief(birth, pid))
+			return 0;
+	}
 	dead = sw_dead_pids.lookup(&slot);
 	if (!dead || *dead != pid)
 		return 0;

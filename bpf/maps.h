@@ -18,8 +18,10 @@ BPF_F_TABLE("array", __u32, __u64, sw_lost_stats, SW_EVENT_TYPE_MAX, BPF_F_MMAPA
 
 /* argv captured at execve entry, emitted when the exec commits.  The thread
  * may change CPUs in between (sched_exec), so slots are per thread, indexed by
- * tid and tagged with it (hdr.pid) so a colliding tid is detected. */
-BPF_ARRAY(sw_exec_slots, struct sw_exec_event, SW_EXEC_SLOTS);
+ * tid and tagged with it (hdr.pid) so a colliding tid is detected.  A held
+ * exec stays in its slot until its process is told (births.h).  Mappable: user
+ * space reads a held exec in place when it announces the process. */
+BPF_F_TABLE("array", __u32, struct sw_exec_event, sw_exec_slots, SW_EXEC_SLOTS, BPF_F_MMAPABLE);
 
 /* Processes that exited and await their reap, indexed by pid and tagged with
  * it: sched_process_free also fires for threads, which must not emit. */

@@ -22,7 +22,7 @@
 /* Bounds of the kernel-side tables (slot arrays: collisions are detected by
  * tag and reported as missing data, never as wrong data).  The loader may set
  * the dead slots and the ring's size (-D) for hosts with huge fork storms. */
-#define SW_EXEC_SLOTS 1024  /* execs in flight at once */
+#define SW_EXEC_SLOTS 1024  /* execs in flight at once, and held ones (births.h) */
 #ifndef SW_DEAD_SLOTS
 #define SW_DEAD_SLOTS 65536 /* zombies awaiting reap at once */
 #endif
@@ -63,7 +63,8 @@ enum sw_event_type {
 	SW_EVENT_OOM = 5,
 	SW_EVENT_BRIEF = 6,
 	SW_EVENT_TALLY = 7,
-	SW_EVENT_TYPE_MAX = 8,
+	SW_EVENT_EXEC_BRIEF = 8,
+	SW_EVENT_TYPE_MAX = 9,
 };
 
 enum sw_flags {
@@ -118,10 +119,21 @@ struct sw_tally_event {
 	__u64 last_reaped_ns;
 };
 
+/* SW_EVENT_EXEC: the header is the exec's (ppid 0).  SW_EVENT_EXEC_BRIEF, a
+ * process that was forked, exec'd, exited and was reaped with nothing else in
+ * between (births.h): the header is its exec's time and comm, its fork's caller,
+ * clone flag and cgroup; the tail's times tell the rest. */
 struct sw_exec_event {
 	struct sw_header hdr;
 	__u32 argc;      /* arguments captured */
 	__u32 argv_size; /* bytes used in argv: NUL-separated strings */
+	__u64 forked_ns; /* of an EXEC_BRIEF; 0 in an EXEC */
+	__u64 exited_ns;
+	__u64 reaped_ns;
+	/* In sw_exec_slots: the process whose held exec the slot keeps, which no
+	 * capture may write over (births.h); 0 when none.  Not for user space. */
+	__u32 holder;
+	__u32 reserved;
 	char filename[SW_FILENAME_LEN];
 	char argv[SW_ARGV_BYTES];
 };
@@ -134,10 +146,13 @@ struct sw_oom_event {
 	__u64 total_vm_kb;
 };
 
+/* An exit moves a state to the next one. */
 enum sw_birth_state {
 	SW_BIRTH_EMPTY = 0,
 	SW_BIRTH_ALIVE = 1,  /* forked, nothing else yet */
 	SW_BIRTH_EXITED = 2, /* and exited: a zombie awaiting its reap */
+	SW_BIRTH_EXECED = 3, /* forked and exec'd once, the exec held in sw_exec_slots */
+	SW_BIRTH_EXECED_EXITED = 4,
 };
 
 /* A held fork, in the sw_births array that user space maps read-only and
@@ -153,6 +168,8 @@ struct sw_birth {
 	__u32 ppid;      /* the caller */
 	__u32 flags;     /* SW_FLAG_CLONE_PARENT */
 	char comm[SW_COMM_LEN];
+	__u32 exec_slot; /* of the EXECED states: its exec's slot in sw_exec_slots */
+	__u32 reserved;
 };
 
 /* A spawner's tally in sw_tallies, which user space maps read-only.  Only

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from spawnwatch.events import Brief, Event, Exec, Exit, Oom, Tally
+from spawnwatch.events import Brief, Event, Exec, ExecBrief, Exit, Oom, Tally
 from spawnwatch.probe.layout import (
     ARGV_BYTES, BRIEF_TAIL, COMM_LEN, EXEC_TAIL, EXIT_TAIL, FILENAME_LEN, FLAG_ARGV_TRUNCATED, HEADER, OOM_TAIL,
     STRUCT_SIZES, TALLY_TAIL, TYPE_KINDS, EvictedPid, Occupancy,
@@ -15,19 +15,20 @@ def encode(event: Event, flags: int = 0, aside: EvictedPid | Occupancy = 0) -> b
     """The record the kernel would send for `event`; `aside`, an exit's evicted pid or a tally's occupancy."""
     comm = event.comm.encode()[: COMM_LEN - 1]
 
-    def header(size: int, extra_flags: int = 0) -> bytes:
-        return HEADER.pack(TYPE_OF_KIND[event.kind], size, event.pid, round(event.ts * 1e9), event.cgroup_id,
+    def header(size: int, extra_flags: int = 0, ts: float = event.ts) -> bytes:
+        return HEADER.pack(TYPE_OF_KIND[event.kind], size, event.pid, round(ts * 1e9), event.cgroup_id,
                            event.ppid, flags | extra_flags, comm)
 
-    if isinstance(event, Exec):
+    if isinstance(event, (Exec, ExecBrief)):
         blob = b"".join(a.encode() + b"\0" for a in event.argv)[:ARGV_BYTES]
         size = HEADER.size + EXEC_TAIL.size + len(blob)
         truncated = FLAG_ARGV_TRUNCATED if event.argv_truncated else 0
-        return (
-            header(size, truncated)
-            + EXEC_TAIL.pack(len(event.argv), len(blob), event.filename.encode()[: FILENAME_LEN - 1])
-            + blob
-        )
+        filename = event.filename.encode()[: FILENAME_LEN - 1]
+        if isinstance(event, Exec):
+            return header(size, truncated) + EXEC_TAIL.pack(len(event.argv), len(blob), 0, 0, 0, 0, 0, filename) + blob
+        times = (round(event.ts * 1e9), round(event.exited_at * 1e9), round(event.reaped_at * 1e9))
+        return (header(size, truncated, event.execed_at)
+                + EXEC_TAIL.pack(len(event.argv), len(blob), *times, event.pid, 0, filename) + blob)
     if isinstance(event, Exit):
         return header(STRUCT_SIZES["sw_exit_event"]) + EXIT_TAIL.pack(aside, 0)
     if isinstance(event, Tally):

@@ -16,7 +16,7 @@ import pytest
 
 from children import FORK_THEN
 from spawnwatch.adapters import procfs
-from spawnwatch.events import Brief, Event, Tally
+from spawnwatch.events import Brief, Event, ExecBrief, Tally
 from spawnwatch.probe import Probe
 
 pytestmark = pytest.mark.root
@@ -36,13 +36,20 @@ sleeper = fork(lambda: time.sleep(2))
 zombie = fork(lambda: None)
 execer = fork(lambda: os.execv("/bin/true", ["true"]))
 os.waitpid(execer, 0)
+exec_sleeper = fork(lambda: os.execv("/bin/sleep", ["sleep", "2"]))
+twice = fork(lambda: os.execv("/bin/sh", ["sh", "-c", "exec /bin/true twice"]))
+os.waitpid(twice, 0)
+exec_forker = fork(lambda: os.execv("/bin/sh", ["sh", "-c", "/bin/true forked; exit 0"]))
+os.waitpid(exec_forker, 0)
 r, w = os.pipe()
 forker = fork(lambda: (os.write(w, str(fork(lambda: None)).encode()), os.wait()))
 os.waitpid(forker, 0)
 grandchild = int(os.read(r, 32))
 print(json.dumps(dict(brief=brief, sleeper=sleeper, zombie=zombie, execer=execer, forker=forker,
-                      grandchild=grandchild)), flush=True)
+                      grandchild=grandchild, exec_sleeper=exec_sleeper, twice=twice, exec_forker=exec_forker)),
+      flush=True)
 os.waitpid(sleeper, 0)
+os.waitpid(exec_sleeper, 0)
 print("reaped", flush=True)
 sys.stdin.readline()
 """
@@ -65,11 +72,11 @@ print(json.dumps(children), flush=True)
 """
 
 
-def watch_probe(birth_slots: int | None = None, tally_briefs: bool = False) -> Probe:
+def watch_probe(birth_slots: int | None = None, compact_lives: bool = False) -> Probe:
     """A probe as `watch` opens it: a reap whose run of sched_process_free the kernel
     skipped (about one in a thousand) is settled from /proc, or it would never come."""
     return Probe(parent_of=procfs.parent_pid, zombie_start=procfs.zombie_start, birth_slots=birth_slots,
-                 tally_briefs=tally_briefs)
+                 compact_lives=compact_lives)
 
 
 class Stream:
@@ -96,6 +103,14 @@ class Stream:
     def kinds(self, pid: int) -> list[str]:
         return [e.kind.value for e in self.of[pid]]
 
+    def ended(self, pid: int) -> bool:
+        """Whether `pid`'s reap came, in a reap or in a record of its whole life."""
+        return bool({"reap", "brief", "exec_brief"} & set(self.kinds(pid)))
+
+    def children(self, spawner: int) -> list[Event]:
+        """The records of `spawner`'s children whose parent they name."""
+        return [e for e in self.events if e.pid and e.ppid == spawner and e.kind.value in ("fork", "brief", "exec_brief")]
+
     def tallied(self, spawner: int) -> int:
         """Children of `spawner` told in tallies."""
         return sum(e.count for e in self.of[0] if isinstance(e, Tally) and e.ppid == spawner)
@@ -116,10 +131,10 @@ def whole_life(events: list[Event]) -> bool:
     return False
 
 
-def run_family(tally_briefs: bool) -> tuple[Stream, dict, int, dict]:
+def run_family(compact_lives: bool) -> tuple[Stream, dict, int, dict]:
     """FAMILY under a probe: its events, once every one of its processes came whole
     (the zombie but its reap); the pids it made; its own pid; the probe's stats."""
-    with watch_probe(tally_briefs=tally_briefs) as probe:
+    with watch_probe(compact_lives=compact_lives) as probe:
         stream = Stream(probe)
         family = subprocess.Popen([sys.executable, "-c", FAMILY], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   text=True)
@@ -133,8 +148,9 @@ def run_family(tally_briefs: bool) -> tuple[Stream, dict, int, dict]:
             stream.until(lambda: stream.kinds(sleeper) == ["fork", "exit", "reap"], "the sleeper's exit and reap")
             stream.until(lambda: stream.tallied(family.pid) + sum(bool(stream.of[pid]) for pid in brief)
                          >= BRIEF_CHILDREN, "every child that did nothing, by pid or in a tally", brief)
-            stream.until(lambda: "reap" in stream.kinds(made["execer"]) and "reap" in stream.kinds(made["forker"]),
-                         "the reaps of the child that exec'd and of the one that forked")
+            stream.until(lambda: all(stream.ended(made[name]) for name in ("execer", "forker", "twice", "exec_forker")),
+                         "the ends of the children that exec'd and of the ones that forked")
+            stream.until(lambda: stream.ended(made["exec_sleeper"]), "the end of the child that exec'd and slept")
             stream.until(lambda: stream.lives(made["forker"]) == 1, "the grandchild")
             assert stream.kinds(zombie) == ["fork", "exit"]  # still a zombie: no reap
         finally:
@@ -145,7 +161,7 @@ def run_family(tally_briefs: bool) -> tuple[Stream, dict, int, dict]:
 
 
 def test_each_shape_of_process_arrives_once_and_whole():
-    stream, made, family, stats = run_family(tally_briefs=False)
+    stream, made, family, stats = run_family(compact_lives=False)
     brief, sleeper, zombie = made["brief"], made["sleeper"], made["zombie"]
     for pid in brief:
         (event,) = stream.of[pid]
@@ -154,6 +170,8 @@ def test_each_shape_of_process_arrives_once_and_whole():
         assert event.ts <= event.exited_at <= event.reaped_at
     assert stream.kinds(made["execer"]) == ["fork", "exec", "exit", "reap"]
     assert stream.of[made["execer"]][1].argv == ("true",)
+    assert stream.kinds(made["exec_sleeper"]) == ["fork", "exec", "exit", "reap"]
+    assert stream.kinds(made["twice"]) == ["fork", "exec", "exec", "exit", "reap"]
     assert stream.kinds(made["forker"]) == ["fork", "exit", "reap"]
     assert stream.kinds(made["grandchild"]) == ["brief"]
     assert stream.of[made["grandchild"]][0].ppid == made["forker"]
@@ -185,15 +203,38 @@ def test_processes_sharing_birth_slots_are_each_told_whole(birth_slots):
 
 
 def test_with_tallies_short_lives_are_counted_per_spawner_and_every_other_process_told_as_before():
-    stream, made, family, stats = run_family(tally_briefs=True)
+    stream, made, family, stats = run_family(compact_lives=True)
     brief, sleeper = made["brief"], made["sleeper"]
     tallies = [e for e in stream.of[0] if e.ppid == family]
     assert tallies and all(isinstance(t, Tally) and t.comm == stream.of[sleeper][0].comm for t in tallies)
     assert all(t.ts <= t.exited_at <= t.reaped_at for t in tallies)
     assert stream.tallied(family) + sum(len(stream.of[pid]) for pid in brief) == BRIEF_CHILDREN
     assert all(stream.kinds(pid) in ([], ["brief"], ["fork", "exit", "reap"]) for pid in brief)
-    assert stream.kinds(made["execer"]) == ["fork", "exec", "exit", "reap"]
     assert stream.kinds(made["forker"]) == ["fork", "exit", "reap"]
+    assert stats["lost"] == 0 and stats["decode_errors"] == 0
+
+
+def test_with_compact_lives_a_short_exec_d_life_comes_in_one_record_and_any_other_as_before():
+    stream, made, family, stats = run_family(compact_lives=True)
+    # Forked, exec'd, exited and reaped with nothing between: one record, its exec's argv.
+    (execer,) = stream.of[made["execer"]]
+    assert isinstance(execer, ExecBrief) and execer.ppid == family and execer.comm == "true"
+    assert execer.argv == ("true",) and execer.filename == "/bin/true" and not execer.argv_truncated
+    assert execer.ts <= execer.execed_at <= execer.exited_at <= execer.reaped_at
+    # One that lived on after its exec: the sweep told its fork and exec (argv read from the
+    # kernel's held slot), its whole record then only its exit and reap.
+    assert stream.kinds(made["exec_sleeper"]) == ["fork", "exec", "exit", "reap"]
+    assert stream.of[made["exec_sleeper"]][1].argv == ("sleep", "2")
+    # A second exec sends the first one held, then goes out itself.
+    assert stream.kinds(made["twice"]) == ["fork", "exec", "exec", "exit", "reap"]
+    assert [e.argv for e in stream.of[made["twice"]][1:3]] == [("sh", "-c", "exec /bin/true twice"),
+                                                                ("/bin/true", "twice")]
+    # One that forks sends its fork and held exec before its child's record.
+    assert stream.kinds(made["exec_forker"]) == ["fork", "exec", "exit", "reap"]
+    [child] = stream.children(made["exec_forker"])
+    assert isinstance(child, ExecBrief) and child.argv == ("/bin/true", "forked")
+    order = [(e.kind.value, e.pid) for e in stream.events]
+    assert order.index(("exec", made["exec_forker"])) < order.index(("exec_brief", child.pid))
     assert stats["lost"] == 0 and stats["decode_errors"] == 0
 
 
@@ -209,7 +250,7 @@ for _ in range(int(sys.argv[1])):
 
 def test_a_fork_storm_comes_as_few_tallies_and_every_child_counts_once():
     children = 3000
-    with watch_probe(tally_briefs=True) as probe:
+    with watch_probe(compact_lives=True) as probe:
         stream = Stream(probe)
         storm = subprocess.Popen([sys.executable, "-c", STORM, str(children)])
         assert storm.wait(timeout=120) == 0

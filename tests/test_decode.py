@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from records import encode
-from spawnwatch.events import Brief, Exec, Exit, Fork, Oom, Reap, RecordError, Tally, from_record, to_record
+from spawnwatch.events import Brief, Exec, ExecBrief, Exit, Fork, Oom, Reap, RecordError, Tally, from_record, to_record
 from spawnwatch.probe import (
     PAGE_SIZE, KnownProcesses, Probe, ProbeError, SkippedReaps, layout, ring_buffer_pages, table_flags,
 )
@@ -146,20 +146,30 @@ class Births:
 
     def __init__(self) -> None:
         self.raw = bytearray(SLOTS * layout.BIRTH.size)
+        self.execs: dict[tuple[int, int], tuple[Exec, int]] = {}  # (exec slot, holder) -> its exec and flags
 
-    def hold(self, pid, forked, ppid=100, state=layout.BIRTH_ALIVE, exited=0.0, flags=0):
+    def hold(self, pid, forked, ppid=100, state=layout.BIRTH_ALIVE, exited=0.0, flags=0, exec_slot=0):
         layout.BIRTH.pack_into(self.raw, pid % SLOTS * layout.BIRTH.size, pid, state, round(forked * 1e9),
-                               round(exited * 1e9), 7, ppid, flags, b"worker")
+                               round(exited * 1e9), 7, ppid, flags, b"worker", exec_slot, 0)
+
+    def hold_exec(self, pid, forked, execed, argv, exited=None, exec_slot=3):
+        """`pid` held, exec'd `argv` at `execed` (and exited at `exited`), its exec in `exec_slot`."""
+        state = layout.BIRTH_EXECED if exited is None else layout.BIRTH_EXECED_EXITED
+        self.hold(pid, forked, state=state, exited=exited or 0.0, exec_slot=exec_slot)
+        self.execs[exec_slot, pid] = (Exec(execed, pid, 0, argv[0], 7, argv, argv[0]), 0)
 
     def clear(self, pid):
-        layout.BIRTH.pack_into(self.raw, pid % SLOTS * layout.BIRTH.size, 0, 0, 0, 0, 0, 0, 0, b"")
+        layout.BIRTH.pack_into(self.raw, pid % SLOTS * layout.BIRTH.size, 0, 0, 0, 0, 0, 0, 0, b"", 0, 0)
 
     def read(self, slot):
         return bytes(self.raw[slot * layout.BIRTH.size : (slot + 1) * layout.BIRTH.size])
 
+    def held_exec(self, exec_slot, pid):
+        return self.execs.get((exec_slot, pid))
+
     def sweep(self, held, cutoff):
-        return [(e.kind.value, e.pid, e.ts, flags) for e, flags in held.sweep(bytes(self.raw), round(cutoff * 1e9),
-                                                                                  self.read)]
+        swept = held.sweep(bytes(self.raw), round(cutoff * 1e9), self.read, self.held_exec)
+        return [(e.kind.value, e.pid, e.ts, flags) for e, flags in swept]
 
 
 def test_the_sweep_announces_each_fork_and_exit_held_past_the_cutoff_once():
@@ -183,17 +193,17 @@ def test_the_sweep_trusts_only_whole_slots_that_hold_still():
     births.hold(20, 1.0)
     copied = bytes(births.raw)
     births.clear(20)  # told by the kernel after the copy: the re-read shows it gone
-    assert held.sweep(copied, round(2e9), births.read) == []
+    assert held.sweep(copied, round(2e9), births.read, births.held_exec) == []
     births.hold(20, 1.0)
-    layout.BIRTH.pack_into(births.raw, 5 * layout.BIRTH.size, 20, layout.BIRTH_ALIVE, 10**9, 0, 7, 100, 0, b"x")
-    layout.BIRTH.pack_into(births.raw, 6 * layout.BIRTH.size, 6, 9, 10**9, 0, 7, 100, 0, b"x")  # no such state
+    layout.BIRTH.pack_into(births.raw, 5 * layout.BIRTH.size, 20, layout.BIRTH_ALIVE, 10**9, 0, 7, 100, 0, b"x", 0, 0)
+    layout.BIRTH.pack_into(births.raw, 6 * layout.BIRTH.size, 6, 9, 10**9, 0, 7, 100, 0, b"x", 0, 0)  # no such state
     moving = iter(range(100))
 
     def never_still(slot):
         return births.read(slot) if slot != 4 else bytes([next(moving)]) + births.read(slot)[1:]
 
-    assert held.sweep(bytes(births.raw), round(2e9), never_still) == []  # 20's slot is 4, not 5; 6 is torn
-    assert [e.pid for e, _ in held.sweep(bytes(births.raw), round(2e9), births.read)] == [20]
+    assert held.sweep(bytes(births.raw), round(2e9), never_still, births.held_exec) == []  # 20's slot is 4, not 5; 6 is torn
+    assert [e.pid for e, _ in held.sweep(bytes(births.raw), round(2e9), births.read, births.held_exec)] == [20]
 
 
 def test_kernel_records_of_an_announced_process_are_not_told_twice():
@@ -220,6 +230,24 @@ def test_kernel_records_of_an_announced_process_are_not_told_twice():
         assert held.kernel_event(event) == (event,)
 
 
+def test_the_sweep_announces_a_held_exec_with_its_fork_and_not_one_its_slot_gave_up():
+    births, held = Births(), HeldForks(SLOTS)
+    births.hold_exec(20, 1.0, 1.1, ("node", "server.js"), exec_slot=3)
+    births.hold_exec(21, 1.0, 1.1, ("node", "server.js"), exited=1.2, exec_slot=4)
+    births.hold_exec(22, 1.0, 1.1, ("node", "server.js"), exec_slot=5)
+    del births.execs[5, 22]  # its records went out after the copy: they come with the next drain
+    assert births.sweep(held, 2.0) == [("fork", 20, 1.0, 0), ("fork", 21, 1.0, 0), ("exec", 20, 1.1, 0),
+                                       ("exec", 21, 1.1, 0), ("exit", 21, 1.2, 0)]
+    assert births.sweep(held, 3.0) == []  # told once
+    # 21's later flush (its pid's slot taken): fork, exec and exit all told already.
+    assert held.kernel_event(Fork(1.0, 21, 100, "worker", 7)) == ()
+    assert held.kernel_event(Exec(1.1, 21, 0, "node", 7, ("node", "server.js"))) == ()
+    assert held.kernel_event(Exit(1.2, 21, 0, "node", 7)) == ()
+    # 20 ends held: its exec brief is its exit and reap.
+    brief = ExecBrief(1.0, 20, 100, "node", 7, 2.5, 2.6, 1.1, ("node", "server.js"))
+    assert held.kernel_event(brief) == (Exit(2.5, 20, 0, "node", 7), Reap(2.6, 20, 0, "", 0))
+
+
 class FakeProc:
     """/proc's answer to "is this pid a zombie, since when?", changed by the test."""
 
@@ -241,7 +269,7 @@ def test_a_swept_exit_is_settled_by_skipped_reaps_and_its_late_free_tells_nothin
     births, held, skipped = Births(), HeldForks(SLOTS), SkippedReaps(proc.zombie_start)
     births.hold(21, 1.0, state=layout.BIRTH_EXITED, exited=1.1)
     births.hold(22, 1.0, state=layout.BIRTH_EXITED, exited=1.1)
-    swept = held.sweep(bytes(births.raw), round(2e9), births.read)
+    swept = held.sweep(bytes(births.raw), round(2e9), births.read, births.held_exec)
     assert [(e.kind.value, e.pid) for e, _ in swept] == [("fork", 21), ("fork", 22), ("exit", 21), ("exit", 22)]
     assert proc.asked == []  # the sweep asks /proc nothing
     for event, _ in swept:
@@ -249,7 +277,7 @@ def test_a_swept_exit_is_settled_by_skipped_reaps_and_its_late_free_tells_nothin
             skipped.exited(event.pid, event.ts, 1.0)
     assert skipped.check(2.0) == [Reap(2.0, 21, 0, "", 0)] and proc.asked == [21, 22]  # swept HOLD_S old: due
     held.reaped_elsewhere(21)
-    assert held.sweep(bytes(births.raw), round(3e9), births.read) == []
+    assert held.sweep(bytes(births.raw), round(3e9), births.read, births.held_exec) == []
     # What the kernel sends of 21 later was told already: a late free's brief ...
     assert held.kernel_event(Brief(1.0, 21, 100, "worker", 7, 1.1, 3.0)) == ()
     # ... while the real zombie's reap comes from the kernel: exit told, the reap still untold.
@@ -339,7 +367,8 @@ def test_probe_batch_decoding_counts_and_fills_missing_argv():
     assert probe.stats() == {
         "events": {"fork": 1, "exec": 1},
         "lost": 0,
-        "lost_by_kind": {"fork": 0, "exec": 0, "exit": 0, "reap": 0, "oom": 0, "brief": 0, "tally": 0},
+        "lost_by_kind": {"fork": 0, "exec": 0, "exit": 0, "reap": 0, "oom": 0, "brief": 0, "tally": 0,
+                         "exec_brief": 0},
         "missed_by_kind": {"fork": 0, "exec": 0, "exit": 0, "reap": 0, "oom": 0, "brief": 0},
         "decode_errors": 1,
         "dead_slot_collisions": 0,

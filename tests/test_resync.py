@@ -76,6 +76,25 @@ def test_resync_closes_exits_adds_and_reparents_as_proc_says():
     }
 
 
+def test_a_child_told_before_its_lost_parent_takes_it_as_spawner_at_the_resync():
+    # The parent's records were lost; the sweep told its held child, then the resync told
+    # the parent: the child is its spawner's, as if the resync had seeded them both.
+    listener = Recorder()
+    table = Lineage(SIGN, listener=listener)
+    table.seed(host())
+    s = Stream(t=10.0)
+    child = s.spawn(6000, "sleep", "100")  # 6000: a parent the table never heard of
+    for event in s.events:
+        table.apply(event)
+    assert table.get(child).spawner is None and table.counts["missing_parent"] == 1
+    table.resync(resync_of(11.0, info(6000, SUPERVISOR_PID, 9.0, "python3", "supervisor.py"),
+                           info(child, 6000, 10.0, "sleep", "100")))
+    parent = table.get(6000)
+    assert table.get(child).spawner is parent and table.get(child).parent is parent
+    assert table.get(child) in parent.children and table.get(child) in parent.spawned
+    assert ("joined", child) in listener.heard and table.counts["resync_linked"] == 1
+
+
 def test_a_resync_with_nothing_lost_changes_nothing():
     table = Lineage(SIGN)
     table.seed(host())
@@ -86,7 +105,8 @@ def test_a_resync_with_nothing_lost_changes_nothing():
     before = {p.key: (p.parent, p.spawner, p.alive) for p in table.unreaped()}
     table.resync(resync_of(11.0, info(child, SUPERVISOR_PID, 10.0, "sleep", "100")))
     assert {p.key: (p.parent, p.spawner, p.alive) for p in table.unreaped()} == before
-    assert sum(table.counts[k] for k in ("resync_closed", "resync_exited", "resync_added", "resync_reparented")) == 0
+    assert sum(table.counts[k] for k in ("resync_closed", "resync_exited", "resync_added", "resync_reparented",
+                                         "resync_linked")) == 0
 
 
 def leak_with_a_gap() -> list:

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import REPO
 from live import LiveCommand
-from spawnwatch.probe.program import feature_flags, program_text, tally_flags
+from spawnwatch.probe.program import feature_flags, program_text, compact_flags
 
 pytestmark = pytest.mark.root
 
@@ -121,7 +121,7 @@ def test_every_program_passes_the_verifier_in_few_steps(tallies):
     start-up.  The kernel counts them (fdinfo's verified_insns, since 5.16)."""
     from bcc import BPF
 
-    flags = feature_flags() + (tally_flags() if tallies else []) + ["-Wno-macro-redefined"]
+    flags = feature_flags() + (compact_flags() if tallies else []) + ["-Wno-macro-redefined"]
     bpf = BPF(text=program_text().encode(), cflags=flags)
     try:
         steps = {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from spawnwatch.bounded import BoundedMap
-from spawnwatch.events import Brief, Event, Exec, Exit, Oom, Reap, Tally
+from spawnwatch.events import Brief, Event, Exec, ExecBrief, Exit, Oom, Reap, Tally
 from spawnwatch.text import command_line, human_bytes, human_duration, printable
 
 EVENT_HEADER = f"{'TIME(s)':>14} {'EVENT':<5} {'PID':>7} {'PPID':>7} {'CONTAINER':<16} {'COMM':<16} DETAIL"
@@ -37,6 +37,11 @@ class EventLines:
                 detail = f"zombie for {human_duration(event.ts - exited)}"
         elif isinstance(event, Tally):
             detail = f"{event.count} short lives forked in this second, the last reaped at {event.reaped_at:.6f}"
+        elif isinstance(event, ExecBrief):
+            detail = (command_line(event.argv, event.comm, MAX_ARGV_SHOWN)
+                      + (" [argv truncated]" if event.argv_truncated else "")
+                      + f"; exited {human_duration(event.exited_at - event.ts)} after its fork,"
+                      f" zombie for {human_duration(event.reaped_at - event.exited_at)}")
         elif isinstance(event, Brief):
             detail = (f"exited {human_duration(event.exited_at - event.ts)} after its fork,"
                       f" zombie for {human_duration(event.reaped_at - event.exited_at)}")

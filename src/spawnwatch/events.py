@@ -29,6 +29,7 @@ class Kind(str, enum.Enum):
     OOM = "oom"
     BRIEF = "brief"
     TALLY = "tally"
+    EXEC_BRIEF = "exec_brief"
     PIDS = "pids"
     CONTAINER = "container"
 
@@ -138,7 +139,24 @@ class Tally(Event):
     kind = Kind.TALLY
 
 
-EVENT_TYPES: dict[Kind, type[Event]] = {cls.kind: cls for cls in (Fork, Exec, Exit, Reap, Oom, Brief, Tally)}
+@dataclass(slots=True)
+class ExecBrief(Brief):
+    """A Brief whose process exec'd once in between: forked (`ts`), exec'd `argv`
+    (`execed_at`; `comm` is the exec's), exited and reaped, in one record, where the
+    kernel would otherwise send four.  Most children of an exec storm, and the ones a
+    leak is made of before they start to stay."""
+
+    execed_at: float = 0.0
+    argv: tuple[str, ...] = ()
+    filename: str = ""
+    argv_truncated: bool = False
+
+    kind = Kind.EXEC_BRIEF
+
+
+EVENT_TYPES: dict[Kind, type[Event]] = {
+    cls.kind: cls for cls in (Fork, Exec, Exit, Reap, Oom, Brief, Tally, ExecBrief)
+}
 
 
 @dataclass(slots=True)

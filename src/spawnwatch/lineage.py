@@ -33,13 +33,18 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from typing import AbstractSet, Callable, Iterator, Protocol
 
+from spawnwatch.bounded import RecentWeighedMap
 from spawnwatch.clock import SAME_START_S, same_start, start_tick
-from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Oom, Reap, Snapshot, Tally
+from spawnwatch.events import Brief, Event, Exec, ExecBrief, Exit, Fork, Oom, Reap, Snapshot, Tally
 
 INIT_PID = 1
 COMM_CHARS = 15  # of a program name the kernel keeps (/proc readers may show more)
 
 MAX_REAPED_LOOKED_AT = 4096  # for the spawner of a Brief that outlived it (see Lineage._reaped_holder_at)
+# Signatures kept by command line: an exec storm, or a leak's children, signs the same
+# argv again and again.  Bounded in entries and in the argv bytes their keys hold.
+SIGNATURES_KEPT = 1024
+SIGNED_ARGV_BYTES_KEPT = 256 * 1024
 
 Key = tuple[int, int]  # (pid, start in ticks)
 # Shared by every process without children (nearly all of them in a fork storm): two empty
@@ -144,6 +149,8 @@ class Lineage:
         listener: Listener | None = None,
     ) -> None:
         self._sign = signer
+        self._signatures: RecentWeighedMap[tuple[tuple[str, ...], str], str] = RecentWeighedMap(
+            SIGNATURES_KEPT, SIGNED_ARGV_BYTES_KEPT, _argv_weight)
         self.settings = settings
         # Who adopts an orphan: the kernel's choice (nearest subreaper, else init) is not in
         # the events; the caller can read it from /proc.  Without a hint: init.
@@ -191,7 +198,7 @@ class Lineage:
                 ppid=info.ppid,
                 comm=info.comm,
                 argv=tuple(info.argv),
-                signature=self._sign(tuple(info.argv), info.comm),
+                signature=self._signature(tuple(info.argv), info.comm),
                 cgroup_id=info.cgroup_id,
                 exited_at=snapshot.ts if info.zombie else None,
                 seeded=True,
@@ -220,6 +227,10 @@ class Lineage:
             return self._fork(event)
         if kind is Tally:
             return self._spawned_briefly(event)
+        if kind is ExecBrief:  # nearly every record of an exec storm
+            if event.pid in self._by_pid:
+                return self._brief_of_held_pid(event)
+            return self._ran_briefly(event)
         proc = self._by_pid.get(event.pid)
         if proc is not None and event.ts < proc.start - SAME_START_S:
             self.counts["stale"] += 1  # about an earlier holder of this pid
@@ -268,7 +279,7 @@ class Lineage:
             comm=event.comm,
             # Until its exec a child runs its parent's program.
             argv=parent.argv if parent else (),
-            signature=parent.signature if parent else self._sign((), event.comm),
+            signature=parent.signature if parent else self._signature((), event.comm),
             cgroup_id=event.cgroup_id,
         )
         self._by_pid[proc.pid] = proc
@@ -288,23 +299,46 @@ class Lineage:
             return known
         return self._spawned_briefly(event)
 
-    def _spawned_briefly(self, event: Brief | Tally) -> None:
+    def _spawner_of_brief(self, event: Brief | Tally) -> Process | None:
+        """The spawner of a short life the kernel told whole (touched), None when unknown."""
         spawner = self._by_pid.get(event.ppid)
         if spawner is None or spawner.start - SAME_START_S > event.ts:
             spawner = self._reaped_holder_at(event.ppid, event.ts)
             if spawner is None:
                 self.counts["missing_parent"] += 1
                 return None
-        try:  # _touch, inlined: this runs for nearly every record of a fork storm
+        try:  # _touch, inlined: this runs for nearly every record of a storm
             self._recent.move_to_end(spawner)
         except KeyError:  # evicted
             pass
+        return spawner
+
+    def _spawned_briefly(self, event: Brief | Tally) -> None:
+        spawner = self._spawner_of_brief(event)
+        if spawner is None:
+            return None
         ran_before = spawner.ran_before
         if ran_before is not None and event.ts < ran_before[0]:
             _exec_ts, argv, signature = ran_before  # forked before that exec: under the program it ran then
             self.listener.spawned_briefly(spawner, event, argv, signature)
         else:
             self.listener.spawned_briefly(spawner, event, spawner.argv, spawner.signature)
+        return None
+
+    def _signature(self, argv: tuple[str, ...], comm: str) -> str:
+        key = (argv, comm)
+        signature = self._signatures.recent(key)
+        if signature is None:
+            signature = self._sign(argv, comm)
+            self._signatures.put(key, signature)
+        return signature
+
+    def _ran_briefly(self, event: ExecBrief) -> None:
+        """A short life that exec'd: a member of the group of the program it ran, as its
+        fork, exec, exit and reap would have made it."""
+        spawner = self._spawner_of_brief(event)
+        if spawner is not None:
+            self.listener.spawned_briefly(spawner, event, event.argv, self._signature(event.argv, event.comm))
         return None
 
     def _reaped_holder_at(self, pid: int, ts: float) -> Process | None:
@@ -334,7 +368,7 @@ class Lineage:
         proc.argv = tuple(event.argv)
         proc.comm = event.comm
         proc.environ = None if event.environ_unread else event.environ
-        proc.signature = self._sign(proc.argv, event.comm)
+        proc.signature = self._signature(proc.argv, event.comm)
         if proc.signature != old:
             proc.ran_before = (event.ts, old_argv, old)
             self.listener.changed(proc, old)
@@ -473,7 +507,8 @@ class Lineage:
         Processes the table holds but /proc no longer has (or has under a reused
         pid) are closed (exit and reap); live ones /proc shows as zombies are
         exited, and those /proc shows under another comm take its argv (their
-        exec was lost); every process takes /proc's parent; processes the table
+        exec was lost); every process takes /proc's parent (and, if it had none
+        known at its fork, takes it as its spawner); processes the table
         never heard of are added as seeded, their current parent as spawner, so
         a leak that grew while events were lost is still charged to its
         spawner.  The listener hears each change, as for events.  The processes
@@ -498,11 +533,26 @@ class Lineage:
         for pid in known:
             proc = self._by_pid.get(pid)
             info = in_proc[pid]
-            if proc is not None and proc.ppid != info.ppid:
+            if proc is None:
+                continue
+            if proc.ppid != info.ppid:
                 self._adoption_pending.pop(proc, None)  # /proc has told
                 self._adopt(proc, info.ppid)
                 self.counts["resync_reparented"] += 1
+            elif proc.parent is None and proc.spawner is None:
+                # Forked by a parent whose own records were lost (the sweep told a held child
+                # before this resync told the parent): its spawner, as if seeded with it.
+                parent = self._by_pid.get(info.ppid)
+                if parent is not None and parent is not proc:
+                    self._link(proc, parent, spawner=parent)
+                    self.listener.joined(proc)
+                    self.counts["resync_linked"] += 1
         return added
+
+
+def _argv_weight(key: tuple[tuple[str, ...], str]) -> int:
+    argv, comm = key
+    return sum(map(len, argv)) + len(argv) + len(comm)
 
 
 def _with(processes: AbstractSet[Process], proc: Process) -> AbstractSet[Process]:

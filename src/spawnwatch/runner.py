@@ -68,12 +68,12 @@ class Stop:
 
 
 def open_probe(redact: Redactor | None = None, ring_buffer_kb: int | None = None,
-               dead_slots: int | None = None, tally_briefs: bool = False) -> Probe:
+               dead_slots: int | None = None, compact_lives: bool = False) -> Probe:
     """A probe that completes what the kernel could not know from /proc, argv redacted
-    (by the default config's rules unless given others); see Probe for `tally_briefs`."""
+    (by the default config's rules unless given others); see Probe for `compact_lives`."""
     return Probe(
         parent_of=procfs.parent_pid, argv_of=procfs.argv, redact=redact, zombie_start=procfs.zombie_start,
-        ring_buffer_kb=ring_buffer_kb, dead_slots=dead_slots, tally_briefs=tally_briefs,
+        ring_buffer_kb=ring_buffer_kb, dead_slots=dead_slots, compact_lives=compact_lives,
         environ_of=procfs.engine_environ,
     )
 
@@ -164,7 +164,7 @@ class Consumer(Protocol):
     """What a command does with the live stream."""
 
     wants_snapshot: bool  # seed from /proc before the first event
-    wants_every_process: bool  # each short life by pid, not counted per spawner and second (Probe's tally_briefs)
+    wants_every_process: bool  # each short life by pid, not counted per spawner and second (Probe's compact_lives)
 
     def begin(self, run: LiveRun, snapshot: Snapshot | None) -> None: ...
 
@@ -187,7 +187,7 @@ def run_live(config: Config, consumer: Consumer, duration: float | None, record:
     with ExitStack() as stack:
         recorder = stack.enter_context(RecordingWriter(record)) if record else None
         # The probe before the engines: a host that cannot trace is told so, and only so.
-        probe = stack.enter_context(open_probe(redact, ring_buffer_kb, tally_briefs=not consumer.wants_every_process))
+        probe = stack.enter_context(open_probe(redact, ring_buffer_kb, compact_lives=not consumer.wants_every_process))
         return_freed_heap()
         resolver = stack.enter_context(ContainerResolver(host_root=config.runtimes.host_root,
                                                             containerd_state=config.runtimes.containerd_state))

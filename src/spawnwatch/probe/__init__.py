@@ -7,7 +7,7 @@ on a timer, decode records into spawnwatch events.
 
 The kernel side holds each fork back until the process does something else, and
 tells a process forked, exited and reaped with nothing in between in one Brief,
-or, when asked (`tally_briefs`), counts such processes per spawner and second
+or, when asked (`compact_lives`), counts such processes per spawner and second
 in a Tally; a poll also sweeps the held forks (births.py) for
 those held too long, and the tallies (tallies.py) no record told, every
 SWEEP_INTERVAL_S.

@@ -2,10 +2,11 @@
 
 The kernel sends nothing for a fork until the process does something a record
 must say; a process forked, exited and reaped with nothing in between comes as
-one Brief.  A process that lives on without doing anything else (a worker that
-never execs, a zombie nobody reaps) would never be seen: HeldForks sweeps the
+one Brief (with an exec in between, for `watch`, one ExecBrief).  A process that
+lives on without doing anything else (a worker that never execs, a server that
+never forks, a zombie nobody reaps) would never be seen: HeldForks sweeps the
 kernel's sw_births array, mapped read-only, and announces each fork once it is
-HOLD_S old (its exit too, once that is HOLD_S old), remembering what it announced
+HOLD_S old (its held exec with it, its exit too once that is HOLD_S old), remembering what it announced
 per slot (so it is bounded by the table).  It also keeps the kernel's later records about an announced
 process from telling it twice: a flushed fork is dropped, a Brief becomes the
 exit and reap still untold.
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from spawnwatch.events import Brief, Event, Exit, Fork, Reap
+from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Reap
 from spawnwatch.probe import layout
 
 # How old a held fork is when the sweep announces it.  Nearly every process of a
@@ -36,10 +37,14 @@ HOLD_S = 0.25
 _HOLD_NS = int(HOLD_S * 1e9)
 _SLOT_WORDS = layout.BIRTH.size // 8  # u64 words per slot; its first holds pid and state
 _PID_MASK = 0xFFFF_FFFF
-_VALID_STATES = (layout.BIRTH_ALIVE, layout.BIRTH_EXITED)
+_VALID_STATES = (layout.BIRTH_ALIVE, layout.BIRTH_EXITED, layout.BIRTH_EXECED, layout.BIRTH_EXECED_EXITED)
+_EXITED_STATES = (layout.BIRTH_EXITED, layout.BIRTH_EXECED_EXITED)
 _STABLE_READS = 4  # re-reads of a slot that changes under us before it is left for the next sweep
 
 ReadSlot = Callable[[int], bytes]
+# (exec slot, pid) -> the exec that slot holds for the held process `pid`, with its record's
+# flags; None once it holds it no longer (its records are on their way).
+HeldExec = Callable[[int, int], "tuple[Exec, int] | None"]
 
 
 class HeldForks:
@@ -58,9 +63,11 @@ class HeldForks:
         the sweep already announced."""
         slot = event.pid % self.slots
         entry = self._announced.get(slot)
-        if entry is None or entry[0] != event.pid or not isinstance(event, (Fork, Brief, Exit, Reap)):
+        if entry is None or entry[0] != event.pid or not isinstance(event, (Fork, Brief, Exec, Exit, Reap)):
             return (event,)  # nearly every record: its process was never announced
         _pid, forked, exit_told, reap_told = entry
+        if isinstance(event, Exec):
+            return () if exit_told else (event,)  # with an exit told: the announced exec, flushed with it
         if isinstance(event, Exit):
             if not exit_told:
                 return (event,)
@@ -88,12 +95,11 @@ class HeldForks:
         if entry is not None and entry[0] == pid and entry[2]:
             self._announced[slot] = (pid, entry[1], True, True)
 
-    def sweep(self, births: bytes, cutoff_ns: int, read_slot: ReadSlot) -> list[tuple[Event, int]]:
-        """(event, flags) for each held fork, and held exit, as old as `cutoff_ns`
-        and not announced yet, sorted by time.  `births` is the array as copied
-        before the ring was drained: a slot found there that still holds its
-        process (re-read after the drain with `read_slot`) was told by no record
-        of that drain."""
+    def sweep(self, births: bytes, cutoff_ns: int, read_slot: ReadSlot, held_exec: HeldExec) -> list[tuple[Event, int]]:
+        """(event, flags) for each held fork (and the exec it holds), and held exit, as old
+        as `cutoff_ns` and not announced yet, sorted by time.  `births` is the array as
+        copied before the ring was drained: a slot found there that still holds its process
+        (re-read after the drain with `read_slot`) was told by no record of that drain."""
         announced = []
         for slot in self._occupied(births):
             if not self._untold(slot, layout.BIRTH.unpack_from(births, slot * layout.BIRTH.size), cutoff_ns):
@@ -102,14 +108,21 @@ class HeldForks:
             fields = layout.BIRTH.unpack(raw) if raw is not None else None
             if fields is None or not self._untold(slot, fields, cutoff_ns):
                 continue  # told meanwhile, or the kernel keeps writing it: the next sweep sees it
-            pid, state, forked_ns, exited_ns, cgroup_id, ppid, flags, comm = fields
+            pid, state, forked_ns, exited_ns, cgroup_id, ppid, flags, comm, exec_slot, _reserved = fields
             forked = forked_ns / 1e9
             entry = self._announced.get(slot)
             fork_told = entry is not None and entry[:2] == (pid, forked)
             if not fork_told:
+                execed = None
+                if state not in (layout.BIRTH_ALIVE, layout.BIRTH_EXITED):
+                    execed = held_exec(exec_slot, pid)
+                    if execed is None:
+                        continue  # told meanwhile
                 announced.append((Fork(forked, pid, ppid, layout.text(comm), cgroup_id), flags))
+                if execed is not None:
+                    announced.append(execed)
                 self.swept_forks += 1
-            exited = state == layout.BIRTH_EXITED and exited_ns <= cutoff_ns
+            exited = state in _EXITED_STATES and exited_ns <= cutoff_ns
             if exited and not (fork_told and entry[2]):
                 announced.append((Exit(exited_ns / 1e9, pid, 0, layout.text(comm), cgroup_id), 0))
                 self.swept_exits += 1
@@ -126,7 +139,7 @@ class HeldForks:
         entry = self._announced.get(slot)
         if entry is None or entry[:2] != (pid, forked_ns / 1e9):
             return True
-        return state == layout.BIRTH_EXITED and exited_ns <= cutoff_ns and not entry[2]
+        return state in _EXITED_STATES and exited_ns <= cutoff_ns and not entry[2]
 
     def _occupied(self, births: bytes) -> Iterable[int]:
         """Slots whose tag word is set, found without a Python loop over the empty ones."""

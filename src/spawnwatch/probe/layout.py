@@ -10,7 +10,7 @@ import struct
 from functools import lru_cache
 from typing import Callable, NamedTuple
 
-from spawnwatch.events import Brief, Event, Exec, Exit, Fork, Kind, Oom, Reap, Tally
+from spawnwatch.events import Brief, Event, Exec, ExecBrief, Exit, Fork, Kind, Oom, Reap, Tally
 
 COMM_LEN = 16
 FILENAME_LEN = 256
@@ -21,7 +21,8 @@ FLAG_ARGV_MISSING = 1 << 1
 FLAG_CLONE_PARENT = 1 << 2
 
 BIRTH_SLOTS = 8192  # SW_BIRTH_SLOTS's default
-BIRTH_EMPTY, BIRTH_ALIVE, BIRTH_EXITED = 0, 1, 2
+BIRTH_EMPTY, BIRTH_ALIVE, BIRTH_EXITED, BIRTH_EXECED, BIRTH_EXECED_EXITED = 0, 1, 2, 3, 4
+EXEC_SLOTS = 1024  # SW_EXEC_SLOTS
 
 # Each struct as (field, struct format) in declaration order; all are packed
 # by design (the C side pads explicitly), so offsets are running sums.
@@ -29,13 +30,16 @@ HEADER_FIELDS = (
     ("type", "H"), ("size", "H"), ("pid", "I"), ("ts_ns", "Q"), ("cgroup_id", "Q"),
     ("ppid", "I"), ("flags", "I"), ("comm", f"{COMM_LEN}s"),
 )
-EXEC_TAIL_FIELDS = (("argc", "I"), ("argv_size", "I"), ("filename", f"{FILENAME_LEN}s"))
+EXEC_TAIL_FIELDS = (
+    ("argc", "I"), ("argv_size", "I"), ("forked_ns", "Q"), ("exited_ns", "Q"), ("reaped_ns", "Q"), ("holder", "I"),
+    ("reserved", "I"), ("filename", f"{FILENAME_LEN}s"),
+)
 EXIT_TAIL_FIELDS = (("evicted_pid", "I"), ("reserved", "I"))
 BRIEF_TAIL_FIELDS = (("exited_ns", "Q"), ("reaped_ns", "Q"))
 # A held fork in the sw_births array (bpf/births.h), read by the sweep.
 BIRTH_FIELDS = (
     ("pid", "I"), ("state", "I"), ("forked_ns", "Q"), ("exited_ns", "Q"), ("cgroup_id", "Q"),
-    ("ppid", "I"), ("flags", "I"), ("comm", f"{COMM_LEN}s"),
+    ("ppid", "I"), ("flags", "I"), ("comm", f"{COMM_LEN}s"), ("exec_slot", "I"), ("reserved", "I"),
 )
 TALLY_TAIL_FIELDS = (
     ("slot", "I"), ("gen", "I"), ("count", "I"), ("reserved", "I"), ("last_exited_ns", "Q"), ("last_reaped_ns", "Q"),
@@ -88,10 +92,18 @@ FIELDS = {
     "sw_tally": _offsets(TALLY_FIELDS),
 }
 STRUCT_SIZES = {name: max(offset + size for offset, size in fields.values()) for name, fields in FIELDS.items()}
+EXEC_SLOT_SIZE = STRUCT_SIZES["sw_exec_event"]  # a slot of sw_exec_slots
+_HOLDER = struct.Struct("<I")
+_HOLDER_OFFSET = FIELDS["sw_exec_event"]["holder"][0]
 
-FORK_TYPE, EXEC_TYPE, EXIT_TYPE, REAP_TYPE, OOM_TYPE, BRIEF_TYPE, TALLY_TYPE = 1, 2, 3, 4, 5, 6, 7  # enum sw_event_type
+
+def exec_slot_holder(slot: bytes) -> int:
+    """The pid whose held exec an exec slot keeps (0: none)."""
+    return _HOLDER.unpack_from(slot, _HOLDER_OFFSET)[0]
+
+FORK_TYPE, EXEC_TYPE, EXIT_TYPE, REAP_TYPE, OOM_TYPE, BRIEF_TYPE, TALLY_TYPE, EXEC_BRIEF_TYPE = range(1, 9)  # enum sw_event_type
 TYPE_KINDS = {FORK_TYPE: Kind.FORK, EXEC_TYPE: Kind.EXEC, EXIT_TYPE: Kind.EXIT, REAP_TYPE: Kind.REAP,
-              OOM_TYPE: Kind.OOM, BRIEF_TYPE: Kind.BRIEF, TALLY_TYPE: Kind.TALLY}
+              OOM_TYPE: Kind.OOM, BRIEF_TYPE: Kind.BRIEF, TALLY_TYPE: Kind.TALLY, EXEC_BRIEF_TYPE: Kind.EXEC_BRIEF}
 TYPE_NAMES = {number: kind.value for number, kind in TYPE_KINDS.items()}
 # The fewest bytes a record of each type declares (an exec's argv may be empty).
 MIN_SIZES = {
@@ -102,6 +114,7 @@ MIN_SIZES = {
     OOM_TYPE: STRUCT_SIZES["sw_oom_event"],
     BRIEF_TYPE: STRUCT_SIZES["sw_brief_event"],
     TALLY_TYPE: STRUCT_SIZES["sw_tally_event"],
+    EXEC_BRIEF_TYPE: HEADER.size + EXEC_TAIL.size,
 }
 
 
@@ -174,13 +187,16 @@ def decode(raw: bytes, argv_of_blob: ArgvOfBlob = argv_words) -> Decoded:
         return Exit(ts, pid, ppid, name, cgroup_id), flags, evicted_pid
     if type_ == REAP_TYPE:
         return Reap(ts, pid, ppid, name, cgroup_id), flags, 0
-    if type_ == EXEC_TYPE:
-        argc, argv_size, filename = EXEC_TAIL.unpack_from(raw, HEADER.size)
+    if type_ == EXEC_TYPE or type_ == EXEC_BRIEF_TYPE:
+        argc, argv_size, forked_ns, exited_ns, reaped_ns, _holder, _reserved, filename = EXEC_TAIL.unpack_from(
+            raw, HEADER.size)
         start = HEADER.size + EXEC_TAIL.size
-        blob = raw[start : start + min(argv_size, size - start)]
-        exec_ = Exec(ts, pid, ppid, name, cgroup_id, argv_of_blob(blob, argc), _filename_text(filename),
-                     bool(flags & FLAG_ARGV_TRUNCATED))
-        return exec_, flags, 0
+        argv = argv_of_blob(raw[start : start + min(argv_size, size - start)], argc)
+        if type_ == EXEC_TYPE:
+            return Exec(ts, pid, ppid, name, cgroup_id, argv, _filename_text(filename),
+                        bool(flags & FLAG_ARGV_TRUNCATED)), flags, 0
+        return ExecBrief(forked_ns / 1e9, pid, ppid, name, cgroup_id, exited_ns / 1e9, reaped_ns / 1e9, ts, argv,
+                         _filename_text(filename), bool(flags & FLAG_ARGV_TRUNCATED)), flags, 0
     anon, file, shmem, _total_vm = OOM_TAIL.unpack_from(raw, HEADER.size)
     return Oom(ts, pid, ppid, name, cgroup_id, (anon + file + shmem) * 1024), flags, 0
 

@@ -71,11 +71,13 @@ def table_flags(ring_buffer_kb: int | None, dead_slots: int | None, birth_slots:
     return flags
 
 
-def tally_flags() -> list[str]:
-    """-D flags that turn the kernel side's tallies of short lives on (tallies.h)."""
+def compact_flags() -> list[str]:
+    """-D flags that make the kernel side tell short lives compactly, as `watch` wants
+    them: counted per spawner and second (tallies.h), an exec'd one whole in one record
+    (its exec held with its fork, births.h)."""
     from bcc.utils import get_possible_cpus
 
-    return ["-DSW_TALLY_BRIEFS", f"-DSW_NR_CPUS={max(get_possible_cpus()) + 1}", f"-DSW_HOLD_NS={int(HOLD_S * 1e9)}"]
+    return ["-DSW_TALLY_BRIEFS", "-DSW_HOLD_EXECS", f"-DSW_NR_CPUS={max(get_possible_cpus()) + 1}", f"-DSW_HOLD_NS={int(HOLD_S * 1e9)}"]
 
 
 def feature_flags() -> list[str]:

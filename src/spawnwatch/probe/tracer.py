@@ -10,14 +10,14 @@ from collections import Counter
 from typing import Callable
 
 from spawnwatch.config import default_redactor
-from spawnwatch.events import Brief, Event, Exec, Exit, Tally, replaced
+from spawnwatch.events import Brief, Event, Exec, ExecBrief, Exit, Fork, Reap, Tally, replaced
 from spawnwatch.probe import layout, preflight
 from spawnwatch.probe.argvs import RedactedArgvs
 from spawnwatch.probe.births import HOLD_S, HeldForks
 from spawnwatch.probe.known import KnownProcesses, ParentOf
 from spawnwatch.probe.program import (
     EMITTING_PROGRAMS, PAGE_SIZE, ProbeError, feature_flags, program_text, recursion_misses, table_flags,
-    tally_flags,
+    compact_flags,
 )
 from spawnwatch.probe.reaps import SkippedReaps, ZombieStart
 from spawnwatch.probe.ring import RingReader
@@ -56,8 +56,9 @@ class Probe:
     `environ_of` reads of its environment (the engine it talks to: unread when
     it answers None).  `ring_buffer_kb`, `dead_slots` and `birth_slots`
     size the kernel-side tables (default: bpf/spawnwatch.h's).  With
-    `tally_briefs`, what would come as Briefs comes counted per spawner and
-    second (the pids unsaid), as detection needs it and a fork storm affords."""
+    `compact_lives`, what would come as Briefs comes counted per spawner and
+    second (the pids unsaid), and a process that exec'd once in its short life
+    comes whole in one ExecBrief, as detection needs them and a storm affords."""
 
     def __init__(
         self,
@@ -68,7 +69,7 @@ class Probe:
         ring_buffer_kb: int | None = None,
         dead_slots: int | None = None,
         birth_slots: int | None = None,
-        tally_briefs: bool = False,
+        compact_lives: bool = False,
         environ_of: EnvironOf | None = None,
     ) -> None:
         self._argv_of = argv_of
@@ -80,7 +81,8 @@ class Probe:
         self._table_flags = table_flags(ring_buffer_kb, dead_slots, birth_slots)
         self._held = HeldForks(birth_slots or layout.BIRTH_SLOTS)
         self._births: mmap.mmap | None = None
-        self._tallies = Tallies() if tally_briefs else None
+        self._exec_slots: mmap.mmap | None = None
+        self._tallies = Tallies() if compact_lives else None
         self._tally_slots: mmap.mmap | None = None
         self._tally_words: memoryview | None = None
         self._lost_counts: mmap.mmap | None = None
@@ -112,7 +114,7 @@ class Probe:
         try:
             self._bpf = BPF(
                 text=program_text().encode(),
-                cflags=feature_flags() + self._table_flags + (tally_flags() if self._tallies else [])
+                cflags=feature_flags() + self._table_flags + (compact_flags() if self._tallies else [])
                 + ["-Wno-macro-redefined"],
             )
         except Exception as exc:  # bcc raises bare Exception; its details went to stderr
@@ -124,6 +126,7 @@ class Probe:
         self._wakeups = select.epoll()
         self._wakeups.register(ring.map_fd, select.EPOLLIN | select.EPOLLET)
         self._births = mapped_array(self._bpf[b"sw_births"], layout.BIRTH.size)
+        self._exec_slots = mapped_array(self._bpf[b"sw_exec_slots"], layout.EXEC_SLOT_SIZE)
         if self._tallies is not None:
             tallies = self._bpf[b"sw_tallies"]
             self._tally_slots = mapped_array(tallies, layout.TALLY.size)
@@ -142,6 +145,9 @@ class Probe:
         if self._births is not None:
             self._births.close()
             self._births = None
+        if self._exec_slots is not None:
+            self._exec_slots.close()
+            self._exec_slots = None
         if self._tally_words is not None:
             self._tally_words.release()
             self._tally_slots.close()
@@ -190,8 +196,23 @@ class Probe:
         start = slot * layout.BIRTH.size
         return self._births[start : start + layout.BIRTH.size]
 
+    def _held_exec(self, index: int, pid: int) -> tuple[Exec, int] | None:
+        """The exec that slot `index` holds for the held process `pid` (births.py's HeldExec)."""
+        start = index * layout.EXEC_SLOT_SIZE
+        raw = self._exec_slots[start : start + layout.EXEC_SLOT_SIZE]
+        if layout.exec_slot_holder(raw) != pid:
+            return None
+        try:
+            event, flags, _aside = layout.decode(raw, self._argvs)
+        except layout.DecodeError:
+            return None
+        if layout.exec_slot_holder(self._exec_slots[start : start + layout.EXEC_SLOT_SIZE]) != pid:
+            return None  # released while read: its record is on its way
+        return self._completed_exec(event, flags), flags
+
     def _swept(self, births: bytes, cutoff_ns: int) -> list[Event]:
-        return [self._complete(event, flags) for event, flags in self._held.sweep(births, cutoff_ns, self._birth)]
+        held = self._held.sweep(births, cutoff_ns, self._birth, self._held_exec)
+        return [self._complete(event, flags) for event, flags in held]
 
     def _tally(self, slot: int) -> bytes:
         start = slot * layout.TALLY.size
@@ -222,19 +243,28 @@ class Probe:
                 if event is not None:
                     append(complete(event, flags))
                 continue
-            if isinstance(event, Exec):  # its argv decoded and redacted already
-                found = self._argv_of(event.pid) if flags & layout.FLAG_ARGV_MISSING and self._argv_of else None
-                if found:
-                    event = replaced(event, argv=self._redact(found), argv_truncated=False)
-                if event.comm in ENGINE_CLIENTS and self._environ_of is not None:
-                    environ = self._environ_of(event.pid)
-                    event = replaced(event, environ=self._redact(environ) if environ else (),
-                                     environ_unread=environ is None)
+            if isinstance(event, Exec):
+                event = self._completed_exec(event, flags)
             for told in kernel_event(event):  # a loop, not a comprehension: no frame made per record
-                append(complete(told, flags if told is event else 0))
+                if type(told) is ExecBrief and told.comm in ENGINE_CLIENTS:
+                    for part, part_flags in _told_apart(told, flags):
+                        append(complete(part, part_flags))
+                else:
+                    append(complete(told, flags if told is event else 0))
             if aside and self._skipped_reaps is not None:  # an exit's EvictedPid
                 self._skipped_reaps.evicted(aside, now)
         return events + self._settled(now)
+
+    def _completed_exec(self, event: Exec, flags: int) -> Exec:
+        """An exec, its argv decoded and redacted already, with what /proc adds: its argv
+        when the kernel could not read it, the environment of an engine's client."""
+        found = self._argv_of(event.pid) if flags & layout.FLAG_ARGV_MISSING and self._argv_of else None
+        if found:
+            event = replaced(event, argv=self._redact(found), argv_truncated=False)
+        if event.comm in ENGINE_CLIENTS and self._environ_of is not None:
+            environ = self._environ_of(event.pid)
+            event = replaced(event, environ=self._redact(environ) if environ else (), environ_unread=environ is None)
+        return event
 
     def _settled(self, now: float) -> list[Event]:
         if self._skipped_reaps is None:
@@ -254,7 +284,7 @@ class Probe:
         self._counts[kind] += 1
         # Briefs (a fork storm's hot path) are left out: a life of the pid told whole leaves
         # nothing in the table that a late Reap of its former holder could end.
-        if self._skipped_reaps is not None and kind is not Brief and kind is not Tally:
+        if self._skipped_reaps is not None and kind is not Brief and kind is not Tally and kind is not ExecBrief:
             if kind is Exit:
                 self._skipped_reaps.exited(event.pid, event.ts, self._known.start(event.pid))
             else:
@@ -273,8 +303,9 @@ class Probe:
 
     def missed_by_kind(self) -> dict[str, int]:
         """Events whose program the kernel skipped (see EMITTING_PROGRAMS), by kind."""
-        # A tally comes from the programs of the kinds above: no run of its own to miss.
-        missed = dict.fromkeys((kind.value for number, kind in layout.TYPE_KINDS.items() if number != layout.TALLY_TYPE), 0)
+        # A tally or an exec brief comes from the programs of the kinds above: no run of its own to miss.
+        missed = dict.fromkeys((kind.value for number, kind in layout.TYPE_KINDS.items()
+                                if number not in (layout.TALLY_TYPE, layout.EXEC_BRIEF_TYPE)), 0)
         if self._bpf is not None:
             for program, kind in EMITTING_PROGRAMS.items():
                 missed[kind.value] += recursion_misses(self._bpf.funcs[program].fd)
@@ -326,3 +357,17 @@ class Probe:
         if self._skipped_reaps:
             evicted["awaited_exits"] = self._skipped_reaps.given_up
         return evicted
+
+
+def _told_apart(brief: ExecBrief, flags: int) -> tuple[tuple[Event, int], ...]:
+    """A container engine's client told whole, as its four records would have told it:
+    what it asked the engine for is matched with its exec (its environment unread: the
+    process is gone)."""
+    pid, comm, cgroup_id = brief.pid, brief.comm, brief.cgroup_id
+    return (
+        (Fork(brief.ts, pid, brief.ppid, comm, cgroup_id), flags & layout.FLAG_CLONE_PARENT),
+        (Exec(brief.execed_at, pid, 0, comm, cgroup_id, brief.argv, brief.filename, brief.argv_truncated,
+              environ_unread=True), 0),
+        (Exit(brief.exited_at, pid, 0, comm, cgroup_id), 0),
+        (Reap(brief.reaped_at, pid, 0, "", 0), 0),
+    )
