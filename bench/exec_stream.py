@@ -1,7 +1,7 @@
 """A synthetic exec storm through `watch`'s user-space path, no kernel and no root:
-the kernel's records (fork, exec, exit, reap of each child, as tests/records.py
-encodes them) decoded and completed by a Probe, as its ring's records are, then fed
-to the Pipeline with the default config.  The CPU per exec'd process, with every
+the kernel's records (each child's one exec_brief, as watch's kernel side sends a
+short exec'd life and tests/records.py encodes it) decoded and completed by a Probe,
+as its ring's records are, then fed to the Pipeline with the default config.  The CPU per exec'd process, with every
 child's command line the same (a leak's children) and with each its own (a build
 host's).  What the live exec storm costs less the ring, /proc and the sinks, and
 steadier than it on a loaded machine: compare trees with it side by side.
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from records import encode  # noqa: E402 (the kernel's layout, written in user space)
 
 from spawnwatch.config import load  # noqa: E402
-from spawnwatch.events import Exec, Exit, Fork, ProcessInfo, Reap, Snapshot  # noqa: E402
+from spawnwatch.events import ExecBrief, ProcessInfo, Snapshot  # noqa: E402
 from spawnwatch.pipeline import Pipeline  # noqa: E402
 from spawnwatch.probe import Probe  # noqa: E402
 
@@ -32,15 +32,12 @@ RECORDS_PER_POLL = 4000  # what a poll of the ring takes in a live exec storm, a
 
 
 def storm(children: int, distinct: bool) -> list[bytes]:
-    """Each child's four records, spawners taking turns, as bench/forkloop.c's exec modes run."""
+    """Each child's record, spawners taking turns, as bench/forkloop.c's exec modes run."""
     raws = []
     for n in range(children):
         ts, pid, spawner = 10.0 + n * 1e-4, FIRST_CHILD_PID + n, SPAWNERS[n % len(SPAWNERS)]
         argv = ("/bin/true", f"--package=file:/tmp/forkloop{f'-{spawner}-{n}' if distinct else ''}", "--", "server")
-        raws += [encode(Fork(ts, pid, spawner, "forkloop", 7)),
-                 encode(Exec(ts + 2e-5, pid, 0, "true", 7, argv, "/bin/true")),
-                 encode(Exit(ts + 4e-5, pid, 0, "true", 7)),
-                 encode(Reap(ts + 5e-5, pid, 0, "", 0))]
+        raws.append(encode(ExecBrief(ts, pid, spawner, "true", 7, ts + 4e-5, ts + 5e-5, ts + 2e-5, argv, "/bin/true")))
     return raws
 
 

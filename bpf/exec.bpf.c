@@ -80,6 +80,52 @@ TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
 }
 
 #ifdef SW_HOLD_EXECS
+#define SW_HASH_PRIME 0x100000001b3ULL
+_Static_assert(offsetof(struct sw_exec_event, argv) % 8 == 0, "argv is hashed a word at a time");
+
+/* Command lines up to this many bytes are hashed, and so tallied (tallies.h);
+ * longer ones come in a record each.  A loop the verifier walks once per turn
+ * (bcc cannot pass bpf_loop a callback): 64 words cost it 5,000 steps. */
+#define SW_HASHED_ARGV_BYTES 512
+
+/* The keyed hash of the command line captured in `event`: its flags, argc,
+ * size and bytes, a word at a time, then mixed whole.  0 when it is longer
+ * than SW_HASHED_ARGV_BYTES or was not read (user space reads /proc), never
+ * else. */
+static __always_inline __u64 sw_argv_hash(const struct sw_exec_event *event)
+{
+	/* argv is 8-byte aligned in the slot (checked above): read by words, each
+	 * index masked so the verifier sees it in bounds. */
+	const __u64 *words = (const __u64 *)event->argv;
+	__u32 size = event->argv_size;
+	__u64 hash = SW_ARGV_HASH_KEY ^ ((__u64)size << 32 | (__u64)event->hdr.flags << 24 | event->argc);
+	__u32 whole, tail;
+	__u64 word;
+
+	if (size > SW_HASHED_ARGV_BYTES || event->hdr.flags & SW_FLAG_ARGV_MISSING)
+		return 0;
+	whole = size / 8;
+#pragma clang loop unroll(disable)
+	for (__u32 i = 0; i < SW_HASHED_ARGV_BYTES / 8; i++) {
+		if (i >= whole)
+			break;
+		hash = (hash ^ words[i & (SW_HASHED_ARGV_BYTES / 8 - 1)]) * SW_HASH_PRIME;
+		hash ^= hash >> 29;
+	}
+	tail = size % 8;
+	if (tail) {
+		/* the bytes past the command line are an earlier capture's: masked off */
+		word = words[whole & (SW_HASHED_ARGV_BYTES / 8 - 1)] & ((1ULL << (tail * 8)) - 1);
+		hash = (hash ^ word) * SW_HASH_PRIME;
+	}
+	hash ^= hash >> 33;
+	hash *= 0xff51afd7ed558ccdULL;
+	hash ^= hash >> 33;
+	hash *= 0xc4ceb9fe1a85ec53ULL;
+	hash ^= hash >> 33;
+	return hash ? hash : 1;
+}
+
 /* Keeps the exec captured in `event`, exec slot `index`, held with the fork
  * `birth` holds for `pid` (births.h); false when that fork went out meanwhile
  * (the exec then goes out as any other). */
@@ -90,6 +136,7 @@ static __always_inline bool sw_hold_exec(struct sw_birth *birth, struct sw_exec_
 	if (*(volatile __u64 *)sw_birth_tag(birth) != alive)
 		return false;
 	birth->exec_slot = index;
+	event->argv_hash = sw_argv_hash(event);
 	event->holder = pid;
 	sw_compiler_barrier(); /* both before the state that points at them */
 	if (__sync_val_compare_and_swap(sw_birth_tag(birth), alive, SW_BIRTH_TAG(pid, SW_BIRTH_EXECED)) == alive)
@@ -138,6 +185,7 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	event->forked_ns = 0;
 	event->exited_ns = 0;
 	event->reaped_ns = 0;
+	event->argv_hash = 0;
 	event->reserved = 0;
 	bpf_get_current_comm(event->hdr.comm, SW_COMM_LEN);
 	TP_DATA_LOC_READ_STR(event->filename, filename, SW_FILENAME_LEN);

@@ -50,7 +50,7 @@ static __always_inline bool sw_end_held(struct sw_birth *birth, __u32 pid)
 		__builtin_memcpy(&held, birth, sizeof(held));
 		if (!sw_take_birth(birth, SW_BIRTH_TAG(pid, SW_BIRTH_EXITED)))
 			return false;
-		sw_tally(tally, index, &held, reaped_ns);
+		sw_tally(tally, index, &held, reaped_ns, 0);
 		return true;
 	}
 #endif
@@ -58,12 +58,14 @@ static __always_inline bool sw_end_held(struct sw_birth *birth, __u32 pid)
 }
 
 /* Sends the EXEC_BRIEF of `pid`, held, exec'd and exited in `birth`, from its
- * exec's slot, and frees both; false when another program took the birth
- * first (as for sw_send_brief). */
+ * exec's slot (or, when it was short and user space has its command line,
+ * counts it in its spawner's tally), and frees both; false when another
+ * program took the birth first (as for sw_send_brief). */
 static __always_inline bool sw_send_exec_brief(struct sw_birth *birth, __u32 pid)
 {
 	struct sw_exec_event *event;
 	struct sw_birth held;
+	__u64 reaped_ns;
 	__u32 index;
 
 	__builtin_memcpy(&held, birth, sizeof(held));
@@ -75,13 +77,27 @@ static __always_inline bool sw_send_exec_brief(struct sw_birth *birth, __u32 pid
 		sw_count_lost(SW_EVENT_EXEC_BRIEF);
 		return true;
 	}
+	reaped_ns = bpf_ktime_get_boot_ns();
+#ifdef SW_TALLY_BRIEFS
+	if (sw_argv_known(event->argv_hash)) {
+		__u32 tally_index = 0;
+		struct sw_tally *tally = sw_tally_slot(&held, reaped_ns, &tally_index);
+
+		if (tally) {
+			__builtin_memcpy(held.comm, event->hdr.comm, SW_COMM_LEN);
+			sw_tally(tally, tally_index, &held, reaped_ns, event->argv_hash);
+			sw_release_exec(event);
+			return true;
+		}
+	}
+#endif
 	event->hdr.type = SW_EVENT_EXEC_BRIEF;
 	event->hdr.cgroup_id = held.cgroup_id;
 	event->hdr.ppid = held.ppid;
 	event->hdr.flags |= held.flags;
 	event->forked_ns = held.forked_ns;
 	event->exited_ns = held.exited_ns;
-	event->reaped_ns = bpf_ktime_get_boot_ns();
+	event->reaped_ns = reaped_ns;
 	if (sw_events.ringbuf_output(event, sw_exec_size(event), SW_SUBMIT_FLAGS))
 		sw_count_lost(SW_EVENT_EXEC_BRIEF);
 	sw_release_exec(event);

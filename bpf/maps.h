@@ -39,6 +39,12 @@ BPF_F_TABLE("array", __u32, struct sw_birth, sw_births, SW_BIRTH_SLOTS, BPF_F_MM
  * by CPU.  Mappable: user space reads it in place for tallies no record told. */
 BPF_F_TABLE("array", __u32, struct sw_tally, sw_tallies, SW_TALLY_SLOTS * SW_NR_CPUS, BPF_F_MMAPABLE);
 
+/* The hash of each command line user space holds whole, in the slot of the
+ * hash modulo SW_ARGV_TOLD_SLOTS (tallies.h): a short exec'd life that ran one
+ * of them is counted, not told.  User space writes it (mapped in place), as
+ * only it knows which it holds, and which it wants told each time. */
+BPF_F_TABLE("array", __u32, __u64, sw_argv_told, SW_ARGV_TOLD_SLOTS, BPF_F_MMAPABLE);
+
 static __always_inline void sw_count_lost(__u32 type)
 {
 	__u64 *lost = sw_lost_stats.lookup(&type);
@@ -78,6 +84,14 @@ static __always_inline __u32 sw_take_dead_slot(__u32 pid)
 	}
 	*dead = pid;
 	return evicted;
+}
+
+static __always_inline bool sw_argv_known(__u64 hash)
+{
+	__u32 slot = hash % SW_ARGV_TOLD_SLOTS;
+	__u64 *told = sw_argv_told.lookup(&slot);
+
+	return told && hash && *told == hash;
 }
 
 #endif /* SPAWNWATCH_MAPS_H */

@@ -47,6 +47,14 @@
 #define SW_HOLD_NS 250000000ULL
 #endif
 #define SW_NS_PER_S 1000000000ULL
+/* Command lines whose argv user space has, by hash (tallies.h); a slot per
+ * hash modulo this. */
+#define SW_ARGV_TOLD_SLOTS 1024
+/* The key of sw_argv_hash, random per session (the loader gives it), so no
+ * local user can choose a command line that hashes as another's. */
+#ifndef SW_ARGV_HASH_KEY
+#define SW_ARGV_HASH_KEY 0x9e3779b97f4a7c15ULL
+#endif
 #ifndef SW_RINGBUF_PAGES
 #define SW_RINGBUF_PAGES 4096 /* 16 MiB with 4 KiB pages; a power of two */
 #endif
@@ -117,6 +125,7 @@ struct sw_tally_event {
 	__u32 reserved;
 	__u64 last_exited_ns;
 	__u64 last_reaped_ns;
+	__u64 argv_hash; /* of the command line they exec'd (the header's comm is the exec's); 0: none */
 };
 
 /* SW_EVENT_EXEC: the header is the exec's (ppid 0).  SW_EVENT_EXEC_BRIEF, a
@@ -130,6 +139,9 @@ struct sw_exec_event {
 	__u64 forked_ns; /* of an EXEC_BRIEF; 0 in an EXEC */
 	__u64 exited_ns;
 	__u64 reaped_ns;
+	/* Of a held exec (SW_HOLD_EXECS), the command line's keyed hash (sw_argv_hash):
+	 * a tally of short exec'd lives names it instead of the argv; 0 otherwise. */
+	__u64 argv_hash;
 	/* In sw_exec_slots: the process whose held exec the slot keeps, which no
 	 * capture may write over (births.h); 0 when none.  Not for user space. */
 	__u32 holder;
@@ -189,6 +201,7 @@ struct sw_tally {
 	__u64 last_reaped_ns;
 	__u64 cgroup_id; /* the caller's at fork, as a fork record carries */
 	char comm[SW_COMM_LEN];
+	__u64 argv_hash; /* as the record's */
 };
 
 #endif /* SPAWNWATCH_H */

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* Short lives tallied.  Nearly every child of a fork storm is a BRIEF, and one
- * record each is still the reader's whole cost.  So, when the loader asks
+/* Short lives tallied.  Nearly every child of a fork storm is a BRIEF (of an
+ * exec storm, an EXEC_BRIEF), and one record each is still the reader's whole
+ * cost.  So, when the loader asks
  * (SW_TALLY_BRIEFS: `watch` counts, `trace` shows every process), such a
  * process is counted instead, in its spawner's tally: a slot per spawner (its
  * pid modulo SW_TALLY_SLOTS) on each CPU, holding the children it forked in one
@@ -8,6 +9,12 @@
  * as one TALLY record and takes the slot; a tally that no child comes to send
  * is read by user space from the mapped array once its second is over
  * (tallies.py), the record's slot and occupancy telling it what it read.
+ *
+ * A short life that exec'd is tallied apart from its spawner's other children,
+ * by the hash of the command line it ran (tally->argv_hash), and only once user
+ * space holds that command line whole and says so in sw_argv_told: it had a
+ * record with its argv and hash, as the first such child's EXEC_BRIEF.  Its
+ * comm is its exec's.
  *
  * Only a process reaped within SW_TALLY_WITHIN_NS of its fork is tallied: the
  * sweep announces a held fork SW_HOLD_NS old from its slot, and a process it
@@ -18,13 +25,14 @@
 
 #define SW_TALLY_WITHIN_NS (SW_HOLD_NS / 2)
 
-static __always_inline bool sw_same_spawner(const struct sw_tally *tally, const struct sw_birth *held, __u32 second)
+static __always_inline bool sw_same_spawner(const struct sw_tally *tally, const struct sw_birth *held, __u32 second,
+					    __u64 argv_hash)
 {
 	const __u64 *ours = (const __u64 *)tally->comm, *theirs = (const __u64 *)held->comm;
 
 	return tally->count && tally->ppid == held->ppid && tally->second == second &&
 	       tally->cgroup_id == held->cgroup_id && tally->flags == held->flags && ours[0] == theirs[0] &&
-	       ours[1] == theirs[1];
+	       ours[1] == theirs[1] && tally->argv_hash == argv_hash;
 }
 
 /* Sends the occupant of slot `index` as one record. */
@@ -50,6 +58,7 @@ static __always_inline void sw_send_tally(const struct sw_tally *tally, __u32 in
 	event->reserved = 0;
 	event->last_exited_ns = tally->last_exited_ns;
 	event->last_reaped_ns = tally->last_reaped_ns;
+	event->argv_hash = tally->argv_hash;
 	sw_events.ringbuf_submit(event, SW_SUBMIT_FLAGS);
 }
 
@@ -65,13 +74,14 @@ static __always_inline struct sw_tally *sw_tally_slot(const struct sw_birth *bir
 	return sw_tallies.lookup(index);
 }
 
-/* Counts a held life (`held`: a copy of its slot, which the caller took) in
- * its spawner's tally, slot `index`. */
+/* Counts a held life (`held`: a copy of its slot, which the caller took; of
+ * one that exec'd, with its exec's comm and the hash of the command line it
+ * ran, `argv_hash`, else 0) in its spawner's tally, slot `index`. */
 static __always_inline void sw_tally(struct sw_tally *tally, __u32 index, const struct sw_birth *held,
-				     __u64 reaped_ns)
+				     __u64 reaped_ns, __u64 argv_hash)
 {
 	__u32 second = held->forked_ns / SW_NS_PER_S;
-	bool same = sw_same_spawner(tally, held, second);
+	bool same = sw_same_spawner(tally, held, second, argv_hash);
 
 	tally->seq++;
 	sw_compiler_barrier();
@@ -86,6 +96,7 @@ static __always_inline void sw_tally(struct sw_tally *tally, __u32 index, const 
 		tally->first_forked_ns = held->forked_ns;
 		tally->last_exited_ns = 0;
 		tally->cgroup_id = held->cgroup_id;
+		tally->argv_hash = argv_hash;
 		__builtin_memcpy(tally->comm, held->comm, SW_COMM_LEN);
 	}
 	tally->count++;

@@ -12,7 +12,8 @@ TYPE_OF_KIND = {kind: number for number, kind in TYPE_KINDS.items()}
 
 
 def encode(event: Event, flags: int = 0, aside: EvictedPid | Occupancy = 0) -> bytes:
-    """The record the kernel would send for `event`; `aside`, an exit's evicted pid or a tally's occupancy."""
+    """The record the kernel would send for `event`; `aside`, an exit's evicted pid, a tally's occupancy or
+    an exec's (or exec brief's) command line's hash."""
     comm = event.comm.encode()[: COMM_LEN - 1]
 
     def header(size: int, extra_flags: int = 0, ts: float = event.ts) -> bytes:
@@ -25,16 +26,17 @@ def encode(event: Event, flags: int = 0, aside: EvictedPid | Occupancy = 0) -> b
         truncated = FLAG_ARGV_TRUNCATED if event.argv_truncated else 0
         filename = event.filename.encode()[: FILENAME_LEN - 1]
         if isinstance(event, Exec):
-            return header(size, truncated) + EXEC_TAIL.pack(len(event.argv), len(blob), 0, 0, 0, 0, 0, filename) + blob
+            return (header(size, truncated) + EXEC_TAIL.pack(len(event.argv), len(blob), 0, 0, 0, aside, 0, 0, filename)
+                    + blob)
         times = (round(event.ts * 1e9), round(event.exited_at * 1e9), round(event.reaped_at * 1e9))
         return (header(size, truncated, event.execed_at)
-                + EXEC_TAIL.pack(len(event.argv), len(blob), *times, event.pid, 0, filename) + blob)
+                + EXEC_TAIL.pack(len(event.argv), len(blob), *times, aside, event.pid, 0, filename) + blob)
     if isinstance(event, Exit):
         return header(STRUCT_SIZES["sw_exit_event"]) + EXIT_TAIL.pack(aside, 0)
     if isinstance(event, Tally):
-        slot, gen = aside if aside else (0, 0)
+        slot, gen, argv_hash = aside if aside else (0, 0, 0)
         return header(STRUCT_SIZES["sw_tally_event"]) + TALLY_TAIL.pack(
-            slot, gen, event.count, 0, round(event.exited_at * 1e9), round(event.reaped_at * 1e9))
+            slot, gen, event.count, 0, round(event.exited_at * 1e9), round(event.reaped_at * 1e9), argv_hash)
     if isinstance(event, Brief):
         return header(STRUCT_SIZES["sw_brief_event"]) + BRIEF_TAIL.pack(
             round(event.exited_at * 1e9), round(event.reaped_at * 1e9))

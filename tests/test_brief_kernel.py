@@ -16,7 +16,7 @@ import pytest
 
 from children import FORK_THEN
 from spawnwatch.adapters import procfs
-from spawnwatch.events import Brief, Event, ExecBrief, Tally
+from spawnwatch.events import Brief, Event, ExecBrief, ExecTally, Tally
 from spawnwatch.probe import Probe
 
 pytestmark = pytest.mark.root
@@ -114,6 +114,11 @@ class Stream:
     def tallied(self, spawner: int) -> int:
         """Children of `spawner` told in tallies."""
         return sum(e.count for e in self.of[0] if isinstance(e, Tally) and e.ppid == spawner)
+
+    def exec_lives(self, spawner: int) -> int:
+        """Children of `spawner` that exec'd and ended, told by pid or in exec tallies."""
+        tallied = sum(e.count for e in self.of[0] if isinstance(e, ExecTally) and e.ppid == spawner)
+        return tallied + sum(isinstance(e, ExecBrief) for e in self.children(spawner))
 
     def lives(self, spawner: int) -> int:
         """Children of `spawner` told, tallied or by pid."""
@@ -260,4 +265,51 @@ def test_a_fork_storm_comes_as_few_tallies_and_every_child_counts_once():
     assert stream.lives(storm.pid) == children  # none twice
     tallies = [e for e in stream.of[0] if e.ppid == storm.pid]
     assert len(tallies) < children / 20 and stream.tallied(storm.pid) > children * 0.9
+    assert stats["lost"] == 0 and stats["decode_errors"] == 0
+
+
+# Children that each exec /bin/true with the same command line (a leak's), or each its own.
+EXEC_STORM = """
+import os, sys
+children, same = int(sys.argv[1]), sys.argv[2] == "same"
+for i in range(children):
+    pid = os.fork()
+    if pid == 0:
+        os.execv("/bin/true", ["true", "same" if same else f"child-{i}"])
+    os.waitpid(pid, 0)
+"""
+
+
+def exec_storm(children: int, same: bool) -> tuple[Stream, int, dict]:
+    """EXEC_STORM under a watch probe: its events once every child came, its pid, the probe's stats."""
+    with watch_probe(compact_lives=True) as probe:
+        stream = Stream(probe)
+        storm = subprocess.Popen([sys.executable, "-c", EXEC_STORM, str(children), "same" if same else "distinct"])
+        # Polled as it runs, as watch polls: the first child's record tells the probe its
+        # command line, and only from then on does the kernel count such children.
+        stream.until(lambda: storm.poll() is not None, "the storm's end", timeout=120)
+        assert storm.returncode == 0
+        stream.until(lambda: stream.exec_lives(storm.pid) >= children, "every child, tallied or by pid")
+        stream.take(probe.drain())
+        return stream, storm.pid, probe.stats()
+
+
+def test_an_exec_storm_of_one_command_line_comes_as_few_exec_tallies_that_name_it():
+    children = 2000
+    stream, storm, stats = exec_storm(children, same=True)
+    assert stream.exec_lives(storm) == children  # none twice
+    tallies = [e for e in stream.of[0] if e.ppid == storm]
+    assert tallies and all(isinstance(t, ExecTally) for t in tallies)
+    assert all(t.argv == ("true", "same") and t.comm == "true" and t.filename == "/bin/true" for t in tallies)
+    assert len(tallies) < children / 20 and sum(t.count for t in tallies) > children * 0.9
+    assert stats["lost"] == 0 and stats["decode_errors"] == 0 and stats["exec_tallies_untold"] == 0
+
+
+def test_an_exec_storm_of_distinct_command_lines_comes_as_one_exec_brief_a_child():
+    children = 300
+    stream, storm, stats = exec_storm(children, same=False)
+    briefs = stream.children(storm)
+    assert stream.exec_lives(storm) == children == len(briefs)
+    assert all(isinstance(b, ExecBrief) and b.ts <= b.execed_at <= b.exited_at <= b.reaped_at for b in briefs)
+    assert sorted(b.argv[1] for b in briefs) == sorted(f"child-{i}" for i in range(children))
     assert stats["lost"] == 0 and stats["decode_errors"] == 0

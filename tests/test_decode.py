@@ -10,7 +10,11 @@ from collections import Counter
 import pytest
 
 from records import encode
-from spawnwatch.events import Brief, Exec, ExecBrief, Exit, Fork, Oom, Reap, RecordError, Tally, from_record, to_record
+from spawnwatch.events import (
+    Brief, Exec, ExecBrief, ExecTally, Exit, Fork, Oom, Reap, RecordError, Tally, from_record, to_record,
+)
+from spawnwatch.probe.argvs import ARGV_TOLD_SLOTS, ToldArgvs
+from spawnwatch.probe.layout import Occupancy
 from spawnwatch.probe import (
     PAGE_SIZE, KnownProcesses, Probe, ProbeError, SkippedReaps, layout, ring_buffer_pages, table_flags,
 )
@@ -379,8 +383,47 @@ def test_probe_batch_decoding_counts_and_fills_missing_argv():
         "swept_forks": 0,
         "swept_exits": 0,
         "swept_tallies": 0,
-        "evicted_by_table": {"known_processes": 0, "exec_argvs": 0},
+        "exec_tallies_untold": 0,
+        "evicted_by_table": {"known_processes": 0, "exec_argvs": 0, "told_argvs": 0},
     }
+
+
+def exec_tally_probe() -> tuple[Probe, memoryview]:
+    """A Probe whose tallies are on, with a stand-in for the kernel's sw_argv_told array."""
+    probe = Probe(parent_of=lambda pid: 1, compact_lives=True)
+    kernel_told = memoryview(bytearray(8 * ARGV_TOLD_SLOTS)).cast("Q")
+    probe._told_argvs = ToldArgvs(kernel_told)  # what open() maps
+    return probe, kernel_told
+
+
+def test_an_exec_tally_is_told_with_the_command_line_its_hash_names_and_never_another():
+    probe, kernel_told = exec_tally_probe()
+    argv = ("npm", "exec", "magic")
+    first = ExecBrief(1.0, 10, 100, "npm", 7, 1.02, 1.03, 1.01, argv, "/usr/bin/npm")
+    events = probe.decode_batch([encode(first, 0, 0xABC)])
+    assert events == [first] and kernel_told[0xABC % ARGV_TOLD_SLOTS] == 0xABC  # the kernel may tally it now
+    tally = Tally(1.1, 0, 100, "npm", 7, 1.5, 1.6, 40)
+    [told] = probe.decode_batch([encode(tally, 0, Occupancy(3, 1, 0xABC))])
+    assert told == ExecTally(1.1, 0, 100, "npm", 7, 1.5, 1.6, 40, argv, "/usr/bin/npm")
+    # A hash it does not hold (the kernel's slot taken meanwhile): counted, never told as another's.
+    assert probe.decode_batch([encode(tally, 0, Occupancy(4, 1, 0xDEF))]) == []
+    assert probe.stats()["exec_tallies_untold"] == 1
+
+
+def test_told_argvs_are_bounded_and_let_the_kernel_tally_only_what_they_hold():
+    kernel_told = memoryview(bytearray(8 * ARGV_TOLD_SLOTS)).cast("Q")
+    told = ToldArgvs(kernel_told, limit=2)
+    for argv_hash in (5, 6, 7):
+        told.remember(argv_hash, ("x", str(argv_hash)), "x", "/bin/x", False)
+    assert told.evicted == 1 and kernel_told[5] == 0 and kernel_told[6] == 6 and kernel_told[7] == 7
+    assert told.exec_tally(Tally(1.0, 0, 1, "x", 7, 1.1, 1.2, 3), 5) is None and told.unknown == 1
+    assert told.exec_tally(Tally(1.0, 0, 1, "x", 7, 1.1, 1.2, 3), 6).argv == ("x", "6")
+    # Another hash of the same kernel slot takes it; an engine's client is never tallied.
+    told.remember(6 + ARGV_TOLD_SLOTS, (), "x", "/bin/x", False)
+    assert kernel_told[6] == 6 + ARGV_TOLD_SLOTS
+    assert told.exec_tally(Tally(1.0, 0, 1, "x", 7, 1.1, 1.2, 3), 6 + ARGV_TOLD_SLOTS).argv == ()
+    told.remember(9, ("docker", "ps"), "docker", "/usr/bin/docker", False)
+    assert kernel_told[9] == 0
 
 
 def boottime() -> float:

@@ -22,7 +22,7 @@ class Array:
 
     def put(self, slot: int, ppid: int, second: int, gen: int, count: int, seq: int = 2, flags: int = 0) -> None:
         layout.TALLY.pack_into(self.raw, slot * layout.TALLY.size, seq, ppid, second, flags, gen, count,
-                               second * NS + 1000, second * NS + 2000, second * NS + 3000, 7, b"worker")
+                               second * NS + 1000, second * NS + 2000, second * NS + 3000, 7, b"worker", 0)
 
     def read(self, slot: int) -> bytes:
         start = slot * layout.TALLY.size
@@ -30,7 +30,7 @@ class Array:
 
     def sweep(self, tallies: Tallies, now_s: float | None) -> list[Tally]:
         cutoff = None if now_s is None else int(now_s * NS)
-        return [tally for tally, _flags in tallies.sweep(self.words, self.read, cutoff)]
+        return [tally for tally, _flags, _argv_hash in tallies.sweep(self.words, self.read, cutoff)]
 
 
 def record(ppid: int, second: int, count: int) -> Tally:

@@ -34,12 +34,16 @@ class BoundedMap(OrderedDict[K, V]):
 class RecentMap(BoundedMap[K, V]):
     """A BoundedMap that evicts the least recently used: `put` and `recent` use an entry."""
 
-    def put(self, key: K, value: V) -> None:
+    def put(self, key: K, value: V) -> K | None:
+        """The key evicted to make room (None when none was), for a table that must
+        undo what its entry stood for elsewhere."""
         self[key] = value
         self.move_to_end(key)
-        if len(self) > self.limit:
-            self.popitem(last=False)
-            self.evicted += 1
+        if len(self) <= self.limit:
+            return None
+        evicted, _ = self.popitem(last=False)
+        self.evicted += 1
+        return evicted
 
     def recent(self, key: K, default: V | None = None) -> V | None:
         """The entry of `key` (`default` without one), used now."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from spawnwatch.bounded import BoundedMap
-from spawnwatch.events import Brief, Event, Exec, ExecBrief, Exit, Oom, Reap, Tally
+from spawnwatch.events import Brief, Event, Exec, ExecBrief, ExecTally, Exit, Oom, Reap, Tally
 from spawnwatch.text import command_line, human_bytes, human_duration, printable
 
 EVENT_HEADER = f"{'TIME(s)':>14} {'EVENT':<5} {'PID':>7} {'PPID':>7} {'CONTAINER':<16} {'COMM':<16} DETAIL"
@@ -35,6 +35,10 @@ class EventLines:
             exited = self._exits.pop(event.pid, None)
             if exited is not None:
                 detail = f"zombie for {human_duration(event.ts - exited)}"
+        elif isinstance(event, ExecTally):
+            detail = (f"{event.count} short lives forked in this second that ran "
+                      + command_line(event.argv, event.comm, MAX_ARGV_SHOWN)
+                      + f", the last reaped at {event.reaped_at:.6f}")
         elif isinstance(event, Tally):
             detail = f"{event.count} short lives forked in this second, the last reaped at {event.reaped_at:.6f}"
         elif isinstance(event, ExecBrief):

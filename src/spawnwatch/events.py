@@ -30,6 +30,7 @@ class Kind(str, enum.Enum):
     BRIEF = "brief"
     TALLY = "tally"
     EXEC_BRIEF = "exec_brief"
+    EXEC_TALLY = "exec_tally"
     PIDS = "pids"
     CONTAINER = "container"
 
@@ -154,8 +155,21 @@ class ExecBrief(Brief):
     kind = Kind.EXEC_BRIEF
 
 
+@dataclass(slots=True)
+class ExecTally(Tally):
+    """`count` processes an ExecBrief would tell one by one, children of `ppid` forked
+    in the second of `ts` that each exec'd `argv` (`comm`, the exec's), exited and were
+    reaped: a Tally of a leak's or an exec storm's identical children."""
+
+    argv: tuple[str, ...] = ()
+    filename: str = ""
+    argv_truncated: bool = False
+
+    kind = Kind.EXEC_TALLY
+
+
 EVENT_TYPES: dict[Kind, type[Event]] = {
-    cls.kind: cls for cls in (Fork, Exec, Exit, Reap, Oom, Brief, Tally, ExecBrief)
+    cls.kind: cls for cls in (Fork, Exec, Exit, Reap, Oom, Brief, Tally, ExecBrief, ExecTally)
 }
 
 

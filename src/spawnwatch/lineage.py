@@ -35,7 +35,7 @@ from typing import AbstractSet, Callable, Iterator, Protocol
 
 from spawnwatch.bounded import RecentWeighedMap
 from spawnwatch.clock import SAME_START_S, same_start, start_tick
-from spawnwatch.events import Brief, Event, Exec, ExecBrief, Exit, Fork, Oom, Reap, Snapshot, Tally
+from spawnwatch.events import Brief, Event, Exec, ExecBrief, ExecTally, Exit, Fork, Oom, Reap, Snapshot, Tally
 
 INIT_PID = 1
 COMM_CHARS = 15  # of a program name the kernel keeps (/proc readers may show more)
@@ -231,6 +231,8 @@ class Lineage:
             if event.pid in self._by_pid:
                 return self._brief_of_held_pid(event)
             return self._ran_briefly(event)
+        if kind is ExecTally:
+            return self._ran_briefly(event)
         proc = self._by_pid.get(event.pid)
         if proc is not None and event.ts < proc.start - SAME_START_S:
             self.counts["stale"] += 1  # about an earlier holder of this pid
@@ -333,9 +335,9 @@ class Lineage:
             self._signatures.put(key, signature)
         return signature
 
-    def _ran_briefly(self, event: ExecBrief) -> None:
-        """A short life that exec'd: a member of the group of the program it ran, as its
-        fork, exec, exit and reap would have made it."""
+    def _ran_briefly(self, event: ExecBrief | ExecTally) -> None:
+        """Short lives that exec'd: members of the group of the program they ran, as their
+        forks, execs, exits and reaps would have made them."""
         spawner = self._spawner_of_brief(event)
         if spawner is not None:
             self.listener.spawned_briefly(spawner, event, event.argv, self._signature(event.argv, event.comm))

@@ -6,7 +6,7 @@ from typing import Callable
 
 from spawnwatch.bounded import BoundedMap
 
-from spawnwatch.events import Brief, Event, ExecBrief, Fork, Oom, Reap, Tally, replaced
+from spawnwatch.events import Brief, Event, ExecBrief, ExecTally, Fork, Oom, Reap, Tally, replaced
 from spawnwatch.probe import layout
 
 ParentOf = Callable[[int], "int | None"]
@@ -43,11 +43,11 @@ class KnownProcesses:
     def complete(self, event: Event, flags: int) -> Event:
         """`event` with the parent (and for reaps, comm and cgroup) filled in."""
         pid, kind = event.pid, type(event)
-        if kind is Brief or kind is Fork or kind is Tally or kind is ExecBrief:
+        if kind is Brief or kind is Fork or kind is Tally or kind is ExecBrief or kind is ExecTally:
             ppid = self.parent(event.ppid) if flags & layout.FLAG_CLONE_PARENT else event.ppid
             if kind is Fork:
                 self.remember(pid, ppid, event.comm, event.cgroup_id, event.ts)
-            elif kind is not Tally:
+            elif kind is Brief or kind is ExecBrief:
                 self._entries.pop(pid, None)  # reaped already: nothing will ask about it
             return replaced(event, ppid=ppid) if ppid != event.ppid else event
         if kind is Reap:

@@ -31,8 +31,8 @@ HEADER_FIELDS = (
     ("ppid", "I"), ("flags", "I"), ("comm", f"{COMM_LEN}s"),
 )
 EXEC_TAIL_FIELDS = (
-    ("argc", "I"), ("argv_size", "I"), ("forked_ns", "Q"), ("exited_ns", "Q"), ("reaped_ns", "Q"), ("holder", "I"),
-    ("reserved", "I"), ("filename", f"{FILENAME_LEN}s"),
+    ("argc", "I"), ("argv_size", "I"), ("forked_ns", "Q"), ("exited_ns", "Q"), ("reaped_ns", "Q"), ("argv_hash", "Q"),
+    ("holder", "I"), ("reserved", "I"), ("filename", f"{FILENAME_LEN}s"),
 )
 EXIT_TAIL_FIELDS = (("evicted_pid", "I"), ("reserved", "I"))
 BRIEF_TAIL_FIELDS = (("exited_ns", "Q"), ("reaped_ns", "Q"))
@@ -43,12 +43,13 @@ BIRTH_FIELDS = (
 )
 TALLY_TAIL_FIELDS = (
     ("slot", "I"), ("gen", "I"), ("count", "I"), ("reserved", "I"), ("last_exited_ns", "Q"), ("last_reaped_ns", "Q"),
+    ("argv_hash", "Q"),
 )
 # A spawner's tally in the sw_tallies array (bpf/tallies.h), read by the sweep.
 TALLY_FIELDS = (
     ("seq", "I"), ("ppid", "I"), ("second", "I"), ("flags", "I"), ("gen", "I"), ("count", "I"),
     ("first_forked_ns", "Q"), ("last_exited_ns", "Q"), ("last_reaped_ns", "Q"), ("cgroup_id", "Q"),
-    ("comm", f"{COMM_LEN}s"),
+    ("comm", f"{COMM_LEN}s"), ("argv_hash", "Q"),
 )
 OOM_TAIL_FIELDS = (("anon_rss_kb", "Q"), ("file_rss_kb", "Q"), ("shmem_rss_kb", "Q"), ("total_vm_kb", "Q"))
 
@@ -124,18 +125,23 @@ class DecodeError(ValueError):
 
 class Occupancy(NamedTuple):
     """Which use of a tally slot a tally record tells: the slot, and how many times
-    a spawner's second took it (see tallies.py)."""
+    a spawner's second took it (see tallies.py); and the hash of the command line its
+    children exec'd (ArgvHash), 0 when they did not."""
 
     slot: int
     gen: int
+    argv_hash: int = 0
 
 
 EvictedPid = int  # of an exit: the zombie whose reap the kernel will not tell (its dead slot was taken); 0: none
+# Of an exec or exec brief: the kernel's hash of its command line, by which a tally of
+# short exec'd lives names it (bpf/tallies.h); 0 when the kernel held no hash.
+ArgvHash = int
 
 # A decoded record: the event, the record's flags, and what only the probe reads: an
-# exit's EvictedPid, a tally's Occupancy, 0 for the others.  A plain tuple: a storm
-# decodes millions, and a named one costs as much again as the unpacking.
-Decoded = tuple[Event, int, "EvictedPid | Occupancy"]
+# exit's EvictedPid, a tally's Occupancy, an exec's ArgvHash, 0 for the others.  A plain
+# tuple: a storm decodes millions, and a named one costs as much again as the unpacking.
+Decoded = tuple[Event, int, "EvictedPid | Occupancy | ArgvHash"]
 
 
 def text(raw: bytes) -> str:
@@ -178,8 +184,9 @@ def decode(raw: bytes, argv_of_blob: ArgvOfBlob = argv_words) -> Decoded:
         exited_ns, reaped_ns = BRIEF_TAIL.unpack_from(raw, HEADER.size)
         return Brief(ts, pid, ppid, name, cgroup_id, exited_ns / 1e9, reaped_ns / 1e9), flags, 0
     if type_ == TALLY_TYPE:
-        slot, gen, count, _reserved, exited_ns, reaped_ns = TALLY_TAIL.unpack_from(raw, HEADER.size)
-        return Tally(ts, pid, ppid, name, cgroup_id, exited_ns / 1e9, reaped_ns / 1e9, count), flags, Occupancy(slot, gen)
+        slot, gen, count, _reserved, exited_ns, reaped_ns, argv_hash = TALLY_TAIL.unpack_from(raw, HEADER.size)
+        return (Tally(ts, pid, ppid, name, cgroup_id, exited_ns / 1e9, reaped_ns / 1e9, count), flags,
+                Occupancy(slot, gen, argv_hash))
     if type_ == FORK_TYPE:
         return Fork(ts, pid, ppid, name, cgroup_id), flags, 0
     if type_ == EXIT_TYPE:
@@ -188,15 +195,15 @@ def decode(raw: bytes, argv_of_blob: ArgvOfBlob = argv_words) -> Decoded:
     if type_ == REAP_TYPE:
         return Reap(ts, pid, ppid, name, cgroup_id), flags, 0
     if type_ == EXEC_TYPE or type_ == EXEC_BRIEF_TYPE:
-        argc, argv_size, forked_ns, exited_ns, reaped_ns, _holder, _reserved, filename = EXEC_TAIL.unpack_from(
-            raw, HEADER.size)
+        argc, argv_size, forked_ns, exited_ns, reaped_ns, argv_hash, _holder, _reserved, filename = (
+            EXEC_TAIL.unpack_from(raw, HEADER.size))
         start = HEADER.size + EXEC_TAIL.size
         argv = argv_of_blob(raw[start : start + min(argv_size, size - start)], argc)
         if type_ == EXEC_TYPE:
             return Exec(ts, pid, ppid, name, cgroup_id, argv, _filename_text(filename),
-                        bool(flags & FLAG_ARGV_TRUNCATED)), flags, 0
+                        bool(flags & FLAG_ARGV_TRUNCATED)), flags, argv_hash
         return ExecBrief(forked_ns / 1e9, pid, ppid, name, cgroup_id, exited_ns / 1e9, reaped_ns / 1e9, ts, argv,
-                         _filename_text(filename), bool(flags & FLAG_ARGV_TRUNCATED)), flags, 0
+                         _filename_text(filename), bool(flags & FLAG_ARGV_TRUNCATED)), flags, argv_hash
     anon, file, shmem, _total_vm = OOM_TAIL.unpack_from(raw, HEADER.size)
     return Oom(ts, pid, ppid, name, cgroup_id, (anon + file + shmem) * 1024), flags, 0
 

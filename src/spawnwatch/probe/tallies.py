@@ -1,8 +1,8 @@
 """The kernel's tallies of short lives (bpf/tallies.h), seen from user space.
 
 When `watch` asks, the kernel counts a child that lived and was reaped with
-nothing in between (what a Brief tells) in its spawner's tally instead of
-sending a record: a slot per spawner on each CPU, holding the children it forked
+nothing in between (what a Brief tells, or with one exec, an ExecBrief) in its
+spawner's tally instead of sending a record: a slot per spawner on each CPU, holding the children it forked
 in one second.  The kernel sends a Tally (how many, no pids)
 when another second's or another spawner's child takes its slot; one that no
 child comes to take would stay in the slot untold, so the sweep reads the mapped
@@ -45,7 +45,7 @@ class Tallies:
 
     def kernel_tally(self, tally: Tally, occupancy: Occupancy) -> Tally | None:
         """What to pass on of a tally the kernel sent: the children the sweep did not tell."""
-        slot, gen = occupancy
+        slot, gen = occupancy.slot, occupancy.gen
         told = self._told.get(slot)
         already = told.pop(gen, 0) if told else 0
         if told is not None and not told:
@@ -55,10 +55,10 @@ class Tallies:
             return None
         return replaced(tally, count=tally.count - already) if already else tally
 
-    def sweep(self, words: memoryview, read_slot: ReadSlot, cutoff_ns: int | None) -> list[tuple[Tally, int]]:
-        """(tally, flags) for each occupied slot with children untold, whose second
-        ended by `cutoff_ns` (when None, every one: the session ends).  `words` is
-        the array as u32 words, read in place."""
+    def sweep(self, words: memoryview, read_slot: ReadSlot, cutoff_ns: int | None) -> list[tuple[Tally, int, int]]:
+        """(tally, flags, the hash of the command line its children exec'd or 0) for each
+        occupied slot with children untold, whose second ended by `cutoff_ns` (when None,
+        every one: the session ends).  `words` is the array as u32 words, read in place."""
         found = []
         last_told = self._last_told
         gens, counts = words[_GEN_WORD::_WORDS].tolist(), words[_COUNT_WORD::_WORDS].tolist()
@@ -68,14 +68,14 @@ class Tallies:
             fields = _stable(words, read_slot, slot)
             if fields is None:
                 continue
-            _seq, ppid, second, flags, gen, count, first_ns, exited_ns, reaped_ns, cgroup_id, comm = fields
+            _seq, ppid, second, flags, gen, count, first_ns, exited_ns, reaped_ns, cgroup_id, comm, argv_hash = fields
             if cutoff_ns is not None and (second + 1) * _NS_PER_S > cutoff_ns:
                 continue  # its second may still gain children
             told = self._told.setdefault(slot, {})
             already = told.get(gen, 0)
             if count > already:
                 found.append((Tally(first_ns / 1e9, 0, ppid, layout.text(comm), cgroup_id, exited_ns / 1e9,
-                                    reaped_ns / 1e9, count - already), flags))
+                                    reaped_ns / 1e9, count - already), flags, argv_hash))
                 self.swept += 1
             told[gen] = count
             for old in sorted(told, key=lambda g: (gen - g) & _GEN_MASK)[2:]:

@@ -10,9 +10,9 @@ from collections import Counter
 from typing import Callable
 
 from spawnwatch.config import default_redactor
-from spawnwatch.events import Brief, Event, Exec, ExecBrief, Exit, Fork, Reap, Tally, replaced
+from spawnwatch.events import Brief, Event, Exec, ExecBrief, ExecTally, Exit, Fork, Reap, Tally, replaced
 from spawnwatch.probe import layout, preflight
-from spawnwatch.probe.argvs import RedactedArgvs
+from spawnwatch.probe.argvs import RedactedArgvs, ToldArgvs
 from spawnwatch.probe.births import HOLD_S, HeldForks
 from spawnwatch.probe.known import KnownProcesses, ParentOf
 from spawnwatch.probe.program import (
@@ -26,10 +26,10 @@ from spawnwatch.redact import Redactor
 from spawnwatch.signature import ENGINE_CLIENTS
 
 
-def mapped_array(table, value_size: int) -> mmap.mmap:
-    """A BPF_F_MMAPABLE array's values, mapped read-only in place (whole pages)."""
+def mapped_array(table, value_size: int, writable: bool = False) -> mmap.mmap:
+    """A BPF_F_MMAPABLE array's values, mapped in place (whole pages), read-only unless `writable`."""
     size = -(-table.max_entries * value_size // PAGE_SIZE) * PAGE_SIZE
-    return mmap.mmap(table.map_fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+    return mmap.mmap(table.map_fd, size, mmap.MAP_SHARED, mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0))
 
 
 ArgvOf = Callable[[int], "tuple[str, ...] | None"]
@@ -85,6 +85,9 @@ class Probe:
         self._tallies = Tallies() if compact_lives else None
         self._tally_slots: mmap.mmap | None = None
         self._tally_words: memoryview | None = None
+        self._argv_told: mmap.mmap | None = None
+        self._argv_told_words: memoryview | None = None
+        self._told_argvs = ToldArgvs(None)
         self._lost_counts: mmap.mmap | None = None
         self._lost: memoryview | None = None  # the counts, each loaded as one word
         self._next_sweep_ns = 0
@@ -131,6 +134,10 @@ class Probe:
             tallies = self._bpf[b"sw_tallies"]
             self._tally_slots = mapped_array(tallies, layout.TALLY.size)
             self._tally_words = memoryview(self._tally_slots)[: tallies.max_entries * layout.TALLY.size].cast("I")
+            told = self._bpf[b"sw_argv_told"]
+            self._argv_told = mapped_array(told, 8, writable=True)
+            self._argv_told_words = memoryview(self._argv_told)[: told.max_entries * 8].cast("Q")
+            self._told_argvs = ToldArgvs(self._argv_told_words)
         self._lost_counts = mapped_array(self._bpf[b"sw_lost_stats"], 8)
         self._lost = memoryview(self._lost_counts).cast("Q")
 
@@ -152,6 +159,10 @@ class Probe:
             self._tally_words.release()
             self._tally_slots.close()
             self._tally_words, self._tally_slots = None, None
+        if self._argv_told_words is not None:
+            self._argv_told_words.release()
+            self._argv_told.close()
+            self._argv_told_words, self._argv_told = None, None
         if self._lost is not None:
             self._lost.release()
             self._lost_counts.close()
@@ -221,8 +232,13 @@ class Probe:
     def _swept_tallies(self, cutoff_ns: int | None) -> list[Event]:
         if self._tallies is None:
             return []
-        swept = self._tallies.sweep(self._tally_words, self._tally, cutoff_ns)
-        return [self._complete(tally, flags) for tally, flags in swept]
+        told = []
+        for tally, flags, argv_hash in self._tallies.sweep(self._tally_words, self._tally, cutoff_ns):
+            if argv_hash:
+                tally = self._told_argvs.exec_tally(tally, argv_hash)
+            if tally is not None:
+                told.append(self._complete(tally, flags))
+        return told
 
     def decode_batch(self, records: list[bytes]) -> list[Event]:
         """Records -> completed events (less what the sweep already announced),
@@ -238,20 +254,26 @@ class Probe:
             except layout.DecodeError:
                 self._decode_errors += 1
                 continue
-            if type(event) is Tally:  # `aside`, its occupancy: the children the sweep did not tell pass
+            kind = type(event)
+            if kind is Tally:  # `aside`, its occupancy: the children the sweep did not tell pass
                 event = self._tallies.kernel_tally(event, aside) if self._tallies is not None else event
+                if event is not None and aside.argv_hash:
+                    event = self._told_argvs.exec_tally(event, aside.argv_hash)
                 if event is not None:
                     append(complete(event, flags))
                 continue
-            if isinstance(event, Exec):
-                event = self._completed_exec(event, flags)
+            if kind is ExecBrief or kind is Exec:  # `aside`, its command line's hash
+                if kind is Exec:
+                    event = self._completed_exec(event, flags)
+                if aside:
+                    self._told_argvs.remember(aside, event.argv, event.comm, event.filename, event.argv_truncated)
             for told in kernel_event(event):  # a loop, not a comprehension: no frame made per record
                 if type(told) is ExecBrief and told.comm in ENGINE_CLIENTS:
                     for part, part_flags in _told_apart(told, flags):
                         append(complete(part, part_flags))
                 else:
                     append(complete(told, flags if told is event else 0))
-            if aside and self._skipped_reaps is not None:  # an exit's EvictedPid
+            if aside and kind is Exit and self._skipped_reaps is not None:  # an exit's EvictedPid
                 self._skipped_reaps.evicted(aside, now)
         return events + self._settled(now)
 
@@ -282,9 +304,7 @@ class Probe:
     def _complete(self, event: Event, flags: int) -> Event:
         kind = type(event)
         self._counts[kind] += 1
-        # Briefs (a fork storm's hot path) are left out: a life of the pid told whole leaves
-        # nothing in the table that a late Reap of its former holder could end.
-        if self._skipped_reaps is not None and kind is not Brief and kind is not Tally and kind is not ExecBrief:
+        if self._skipped_reaps is not None and kind not in _WHOLE_LIVES:
             if kind is Exit:
                 self._skipped_reaps.exited(event.pid, event.ts, self._known.start(event.pid))
             else:
@@ -348,15 +368,22 @@ class Probe:
             "swept_forks": self._held.swept_forks,
             "swept_exits": self._held.swept_exits,
             "swept_tallies": self._tallies.swept if self._tallies else 0,
+            "exec_tallies_untold": self._told_argvs.unknown,
             "evicted_by_table": self.evicted_by_table(),
         }
 
     def evicted_by_table(self) -> dict[str, int]:
         """Entries the bounded tables of user space let go past their limits."""
-        evicted = {"known_processes": self._known.evicted, "exec_argvs": self._argvs.evicted}
+        evicted = {"known_processes": self._known.evicted, "exec_argvs": self._argvs.evicted,
+                   "told_argvs": self._told_argvs.evicted}
         if self._skipped_reaps:
             evicted["awaited_exits"] = self._skipped_reaps.given_up
         return evicted
+
+
+# Records of lives told whole (a Brief's hot path, and counts of them): a life of the pid
+# told whole leaves nothing in the table that a late Reap of its former holder could end.
+_WHOLE_LIVES = frozenset({Brief, Tally, ExecBrief, ExecTally})
 
 
 def _told_apart(brief: ExecBrief, flags: int) -> tuple[tuple[Event, int], ...]:
