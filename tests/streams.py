@@ -4,7 +4,8 @@ get the events (and snapshots) the probe would have produced."""
 from __future__ import annotations
 
 from spawnwatch.events import (
-    Brief, ContainerEvent, Event, Exec, Exit, Fork, Observation, Oom, PidsSample, ProcessInfo, Reap, Snapshot, Tally,
+    Brief, ContainerEvent, Event, Exec, ExecBrief, ExecTally, Exit, Fork, Observation, Oom, PidsSample, ProcessInfo,
+    Reap, Snapshot, Tally,
 )
 
 BOOT_OFFSET = 1000.0  # stream time 0 in seconds since boot
@@ -98,13 +99,15 @@ def host(t: float = 5.0, *more: ProcessInfo) -> Snapshot:
 
 
 
-def briefed(events: list, hold_s: float = 0.25) -> list:
+def briefed(events: list, hold_s: float = 0.25, execs: bool = False) -> list:
     """`events` as the kernel side sends them: a process forked, exited and reaped within
     `hold_s` of its fork, with no exec, OOM or child in between, is one Brief where its
-    reap was; every other process keeps its own events."""
-    life: dict[int, list[int]] = {}  # pid -> indexes of its fork, exit, reap
+    reap was; with `execs` (as `watch` has it), one that exec'd once in between is one
+    ExecBrief; every other process keeps its own events."""
+    life: dict[int, list[int]] = {}  # pid -> indexes of its fork, exec if any, exit, reap
     spoiled: set[int] = set()  # indexes of forks the kernel would have sent on their own
-    compacted: dict[int, list[int]] = {}  # index of a reap -> its process's fork, exit, reap
+    execed: set[int] = set()  # indexes of forks whose process exec'd once so far
+    compacted: dict[int, list[int]] = {}  # index of a reap -> its process's fork, (exec,) exit, reap
     for index, event in enumerate(events):
         if isinstance(event, Fork):
             if event.ppid in life:
@@ -112,6 +115,9 @@ def briefed(events: list, hold_s: float = 0.25) -> list:
             life[event.pid] = [index]
         elif event.pid not in life:
             continue
+        elif isinstance(event, Exec) and execs and len(life[event.pid]) == 1 and life[event.pid][0] not in spoiled:
+            execed.add(life[event.pid][0])  # its first exec: held with its fork
+            life[event.pid].append(index)
         elif isinstance(event, (Exec, Oom)):
             spoiled.add(life[event.pid][0])
         elif isinstance(event, Exit):
@@ -119,42 +125,60 @@ def briefed(events: list, hold_s: float = 0.25) -> list:
         elif isinstance(event, Reap):
             indexes = life.pop(event.pid) + [index]
             fork = events[indexes[0]]
-            if len(indexes) == 3 and indexes[0] not in spoiled and event.ts - fork.ts < hold_s:
+            whole = 4 if indexes[0] in execed else 3
+            if len(indexes) == whole and indexes[0] not in spoiled and event.ts - fork.ts < hold_s:
                 compacted[index] = indexes
-    dropped = {i for indexes in compacted.values() for i in indexes[:2]}
+    dropped = {i for indexes in compacted.values() for i in indexes[:-1]}
     out = []
     for index, event in enumerate(events):
         if index in compacted:
-            fork, exit_ = (events[i] for i in compacted[index][:2])
-            event = Brief(fork.ts, fork.pid, fork.ppid, fork.comm, fork.cgroup_id,
-                          exited_at=exit_.ts, reaped_at=event.ts)
+            fork, *exec_, exit_ = (events[i] for i in compacted[index][:-1])
+            if exec_:
+                (exec_,) = exec_
+                event = ExecBrief(fork.ts, fork.pid, fork.ppid, exec_.comm, fork.cgroup_id, exited_at=exit_.ts,
+                                  reaped_at=event.ts, execed_at=exec_.ts, argv=exec_.argv, filename=exec_.filename,
+                                  argv_truncated=exec_.argv_truncated)
+            else:
+                event = Brief(fork.ts, fork.pid, fork.ppid, fork.comm, fork.cgroup_id,
+                              exited_at=exit_.ts, reaped_at=event.ts)
         if index not in dropped:
             out.append(event)
     return out
 
 
-def tallied(events: list, hold_s: float = 0.25) -> list:
+def tallied(events: list, hold_s: float = 0.25, execs: bool = False) -> list:
     """`events` as the kernel side sends them to `watch`: the Briefs of `briefed` reaped
     within `hold_s` / 2 of their fork are counted per spawner, second of fork, cgroup and
     comm, and each count comes as one Tally once its second has
-    been over for `hold_s`, as the probe's sweep tells it; every other event as it was."""
+    been over for `hold_s`, as the probe's sweep tells it; with `execs`, so are the
+    ExecBriefs of a command line one came whole for before (per command line too, in an
+    ExecTally); every other event as it was."""
     out: list = []
     counting: dict[tuple, Tally] = {}
+    told: set[tuple] = set()  # command lines an ExecBrief brought whole
 
     def tell_closed(now: float) -> None:
         for key in [key for key in counting if key[1] + 1 + hold_s <= now]:
             out.append(counting.pop(key))
 
-    for event in briefed(events, hold_s):
+    for event in briefed(events, hold_s, execs):
         brief = isinstance(event, Brief)
         tell_closed(event.reaped_at if brief else event.ts)
-        if not brief or event.reaped_at - event.ts >= hold_s / 2:
+        command_line = event.argv if isinstance(event, ExecBrief) else None
+        if (not brief or event.reaped_at - event.ts >= hold_s / 2
+                or (command_line is not None and command_line not in told)):
+            if command_line is not None:
+                told.add(command_line)
             out.append(event)
             continue
-        key = (event.ppid, int(event.ts), event.cgroup_id, event.comm)
+        key = (event.ppid, int(event.ts), event.cgroup_id, event.comm, command_line)
         tally = counting.get(key)
-        counting[key] = Tally(event.ts, 0, event.ppid, event.comm, event.cgroup_id, event.exited_at, event.reaped_at) \
-            if tally is None else Tally(min(tally.ts, event.ts), 0, event.ppid, event.comm, event.cgroup_id,
-                                        max(tally.exited_at, event.exited_at), max(tally.reaped_at, event.reaped_at),
-                                        tally.count + 1)
+        first, exited, reaped, count = (event.ts, event.exited_at, event.reaped_at, 1) if tally is None else (
+            min(tally.ts, event.ts), max(tally.exited_at, event.exited_at), max(tally.reaped_at, event.reaped_at),
+            tally.count + 1)
+        if command_line is None:
+            counting[key] = Tally(first, 0, event.ppid, event.comm, event.cgroup_id, exited, reaped, count)
+        else:
+            counting[key] = ExecTally(first, 0, event.ppid, event.comm, event.cgroup_id, exited, reaped, count,
+                                      command_line, event.filename, event.argv_truncated)
     return out + sorted(counting.values(), key=lambda tally: tally.ts)

@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 
 from spawnwatch.config import load
-from spawnwatch.events import Brief, Fork, Tally
+from spawnwatch.events import Brief, ExecBrief, ExecTally, Fork, Tally
 from spawnwatch.filters import SubtreeFilter
 from spawnwatch.lineage import Lineage
 from spawnwatch.pipeline import Pipeline
@@ -155,6 +155,51 @@ def test_tallies_raise_the_alerts_of_the_briefs_they_stand_for_at_most_two_secon
     alerts, tallied_alerts = run(as_briefs(stream)), run(counted)
     decided = [(a.rule, a.signature, a.state) for _, a in alerts]
     assert [(a.rule, a.signature, a.state) for _, a in tallied_alerts] == decided
+    assert all(0 <= t2 - t1 <= 2 for (t1, _), (t2, _) in zip(alerts, tallied_alerts))
+
+
+def as_exec_briefs(stream: Stream) -> Stream:
+    compacted = copy.copy(stream)
+    compacted.events = briefed(stream.events, execs=True)
+    return compacted
+
+
+EXEC_WORKLOADS = {**WORKLOADS, "an npm leak": lambda: leak("accumulate", count=15)}
+
+
+def spawned_in(groups: dict) -> dict:
+    """The groups that ever counted a spawn: a child's fork joins its spawner's group and
+    its exec leaves it at once (unspawned), which an ExecBrief never joins at all."""
+    return {key: counts for key, counts in groups.items() if counts[0] or counts[1]}
+
+
+@pytest.mark.parametrize("name", EXEC_WORKLOADS)
+def test_exec_briefs_raise_the_alerts_and_count_in_the_groups_of_the_events_they_stand_for(name):
+    stream = EXEC_WORKLOADS[name]()
+    compacted = as_exec_briefs(stream)
+    if name == "a shell loop of short commands":
+        assert sum(isinstance(e, ExecBrief) for e in compacted.events) >= 400
+    assert run(compacted) == run(stream)
+    groups, table = final_groups(stream.events)
+    compact_groups, compact_table = final_groups(compacted.events)
+    assert spawned_in(compact_groups) == spawned_in(groups)
+    assert compact_table == table - {(e.pid, e.ts) for e in compacted.events if isinstance(e, Brief)}
+
+
+@pytest.mark.parametrize("name", EXEC_WORKLOADS)
+def test_exec_tallies_count_and_alert_like_the_exec_briefs_they_stand_for(name):
+    stream = EXEC_WORKLOADS[name]()
+    counted = copy.copy(stream)
+    counted.events = tallied(stream.events, execs=True)
+    if name == "a shell loop of short commands":
+        tallies = [e for e in counted.events if isinstance(e, ExecTally)]
+        assert sum(t.count for t in tallies) >= 400 and len(tallies) < 10
+    groups, _ = final_groups(briefed(stream.events, execs=True))
+    tallied_groups, _ = final_groups(counted.events)
+    assert without_last_spawn(tallied_groups) == without_last_spawn(groups)
+    alerts, tallied_alerts = run(as_exec_briefs(stream)), run(counted)
+    assert [(a.rule, a.signature, a.state) for _, a in tallied_alerts] == [(a.rule, a.signature, a.state)
+                                                                           for _, a in alerts]
     assert all(0 <= t2 - t1 <= 2 for (t1, _), (t2, _) in zip(alerts, tallied_alerts))
 
 
