@@ -14,7 +14,8 @@ One `forkloop` per core (`fork(); _exit(0)`, bench/forkloop.c) in every phase:
    either side of it (the machine's speed drifts); the median of each consumer's
    is reported, with its CPU (utime + stime, storm and drain) per traced process
    and per event;
-2. ALTERNATIONS rounds of an exec storm (children that exec /bin/true) with `watch
+2. `watch`'s CPU a second with no storm (the floor under every per-process figure),
+   then ALTERNATIONS rounds of an exec storm (children that exec /bin/true) with `watch
    --json` attached and without after each, once with every child's command line
    the same (a leak's children: `exec`) and once with each its own (`exec-distinct`):
    the throughput ratio and watch's CPU per exec'd process, medians, as in 1;
@@ -249,6 +250,7 @@ class Alternation:
     ratio: float
     cpu_per_process_us: float
     cpu_per_event_us: float
+    rate: float = 0.0  # processes a second with the consumer attached
 
 
 def alternate(options: argparse.Namespace) -> dict[str, tuple[list[Alternation], int]]:
@@ -291,6 +293,18 @@ def rate(run: tuple[int, float]) -> float:
     return run[0] / run[1]
 
 
+def idle_cpu_per_second(options: argparse.Namespace) -> float:
+    """`watch`'s CPU a second with no storm: its polls, sweeps and evaluations, the floor of
+    every per-process figure of a storm (at R processes a second, this over R each)."""
+    with consumer("watch") as running:
+        time.sleep(2)  # past the start-up's settling
+        before = cpu_seconds(running.pid)
+        time.sleep(options.duration)
+        cpu = cpu_seconds(running.pid) - before
+        stop(running)
+    return cpu / options.duration
+
+
 def exec_storms(options: argparse.Namespace) -> dict[str, tuple[list[Alternation], int]]:
     """Rounds of an exec storm with `watch` attached and one without after each, for each
     of EXEC_MODES: its runs (CPU per exec'd process) and the events its sessions lost."""
@@ -306,7 +320,7 @@ def exec_storms(options: argparse.Namespace) -> dict[str, tuple[list[Alternation
             events = sum(session.events.values())
             baseline = (rate(without[-2]) + rate(without[-1])) / 2
             runs.append(Alternation(rate((execs, seconds)) / baseline, cpu / execs * 1e6,
-                                    cpu / events * 1e6 if events else 0.0))
+                                    cpu / events * 1e6 if events else 0.0, rate((execs, seconds))))
             lost += session.lost
             print(f"  {mode}: without {baseline:6.0f}/s, with {rate((execs, seconds)):6.0f}/s:"
                   f" ratio {runs[-1].ratio:.3f}; watch CPU {cpu:5.2f} s = {runs[-1].cpu_per_process_us:5.1f} us"
@@ -450,6 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"fork storm: {options.loops} loops; {os.cpu_count()} cores", flush=True)
     try:
         alternations = alternate(options)
+        idle = idle_cpu_per_second(options)
         execs = exec_storms(options)
         long_run = long_watch(options)
         replayed = replay(options)
@@ -465,12 +480,15 @@ def main(argv: Sequence[str] | None = None) -> int:
               f" ({', '.join(f'{r.ratio:.3f}' for r in runs)});"
               f" consumer CPU {statistics.median(r.cpu_per_process_us for r in runs):5.1f} us/process,"
               f" {statistics.median(r.cpu_per_event_us for r in runs):5.2f} us/event")
+    print(f"  watch idle: {idle * 1e3:.1f} ms CPU a second (polls, sweeps, evaluations: the floor under"
+          f" every per-process figure)")
     for mode, (runs, _) in execs.items():
         print(f"  watch, {mode} storm ({'argv the same in every child' if mode == 'exec' else 'argv each its own'}):"
               f" throughput with / without {statistics.median(r.ratio for r in runs):.3f}"
               f" ({', '.join(f'{r.ratio:.3f}' for r in runs)});"
               f" CPU {statistics.median(r.cpu_per_process_us for r in runs):5.1f} us per exec'd process"
-              f" ({', '.join(f'{r.cpu_per_process_us:.1f}' for r in runs)})")
+              f" ({', '.join(f'{r.cpu_per_process_us:.1f}' for r in runs)}), of which idle"
+              f" {statistics.median(idle / r.rate * 1e6 for r in runs):.1f}")
     forks, exec_samples = long_run.forks, long_run.execs
     at_cap = [rss for processes, rss in exec_samples if processes >= TABLE_CAP]
     print(f"  watch anon RSS: {forks[0][1] / 2**20:.0f} MiB at start, {forks[-1][1] / 2**20:.0f} MiB after"
