@@ -113,6 +113,14 @@ class Redactor:
     # Larger argv (the kernel's and /proc's are cut at 4 KiB, a replayed recording's need not be)
     # are redacted each time rather than flush the cache.
     CACHED_ARGV_CHARS = 8192
+    # Words: a build host's distinct command lines still share most of theirs (`/bin/true`, `--`,
+    # `-o`, include paths), so a word that comes out as it went in is remembered with what it
+    # leaves for the next word, and searched once.  Only such words: a changed one's copy could
+    # weigh ten times the word (`x` -> `<redacted>`).  Weighed as argv's words are; a longer word
+    # is searched each time rather than flush the others.
+    WORDS_KEPT = 4096
+    WORDS_WEIGHT = 1 << 20
+    CACHED_WORD_CHARS = 256
 
     def __init__(self, rules: RedactRules) -> None:
         self._keys = frozenset(filter(None, (segments(k) for k in rules.keys)))
@@ -130,6 +138,8 @@ class Redactor:
         # A scheme, then its credential (`value`) or the end of the word (the credential is the next one).
         self._scheme = re.compile(rf"\b(?:{schemes})(?:[ \t]+(?=(?P<value>\S))|$)", re.IGNORECASE) if schemes else None
         self._argvs: RecentWeighedMap[Argv, Argv] = RecentWeighedMap(self.CACHE_SIZE, self.CACHE_WEIGHT, self._weigh)
+        self._unchanged_words: RecentWeighedMap[str, Pending] = RecentWeighedMap(
+            self.WORDS_KEPT, self.WORDS_WEIGHT, self._weigh_word)
         self._has_rules = bool(self._keys or self._contains or self._headers or self._options or self._patterns
                                or self._scheme)
 
@@ -137,6 +147,11 @@ class Redactor:
     def evicted(self) -> int:
         """Argv the cache let go past its limits."""
         return self._argvs.evicted
+
+    @property
+    def words_evicted(self) -> int:
+        """Unchanged words the word cache let go past its limits."""
+        return self._unchanged_words.evicted
 
     def __call__(self, argv: Sequence[str]) -> Argv:
         argv = tuple(argv)
@@ -151,13 +166,17 @@ class Redactor:
         return redacted
 
     def uncached(self, argv: Argv) -> Argv:
-        """`argv` redacted and not kept: for a caller that keeps what it redacts itself (the
-        probe's command lines, by their bytes), so no argv is held twice."""
+        """`argv` redacted and not kept (its unchanged words are): for a caller that keeps what it
+        redacts itself (the probe's command lines, by their bytes), so no argv is held twice."""
         return self._redact(argv) if self._has_rules else argv
 
     @classmethod
     def _weigh(cls, argv: Argv) -> int:
         return sum(map(len, argv)) + cls.WORD_WEIGHT * len(argv)
+
+    @classmethod
+    def _weigh_word(cls, word: str) -> int:
+        return len(word) + cls.WORD_WEIGHT
 
     def event(self, item: Event | Snapshot) -> Event | Snapshot:
         """An exec with its argv redacted, a snapshot with every process's; other events as they are."""
@@ -213,8 +232,22 @@ class Redactor:
 
     def _word(self, word: str) -> tuple[str, Pending]:
         """The word redacted, and what its last secret name or scheme leaves for the next word."""
+        pending = self._unchanged_words.recent(word)
+        if pending is not None:
+            return word, pending
+        redacted, pending = self._names_and_schemes(self._shapes_replaced(word))  # the word and rules alone
+        if redacted == word and len(word) <= self.CACHED_WORD_CHARS:
+            self._unchanged_words.put(word, pending)
+        return redacted, pending
+
+    def _shapes_replaced(self, word: str) -> str:
+        """Each secret shape replaced."""
         for pattern in self._patterns:
             word = pattern.sub(self._replace_match, word)
+        return word
+
+    def _names_and_schemes(self, word: str) -> tuple[str, Pending]:
+        """Secret names' values and schemes' credentials replaced, and what the word's end leaves pending."""
         word, assigned = self._assignments(word)
         word, option = self._options_in(word)
         word, scheme = self._schemes(word)
