@@ -4,12 +4,14 @@ in every word gave; the word cache stays within its bounds, counting what it let
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spawnwatch.config import load
-from spawnwatch.redact import REDACTED, Pending, Redactor, RedactRules
+from spawnwatch.redact import REDACTED, Pending, Redactor, RedactRules, literal_starts
 
 RULES = load().redact
 
@@ -21,7 +23,7 @@ class EveryShapeInEveryWord(Redactor):
         return self._redact(tuple(argv))
 
     def _word(self, word: str) -> tuple[str, Pending]:
-        for pattern in self._patterns:
+        for pattern, _ in self._patterns:
             word = pattern.sub(self._replace_match, word)
         return self._names_and_schemes(word)
 
@@ -76,6 +78,47 @@ def test_user_patterns_of_any_kind_redact_as_before(user_patterns):
     for first in words:
         for second in words:
             assert shortcut([first, second]) == plain([first, second]) == shortcut([first, second])
+
+
+@pytest.mark.parametrize("pattern, starts", [
+    ("gh(?<![A-Za-z0-9_]gh)[pousr]_[A-Za-z0-9]{16,}", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),
+    ("(?:AKIA|ASIA)(?<![A-Z0-9]....)[A-Z0-9]{16}", ("AKIA", "ASIA")),
+    ("://[^/\\s:@]*:([^/\\s]+)@", ("://",)),
+    ("(ab|c.)d", ("ab", "c")),  # a branch that does not end in literals ends the starts
+    ("(a)\\1b", ("a",)),
+    ("a(?i:b)c", ("a",)),
+    ("(?i)abc", ("",)),
+    ("a*b", ("",)),
+    ("[a-c]x", ("",)),
+    ("[^a]x", ("",)),
+    ("(?x) a b", ("ab",)),
+    ("^ab", ("ab",)),
+    ("(?=q)qr", ("qr",)),
+    ("x" * 40 + "y", ("x" * 32,)),  # past MAX_START_CHARS, a prefix of it
+    # Past MAX_STARTS (16) combinations, the shorter starts.
+    ("[ab][cd][ef][gh][ij]", tuple(a + b + c + d for a in "ab" for b in "cd" for c in "ef" for d in "gh")),
+])
+def test_literal_starts_are_read_from_the_parsed_pattern(pattern, starts):
+    assert literal_starts(re.compile(pattern)) == starts
+
+
+REGEX_PIECES = ["a", "b", "ab", "[ab]", "[a-c]", "[^a]", ".", "a*", "b+", "a?", "(a|b)", "(?:ab|c)", "(a)", "(b|)", "\\1",
+                "(?i)", "(?i:a)", "(?-i:B)", "(?=a)", "(?!b)", "(?<=a)", "(?<!b)", "^", "$", "\\b", "a{0,2}", "(?:a|b.)",
+                "\\w", "A", "B"]
+
+
+@settings(max_examples=600, deadline=None)
+@given(pieces=st.lists(st.sampled_from(REGEX_PIECES), min_size=1, max_size=5),
+       texts=st.lists(st.text(alphabet="abcAB", max_size=8), min_size=1, max_size=20))
+def test_a_word_with_a_match_of_any_pattern_holds_one_of_its_literal_starts(pieces, texts):
+    try:
+        pattern = re.compile("".join(pieces))
+    except re.error:  # a bad backreference, a global flag not first, a variable lookbehind
+        return
+    starts = literal_starts(pattern)
+    for text in texts:
+        if pattern.search(text) is not None:
+            assert any(start in text for start in starts), (pattern.pattern, starts, text)
 
 
 def test_the_word_cache_is_bounded_by_entries_and_weight_and_counts_each_eviction():

@@ -48,6 +48,13 @@ from typing import Sequence
 from spawnwatch.bounded import RecentWeighedMap
 from spawnwatch.events import Event, Exec, Snapshot, replaced
 
+try:  # the parser `re.compile` runs itself: what it reads a pattern as is what the pattern matches
+    from re import _constants as _regex_ops
+    from re import _parser as _regex_parser
+except ImportError:  # Python 3.10
+    import sre_constants as _regex_ops
+    import sre_parse as _regex_parser
+
 Argv = tuple[str, ...]
 REDACTED = "<redacted>"
 
@@ -83,6 +90,51 @@ _VALUE = re.compile(r""""[^"]*"?|'[^']*'?|[^\s"',;&}\]]+""")
 _SPACE = re.compile(r"[ \t]+")
 # A header's value runs to the end of the word, or to the quote or line end that closes it in a shell command.
 _HEADER_VALUE = re.compile(r"""[ \t]*(?P<scheme>[^\s"']+)(?:[ \t]+(?P<credential>[^"'\r\n]*[^\s"']))?""")
+
+
+# The literal starts a pattern's matches may have, at most, and their length: past either, a
+# pattern is looked for by shorter starts (a word holding a start holds each of its prefixes).
+MAX_STARTS = 16
+MAX_START_CHARS = 32
+
+
+def literal_starts(pattern: re.Pattern[str]) -> tuple[str, ...]:
+    """Strings one of which every match of `pattern` starts with, so that a word holding none of
+    them holds no match: `gh(?<!...)[pousr]_...` -> ("ghp_", "gho_", ...).  ("",) when no literal
+    is sure (case folded, a range or a repeat first): every word holds "".  Read from
+    `re`'s own parse of the pattern, never by joining patterns, whose groups and flags would then
+    change meaning."""
+    if pattern.flags & re.IGNORECASE:
+        return ("",)
+    starts, _ = _starts(_regex_parser.parse(pattern.pattern, pattern.flags))
+    return ("",) if "" in starts else tuple(dict.fromkeys(start[:MAX_START_CHARS] for start in starts))
+
+
+def _starts(items) -> tuple[tuple[str, ...], bool]:  # a parsed (sub)pattern: (opcode, argument) pairs
+    """What a match of `items` starts with (literal_starts), and whether it is always one of
+    those strings whole (then what follows `items` lengthens them)."""
+    starts = ("",)
+    for op, argument in items:
+        if op is _regex_ops.LITERAL:
+            each, whole = (chr(argument),), True
+        elif op is _regex_ops.IN and all(kind is _regex_ops.LITERAL for kind, _ in argument):  # [sr], no range
+            each, whole = tuple(chr(code) for _, code in argument), True
+        elif op is _regex_ops.SUBPATTERN and not argument[1] and not argument[2]:  # a group without flags of its own
+            each, whole = _starts(argument[3])
+        elif op in (_regex_ops.AT, _regex_ops.ASSERT, _regex_ops.ASSERT_NOT):  # `^`, `\b`, a lookaround: no text
+            each, whole = ("",), True
+        elif op is _regex_ops.BRANCH:
+            branches = [_starts(branch) for branch in argument[1]]
+            each = tuple(start for found, _ in branches for start in found)
+            whole = all(branch_whole for _, branch_whole in branches)
+        else:  # a repeat, a class with ranges, a backreference...: what it matches is not known here
+            return starts, False
+        if len(starts) * len(each) > MAX_STARTS:
+            return starts, False
+        starts = tuple(start + more for start in starts for more in each)
+        if not whole:
+            return starts, False
+    return starts, True
 
 
 def segments(name: str) -> tuple[str, ...]:
@@ -133,7 +185,9 @@ class Redactor:
         self._hint = re.compile("|".join(map(re.escape, sorted(hints)))) if hints else None
         self._name = lru_cache(maxsize=self.CACHE_SIZE)(self._judge_name)
         self._options = program_options(rules.options)
-        self._patterns = tuple(re.compile(p) for p in rules.patterns)
+        # Each shape with its literal starts: most words hold none, and a `str` search is cheaper
+        # than the pattern's.
+        self._patterns = tuple((compiled, literal_starts(compiled)) for compiled in map(re.compile, rules.patterns))
         schemes = "|".join(re.escape(s) for s in rules.schemes)
         # A scheme, then its credential (`value`) or the end of the word (the credential is the next one).
         self._scheme = re.compile(rf"\b(?:{schemes})(?:[ \t]+(?=(?P<value>\S))|$)", re.IGNORECASE) if schemes else None
@@ -241,9 +295,12 @@ class Redactor:
         return redacted, pending
 
     def _shapes_replaced(self, word: str) -> str:
-        """Each secret shape replaced."""
-        for pattern in self._patterns:
-            word = pattern.sub(self._replace_match, word)
+        """Each secret shape replaced; a shape is searched for only in a word holding one of its starts."""
+        for pattern, starts in self._patterns:
+            for start in starts:
+                if start in word:  # the word as the shapes before left it
+                    word = pattern.sub(self._replace_match, word)
+                    break
         return word
 
     def _names_and_schemes(self, word: str) -> tuple[str, Pending]:
