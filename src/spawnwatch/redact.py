@@ -35,6 +35,9 @@ Cost: linear in the size of argv.  Every regex here starts only where a name, an
 option or a scheme can start (a lookbehind says so), so no search restarts inside
 a run it already failed on, and a word is rebuilt once from its pieces, not once
 a secret.  Patterns from the config must keep to that too (`bench/redact.py`).
+A build host's distinct command lines share most of their words: a word that comes
+out unchanged is remembered (bounded, evictions counted), and a shape is searched
+for only in a word holding one of its literal starts (`literal_starts`).
 """
 
 from __future__ import annotations
