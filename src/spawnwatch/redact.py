@@ -35,6 +35,9 @@ Cost: linear in the size of argv.  Every regex here starts only where a name, an
 option or a scheme can start (a lookbehind says so), so no search restarts inside
 a run it already failed on, and a word is rebuilt once from its pieces, not once
 a secret.  Patterns from the config must keep to that too (`bench/redact.py`).
+A build host's distinct command lines share most of their words: a word that comes
+out unchanged is remembered (bounded, evictions counted), and a shape is searched
+for only in a word holding one of its literal starts (`literal_starts`).
 """
 
 from __future__ import annotations
@@ -47,6 +50,13 @@ from typing import Sequence
 
 from spawnwatch.bounded import RecentWeighedMap
 from spawnwatch.events import Event, Exec, Snapshot, replaced
+
+try:  # the parser `re.compile` runs itself: what it reads a pattern as is what the pattern matches
+    from re import _constants as _regex_ops
+    from re import _parser as _regex_parser
+except ImportError:  # Python 3.10
+    import sre_constants as _regex_ops
+    import sre_parse as _regex_parser
 
 Argv = tuple[str, ...]
 REDACTED = "<redacted>"
@@ -85,6 +95,51 @@ _SPACE = re.compile(r"[ \t]+")
 _HEADER_VALUE = re.compile(r"""[ \t]*(?P<scheme>[^\s"']+)(?:[ \t]+(?P<credential>[^"'\r\n]*[^\s"']))?""")
 
 
+# The literal starts a pattern's matches may have, at most, and their length: past either, a
+# pattern is looked for by shorter starts (a word holding a start holds each of its prefixes).
+MAX_STARTS = 16
+MAX_START_CHARS = 32
+
+
+def literal_starts(pattern: re.Pattern[str]) -> tuple[str, ...]:
+    """Strings one of which every match of `pattern` starts with, so that a word holding none of
+    them holds no match: `gh(?<!...)[pousr]_...` -> ("ghp_", "gho_", ...).  ("",) when no literal
+    is sure (case folded, a range or a repeat first): every word holds "".  Read from
+    `re`'s own parse of the pattern, never by joining patterns, whose groups and flags would then
+    change meaning."""
+    if pattern.flags & re.IGNORECASE:
+        return ("",)
+    starts, _ = _starts(_regex_parser.parse(pattern.pattern, pattern.flags))
+    return ("",) if "" in starts else tuple(dict.fromkeys(start[:MAX_START_CHARS] for start in starts))
+
+
+def _starts(items) -> tuple[tuple[str, ...], bool]:  # a parsed (sub)pattern: (opcode, argument) pairs
+    """What a match of `items` starts with (literal_starts), and whether it is always one of
+    those strings whole (then what follows `items` lengthens them)."""
+    starts = ("",)
+    for op, argument in items:
+        if op is _regex_ops.LITERAL:
+            each, whole = (chr(argument),), True
+        elif op is _regex_ops.IN and all(kind is _regex_ops.LITERAL for kind, _ in argument):  # [sr], no range
+            each, whole = tuple(chr(code) for _, code in argument), True
+        elif op is _regex_ops.SUBPATTERN and not argument[1] and not argument[2]:  # a group without flags of its own
+            each, whole = _starts(argument[3])
+        elif op in (_regex_ops.AT, _regex_ops.ASSERT, _regex_ops.ASSERT_NOT):  # `^`, `\b`, a lookaround: no text
+            each, whole = ("",), True
+        elif op is _regex_ops.BRANCH:
+            branches = [_starts(branch) for branch in argument[1]]
+            each = tuple(start for found, _ in branches for start in found)
+            whole = all(branch_whole for _, branch_whole in branches)
+        else:  # a repeat, a class with ranges, a backreference...: what it matches is not known here
+            return starts, False
+        if len(starts) * len(each) > MAX_STARTS:
+            return starts, False
+        starts = tuple(start + more for start in starts for more in each)
+        if not whole:
+            return starts, False
+    return starts, True
+
+
 def segments(name: str) -> tuple[str, ...]:
     """`--x-api-key` -> ('x', 'api', 'key'); `authToken` -> ('auth', 'token')."""
     return tuple(s.lower() for part in _SEPARATORS.split(name) for s in _CAMEL.findall(part))
@@ -113,6 +168,14 @@ class Redactor:
     # Larger argv (the kernel's and /proc's are cut at 4 KiB, a replayed recording's need not be)
     # are redacted each time rather than flush the cache.
     CACHED_ARGV_CHARS = 8192
+    # Words: a build host's distinct command lines still share most of theirs (`/bin/true`, `--`,
+    # `-o`, include paths), so a word that comes out as it went in is remembered with what it
+    # leaves for the next word, and searched once.  Only such words: a changed one's copy could
+    # weigh ten times the word (`x` -> `<redacted>`).  Weighed as argv's words are; a longer word
+    # is searched each time rather than flush the others.
+    WORDS_KEPT = 4096
+    WORDS_WEIGHT = 1 << 20
+    CACHED_WORD_CHARS = 256
 
     def __init__(self, rules: RedactRules) -> None:
         self._keys = frozenset(filter(None, (segments(k) for k in rules.keys)))
@@ -125,11 +188,15 @@ class Redactor:
         self._hint = re.compile("|".join(map(re.escape, sorted(hints)))) if hints else None
         self._name = lru_cache(maxsize=self.CACHE_SIZE)(self._judge_name)
         self._options = program_options(rules.options)
-        self._patterns = tuple(re.compile(p) for p in rules.patterns)
+        # Each shape with its literal starts: most words hold none, and a `str` search is cheaper
+        # than the pattern's.
+        self._patterns = tuple((compiled, literal_starts(compiled)) for compiled in map(re.compile, rules.patterns))
         schemes = "|".join(re.escape(s) for s in rules.schemes)
         # A scheme, then its credential (`value`) or the end of the word (the credential is the next one).
         self._scheme = re.compile(rf"\b(?:{schemes})(?:[ \t]+(?=(?P<value>\S))|$)", re.IGNORECASE) if schemes else None
         self._argvs: RecentWeighedMap[Argv, Argv] = RecentWeighedMap(self.CACHE_SIZE, self.CACHE_WEIGHT, self._weigh)
+        self._unchanged_words: RecentWeighedMap[str, Pending] = RecentWeighedMap(
+            self.WORDS_KEPT, self.WORDS_WEIGHT, self._weigh_word)
         self._has_rules = bool(self._keys or self._contains or self._headers or self._options or self._patterns
                                or self._scheme)
 
@@ -137,6 +204,11 @@ class Redactor:
     def evicted(self) -> int:
         """Argv the cache let go past its limits."""
         return self._argvs.evicted
+
+    @property
+    def words_evicted(self) -> int:
+        """Unchanged words the word cache let go past its limits."""
+        return self._unchanged_words.evicted
 
     def __call__(self, argv: Sequence[str]) -> Argv:
         argv = tuple(argv)
@@ -151,13 +223,17 @@ class Redactor:
         return redacted
 
     def uncached(self, argv: Argv) -> Argv:
-        """`argv` redacted and not kept: for a caller that keeps what it redacts itself (the
-        probe's command lines, by their bytes), so no argv is held twice."""
+        """`argv` redacted and not kept (its unchanged words are): for a caller that keeps what it
+        redacts itself (the probe's command lines, by their bytes), so no argv is held twice."""
         return self._redact(argv) if self._has_rules else argv
 
     @classmethod
     def _weigh(cls, argv: Argv) -> int:
         return sum(map(len, argv)) + cls.WORD_WEIGHT * len(argv)
+
+    @classmethod
+    def _weigh_word(cls, word: str) -> int:
+        return len(word) + cls.WORD_WEIGHT
 
     def event(self, item: Event | Snapshot) -> Event | Snapshot:
         """An exec with its argv redacted, a snapshot with every process's; other events as they are."""
@@ -213,8 +289,25 @@ class Redactor:
 
     def _word(self, word: str) -> tuple[str, Pending]:
         """The word redacted, and what its last secret name or scheme leaves for the next word."""
-        for pattern in self._patterns:
-            word = pattern.sub(self._replace_match, word)
+        pending = self._unchanged_words.recent(word)
+        if pending is not None:
+            return word, pending
+        redacted, pending = self._names_and_schemes(self._shapes_replaced(word))  # the word and rules alone
+        if redacted == word and len(word) <= self.CACHED_WORD_CHARS:
+            self._unchanged_words.put(word, pending)
+        return redacted, pending
+
+    def _shapes_replaced(self, word: str) -> str:
+        """Each secret shape replaced; a shape is searched for only in a word holding one of its starts."""
+        for pattern, starts in self._patterns:
+            for start in starts:
+                if start in word:  # the word as the shapes before left it
+                    word = pattern.sub(self._replace_match, word)
+                    break
+        return word
+
+    def _names_and_schemes(self, word: str) -> tuple[str, Pending]:
+        """Secret names' values and schemes' credentials replaced, and what the word's end leaves pending."""
         word, assigned = self._assignments(word)
         word, option = self._options_in(word)
         word, scheme = self._schemes(word)

@@ -156,7 +156,8 @@ class LiveRun:
     def stats(self) -> dict:
         stats = {**stats_record(self.probe), **self.resolver.counts, **self.podman.counts}
         stats["evicted_by_table"] = {**stats["evicted_by_table"], **self.resolver.evicted_by_table(),
-                                     **self.podman.evicted_by_table(), "redacted_argvs": self.probe.redact.evicted}
+                                     **self.podman.evicted_by_table(), "redacted_argvs": self.probe.redact.evicted,
+                                     "unchanged_words": self.probe.redact.words_evicted}
         return stats
 
 

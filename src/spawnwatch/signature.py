@@ -31,7 +31,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Sequence
 
-from spawnwatch.redact import REDACTED
+from spawnwatch.redact import REDACTED, literal_starts
 from spawnwatch.text import ELLIPSIS, cut
 
 
@@ -112,7 +112,11 @@ class Signer:
 
     def __init__(self, rules: SignatureRules) -> None:
         self.rules = rules
-        self._masks = [(re.compile(m.pattern), m.replacement) for m in rules.masks]
+        # Each mask with its literal starts (redact.literal_starts): most words hold none.
+        self._masks = [(pattern := re.compile(m.pattern), m.replacement, literal_starts(pattern)) for m in rules.masks]
+        # Each interpreter's names compiled once, as fnmatch.fnmatchcase compiles them at each call.
+        self._interpreter_names = tuple((re.compile(fnmatch.translate(name)).match, interpreter)
+                                        for interpreter in rules.interpreters for name in interpreter.names)
         self._versions = {l: re.compile(l.version) if l.version else None for l in rules.launchers}
         self._launcher_words = {seq[0] for l in rules.launchers for seq in l.commands}
 
@@ -175,6 +179,8 @@ class Signer:
 
     def _launcher_of(self, program: str, args: list[str]) -> tuple[Launcher, tuple[str, ...], list[str]] | None:
         """(the launcher, the command words that invoked it, the arguments after them)."""
+        if program not in self._launcher_words:  # most programs: no launcher's first word
+            return None
         for launcher in self.rules.launchers:
             for sequence in launcher.commands:
                 if program != sequence[0]:
@@ -193,10 +199,7 @@ class Signer:
 
     def _program(self, words: list[str]) -> tuple[str, list[str]]:
         """(program as written in the signature, its arguments), interpreters stripped."""
-        base = os.path.basename(words[0])
-        interpreter = next(
-            (i for i in self.rules.interpreters if any(fnmatch.fnmatchcase(base, n) for n in i.names)), None
-        )
+        interpreter = self._interpreter_of(os.path.basename(words[0]))
         if interpreter is None:
             return self._tool(words[0]), words[1:]
         i = 1
@@ -211,6 +214,10 @@ class Signer:
         if tool in self._launcher_words:
             return tool, words[i + 1 :]  # `node /usr/bin/npm ...` is just npm
         return f"{interpreter.display} {tool}", words[i + 1 :]
+
+    def _interpreter_of(self, base: str) -> Interpreter | None:
+        """The first interpreter one of whose names matches the executable's basename."""
+        return next((interpreter for matches, interpreter in self._interpreter_names if matches(base)), None)
 
     def _tool(self, path: str) -> str:
         """A program by its basename; `npm-cli.js` is `npm` when npm is a launcher."""
@@ -288,8 +295,11 @@ class Signer:
         return " ".join([program, *shown])
 
     def _mask(self, word: str) -> str:
-        for pattern, replacement in self._masks:
-            word = pattern.sub(replacement, word)
+        for pattern, replacement, starts in self._masks:
+            for start in starts:
+                if start in word:  # the word as the masks before left it
+                    word = pattern.sub(replacement, word)
+                    break
         return word
 
     def _bound(self, signature: str) -> str:
