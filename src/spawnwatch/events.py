@@ -18,6 +18,7 @@ builds millions, and a frozen one's every field is set through object.__setattr_
 from __future__ import annotations
 
 import enum
+from itertools import islice
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Callable, Iterable, Iterator
 
@@ -338,7 +339,7 @@ class _Codec:
         namespace: dict[str, Any] = {
             "_cls": cls, "_kind": cls.kind.value, "_code": ARRAY_CODES[cls.kind], "_ABSENT": _ABSENT,
             "_MAX_TIME": MAX_TIME, "_MAX_ID": MAX_ID, "RecordError": RecordError, "_what": f"{cls.kind.value} event",
-            "_read_pidless": read_pidless, "_build": cls, "_new": object.__new__,
+            "_read_pidless": read_pidless, "_build": cls, "_new": object.__new__, "_names": names, "_islice": islice,
         }
         written = []
         # A record as written has every field, of its exact type: one test of them all and
@@ -355,10 +356,14 @@ class _Codec:
         accepted_all = []
         converted = []
         read = ["def read_each(record, what):", "    get = record.get"]
-        read_array = ["def read_array_each(record, what):", "    given = len(record)",
+        # Anything else is read as the map of the fields it has, by the map's own checks: a
+        # missing trailing field is a missing key (its default, or the error), items past the
+        # fields are unknown keys (ignored), and each value is checked as a map's is.
+        read_array = ["def read_array_each(record, what):",
                       "    if type(record[0]) is not int:",
-                      "        raise RecordError(f\"{what}: its kind's code must be an integer, not {record[0]!r:.80}\")"]
-        for position, f in enumerate(fields(cls), 1):
+                      "        raise RecordError(f\"{what}: its kind's code must be an integer, not {record[0]!r:.80}\")",
+                      "    return read_each(dict(zip(_names, _islice(record, 1, None))), what)"]
+        for f in fields(cls):
             name = f.name
             value = f"item.{name}"
             written.append(f"{name!r}: {f'list({value})' if f.type.startswith('tuple') else value}")
@@ -375,9 +380,6 @@ class _Codec:
             checked = [f"    elif not ({accepted.format(v=name)}):" if accepted else "    else:",
                        f"        {name} = _check_{name}({name}, what + \": '{name}'\")"]
             read += [f"    {name} = get({name!r}, _ABSENT)", f"    if {name} is _ABSENT:", f"        {absent}", *checked]
-            # A missing trailing field takes its default, as a missing key does.
-            read_array += [f"    {name} = record[{position}] if given > {position} else _ABSENT",
-                           f"    if {name} is _ABSENT:", f"        {absent}", *checked]
             if accepted:
                 accepted_all.append(f"({accepted.format(v=name)})")
             else:  # a list becomes a tuple
@@ -397,7 +399,6 @@ class _Codec:
                        "        return read_array_each(record, what)",
                        *assigned]
         read.append(build)
-        read_array.append(build)
         source = "\n".join([f"def write(item):\n    return {{'kind': _kind, {', '.join(written)}}}",
                             f"def write_array(item):\n    return (_code, {', '.join(f'item.{name}' for name in names)})",
                             *read, *fast, *read_array, *fast_array])
