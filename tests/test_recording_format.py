@@ -21,7 +21,7 @@ from live import LiveCommand
 from recordings import rewritten, write_format1, write_format2
 from spawnwatch.cli import main
 from spawnwatch.events import (
-    ARRAY_CODES, EVENT_TYPES, OBSERVATION_TYPES, Brief, ContainerEvent, Exec, ExecBrief, Exit, Fork, Oom, PidsSample,
+    ARRAY_CODES, EVENT_TYPES, OBSERVATION_TYPES, Brief, ContainerEvent, Exec, ExecBrief, ExecTally, Exit, Fork, Oom, PidsSample,
     ProcessInfo, Reap, RecordError, Resync, Snapshot, Tally, from_record, replay, to_array, to_record,
 )
 from spawnwatch.recording import MAX_ARRAY_ITEMS, RecordingError, read_records
@@ -39,6 +39,7 @@ EVERY_KIND = [
     Brief(10.5, 101, 1, "sh", 7, 10.6, 10.7),
     Tally(10.8, 0, 1, "sh", 7, 10.9, 11.0, 400),
     ExecBrief(11.1, 102, 1, "true", 7, 11.3, 11.4, 11.2, ("/bin/true", "x"), "/bin/true", True),
+    ExecTally(11.45, 0, 1, "true", 7, 11.46, 11.47, 300, ("/bin/true", "y"), "/bin/true", True),
     PidsSample(11.5, 7, 12, 100, 3, "/sys/fs/cgroup/app"),
     PidsSample(11.6, 7, 12, None, 0, ""),
     ContainerEvent(11.7, "start", "c0ffee", "web", "nginx:1", "shop", 0, True, ("app=web",), "podman"),
@@ -74,7 +75,7 @@ def test_a_format_2_recording_holds_each_event_as_its_code_then_its_fields_and_r
 
 def test_a_format_1_recording_written_by_hand_still_replays_a_pidless_brief_as_a_tally(tmp_path):
     pidless = {**to_record(Brief(10.8, 0, 1, "sh", 7, 10.9, 11.0)), "count": 400}  # a tally before tallies had a kind
-    maps = [to_record(item) if not isinstance(item, Tally) else pidless for item in EVERY_KIND]
+    maps = [pidless if type(item) is Tally else to_record(item) for item in EVERY_KIND]
     path = write_format1(tmp_path / "format1.msgpack", READY, maps)
     ready, *records = read_records(path)
     assert "format" not in ready and all(type(record) is dict for record in records)

@@ -322,7 +322,7 @@ _ACCEPTED_AS_IS = {
 # from it).  Codes are never renumbered nor reused: a kind added takes the next one.
 ARRAY_CODES: dict[Kind, int] = {
     Kind.FORK: 1, Kind.EXEC: 2, Kind.EXIT: 3, Kind.REAP: 4, Kind.OOM: 5, Kind.BRIEF: 6, Kind.TALLY: 7,
-    Kind.EXEC_BRIEF: 8, Kind.PIDS: 9, Kind.CONTAINER: 10,
+    Kind.EXEC_BRIEF: 8, Kind.PIDS: 9, Kind.CONTAINER: 10, Kind.EXEC_TALLY: 11,
 }
 
 
