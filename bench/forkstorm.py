@@ -56,6 +56,9 @@ from typing import IO, Iterator, Sequence
 
 import msgpack
 
+from spawnwatch.events import Brief, Event, Fork, Tally, from_record
+from spawnwatch.recording import read_records
+
 HERE = Path(__file__).resolve().parent
 FORKLOOP = HERE / "forkloop"
 STATS_SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
@@ -72,7 +75,6 @@ CONSUMERS = {
 EXEC_MODES = ("exec", "exec-distinct")  # bench/forkloop.c's: argv the same in every child, or each its own
 TABLE_CAP = 65536  # the default [lineage] max_processes
 EXECS_PAST_CAP = TABLE_CAP * 5 // 4
-PROCESS_KINDS = ("fork", "exec", "exit", "reap", "oom", "brief", "tally")
 LOST = 2
 REPLAY_DIFFERS = 3
 
@@ -419,23 +421,23 @@ def replay(options: argparse.Namespace) -> Replay:
 
 
 def events_and_processes(recording: Path) -> tuple[int, int]:
-    """Process events in a recording, and the processes they tell (a tally tells `count`)."""
+    """Process events in a recording (of any format), and the processes they tell (a
+    fork, brief or exec_brief one, a tally `count`)."""
     events = processes = 0
-    with open(recording, "rb") as f:
-        for record in msgpack.Unpacker(f, raw=False, strict_map_key=False):
-            kind = record.get("kind")
-            if kind in PROCESS_KINDS:
-                events += 1
-                processes += record.get("count", 1) if kind in ("brief", "tally") else kind == "fork"
+    for record in read_records(recording):
+        item = from_record(record)
+        if isinstance(item, Event):
+            events += 1
+            processes += item.count if isinstance(item, (Brief, Tally)) else isinstance(item, Fork)
     return events, processes
 
 
 def recording_head(recording: Path, head: Path) -> Path:
     """`head`, written with the records of `recording` before its first process event: its
     replay is the interpreter's and the replay's start-up alone."""
-    with open(recording, "rb") as f, open(head, "wb") as out:
-        for record in msgpack.Unpacker(f, raw=False, strict_map_key=False):
-            if record.get("kind") in PROCESS_KINDS:
+    with open(head, "wb") as out:
+        for record in read_records(recording):
+            if isinstance(from_record(record), Event):
                 break
             out.write(msgpack.packb(record))
     return head

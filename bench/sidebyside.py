@@ -11,9 +11,11 @@ touches each alike: compare code with this, not with figures of another hour.
 With `--replay RECORDING` (no root, no storm) the trees take turns replaying one
 recording with `watch --replay --json`, as bench/forkstorm.py's replay row measures it:
 CPU per recorded event, start-up (the recording's head alone) taken off; and whether
-every tree raised the same alerts.
+every tree raised the same alerts.  Given one recording per tree, each tree replays its
+own: the same session in the format each tree writes (or one tree, twice, on both).
 
     .venv/bin/python bench/sidebyside.py /tmp/before . --replay trace.msgpack
+    .venv/bin/python bench/sidebyside.py /tmp/before . --replay trace-format1.msgpack trace-format2.msgpack
 
 Exits 2 when any session lost an event, 3 when the trees' replays raise different alerts.
 """
@@ -41,11 +43,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--mode", choices=("fork", *EXEC_MODES), default="fork",
                         help="what each child does (bench/forkloop.c): exit at once (default), or exec /bin/true"
                              " with the same argv as every other child, or with its own")
-    parser.add_argument("--replay", type=Path, metavar="RECORDING",
-                        help="replay this recording with each tree instead of running storms (no root)")
+    parser.add_argument("--replay", type=Path, nargs="+", metavar="RECORDING",
+                        help="replay this recording with each tree instead of running storms (no root);"
+                             " or one recording per tree, in the trees' order")
     options = parser.parse_args(argv)
-    if options.replay is not None and not options.replay.is_file():
-        parser.error(f"--replay: {options.replay} is not a file")
+    for recording in options.replay or ():
+        if not recording.is_file():
+            parser.error(f"--replay: {recording} is not a file")
+    if options.replay is not None and len(options.replay) not in (1, len(options.trees)):
+        parser.error(f"--replay: {len(options.replay)} recordings for {len(options.trees)} trees:"
+                     f" give one, or one per tree")
     for tree in options.trees:
         if not (tree / "src" / "spawnwatch").is_dir() or not (tree / "bpf").is_dir():
             parser.error(f"{tree} is not a spawnwatch source tree (no src/spawnwatch or bpf/)")
@@ -70,26 +77,32 @@ def one_run(tree: Path, options: argparse.Namespace) -> tuple[float, float, int]
 
 
 def replays(options: argparse.Namespace) -> int:
-    """Each tree's `watch --replay` of one recording, in turns: CPU per recorded event."""
-    events, _ = events_and_processes(options.replay)
-    if not events:
-        print(f"error: {options.replay} holds no process event to measure", file=sys.stderr)
+    """Each tree's `watch --replay` of its recording, in turns: CPU per recorded event."""
+    recordings = options.replay * len(options.trees) if len(options.replay) == 1 else options.replay
+    pairs = list(zip(options.trees, recordings))
+    events = [events_and_processes(recording)[0] for recording in recordings]
+    if not all(events):
+        print(f"error: {recordings[events.index(0)]} holds no process event to measure", file=sys.stderr)
         return 1
-    runs: dict[Path, list[float]] = {tree: [] for tree in options.trees}
-    alerts: dict[Path, list[tuple]] = {}
+    names = [str(tree) if len(options.replay) == 1 else f"{tree} on {recording.name}" for tree, recording in pairs]
+    runs: list[list[float]] = [[] for _ in pairs]
+    alerts: list[list[tuple]] = [[] for _ in pairs]
     with tempfile.TemporaryDirectory(prefix="spawnwatch-bench-") as directory:
-        head = recording_head(options.replay, Path(directory) / "head.msgpack")
+        heads = [recording_head(recording, Path(directory) / f"head{number}.msgpack")
+                 for number, recording in enumerate(recordings)]
         for round_ in range(1, options.rounds + 1):
-            for tree in options.trees:
-                startup_s, _ = replay_cpu(head, tree_env(tree))
-                spent_s, output = replay_cpu(options.replay, tree_env(tree))
-                runs[tree].append((spent_s - startup_s) / events * 1e6)
-                alerts.setdefault(tree, alerts_of(output))
-                print(f"round {round_} {tree}: {runs[tree][-1]:.2f} us/event", flush=True)
-    for tree, results in runs.items():
-        print(f"{tree}: replay median {statistics.median(results):.2f} us/event"
-              f" ({', '.join(f'{r:.2f}' for r in results)}) of {events} events, {len(alerts[tree])} alert records")
-    same = len({tuple(found) for found in alerts.values()}) == 1
+            for number, (tree, recording) in enumerate(pairs):
+                startup_s, _ = replay_cpu(heads[number], tree_env(tree))
+                spent_s, output = replay_cpu(recording, tree_env(tree))
+                runs[number].append((spent_s - startup_s) / events[number] * 1e6)
+                if round_ == 1:
+                    alerts[number] = alerts_of(output)
+                print(f"round {round_} {names[number]}: {runs[number][-1]:.2f} us/event", flush=True)
+    for number, results in enumerate(runs):
+        print(f"{names[number]}: replay median {statistics.median(results):.2f} us/event"
+              f" ({', '.join(f'{r:.2f}' for r in results)}) of {events[number]} events,"
+              f" {len(alerts[number])} alert records")
+    same = len({tuple(found) for found in alerts}) == 1
     print(f"the same alerts from every tree: {'yes' if same else 'NO'}")
     return 0 if same else REPLAY_DIFFERS
 

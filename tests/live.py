@@ -16,6 +16,8 @@ from typing import Callable
 
 import msgpack
 
+from spawnwatch.events import from_record, to_record
+
 
 class LiveCommand:
     def __init__(self, *args: str, ready_timeout: float = 60.0, env: dict[str, str] | None = None,
@@ -125,7 +127,9 @@ class LiveCommand:
 
 class Recording:
     """A recording a live `watch --record` is still writing, read as it grows: watch
-    flushes it after each evaluation, so it holds every record up to the last one."""
+    flushes it after each evaluation, so it holds every record up to the last one.
+    Each record as its `--json` map: an event, an array in the recording (format 2), is
+    read by the project's reader (events.from_record) and told as `to_record` tells it."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -142,7 +146,9 @@ class Recording:
             grown = b""
         self._read_to += len(grown)
         self._unpacker.feed(grown)
-        self.records.extend(self._unpacker)  # whole records only: a cut last one waits for its rest
+        # whole records only: a cut last one waits for its rest
+        self.records.extend(record if type(record) is dict else to_record(from_record(record))
+                            for record in self._unpacker)
         return self.records
 
     def wait_for(self, predicate: Callable[[list[dict]], object], what: str, timeout: float = 120.0) -> list[dict]:

@@ -106,6 +106,37 @@ def test_side_by_side_refuses_a_replay_of_no_file(sidebyside, tmp_path, capsys) 
     assert exited.value.code == 2 and "is not a file" in capsys.readouterr().err
 
 
+def test_side_by_side_replays_one_recording_per_tree(sidebyside, monkeypatch, capsys, tmp_path) -> None:
+    from spawnwatch.events import from_record
+    from spawnwatch.recording import RecordingWriter, read_records
+
+    project = str(PROJECT)
+    format1 = PROJECT / "tests" / "fixtures" / "accumulate.msgpack"
+    format2 = tmp_path / "accumulate-format2.msgpack"  # the same session, its events as arrays
+    with RecordingWriter(format2) as writer:
+        for record in read_records(format1):
+            item = from_record(record) if record["kind"] not in ("snapshot", "resync") else None
+            if record["kind"] == "ready":
+                writer.write({**record, "format": 2})
+            elif item is not None:
+                writer.write_item(item)
+            else:
+                writer.write(record)
+    monkeypatch.setattr(sidebyside.os, "geteuid", lambda: 1000)
+    assert sidebyside.main([project, project, "--replay", str(format1), str(format2), "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"{project} on accumulate.msgpack: replay median " in out
+    assert f"{project} on accumulate-format2.msgpack: replay median " in out
+    assert "the same alerts from every tree: yes" in out
+
+
+def test_side_by_side_refuses_recordings_that_are_neither_one_nor_one_per_tree(sidebyside, capsys) -> None:
+    recording = str(PROJECT / "tests" / "fixtures" / "accumulate.msgpack")
+    with pytest.raises(SystemExit) as exited:
+        sidebyside.parse_args([str(PROJECT), "--replay", recording, recording])
+    assert exited.value.code == 2 and "2 recordings for 1 trees" in capsys.readouterr().err
+
+
 def test_the_floor_s_consumers_are_run_by_the_alternations_and_refuse_an_unknown_level(forkstorm, capsys) -> None:
     assert list(forkstorm.CONSUMERS)[:3] == ["attach", "kernel", "probe"]  # the floor first, as the summary reads
     assert forkstorm.CONSUMERS["kernel"] == [forkstorm.PARTIAL_CONSUMER, "kernel"]
@@ -121,15 +152,40 @@ def test_the_floor_s_consumers_are_run_by_the_alternations_and_refuse_an_unknown
     }
 
 
-def test_a_recording_s_processes_count_each_tally_s_children(forkstorm, tmp_path) -> None:
-    import msgpack
+def test_a_recording_s_processes_count_each_tally_s_children_in_either_format(forkstorm, tmp_path) -> None:
+    from spawnwatch.events import Brief, ExecBrief, Exit, Fork, Tally, to_record
+    from spawnwatch.recording import RecordingWriter
 
-    recording = tmp_path / "storm.msgpack"
-    records = [{"kind": "ready", "pid": 1}, {"kind": "fork", "pid": 10}, {"kind": "exit", "pid": 10},
-               {"kind": "brief", "pid": 11}, {"kind": "brief", "pid": 0, "count": 400}, {"kind": "tally", "pid": 0, "count": 30},
-               {"kind": "tick", "ts": 1.0}]  # a tally as a brief without a pid: recorded before tallies had their kind
-    recording.write_bytes(b"".join(msgpack.packb(record) for record in records))
-    assert forkstorm.events_and_processes(recording) == (5, 432)
+    events = [Fork(1.0, 10, 1, "sh", 0), Exit(1.1, 10, 1, "sh", 0), Brief(1.2, 11, 1, "sh", 0, 1.3, 1.4),
+              Tally(1.5, 0, 1, "sh", 0, 1.6, 1.7, 30), ExecBrief(1.8, 12, 1, "true", 0, 1.9, 2.0, 1.85, ("true",))]
+    format1, format2 = tmp_path / "format1.msgpack", tmp_path / "format2.msgpack"
+    with RecordingWriter(format1) as writer:
+        writer.write({"kind": "ready", "pid": 1})
+        for event in events:
+            writer.write(to_record(event))
+        # a tally as a brief without a pid: recorded before tallies had their kind
+        writer.write({**to_record(Brief(2.1, 0, 1, "sh", 0, 2.2, 2.3)), "count": 400})
+        writer.write({"kind": "tick", "ts": 3.0})
+    with RecordingWriter(format2) as writer:
+        writer.write({"kind": "ready", "pid": 1, "format": 2})
+        for event in events:
+            writer.write_item(event)
+        writer.write({"kind": "tick", "ts": 3.0})
+    assert forkstorm.events_and_processes(format1) == (6, 433)
+    assert forkstorm.events_and_processes(format2) == (5, 33)
+
+
+def test_a_recording_s_head_is_its_records_before_its_first_event_in_either_format(forkstorm, tmp_path) -> None:
+    from spawnwatch.events import Fork
+    from spawnwatch.recording import RecordingWriter, read_records
+
+    ready = {"kind": "ready", "pid": 1, "format": 2}
+    recording = tmp_path / "trace.msgpack"
+    with RecordingWriter(recording) as writer:
+        writer.write(ready)
+        writer.write_item(Fork(1.0, 10, 1, "sh", 0))
+        writer.write({"kind": "tick", "ts": 3.0})
+    assert list(read_records(forkstorm.recording_head(recording, tmp_path / "head.msgpack"))) == [ready]
 
 
 @pytest.fixture(scope="module")

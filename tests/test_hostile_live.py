@@ -26,6 +26,7 @@ import pytest
 
 from conftest import wait_for
 from live import LiveCommand
+from spawnwatch.events import replay, to_record
 from spawnwatch.recording import read_records
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
@@ -77,7 +78,7 @@ def test_hostile_argv_and_a_flood_of_long_execs_neither_blind_watch_nor_hide_a_l
     stats = watch.stats
     assert stats["decode_errors"] == 0 and "Traceback" not in watch.stderr
 
-    records = list(read_records(recording))
+    records = [to_record(item) for item in replay(read_records(recording))]  # each event as its --json map
     [mebibyte] = execs_of(records, "hostile-mebibyte")
     assert mebibyte["argv_truncated"] and sum(len(word.encode()) + 1 for word in mebibyte["argv"]) <= 4096
     [utf8] = execs_of(records, "hostile-utf8")

@@ -1,8 +1,9 @@
 """The one event schema shared by live, recorded and replayed streams.
 
 Every layer above the probe sees only these types.  `to_record` / `from_record`
-give the JSON-lines contract of `trace --json` (and the msgpack recordings use
-the very same dicts), so a recording replays exactly like the live stream.
+give the JSON-lines contract of `trace --json`; a msgpack recording (format 2)
+holds the same values, an event's or observation's as an array (`to_array`, read
+back by `from_record` too), so a recording replays exactly like the live stream.
 
 Times are seconds since boot (CLOCK_BOOTTIME), the clock of both the BPF side
 (bpf_ktime_get_boot_ns) and /proc/<pid>/stat start times; a container engine's
@@ -17,6 +18,7 @@ builds millions, and a frozen one's every field is set through object.__setattr_
 from __future__ import annotations
 
 import enum
+from itertools import islice
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any, Callable, Iterable, Iterator
 
@@ -315,19 +317,29 @@ _ACCEPTED_AS_IS = {
 }
 
 
+# Format 2's record of an event or observation is an array: its kind's code, then its
+# class's fields in declaration order (`dataclasses.fields`: the one order, written and read
+# from it).  Codes are never renumbered nor reused: a kind added takes the next one.
+ARRAY_CODES: dict[Kind, int] = {
+    Kind.FORK: 1, Kind.EXEC: 2, Kind.EXIT: 3, Kind.REAP: 4, Kind.OOM: 5, Kind.BRIEF: 6, Kind.TALLY: 7,
+    Kind.EXEC_BRIEF: 8, Kind.PIDS: 9, Kind.CONTAINER: 10, Kind.EXEC_TALLY: 11,
+}
+
+
 class _Codec:
-    """An event class's record writer and reader, compiled once from its fields (as
-    dataclasses compiles `__init__`): a replay reads millions of records, and walking
-    `dataclasses.fields` for each cost more than the lineage they feed."""
+    """An event class's record writers and readers (map and array), compiled once from its
+    fields (as dataclasses compiles `__init__`): a replay reads millions of records, and
+    walking `dataclasses.fields` for each cost more than the lineage they feed."""
 
     def __init__(self, cls: type, read_pidless: Callable[..., Event] | None = None) -> None:
-        """`read_pidless`: the reader of a record of this kind without a pid but with a
+        """`read_pidless`: the reader of a map of this kind without a pid but with a
         count (a brief's, as recordings made before tallies had a kind of their own wrote a
         tally)."""
         names = [f.name for f in fields(cls)]
         namespace: dict[str, Any] = {
-            "_cls": cls, "_kind": cls.kind.value, "_ABSENT": _ABSENT, "_MAX_TIME": MAX_TIME, "_MAX_ID": MAX_ID,
-            "RecordError": RecordError, "_what": f"{cls.kind.value} event", "_read_pidless": read_pidless,
+            "_cls": cls, "_kind": cls.kind.value, "_code": ARRAY_CODES[cls.kind], "_ABSENT": _ABSENT,
+            "_MAX_TIME": MAX_TIME, "_MAX_ID": MAX_ID, "RecordError": RecordError, "_what": f"{cls.kind.value} event",
+            "_read_pidless": read_pidless, "_build": cls, "_new": object.__new__, "_names": names, "_islice": islice,
         }
         written = []
         # A record as written has every field, of its exact type: one test of them all and
@@ -336,48 +348,65 @@ class _Codec:
         fast = ["def read(record, what=_what):", "    try:",
                 *(f"        {name} = record[{name!r}]" for name in names),
                 "    except KeyError:", "        return read_each(record, what)"]
+        # An array of exactly this class's fields: unpacked at once (a longer or shorter one
+        # raises ValueError, and is read field by field).
+        fast_array = ["def read_array(record, what=_what):", "    try:",
+                      f"        code, {', '.join(names)}, = record",
+                      "    except ValueError:", "        return read_array_each(record, what)"]
         accepted_all = []
+        converted = []
         read = ["def read_each(record, what):", "    get = record.get"]
+        # Anything else is read as the map of the fields it has, by the map's own checks: a
+        # missing trailing field is a missing key (its default, or the error), items past the
+        # fields are unknown keys (ignored), and each value is checked as a map's is.
+        read_array = ["def read_array_each(record, what):",
+                      "    if type(record[0]) is not int:",
+                      "        raise RecordError(f\"{what}: its kind's code must be an integer, not {record[0]!r:.80}\")",
+                      "    return read_each(dict(zip(_names, _islice(record, 1, None))), what)"]
         for f in fields(cls):
             name = f.name
             value = f"item.{name}"
             written.append(f"{name!r}: {f'list({value})' if f.type.startswith('tuple') else value}")
-            read.append(f"    {name} = get({name!r}, _ABSENT)")
-            read.append(f"    if {name} is _ABSENT:")
             if f.default is not MISSING:
                 namespace[f"_default_{name}"] = f.default
-                read.append(f"        {name} = _default_{name}")
+                absent = f"{name} = _default_{name}"
             elif f.default_factory is not MISSING:
                 namespace[f"_default_{name}"] = f.default_factory
-                read.append(f"        {name} = _default_{name}()")
+                absent = f"{name} = _default_{name}()"
             else:
-                read.append(f"        raise RecordError(what + \" lacks '{name}'\")")
+                absent = f"raise RecordError(what + \" lacks '{name}'\")"
             namespace[f"_check_{name}"] = _CHECKS[f.type]
             accepted = _ACCEPTED_AS_IS.get(f.type)
-            read.append(f"    elif not ({accepted.format(v=name)}):" if accepted else "    else:")
-            read.append(f"        {name} = _check_{name}({name}, what + \": '{name}'\")")
+            checked = [f"    elif not ({accepted.format(v=name)}):" if accepted else "    else:",
+                       f"        {name} = _check_{name}({name}, what + \": '{name}'\")"]
+            read += [f"    {name} = get({name!r}, _ABSENT)", f"    if {name} is _ABSENT:", f"        {absent}", *checked]
             if accepted:
                 accepted_all.append(f"({accepted.format(v=name)})")
             else:  # a list becomes a tuple
-                fast.append(f"    {name} = _check_{name}({name}, what + \": '{name}'\")")
-        namespace["_build"] = cls
+                converted.append(f"    {name} = _check_{name}({name}, what + \": '{name}'\")")
         build = f"    return _build({', '.join(names)})"
         # The item's slots set here rather than by its __init__: a call less, a third of
         # what building it cost (the class has no __post_init__, nothing __init__ would add).
         assigned = ["    item = _new(_cls)", *(f"    item.{name} = {name}" for name in names), "    return item"]
-        namespace["_new"] = object.__new__
+        fast += [*converted, f"    if not ({' and '.join(accepted_all)}):", "        return read_each(record, what)"]
         if read_pidless is not None:
             pidless = ["    if not pid and 'count' in record:", "        return _read_pidless(record, what)"]
+            fast += pidless
             read += pidless
-            fast += [f"    if not ({' and '.join(accepted_all)}):", "        return read_each(record, what)", *pidless]
-        else:
-            fast += [f"    if not ({' and '.join(accepted_all)}):", "        return read_each(record, what)"]
         fast += assigned
+        # The code was found equal to this kind's: it must be an int as well (True and 1.0 equal 1).
+        fast_array += [*converted, f"    if not (type(code) is int and {' and '.join(accepted_all)}):",
+                       "        return read_array_each(record, what)",
+                       *assigned]
         read.append(build)
-        source = "\n".join([f"def write(item):\n    return {{'kind': _kind, {', '.join(written)}}}", *read, *fast])
+        source = "\n".join([f"def write(item):\n    return {{'kind': _kind, {', '.join(written)}}}",
+                            f"def write_array(item):\n    return (_code, {', '.join(f'item.{name}' for name in names)})",
+                            *read, *fast, *read_array, *fast_array])
         exec(compile(source, f"<codec of {cls.__name__}>", "exec"), namespace)
         self.write: Callable[[Event], dict[str, Any]] = namespace["write"]
         self.read: Callable[..., Event] = namespace["read"]
+        self.write_array: Callable[[Event], tuple[Any, ...]] = namespace["write_array"]
+        self.read_array: Callable[..., Event] = namespace["read_array"]
 
 
 def _changer(cls: type) -> Callable[..., Any]:
@@ -413,13 +442,30 @@ _CODECS[Brief] = _Codec(Brief, _CODECS[Tally].read)
 RECORD_READERS: dict[str, Callable[[dict[str, Any]], Event | Observation]] = {
     cls.kind.value: codec.read for cls, codec in _CODECS.items()
 }
+# The same for format 2's arrays, by their kind's code (their first item).
+ARRAY_READERS: dict[int, Callable[[list[Any]], Event | Observation]] = {
+    ARRAY_CODES[cls.kind]: codec.read_array for cls, codec in _CODECS.items()
+}
 
 
-def from_record(record: dict[str, Any]) -> Event | Observation | Snapshot | None:
-    """Inverse of `to_record`; None for lines that are not events, observations or snapshots (ready, stats, alerts).
-    Raises RecordError for an event or snapshot with a missing key or a value of the wrong type."""
+def to_array(item: Event | Observation) -> tuple[Any, ...]:
+    """An event's or observation's record in a format 2 recording: its kind's code
+    (ARRAY_CODES), then its fields in declaration order."""
+    return _CODECS[type(item)].write_array(item)
+
+
+def from_record(record: dict[str, Any] | list[Any]) -> Event | Observation | Snapshot | None:
+    """Inverse of `to_record` and `to_array`; None for records that are not events, observations or snapshots
+    (ready, stats, alerts), and for an array of a kind code this version does not know (as for a map of
+    an unknown kind).  Raises RecordError for an event or snapshot with a missing key or a value of the
+    wrong type, naming it."""
+    if type(record) is list:
+        if not record or type(record[0]) is not int:
+            raise RecordError(f"an array record must begin with its kind's code (an integer), not {record[:1]!r:.80}")
+        read_array = ARRAY_READERS.get(record[0])
+        return None if read_array is None else read_array(record)
     if not isinstance(record, dict):
-        raise RecordError(f"a record must be a map, not {type(record).__name__}")
+        raise RecordError(f"a record must be a map or an array, not {type(record).__name__}")
     kind = record.get("kind")
     read = RECORD_READERS.get(kind) if type(kind) is str else None
     if read is not None:

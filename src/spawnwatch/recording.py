@@ -1,6 +1,10 @@
 """Recordings: the same records as `--json` output, stored as a msgpack stream
 (or read back from JSON lines), so a recorded session replays through exactly
-the code a live one runs.
+the code a live one runs.  In a msgpack recording of format 2, an event's or
+observation's record is an array rather than its `--json` map (`events.to_array`):
+its kind's code, then its fields in their declaration order.  Unpacking a map
+decodes every key again, record after record: the array is read in a quarter of
+the instructions, and is what a replay spends less on.
 
 A recording holds every command line of the host, and root writes it: it is
 written mode 0600, never through a symlink, never into something else than a
@@ -16,6 +20,17 @@ A recording says its format in its first record, the ready one (`"format": N`). 
 only gain fields within a format; a change an older reader would misread is a new N, and
 a reader refuses a recording newer than it knows rather than replay it wrong.  The
 recordings from before formats were numbered have none: they are format 1.
+
+    format 1  every record a map (JSON lines are always read as this, whatever they say)
+    format 2  an event or observation an array, [code, field, field, ...] (events.ARRAY_CODES);
+              the other records (ready, tick, stats, alerts, snapshots) maps; a map of an
+              event still read as in format 1
+
+An array gains fields as a map gains keys: only at its end.  A reader fills the trailing
+fields an array lacks with their defaults (as a map's missing keys) and ignores the items
+past the fields it knows (as a map's unknown keys); a field without a default that an
+array lacks is an error, as its missing key is.  An array of a kind code the reader does
+not know is skipped, as a map of an unknown kind is.
 """
 
 from __future__ import annotations
@@ -29,13 +44,12 @@ from typing import IO, Any, Iterator
 
 import msgpack
 
+from spawnwatch.events import Event, Observation, Snapshot, to_array, to_record
 from spawnwatch.records import FORMAT, READY
 
 
 class RecordingError(ValueError):
     pass
-
-
 
 
 PRIVATE = 0o600
@@ -74,6 +88,10 @@ class RecordingWriter:
     def write(self, record: dict[str, Any]) -> None:
         self._file.write(self._packer.pack(record))
 
+    def write_item(self, item: Event | Observation | Snapshot) -> None:
+        """An event or observation as format 2's array, a snapshot as its map."""
+        self._file.write(self._packer.pack(to_record(item) if isinstance(item, Snapshot) else to_array(item)))
+
     def flush(self) -> None:
         """Hand what was written to the file: a reader, or what is left after a crash, has every record so far."""
         self._file.flush()
@@ -98,26 +116,31 @@ def _check_own_regular_file(path: str | Path, found: os.stat_result) -> None:
         raise RecordingError(f"{path}: has {found.st_nlink - 1} other hard link(s): writing would change them too")
 
 
-def read_records(path: str | Path) -> Iterator[dict[str, Any]]:
-    """Records of a msgpack recording, or of a JSON-lines file (`trace --json` output).
-    Anything else (not a map, undecodable, cut short, too large, nested too deep) is a
-    RecordingError naming where."""
+def read_records(path: str | Path) -> Iterator[dict[str, Any] | list[Any]]:
+    """Records of a msgpack recording, or of a JSON-lines file (`trace --json` output): maps,
+    and in a msgpack recording of format 2 the arrays of its events (events.from_record reads
+    both).  Anything else (another type, undecodable, cut short, too large, nested too deep)
+    is a RecordingError naming where."""
     path = Path(path)
     with open(path, "rb") as f:
         head = f.read(1)
         f.seek(0)
-        records = _json_lines(f, path) if head in (b"{", b"") else _msgpack_records(f, path)
-        for first in records:
-            check_format(first, path)
-            yield first
-            break
-        yield from records
+        if head in (b"{", b""):
+            records = _json_lines(f, path)
+            for first in records:
+                check_format(first, path)
+                yield first
+                break
+            yield from records
+        else:
+            yield from _msgpack_records(f, path)
 
 
-def check_format(record: dict[str, Any], path: Path) -> None:
-    """RecordingError when `record` is a ready record of a format this version cannot read."""
+def check_format(record: dict[str, Any], path: Path) -> int:
+    """The format of a recording whose first record is `record` (1 when that is no ready record);
+    RecordingError when it is a format this version cannot read."""
     if record.get("kind") != READY:
-        return
+        return 1
     found = record.get("format", 1)
     if type(found) is not int or found < 1:
         raise RecordingError(f"{path}: ready record: 'format' must be a positive integer")
@@ -125,16 +148,27 @@ def check_format(record: dict[str, Any], path: Path) -> None:
         raise RecordingError(f"{path}: recording format {found} is newer than this spawnwatch reads "
                              f"(format {FORMAT} and older): replay it with the spawnwatch that recorded it, "
                              f"or a newer one")
+    return found
 
 
-def _msgpack_records(f: IO[bytes], path: Path) -> Iterator[dict[str, Any]]:
+def _msgpack_records(f: IO[bytes], path: Path) -> Iterator[dict[str, Any] | list[Any]]:
     unpacker = msgpack.Unpacker(
         f, raw=False, strict_map_key=False, max_buffer_size=MAX_RECORD_BYTES,
         max_array_len=MAX_ARRAY_ITEMS, max_map_len=MAX_MAP_ITEMS,
     )
     try:
+        shapes: tuple[type, ...] = (dict,)
+        for first in unpacker:
+            # The first record is a map (the ready record, or an old trace's snapshot) in every format.
+            if check_format(_record(first, str(path)), path) >= 2:
+                shapes = (dict, list)
+            yield first
+            break
         for record in unpacker:
-            yield record if type(record) is dict else _record(record, str(path))
+            if type(record) not in shapes:
+                raise RecordingError(f"{path}: not a spawnwatch recording (found {type(record).__name__},"
+                                     f" not {' or '.join('a map' if shape is dict else 'an array' for shape in shapes)})")
+            yield record
     except msgpack.StackError as exc:
         raise RecordingError(f"{path}: corrupt recording: a record nested too deep") from exc
     except (msgpack.UnpackException, ValueError, TypeError) as exc:  # TypeError: a map key that cannot be one

@@ -20,8 +20,9 @@ PROGRESS = "progress"
 STATS = "stats"
 
 Record = dict[str, Any]
-# The format of a recording this version writes (in its ready record), and the newest it reads.
-FORMAT = 1
+# The format of a recording this version writes (in its ready record), and the newest it
+# reads: 2, events as arrays (recording.py says what each format holds).
+FORMAT = 2
 
 
 def ready(pid: int, host: str, boot_time: float) -> Record:

@@ -20,7 +20,7 @@ from spawnwatch.adapters import procfs
 from spawnwatch.adapters.podman_events import PodmanEvents
 from spawnwatch.adapters.resolver import ContainerResolver
 from spawnwatch.config import Config
-from spawnwatch.events import Event, Observation, Resync, Snapshot, to_record
+from spawnwatch.events import Event, Observation, Resync, Snapshot
 from spawnwatch.probe import SWEEP_INTERVAL_S, Probe
 from spawnwatch.recording import RecordingWriter
 from spawnwatch.redact import Redactor
@@ -151,7 +151,7 @@ class LiveRun:
     def record_item(self, item: Event | Resync | Observation | Snapshot) -> None:
         """An event (or snapshot) into the recording; its record is built only when there is one."""
         if self.recorder is not None:
-            self.recorder.write(to_record(item))
+            self.recorder.write_item(item)
 
     def stats(self) -> dict:
         stats = {**stats_record(self.probe), **self.resolver.counts, **self.podman.counts}

@@ -17,7 +17,7 @@ from spawnwatch import records
 from spawnwatch.adapters.engine import followed_address
 from spawnwatch.alerts import Alert
 from spawnwatch.config import Config
-from spawnwatch.events import RECORD_READERS, Exec, RecordError, count_value, from_record, time_value
+from spawnwatch.events import ARRAY_READERS, RECORD_READERS, Exec, RecordError, count_value, from_record, time_value
 from spawnwatch.pipeline import Pipeline
 from spawnwatch.recording import read_records
 from spawnwatch.redact import Redactor
@@ -48,12 +48,14 @@ class Replay:
     def steps(self) -> Iterator[list[Alert]]:
         """The alerts of each evaluation, in the recording's order (an evaluation may raise none)."""
         pipeline, redact, counts = self.pipeline, self.redact, self.counts
-        feed, readers = pipeline.feed, RECORD_READERS
+        feed, readers, array_readers = pipeline.feed, RECORD_READERS, ARRAY_READERS
         evaluations = pipeline.evaluations
         for number, record in enumerate(read_records(self.path), 1):
-            try:  # subscripts, not get(): nearly every record has a kind that names its reader
-                read = readers[record["kind"]]
-            except (KeyError, TypeError):  # no kind, another kind, or a kind that is no key (a list)
+            # Subscripts, not get(): nearly every record has a kind that names its reader.
+            # An event is an array in a format 2 recording, a map in a format 1 one.
+            try:
+                read = array_readers[record[0]] if type(record) is list else readers[record["kind"]]
+            except (KeyError, TypeError, IndexError):  # no kind, another kind, or a kind that is no key
                 read = None
             try:
                 if read is not None:  # an event or observation: nearly every record
@@ -63,6 +65,9 @@ class Replay:
                         item = redact.event(item)
                     counts[item_type] += 1  # by class: hashing an enum member runs Python code
                     alerts = feed(item)
+                elif type(record) is list:  # an empty array, one without a code, or of a kind unknown here
+                    from_record(record)  # the RecordError that says which, or None: skipped like a map of an unknown kind
+                    continue
                 elif (kind := record.get("kind")) == records.TICK:
                     alerts = pipeline.evaluate(time_value(record.get("ts"), "tick: 'ts'"))
                 elif kind == records.STATS:
@@ -97,13 +102,15 @@ RECORDED_CONTAINERS_KEPT = 4096
 CONTRACT_FIELDS = ("id", "name", "image", "runtime", "pod", "namespace", "pod_uid")
 
 
-def recorded_containers(stream: Iterable[Record]) -> dict[int, Record]:
+def recorded_containers(stream: Iterable[Record | list]) -> dict[int, Record]:
     """The container each recorded alert named, by its spawner's pid (the key the alerts
     ask by): a replay has neither engine nor runtime state to ask.  Only the contract's
     string fields are kept; a recording made before runtimes were named says no runtime,
     and only Docker's containers were named then."""
     named: dict[int, Record] = {}
     for record in stream:
+        if type(record) is not dict:  # an event (format 2): no alert
+            continue
         container, spawner = record.get("container"), record.get("spawner")
         if record.get("kind") != records.ALERT or not isinstance(container, dict) or not isinstance(spawner, dict):
             continue
@@ -117,11 +124,13 @@ def recorded_containers(stream: Iterable[Record]) -> dict[int, Record]:
     return named
 
 
-def survey(stream: Iterable[Record]) -> tuple[bool, Record | None]:
+def survey(stream: Iterable[Record | list]) -> tuple[bool, Record | None]:
     """Whether a recording has evaluation ticks (a `watch --record` one), and its first ready
     record that dates it; stops reading once both are known."""
     ticked, ready = False, None
     for record in stream:
+        if type(record) is not dict:  # an event (format 2)
+            continue
         kind = record.get("kind")
         if kind == records.TICK:
             ticked = True
