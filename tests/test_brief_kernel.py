@@ -116,9 +116,10 @@ class Stream:
         return sum(e.count for e in self.of[0] if isinstance(e, Tally) and e.ppid == spawner)
 
     def exec_lives(self, spawner: int) -> int:
-        """Children of `spawner` that exec'd and ended, told by pid or in exec tallies."""
+        """Children of `spawner` that ended, told by pid (in one record, or, if the sweep told
+        one first, as fork, exec, exit and reap) or in exec tallies."""
         tallied = sum(e.count for e in self.of[0] if isinstance(e, ExecTally) and e.ppid == spawner)
-        return tallied + sum(isinstance(e, ExecBrief) for e in self.children(spawner))
+        return tallied + sum(self.ended(e.pid) for e in self.children(spawner))
 
     def lives(self, spawner: int) -> int:
         """Children of `spawner` told, tallied or by pid."""
@@ -301,15 +302,22 @@ def test_an_exec_storm_of_one_command_line_comes_as_few_exec_tallies_that_name_i
     tallies = [e for e in stream.of[0] if e.ppid == storm]
     assert tallies and all(isinstance(t, ExecTally) for t in tallies)
     assert all(t.argv == ("true", "same") and t.comm == "true" and t.filename == "/bin/true" for t in tallies)
-    assert len(tallies) < children / 20 and sum(t.count for t in tallies) > children * 0.9
+    # Most children are counted: a child that outlives the tally's 0.125 s (a loaded host)
+    # comes by pid, as does the first, which tells the probe the command line.
+    assert len(tallies) < children / 20 and sum(t.count for t in tallies) > children / 2
+    assert all(e.argv == ("true", "same") for e in stream.children(storm) if isinstance(e, ExecBrief))
     assert stats["lost"] == 0 and stats["decode_errors"] == 0 and stats["exec_tallies_untold"] == 0
 
 
 def test_an_exec_storm_of_distinct_command_lines_comes_as_one_exec_brief_a_child():
     children = 300
     stream, storm, stats = exec_storm(children, same=False)
-    briefs = stream.children(storm)
-    assert stream.exec_lives(storm) == children == len(briefs)
-    assert all(isinstance(b, ExecBrief) and b.ts <= b.execed_at <= b.exited_at <= b.reaped_at for b in briefs)
-    assert sorted(b.argv[1] for b in briefs) == sorted(f"child-{i}" for i in range(children))
+    told = stream.children(storm)
+    assert stream.exec_lives(storm) == children == len(told)  # each by pid, none counted
+    briefs = [e for e in told if isinstance(e, ExecBrief)]
+    assert len(briefs) > children / 2  # the rest outlived the sweep's hold on a loaded host: told as four
+    assert all(b.ts <= b.execed_at <= b.exited_at <= b.reaped_at for b in briefs)
+    argvs = [b.argv for b in briefs] + [e.argv for c in told if not isinstance(c, ExecBrief)
+                                        for e in stream.of[c.pid] if e.kind.value == "exec"]
+    assert sorted(argv[1] for argv in argvs) == sorted(f"child-{i}" for i in range(children))
     assert stats["lost"] == 0 and stats["decode_errors"] == 0
