@@ -21,8 +21,9 @@ One `forkloop` per core (`fork(); _exit(0)`, bench/forkloop.c) in every phase:
    the throughput ratio and watch's CPU per exec'd process, medians, as in 1;
 3. `watch` attached while the storm forks PROCESSES processes (1,000,000 by
    default) in DURATION-second chunks, then while children exec /bin/true until
-   more than the process table's cap have (an exec'd child enters the table; a
-   fork-only one that ends at once comes as one brief record and does not): its
+   more than the process table's cap have (for `watch` a short exec'd child, like
+   a fork-only one, comes whole in one record or counted in a tally and enters no
+   table: its RSS stays flat; the table's cap is reached by long lives only): its
    anonymous RSS after each chunk, and the ns/event of every BPF program
    (kernel.bpf_stats_enabled) in the fork storm and in the exec storm;
 4. `watch --record` over one run, then `watch --replay` of its recording: whether
@@ -369,7 +370,7 @@ def long_watch(options: argparse.Namespace) -> LongRun:
     finally:
         STATS_SYSCTL.write_text(previous_stats)
     print(f"  exec storm: {execs / seconds:7.0f} fork+exec/s for {seconds:.0f} s;"
-          f" watch CPU {cpu_per_exec_us:.1f} us per exec'd process (4 records each)")
+          f" watch CPU {cpu_per_exec_us:.1f} us per exec'd process")
     print(f"  events: {sum(session.events.values())} ({', '.join(f'{k} {v}' for k, v in session.events.items())}),"
           f" lost {session.lost}")
     print("  BPF cost per event (kernel.bpf_stats_enabled), fork storm | exec storm:")
@@ -495,7 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     at_cap = [rss for processes, rss in exec_samples if processes >= TABLE_CAP]
     print(f"  watch anon RSS: {forks[0][1] / 2**20:.0f} MiB at start, {forks[-1][1] / 2**20:.0f} MiB after"
           f" {forks[-1][0]} forked processes (most {max(rss for _, rss in forks) / 2**20:.0f}),"
-          f" {at_cap[0] / 2**20 if at_cap else 0:.0f} MiB with the table at its cap ({exec_samples[-1][0]} exec'd:"
+          f" {at_cap[0] / 2**20 if at_cap else 0:.0f} MiB after {TABLE_CAP} exec'd ({exec_samples[-1][0]} exec'd:"
           f" {exec_samples[-1][1] / 2**20:.0f} MiB)")
     print(f"  watch CPU per exec'd process (exec storm): {long_run.cpu_per_exec_us:.1f} us")
     print(f"  watch --replay: {replayed.cpu_per_event_us:.2f} us CPU per recorded event,"
