@@ -80,6 +80,9 @@ TRACEPOINT_PROBE(syscalls, sys_enter_execveat)
 }
 
 #ifdef SW_HOLD_EXECS
+#ifndef SW_ENGINE_CLIENT
+#define SW_ENGINE_CLIENT(comm) 0 /* the loader names them */
+#endif
 #define SW_HASH_PRIME 0x100000001b3ULL
 _Static_assert(offsetof(struct sw_exec_event, argv) % 8 == 0, "argv is hashed a word at a time");
 
@@ -190,7 +193,9 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	bpf_get_current_comm(event->hdr.comm, SW_COMM_LEN);
 	TP_DATA_LOC_READ_STR(event->filename, filename, SW_FILENAME_LEN);
 #ifdef SW_HOLD_EXECS
-	if (birth && sw_hold_exec(birth, event, slot, args->pid))
+	/* A container engine's client goes out at once: user space reads its environment
+	 * (the engine it talks to) while it runs. */
+	if (birth && !SW_ENGINE_CLIENT((const __u64 *)event->hdr.comm) && sw_hold_exec(birth, event, slot, args->pid))
 		return 0;
 #endif
 	/* A held fork goes out before the exec that ends its hold (births.h). */

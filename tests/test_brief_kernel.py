@@ -6,6 +6,7 @@ only, so other activity on the host never matters."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -321,3 +322,17 @@ def test_an_exec_storm_of_distinct_command_lines_comes_as_one_exec_brief_a_child
                                         for e in stream.of[c.pid] if e.kind.value == "exec"]
     assert sorted(argv[1] for argv in argvs) == sorted(f"child-{i}" for i in range(children))
     assert stats["lost"] == 0 and stats["decode_errors"] == 0
+
+
+def test_with_compact_lives_a_container_engine_client_s_exec_goes_out_at_once(tmp_path):
+    # Its environment names the engine it talks to: read from /proc while it runs, so its
+    # exec is never held, however short its life.
+    docker = tmp_path / "docker"
+    shutil.copy("/bin/true", docker)
+    with watch_probe(compact_lives=True) as probe:
+        stream = Stream(probe)
+        client = subprocess.Popen([str(docker), "ps"])
+        client.wait(timeout=30)
+        stream.until(lambda: stream.ended(client.pid), "the client's end", [client.pid])
+    assert stream.kinds(client.pid) == ["fork", "exec", "exit", "reap"]
+    assert stream.of[client.pid][1].argv == (str(docker), "ps")

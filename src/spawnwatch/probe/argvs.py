@@ -10,7 +10,6 @@ from typing import Callable
 from spawnwatch.bounded import RecentMap, RecentWeighedMap
 from spawnwatch.events import ExecTally, Tally
 from spawnwatch.probe.layout import Argv, ArgvHash, argv_words
-from spawnwatch.signature import ENGINE_CLIENTS
 
 # The most recently used command lines kept, and the bytes of argv they may hold in all:
 # the usual ones (a few hundred bytes) fill the entries first; hostile ones (distinct,
@@ -59,8 +58,7 @@ class ToldArgvs:
     the tally naming it by hash alone.  So the kernel names only hashes kept here (a
     hash let go is taken out of the array first); a tally that names one no longer
     kept all the same (let go while the tally was on its way) is counted in
-    `unknown`, never told under another command line.  A container engine's client is
-    never tallied: what it asked the engine for is matched process by process."""
+    `unknown`, never told under another command line."""
 
     def __init__(self, kernel_told: memoryview | None, limit: int = TOLD_ARGVS_KEPT) -> None:
         """`kernel_told`: sw_argv_told as u64 words, writable (None: no tallies by hash)."""
@@ -73,10 +71,10 @@ class ToldArgvs:
     def evicted(self) -> int:
         return self._told.evicted
 
-    def remember(self, argv_hash: ArgvHash, argv: Argv, comm: str, filename: str, truncated: bool) -> None:
+    def remember(self, argv_hash: ArgvHash, argv: Argv, filename: str, truncated: bool) -> None:
         """A record told `argv` whole with its hash: from now on the kernel tallies its short
         lives (the hash takes its slot in the kernel's array from any other)."""
-        if not argv_hash or self._kernel is None or comm in ENGINE_CLIENTS:
+        if not argv_hash or self._kernel is None:
             return
         if self._told.recent(argv_hash) is None:
             evicted = self._told.put(argv_hash, (len(argv), "\0".join(argv), filename, truncated))

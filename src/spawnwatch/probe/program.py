@@ -11,6 +11,8 @@ from pathlib import Path
 from spawnwatch.events import Kind
 from spawnwatch.probe import preflight
 from spawnwatch.probe.births import HOLD_S
+from spawnwatch.probe.layout import COMM_LEN
+from spawnwatch.signature import ENGINE_CLIENTS
 
 _LOCAL_INCLUDE = re.compile(r'^#include "([^"]+)"\s*$')
 
@@ -74,11 +76,23 @@ def table_flags(ring_buffer_kb: int | None, dead_slots: int | None, birth_slots:
 def compact_flags() -> list[str]:
     """-D flags that make the kernel side tell short lives compactly, as `watch` wants
     them: counted per spawner and second (tallies.h), an exec'd one whole in one record
-    (its exec held with its fork, births.h)."""
+    (its exec held with its fork, births.h), but a container engine's client's."""
     from bcc.utils import get_possible_cpus
 
     argv_hash_key = int.from_bytes(os.urandom(8), "little")  # bpf/spawnwatch.h's SW_ARGV_HASH_KEY
-    return ["-DSW_TALLY_BRIEFS", "-DSW_HOLD_EXECS", f"-DSW_ARGV_HASH_KEY={argv_hash_key}ULL", f"-DSW_NR_CPUS={max(get_possible_cpus()) + 1}", f"-DSW_HOLD_NS={int(HOLD_S * 1e9)}"]
+    return ["-DSW_TALLY_BRIEFS", "-DSW_HOLD_EXECS", f"-DSW_ARGV_HASH_KEY={argv_hash_key}ULL",
+            f"-DSW_ENGINE_CLIENT(comm)=({engine_client_test('comm')})", f"-DSW_NR_CPUS={max(get_possible_cpus()) + 1}", f"-DSW_HOLD_NS={int(HOLD_S * 1e9)}"]
+
+
+def engine_client_test(comm: str) -> str:
+    """A C test that the comm at `comm` (16 bytes as two u64, NUL-padded as the kernel copies
+    it) is a container engine's client's: its exec is never held (bpf/exec.bpf.c)."""
+    words = []
+    for name in sorted(ENGINE_CLIENTS):
+        padded = name.encode()[: COMM_LEN - 1].ljust(COMM_LEN, b"\0")
+        low, high = int.from_bytes(padded[:8], "little"), int.from_bytes(padded[8:], "little")
+        words.append(f"(({comm})[0] == {low:#x}ULL && ({comm})[1] == {high:#x}ULL)")
+    return " || ".join(words) or "0"
 
 
 def feature_flags() -> list[str]:

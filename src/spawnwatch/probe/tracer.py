@@ -10,7 +10,7 @@ from collections import Counter
 from typing import Callable
 
 from spawnwatch.config import default_redactor
-from spawnwatch.events import Brief, Event, Exec, ExecBrief, ExecTally, Exit, Fork, Reap, Tally, replaced
+from spawnwatch.events import Brief, Event, Exec, ExecBrief, ExecTally, Exit, Tally, replaced
 from spawnwatch.probe import layout, preflight
 from spawnwatch.probe.argvs import RedactedArgvs, ToldArgvs
 from spawnwatch.probe.births import HOLD_S, HeldForks
@@ -266,13 +266,9 @@ class Probe:
                 if kind is Exec:
                     event = self._completed_exec(event, flags)
                 if aside:
-                    self._told_argvs.remember(aside, event.argv, event.comm, event.filename, event.argv_truncated)
+                    self._told_argvs.remember(aside, event.argv, event.filename, event.argv_truncated)
             for told in kernel_event(event):  # a loop, not a comprehension: no frame made per record
-                if type(told) is ExecBrief and told.comm in ENGINE_CLIENTS:
-                    for part, part_flags in _told_apart(told, flags):
-                        append(complete(part, part_flags))
-                else:
-                    append(complete(told, flags if told is event else 0))
+                append(complete(told, flags if told is event else 0))
             if aside and kind is Exit and self._skipped_reaps is not None:  # an exit's EvictedPid
                 self._skipped_reaps.evicted(aside, now)
         return events + self._settled(now)
@@ -385,16 +381,3 @@ class Probe:
 # told whole leaves nothing in the table that a late Reap of its former holder could end.
 _WHOLE_LIVES = frozenset({Brief, Tally, ExecBrief, ExecTally})
 
-
-def _told_apart(brief: ExecBrief, flags: int) -> tuple[tuple[Event, int], ...]:
-    """A container engine's client told whole, as its four records would have told it:
-    what it asked the engine for is matched with its exec (its environment unread: the
-    process is gone)."""
-    pid, comm, cgroup_id = brief.pid, brief.comm, brief.cgroup_id
-    return (
-        (Fork(brief.ts, pid, brief.ppid, comm, cgroup_id), flags & layout.FLAG_CLONE_PARENT),
-        (Exec(brief.execed_at, pid, 0, comm, cgroup_id, brief.argv, brief.filename, brief.argv_truncated,
-              environ_unread=True), 0),
-        (Exit(brief.exited_at, pid, 0, comm, cgroup_id), 0),
-        (Reap(brief.reaped_at, pid, 0, "", 0), 0),
-    )
