@@ -201,9 +201,8 @@ TRACEPOINT_PROBE(sched, sched_process_exec)
 	/* A held fork goes out before the exec that ends its hold (births.h). */
 	if (birth)
 		sw_flush_birth(birth);
-	if (sw_events.ringbuf_output(event, offsetof(struct sw_exec_event, argv) + argv_size,
-				     SW_SUBMIT_FLAGS))
+	if (sw_events.ringbuf_output(event, sw_exec_size(event), SW_SUBMIT_FLAGS))
 		sw_count_lost(SW_EVENT_EXEC);
-	event->hdr.pid = 0; /* free the slot */
+	sw_release_exec(event);
 	return 0;
 }

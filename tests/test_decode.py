@@ -416,12 +416,13 @@ def test_told_argvs_are_bounded_and_let_the_kernel_tally_only_what_they_hold():
     for argv_hash in (5, 6, 7):
         told.remember(argv_hash, ("x", str(argv_hash)), "/bin/x", False)
     assert told.evicted == 1 and kernel_told[5] == 0 and kernel_told[6] == 6 and kernel_told[7] == 7
-    assert told.exec_tally(Tally(1.0, 0, 1, "x", 7, 1.1, 1.2, 3), 5) is None and told.unknown == 1
-    assert told.exec_tally(Tally(1.0, 0, 1, "x", 7, 1.1, 1.2, 3), 6).argv == ("x", "6")
+    assert told.named(Tally(1.0, 0, 1, "x", 7, 1.1, 1.2, 3), 5) is None and told.unknown == 1
+    assert told.named(Tally(1.0, 0, 1, "x", 7, 1.1, 1.2, 3), 6).argv == ("x", "6")
+    assert told.named(Tally(1.0, 0, 1, "x", 7, 1.1, 1.2, 3), 0) == Tally(1.0, 0, 1, "x", 7, 1.1, 1.2, 3)
     # Another hash of the same kernel slot takes it.
     told.remember(6 + ARGV_TOLD_SLOTS, (), "/bin/x", False)
     assert kernel_told[6] == 6 + ARGV_TOLD_SLOTS
-    assert told.exec_tally(Tally(1.0, 0, 1, "x", 7, 1.1, 1.2, 3), 6 + ARGV_TOLD_SLOTS).argv == ()
+    assert told.named(Tally(1.0, 0, 1, "x", 7, 1.1, 1.2, 3), 6 + ARGV_TOLD_SLOTS).argv == ()
 
 
 def boottime() -> float:

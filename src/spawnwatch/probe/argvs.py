@@ -82,9 +82,11 @@ class ToldArgvs:
                 self._kernel[evicted % ARGV_TOLD_SLOTS] = 0  # the kernel names it no more
         self._kernel[argv_hash % ARGV_TOLD_SLOTS] = argv_hash
 
-    def exec_tally(self, tally: Tally, argv_hash: ArgvHash) -> ExecTally | None:
-        """`tally`, whose children exec'd the command line of `argv_hash`, as an ExecTally;
-        None (counted) when that command line is not kept."""
+    def named(self, tally: Tally, argv_hash: ArgvHash) -> Tally | ExecTally | None:
+        """`tally` with the command line its children exec'd, `argv_hash`'s: an ExecTally;
+        None (counted) when that command line is not kept; as it is when they exec'd none (0)."""
+        if not argv_hash:
+            return tally
         told = self._told.recent(argv_hash)
         if told is None:
             self.unknown += 1

@@ -6,8 +6,8 @@ one Brief (with an exec in between, for `watch`, one ExecBrief).  A process that
 lives on without doing anything else (a worker that never execs, a server that
 never forks, a zombie nobody reaps) would never be seen: HeldForks sweeps the
 kernel's sw_births array, mapped read-only, and announces each fork once it is
-HOLD_S old (its held exec with it, its exit too once that is HOLD_S old), remembering what it announced
-per slot (so it is bounded by the table).  It also keeps the kernel's later records about an announced
+HOLD_S old (its held exec with it, its exit too once that is HOLD_S old),
+remembering what it announced per slot (so it is bounded by the table).  It also keeps the kernel's later records about an announced
 process from telling it twice: a flushed fork is dropped, a Brief becomes the
 exit and reap still untold.
 
@@ -39,6 +39,7 @@ _SLOT_WORDS = layout.BIRTH.size // 8  # u64 words per slot; its first holds pid 
 _PID_MASK = 0xFFFF_FFFF
 _VALID_STATES = (layout.BIRTH_ALIVE, layout.BIRTH_EXITED, layout.BIRTH_EXECED, layout.BIRTH_EXECED_EXITED)
 _EXITED_STATES = (layout.BIRTH_EXITED, layout.BIRTH_EXECED_EXITED)
+_EXECED_STATES = (layout.BIRTH_EXECED, layout.BIRTH_EXECED_EXITED)
 _STABLE_READS = 4  # re-reads of a slot that changes under us before it is left for the next sweep
 
 ReadSlot = Callable[[int], bytes]
@@ -114,7 +115,7 @@ class HeldForks:
             fork_told = entry is not None and entry[:2] == (pid, forked)
             if not fork_told:
                 execed = None
-                if state not in (layout.BIRTH_ALIVE, layout.BIRTH_EXITED):
+                if state in _EXECED_STATES:
                     execed = held_exec(exec_slot, pid)
                     if execed is None:
                         continue  # told meanwhile

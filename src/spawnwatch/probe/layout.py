@@ -22,7 +22,6 @@ FLAG_CLONE_PARENT = 1 << 2
 
 BIRTH_SLOTS = 8192  # SW_BIRTH_SLOTS's default
 BIRTH_EMPTY, BIRTH_ALIVE, BIRTH_EXITED, BIRTH_EXECED, BIRTH_EXECED_EXITED = 0, 1, 2, 3, 4
-EXEC_SLOTS = 1024  # SW_EXEC_SLOTS
 
 # Each struct as (field, struct format) in declaration order; all are packed
 # by design (the C side pads explicitly), so offsets are running sums.
@@ -98,9 +97,9 @@ _HOLDER = struct.Struct("<I")
 _HOLDER_OFFSET = FIELDS["sw_exec_event"]["holder"][0]
 
 
-def exec_slot_holder(slot: bytes) -> int:
-    """The pid whose held exec an exec slot keeps (0: none)."""
-    return _HOLDER.unpack_from(slot, _HOLDER_OFFSET)[0]
+def exec_slot_holder(slots: "bytes | mmap.mmap", start: int) -> int:
+    """The pid whose held exec the exec slot at `start` keeps (0: none), read in place."""
+    return _HOLDER.unpack_from(slots, start + _HOLDER_OFFSET)[0]
 
 FORK_TYPE, EXEC_TYPE, EXIT_TYPE, REAP_TYPE, OOM_TYPE, BRIEF_TYPE, TALLY_TYPE, EXEC_BRIEF_TYPE = range(1, 9)  # enum sw_event_type
 TYPE_KINDS = {FORK_TYPE: Kind.FORK, EXEC_TYPE: Kind.EXEC, EXIT_TYPE: Kind.EXIT, REAP_TYPE: Kind.REAP,

@@ -81,7 +81,8 @@ def compact_flags() -> list[str]:
 
     argv_hash_key = int.from_bytes(os.urandom(8), "little")  # bpf/spawnwatch.h's SW_ARGV_HASH_KEY
     return ["-DSW_TALLY_BRIEFS", "-DSW_HOLD_EXECS", f"-DSW_ARGV_HASH_KEY={argv_hash_key}ULL",
-            f"-DSW_ENGINE_CLIENT(comm)=({engine_client_test('comm')})", f"-DSW_NR_CPUS={max(get_possible_cpus()) + 1}", f"-DSW_HOLD_NS={int(HOLD_S * 1e9)}"]
+            f"-DSW_ENGINE_CLIENT(comm)=({engine_client_test('comm')})",
+            f"-DSW_NR_CPUS={max(get_possible_cpus()) + 1}", f"-DSW_HOLD_NS={int(HOLD_S * 1e9)}"]
 
 
 def engine_client_test(comm: str) -> str:

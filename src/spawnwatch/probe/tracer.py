@@ -210,14 +210,13 @@ class Probe:
     def _held_exec(self, index: int, pid: int) -> tuple[Exec, int] | None:
         """The exec that slot `index` holds for the held process `pid` (births.py's HeldExec)."""
         start = index * layout.EXEC_SLOT_SIZE
-        raw = self._exec_slots[start : start + layout.EXEC_SLOT_SIZE]
-        if layout.exec_slot_holder(raw) != pid:
+        if layout.exec_slot_holder(self._exec_slots, start) != pid:
             return None
         try:
-            event, flags, _aside = layout.decode(raw, self._argvs)
+            event, flags, _aside = layout.decode(self._exec_slots[start : start + layout.EXEC_SLOT_SIZE], self._argvs)
         except layout.DecodeError:
             return None
-        if layout.exec_slot_holder(self._exec_slots[start : start + layout.EXEC_SLOT_SIZE]) != pid:
+        if layout.exec_slot_holder(self._exec_slots, start) != pid:
             return None  # released while read: its record is on its way
         return self._completed_exec(event, flags), flags
 
@@ -234,8 +233,7 @@ class Probe:
             return []
         told = []
         for tally, flags, argv_hash in self._tallies.sweep(self._tally_words, self._tally, cutoff_ns):
-            if argv_hash:
-                tally = self._told_argvs.exec_tally(tally, argv_hash)
+            tally = self._told_argvs.named(tally, argv_hash)
             if tally is not None:
                 told.append(self._complete(tally, flags))
         return told
@@ -257,8 +255,8 @@ class Probe:
             kind = type(event)
             if kind is Tally:  # `aside`, its occupancy: the children the sweep did not tell pass
                 event = self._tallies.kernel_tally(event, aside) if self._tallies is not None else event
-                if event is not None and aside.argv_hash:
-                    event = self._told_argvs.exec_tally(event, aside.argv_hash)
+                if event is not None:
+                    event = self._told_argvs.named(event, aside.argv_hash)
                 if event is not None:
                     append(complete(event, flags))
                 continue
