@@ -49,6 +49,7 @@ demo: setup-demo
 
 bench: setup-test
 	$(PY) bench/forkstorm.py
+	$(PY) bench/capture_cost.py
 	$(PY) bench/redact.py
 	$(PY) bench/time_to_alert.py
 

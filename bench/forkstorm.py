@@ -15,10 +15,11 @@ One `forkloop` per core (`fork(); _exit(0)`, bench/forkloop.c) in every phase:
    is reported, with its CPU (utime + stime, storm and drain) per traced process
    and per event;
 2. `watch`'s CPU a second with no storm (the floor under every per-process figure),
-   then ALTERNATIONS rounds of an exec storm (children that exec /bin/true) with `watch
-   --json` attached and without after each, once with every child's command line
-   the same (a leak's children: `exec`) and once with each its own (`exec-distinct`):
-   the throughput ratio and watch's CPU per exec'd process, medians, as in 1;
+   then ALTERNATIONS rounds of an exec storm (children that exec /bin/true) with each
+   of `watch --json` and the floor under it (`attach`, `kernel`, `probe`) attached in
+   turn and without after each, once with every child's command line the same (a
+   leak's children: `exec`) and once with each its own (`exec-distinct`): the
+   throughput ratio and the consumer's CPU per exec'd process, medians, as in 1;
 3. `watch` attached while the storm forks PROCESSES processes (1,000,000 by
    default) in DURATION-second chunks, then while children exec /bin/true until
    more than the process table's cap have (for `watch` a short exec'd child, like
@@ -31,7 +32,7 @@ One `forkloop` per core (`fork(); _exit(0)`, bench/forkloop.c) in every phase:
    another (every process by pid: `watch` records a storm's short lives as a few
    tallies), whose `watch --replay` gives the CPU per recorded event (decode +
    lineage + detect; interpreter start-up, measured on the recording's first
-   records alone, taken off).
+   records alone, taken off; medians of REPLAYS replays of each).
 
 Exits 2 when any consumer lost an event, 3 when the replay's alerts differ.
 
@@ -74,8 +75,10 @@ CONSUMERS = {
     "trace": ["-m", "spawnwatch", "trace", "--json"],
 }
 EXEC_MODES = ("exec", "exec-distinct")  # bench/forkloop.c's: argv the same in every child, or each its own
+EXEC_CONSUMERS = ("attach", "kernel", "probe", "watch")  # the floor under watch, as for the fork storm
 TABLE_CAP = 65536  # the default [lineage] max_processes
 EXECS_PAST_CAP = TABLE_CAP * 5 // 4
+REPLAYS = 5  # of the trace recording and of its head, for the replay's CPU per event
 LOST = 2
 REPLAY_DIFFERS = 3
 
@@ -308,27 +311,29 @@ def idle_cpu_per_second(options: argparse.Namespace) -> float:
     return cpu / options.duration
 
 
-def exec_storms(options: argparse.Namespace) -> dict[str, tuple[list[Alternation], int]]:
-    """Rounds of an exec storm with `watch` attached and one without after each, for each
-    of EXEC_MODES: its runs (CPU per exec'd process) and the events its sessions lost."""
-    results: dict[str, tuple[list[Alternation], int]] = {}
+def exec_storms(options: argparse.Namespace) -> dict[str, dict[str, tuple[list[Alternation], int]]]:
+    """Rounds of an exec storm with each of EXEC_CONSUMERS attached in turn and one run
+    without after each, for each of EXEC_MODES: for each mode and consumer, its runs (CPU
+    per exec'd process) and the events its sessions lost."""
+    results: dict[str, dict[str, tuple[list[Alternation], int]]] = {}
     for mode in EXEC_MODES:
-        print(f"{options.alternations} rounds of {options.duration:.0f} s of `forkloop {mode}` with watch,"
-              f" each followed by {options.duration:.0f} s without", flush=True)
+        print(f"{options.alternations} rounds of {options.duration:.0f} s of `forkloop {mode}` with each of"
+              f" {', '.join(EXEC_CONSUMERS)}, each followed by {options.duration:.0f} s without", flush=True)
         without = [fork_storm(options.duration, options.loops, mode)]
-        runs, lost = [], 0
+        results[mode] = {name: ([], 0) for name in EXEC_CONSUMERS}
         for _ in range(options.alternations):
-            (execs, seconds), cpu, session = traced_storm("watch", options, mode=mode)
-            without.append(fork_storm(options.duration, options.loops, mode))
-            events = sum(session.events.values())
-            baseline = (rate(without[-2]) + rate(without[-1])) / 2
-            runs.append(Alternation(rate((execs, seconds)) / baseline, cpu / execs * 1e6,
-                                    cpu / events * 1e6 if events else 0.0, rate((execs, seconds))))
-            lost += session.lost
-            print(f"  {mode}: without {baseline:6.0f}/s, with {rate((execs, seconds)):6.0f}/s:"
-                  f" ratio {runs[-1].ratio:.3f}; watch CPU {cpu:5.2f} s = {runs[-1].cpu_per_process_us:5.1f} us"
-                  f" per exec'd process ({events} events)", flush=True)
-        results[mode] = (runs, lost)
+            for name in EXEC_CONSUMERS:
+                (execs, seconds), cpu, session = traced_storm(name, options, mode=mode)
+                without.append(fork_storm(options.duration, options.loops, mode))
+                events = sum(session.events.values())
+                baseline = (rate(without[-2]) + rate(without[-1])) / 2
+                runs, lost = results[mode][name]
+                runs.append(Alternation(rate((execs, seconds)) / baseline, cpu / execs * 1e6,
+                                        cpu / events * 1e6 if events else 0.0, rate((execs, seconds))))
+                results[mode][name] = (runs, lost + session.lost)
+                print(f"  {mode} {name:<6} without {baseline:6.0f}/s, with {rate((execs, seconds)):6.0f}/s:"
+                      f" ratio {runs[-1].ratio:.3f}; CPU {cpu:5.2f} s = {runs[-1].cpu_per_process_us:5.1f} us"
+                      f" per exec'd process ({events} {'records' if name == 'kernel' else 'events'})", flush=True)
     return results
 
 
@@ -407,14 +412,15 @@ def replay(options: argparse.Namespace) -> Replay:
         watch_events, watch_processes = events_and_processes(recordings["watch"])
         events, processes = events_and_processes(recordings["trace"])
         head = recording_head(recordings["trace"], Path(directory) / "head.msgpack")
-        startup_s, _ = replay_cpu(head)
-        spent_s, _ = replay_cpu(recordings["trace"])
+        # Each a fraction of a second, timed in clock ticks: the median of a few.
+        startup_s = statistics.median(replay_cpu(head)[0] for _ in range(REPLAYS))
+        spent_s = statistics.median(replay_cpu(recordings["trace"])[0] for _ in range(REPLAYS))
     live = sessions["watch"]
     same = alerts_of(replayed) == alerts_of(live.stdout)
     per_event = (spent_s - startup_s) / events * 1e6
     per_process = (spent_s - startup_s) / processes * 1e6
     print(f"  trace's {events} events of {processes} processes replayed: {per_event:.2f} us CPU each,"
-          f" {per_process:.2f} us per process ({spent_s:.2f} s, start-up {startup_s:.2f} s)")
+          f" {per_process:.2f} us per process (medians of {REPLAYS}: {spent_s:.2f} s, start-up {startup_s:.2f} s)")
     print(f"  watch's {watch_events} events of {watch_processes} processes replayed: alerts"
           f" {'the same as' if same else 'DIFFERENT from'} the live session's ({len(alerts_of(live.stdout))} records)")
     return Replay(per_event, per_process, events, watch_events, watch_processes, same,
@@ -474,7 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    lost = (sum(lost for _, lost in alternations.values()) + sum(lost for _, lost in execs.values())
+    lost = (sum(lost for _, lost in alternations.values())
+            + sum(lost for by_consumer in execs.values() for _, lost in by_consumer.values())
             + long_run.lost + replayed.lost)
 
     print("\nsummary (medians of the alternations; attach, kernel and probe are the floor under watch)")
@@ -485,13 +492,15 @@ def main(argv: Sequence[str] | None = None) -> int:
               f" {statistics.median(r.cpu_per_event_us for r in runs):5.2f} us/event")
     print(f"  watch idle: {idle * 1e3:.1f} ms CPU a second (polls, sweeps, evaluations: the floor under"
           f" every per-process figure)")
-    for mode, (runs, _) in execs.items():
-        print(f"  watch, {mode} storm ({'argv the same in every child' if mode == 'exec' else 'argv each its own'}):"
-              f" throughput with / without {statistics.median(r.ratio for r in runs):.3f}"
-              f" ({', '.join(f'{r.ratio:.3f}' for r in runs)});"
-              f" CPU {statistics.median(r.cpu_per_process_us for r in runs):5.1f} us per exec'd process"
-              f" ({', '.join(f'{r.cpu_per_process_us:.1f}' for r in runs)}), of which idle"
-              f" {statistics.median(idle / r.rate * 1e6 for r in runs):.1f}")
+    for mode, by_consumer in execs.items():
+        print(f"  {mode} storm ({'argv the same in every child' if mode == 'exec' else 'argv each its own'}):")
+        for name, (runs, _) in by_consumer.items():
+            print(f"    {name + ':':<7} throughput with / without {statistics.median(r.ratio for r in runs):.3f}"
+                  f" ({', '.join(f'{r.ratio:.3f}' for r in runs)});"
+                  f" CPU {statistics.median(r.cpu_per_process_us for r in runs):5.1f} us per exec'd process"
+                  f" ({', '.join(f'{r.cpu_per_process_us:.1f}' for r in runs)})"
+                  + (f", of which idle {statistics.median(idle / r.rate * 1e6 for r in runs):.1f}"
+                     if name == "watch" else ""))
     forks, exec_samples = long_run.forks, long_run.execs
     at_cap = [rss for processes, rss in exec_samples if processes >= TABLE_CAP]
     print(f"  watch anon RSS: {forks[0][1] / 2**20:.0f} MiB at start, {forks[-1][1] / 2**20:.0f} MiB after"

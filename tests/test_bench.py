@@ -62,6 +62,34 @@ def test_without_root_it_says_so_and_exits_1(forkstorm, monkeypatch, capsys) -> 
 
 
 @pytest.fixture(scope="module")
+def capture_cost(forkstorm):
+    yield from bench_module("capture_cost")  # it imports forkstorm, which the fixture above registered
+
+
+def test_capture_cost_builds_the_capture_up_from_a_no_op_to_every_string(capture_cost) -> None:
+    assert capture_cost.STEPS[0] == "no-op" and capture_cost.STEPS[-1] == "every string"
+    assert capture_cost.parse_args([]).rounds == 3
+    # each step is a stop in the one program: a step past the last would be the last again
+    program = capture_cost.PROGRAM
+    assert [f"STEP < {n}" in program for n in range(1, len(capture_cost.STEPS))] == [True] * (len(capture_cost.STEPS) - 1)
+    assert f"STEP < {len(capture_cost.STEPS)}" not in program
+
+
+@pytest.mark.parametrize("option", ["--rounds", "--duration", "--loops"])
+def test_capture_cost_refuses_a_count_or_duration_of_zero(capture_cost, option: str, capsys) -> None:
+    with pytest.raises(SystemExit) as exited:
+        capture_cost.parse_args([option, "0"])
+    assert exited.value.code == 2
+    assert f"{option} must be above 0" in capsys.readouterr().err
+
+
+def test_capture_cost_without_root_says_so_and_exits_1(capture_cost, monkeypatch, capsys) -> None:
+    monkeypatch.setattr(capture_cost.os, "geteuid", lambda: 1000)
+    assert capture_cost.main(["--duration", "1"]) == 1
+    assert "run it as root" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
 def sidebyside(forkstorm):
     yield from bench_module("sidebyside")  # it imports forkstorm, which the fixture above registered
 
@@ -139,6 +167,9 @@ def test_side_by_side_refuses_recordings_that_are_neither_one_nor_one_per_tree(s
 
 def test_the_floor_s_consumers_are_run_by_the_alternations_and_refuse_an_unknown_level(forkstorm, capsys) -> None:
     assert list(forkstorm.CONSUMERS)[:3] == ["attach", "kernel", "probe"]  # the floor first, as the summary reads
+    # the exec storms measure the same floor under watch
+    assert forkstorm.EXEC_CONSUMERS == ("attach", "kernel", "probe", "watch")
+    assert set(forkstorm.EXEC_CONSUMERS) <= set(forkstorm.CONSUMERS)
     assert forkstorm.CONSUMERS["kernel"] == [forkstorm.PARTIAL_CONSUMER, "kernel"]
     spec = importlib.util.spec_from_file_location("partial_consumer", forkstorm.PARTIAL_CONSUMER)
     partial = importlib.util.module_from_spec(spec)
