@@ -33,19 +33,19 @@ from forkstorm import STATS_SYSCTL, attached_programs, fork_storm, program_count
 
 STEPS = ("no-op", "slot", "pointers", "slot written", "first string", "every string")
 TRACEPOINT = "sys_enter_execve"
-# The capture's sizes (bpf/spawnwatch.h): argv's arguments, bytes, one argument's cap, slots.
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+# The capture's own sizes, from the probe's header: argv's arguments and bytes, one
+# argument's cap, the exec slots.
 PROGRAM = r"""
-#define ARGS 32
-#define ARGV_BYTES 4096
-#define ARG_BYTES 512
-struct slot { char argv[ARGV_BYTES]; };
-BPF_ARRAY(slots, struct slot, 1024);
+#include "spawnwatch.h"
+struct slot { char argv[SW_ARGV_BYTES]; };
+BPF_ARRAY(slots, struct slot, SW_EXEC_SLOTS);
 
 TRACEPOINT_PROBE(syscalls, sys_enter_execve)
 {
 	const char *const *argv = (const char *const *)args->argv;
-	const char *pointers[ARGS + 1];
-	__u32 index = (__u32)bpf_get_current_pid_tgid() % 1024;
+	const char *pointers[SW_ARGV_MAX_ARGS + 1];
+	__u32 index = (__u32)bpf_get_current_pid_tgid() % SW_EXEC_SLOTS;
 	struct slot *slot;
 	__u32 offset = 0;
 	long len;
@@ -61,10 +61,10 @@ TRACEPOINT_PROBE(syscalls, sys_enter_execve)
 		slot->argv[0] = 1;
 		return 0;
 	}
-	for (int i = 0; i < ARGS; i++) {
-		if (!pointers[i] || offset > ARGV_BYTES - ARG_BYTES)
+	for (int i = 0; i < SW_ARGV_MAX_ARGS; i++) {
+		if (!pointers[i] || offset > SW_ARGV_BYTES - SW_ARG_MAX_BYTES)
 			break;
-		len = bpf_probe_read_user_str(&slot->argv[offset], ARG_BYTES, pointers[i]);
+		len = bpf_probe_read_user_str(&slot->argv[offset], SW_ARG_MAX_BYTES, pointers[i]);
 		if (len < 0 || STEP < 5)
 			break;
 		offset += len;
@@ -91,7 +91,7 @@ def step_ns(step: int, options: argparse.Namespace) -> float:
     """ns per run of the capture up to `step`, over one exec storm."""
     from bcc import BPF  # root only
 
-    bpf = BPF(text=PROGRAM, cflags=[f"-DSTEP={step}"])
+    bpf = BPF(text=PROGRAM, cflags=[f"-I{BPF_DIR}", f"-DSTEP={step}"])
     try:
         programs = attached_programs(os.getpid())
         before = program_counters(programs)
