@@ -57,11 +57,12 @@ apt_update() {
     apt_updated=yes
 }
 
-# A Docker engine the user installed (Docker CE, Moby, a docker binary of any origin)
-# is kept: Debian's docker.io would replace it.  Docker CE's containerd.io provides
-# containerd and runc.
+# A Docker engine the user installed (Docker CE, Moby, a dockerd of any origin) is
+# kept: Debian's docker.io would replace it.  Docker CE's containerd.io provides
+# containerd and runc.  A docker client alone is no engine: the tests start a dockerd,
+# and Debian's puts its client in /usr/bin, beside any other.
 docker_engine_present() {
-    command -v docker >/dev/null || command -v dockerd >/dev/null && return 0
+    command -v dockerd >/dev/null && return 0
     local pkg
     for pkg in docker-ce docker-ce-cli docker-ee moby-engine containerd.io; do
         installed "$pkg" && return 0

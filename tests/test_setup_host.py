@@ -183,6 +183,25 @@ def test_test_setup_beside_docker_ce_keeps_it(docker_ce_chroot: Chroot) -> None:
     assert all(docker_ce_chroot.installed(name) for name in DOCKER_CE)
 
 
+def test_test_setup_takes_a_docker_client_alone_for_no_engine(docker_ce_chroot: Chroot, tmp_path: Path) -> None:
+    """A docker CLI on PATH with no dockerd (a remote engine's client) runs no container:
+    the test set-up still installs Debian's engine."""
+    client = docker_ce_chroot.root / "usr" / "local" / "bin" / "docker"
+    client.write_text("#!/bin/sh\nexit 0\n")
+    client.chmod(0o755)
+    purged = docker_ce_chroot.run("dpkg", "--purge", *reversed(DOCKER_CE))  # docker-ce before what it depends on
+    assert purged.returncode == 0, purged.stdout + purged.stderr
+    try:
+        result = docker_ce_chroot.setup("test", "--dry-run")
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "docker.io" in planned_packages(result.stderr)
+        assert "docker.io" in apt_actions(result.stdout, "Inst")
+    finally:
+        client.unlink()
+        docker_ce_chroot.install_debs(*(dummy_deb(tmp_path, name, relations) for name, relations in DOCKER_CE.items()))
+    assert all(docker_ce_chroot.installed(name) for name in DOCKER_CE)
+
+
 def test_setup_refuses_when_apt_would_remove_a_package(docker_ce_chroot: Chroot, tmp_path: Path) -> None:
     docker_ce_chroot.install_debs(dummy_deb(tmp_path, "users-own-npm", {"Conflicts": "npm"}))
     try:
