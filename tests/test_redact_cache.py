@@ -80,6 +80,20 @@ def test_user_patterns_of_any_kind_redact_as_before(user_patterns):
             assert shortcut([first, second]) == plain([first, second]) == shortcut([first, second])
 
 
+@pytest.mark.parametrize("rules", [
+    RedactRules(keys=("token",), contains=("passwörd",)),  # a hint past ASCII: no word skips the names
+    RedactRules(contains=("xσ",), schemes=("Bearer",)),  # a sigma, lowercased by what follows it
+    RedactRules(schemes=("Bearer",)),  # no name is a secret's: only schemes are looked for
+])
+def test_names_are_skipped_only_in_words_that_can_name_no_secret(rules):
+    words = ["XΣ=1", "XΣ:", "XΣ.Y=1", "xσ=1", "PASSWÖRD=1", "--passwörd", "v", "--token", "MY_TOKEN=x", "Bearer",
+             "Bearer x", "a:b=c", "--x-y=z"]
+    shortcut, plain = Redactor(rules), EveryShapeInEveryWord(rules)
+    for first in words:
+        for second in words:
+            assert shortcut([first, second]) == plain([first, second]) == shortcut([first, second])
+
+
 @pytest.mark.parametrize("pattern, starts", [
     ("gh(?<![A-Za-z0-9_]gh)[pousr]_[A-Za-z0-9]{16,}", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_")),
     ("(?:AKIA|ASIA)(?<![A-Z0-9]....)[A-Z0-9]{16}", ("AKIA", "ASIA")),

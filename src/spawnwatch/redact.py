@@ -37,7 +37,8 @@ a run it already failed on, and a word is rebuilt once from its pieces, not once
 a secret.  Patterns from the config must keep to that too (`bench/redact.py`).
 A build host's distinct command lines share most of their words: a word that comes
 out unchanged is remembered (bounded, evictions counted), and a shape is searched
-for only in a word holding one of its literal starts (`literal_starts`).
+for only in a word holding one of its literal starts (`literal_starts`), and names only in a
+word holding what a secret's name holds (a distinct word, most often, holds neither).
 """
 
 from __future__ import annotations
@@ -191,6 +192,12 @@ class Redactor:
         # Each shape with its literal starts: most words hold none, and a `str` search is cheaper
         # than the pattern's.
         self._patterns = tuple((compiled, literal_starts(compiled)) for compiled in map(re.compile, rules.patterns))
+        # ...and all their starts in one search: a word holding none of them is no shape's.
+        starts = {start for _, each in self._patterns for start in each}
+        self._any_start = re.compile("|".join(map(re.escape, sorted(starts)))) if starts and "" not in starts else None
+        # A name holds a hint only where the word holding it does, separators aside and lowercased the
+        # same: but a non-ASCII hint could meet a final sigma, which lowercases by what follows it.
+        self._names_hinted = self._hint is None or all(hint.isascii() for hint in hints)
         schemes = "|".join(re.escape(s) for s in rules.schemes)
         # A scheme, then its credential (`value`) or the end of the word (the credential is the next one).
         self._scheme = re.compile(rf"\b(?:{schemes})(?:[ \t]+(?=(?P<value>\S))|$)", re.IGNORECASE) if schemes else None
@@ -292,13 +299,26 @@ class Redactor:
         pending = self._unchanged_words.recent(word)
         if pending is not None:
             return word, pending
-        redacted, pending = self._names_and_schemes(self._shapes_replaced(word))  # the word and rules alone
+        redacted = self._shapes_replaced(word)
+        if self._may_name_a_secret(redacted):
+            redacted, pending = self._names_and_schemes(redacted)  # the word and rules alone
+        else:
+            redacted, pending = self._schemes(redacted)
         if redacted == word and len(word) <= self.CACHED_WORD_CHARS:
             self._unchanged_words.put(word, pending)
         return redacted, pending
 
+    def _may_name_a_secret(self, word: str) -> bool:
+        """False when no name in `word` is a secret's: each name would have to hold a hint (_judge_name)
+        that the whole word, judged the same way, does not."""
+        if not self._names_hinted:
+            return True
+        return self._hint is not None and self._hint.search(_SEPARATORS.sub("", word).lower()) is not None
+
     def _shapes_replaced(self, word: str) -> str:
         """Each secret shape replaced; a shape is searched for only in a word holding one of its starts."""
+        if self._any_start is not None and self._any_start.search(word) is None:
+            return word
         for pattern, starts in self._patterns:
             for start in starts:
                 if start in word:  # the word as the shapes before left it
