@@ -47,7 +47,7 @@ import enum
 import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from spawnwatch.bounded import RecentWeighedMap
 from spawnwatch.events import Event, Exec, Snapshot, replaced
@@ -141,6 +141,20 @@ def _starts(items) -> tuple[tuple[str, ...], bool]:  # a parsed (sub)pattern: (o
     return starts, True
 
 
+def any_of(literals: Iterable[str]) -> str:
+    """A regex of any one of `literals`, as a tree of their common prefixes (`a(?:b|c)`, not
+    `ab|ac`): a search tries one branch a character, not every literal at every position."""
+    tails: dict[str, list[str]] = {}
+    for literal in sorted(set(literals)):
+        tails.setdefault(literal[:1], []).append(literal[1:])
+    ends = "" in tails  # one literal is a prefix of others (or is "")
+    branches = [re.escape(first) + any_of(rest) for first, rest in tails.items() if first]
+    if not branches:
+        return ""
+    either = branches[0] if len(branches) == 1 else f"(?:{'|'.join(branches)})"
+    return f"(?:{either})?" if ends else either
+
+
 def segments(name: str) -> tuple[str, ...]:
     """`--x-api-key` -> ('x', 'api', 'key'); `authToken` -> ('auth', 'token')."""
     return tuple(s.lower() for part in _SEPARATORS.split(name) for s in _CAMEL.findall(part))
@@ -186,7 +200,7 @@ class Redactor:
         self._headers = tuple(filter(None, (segments(h) for h in rules.headers)))
         # What any secret or header name holds, separators aside: a name without it is judged at C speed.
         hints = {*(k[0] for k in self._keys), *(h[0] for h in self._headers), *(c.lower() for c in rules.contains if c)}
-        self._hint = re.compile("|".join(map(re.escape, sorted(hints)))) if hints else None
+        self._hint = re.compile(any_of(hints)) if hints else None
         self._name = lru_cache(maxsize=self.CACHE_SIZE)(self._judge_name)
         self._options = program_options(rules.options)
         # Each shape with its literal starts: most words hold none, and a `str` search is cheaper
@@ -194,7 +208,7 @@ class Redactor:
         self._patterns = tuple((compiled, literal_starts(compiled)) for compiled in map(re.compile, rules.patterns))
         # ...and all their starts in one search: a word holding none of them is no shape's.
         starts = {start for _, each in self._patterns for start in each}
-        self._any_start = re.compile("|".join(map(re.escape, sorted(starts)))) if starts and "" not in starts else None
+        self._any_start = re.compile(any_of(starts)) if starts and "" not in starts else None
         # A name holds a hint only where the word holding it does, separators aside and lowercased the
         # same: but a non-ASCII hint could meet a final sigma, which lowercases by what follows it.
         self._names_hinted = self._hint is None or all(hint.isascii() for hint in hints)
@@ -313,7 +327,8 @@ class Redactor:
         that the whole word, judged the same way, does not."""
         if not self._names_hinted:
             return True
-        return self._hint is not None and self._hint.search(_SEPARATORS.sub("", word).lower()) is not None
+        compact = word.replace("-", "").replace("_", "").replace(".", "")  # _SEPARATORS', without a regex
+        return self._hint is not None and self._hint.search(compact.lower()) is not None
 
     def _shapes_replaced(self, word: str) -> str:
         """Each secret shape replaced; a shape is searched for only in a word holding one of its starts."""
