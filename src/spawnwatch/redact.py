@@ -281,13 +281,16 @@ class Redactor:
         pending = Pending.NOTHING
         secret_options: frozenset[str] = frozenset()  # of the last program named so far
         for word in argv:
-            start = len(word) - len(word.lstrip())
-            if pending is Pending.HEADER:
-                word, pending = self._header_value(word, start)
-            elif pending is Pending.VALUE and (not word.startswith("-", start) or word[start:] == "-"):  # `-v`: the next option
-                word, pending = self._value(word, start)
-            else:
+            if pending is Pending.NOTHING:  # most words: nothing before asks for them
                 word, pending = self._program_option(word, secret_options)
+            else:
+                start = len(word) - len(word.lstrip())
+                if pending is Pending.HEADER:
+                    word, pending = self._header_value(word, start)
+                elif not word.startswith("-", start) or word[start:] == "-":  # `-v`: the next option
+                    word, pending = self._value(word, start)
+                else:
+                    word, pending = self._program_option(word, secret_options)
             word, found = self._word(word)  # what follows the value may hold secrets too
             pending = found if found is not Pending.NOTHING else pending
             if self._options:
