@@ -64,8 +64,9 @@ def test_every_signature_program_and_container_client_is_as_before(argv, comm):
 
 def test_user_masks_and_interpreter_names_of_any_kind_sign_as_before():
     rules = SignatureRules(
-        interpreters=(Interpreter(("[!a-m]un*", "ru?y", "x[*]"), "run"),),
+        interpreters=(Interpreter(("[!a-m]un*", "ru?y", "x[*]"), "run"), Interpreter(("r*", "*"), "any")),  # the first wins
         masks=(Mask("(?i)build-[0-9]+", "<build>"), Mask(r"(/srv)/[^/]+", r"\1/<srv>"), Mask(r"\d{3,}", "<n>")))
     shortcut, reference = Signer(rules), EveryRuleOnEveryWord(rules)
-    for argv in (["ruby", "BUILD-12", "/srv/app"], ["nun", "x"], ["x*", "a", "1234"], ["run0", "/SRV/a", "build-9"]):
+    for argv in (["ruby", "BUILD-12", "/srv/app"], ["nun", "x"], ["x*", "a", "1234"], ["run0", "/SRV/a", "build-9"],
+                 ["rake", "x"], ["gcc", "-c"]):
         assert shortcut(argv) == reference(argv) and shortcut.program(argv) == reference.program(argv)

@@ -114,9 +114,12 @@ class Signer:
         self.rules = rules
         # Each mask with its literal starts (redact.literal_starts): most words hold none.
         self._masks = [(pattern := re.compile(m.pattern), m.replacement, literal_starts(pattern)) for m in rules.masks]
-        # Each interpreter's names compiled once, as fnmatch.fnmatchcase compiles them at each call.
-        self._interpreter_names = tuple((re.compile(fnmatch.translate(name)).match, interpreter)
-                                        for interpreter in rules.interpreters for name in interpreter.names)
+        # Every interpreter's name in one regex, compiled once (fnmatch.fnmatchcase compiles each at each
+        # call), a named group each: branches are tried in order, so the first name that matches wins.
+        # A translated name is whole in itself (`(?s:...)\Z`, no group of its own): joining changes none.
+        names = [(fnmatch.translate(name), interpreter) for interpreter in rules.interpreters for name in interpreter.names]
+        self._interpreter_name = re.compile("|".join(f"(?P<_{i}>{translated})" for i, (translated, _) in enumerate(names)))
+        self._interpreter_by_group = {f"_{i}": interpreter for i, (_, interpreter) in enumerate(names)}
         self._versions = {l: re.compile(l.version) if l.version else None for l in rules.launchers}
         self._launcher_words = {seq[0] for l in rules.launchers for seq in l.commands}
 
@@ -217,7 +220,10 @@ class Signer:
 
     def _interpreter_of(self, base: str) -> Interpreter | None:
         """The first interpreter one of whose names matches the executable's basename."""
-        return next((interpreter for matches, interpreter in self._interpreter_names if matches(base)), None)
+        if not self._interpreter_by_group:
+            return None
+        match = self._interpreter_name.match(base)
+        return self._interpreter_by_group[match.lastgroup] if match else None
 
     def _tool(self, path: str) -> str:
         """A program by its basename; `npm-cli.js` is `npm` when npm is a launcher."""
