@@ -25,7 +25,6 @@ tokens (UUIDs, temp paths, hex ids, numbers).  Every rule is data
 from __future__ import annotations
 
 import fnmatch
-import os
 import re
 import shlex
 from dataclasses import dataclass
@@ -205,7 +204,7 @@ class Signer:
         return None
 
     def _strip_wrappers(self, words: list[str]) -> list[str]:
-        while words and os.path.basename(words[0]) in self.rules.wrappers:
+        while words and words[0].rpartition("/")[2] in self.rules.wrappers:
             words = words[1:]
             while words and (words[0].startswith("-") or _ENV_ASSIGNMENT.match(words[0])):
                 words = words[1:]
@@ -213,7 +212,7 @@ class Signer:
 
     def _program(self, words: list[str]) -> tuple[str, list[str]]:
         """(program as written in the signature, its arguments), interpreters stripped."""
-        interpreter = self._interpreter_of(os.path.basename(words[0]))
+        interpreter = self._interpreter_of(words[0].rpartition("/")[2])
         if interpreter is None:
             return self._tool(words[0]), words[1:]
         i = 1
@@ -238,7 +237,7 @@ class Signer:
 
     def _tool(self, path: str) -> str:
         """A program by its basename; `npm-cli.js` is `npm` when npm is a launcher."""
-        base = os.path.basename(path) or path
+        base = path.rpartition("/")[2] or path  # os.path.basename, without its call
         bare = _SCRIPT_SUFFIX.sub("", base)
         return bare if bare in self._launcher_words else base
 
