@@ -282,7 +282,8 @@ class Redactor:
         secret_options: frozenset[str] = frozenset()  # of the last program named so far
         for word in argv:
             if pending is Pending.NOTHING:  # most words: nothing before asks for them
-                word, pending = self._program_option(word, secret_options)
+                if secret_options:  # after a program with secret options
+                    word, pending = self._program_option(word, secret_options)
             else:
                 start = len(word) - len(word.lstrip())
                 if pending is Pending.HEADER:
