@@ -238,6 +238,8 @@ class Signer:
     def _tool(self, path: str) -> str:
         """A program by its basename; `npm-cli.js` is `npm` when npm is a launcher."""
         base = path.rpartition("/")[2] or path  # os.path.basename, without its call
+        if "." not in base:  # every script suffix has one
+            return base
         bare = _SCRIPT_SUFFIX.sub("", base)
         return bare if bare in self._launcher_words else base
 
