@@ -406,14 +406,14 @@ class Redactor:
         return pieces.joined(), pending
 
     def _schemes(self, word: str) -> tuple[str, Pending]:
-        if self._scheme is None:
+        if self._scheme is None or (match := self._scheme.search(word)) is None:  # most words: nothing to rebuild
             return word, Pending.NOTHING
         pieces = _Pieces(word)
-        at = 0
-        while match := self._scheme.search(word, at):
+        while match:
             if match.start("value") < 0:
                 return pieces.joined(), Pending.VALUE
             at, _ = self._value_span(pieces, match.start("value"))
+            match = self._scheme.search(word, at)
         return pieces.joined(), Pending.NOTHING
 
     def _value(self, word: str, at: int) -> tuple[str, Pending]:
