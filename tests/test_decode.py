@@ -8,6 +8,8 @@ import time
 from collections import Counter
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from records import encode
 from spawnwatch.events import (
@@ -576,3 +578,12 @@ def test_command_lines_kept_are_bounded_in_entries_and_key_bytes_and_each_evicti
     for n in range(100):
         by_bytes(f"{n:0>1000}\0".encode(), 1)  # 1,001 bytes each: four fit
     assert by_bytes.evicted == 96 and by_bytes._argvs.held <= 4096
+
+
+@settings(max_examples=3000, deadline=None)
+@given(blob=st.binary(max_size=40) | st.lists(st.sampled_from([b"\0", b"a", b"\xc3", b"\xa9", b"\xe2\x82", b"\xf0\x9f\x98",
+                                                               b"\xc0\x80", b"\xed\xa0\x80", b"\xff"]),
+                                              max_size=12).map(b"".join),
+       argc=st.integers(0, 8))
+def test_argv_decoded_whole_is_argv_decoded_word_by_word(blob, argc):
+    assert layout.argv_words(blob, argc) == tuple(a.decode("utf-8", "replace") for a in blob.split(b"\0")[:argc])

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from spawnwatch.config import load
-from spawnwatch.redact import REDACTED, Pending, Redactor, RedactRules, literal_starts
+from spawnwatch.redact import REDACTED, Pending, Redactor, RedactRules, any_of, literal_starts
 
 RULES = load().redact
 
@@ -78,6 +78,27 @@ def test_user_patterns_of_any_kind_redact_as_before(user_patterns):
     for first in words:
         for second in words:
             assert shortcut([first, second]) == plain([first, second]) == shortcut([first, second])
+
+
+@pytest.mark.parametrize("rules", [
+    RedactRules(keys=("token",), contains=("passwörd",)),  # a hint past ASCII: no word skips the names
+    RedactRules(contains=("xσ",), schemes=("Bearer",)),  # a sigma, lowercased by what follows it
+    RedactRules(schemes=("Bearer",)),  # no name is a secret's: only schemes are looked for
+])
+def test_names_are_skipped_only_in_words_that_can_name_no_secret(rules):
+    words = ["XΣ=1", "XΣ:", "XΣ.Y=1", "xσ=1", "PASSWÖRD=1", "--passwörd", "v", "--token", "MY_TOKEN=x", "Bearer",
+             "Bearer x", "a:b=c", "--x-y=z"]
+    shortcut, plain = Redactor(rules), EveryShapeInEveryWord(rules)
+    for first in words:
+        for second in words:
+            assert shortcut([first, second]) == plain([first, second]) == shortcut([first, second])
+
+
+@given(literals=st.lists(st.text(alphabet="ab.-(", min_size=1, max_size=4), min_size=1, max_size=8),
+       text=st.text(alphabet="ab.-(x", max_size=12))
+def test_any_of_finds_a_text_holding_one_of_its_literals_and_no_other(literals, text):
+    assert (re.search(any_of(literals), text) is not None) == any(literal in text for literal in literals)
+    assert all(re.fullmatch(any_of(literals), literal) for literal in literals)
 
 
 @pytest.mark.parametrize("pattern, starts", [

@@ -1,6 +1,7 @@
 """The Signer's shortcuts change no signature: interpreter names compiled once, launchers
 looked for only after a launcher's first word, a mask run only on a word holding one of its
-literal starts, give what fnmatch at each call and every mask on every word gave."""
+literal starts, a word the masks left as it was remembered, give what fnmatch at each call and
+every mask on every word gave; the word cache stays within its bounds, counting what it lets go."""
 
 from __future__ import annotations
 
@@ -51,21 +52,45 @@ ARGS = ["exec", "x", "run", "-y", "--yes", "--package=@scope/pkg@1.2.3", "--pack
         "<redacted>", "FOO=1", "-H", "start", "--from", "git+https://x/y", "'quoted arg'", ""]
 argv = st.tuples(st.sampled_from(COMMANDS), st.lists(st.sampled_from(ARGS), max_size=7)).map(lambda c: [*c[0], *c[1]])
 
-shortcut, reference = Signer(RULES), EveryRuleOnEveryWord(RULES)
+class SmallWordCache(Signer):
+    WORDS_KEPT = 4  # evicting all along: a word is masked the same whether it was let go or not
+
+
+shortcut, reference, small = Signer(RULES), EveryRuleOnEveryWord(RULES), SmallWordCache(RULES)
 
 
 @settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(argv=argv, comm=st.sampled_from(["", "node", "true"]))
 def test_every_signature_program_and_container_client_is_as_before(argv, comm):
-    assert shortcut(argv, comm) == reference(argv, comm)
+    assert shortcut(argv, comm) == reference(argv, comm) == small(argv, comm)
     assert shortcut.program(argv, comm) == reference.program(argv, comm)
     assert shortcut.container_client(argv) == reference.container_client(argv)
 
 
 def test_user_masks_and_interpreter_names_of_any_kind_sign_as_before():
     rules = SignatureRules(
-        interpreters=(Interpreter(("[!a-m]un*", "ru?y", "x[*]"), "run"),),
+        interpreters=(Interpreter(("[!a-m]un*", "ru?y", "x[*]"), "run"), Interpreter(("r*", "*"), "any")),  # the first wins
         masks=(Mask("(?i)build-[0-9]+", "<build>"), Mask(r"(/srv)/[^/]+", r"\1/<srv>"), Mask(r"\d{3,}", "<n>")))
     shortcut, reference = Signer(rules), EveryRuleOnEveryWord(rules)
-    for argv in (["ruby", "BUILD-12", "/srv/app"], ["nun", "x"], ["x*", "a", "1234"], ["run0", "/SRV/a", "build-9"]):
+    for argv in (["ruby", "BUILD-12", "/srv/app"], ["nun", "x"], ["x*", "a", "1234"], ["run0", "/SRV/a", "build-9"],
+                 ["rake", "x"], ["gcc", "-c"]):
         assert shortcut(argv) == reference(argv) and shortcut.program(argv) == reference.program(argv)
+
+
+def test_the_word_cache_is_bounded_by_entries_and_weight_and_counts_each_eviction():
+    sign = Signer(RULES)
+    for n in range(Signer.WORDS_KEPT + 100):
+        sign(["gcc", f"w{chr(0x4e00 + n)}"])  # no digit: the masks leave it as it is
+    assert sign._unmasked_words.evicted == 100
+    # Distinct hostile words as long as it keeps: the weight binds before the entries do.
+    sign = Signer(RULES)
+    longest = "x" * (Signer.CACHED_WORD_CHARS - 1)
+    for n in range(Signer.WORDS_KEPT):
+        sign(["gcc", f"{chr(0x4e00 + n)}{longest}"])
+    fits = Signer.WORDS_WEIGHT // (Signer.CACHED_WORD_CHARS + Signer.WORD_WEIGHT)
+    assert fits < Signer.WORDS_KEPT and sign._unmasked_words.evicted == Signer.WORDS_KEPT - fits
+    assert sign._unmasked_words.held <= Signer.WORDS_WEIGHT
+    # Longer words, and words a mask changed, are not kept at all.
+    sign = Signer(RULES)
+    sign(["gcc", "y" * (Signer.CACHED_WORD_CHARS + 1), "/tmp/x", "8080"])
+    assert len(sign._unmasked_words) == 0

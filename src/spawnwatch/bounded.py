@@ -64,10 +64,11 @@ class RecentWeighedMap(RecentMap[K, V]):
         self.held = 0
 
     def put(self, key: K, value: V) -> None:
-        if key not in self:
+        if key in self:
+            self.move_to_end(key)
+        else:  # a new key goes in last, the most recent, by itself
             self.held += self.weigh(key)
         self[key] = value
-        self.move_to_end(key)
         while len(self) > self.limit or self.held > self.budget:
             oldest, _ = self.popitem(last=False)
             self.held -= self.weigh(oldest)

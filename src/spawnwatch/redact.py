@@ -37,7 +37,8 @@ a run it already failed on, and a word is rebuilt once from its pieces, not once
 a secret.  Patterns from the config must keep to that too (`bench/redact.py`).
 A build host's distinct command lines share most of their words: a word that comes
 out unchanged is remembered (bounded, evictions counted), and a shape is searched
-for only in a word holding one of its literal starts (`literal_starts`).
+for only in a word holding one of its literal starts (`literal_starts`), and names only in a
+word holding what a secret's name holds (a distinct word, most often, holds neither).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ import enum
 import re
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from spawnwatch.bounded import RecentWeighedMap
 from spawnwatch.events import Event, Exec, Snapshot, replaced
@@ -140,6 +141,20 @@ def _starts(items) -> tuple[tuple[str, ...], bool]:  # a parsed (sub)pattern: (o
     return starts, True
 
 
+def any_of(literals: Iterable[str]) -> str:
+    """A regex of any one of `literals`, as a tree of their common prefixes (`a(?:b|c)`, not
+    `ab|ac`): a search tries one branch a character, not every literal at every position."""
+    tails: dict[str, list[str]] = {}
+    for literal in sorted(set(literals)):
+        tails.setdefault(literal[:1], []).append(literal[1:])
+    ends = "" in tails  # one literal is a prefix of others (or is "")
+    branches = [re.escape(first) + any_of(rest) for first, rest in tails.items() if first]
+    if not branches:
+        return ""
+    either = branches[0] if len(branches) == 1 else f"(?:{'|'.join(branches)})"
+    return f"(?:{either})?" if ends else either
+
+
 def segments(name: str) -> tuple[str, ...]:
     """`--x-api-key` -> ('x', 'api', 'key'); `authToken` -> ('auth', 'token')."""
     return tuple(s.lower() for part in _SEPARATORS.split(name) for s in _CAMEL.findall(part))
@@ -185,12 +200,18 @@ class Redactor:
         self._headers = tuple(filter(None, (segments(h) for h in rules.headers)))
         # What any secret or header name holds, separators aside: a name without it is judged at C speed.
         hints = {*(k[0] for k in self._keys), *(h[0] for h in self._headers), *(c.lower() for c in rules.contains if c)}
-        self._hint = re.compile("|".join(map(re.escape, sorted(hints)))) if hints else None
+        self._hint = re.compile(any_of(hints)) if hints else None
         self._name = lru_cache(maxsize=self.CACHE_SIZE)(self._judge_name)
         self._options = program_options(rules.options)
         # Each shape with its literal starts: most words hold none, and a `str` search is cheaper
         # than the pattern's.
         self._patterns = tuple((compiled, literal_starts(compiled)) for compiled in map(re.compile, rules.patterns))
+        # ...and all their starts in one search: a word holding none of them is no shape's.
+        starts = {start for _, each in self._patterns for start in each}
+        self._any_start = re.compile(any_of(starts)) if starts and "" not in starts else None
+        # A name holds a hint only where the word holding it does, separators aside and lowercased the
+        # same: but a non-ASCII hint could meet a final sigma, which lowercases by what follows it.
+        self._names_hinted = self._hint is None or all(hint.isascii() for hint in hints)
         schemes = "|".join(re.escape(s) for s in rules.schemes)
         # A scheme, then its credential (`value`) or the end of the word (the credential is the next one).
         self._scheme = re.compile(rf"\b(?:{schemes})(?:[ \t]+(?=(?P<value>\S))|$)", re.IGNORECASE) if schemes else None
@@ -260,13 +281,17 @@ class Redactor:
         pending = Pending.NOTHING
         secret_options: frozenset[str] = frozenset()  # of the last program named so far
         for word in argv:
-            start = len(word) - len(word.lstrip())
-            if pending is Pending.HEADER:
-                word, pending = self._header_value(word, start)
-            elif pending is Pending.VALUE and (not word.startswith("-", start) or word[start:] == "-"):  # `-v`: the next option
-                word, pending = self._value(word, start)
+            if pending is Pending.NOTHING:  # most words: nothing before asks for them
+                if secret_options:  # after a program with secret options
+                    word, pending = self._program_option(word, secret_options)
             else:
-                word, pending = self._program_option(word, secret_options)
+                start = len(word) - len(word.lstrip())
+                if pending is Pending.HEADER:
+                    word, pending = self._header_value(word, start)
+                elif not word.startswith("-", start) or word[start:] == "-":  # `-v`: the next option
+                    word, pending = self._value(word, start)
+                else:
+                    word, pending = self._program_option(word, secret_options)
             word, found = self._word(word)  # what follows the value may hold secrets too
             pending = found if found is not Pending.NOTHING else pending
             if self._options:
@@ -292,13 +317,27 @@ class Redactor:
         pending = self._unchanged_words.recent(word)
         if pending is not None:
             return word, pending
-        redacted, pending = self._names_and_schemes(self._shapes_replaced(word))  # the word and rules alone
+        redacted = self._shapes_replaced(word)
+        if self._may_name_a_secret(redacted):
+            redacted, pending = self._names_and_schemes(redacted)  # the word and rules alone
+        else:
+            redacted, pending = self._schemes(redacted)
         if redacted == word and len(word) <= self.CACHED_WORD_CHARS:
             self._unchanged_words.put(word, pending)
         return redacted, pending
 
+    def _may_name_a_secret(self, word: str) -> bool:
+        """False when no name in `word` is a secret's: each name would have to hold a hint (_judge_name)
+        that the whole word, judged the same way, does not."""
+        if not self._names_hinted:
+            return True
+        compact = word.replace("-", "").replace("_", "").replace(".", "")  # _SEPARATORS', without a regex
+        return self._hint is not None and self._hint.search(compact.lower()) is not None
+
     def _shapes_replaced(self, word: str) -> str:
         """Each secret shape replaced; a shape is searched for only in a word holding one of its starts."""
+        if self._any_start is not None and self._any_start.search(word) is None:
+            return word
         for pattern, starts in self._patterns:
             for start in starts:
                 if start in word:  # the word as the shapes before left it
@@ -367,14 +406,14 @@ class Redactor:
         return pieces.joined(), pending
 
     def _schemes(self, word: str) -> tuple[str, Pending]:
-        if self._scheme is None:
+        if self._scheme is None or (match := self._scheme.search(word)) is None:  # most words: nothing to rebuild
             return word, Pending.NOTHING
         pieces = _Pieces(word)
-        at = 0
-        while match := self._scheme.search(word, at):
+        while match:
             if match.start("value") < 0:
                 return pieces.joined(), Pending.VALUE
             at, _ = self._value_span(pieces, match.start("value"))
+            match = self._scheme.search(word, at)
         return pieces.joined(), Pending.NOTHING
 
     def _value(self, word: str, at: int) -> tuple[str, Pending]:

@@ -25,12 +25,12 @@ tokens (UUIDs, temp paths, hex ids, numbers).  Every rule is data
 from __future__ import annotations
 
 import fnmatch
-import os
 import re
 import shlex
 from dataclasses import dataclass
 from typing import Sequence
 
+from spawnwatch.bounded import RecentWeighedMap
 from spawnwatch.redact import REDACTED, literal_starts
 from spawnwatch.text import ELLIPSIS, cut
 
@@ -110,13 +110,26 @@ _SCRIPT_SUFFIX = re.compile(r"(-cli)?\.(c|m)?js$|\.py$")
 class Signer:
     """Compiled `SignatureRules`; `signer(argv, comm)` gives the signature."""
 
+    # Words the masks leave as they are: a build host's distinct command lines still share most of
+    # theirs (`--`, `-o`, include paths), remembered and masked once, as the redactor's unchanged
+    # words are, within as many and as much (a word weighs its characters and its string object).
+    WORDS_KEPT = 4096
+    WORDS_WEIGHT = 1 << 20
+    WORD_WEIGHT = 64
+    CACHED_WORD_CHARS = 256
+
     def __init__(self, rules: SignatureRules) -> None:
         self.rules = rules
+        self._unmasked_words: RecentWeighedMap[str, bool] = RecentWeighedMap(
+            self.WORDS_KEPT, self.WORDS_WEIGHT, lambda word: len(word) + self.WORD_WEIGHT)
         # Each mask with its literal starts (redact.literal_starts): most words hold none.
         self._masks = [(pattern := re.compile(m.pattern), m.replacement, literal_starts(pattern)) for m in rules.masks]
-        # Each interpreter's names compiled once, as fnmatch.fnmatchcase compiles them at each call.
-        self._interpreter_names = tuple((re.compile(fnmatch.translate(name)).match, interpreter)
-                                        for interpreter in rules.interpreters for name in interpreter.names)
+        # Every interpreter's name in one regex, compiled once (fnmatch.fnmatchcase compiles each at each
+        # call), a named group each: branches are tried in order, so the first name that matches wins.
+        # A translated name is whole in itself (`(?s:...)\Z`, no group of its own): joining changes none.
+        names = [(fnmatch.translate(name), interpreter) for interpreter in rules.interpreters for name in interpreter.names]
+        self._interpreter_name = re.compile("|".join(f"(?P<_{i}>{translated})" for i, (translated, _) in enumerate(names)))
+        self._interpreter_by_group = {f"_{i}": interpreter for i, (_, interpreter) in enumerate(names)}
         self._versions = {l: re.compile(l.version) if l.version else None for l in rules.launchers}
         self._launcher_words = {seq[0] for l in rules.launchers for seq in l.commands}
 
@@ -191,7 +204,7 @@ class Signer:
         return None
 
     def _strip_wrappers(self, words: list[str]) -> list[str]:
-        while words and os.path.basename(words[0]) in self.rules.wrappers:
+        while words and words[0].rpartition("/")[2] in self.rules.wrappers:
             words = words[1:]
             while words and (words[0].startswith("-") or _ENV_ASSIGNMENT.match(words[0])):
                 words = words[1:]
@@ -199,7 +212,7 @@ class Signer:
 
     def _program(self, words: list[str]) -> tuple[str, list[str]]:
         """(program as written in the signature, its arguments), interpreters stripped."""
-        interpreter = self._interpreter_of(os.path.basename(words[0]))
+        interpreter = self._interpreter_of(words[0].rpartition("/")[2])
         if interpreter is None:
             return self._tool(words[0]), words[1:]
         i = 1
@@ -217,11 +230,16 @@ class Signer:
 
     def _interpreter_of(self, base: str) -> Interpreter | None:
         """The first interpreter one of whose names matches the executable's basename."""
-        return next((interpreter for matches, interpreter in self._interpreter_names if matches(base)), None)
+        if not self._interpreter_by_group:
+            return None
+        match = self._interpreter_name.match(base)
+        return self._interpreter_by_group[match.lastgroup] if match else None
 
     def _tool(self, path: str) -> str:
         """A program by its basename; `npm-cli.js` is `npm` when npm is a launcher."""
-        base = os.path.basename(path) or path
+        base = path.rpartition("/")[2] or path  # os.path.basename, without its call
+        if "." not in base:  # every script suffix has one
+            return base
         bare = _SCRIPT_SUFFIX.sub("", base)
         return bare if bare in self._launcher_words else base
 
@@ -295,6 +313,14 @@ class Signer:
         return " ".join([program, *shown])
 
     def _mask(self, word: str) -> str:
+        if self._unmasked_words.recent(word):
+            return word
+        masked = self._masks_applied(word)
+        if masked == word and len(word) <= self.CACHED_WORD_CHARS:
+            self._unmasked_words.put(word, True)
+        return masked
+
+    def _masks_applied(self, word: str) -> str:
         for pattern, replacement, starts in self._masks:
             for start in starts:
                 if start in word:  # the word as the masks before left it

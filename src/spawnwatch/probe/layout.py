@@ -157,8 +157,10 @@ ArgvOfBlob = Callable[[bytes, int], Argv]  # an exec record's argv bytes and arg
 
 
 def argv_words(blob: bytes, argc: int) -> Argv:
-    """The first `argc` NUL-ended words of an exec record's argv bytes, as text."""
-    return tuple(a.decode("utf-8", "replace") for a in blob.split(b"\0")[:argc])
+    """The first `argc` NUL-ended words of an exec record's argv bytes, as text: decoded whole, then
+    cut, as each word alone decodes the same (a NUL is only ever the byte 0 in UTF-8, and ends any
+    sequence it breaks, replaced as at a word's end)."""
+    return tuple(blob.decode("utf-8", "replace").split("\0", argc)[:argc])
 
 
 def decode(raw: bytes, argv_of_blob: ArgvOfBlob = argv_words) -> Decoded:
