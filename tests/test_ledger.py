@@ -22,6 +22,7 @@ from spawnwatch.adapters import ledger, procfs
 from spawnwatch.cli.reap import command as reap_command
 from spawnwatch.cli.watch import command as watch_command
 from spawnwatch.runner import ready_record
+from spawnwatch.sinks import ledger_first
 from spawnwatch.sinks.ledger import Ledger, LedgerBusy
 
 
@@ -100,6 +101,28 @@ def test_it_is_rewritten_only_when_the_firing_alerts_change(state_dir) -> None:
     assert len(writes.versions) == 5
     sink.close()
     assert not os.path.exists(writes.path)  # what it lists is watched no more
+
+
+def test_an_alert_is_in_the_ledger_before_anyone_hears_of_it(state_dir) -> None:
+    """Whoever reads an alert on stdout or from a notifier may run `reap` at once, which acts
+    only on what the ledger lists: `watch` hands each record to its ledger first."""
+    kept = Ledger(state_dir)
+    listed_when_shown = []
+
+    class Shown:  # the output and the notifiers, behind the ledger
+        def send(self, record: dict) -> None:
+            if record.get("kind") == "alert":
+                listed_when_shown.append([a["rule"] for a in ledger.read(state_dir).alerts])
+
+        def close(self) -> None:
+            pass
+
+    sink = ledger_first(Shown(), kept)
+    sink.send(ready_record())
+    sink.send(alert(rule="accumulating"))
+    sink.close()
+    assert listed_when_shown == [["accumulating"]]
+    assert ledger_first(shown := Shown(), None) is shown  # no ledger: the output alone
 
 
 def test_one_watch_keeps_a_state_dir_at_a_time(state_dir) -> None:

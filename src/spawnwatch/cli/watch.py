@@ -30,7 +30,7 @@ from spawnwatch.probe import ProbeError
 from spawnwatch.recording import RecordingError
 from spawnwatch.records import Record
 from spawnwatch.runner import run_live
-from spawnwatch.sinks import Fanout, OnlyContainer, Sink
+from spawnwatch.sinks import Fanout, OnlyContainer, Sink, ledger_first
 from spawnwatch.sinks.human import Human
 from spawnwatch.sinks.jsonl import JsonLines
 from spawnwatch.text import printable
@@ -158,8 +158,7 @@ def command(duration: float | None, config_path: str | None, record: str | None,
             sink = OnlyContainer(sink, container)
         state_dir = config.watch.state_dir if state_dir is None else state_dir
         kept = ledger_sink(state_dir) if state_dir and not replay else None
-        if kept is not None:  # every alert, whatever --container shows
-            sink = Fanout([sink, kept])
+        sink = ledger_first(sink, kept)  # every alert, whatever --container shows
         stack.callback(sink.close)
         if replay:
             watch_recording(config, replay, sink)

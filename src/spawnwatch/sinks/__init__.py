@@ -36,6 +36,13 @@ class Fanout:
             sink.close()
 
 
+def ledger_first(shown: Sink, ledger: Sink | None) -> Sink:
+    """`shown` (the output, metrics, notifiers) behind the ledger, which takes every record
+    first: whoever hears of an alert may run `reap` at once, and `reap` acts only on what
+    the ledger holds."""
+    return shown if ledger is None else Fanout([ledger, shown])
+
+
 class OnlyContainer:
     """Passes alerts of one container (by name or id prefix), and every record
     that is not an alert (ready, stats)."""
