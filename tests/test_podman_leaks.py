@@ -107,7 +107,9 @@ def test_podman_clients_killed_by_their_host_leave_containers_charged_to_it_and_
             dry = reap(podman_api, *select)
             assert {c["id"] for c in dry["containers"]} == leaked and leaked <= running(podman_env, case), dry
             ended = reap(podman_api, *select, "--yes")
-            assert set(ended["ended"]) == leaked and ended["failed"] == [], ended
+            # said whole (a dict's repr is cut short): which containers went where, and why
+            assert set(ended["ended"]) == leaked and ended["failed"] == [], json.dumps(
+                {k: ended[k] for k in ("ended", "gone", "skipped", "failed", "unremoved")})
             wait_for(lambda: not running(podman_env, case), "the reaped containers to stop", deadline=60.0)
             wait_for(lambda: not podman_env.cli("ps", "-aq", "--filter", f"label={case}"),
                      "the reaped --rm containers to be removed", deadline=60.0)
