@@ -83,7 +83,8 @@ class Pending(enum.Enum):
     HEADER = enum.auto()  # `Authorization:`: the next word is the header's value, scheme first
 
 
-_SEPARATORS = re.compile(r"[-_.]+")
+_SEPARATOR_CHARS = "-_."  # between a name's segments
+_SEPARATORS = re.compile(f"[{re.escape(_SEPARATOR_CHARS)}]+")
 _CAMEL = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 # A name followed by `=` (nothing between) or by `:` (spaces around allowed: header style).  It starts
 # where no name character precedes it: a search does not try again from inside a name that failed.
@@ -153,6 +154,14 @@ def any_of(literals: Iterable[str]) -> str:
         return ""
     either = branches[0] if len(branches) == 1 else f"(?:{'|'.join(branches)})"
     return f"(?:{either})?" if ends else either
+
+
+def _compacted(text: str) -> str:
+    """`text` without its separators, lowercased: where a name's hint is looked for (str.replace,
+    not _SEPARATORS.sub: a quarter of its cost, in a word of every distinct command line)."""
+    for separator in _SEPARATOR_CHARS:
+        text = text.replace(separator, "")
+    return text.lower()
 
 
 def segments(name: str) -> tuple[str, ...]:
@@ -266,7 +275,7 @@ class Redactor:
 
     def _judge_name(self, name: str) -> tuple[bool, bool]:
         """Whether `name` is a secret's, and whether it is a header whose whole value is a credential."""
-        compact = _SEPARATORS.sub("", name).lower()
+        compact = _compacted(name)
         if self._hint is None or not self._hint.search(compact):
             return False, False  # most names: no key, header or contained word in them at all
         found = segments(name)
@@ -331,8 +340,7 @@ class Redactor:
         that the whole word, judged the same way, does not."""
         if not self._names_hinted:
             return True
-        compact = word.replace("-", "").replace("_", "").replace(".", "")  # _SEPARATORS', without a regex
-        return self._hint is not None and self._hint.search(compact.lower()) is not None
+        return self._hint is not None and self._hint.search(_compacted(word)) is not None
 
     def _shapes_replaced(self, word: str) -> str:
         """Each secret shape replaced; a shape is searched for only in a word holding one of its starts."""
