@@ -7,9 +7,9 @@ lives on without doing anything else (a worker that never execs, a server that
 never forks, a zombie nobody reaps) would never be seen: HeldForks sweeps the
 kernel's sw_births array, mapped read-only, and announces each fork once it is
 HOLD_S old (its held exec with it, its exit too once that is HOLD_S old),
-remembering what it announced per slot (so it is bounded by the table).  It also keeps the kernel's later records about an announced
-process from telling it twice: a flushed fork is dropped, a Brief becomes the
-exit and reap still untold.
+remembering what it announced per slot (so it is bounded by the table).  It also
+keeps the kernel's later records about an announced process from telling it
+twice: a flushed fork is dropped, a Brief becomes the exit and reap still untold.
 
 A held process the kernel skipped the free of (a recursion miss: it runs from an
 RCU callback that may interrupt another of our programs) stays in its slot as
