@@ -1,5 +1,6 @@
-"""The Docker engine through the docker SDK: what it says about a container, its disk
-leftovers, and its event stream; tolerant of there being no engine at all."""
+"""The Docker engine (and Podman's Docker-compatible API) through the docker SDK: what it
+says about a container, its disk leftovers, and its event stream; tolerant of there being
+no engine at all."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 from spawnwatch.events import ContainerEvent
 from spawnwatch.signature import DEFAULT_ENGINE, PODMAN_ENGINE
@@ -258,17 +259,17 @@ class DockerEngine:
             self._said.add(topic)
         log.log(logging.WARNING if first else logging.DEBUG, "%s", message)
 
-    def _definite(self, method: str, *args: Any, **kwargs: Any) -> tuple[bool, Any]:
-        """The engine's answer to a call whose outcome decides what is done: (False, None)
-        when it says there is no such container, else (True, its answer); EngineError when
-        it refused or did not answer (never read as "gone")."""
+    def _definite(self, request: Callable[[Any], Any]) -> tuple[bool, Any]:
+        """The engine's answer to a `request` (made on the SDK's client) whose outcome decides
+        what is done: (False, None) when it says there is no such container, else (True, its
+        answer); EngineError when it refused or did not answer (never read as "gone")."""
         api = self._api()
         if api is None:
             raise EngineError(f"no {self.name} answers")
         import docker.errors
 
         try:
-            return True, getattr(api, method)(*args, **kwargs)
+            return True, request(api)
         except docker.errors.NotFound:
             return False, None
         except docker.errors.APIError as exc:
@@ -278,17 +279,17 @@ class DockerEngine:
                 self._mark_down(exc)
             raise EngineError(str(exc)) from exc
 
-    def _act(self, method: str, *args: Any, **kwargs: Any) -> bool:
+    def _act(self, request: Callable[[Any], Any]) -> bool:
         """Have the engine do something: True when done, False when the container is gone."""
-        return self._definite(method, *args, **kwargs)[0]
+        return self._definite(request)[0]
 
     def kill(self, container_id: str) -> bool:
         """SIGKILL the container's processes; False when it is gone."""
-        return self._act("kill", container_id)
+        return self._act(lambda api: api.kill(container_id))
 
     def remove(self, container_id: str) -> bool:
         """Remove the container (forced: a kill may not have finished stopping it); False when gone."""
-        return self._act("remove_container", container_id, force=True)
+        return self._act(lambda api: api.remove_container(container_id, force=True))
 
     @property
     def available(self) -> bool:
@@ -301,7 +302,7 @@ class DockerEngine:
     def lookup(self, container_id: str) -> ContainerInfo | None:
         """The container as the engine says now, for acting on it: None only when the
         engine says there is no such container; EngineError when none answers or it fails."""
-        found, data = self._definite("inspect_container", container_id)
+        found, data = self._definite(lambda api: api.inspect_container(container_id))
         return info_from_inspect(data) if found else None
 
     def containers(self, all_states: bool = False) -> list[ContainerInfo]:
@@ -344,20 +345,42 @@ class DockerEngine:
         return stream
 
 
+class PodmanEngine(DockerEngine):
+    """Podman's API as `podman system service` serves it: Docker's, but for the kill.
+
+    Docker's kill of SIGKILL answers once the container stopped, and so does Podman's
+    Docker-compatible one; but when a `--rm` container's cleanup removes it before that
+    wait looks, Podman answers 500 "no such container" for a kill it delivered (Podman
+    4.3, one kill in 15 on a loaded machine), and reap would call the container it ended
+    one that was already gone.  Podman's own endpoint answers once the signal is sent:
+    204, else 404 when there is no such container."""
+
+    def __init__(self, base_url: str) -> None:
+        super().__init__(base_url, name=f"Podman API (podman system service --time=0) at {base_url}")
+
+    def kill(self, container_id: str) -> bool:
+        return self._act(lambda api: _libpod_kill(api, container_id))
+
+
+def _libpod_kill(api: Any, container_id: str) -> None:
+    # The SDK's own request helpers, as its kill uses them, on Podman's path (served under any API version).
+    response = api._post(api._url("/libpod/containers/{0}/kill", container_id), params={"signal": "KILL"})
+    api._raise_for_status(response)
+
+
 class Engines:
     """The engine to ask about a container of each runtime `reap` can end: Docker's, and
-    Podman's through the Docker-compatible API that `podman system service` serves (Podman
-    has no daemon of its own; its events come from its events file, adapters/podman_events.py)."""
+    Podman's through the API that `podman system service` serves (PodmanEngine; Podman has
+    no daemon of its own; its events come from its events file, adapters/podman_events.py)."""
 
     def __init__(self, docker: DockerEngine | None = None) -> None:
         self._docker = docker
-        self._podman: DockerEngine | None = None
+        self._podman: PodmanEngine | None = None
 
     def of(self, runtime: str) -> DockerEngine:
         if runtime == PODMAN_ENGINE:
             if self._podman is None:
-                self._podman = DockerEngine(podman_address(), name=f"Podman API (podman system service --time=0) "
-                                            f"at {podman_address()}")
+                self._podman = PodmanEngine(podman_address())
             return self._podman
         if self._docker is None:
             self._docker = DockerEngine()
