@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from spawnwatch.bounded import STRING_WEIGHT, UnchangedWords
 from spawnwatch.config import load
 from spawnwatch.redact import REDACTED, Pending, Redactor, RedactRules, any_of, literal_starts
 
@@ -28,8 +29,12 @@ class EveryShapeInEveryWord(Redactor):
         return self._names_and_schemes(word)
 
 
+class SixteenWords(UnchangedWords):
+    KEPT = 16  # evicting all along: a word is redacted the same whether it was let go or not
+
+
 class SmallWordCache(Redactor):
-    WORDS_KEPT = 16  # evicting all along: a word is redacted the same whether it was let go or not
+    UNCHANGED_WORDS = SixteenWords
 
 
 # Secrets of every default shape, the names and schemes that take the next word, and ordinary
@@ -145,20 +150,20 @@ def test_a_word_with_a_match_of_any_pattern_holds_one_of_its_literal_starts(piec
 def test_the_word_cache_is_bounded_by_entries_and_weight_and_counts_each_eviction():
     redact = Redactor(RULES)
     # Distinct ordinary words, more than it keeps: it keeps WORDS_KEPT of them.
-    for n in range(Redactor.WORDS_KEPT + 100):
+    for n in range(UnchangedWords.KEPT + 100):
         redact([f"w{n}"])
     assert redact.words_evicted == 100
     # Distinct hostile words as long as it keeps: the weight binds before the entries do.
     redact = Redactor(RULES)
-    longest = "x" * (Redactor.CACHED_WORD_CHARS - 8)
-    for n in range(Redactor.WORDS_KEPT):
+    longest = "x" * (UnchangedWords.LONGEST - 8)
+    for n in range(UnchangedWords.KEPT):
         redact([f"{n:08d}{longest}"])
-    fits = Redactor.WORDS_WEIGHT // (Redactor.CACHED_WORD_CHARS + Redactor.WORD_WEIGHT)
-    assert fits < Redactor.WORDS_KEPT and redact.words_evicted == Redactor.WORDS_KEPT - fits
-    assert redact._unchanged_words.held <= Redactor.WORDS_WEIGHT
+    fits = UnchangedWords.BUDGET // (UnchangedWords.LONGEST + STRING_WEIGHT)
+    assert fits < UnchangedWords.KEPT and redact.words_evicted == UnchangedWords.KEPT - fits
+    assert redact._unchanged_words.held <= UnchangedWords.BUDGET
     # Longer words, and words a rule changed, are not kept at all.
     redact = Redactor(RULES)
-    redact(["y" * (Redactor.CACHED_WORD_CHARS + 1), "ghp_" + "a" * 20, "--token=x"])
+    redact(["y" * (UnchangedWords.LONGEST + 1), "ghp_" + "a" * 20, "--token=x"])
     assert len(redact._unchanged_words) == 0
 
 

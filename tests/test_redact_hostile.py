@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from spawnwatch.bounded import STRING_WEIGHT
 from spawnwatch.config import load
 from spawnwatch.redact import REDACTED, Redactor
 
@@ -146,7 +147,7 @@ def test_the_argv_cache_is_bounded_by_what_its_argv_weigh_and_counts_each_evicti
     keeps what fits its weight, not CACHE_SIZE of them."""
     redact = Redactor(RULES)
     words = 2048
-    per_argv = words * (1 + Redactor.WORD_WEIGHT)
+    per_argv = words * (1 + STRING_WEIGHT)
     for n in range(Redactor.CACHE_SIZE):
         redact([f"{n}", *"x" * (words - 1)])
     fits = Redactor.CACHE_WEIGHT // per_argv

@@ -10,6 +10,7 @@ import fnmatch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from spawnwatch.bounded import STRING_WEIGHT, UnchangedWords
 from spawnwatch.config import load
 from spawnwatch.signature import Interpreter, Mask, SignatureRules, Signer
 
@@ -52,8 +53,12 @@ ARGS = ["exec", "x", "run", "-y", "--yes", "--package=@scope/pkg@1.2.3", "--pack
         "<redacted>", "FOO=1", "-H", "start", "--from", "git+https://x/y", "'quoted arg'", ""]
 argv = st.tuples(st.sampled_from(COMMANDS), st.lists(st.sampled_from(ARGS), max_size=7)).map(lambda c: [*c[0], *c[1]])
 
+class FourWords(UnchangedWords):
+    KEPT = 4  # evicting all along: a word is masked the same whether it was let go or not
+
+
 class SmallWordCache(Signer):
-    WORDS_KEPT = 4  # evicting all along: a word is masked the same whether it was let go or not
+    UNMASKED_WORDS = FourWords
 
 
 shortcut, reference, small = Signer(RULES), EveryRuleOnEveryWord(RULES), SmallWordCache(RULES)
@@ -79,18 +84,18 @@ def test_user_masks_and_interpreter_names_of_any_kind_sign_as_before():
 
 def test_the_word_cache_is_bounded_by_entries_and_weight_and_counts_each_eviction():
     sign = Signer(RULES)
-    for n in range(Signer.WORDS_KEPT + 100):
+    for n in range(UnchangedWords.KEPT + 100):
         sign(["gcc", f"w{chr(0x4e00 + n)}"])  # no digit: the masks leave it as it is
     assert sign._unmasked_words.evicted == 100
     # Distinct hostile words as long as it keeps: the weight binds before the entries do.
     sign = Signer(RULES)
-    longest = "x" * (Signer.CACHED_WORD_CHARS - 1)
-    for n in range(Signer.WORDS_KEPT):
+    longest = "x" * (UnchangedWords.LONGEST - 1)
+    for n in range(UnchangedWords.KEPT):
         sign(["gcc", f"{chr(0x4e00 + n)}{longest}"])
-    fits = Signer.WORDS_WEIGHT // (Signer.CACHED_WORD_CHARS + Signer.WORD_WEIGHT)
-    assert fits < Signer.WORDS_KEPT and sign._unmasked_words.evicted == Signer.WORDS_KEPT - fits
-    assert sign._unmasked_words.held <= Signer.WORDS_WEIGHT
+    fits = UnchangedWords.BUDGET // (UnchangedWords.LONGEST + STRING_WEIGHT)
+    assert fits < UnchangedWords.KEPT and sign._unmasked_words.evicted == UnchangedWords.KEPT - fits
+    assert sign._unmasked_words.held <= UnchangedWords.BUDGET
     # Longer words, and words a mask changed, are not kept at all.
     sign = Signer(RULES)
-    sign(["gcc", "y" * (Signer.CACHED_WORD_CHARS + 1), "/tmp/x", "8080"])
+    sign(["gcc", "y" * (UnchangedWords.LONGEST + 1), "/tmp/x", "8080"])
     assert len(sign._unmasked_words) == 0

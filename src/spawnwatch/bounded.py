@@ -73,3 +73,32 @@ class RecentWeighedMap(RecentMap[K, V]):
             oldest, _ = self.popitem(last=False)
             self.held -= self.weigh(oldest)
             self.evicted += 1
+
+
+STRING_WEIGHT = 64  # what a `str` object weighs beside its characters (49 bytes and up, as allocated)
+
+
+class UnchangedWords(RecentWeighedMap[str, V]):
+    """Words a pass over command lines (redaction, the signature's masks) left as they were,
+    each with what the pass said beside it: a build host's distinct command lines still share
+    most of their words (`/bin/true`, `--`, `-o`, include paths), so each is passed over once.
+
+    Only unchanged words: a changed one's copy could weigh ten times the word (`x` ->
+    `<redacted>`).  A word weighs its characters and its string object; one longer than
+    LONGEST is passed over each time rather than flush the others."""
+
+    KEPT = 4096
+    BUDGET = 1 << 20
+    LONGEST = 256
+
+    def __init__(self) -> None:
+        super().__init__(self.KEPT, self.BUDGET, weigh_word)
+
+    def keep(self, word: str, passed: str, said: V) -> None:
+        """What the pass `said` of `word`, remembered when it came out as it went in (`passed`)."""
+        if passed == word and len(word) <= self.LONGEST:
+            self.put(word, said)
+
+
+def weigh_word(word: str) -> int:
+    return len(word) + STRING_WEIGHT

@@ -49,7 +49,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Iterable, Sequence
 
-from spawnwatch.bounded import RecentWeighedMap
+from spawnwatch.bounded import STRING_WEIGHT, RecentWeighedMap, UnchangedWords
 from spawnwatch.events import Event, Exec, Snapshot, replaced
 
 try:  # the parser `re.compile` runs itself: what it reads a pattern as is what the pattern matches
@@ -188,18 +188,11 @@ class Redactor:
     # words, a few hundred characters) fill the entries first; hostile ones (distinct, 4 KiB of
     # one-letter words) the weight, about 2 x 4 MiB held with their redacted copies.
     CACHE_WEIGHT = 4 << 20
-    WORD_WEIGHT = 64
     # Larger argv (the kernel's and /proc's are cut at 4 KiB, a replayed recording's need not be)
     # are redacted each time rather than flush the cache.
     CACHED_ARGV_CHARS = 8192
-    # Words: a build host's distinct command lines still share most of theirs (`/bin/true`, `--`,
-    # `-o`, include paths), so a word that comes out as it went in is remembered with what it
-    # leaves for the next word, and searched once.  Only such words: a changed one's copy could
-    # weigh ten times the word (`x` -> `<redacted>`).  Weighed as argv's words are; a longer word
-    # is searched each time rather than flush the others.
-    WORDS_KEPT = 4096
-    WORDS_WEIGHT = 1 << 20
-    CACHED_WORD_CHARS = 256
+    # A word that comes out as it went in, with what it leaves for the next word: searched once.
+    UNCHANGED_WORDS = UnchangedWords
 
     def __init__(self, rules: RedactRules) -> None:
         self._keys = frozenset(filter(None, (segments(k) for k in rules.keys)))
@@ -225,8 +218,7 @@ class Redactor:
         # A scheme, then its credential (`value`) or the end of the word (the credential is the next one).
         self._scheme = re.compile(rf"\b(?:{schemes})(?:[ \t]+(?=(?P<value>\S))|$)", re.IGNORECASE) if schemes else None
         self._argvs: RecentWeighedMap[Argv, Argv] = RecentWeighedMap(self.CACHE_SIZE, self.CACHE_WEIGHT, self._weigh)
-        self._unchanged_words: RecentWeighedMap[str, Pending] = RecentWeighedMap(
-            self.WORDS_KEPT, self.WORDS_WEIGHT, self._weigh_word)
+        self._unchanged_words: UnchangedWords[Pending] = self.UNCHANGED_WORDS()
         self._has_rules = bool(self._keys or self._contains or self._headers or self._options or self._patterns
                                or self._scheme)
 
@@ -257,13 +249,9 @@ class Redactor:
         redacts itself (the probe's command lines, by their bytes), so no argv is held twice."""
         return self._redact(argv) if self._has_rules else argv
 
-    @classmethod
-    def _weigh(cls, argv: Argv) -> int:
-        return sum(map(len, argv)) + cls.WORD_WEIGHT * len(argv)
-
-    @classmethod
-    def _weigh_word(cls, word: str) -> int:
-        return len(word) + cls.WORD_WEIGHT
+    @staticmethod
+    def _weigh(argv: Argv) -> int:
+        return sum(map(len, argv)) + STRING_WEIGHT * len(argv)
 
     def event(self, item: Event | Snapshot) -> Event | Snapshot:
         """An exec with its argv redacted, a snapshot with every process's; other events as they are."""
@@ -331,8 +319,7 @@ class Redactor:
             redacted, pending = self._names_and_schemes(redacted)  # the word and rules alone
         else:
             redacted, pending = self._schemes(redacted)
-        if redacted == word and len(word) <= self.CACHED_WORD_CHARS:
-            self._unchanged_words.put(word, pending)
+        self._unchanged_words.keep(word, redacted, pending)
         return redacted, pending
 
     def _may_name_a_secret(self, word: str) -> bool:

@@ -30,7 +30,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Sequence
 
-from spawnwatch.bounded import RecentWeighedMap
+from spawnwatch.bounded import UnchangedWords
 from spawnwatch.redact import REDACTED, literal_starts
 from spawnwatch.text import ELLIPSIS, cut
 
@@ -110,18 +110,11 @@ _SCRIPT_SUFFIX = re.compile(r"(-cli)?\.(c|m)?js$|\.py$")
 class Signer:
     """Compiled `SignatureRules`; `signer(argv, comm)` gives the signature."""
 
-    # Words the masks leave as they are: a build host's distinct command lines still share most of
-    # theirs (`--`, `-o`, include paths), remembered and masked once, as the redactor's unchanged
-    # words are, within as many and as much (a word weighs its characters and its string object).
-    WORDS_KEPT = 4096
-    WORDS_WEIGHT = 1 << 20
-    WORD_WEIGHT = 64
-    CACHED_WORD_CHARS = 256
+    UNMASKED_WORDS = UnchangedWords  # words the masks leave as they are: masked once
 
     def __init__(self, rules: SignatureRules) -> None:
         self.rules = rules
-        self._unmasked_words: RecentWeighedMap[str, bool] = RecentWeighedMap(
-            self.WORDS_KEPT, self.WORDS_WEIGHT, lambda word: len(word) + self.WORD_WEIGHT)
+        self._unmasked_words: UnchangedWords[bool] = self.UNMASKED_WORDS()
         # Each mask with its literal starts (redact.literal_starts): most words hold none.
         self._masks = [(pattern := re.compile(m.pattern), m.replacement, literal_starts(pattern)) for m in rules.masks]
         # Every interpreter's name in one regex, compiled once (fnmatch.fnmatchcase compiles each at each
@@ -316,8 +309,7 @@ class Signer:
         if self._unmasked_words.recent(word):
             return word
         masked = self._masks_applied(word)
-        if masked == word and len(word) <= self.CACHED_WORD_CHARS:
-            self._unmasked_words.put(word, True)
+        self._unmasked_words.keep(word, masked, True)
         return masked
 
     def _masks_applied(self, word: str) -> str:
