@@ -1,5 +1,6 @@
 """reap's kill of a Podman container against Podman 4.3's own answers, recorded from
-`podman system service` on this machine (tests/fixtures/podman-4.3-kill.json).
+`podman system service` on this machine (tests/fixtures/podman-4.3-kill.json), and the
+engine it asks: rootful Podman's, never another that would answer "no such container".
 
 Podman's Docker-compatible kill of SIGKILL waits for the container to exit, as Docker's
 does; when a `--rm` container's cleanup removes it before that wait looks, Podman answers
@@ -37,8 +38,9 @@ class RecordedPodman(socketserver.ThreadingUnixStreamServer):
 
     daemon_threads = True
 
-    def __init__(self, path: Path, libpod_kill: dict) -> None:
+    def __init__(self, path: Path, libpod_kill: dict, info: dict) -> None:
         self.libpod_kill = libpod_kill
+        self.info = info
         self.removed = False
         self.asked: list[str] = []
         super().__init__(str(path), Answer)
@@ -46,8 +48,10 @@ class RecordedPodman(socketserver.ThreadingUnixStreamServer):
     def answer(self, method: str, path: str) -> tuple[int, dict | None]:
         path = path.partition("?")[0]
         self.asked.append(f"{method} {path}")
-        if path == "/version":
+        if path in ("/version", "/v1.41/version"):
             return 200, ANSWERS["version"]
+        if path == "/v1.41/info":
+            return 200, self.info
         if (method, path) == ("GET", INSPECT) and not self.removed:
             return 200, ANSWERS["inspect"]
         if (method, path) in (("POST", COMPAT_KILL), ("POST", LIBPOD_KILL)) and not self.removed:
@@ -81,8 +85,9 @@ class Answer(BaseHTTPRequestHandler):
         pass
 
 
-def serving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, libpod_kill: dict) -> Iterator[RecordedPodman]:
-    server = RecordedPodman(tmp_path / "podman.sock", libpod_kill)
+def serving(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, libpod_kill: dict,
+            info: dict = ANSWERS["info"]) -> Iterator[RecordedPodman]:
+    server = RecordedPodman(tmp_path / "podman.sock", libpod_kill, info)
     monkeypatch.setenv("CONTAINER_HOST", f"unix://{server.server_address}")
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -104,6 +109,13 @@ def podman_removing_before_the_kill(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     yield from serving(tmp_path, monkeypatch, ANSWERS["no_such_container"])
 
 
+@pytest.fixture
+def rootless_podman(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RecordedPodman]:
+    """The recorded info with what rootless Podman adds to it (as rootless Docker does)."""
+    info = {**ANSWERS["info"], "SecurityOptions": [*ANSWERS["info"]["SecurityOptions"], "name=rootless"]}
+    yield from serving(tmp_path, monkeypatch, ANSWERS["no_such_container"], info)
+
+
 def leak_of(listed: ListedContainer) -> ContainerLeak:
     spawner = {"pid": 4242, "ppid": 1, "argv": ["sh", "-c", "podman run -i --rm"], "comm": "sh", "start": None}
     return ContainerLeak("podman run localhost/spawnwatch-busybox sleep", spawner, None, (listed,), time.time())
@@ -122,3 +134,21 @@ def test_a_podman_container_reap_killed_is_ended_though_its_cleanup_removed_it_a
 def test_a_podman_container_removed_before_the_kill_is_gone(podman_removing_before_the_kill) -> None:
     outcome = end_containers(leak_of(LISTED), Engines())
     assert (outcome.ended, outcome.gone, outcome.failed) == ([], [LISTED], []), podman_removing_before_the_kill.asked
+
+
+def test_rootless_podman_is_not_asked_for_a_container_it_cannot_see(rootless_podman) -> None:
+    outcome = end_containers(leak_of(LISTED), Engines())
+    [(listed, why)] = outcome.failed
+    assert listed == LISTED and outcome.gone == [] and outcome.ended == [], outcome
+    assert "it is rootless Podman's" in why and "CONTAINER_HOST" in why, why
+    assert not any(CONTAINER in asked for asked in rootless_podman.asked), rootless_podman.asked
+
+
+@pytest.mark.docker
+def test_a_docker_engine_at_container_host_is_not_taken_for_podman(docker_env, monkeypatch) -> None:
+    """Docker's engine answers "no such container" for Podman's: never read as gone."""
+    monkeypatch.setenv("CONTAINER_HOST", docker_env.host)
+    outcome = end_containers(leak_of(LISTED), Engines())
+    [(listed, why)] = outcome.failed
+    assert listed == LISTED and outcome.gone == [] and outcome.ended == [], outcome
+    assert "it is not Podman's (Engine" in why and "CONTAINER_HOST" in why, why

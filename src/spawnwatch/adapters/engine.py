@@ -200,6 +200,7 @@ class DockerEngine:
         self._timeout = timeout
         self._client: Any = None
         self._down_until = 0.0
+        self._down_because = "not asked yet"
         self._lock = threading.Lock()
         self._said: set[str] = set()  # what was logged at warning level: said once, not on every call
 
@@ -210,12 +211,15 @@ class DockerEngine:
             if time.monotonic() < self._down_until:
                 return None
             try:
-                import docker  # heavy (requests); only when a container is first seen
-
-                self._client = docker.APIClient(**self._connection(), version="auto", timeout=self._timeout)
+                self._client = self._connect()
             except Exception as exc:  # noqa: BLE001 - any failure means "no engine"
                 self._mark_down(exc)
             return self._client
+
+    def _connect(self) -> Any:
+        import docker  # heavy (requests); only when a container is first seen
+
+        return docker.APIClient(**self._connection(), version="auto", timeout=self._timeout)
 
     def _connection(self) -> dict[str, Any]:
         import docker
@@ -233,6 +237,7 @@ class DockerEngine:
             log.debug("no %s: %s", self.name, _reason(exc))
         self._client = None
         self._down_until = time.monotonic() + self._retry_after
+        self._down_because = _reason(exc)
 
     def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         api = self._api()
@@ -265,7 +270,7 @@ class DockerEngine:
         answer); EngineError when it refused or did not answer (never read as "gone")."""
         api = self._api()
         if api is None:
-            raise EngineError(f"no {self.name} answers")
+            raise EngineError(f"no {self.name} answers: {self._down_because}")
         import docker.errors
 
         try:
@@ -358,8 +363,31 @@ class PodmanEngine(DockerEngine):
     def __init__(self, base_url: str) -> None:
         super().__init__(base_url, name=f"Podman API (podman system service --time=0) at {base_url}")
 
+    def _connect(self) -> Any:
+        """The client, once the API is rootful Podman's: only rootful Podman's containers are
+        charged (its events file), and any other engine would answer "no such container" for
+        one that runs, which reap would take for gone."""
+        client = super()._connect()
+        try:
+            engines = [printable(str(c.get("Name")), REASON_WIDTH) for c in client.version().get("Components") or []
+                       if isinstance(c, dict)]
+            if PODMAN_COMPONENT not in engines:
+                raise EngineError(f"it is not Podman's ({', '.join(engines) or 'it names no engine'}); "
+                                  "set CONTAINER_HOST to rootful Podman's socket")
+            if ROOTLESS in (client.info().get("SecurityOptions") or []):
+                raise EngineError("it is rootless Podman's, which does not see rootful Podman's containers; "
+                                  "set CONTAINER_HOST to rootful Podman's socket")
+        except BaseException:
+            client.close()
+            raise
+        return client
+
     def kill(self, container_id: str) -> bool:
         return self._act(lambda api: _libpod_kill(api, container_id))
+
+
+PODMAN_COMPONENT = "Podman Engine"  # in `version`'s Components, as Docker's says "Engine"
+ROOTLESS = "name=rootless"  # in `info`'s SecurityOptions (Docker's and Podman's alike)
 
 
 def _libpod_kill(api: Any, container_id: str) -> None:
