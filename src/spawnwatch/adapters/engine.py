@@ -351,7 +351,8 @@ class DockerEngine:
 
 
 class PodmanEngine(DockerEngine):
-    """Podman's API as `podman system service` serves it: Docker's, but for the kill.
+    """Podman's API as `podman system service` serves it: Docker's, but for the kill, and
+    asked only once it says it is rootful Podman's.
 
     Docker's kill of SIGKILL answers once the container stopped, and so does Podman's
     Docker-compatible one; but when a `--rm` container's cleanup removes it before that
@@ -369,7 +370,8 @@ class PodmanEngine(DockerEngine):
         one that runs, which reap would take for gone."""
         client = super()._connect()
         try:
-            engines = [printable(str(c.get("Name")), REASON_WIDTH) for c in client.version().get("Components") or []
+            components = client.version().get("Components") or []
+            engines = [printable(str(c.get("Name")), REASON_WIDTH) for c in components[:NAMED_COMPONENTS]
                        if isinstance(c, dict)]
             if PODMAN_COMPONENT not in engines:
                 raise EngineError(f"it is not Podman's ({', '.join(engines) or 'it names no engine'}); "
@@ -387,6 +389,7 @@ class PodmanEngine(DockerEngine):
 
 
 PODMAN_COMPONENT = "Podman Engine"  # in `version`'s Components, as Docker's says "Engine"
+NAMED_COMPONENTS = 8  # looked at and named: the engine (first) and what runs beside it
 ROOTLESS = "name=rootless"  # in `info`'s SecurityOptions (Docker's and Podman's alike)
 
 
