@@ -249,6 +249,10 @@ def test_the_live_recording_replays_to_the_same_alerts(watcher):
         leak = waited(watcher, firing("accumulating", sim.pid), f"accumulating alert for {sim.pid}", timeout=180)
     assert watcher.live.stop() == 0
     assert watcher.live.records[-1]["kind"] == "stats" and watcher.live.records[-1]["lost"] == 0
+    # Every bounded cache of the session says what it let go, the pipeline's caches of command lines too.
+    evicted = watcher.live.records[-1]["evicted_by_table"]
+    assert {"known_processes", "exec_argvs", "signed_argvs", "container_client_argvs", "unmasked_words",
+            "unchanged_words", "redacted_argvs"} <= set(evicted), evicted
     replay = subprocess.run(
         [sys.executable, "-m", "spawnwatch", "watch", "--replay", str(watcher.recorded.path), "--json"],
         capture_output=True, text=True, timeout=300,

@@ -4,7 +4,7 @@ has a limit and its evictions are counted (in `stats` and the metrics), never si
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Callable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -75,7 +75,29 @@ class RecentWeighedMap(RecentMap[K, V]):
             self.evicted += 1
 
 
+class Memo(RecentWeighedMap[K, V]):
+    """`compute(key)`, kept for the most recent keys within a RecentWeighedMap's limits:
+    what is asked again and again (an exec storm's one command line) is computed once."""
+
+    def __init__(self, compute: Callable[[K], V], limit: int, budget: int, weigh: Callable[[K], int]) -> None:
+        super().__init__(limit, budget, weigh)
+        self._compute = compute
+
+    def __call__(self, key: K) -> V:
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = self._compute(key)
+        self.put(key, value)
+        return value
+
+
 STRING_WEIGHT = 64  # what a `str` object weighs beside its characters (49 bytes and up, as allocated)
+
+
+def weigh_words(words: Sequence[str]) -> int:
+    """What a command line (or any tuple of words) holds: its characters and a string object each."""
+    return sum(map(len, words)) + STRING_WEIGHT * len(words)
 
 
 class UnchangedWords(RecentWeighedMap[str, V]):

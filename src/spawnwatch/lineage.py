@@ -33,7 +33,7 @@ from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 from typing import AbstractSet, Callable, Iterator, Protocol
 
-from spawnwatch.bounded import RecentWeighedMap
+from spawnwatch.bounded import Memo, weigh_words
 from spawnwatch.clock import SAME_START_S, same_start, start_tick
 from spawnwatch.events import Brief, Event, Exec, ExecBrief, ExecTally, Exit, Fork, Oom, Reap, Snapshot, Tally
 
@@ -42,9 +42,11 @@ COMM_CHARS = 15  # of a program name the kernel keeps (/proc readers may show mo
 
 MAX_REAPED_LOOKED_AT = 4096  # for the spawner of a Brief that outlived it (see Lineage._reaped_holder_at)
 # Signatures kept by command line: an exec storm, or a leak's children, signs the same
-# argv again and again.  Bounded in entries and in the argv bytes their keys hold.
+# argv again and again.  Bounded in entries and in what their keys weigh (weigh_words):
+# usual command lines fill the entries first, hostile ones (distinct, 4 KiB of two-letter
+# words, ~90 KB each) the weight.
 SIGNATURES_KEPT = 1024
-SIGNED_ARGV_BYTES_KEPT = 256 * 1024
+SIGNED_ARGVS_WEIGHT = 1 << 20
 
 Key = tuple[int, int]  # (pid, start in ticks)
 # Shared by every process without children (nearly all of them in a fork storm): two empty
@@ -148,9 +150,8 @@ class Lineage:
         reparent_hint: ReparentHint | None = None,
         listener: Listener | None = None,
     ) -> None:
-        self._sign = signer
-        self._signatures: RecentWeighedMap[tuple[tuple[str, ...], str], str] = RecentWeighedMap(
-            SIGNATURES_KEPT, SIGNED_ARGV_BYTES_KEPT, _argv_weight)
+        self._signatures: Memo[tuple[tuple[str, ...], str], str] = Memo(
+            lambda key: signer(*key), SIGNATURES_KEPT, SIGNED_ARGVS_WEIGHT, _argv_weight)
         self.settings = settings
         # Who adopts an orphan: the kernel's choice (nearest subreaper, else init) is not in
         # the events; the caller can read it from /proc.  Without a hint: init.
@@ -328,12 +329,12 @@ class Lineage:
         return None
 
     def _signature(self, argv: tuple[str, ...], comm: str) -> str:
-        key = (argv, comm)
-        signature = self._signatures.recent(key)
-        if signature is None:
-            signature = self._sign(argv, comm)
-            self._signatures.put(key, signature)
-        return signature
+        return self._signatures((argv, comm))
+
+    @property
+    def signatures_evicted(self) -> int:
+        """Command lines whose signature was let go past the limits."""
+        return self._signatures.evicted
 
     def _ran_briefly(self, event: ExecBrief | ExecTally) -> None:
         """Short lives that exec'd: members of the group of the program they ran, as their
@@ -554,7 +555,7 @@ class Lineage:
 
 def _argv_weight(key: tuple[tuple[str, ...], str]) -> int:
     argv, comm = key
-    return sum(map(len, argv)) + len(argv) + len(comm)
+    return weigh_words(argv) + len(comm)
 
 
 def _with(processes: AbstractSet[Process], proc: Process) -> AbstractSet[Process]:

@@ -10,7 +10,6 @@ recording without ticks (`trace --record`) is evaluated on its events' clock.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from spawnwatch.alerts import FIRING, Alert, AlertBook, ResolveContainer
@@ -20,11 +19,6 @@ from spawnwatch.events import EVENT_TYPES, ContainerEvent, Event, Observation, O
 from spawnwatch.lineage import Lineage, ReparentHint
 from spawnwatch.signature import DEFAULT_ENGINE, Signer
 
-# Signing an argv costs tens of us, and a supervisor execs the same few command lines
-# over and over (every child of an exec storm runs one): signatures are kept per
-# (argv, comm), the most recent this many; so is what an argv asks a container
-# engine for (every exec is asked whether it is a `docker run` client).
-SIGNATURES_KEPT = 4096
 PROCESS_EVENT_TYPES = frozenset(EVENT_TYPES.values())
 
 
@@ -43,9 +37,9 @@ class Pipeline:
         self.config = config
         self.signer = Signer(config.signature)
         self.detector = Detector(config.detect, self.signer.program, memory_of,
-                                 lru_cache(maxsize=SIGNATURES_KEPT)(self.signer.container_client), container_memory,
+                                 self.signer.container_client, container_memory,
                                  local_engine, sockets_of)
-        self.lineage = Lineage(lru_cache(maxsize=SIGNATURES_KEPT)(self.signer), config.lineage, reparent_hint,
+        self.lineage = Lineage(self.signer, config.lineage, reparent_hint,
                                listener=self.detector.listener)
         self.alerts = AlertBook(config.alerts, resolve_container)
         self.auto_advance = auto_advance  # evaluate when an event's time says one is due
@@ -104,6 +98,12 @@ class Pipeline:
         self.evaluations += 1
         self.lineage.expire(self.now)
         return self.detector.evaluate(self.now)
+
+    def evicted_by_table(self) -> dict[str, int]:
+        """What the caches of command lines let go past their limits (the session's stats)."""
+        return {"signed_argvs": self.lineage.signatures_evicted,
+                "container_client_argvs": self.detector.containers.client_argvs_evicted,
+                "unmasked_words": self.signer.words_evicted}
 
     def counts(self) -> dict[str, Any]:
         """Bookkeeping for the end-of-session summary."""

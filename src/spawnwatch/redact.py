@@ -49,7 +49,7 @@ from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Iterable, Sequence
 
-from spawnwatch.bounded import STRING_WEIGHT, RecentWeighedMap, UnchangedWords
+from spawnwatch.bounded import RecentWeighedMap, UnchangedWords, weigh_words
 from spawnwatch.events import Event, Exec, Snapshot, replaced
 
 try:  # the parser `re.compile` runs itself: what it reads a pattern as is what the pattern matches
@@ -217,7 +217,7 @@ class Redactor:
         schemes = "|".join(re.escape(s) for s in rules.schemes)
         # A scheme, then its credential (`value`) or the end of the word (the credential is the next one).
         self._scheme = re.compile(rf"\b(?:{schemes})(?:[ \t]+(?=(?P<value>\S))|$)", re.IGNORECASE) if schemes else None
-        self._argvs: RecentWeighedMap[Argv, Argv] = RecentWeighedMap(self.CACHE_SIZE, self.CACHE_WEIGHT, self._weigh)
+        self._argvs: RecentWeighedMap[Argv, Argv] = RecentWeighedMap(self.CACHE_SIZE, self.CACHE_WEIGHT, weigh_words)
         self._unchanged_words: UnchangedWords[Pending] = self.UNCHANGED_WORDS()
         self._has_rules = bool(self._keys or self._contains or self._headers or self._options or self._patterns
                                or self._scheme)
@@ -248,10 +248,6 @@ class Redactor:
         """`argv` redacted and not kept (its unchanged words are): for a caller that keeps what it
         redacts itself (the probe's command lines, by their bytes), so no argv is held twice."""
         return self._redact(argv) if self._has_rules else argv
-
-    @staticmethod
-    def _weigh(argv: Argv) -> int:
-        return sum(map(len, argv)) + STRING_WEIGHT * len(argv)
 
     def event(self, item: Event | Snapshot) -> Event | Snapshot:
         """An exec with its argv redacted, a snapshot with every process's; other events as they are."""

@@ -126,6 +126,11 @@ class Signer:
         self._versions = {l: re.compile(l.version) if l.version else None for l in rules.launchers}
         self._launcher_words = {seq[0] for l in rules.launchers for seq in l.commands}
 
+    @property
+    def words_evicted(self) -> int:
+        """Unmasked words the word cache let go past its limits."""
+        return self._unmasked_words.evicted
+
     def __call__(self, argv: Sequence[str], comm: str = "") -> str:
         words = self._strip_wrappers(clean_argv(argv))
         if not words:

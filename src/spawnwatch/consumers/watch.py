@@ -102,7 +102,7 @@ class Detection:
     def _with_extra(self, stats: Record) -> Record:
         extra = self.extra_stats() if self.extra_stats is not None else {}
         evicted = {**stats.get("evicted_by_table", {}), "pids_cgroups": self.sampler.evicted,
-                   **extra.get("evicted_by_table", {})}
+                   **self.pipeline.evicted_by_table(), **extra.get("evicted_by_table", {})}
         stats.update(extra)
         stats["evicted_by_table"] = evicted
         return stats

@@ -61,7 +61,7 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-from spawnwatch.bounded import BoundedMap
+from spawnwatch.bounded import BoundedMap, Memo, weigh_words
 from spawnwatch.clock import same_start, start_tick, tick_start
 from spawnwatch.detect.groups import GroupBook, GroupKey, charged_child
 from spawnwatch.events import ContainerEvent
@@ -71,6 +71,10 @@ from spawnwatch.signature import DEFAULT_ENGINE, PODMAN_ENGINE, ContainerClient
 ClientOf = Callable[[Sequence[str], "Sequence[str] | None"], "ContainerClient | None"]
 
 MAX_PENDING_CLIENTS = 1024  # clients waiting for their container's event
+# What a command line asks a container engine for, kept per (argv, environ) as its
+# signature is (lineage.py): every exec is asked, and a storm execs the same few.
+CLIENT_ARGVS_KEPT = 1024
+CLIENT_ARGVS_WEIGHT = 1 << 20
 MAX_CONTAINERS = 4096  # containers known from the engine's events
 CLOCK_SKEW_S = 1.0  # engine events are dated by the wall clock, process events by the boot clock
 DEFAULT_IMAGE_PREFIXES = ("docker.io/library/", "docker.io/", "index.docker.io/library/", "index.docker.io/")
@@ -244,7 +248,9 @@ class ContainerBook:
     processes a snapshot or a resync added, `apply` the engine's events."""
 
     def __init__(self, client_of: ClientOf | None, match_window_s: float, local_engine: str = DEFAULT_ENGINE) -> None:
-        self._client_of = client_of or (lambda argv, environ: None)
+        asked = client_of or (lambda argv, environ: None)
+        self._client_of: Memo[tuple[Sequence[str], Sequence[str] | None], ContainerClient | None] = Memo(
+            lambda key: asked(*key), CLIENT_ARGVS_KEPT, CLIENT_ARGVS_WEIGHT, _client_key_weight)
         self._window = match_window_s
         self._local_engine = local_engine
         self._pending: BoundedMap[Process, _Pending] = BoundedMap(MAX_PENDING_CLIENTS)  # in the order they asked
@@ -256,6 +262,11 @@ class ContainerBook:
         """The book's bookkeeping; `container_clients_dropped` are the waiting clients let go
         past MAX_PENDING_CLIENTS (the oldest first)."""
         return self._counts + Counter(container_clients_dropped=self._pending.evicted)
+
+    @property
+    def client_argvs_evicted(self) -> int:
+        """Command lines whose container client (or none) was let go past the limits."""
+        return self._client_of.evicted
 
     # -- lineage.Listener ----------------------------------------------------------------
 
@@ -278,7 +289,7 @@ class ContainerBook:
                 self._asked(proc, now + self._window)
 
     def _asked(self, proc: Process, until: float) -> None:
-        call = self._client_of(proc.argv, proc.environ)
+        call = self._client_of((proc.argv, proc.environ))
         if call is None:
             return
         if call.engine == PODMAN_ENGINE:
@@ -517,3 +528,7 @@ def charge_of(client: Process) -> GroupKey | None:
         return None
     return GroupKey(leaker.cgroup_id, leaker.spawner.key, leaker.signature)
 
+
+def _client_key_weight(key: tuple[Sequence[str], Sequence[str] | None]) -> int:
+    argv, environ = key
+    return weigh_words(argv) + weigh_words(environ or ())
