@@ -149,7 +149,7 @@ def test_a_word_with_a_match_of_any_pattern_holds_one_of_its_literal_starts(piec
 
 def test_the_word_cache_is_bounded_by_entries_and_weight_and_counts_each_eviction():
     redact = Redactor(RULES)
-    # Distinct ordinary words, more than it keeps: it keeps WORDS_KEPT of them.
+    # Distinct ordinary words, more than it keeps: it keeps KEPT of them.
     for n in range(UnchangedWords.KEPT + 100):
         redact([f"w{n}"])
     assert redact.words_evicted == 100
