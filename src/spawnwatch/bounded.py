@@ -100,6 +100,11 @@ def weigh_words(words: Sequence[str]) -> int:
     return sum(map(len, words)) + STRING_WEIGHT * len(words)
 
 
+def weigh_word(word: str) -> int:
+    """What one word holds (weigh_words, without a tuple to hold it)."""
+    return len(word) + STRING_WEIGHT
+
+
 class UnchangedWords(RecentWeighedMap[str, V]):
     """Words a pass over command lines (redaction, the signature's masks) left as they were,
     each with what the pass said beside it: a build host's distinct command lines still share
@@ -121,6 +126,3 @@ class UnchangedWords(RecentWeighedMap[str, V]):
         if passed == word and len(word) <= self.LONGEST:
             self.put(word, said)
 
-
-def weigh_word(word: str) -> int:
-    return len(word) + STRING_WEIGHT

@@ -4,11 +4,11 @@ When `watch` asks, the kernel counts a child that lived and was reaped with
 nothing in between (what a Brief tells, or with one exec, an ExecBrief) in its
 spawner's tally instead of sending a record: a slot per spawner on each CPU,
 holding the children it forked in one second.  The kernel sends a Tally (how
-many, no pids) when another second's or another spawner's child takes its slot; one that no
-child comes to take would stay in the slot untold, so the sweep reads the mapped
-array and tells each tally once its second is over.  The kernel may still send
-a tally the sweep told: its record's occupancy (slot and gen) finds what the
-sweep told of it, and only the children told by neither go on.
+many, no pids) when another second's or another spawner's child takes its slot;
+one that no child comes to take would stay in the slot untold, so the sweep
+reads the mapped array and tells each tally once its second is over.  The kernel
+may still send a tally the sweep told: its record's occupancy (slot and gen)
+finds what the sweep told of it, and only the children told by neither go on.
 
 Pure: the probe hands it the array's words and a way to read one slot.
 """
