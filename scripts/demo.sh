@@ -35,9 +35,10 @@ trap 'exit 130' INT TERM
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "spawnwatch watch --duration $WATCH_SECONDS   (compiling and attaching the BPF programs)"
-"$PY" -m spawnwatch watch --duration "$WATCH_SECONDS" 2>"$workdir/watch.err" &
+# Text logs whatever SPAWNWATCH_LOG_FORMAT says: the demo waits for watch's ready line.
+"$PY" -m spawnwatch --log-format text watch --duration "$WATCH_SECONDS" 2>"$workdir/watch.err" &
 watch_pid=$!
-until grep -q '^watching' "$workdir/watch.err" 2>/dev/null; do
+until grep -q ' watch: watching ' "$workdir/watch.err" 2>/dev/null; do
     if ! kill -0 "$watch_pid" 2>/dev/null; then
         cat "$workdir/watch.err" >&2
         exit 1
